@@ -1,0 +1,3 @@
+from docutrain_cli.cli import main
+
+main()

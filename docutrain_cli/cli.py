@@ -1,0 +1,356 @@
+"""The `docutrain` command: parses flags, calls the library, renders output,
+maps errors to exit codes. Everything it calls is usable from Python."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from docutrain_cli import __version__
+from docutrain_cli.config import Settings, load_settings
+from docutrain_cli.errors import DocutrainError, ExitCode, UsageError
+
+app = typer.Typer(
+    name="docutrain",
+    help="Turn uploaded documents into embedded, searchable chunks.\n\n"
+    "Example: docutrain enqueue ./uploads --user-id U && docutrain run --workers 24 --drain",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+jobs_app = typer.Typer(help="List jobs, or show one.", no_args_is_help=False)
+app.add_typer(jobs_app, name="jobs")
+
+_show_traceback = False
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"docutrain {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    queue: Optional[str] = typer.Option(
+        None, "--queue", help="Queue file (default ./queue.db) or postgresql:// URL. Env: DOCUTRAIN_QUEUE."
+    ),
+    store: Optional[str] = typer.Option(
+        None, "--store", help="Local store file (default ./docutrain.db). Env: DOCUTRAIN_STORE."
+    ),
+    config: Optional[Path] = typer.Option(None, "--config", help="Settings file (default ./docutrain.toml)."),
+    traceback: bool = typer.Option(False, "--traceback", help="Show the full traceback of an error."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    global _show_traceback
+    _show_traceback = traceback
+    ctx.obj = {"queue": queue, "store": store, "config": config}
+
+
+def _settings(ctx: typer.Context, **flags) -> Settings:
+    root = ctx.find_root().obj or {}
+    return load_settings(
+        {"queue": root.get("queue"), "store": root.get("store"), **flags}, config_file=root.get("config")
+    )
+
+
+def _queue(settings: Settings):
+    from docutrain_cli.queues import open_queue
+
+    return open_queue(settings)
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _emit_json(data) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _error_line(message: str) -> None:
+    print(f"docutrain: error: {message}", file=sys.stderr)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _when(epoch: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch)) if epoch else "-"
+
+
+# -- enqueue ----------------------------------------------------------------
+@app.command()
+def enqueue(
+    ctx: typer.Context,
+    paths: Optional[List[str]] = typer.Argument(None, help="Files, folders (searched recursively) or globs."),
+    user_id: Optional[str] = typer.Option(None, "--user-id", help="Owner of the documents."),
+    document_id: Optional[str] = typer.Option(None, "--document-id", help="Link one file to an existing document row."),
+    force: bool = typer.Option(False, "--force", help="Queue files even if the same content is already queued."),
+    from_supabase: bool = typer.Option(False, "--from-supabase", help="Queue every pending Supabase document."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="With --from-supabase: at most this many."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Put documents into the queue and return at once with their job ids.
+
+    Example: docutrain enqueue ./uploads/*.pdf --user-id 4f1c...
+    """
+    from docutrain_cli.enqueue import EnqueueReport, enqueue_jobs, enqueue_paths
+
+    settings = _settings(ctx)
+    if not paths and not from_supabase:
+        raise UsageError("give files, folders or globs to queue (or --from-supabase)")
+    report = EnqueueReport()
+    with _queue(settings) as queue:
+        if from_supabase:
+            from docutrain_cli.pull import pending_jobs
+
+            report = enqueue_jobs(queue, pending_jobs(settings, limit=limit), force=force)
+        if paths:
+            more = enqueue_paths(queue, paths, user_id=user_id, document_id=document_id, force=force)
+            report.queued += more.queued
+            report.duplicates += more.duplicates
+            report.refused += more.refused
+    for refused in report.refused:
+        _error_line(f"{refused.path}: {refused.reason}")
+    if as_json:
+        _emit_json(report.to_dict())
+    else:
+        for job in report.queued:
+            print(f"queued job {job.id}: {job.source}")
+        for job in report.duplicates:
+            print(f"skipped {job.source}: already queued (same content); use --force to queue it again")
+        print(f"{len(report.queued)} queued, {len(report.duplicates)} skipped, {len(report.refused)} refused")
+    if report.refused:
+        raise typer.Exit(ExitCode.PARTIAL)
+
+
+# -- run ----------------------------------------------------------------------
+@app.command()
+def run(
+    ctx: typer.Context,
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Worker processes (default: CPU count)."),
+    drain: bool = typer.Option(False, "--drain", help="Exit when nothing is queued, running or waiting to retry."),
+    max_time: Optional[str] = typer.Option(None, "--max-time", help="Stop taking jobs after this long, e.g. 4m."),
+    job_timeout: Optional[str] = typer.Option(None, "--job-timeout", help="Kill and retry a job after this long (default 10m)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON."),
+) -> None:
+    """Process the queue with worker processes.
+
+    Without --drain it keeps polling for new jobs (a service). With --drain it
+    exits when the queue is empty: what cron calls.
+
+    Example: docutrain run --workers 24 --drain --max-time 4m
+    """
+    from docutrain_cli.config import parse_duration
+    from docutrain_cli.progress import LogObserver, RichObserver, summary_line
+    from docutrain_cli.runner import Runner
+
+    settings = _settings(ctx, workers=workers, job_timeout=job_timeout)
+    seconds = parse_duration(max_time, "--max-time") if max_time else None
+    interactive = sys.stdout.isatty() and not as_json
+    observer = RichObserver(_console()) if interactive else LogObserver()
+    with _queue(settings) as queue:
+        runner = Runner(settings, queue, observer, status=_status_recorder(settings))
+        _install_stop_handlers(runner)
+        summary = runner.run(drain=drain, max_time=seconds)
+    if as_json:
+        _emit_json(summary.to_dict())
+    elif interactive:
+        print(summary_line(summary))
+    if summary.exit_code:
+        raise typer.Exit(summary.exit_code)
+
+
+def _status_recorder(settings: Settings):
+    """The runner's status sink (local store + Supabase outbox), if built."""
+    try:
+        from docutrain_cli.status import StatusRecorder
+    except ImportError:
+        return None
+    return StatusRecorder(settings)
+
+
+def _install_stop_handlers(runner) -> None:
+    # Handlers only set flags; the runner's loop acts on them.
+    signal.signal(signal.SIGINT, lambda *_: runner.request_stop("interrupted"))
+    signal.signal(signal.SIGTERM, lambda *_: runner.request_stop("terminated"))
+
+
+# -- status -------------------------------------------------------------------
+@app.command()
+def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Show how many jobs are in each state and whether a runner is working.
+
+    Example: docutrain status --json
+    """
+    settings = _settings(ctx)
+    with _queue(settings) as queue:
+        stats = queue.stats(time.time())
+    data = {
+        **stats.counts,
+        "oldest_queued_age_seconds": stats.oldest_queued_age,
+        "next_retry_at": stats.next_retry_at,
+        "runner": stats.runner,
+    }
+    if as_json:
+        _emit_json(data)
+        return
+    c = stats.counts
+    print(
+        f"queued {c['queued']}  running {c['running']}  retrying {c['retrying']}  "
+        f"done {c['done']}  dead {c['dead']}"
+    )
+    print(f"oldest queued job: {_age(stats.oldest_queued_age)} old")
+    if stats.next_retry_at:
+        print(f"next retry: {_when(stats.next_retry_at)}")
+    print(f"runner: {stats.runner or 'none running'}")
+    if c["dead"]:
+        print("see dead jobs with `docutrain jobs --state dead`; retry them with `docutrain retry --all-dead`")
+
+
+# -- jobs -----------------------------------------------------------------------
+@jobs_app.callback(invoke_without_command=True)
+def jobs(
+    ctx: typer.Context,
+    state: Optional[str] = typer.Option(None, "--state", "-s", help="queued, running, retrying, done or dead."),
+    limit: int = typer.Option(50, "--limit", "-n", help="At most this many, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List jobs, newest first.
+
+    Example: docutrain jobs --state dead
+    """
+    if ctx.invoked_subcommand:
+        return
+    from docutrain_cli.jobs import STATES, JobState
+
+    if state is not None and state not in STATES:
+        raise UsageError(f"--state: expected one of {', '.join(STATES)}, got {state!r}")
+    settings = _settings(ctx)
+    with _queue(settings) as queue:
+        found = queue.jobs(JobState(state) if state else None, limit=limit)
+    if as_json:
+        _emit_json([j.to_dict() for j in found])
+        return
+    if not found:
+        print("no jobs" + (f" in state {state}" if state else ""))
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("id", "state", "attempts", "file", "last error"):
+        table.add_column(column, overflow="fold")
+    for job in found:
+        table.add_row(str(job.id), job.state.value, str(job.attempts), job.source, job.last_error or "")
+    _console().print(table)
+
+
+@jobs_app.command("show")
+def jobs_show(
+    ctx: typer.Context,
+    job_id: int = typer.Argument(..., help="The job id printed by enqueue."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show one job: file, attempts, errors, timestamps.
+
+    Example: docutrain jobs show 12
+    """
+    settings = _settings(ctx)
+    with _queue(settings) as queue:
+        job = queue.job(job_id)
+    if job is None:
+        raise UsageError(f"job {job_id}: no such job")
+    if as_json:
+        _emit_json(job.to_dict())
+        return
+    rows = [
+        ("job", job.id),
+        ("state", job.state.value),
+        ("file", job.source),
+        ("sha256", job.sha256),
+        ("user id", job.user_id),
+        ("document id", job.document_id),
+        ("attempts", job.attempts),
+        ("enqueued", _when(job.enqueued_at)),
+        ("started", _when(job.started_at)),
+        ("finished", _when(job.finished_at)),
+        ("next attempt", _when(job.not_before) if job.state.value == "retrying" else None),
+        ("result", json.dumps(job.result) if job.result else None),
+    ]
+    for label, value in rows:
+        if value not in (None, "-"):
+            print(f"{label + ':':<13}{value}")
+    for i, error in enumerate(job.errors, 1):
+        print(f"{'error ' + str(i) + ':':<13}{error}")
+
+
+# -- retry --------------------------------------------------------------------
+@app.command()
+def retry(
+    ctx: typer.Context,
+    job_ids: Optional[List[int]] = typer.Argument(None, help="Ids of dead jobs."),
+    all_dead: bool = typer.Option(False, "--all-dead", help="Retry every dead job."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Put dead jobs back in the queue with a fresh attempt count.
+
+    Example: docutrain retry 12 15   or   docutrain retry --all-dead
+    """
+    if bool(job_ids) == all_dead:
+        raise UsageError("give dead job ids or --all-dead (not both)")
+    settings = _settings(ctx)
+    with _queue(settings) as queue:
+        revived = queue.revive(None if all_dead else job_ids)
+        not_dead = [] if all_dead else [i for i in job_ids if i not in revived]
+        for job_id in not_dead:
+            job = queue.job(job_id)
+            _error_line(f"job {job_id}: " + (f"is {job.state.value}, not dead" if job else "no such job"))
+    if as_json:
+        _emit_json({"retried": revived, "refused": not_dead})
+    else:
+        print(f"{len(revived)} job(s) back in the queue" + (f": {', '.join(map(str, revived))}" if revived else ""))
+    if not_dead:
+        raise typer.Exit(ExitCode.PARTIAL)
+
+
+def main() -> None:
+    try:
+        # Without standalone mode, Click returns the code of typer.Exit.
+        code = app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(ExitCode.INTERRUPTED)
+    except typer.TyperException as exc:  # bad flags or arguments
+        exc.show()
+        sys.exit(getattr(exc, "exit_code", ExitCode.USAGE))
+    except DocutrainError as exc:
+        if _show_traceback:
+            raise
+        _error_line(str(exc))
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(ExitCode.INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - last resort: one line, not a traceback
+        if _show_traceback:
+            raise
+        _error_line(f"unexpected {type(exc).__name__}: {exc} (run with --traceback for details)")
+        sys.exit(ExitCode.ERROR)
+    sys.exit(code if isinstance(code, int) else ExitCode.OK)

@@ -1,0 +1,236 @@
+"""Settings: one frozen, picklable object built from, in rising priority,
+built-in defaults < docutrain.toml < environment variables < command-line flags.
+
+This is the only module that reads os.environ, so every other module (and
+every worker process) sees one consistent picture.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+from docutrain_cli.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CONFIG_FILE = "docutrain.toml"
+ENV_PREFIX = "DOCUTRAIN_"
+# Well-known variables that other tools use too; they are read as-is.
+PLAIN_ENV = {
+    "openai_api_key": "OPENAI_API_KEY",
+    "openai_base_url": "OPENAI_BASE_URL",
+    "supabase_url": "SUPABASE_URL",
+    "supabase_service_role_key": "SUPABASE_SERVICE_ROLE_KEY",
+}
+SECRET_FIELDS = {"openai_api_key", "supabase_service_role_key", "pdf_password"}
+
+
+def _secret(default: Any = None) -> Any:
+    return dataclasses.field(default=default, repr=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    # Queue and runner
+    queue: str = "queue.db"
+    queue_name: str = "docutrain"
+    workers: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
+    job_timeout: float = 600.0
+    max_attempts: int = 5
+    retry_base_delay: float = 10.0
+    retry_max_delay: float = 600.0
+    grace_period: float = 30.0
+    poll_interval: float = 1.0
+    visibility_timeout: float = 120.0
+    processor: str = "docutrain_cli.pipeline.process:process_job"
+    # Pipeline
+    store: str = "docutrain.db"
+    max_file_mb: float = 200.0
+    max_pages: int = 10_000
+    chunk_tokens: int = 800
+    chunk_overlap: int = 100
+    pdf_password: str | None = _secret()
+    # Embeddings
+    embedder: str = "auto"  # auto | openai | offline
+    embedding_model: str = "text-embedding-3-small"
+    embedding_dimensions: int | None = None
+    openai_api_key: str | None = _secret()
+    openai_base_url: str | None = None
+    # Supabase
+    supabase_url: str | None = None
+    supabase_service_role_key: str | None = _secret()
+    documents_table: str = "user_documents"
+    chunks_table: str = "document_chunks"
+    storage_bucket: str = "documents"
+
+    @property
+    def queue_is_postgres(self) -> bool:
+        return self.queue.startswith(("postgres://", "postgresql://"))
+
+    @property
+    def supabase_enabled(self) -> bool:
+        return bool(self.supabase_url and self.supabase_service_role_key)
+
+    @property
+    def embedder_kind(self) -> str:
+        if self.embedder == "auto":
+            return "openai" if self.openai_api_key else "offline"
+        return self.embedder
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    def redacted(self) -> dict[str, Any]:
+        """All settings as a dict, secrets masked: safe to print or log."""
+        out = dataclasses.asdict(self)
+        for name in SECRET_FIELDS:
+            if out.get(name):
+                out[name] = redact(out[name])
+        if self.queue_is_postgres:
+            out["queue"] = redact_url(self.queue)
+        return out
+
+
+def redact(secret: str) -> str:
+    return secret[:4] + "…" if len(secret) > 12 else "…"
+
+
+def redact_url(url: str) -> str:
+    """postgresql://user:secret@host/db -> postgresql://user:…@host/db"""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:…@", url)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(value: str | float | int, name: str = "duration") -> float:
+    """'90', '90s', '4m', '1.5h' -> seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ConfigError(
+                f"{name}: expected a duration such as 30s, 4m or 1h, got {value!r}"
+            )
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds < 0:
+        raise ConfigError(f"{name}: must not be negative, got {value!r}")
+    return seconds
+
+
+_DURATION_FIELDS = {
+    "job_timeout",
+    "retry_base_delay",
+    "retry_max_delay",
+    "grace_period",
+    "poll_interval",
+    "visibility_timeout",
+}
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    label = f"{source} {name}" if source else name
+    if name in _DURATION_FIELDS:
+        return parse_duration(value, label)
+    annotation = str(_FIELDS[name].type)
+    if value is None or (value == "" and "None" in annotation):
+        return None
+    if annotation.startswith("int"):
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{label}: expected a whole number, got {value!r}") from None
+        return number
+    if annotation.startswith("float"):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{label}: expected a number, got {value!r}") from None
+    return str(value)
+
+
+def _validate(s: Settings) -> None:
+    if s.workers < 1:
+        raise ConfigError(f"workers: must be at least 1, got {s.workers}")
+    if s.max_attempts < 1:
+        raise ConfigError(f"max_attempts: must be at least 1, got {s.max_attempts}")
+    if s.embedder not in ("auto", "openai", "offline"):
+        raise ConfigError(f"embedder: expected auto, openai or offline, got {s.embedder!r}")
+    if s.embedder == "openai" and not s.openai_api_key:
+        raise ConfigError("embedder is 'openai' but OPENAI_API_KEY is not set")
+    if not 16 <= s.chunk_tokens <= 8000:
+        raise ConfigError(f"chunk_tokens: must be between 16 and 8000, got {s.chunk_tokens}")
+    if not 0 <= s.chunk_overlap < s.chunk_tokens // 2:
+        raise ConfigError(
+            f"chunk_overlap: must be at least 0 and under half of chunk_tokens, got {s.chunk_overlap}"
+        )
+    if s.embedding_dimensions is not None and s.embedding_dimensions < 1:
+        raise ConfigError(f"embedding_dimensions: must be positive, got {s.embedding_dimensions}")
+    if bool(s.supabase_url) != bool(s.supabase_service_role_key):
+        missing = "SUPABASE_SERVICE_ROLE_KEY" if s.supabase_url else "SUPABASE_URL"
+        raise ConfigError(f"Supabase is half configured: {missing} is not set")
+    if ":" not in s.processor:
+        raise ConfigError(f"processor: expected 'module:function', got {s.processor!r}")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    data = data.get("docutrain", data)  # a [docutrain] table or top-level keys
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting {unknown[0]!r}")
+    return {k: _coerce(k, v, str(path)) for k, v in data.items()}
+
+
+def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in _FIELDS:
+        env_name = ENV_PREFIX + name.upper()
+        if env_name in environ:
+            values[name] = _coerce(name, environ[env_name], env_name)
+        elif name in PLAIN_ENV and environ.get(PLAIN_ENV[name]):
+            values[name] = _coerce(name, environ[PLAIN_ENV[name]], PLAIN_ENV[name])
+    return values
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build Settings. `overrides` are command-line flags (None means 'not given')."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = Path(config_file or environ.get(ENV_PREFIX + "CONFIG") or CONFIG_FILE)
+    if config_file or path.exists():
+        values.update(_read_toml(path))
+    values.update(_read_env(environ))
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = _coerce(name, value, "--" + name.replace("_", "-"))
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def environ_flag(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """Read a non-setting environment variable (e.g. CI) in one place."""
+    return (os.environ if environ is None else environ).get(name)

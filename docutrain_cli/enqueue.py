@@ -1,0 +1,80 @@
+"""Queue documents: the library behind `docutrain enqueue`."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterable
+
+from docutrain_cli.discover import Refused, discover
+from docutrain_cli.errors import UsageError
+from docutrain_cli.jobs import Job
+from docutrain_cli.queues.base import JobQueue
+
+
+@dataclasses.dataclass
+class EnqueueReport:
+    queued: list[Job] = dataclasses.field(default_factory=list)
+    duplicates: list[Job] = dataclasses.field(default_factory=list)  # not queued again
+    refused: list[Refused] = dataclasses.field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "queued": [{"id": j.id, "source": j.source} for j in self.queued],
+            "duplicates": [{"source": j.source, "sha256": j.sha256} for j in self.duplicates],
+            "refused": [dataclasses.asdict(r) for r in self.refused],
+        }
+
+
+def enqueue_paths(
+    queue: JobQueue,
+    paths: Iterable[str],
+    *,
+    user_id: str | None = None,
+    document_id: str | None = None,
+    force: bool = False,
+) -> EnqueueReport:
+    """Queue every file the paths name. A file whose content is already
+    queued, running or retrying is skipped unless `force`."""
+    found, refused = discover(paths)
+    if document_id and len(found) > 1:
+        raise UsageError(f"--document-id links one file to one document, but {len(found)} files were given")
+    report = EnqueueReport(refused=refused)
+    active = set() if force else queue.active_hashes()
+    batch: list[Job] = []
+    for item in found:
+        job = Job(id=0, source=item.path, sha256=item.sha256, user_id=user_id, document_id=document_id)
+        if item.sha256 in active:
+            report.duplicates.append(job)
+            continue
+        active.add(item.sha256)  # the same content twice in one call: once
+        batch.append(job)
+    for job, job_id in zip(batch, queue.enqueue(batch)):
+        job.id = job_id
+        report.queued.append(job)
+    return report
+
+
+def enqueue_jobs(queue: JobQueue, jobs: list[Job], force: bool = False) -> EnqueueReport:
+    """Queue ready-made jobs (e.g. pulled from Supabase), skipping active duplicates
+    by document id or content hash."""
+    report = EnqueueReport()
+    active_docs = set() if force else _active_document_ids(queue)
+    batch = []
+    for job in jobs:
+        if job.document_id and job.document_id in active_docs:
+            report.duplicates.append(job)
+        else:
+            batch.append(job)
+    for job, job_id in zip(batch, queue.enqueue(batch)):
+        job.id = job_id
+        report.queued.append(job)
+    return report
+
+
+def _active_document_ids(queue: JobQueue) -> set[str]:
+    from docutrain_cli.jobs import JobState
+
+    ids = set()
+    for state in (JobState.QUEUED, JobState.RUNNING, JobState.RETRYING):
+        ids |= {j.document_id for j in queue.jobs(state, limit=1_000_000) if j.document_id}
+    return ids

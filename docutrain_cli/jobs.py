@@ -1,0 +1,96 @@
+"""The job record, its states, and the retry schedule.
+
+A job is plain data: it is pickled to worker processes and stored as JSON in
+the queue, so it holds only str/int/float/list/dict values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import random
+import time
+from typing import Any
+
+MAX_ERROR_HISTORY = 10
+
+
+class JobState(str, enum.Enum):
+    QUEUED = "queued"  # waiting for a worker
+    RUNNING = "running"  # leased by a runner
+    RETRYING = "retrying"  # failed, waiting for its next attempt
+    DONE = "done"
+    DEAD = "dead"  # failed for good; `docutrain retry` brings it back
+
+    def __str__(self) -> str:
+        return self.value
+
+
+STATES = [s.value for s in JobState]
+
+
+@dataclasses.dataclass
+class Job:
+    id: int
+    source: str  # a local path, or supabase://bucket/path
+    sha256: str | None = None
+    user_id: str | None = None
+    document_id: str | None = None
+    attempts: int = 0  # attempts started so far, this one included
+    not_before: float = 0.0  # epoch seconds; a retry waits until then
+    errors: list[str] = dataclasses.field(default_factory=list)
+    enqueued_at: float = dataclasses.field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    state: JobState = JobState.QUEUED
+    result: dict[str, Any] | None = None
+
+    @property
+    def last_error(self) -> str | None:
+        return self.errors[-1] if self.errors else None
+
+    @property
+    def document_key(self) -> str:
+        """What identifies the document in the output: one set of chunks per key."""
+        return self.document_id or self.source
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON-able part a queue stores (id and state are the queue's)."""
+        data = dataclasses.asdict(self)
+        del data["id"], data["state"]
+        return data
+
+    @classmethod
+    def from_payload(cls, job_id: int, state: JobState, data: dict[str, Any]) -> "Job":
+        known = {f.name for f in dataclasses.fields(cls)} - {"id", "state"}
+        return cls(id=job_id, state=state, **{k: v for k, v in data.items() if k in known})
+
+    def record_error(self, message: str) -> None:
+        self.errors = (self.errors + [message])[-MAX_ERROR_HISTORY:]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["state"] = self.state.value
+        return data
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter (as in the AWS architecture blog):
+    attempt n waits a random time in [delay/2, delay], delay = base * 2**(n-1),
+    capped at max_delay."""
+
+    max_attempts: int = 5
+    base_delay: float = 10.0
+    max_delay: float = 600.0
+
+    def delay(self, attempts: int, rng: random.Random | None = None) -> float:
+        ceiling = min(self.max_delay, self.base_delay * 2 ** max(attempts - 1, 0))
+        return ceiling * (0.5 + 0.5 * (rng or random).random())
+
+    def gives_up(self, attempts: int) -> bool:
+        return attempts >= self.max_attempts
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "RetryPolicy":
+        return cls(settings.max_attempts, settings.retry_base_delay, settings.retry_max_delay)

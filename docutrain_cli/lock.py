@@ -1,0 +1,77 @@
+"""An exclusive, crash-safe lock file: one runner per local queue.
+
+flock() is released by the kernel when the holder dies, even by kill -9, so
+a stale lock can never block the next cron run. The file also records who
+holds it, so a second runner can say so.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from docutrain_cli.errors import QueueBusyError
+
+
+class RunnerLock:
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise QueueBusyError(
+                f"{self.path.with_suffix('')}: queue is busy: {self.holder() or 'another runner'}"
+            ) from None
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def holder(self) -> str | None:
+        """'runner pid 123 on host since 12:00:01', or None when nobody holds it."""
+        if self._fd is not None:
+            return describe_holder(self.path.read_text() or "{}")
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return describe_holder(os.pread(fd, 4096, 0).decode(errors="replace"))
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> "RunnerLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def describe_holder(text: str) -> str:
+    try:
+        info = json.loads(text)
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["since"]))
+        return f"held by runner pid {info['pid']} on {info['host']} since {since}"
+    except (ValueError, KeyError, TypeError):
+        return "held by another runner"

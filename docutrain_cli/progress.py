@@ -1,0 +1,155 @@
+"""How a run looks: a live rich display in a terminal, plain log lines
+under cron or systemd. Both are RunObservers fed by the runner."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+from docutrain_cli.jobs import Job
+from docutrain_cli.queues.base import QueueStats
+from docutrain_cli.runner import RunObserver, RunSummary, Runner
+
+
+def _name(job: Job) -> str:
+    return Path(job.source).name or job.source
+
+
+class LogObserver(RunObserver):
+    """One plain line per event, timestamped: greppable and cron-friendly."""
+
+    def __init__(self, stream: TextIO | None = None):
+        self.stream = stream or sys.stderr
+
+    def log(self, message: str) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        print(f"{stamp} {message}", file=self.stream, flush=True)
+
+    def started(self, runner: Runner, stats: QueueStats) -> None:
+        c = stats.counts
+        recovered = f", {runner.summary.recovered} recovered from a stopped run" if runner.summary.recovered else ""
+        self.log(
+            f"run started: {runner.settings.workers} workers, {c['queued']} queued, "
+            f"{c['retrying']} retrying{recovered}; embedder: {describe_embedder(runner.settings)}"
+        )
+
+    def job_started(self, job: Job) -> None:
+        self.log(f"start job {job.id} {job.source} (attempt {job.attempts})")
+
+    def job_finished(self, job: Job, outcome: str, detail: str | None) -> None:
+        if outcome == "done":
+            r = job.result or {}
+            took = (job.finished_at or time.time()) - (job.started_at or time.time())
+            facts = ", ".join(f"{r[k]} {k}" for k in ("pages", "chunks") if k in r)
+            self.log(f"done  job {job.id} {job.source}" + (f" ({facts})" if facts else "") + f" in {took:.1f}s")
+        elif outcome == "released":
+            self.log(f"returned job {job.id} {job.source} to the queue")
+        else:
+            self.log(f"{outcome:<5} job {job.id} {detail}")
+
+    def stopping(self, reason: str) -> None:
+        self.log(f"stopping ({reason}): no new jobs; waiting for running ones")
+
+    def finished(self, summary: RunSummary) -> None:
+        self.log("run finished: " + summary_line(summary))
+
+
+class RichObserver(RunObserver):
+    """Overall bar (done/failed/remaining, rate, ETA) and one line per worker."""
+
+    def __init__(self, console):
+        from rich.live import Live
+
+        self.console = console
+        self.done = self.failed = 0
+        self.remaining = 0
+        self.started_at = time.monotonic()
+        self.runner: Runner | None = None
+        self.live = Live(self._render(), console=console, refresh_per_second=4, transient=False)
+
+    def _render(self):
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+
+        total = self.done + self.failed + self.remaining
+        elapsed = time.monotonic() - self.started_at
+        rate = (self.done + self.failed) / elapsed if elapsed > 0 else 0.0
+        eta = f"{self.remaining / rate:,.0f}s" if rate > 0 and self.remaining else "-"
+        head = Table.grid(padding=(0, 1))
+        head.add_row(
+            ProgressBar(total=max(total, 1), completed=self.done + self.failed, width=40),
+            f"[green]{self.done} done[/] [red]{self.failed} failed[/] {self.remaining} remaining"
+            f"  {rate:.1f} docs/s  ETA {eta}",
+        )
+        workers = Table.grid(padding=(0, 2))
+        for job in self.runner.in_flight if self.runner else []:
+            took = time.time() - (job.started_at or time.time())
+            workers.add_row(f"[dim]job {job.id}[/]", _name(job), f"{took:4.0f}s")
+        return Group(head, workers)
+
+    def _refresh(self) -> None:
+        self.live.update(self._render())
+
+    def started(self, runner: Runner, stats: QueueStats) -> None:
+        self.runner = runner
+        self.remaining = stats.pending
+        self.console.print(f"docutrain: {runner.settings.workers} workers, embedder: {describe_embedder(runner.settings)}")
+        self.live.start()
+
+    def job_started(self, job: Job) -> None:
+        self._refresh()
+
+    def job_finished(self, job: Job, outcome: str, detail: str | None) -> None:
+        if outcome == "done":
+            self.done += 1
+            self.remaining = max(self.remaining - 1, 0)
+        elif outcome == "dead":
+            self.failed += 1
+            self.remaining = max(self.remaining - 1, 0)
+            self.console.print(f"[red]dead[/] job {job.id} {detail}")
+        elif outcome == "retry":
+            self.console.print(f"[yellow]retry[/] job {job.id} {detail}")
+        self._refresh()
+
+    def idle(self, stats: QueueStats) -> None:
+        self.remaining = stats.pending
+        self._refresh()
+
+    def stopping(self, reason: str) -> None:
+        self.console.print(f"[yellow]stopping ({reason})[/]: waiting for running jobs; Ctrl-C again to stop now")
+
+    def finished(self, summary: RunSummary) -> None:
+        self.runner = None
+        self._refresh()
+        self.live.stop()
+
+
+def describe_embedder(settings) -> str:
+    if settings.embedder_kind == "openai":
+        where = f" at {settings.openai_base_url}" if settings.openai_base_url else ""
+        return f"OpenAI {settings.embedding_model}{where}"
+    return "offline (no OPENAI_API_KEY; lexical hashing, for trying docutrain out)"
+
+
+def summary_line(summary: RunSummary) -> str:
+    t = summary.totals
+    parts = [
+        f"{summary.done} done",
+        f"{summary.dead} dead",
+        f"{summary.retried} retries",
+        f"in {summary.elapsed:.1f}s ({summary.stop_reason})",
+    ]
+    if summary.released:
+        parts.append(f"{summary.released} returned to the queue")
+    if any(t.values()):
+        parts.append(
+            f"{t['pages']} pages, {t['chunks']} chunks, {t['tokens_embedded']} tokens embedded, "
+            f"{t['tokens_cached']} from cache"
+        )
+    left = {k: v for k, v in summary.remaining.items() if k in ("queued", "retrying") and v}
+    if left:
+        parts.append("left: " + ", ".join(f"{v} {k}" for k, v in left.items()))
+    return "; ".join(parts)

@@ -1,0 +1,19 @@
+"""Queue backends: a local SQLite file (default) or pgmq in Postgres."""
+
+from __future__ import annotations
+
+from docutrain_cli.queues.base import JobQueue, QueueStats
+
+
+def open_queue(settings) -> JobQueue:
+    """Open the queue the settings name: a postgresql:// URL selects pgmq."""
+    if settings.queue_is_postgres:
+        from docutrain_cli.queues.pgmq import PgmqQueue
+
+        return PgmqQueue(settings.queue, settings.queue_name, settings.visibility_timeout)
+    from docutrain_cli.queues.local import LocalQueue
+
+    return LocalQueue(settings.queue)
+
+
+__all__ = ["JobQueue", "QueueStats", "open_queue"]

@@ -1,0 +1,114 @@
+"""The queue contract every backend keeps (local SQLite file, pgmq).
+
+Delivery is at least once: a job can be handed out again after a crash, so
+processing must be idempotent. A job's `attempts` counts attempts *started*
+(like pgmq's read_ct), so a job that keeps killing its worker still runs out.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import dataclasses
+from typing import Iterator, Sequence
+
+from docutrain_cli.jobs import STATES, Job, JobState
+
+
+@dataclasses.dataclass
+class QueueStats:
+    counts: dict[str, int]  # every name in jobs.STATES, always present
+    oldest_queued_age: float | None  # seconds, None when nothing is queued
+    next_retry_at: float | None  # epoch seconds of the earliest waiting retry
+    runner: str | None  # who holds the queue (local backend), None when free
+
+    @classmethod
+    def empty(cls) -> "QueueStats":
+        return cls({s: 0 for s in STATES}, None, None, None)
+
+    @property
+    def pending(self) -> int:
+        """Jobs that still need work: queued, running or waiting to retry."""
+        c = self.counts
+        return c["queued"] + c["running"] + c["retrying"]
+
+
+class JobQueue(abc.ABC):
+    """A persistent job queue. All methods are called from one thread."""
+
+    kind: str = "abstract"
+    # True when one dispatcher must hold the queue exclusively (local file);
+    # False when many runners may lease from it at once (pgmq).
+    exclusive: bool = True
+
+    # -- producers -------------------------------------------------------
+    @abc.abstractmethod
+    def enqueue(self, jobs: Sequence[Job]) -> list[int]:
+        """Store new jobs (their `id` is ignored); return the new ids in order."""
+
+    @abc.abstractmethod
+    def active_hashes(self) -> set[str]:
+        """sha256 of every job that is queued, running or retrying."""
+
+    # -- the runner ------------------------------------------------------
+    @contextlib.contextmanager
+    def runner_lock(self) -> Iterator[None]:
+        """Held for the life of a runner; raises QueueBusyError if taken."""
+        yield
+
+    @abc.abstractmethod
+    def recover(self) -> int:
+        """Called once by a runner at start: return jobs a dead runner left
+        in flight to the queue. Returns how many."""
+
+    @abc.abstractmethod
+    def lease(self, limit: int, now: float) -> list[Job]:
+        """Up to `limit` due jobs, now running, with attempts incremented."""
+
+    def extend_lease(self, jobs: Sequence[Job], seconds: float) -> None:
+        """Keep leased jobs invisible to other runners a while longer."""
+
+    @abc.abstractmethod
+    def complete(self, job: Job) -> None:
+        """The job finished: it is done (job.result holds the summary)."""
+
+    @abc.abstractmethod
+    def retry_later(self, job: Job, error: str, not_before: float) -> None:
+        """The attempt failed; run it again no earlier than `not_before`."""
+
+    @abc.abstractmethod
+    def bury(self, job: Job, error: str) -> None:
+        """The job failed for good: keep it as dead until someone retries it."""
+
+    @abc.abstractmethod
+    def release(self, job: Job) -> None:
+        """Give an unfinished job back without costing it an attempt (stop)."""
+
+    @abc.abstractmethod
+    def housekeep(self) -> None:
+        """Drop finished rows the queue no longer needs; keep the job record."""
+
+    # -- readers and operators -------------------------------------------
+    @abc.abstractmethod
+    def stats(self, now: float) -> QueueStats: ...
+
+    @abc.abstractmethod
+    def jobs(self, state: JobState | None = None, limit: int = 100) -> list[Job]:
+        """Newest first."""
+
+    @abc.abstractmethod
+    def job(self, job_id: int) -> Job | None: ...
+
+    @abc.abstractmethod
+    def revive(self, job_ids: Sequence[int] | None = None) -> list[int]:
+        """Put dead jobs back with a fresh attempt count; None means all dead.
+        Returns the ids revived (ids that are not dead are skipped)."""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "JobQueue":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,255 @@
+"""The default backend: one SQLite file managed by persist-queue.
+
+persist-queue is used in one way only (see docs/design notes in README):
+- exactly one dispatcher leases jobs, guarded by an flock()ed `<file>.lock`,
+  because its get() is a SELECT then an UPDATE and two consumers would both
+  receive the same row;
+- every handle opens with auto_resume=False; only the lock holder resumes
+  jobs a dead runner left in flight (`recover`);
+- leasing picks due rows with our own SELECT (persist-queue has no delays)
+  and then takes each one with get(id=...);
+- retry state (attempts, not_before, errors) lives in the JSON payload,
+  written with update(); dead jobs are persist-queue's ack_failed rows;
+- counts come from SQL, never qsize() (an in-process counter);
+- acked rows are deleted (clear_acked_data) so get() stays fast; a small
+  `docutrain_done` table in the same file keeps the record of finished jobs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import persistqueue.serializers.json as json_serializer
+from persistqueue.sqlackqueue import AckStatus, SQLiteAckQueue
+
+from docutrain_cli.errors import ConfigError, DocutrainError
+from docutrain_cli.jobs import STATES, Job, JobState
+from docutrain_cli.lock import RunnerLock
+from docutrain_cli.queues.base import JobQueue, QueueStats
+
+TABLE = "ack_queue_default"  # persist-queue's table for name="default"
+DONE_TABLE = "docutrain_done"
+KEEP_DONE_RECORDS = 100_000
+BUSY_TIMEOUT = 30.0
+
+READY = (int(AckStatus.inited), int(AckStatus.ready))
+RUNNING = int(AckStatus.unack)
+DEAD = int(AckStatus.ack_failed)
+
+# Payload fields read in SQL. persist-queue's JSON serializer stores bytes.
+_ATTEMPTS = "coalesce(json_extract(CAST(data AS TEXT), '$.attempts'), 0)"
+_NOT_BEFORE = "coalesce(json_extract(CAST(data AS TEXT), '$.not_before'), 0)"
+_SHA256 = "json_extract(CAST(data AS TEXT), '$.sha256')"
+
+
+def _tune(conn: sqlite3.Connection) -> sqlite3.Connection:
+    # WAL + synchronous=NORMAL: a commit survives a killed process (even
+    # kill -9); only a power loss can drop the last few commits. FULL would
+    # fsync on every put/get/ack and cap enqueue at a few hundred jobs/s.
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+    return conn
+
+
+class _AckQueue(SQLiteAckQueue):
+    """persist-queue's ack queue with our connection pragmas."""
+
+    def _new_db_connection(self, path, multithreading, timeout):  # noqa: D401
+        return _tune(super()._new_db_connection(path, multithreading, timeout))
+
+
+class LocalQueue(JobQueue):
+    kind = "local"
+    exclusive = True
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise ConfigError(f"{self.path}: is a folder; --queue takes a file such as queue.db")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._q = _AckQueue(
+                str(self.path.parent),
+                db_file_name=self.path.name,
+                auto_resume=False,  # never reset a live runner's jobs
+                serializer=json_serializer,
+                timeout=BUSY_TIMEOUT,
+            )
+            self._db = _tune(sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None))
+            self._db.execute(
+                f"CREATE TABLE IF NOT EXISTS {DONE_TABLE} ("
+                " id INTEGER PRIMARY KEY, data TEXT NOT NULL, finished_at REAL NOT NULL)"
+            )
+        except sqlite3.DatabaseError as exc:
+            raise DocutrainError(f"{self.path}: not a docutrain queue file: {exc}") from None
+        self._lock = RunnerLock(str(self.path) + ".lock")
+
+    # -- producers -------------------------------------------------------
+    def enqueue(self, jobs: Sequence[Job]) -> list[int]:
+        return [self._q.put(job.payload()) for job in jobs]
+
+    def active_hashes(self) -> set[str]:
+        rows = self._db.execute(
+            f"SELECT {_SHA256} FROM {TABLE} WHERE status IN (?, ?, ?)", (*READY, RUNNING)
+        )
+        return {sha for (sha,) in rows if sha}
+
+    # -- the runner ------------------------------------------------------
+    @contextlib.contextmanager
+    def runner_lock(self) -> Iterator[None]:
+        with self._lock:
+            yield
+
+    def recover(self) -> int:
+        (count,) = self._db.execute(f"SELECT count(*) FROM {TABLE} WHERE status = ?", (RUNNING,)).fetchone()
+        if count:
+            self._q.resume_unack_tasks()
+        return count
+
+    def lease(self, limit: int, now: float) -> list[Job]:
+        rows = self._db.execute(
+            f"SELECT _id FROM {TABLE} WHERE status IN (?, ?) AND {_NOT_BEFORE} <= ?"
+            " ORDER BY _id LIMIT ?",
+            (*READY, now, limit),
+        ).fetchall()
+        leased = []
+        for (job_id,) in rows:
+            item = self._q.get(id=job_id, raw=True, block=False)
+            job = Job.from_payload(item["pqid"], JobState.RUNNING, item["data"])
+            job.attempts += 1
+            job.started_at = now
+            self._q.update(job.payload(), id=job.id)
+            leased.append(job)
+        return leased
+
+    def complete(self, job: Job) -> None:
+        job.state = JobState.DONE
+        job.finished_at = job.finished_at or time.time()
+        # Record first, then ack: a crash in between only re-runs an
+        # idempotent job, and the record is replaced, not doubled.
+        self._db.execute(
+            f"INSERT OR REPLACE INTO {DONE_TABLE} (id, data, finished_at) VALUES (?, ?, ?)",
+            (job.id, json.dumps(job.payload()), job.finished_at),
+        )
+        self._q.ack(id=job.id)
+
+    def retry_later(self, job: Job, error: str, not_before: float) -> None:
+        job.record_error(error)
+        job.not_before = not_before
+        job.state = JobState.RETRYING
+        self._q.update(job.payload(), id=job.id)
+        self._q.nack(id=job.id)
+
+    def bury(self, job: Job, error: str) -> None:
+        job.record_error(error)
+        job.state = JobState.DEAD
+        job.finished_at = time.time()
+        self._q.update(job.payload(), id=job.id)
+        self._q.ack_failed(id=job.id)
+
+    def release(self, job: Job) -> None:
+        job.attempts = max(job.attempts - 1, 0)
+        job.started_at = None
+        job.state = JobState.QUEUED if job.attempts == 0 else JobState.RETRYING
+        self._q.update(job.payload(), id=job.id)
+        self._q.nack(id=job.id)
+
+    def housekeep(self) -> None:
+        self._q.clear_acked_data(max_delete=None, keep_latest=None)
+        self._db.execute(
+            f"DELETE FROM {DONE_TABLE} WHERE id <= "
+            f"(SELECT id FROM {DONE_TABLE} ORDER BY id DESC LIMIT 1 OFFSET ?)",
+            (KEEP_DONE_RECORDS,),
+        )
+
+    # -- readers and operators -------------------------------------------
+    _STATE_SQL = (
+        f"CASE WHEN status IN ({READY[0]}, {READY[1]}) AND {_ATTEMPTS} = 0 THEN 'queued'"
+        f" WHEN status IN ({READY[0]}, {READY[1]}) THEN 'retrying'"
+        f" WHEN status = {RUNNING} THEN 'running'"
+        f" WHEN status = {DEAD} THEN 'dead' ELSE 'done' END"
+    )
+
+    def stats(self, now: float) -> QueueStats:
+        counts = {s: 0 for s in STATES}
+        for state, n in self._db.execute(
+            f"SELECT {self._STATE_SQL} AS state, count(*) FROM {TABLE}"
+            f" WHERE status != {int(AckStatus.acked)} GROUP BY state"
+        ):
+            counts[state] = n
+        (counts["done"],) = self._db.execute(f"SELECT count(*) FROM {DONE_TABLE}").fetchone()
+        oldest, next_retry = self._db.execute(
+            f"SELECT min(CASE WHEN {_ATTEMPTS} = 0 THEN timestamp END),"
+            f" min(CASE WHEN {_ATTEMPTS} > 0 THEN {_NOT_BEFORE} END)"
+            f" FROM {TABLE} WHERE status IN (?, ?)",
+            READY,
+        ).fetchone()
+        return QueueStats(
+            counts=counts,
+            oldest_queued_age=None if oldest is None else max(now - oldest, 0.0),
+            next_retry_at=next_retry,
+            runner=self._lock.holder(),
+        )
+
+    def _from_row(self, job_id: int, state: str, data: bytes | str) -> Job:
+        return Job.from_payload(job_id, JobState(state), json.loads(data))
+
+    def jobs(self, state: JobState | None = None, limit: int = 100) -> list[Job]:
+        found: list[Job] = []
+        if state in (None, JobState.DONE):
+            found += [
+                self._from_row(i, "done", d)
+                for i, d in self._db.execute(
+                    f"SELECT id, data FROM {DONE_TABLE} ORDER BY id DESC LIMIT ?", (limit,)
+                )
+            ]
+        if state != JobState.DONE:
+            where = f"WHERE {self._STATE_SQL} = ?" if state else ""
+            params = (state.value,) if state else ()
+            found += [
+                self._from_row(i, s, d)
+                for i, s, d in self._db.execute(
+                    f"SELECT _id, {self._STATE_SQL}, data FROM {TABLE} {where}"
+                    f"{' AND' if where else ' WHERE'} status != {int(AckStatus.acked)}"
+                    " ORDER BY _id DESC LIMIT ?",
+                    (*params, limit),
+                )
+            ]
+        return sorted(found, key=lambda j: j.id, reverse=True)[:limit]
+
+    def job(self, job_id: int) -> Job | None:
+        row = self._db.execute(
+            f"SELECT _id, {self._STATE_SQL}, data FROM {TABLE}"
+            f" WHERE _id = ? AND status != {int(AckStatus.acked)}",
+            (job_id,),
+        ).fetchone()
+        if row:
+            return self._from_row(*row)
+        row = self._db.execute(f"SELECT id, data FROM {DONE_TABLE} WHERE id = ?", (job_id,)).fetchone()
+        return self._from_row(row[0], "done", row[1]) if row else None
+
+    def revive(self, job_ids: Sequence[int] | None = None) -> list[int]:
+        if job_ids is None:
+            job_ids = [i for (i,) in self._db.execute(f"SELECT _id FROM {TABLE} WHERE status = ?", (DEAD,))]
+        revived = []
+        for job_id in job_ids:
+            job = self.job(job_id)
+            if job is None or job.state != JobState.DEAD:
+                continue
+            job.attempts, job.not_before, job.finished_at, job.started_at = 0, 0.0, None, None
+            self._q.update(job.payload(), id=job_id)
+            self._q.nack(id=job_id)  # ack_failed -> ready
+            revived.append(job_id)
+        return revived
+
+    def close(self) -> None:
+        self._lock.release()
+        self._q.close()
+        self._db.close()

@@ -1,0 +1,299 @@
+"""The dispatcher: leases jobs, feeds a process pool, settles outcomes.
+
+All queue and status writes happen here, in one thread of the parent
+process; workers only compute (and write their own document's chunks).
+Signal handlers only set flags (see `request_stop`); the loop notices them
+within a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import multiprocessing
+import time
+from typing import Any, Protocol
+
+from docutrain_cli.config import Settings
+from docutrain_cli.errors import ExitCode, PermanentError, TransientError
+from docutrain_cli.jobs import Job, RetryPolicy
+from docutrain_cli.queues.base import JobQueue, QueueStats
+from docutrain_cli.worker import init_worker, load_processor, run_job
+
+TICK = 0.2  # how often the loop wakes up to look at flags and timers
+HOUSEKEEP_EVERY = 30.0
+FLUSH_EVERY = 2.0
+SUMMED_RESULT_KEYS = ("pages", "chunks", "tokens_embedded", "tokens_cached")
+
+
+class RunObserver:
+    """Receives progress events; renderers (rich bars, log lines) subclass it."""
+
+    def started(self, runner: "Runner", stats: QueueStats) -> None: ...
+    def job_started(self, job: Job) -> None: ...
+    def job_finished(self, job: Job, outcome: str, detail: str | None) -> None: ...
+    def stopping(self, reason: str) -> None: ...
+    def idle(self, stats: QueueStats) -> None: ...
+    def finished(self, summary: "RunSummary") -> None: ...
+
+
+class StatusSink(Protocol):
+    """Where document status changes go (local store, Supabase outbox)."""
+
+    def processing(self, job: Job) -> None: ...
+    def ready(self, job: Job, result: dict) -> None: ...
+    def error(self, job: Job, message: str) -> None: ...
+    def flush(self) -> int: ...
+
+
+@dataclasses.dataclass
+class RunSummary:
+    done: int = 0
+    retried: int = 0
+    dead: int = 0
+    released: int = 0
+    recovered: int = 0
+    elapsed: float = 0.0
+    stop_reason: str = "drained"  # drained | max-time | interrupted | terminated
+    totals: dict[str, int] = dataclasses.field(
+        default_factory=lambda: {k: 0 for k in SUMMED_RESULT_KEYS}
+    )
+    embedders: set[str] = dataclasses.field(default_factory=set)
+    remaining: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.stop_reason == "interrupted":
+            return ExitCode.INTERRUPTED
+        return ExitCode.PARTIAL if self.dead else ExitCode.OK
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["embedders"] = sorted(self.embedders)
+        data["exit_code"] = int(self.exit_code)
+        return data
+
+
+def describe_failure(job: Job, exc: BaseException, settings: Settings) -> tuple[str, bool]:
+    """(one-line reason naming the file, permanent?) for a failed attempt."""
+    from pebble import ProcessExpired
+
+    if isinstance(exc, PermanentError):
+        reason, permanent = str(exc), True
+    elif isinstance(exc, TransientError):
+        reason, permanent = str(exc), False
+    elif isinstance(exc, concurrent.futures.TimeoutError):
+        reason, permanent = f"timed out after {settings.job_timeout:g} s; worker replaced", False
+    elif isinstance(exc, ProcessExpired):
+        code = exc.exitcode
+        how = f"killed by signal {-code}" if code and code < 0 else f"exited with code {code}"
+        reason, permanent = f"worker crashed ({how}); worker replaced", False
+    else:  # a bug in a processor: retry, but say what it was
+        reason, permanent = f"internal error: {type(exc).__name__}: {exc}", False
+    reason = " ".join(reason.split())  # always one line
+    return f"{job.source}: {reason}", permanent
+
+
+class Runner:
+    def __init__(
+        self,
+        settings: Settings,
+        queue: JobQueue,
+        observer: RunObserver | None = None,
+        status: StatusSink | None = None,
+    ):
+        self.settings = settings
+        self.queue = queue
+        self.observer = observer or RunObserver()
+        self.status = status
+        self.policy = RetryPolicy.from_settings(settings)
+        self.summary = RunSummary()
+        self._stop_reason: str | None = None
+        self._force = False
+        self._in_flight: dict[concurrent.futures.Future, Job] = {}
+
+    # Called from signal handlers: set flags only.
+    def request_stop(self, reason: str = "interrupted") -> None:
+        if self._stop_reason is None:
+            self._stop_reason = reason
+        else:
+            self._force = True  # second Ctrl-C: stop now, still losing nothing
+
+    @property
+    def in_flight(self) -> list[Job]:
+        return list(self._in_flight.values())
+
+    def run(self, drain: bool = False, max_time: float | None = None) -> RunSummary:
+        load_processor(self.settings.processor)  # fail fast, before the pool starts
+        started = time.monotonic()
+        deadline = started + max_time if max_time else None
+        with self.queue.runner_lock():
+            self.summary.recovered = self.queue.recover()
+            self.observer.started(self, self.queue.stats(time.time()))
+            pool = self._start_pool()
+            try:
+                self._loop(pool, drain, deadline)
+                self._wind_down(pool)
+            finally:
+                pool.stop()
+                pool.join(timeout=10)
+                self._settle_done()  # anything that finished while stopping
+                for future, job in list(self._in_flight.items()):
+                    self._release(future, job)
+                self._flush_status()
+                self.queue.housekeep()
+            self.summary.elapsed = time.monotonic() - started
+            self.summary.remaining = self.queue.stats(time.time()).counts
+        self.observer.finished(self.summary)
+        return self.summary
+
+    # -- the loop ----------------------------------------------------------
+    def _start_pool(self):
+        from pebble import ProcessPool
+
+        return ProcessPool(
+            max_workers=self.settings.workers,
+            initializer=init_worker,
+            initargs=(self.settings,),
+            # forkserver: workers never inherit our clients, threads or locks.
+            context=multiprocessing.get_context("forkserver"),
+        )
+
+    def _loop(self, pool, drain: bool, deadline: float | None) -> None:
+        # A small backlog per worker hides the round trip to the dispatcher.
+        capacity = self.settings.workers + max(1, self.settings.workers // 2)
+        last_housekeep = last_flush = last_extend = time.monotonic()
+        while self._stop_reason is None:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                self._stop_reason = "max-time"
+                break
+            self._fill(pool, capacity)
+            if not self._in_flight:
+                if drain and not self._work_left(deadline):
+                    break
+                self.observer.idle(self.queue.stats(time.time()))
+                self._sleep(self.settings.poll_interval)
+                continue
+            self._wait(TICK)
+            if now - last_flush >= FLUSH_EVERY:
+                self._flush_status()
+                last_flush = now
+            if now - last_housekeep >= HOUSEKEEP_EVERY:
+                self.queue.housekeep()
+                last_housekeep = now
+            if not self.queue.exclusive and now - last_extend >= self.settings.visibility_timeout / 3:
+                self.queue.extend_lease(self.in_flight, self.settings.visibility_timeout)
+                last_extend = now
+        if self._stop_reason:
+            self.summary.stop_reason = self._stop_reason
+            self.observer.stopping(self._stop_reason)
+
+    def _fill(self, pool, capacity: int) -> None:
+        free = capacity - len(self._in_flight)
+        if free <= 0:
+            return
+        for job in self.queue.lease(free, time.time()):
+            future = pool.schedule(run_job, args=(job,), timeout=self.settings.job_timeout)
+            self._in_flight[future] = job
+            if self.status:
+                self.status.processing(job)
+            self.observer.job_started(job)
+
+    def _work_left(self, deadline: float | None) -> bool:
+        """In drain mode: is there anything we should still wait for?"""
+        stats = self.queue.stats(time.time())
+        if stats.counts["queued"]:
+            return True  # e.g. enqueued a moment ago, or a retry just came due
+        if stats.counts["retrying"] and stats.next_retry_at is not None:
+            if deadline is None:
+                return True  # --drain without --max-time waits for retries too
+            wall_deadline = time.time() + (deadline - time.monotonic())
+            return stats.next_retry_at < wall_deadline
+        return False
+
+    def _wait(self, timeout: float) -> None:
+        done, _ = concurrent.futures.wait(
+            list(self._in_flight), timeout=timeout, return_when=concurrent.futures.FIRST_COMPLETED
+        )
+        for future in done:
+            self._settle(future, self._in_flight.pop(future))
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while self._stop_reason is None and time.monotonic() < end:
+            time.sleep(min(TICK, max(end - time.monotonic(), 0)))
+
+    def _wind_down(self, pool) -> None:
+        """Stop taking jobs; let running ones finish within the grace period."""
+        for future in list(self._in_flight):
+            if future.cancel():  # never reached a worker
+                self.queue.release(self._in_flight.pop(future))
+                self.summary.released += 1
+        end = time.monotonic() + self.settings.grace_period
+        while self._in_flight and not self._force and time.monotonic() < end:
+            self._wait(TICK)
+
+    # -- outcomes ----------------------------------------------------------
+    def _settle_done(self) -> None:
+        for future in [f for f in self._in_flight if f.done() and not f.cancelled()]:
+            self._settle(future, self._in_flight.pop(future))
+
+    def _settle(self, future: concurrent.futures.Future, job: Job) -> None:
+        if self._force and not future.done():
+            return self._release(future, job)
+        try:
+            result = future.result()
+        except concurrent.futures.CancelledError:
+            return self._release(future, job)
+        except BaseException as exc:  # noqa: BLE001 - every failure is classified
+            if self._stop_reason and not self._force and _killed_by_stop(exc):
+                return self._release(future, job)
+            return self._fail(job, exc)
+        self._succeed(job, result)
+
+    def _succeed(self, job: Job, result: dict) -> None:
+        job.result = result
+        job.finished_at = time.time()
+        if self.status:
+            self.status.ready(job, result)  # chunks are stored: the worker did it
+        self.queue.complete(job)
+        self.summary.done += 1
+        for key in SUMMED_RESULT_KEYS:
+            self.summary.totals[key] += int(result.get(key) or 0)
+        if result.get("embedder"):
+            self.summary.embedders.add(f"{result['embedder']} ({result.get('embedding_model')})")
+        self.observer.job_finished(job, "done", None)
+
+    def _fail(self, job: Job, exc: BaseException) -> None:
+        message, permanent = describe_failure(job, exc, self.settings)
+        if permanent or self.policy.gives_up(job.attempts):
+            if not permanent:
+                message += f" (gave up after {job.attempts} attempts)"
+            self.queue.bury(job, message)
+            if self.status:
+                self.status.error(job, message)
+            self.summary.dead += 1
+            self.observer.job_finished(job, "dead", message)
+        else:
+            delay = self.policy.delay(job.attempts)
+            self.queue.retry_later(job, message, time.time() + delay)
+            self.summary.retried += 1
+            self.observer.job_finished(job, "retry", f"{message} (retry in {delay:.0f} s)")
+
+    def _release(self, future: concurrent.futures.Future, job: Job) -> None:
+        self._in_flight.pop(future, None)
+        self.queue.release(job)
+        self.summary.released += 1
+        self.observer.job_finished(job, "released", None)
+
+    def _flush_status(self) -> None:
+        if self.status:
+            self.status.flush()
+
+
+def _killed_by_stop(exc: BaseException) -> bool:
+    """A worker we terminated while stopping is not the job's fault."""
+    from pebble import ProcessExpired
+
+    return isinstance(exc, ProcessExpired)

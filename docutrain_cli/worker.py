@@ -1,0 +1,63 @@
+"""What runs inside each worker process.
+
+Workers are started by the runner's process pool (forkserver, so they never
+inherit the parent's network clients or threads). Each one loads the
+configured processor once and then runs one job at a time.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import signal
+import sys
+from typing import Any, Callable
+
+from docutrain_cli.config import Settings
+from docutrain_cli.errors import ConfigError
+from docutrain_cli.jobs import Job
+
+Processor = Callable[[Job, Settings], dict]
+
+_settings: Settings | None = None
+_processor: Processor | None = None
+
+PR_SET_PDEATHSIG = 1
+
+
+def load_processor(spec: str) -> Processor:
+    """'package.module:function' -> the function."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"processor: cannot load {spec!r}: {exc}") from None
+
+
+def _die_with_parent() -> None:
+    # If the runner is killed (even kill -9) its workers must not linger and
+    # keep writing: ask Linux to SIGKILL us when our parent goes away.
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):  # pragma: no cover - exotic libc
+            pass
+
+
+def init_worker(settings: Settings) -> None:
+    """Pool initializer: Ctrl-C is the runner's business, not the workers'."""
+    global _settings, _processor
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+    _settings = settings
+    _processor = load_processor(settings.processor)
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    assert _processor is not None and _settings is not None, "init_worker not called"
+    return _processor(job, _settings) or {}
+
+
+def noop(job: Job, settings: Settings) -> dict[str, Any]:
+    """A processor that does nothing: measures the dispatcher's own cost."""
+    return {}
