@@ -227,7 +227,9 @@ class Runner:
     def _wind_down(self, pool) -> None:
         """Stop taking jobs; let running ones finish within the grace period."""
         for future in list(self._in_flight):
-            if future.cancel():  # never reached a worker
+            # pebble's cancel() also kills a running task: only cancel the
+            # ones no worker has picked up yet.
+            if not future.running() and not future.done() and future.cancel():
                 self.queue.release(self._in_flight.pop(future))
                 self.summary.released += 1
         end = time.monotonic() + self.settings.grace_period

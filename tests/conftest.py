@@ -1,0 +1,104 @@
+"""Shared fixtures: a `docutrain` command running in real subprocesses
+against real SQLite files in a temporary folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Docutrain:
+    """Runs `python -m docutrain_cli` with an isolated queue, store and env."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.queue = workdir / "queue.db"
+        self.store = workdir / "docutrain.db"
+        self.output = workdir / "output.db"
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("DOCUTRAIN_", "OPENAI_", "SUPABASE_"))
+        }
+        self.env.update(
+            PYTHONPATH=str(ROOT),
+            DOCUTRAIN_QUEUE=str(self.queue),
+            DOCUTRAIN_STORE=str(self.store),
+            DOCUTRAIN_TEST_OUTPUT=str(self.output),
+            DOCUTRAIN_RETRY_BASE_DELAY="0.05",
+            DOCUTRAIN_RETRY_MAX_DELAY="0.2",
+            DOCUTRAIN_POLL_INTERVAL="0.1",
+        )
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "docutrain_cli", *args]
+
+    def __call__(self, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            self.argv(*args),
+            cwd=self.workdir,
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def start(self, *args: str, **env: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            self.argv(*args),
+            cwd=self.workdir,
+            env={**self.env, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def status(self) -> dict:
+        result = self("status", "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def wait_for(self, predicate, timeout: float = 60.0, what: str = "condition"):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def output_rows(self) -> list[tuple]:
+        if not self.output.exists():
+            return []
+        with sqlite3.connect(self.output) as conn:
+            return conn.execute("SELECT document, job FROM output ORDER BY job").fetchall()
+
+    def runs(self) -> list[tuple]:
+        if not self.output.exists():
+            return []
+        with sqlite3.connect(self.output) as conn:
+            return conn.execute("SELECT job, attempt FROM runs ORDER BY at").fetchall()
+
+
+@pytest.fixture
+def docutrain(tmp_path: Path) -> Docutrain:
+    return Docutrain(tmp_path)
+
+
+def make_files(folder: Path, names: list[str], content: str = "hello {name}") -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in names:
+        path = folder / name
+        path.write_text(content.format(name=name))
+        paths.append(path)
+    return paths
