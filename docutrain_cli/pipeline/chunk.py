@@ -1,0 +1,218 @@
+"""Token-bounded chunks with overlap, keeping page numbers.
+
+Pages stream in; chunks stream out. Text is cut into small units (sentences,
+or words when a sentence is long, or fixed slices when a single "word" is
+huge, such as a base64 blob), each tagged with how good a place its end is to
+break: paragraph > sentence > word > anywhere. Units are packed until the next
+one would overflow the budget; the chunk then ends at the best break that
+keeps it at least half full, and the last few units (up to `overlap` tokens)
+start the next chunk as well. Only the units of the chunk being built are
+held, never the whole document.
+
+Every unit fits the budget on its own, so every chunk is non-empty and within
+it. With an inexact (estimating) counter each chunk is also capped at
+`max_input_tokens` UTF-8 bytes, which bounds its real token count too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Iterable, Iterator
+
+from docutrain_cli.pipeline.tokens import TokenCounter, utf8_len
+
+PARAGRAPH, SENTENCE, WORD, ANYWHERE = 3, 2, 1, 0
+
+_PARAGRAPH_END = re.compile(r"\n[ \t]*\n\s*")
+_SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*\s+|[。！？]\s*|\n\s*")
+_WORD = re.compile(r"\S+\s*")
+_TRAILING_SPACES = re.compile(r"[ \t\u00a0]+\n")
+_MANY_NEWLINES = re.compile(r"\n{3,}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+    index: int
+    page_start: int
+    page_end: int
+    token_count: int
+    content: str
+
+
+@dataclasses.dataclass(frozen=True)
+class _Unit:
+    text: str
+    tokens: int
+    nbytes: int
+    page: int
+    strength: int
+
+
+def normalize_text(text: str) -> str:
+    """Tidy extracted text without changing its words."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+    text = _TRAILING_SPACES.sub("\n", text)
+    return _MANY_NEWLINES.sub("\n\n", text)
+
+
+def _split_after(pattern: re.Pattern, text: str) -> Iterator[str]:
+    """Split `text` after each match, keeping the matched separator."""
+    start = 0
+    for match in pattern.finditer(text):
+        if match.end() > start:
+            yield text[start : match.end()]
+            start = match.end()
+    if start < len(text):
+        yield text[start:]
+
+
+class Chunker:
+    def __init__(
+        self,
+        counter: TokenCounter,
+        *,
+        chunk_tokens: int = 800,
+        overlap: int = 100,
+        max_input_tokens: int = 8191,
+    ) -> None:
+        if chunk_tokens < 1 or max_input_tokens < 1:
+            raise ValueError("chunk_tokens and max_input_tokens must be positive")
+        self.counter = counter
+        self.max_input_tokens = max_input_tokens
+        self.budget = min(chunk_tokens, max_input_tokens)
+        # An estimate is not a proof: cap bytes too (BPE tokens <= UTF-8 bytes).
+        self.byte_cap = float("inf") if counter.exact else max_input_tokens
+        self.overlap = max(0, min(overlap, (self.budget - 1) // 2))
+        # Long sentences become word units so breaks and overlap stay fine-grained.
+        self.sentence_max = max(self.overlap // 2, self.budget // 8, 1)
+        # A slice of this many characters fits any budget: a character is <= 4 bytes.
+        self.slice_chars = max(1, int(min(self.budget, self.byte_cap)) // 4)
+
+    # -- units ----------------------------------------------------------------
+
+    def _fits(self, tokens: int, nbytes: int) -> bool:
+        return tokens <= self.budget and nbytes <= self.byte_cap
+
+    def _unit(self, text: str, page: int, strength: int) -> _Unit:
+        return _Unit(text, self.counter.count(text), utf8_len(text), page, strength)
+
+    def units(self, page: int, text: str) -> Iterator[_Unit]:
+        text = normalize_text(text).strip()
+        if not text:
+            return
+        text += "\n\n"  # a page ends a paragraph
+        for paragraph in _split_after(_PARAGRAPH_END, text):
+            sentences = list(_split_after(_SENTENCE_END, paragraph))
+            for i, sentence in enumerate(sentences):
+                strength = PARAGRAPH if i == len(sentences) - 1 else SENTENCE
+                unit = self._unit(sentence, page, strength)
+                if unit.tokens <= self.sentence_max and unit.nbytes <= self.byte_cap:
+                    yield unit
+                else:
+                    yield from self._words(sentence, page, strength)
+
+    def _words(self, sentence: str, page: int, strength: int) -> Iterator[_Unit]:
+        words = _WORD.findall(sentence)
+        for i, word in enumerate(words):
+            word_strength = strength if i == len(words) - 1 else WORD
+            unit = self._unit(word, page, word_strength)
+            if self._fits(unit.tokens, unit.nbytes):
+                yield unit
+                continue
+            step = self.slice_chars
+            for start in range(0, len(word), step):
+                piece = word[start : start + step]
+                last = start + step >= len(word)
+                yield self._unit(piece, page, word_strength if last else ANYWHERE)
+
+    # -- packing --------------------------------------------------------------
+
+    def chunks(self, pages: Iterable[tuple[int, str]]) -> Iterator[Chunk]:
+        buf: list[_Unit] = []
+        fresh = 0  # buf[:fresh] repeats the previous chunk's tail (overlap)
+        tokens = nbytes = 0
+        index = 0
+
+        def emit(final: bool) -> Chunk | None:
+            nonlocal buf, fresh, tokens, nbytes, index
+            k = len(buf) if final else self._cut(buf, fresh)
+            body = buf[:k]
+            tail: list[_Unit] = []
+            if not final:
+                budget = self.overlap
+                for unit in reversed(body):
+                    if unit.tokens > budget:
+                        break
+                    tail.insert(0, unit)
+                    budget -= unit.tokens
+            buf = tail + buf[k:]
+            fresh = len(tail)
+            tokens = sum(u.tokens for u in buf)
+            nbytes = sum(u.nbytes for u in buf)
+            content = "".join(u.text for u in body).strip()
+            if not content:
+                return None
+            chunk = Chunk(index, body[0].page, body[-1].page, self.counter.count(content), content)
+            index += 1
+            return chunk
+
+        for page, text in pages:
+            for unit in self.units(page, text):
+                while buf and not self._fits(tokens + unit.tokens, nbytes + unit.nbytes):
+                    if fresh == len(buf):  # only overlap left: give some up
+                        dropped = buf.pop(0)
+                        fresh -= 1
+                        tokens -= dropped.tokens
+                        nbytes -= dropped.nbytes
+                        continue
+                    chunk = emit(final=False)
+                    if chunk is not None:
+                        yield from self._within_limit(chunk)
+                buf.append(unit)
+                tokens += unit.tokens
+                nbytes += unit.nbytes
+        if fresh < len(buf):
+            chunk = emit(final=True)
+            if chunk is not None:
+                yield from self._within_limit(chunk)
+
+    def _cut(self, buf: list[_Unit], fresh: int) -> int:
+        """How many units the next chunk takes: the strongest break that keeps
+        it at least half full (the latest one among equals); if no break gets
+        there, all fresh units."""
+        half = self.budget / 2
+        best_k, best_strength = len(buf), -1
+        running = 0
+        for k, unit in enumerate(buf, start=1):
+            running += unit.tokens
+            if k <= fresh or running < half:
+                continue
+            if unit.strength >= best_strength:
+                best_k, best_strength = k, unit.strength
+        return best_k
+
+    def _within_limit(self, chunk: Chunk) -> Iterator[Chunk]:
+        # An exact tokenizer may merge across unit edges; this never fires with
+        # the estimator, whose counts only shrink when units are joined.
+        if chunk.token_count <= self.max_input_tokens:
+            yield chunk
+            return
+        raise ValueError(
+            f"chunk {chunk.index} has {chunk.token_count} tokens, over the "
+            f"{self.max_input_tokens}-token limit; lower chunk_tokens"
+        )
+
+
+def chunk_pages(
+    pages: Iterable[tuple[int, str]],
+    counter: TokenCounter,
+    *,
+    chunk_tokens: int = 800,
+    overlap: int = 100,
+    max_input_tokens: int = 8191,
+) -> Iterator[Chunk]:
+    """Stream chunks from (page_number, text) pairs."""
+    return Chunker(
+        counter, chunk_tokens=chunk_tokens, overlap=overlap, max_input_tokens=max_input_tokens
+    ).chunks(pages)

@@ -1,0 +1,302 @@
+"""Embedders: OpenAI (or any OpenAI-compatible server) and an offline one.
+
+`get_embedder(settings)` builds the embedder once per process and caches it:
+clients must be created in the worker, never inherited through fork. The
+`openai` package is imported only when an OpenAI embedder is built, so
+importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import zlib
+from typing import Iterator, Protocol, Sequence
+
+from docutrain_cli.errors import PermanentError, TransientError
+from docutrain_cli.pipeline.tokens import TokenCounter, counter_for, EstimatingCounter
+
+# OpenAI's limits for one embeddings request and one input.
+MAX_INPUTS_PER_REQUEST = 2048
+MAX_TOKENS_PER_REQUEST = 300_000
+MAX_INPUT_TOKENS = 8191
+
+# US$ per million input tokens (list prices).
+PRICES = {
+    "text-embedding-3-small": 0.02,
+    "text-embedding-3-large": 0.13,
+    "text-embedding-ada-002": 0.10,
+}
+DEFAULT_DIMENSIONS = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
+OFFLINE_MODEL = "offline-hash-v1"
+OFFLINE_DIMENSIONS = 384
+
+
+class Embedder(Protocol):
+    kind: str  # "openai" | "offline"
+    model: str
+    dimensions: int | None  # None until the server has told us (unknown model)
+    requested_dimensions: int | None  # what we ask for; part of the cache key
+    counter: TokenCounter
+    max_input_tokens: int
+    tokens_used: int  # running total of tokens sent
+
+    def embed(self, texts: list[str], token_counts: Sequence[int] | None = None) -> list[list[float]]: ...
+
+
+def price_per_million_tokens(model: str) -> float | None:
+    """List price in US$ per million tokens; 0 offline; None if unknown."""
+    if model == OFFLINE_MODEL:
+        return 0.0
+    return PRICES.get(model)
+
+
+def describe_embedder(settings) -> str:
+    """One line for `docutrain run` to say which embedder is in use (no client made)."""
+    if settings.embedder_kind == "offline":
+        return f"offline embedder {OFFLINE_MODEL} ({OFFLINE_DIMENSIONS} dimensions, no network)"
+    where = settings.openai_base_url or "api.openai.com"
+    dims = f", {settings.embedding_dimensions} dimensions" if settings.embedding_dimensions else ""
+    return f"OpenAI embeddings: {settings.embedding_model}{dims} via {where}"
+
+
+def plan_batches(
+    token_counts: Sequence[int],
+    *,
+    max_inputs: int = MAX_INPUTS_PER_REQUEST,
+    max_tokens: int = MAX_TOKENS_PER_REQUEST,
+) -> Iterator[range]:
+    """Consecutive index ranges that respect both request limits: as few requests as allowed."""
+    start, tokens = 0, 0
+    for i, count in enumerate(token_counts):
+        if i > start and (i - start >= max_inputs or tokens + count > max_tokens):
+            yield range(start, i)
+            start, tokens = i, 0
+        tokens += count
+    if start < len(token_counts):
+        yield range(start, len(token_counts))
+
+
+# -- offline ------------------------------------------------------------------
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+_STOPWORDS = frozenset(
+    """a an and are as at be but by for from has have he her his i in is it its
+    of on or our she that the their them they this to was we were what which
+    who will with you your""".split()
+)
+
+
+class OfflineEmbedder:
+    """Feature hashing of word unigrams and bigrams, L2-normalised.
+
+    No network, deterministic across machines and Python versions (crc32, not
+    hash()). Vectors capture word overlap, so search finds chunks that share
+    the query's words: lexical, not semantic, but useful on a fresh machine.
+    """
+
+    kind = "offline"
+    model = OFFLINE_MODEL
+    dimensions = OFFLINE_DIMENSIONS
+    requested_dimensions = OFFLINE_DIMENSIONS
+    max_input_tokens = MAX_INPUT_TOKENS
+
+    def __init__(self) -> None:
+        self.counter = EstimatingCounter()
+        self.tokens_used = 0
+
+    def embed(self, texts: list[str], token_counts: Sequence[int] | None = None) -> list[list[float]]:
+        counts = token_counts if token_counts is not None else [self.counter.count(t) for t in texts]
+        self.tokens_used += sum(counts)
+        return [self.vector(text) for text in texts]
+
+    def vector(self, text: str) -> list[float]:
+        dims = self.dimensions
+        values = [0.0] * dims
+        words = _WORD.findall(text.lower())
+        features: dict[str, float] = {}
+        for word in words:
+            if word not in _STOPWORDS:
+                features[word] = features.get(word, 0.0) + 1.0
+        for first, second in zip(words, words[1:]):
+            if first in _STOPWORDS and second in _STOPWORDS:
+                continue
+            key = first + " " + second
+            features[key] = features.get(key, 0.0) + 0.5
+        for feature, weight in features.items():
+            h = zlib.crc32(feature.encode("utf-8"))
+            sign = 1.0 if h & 0x80000000 else -1.0
+            values[h % dims] += sign * (1.0 + math.log(weight)) if weight >= 1 else sign * weight
+        norm = math.sqrt(sum(v * v for v in values))
+        return [v / norm for v in values] if norm else values
+
+
+# -- OpenAI -------------------------------------------------------------------
+
+_KEY_LIKE = re.compile(r"(sk-|Bearer\s+)[A-Za-z0-9_\-*]{4,}")
+
+
+class OpenAIEmbedder:
+    kind = "openai"
+    max_input_tokens = MAX_INPUT_TOKENS
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        model: str = "text-embedding-3-small",
+        dimensions: int | None = None,
+        base_url: str | None = None,
+        max_retries: int = 2,
+        timeout: float = 120.0,
+        max_inputs: int = MAX_INPUTS_PER_REQUEST,
+        max_tokens: int = MAX_TOKENS_PER_REQUEST,
+    ) -> None:
+        import openai  # heavy: only workers get here
+
+        self._openai = openai
+        self._api_key = api_key
+        self.client = openai.OpenAI(
+            api_key=api_key, base_url=base_url, max_retries=max_retries, timeout=timeout
+        )
+        self.model = model
+        self.requested_dimensions = dimensions
+        self.dimensions = dimensions or DEFAULT_DIMENSIONS.get(model)
+        self.counter = counter_for(model)
+        self.max_inputs = max_inputs
+        self.max_tokens = max_tokens
+        self.tokens_used = 0
+        self.requests = 0
+
+    def embed(self, texts: list[str], token_counts: Sequence[int] | None = None) -> list[list[float]]:
+        if any(not t for t in texts):
+            raise ValueError("cannot embed an empty string")  # the chunker never makes one
+        counts = list(token_counts) if token_counts is not None else [self.counter.count(t) for t in texts]
+        vectors: list[list[float]] = []
+        for batch in plan_batches(counts, max_inputs=self.max_inputs, max_tokens=self.max_tokens):
+            vectors.extend(self._embed_batch(texts[batch.start : batch.stop], counts[batch.start : batch.stop]))
+        return vectors
+
+    def _embed_batch(self, texts: list[str], counts: list[int]) -> list[list[float]]:
+        openai = self._openai
+        kwargs = {"model": self.model, "input": texts, "encoding_format": "float"}
+        if self.requested_dimensions:
+            kwargs["dimensions"] = self.requested_dimensions
+        try:
+            self.requests += 1
+            response = self.client.embeddings.create(**kwargs)
+        except openai.BadRequestError as exc:
+            # Our count is an estimate; if the server counts more tokens than it
+            # takes in one request, halve the batch and try again.
+            if len(texts) > 1 and _about_too_many_tokens(exc):
+                half = len(texts) // 2
+                return self._embed_batch(texts[:half], counts[:half]) + self._embed_batch(
+                    texts[half:], counts[half:]
+                )
+            raise PermanentError(f"the embedding server refused the request (400): {self._clean(exc)}") from None
+        except openai.AuthenticationError:
+            raise PermanentError("OpenAI rejected the API key (401): check OPENAI_API_KEY") from None
+        except openai.PermissionDeniedError as exc:
+            raise PermanentError(f"OpenAI denied access (403): {self._clean(exc)}") from None
+        except openai.NotFoundError:
+            raise PermanentError(
+                f"embedding model {self.model!r} not found (404) at the configured endpoint"
+            ) from None
+        except openai.RateLimitError as exc:
+            if _code(exc) == "insufficient_quota":
+                raise PermanentError("OpenAI quota exhausted (429 insufficient_quota): check billing") from None
+            raise TransientError("rate limited by the embedding server (429)") from None
+        except openai.APITimeoutError:
+            raise TransientError("the embedding server timed out") from None
+        except openai.APIConnectionError:
+            raise TransientError("cannot reach the embedding server") from None
+        except openai.APIStatusError as exc:
+            if exc.status_code >= 500 or exc.status_code in (408, 409):
+                raise TransientError(f"embedding server error ({exc.status_code})") from None
+            raise PermanentError(
+                f"the embedding server refused the request ({exc.status_code}): {self._clean(exc)}"
+            ) from None
+        return self._vectors(response, len(texts), counts)
+
+    def _vectors(self, response, expected: int, counts: list[int]) -> list[list[float]]:
+        data = sorted(response.data, key=lambda item: item.index)
+        if len(data) != expected or [d.index for d in data] != list(range(expected)):
+            raise TransientError(
+                f"the embedding server returned {len(data)} vectors for {expected} inputs"
+            )
+        vectors = [list(d.embedding) for d in data]
+        sizes = {len(v) for v in vectors}
+        if len(sizes) != 1 or (self.dimensions and sizes != {self.dimensions}):
+            raise PermanentError(
+                f"the embedding server returned vectors of {sorted(sizes)} dimensions, "
+                f"expected {self.dimensions}: check embedding_model / embedding_dimensions"
+            )
+        self.dimensions = sizes.pop()
+        usage = getattr(response, "usage", None)
+        used = getattr(usage, "total_tokens", None) or getattr(usage, "prompt_tokens", None)
+        self.tokens_used += used if used else sum(counts)
+        return vectors
+
+    def _clean(self, exc: Exception) -> str:
+        """The server's message, without anything that looks like a key."""
+        body = getattr(exc, "body", None)
+        message = body.get("message") if isinstance(body, dict) else None
+        text = " ".join(str(message or exc).split())
+        if self._api_key:
+            text = text.replace(self._api_key, "…")
+        text = _KEY_LIKE.sub(r"\1…", text)
+        return text[:200]
+
+
+def _code(exc: Exception) -> str | None:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        return body.get("code") or (body.get("error") or {}).get("code")
+    return getattr(exc, "code", None)
+
+
+def _about_too_many_tokens(exc: Exception) -> bool:
+    text = str(getattr(exc, "message", "") or exc).lower()
+    return "token" in text and any(w in text for w in ("maximum", "max", "too many", "limit", "exceed"))
+
+
+# -- one per process ----------------------------------------------------------
+
+_embedders: dict[tuple, Embedder] = {}
+
+
+def get_embedder(settings) -> Embedder:
+    """The process's embedder for these settings, created on first use."""
+    kind = settings.embedder_kind
+    if kind == "offline":
+        key: tuple = ("offline",)
+    else:
+        key = (
+            "openai",
+            settings.embedding_model,
+            settings.embedding_dimensions,
+            settings.openai_base_url,
+            settings.openai_api_key,
+        )
+    embedder = _embedders.get(key)
+    if embedder is None:
+        embedder = make_embedder(settings)
+        _embedders[key] = embedder
+    return embedder
+
+
+def make_embedder(settings) -> Embedder:
+    if settings.embedder_kind == "offline":
+        return OfflineEmbedder()
+    if not settings.openai_api_key:
+        raise PermanentError("embedder is 'openai' but OPENAI_API_KEY is not set")
+    return OpenAIEmbedder(
+        api_key=settings.openai_api_key,
+        model=settings.embedding_model,
+        dimensions=settings.embedding_dimensions,
+        base_url=settings.openai_base_url,
+    )

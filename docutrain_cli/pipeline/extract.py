@@ -1,0 +1,180 @@
+"""Text out of a document, page by page, with PyMuPDF.
+
+Only worker processes import this module (pymupdf is heavy and MuPDF is not
+thread-safe). Pages are loaded one at a time and dropped after use, so memory
+does not grow with the page count. MuPDF's own failures become
+PermanentErrors with a reason a user can act on.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterator
+
+import pymupdf
+
+from docutrain_cli.errors import PermanentError
+
+log = logging.getLogger(__name__)
+
+# Formats MuPDF opens (besides PDF) and their names in error messages.
+PYMUPDF_FORMATS = {
+    ".pdf": "PDF",
+    ".epub": "EPUB",
+    ".xps": "XPS",
+    ".oxps": "XPS",
+    ".mobi": "MOBI",
+    ".fb2": "FB2",
+    ".cbz": "CBZ",
+}
+TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".text"}
+SUPPORTED_SUFFIXES = set(PYMUPDF_FORMATS) | TEXT_SUFFIXES
+# A plain-text "page" is cut at form feeds; very long ones are yielded in
+# pieces of about this size (at line ends) so memory stays bounded.
+TEXT_SEGMENT_CHARS = 1_000_000
+# Drop MuPDF's resource cache every so many pages.
+SHRINK_EVERY = 100
+
+_quiet = False
+
+
+def _quiet_mupdf() -> None:
+    """Keep MuPDF's stderr chatter ("format error: ...") out of the logs."""
+    global _quiet
+    if not _quiet:
+        pymupdf.TOOLS.mupdf_display_errors(False)
+        pymupdf.TOOLS.mupdf_display_warnings(False)
+        _quiet = True
+
+
+class Extraction:
+    """An opened document: `page_count`, then `pages()` yields
+    (page_number starting at 1, text). Use as a context manager."""
+
+    def __init__(self, path: Path, *, password: str | None = None, max_pages: int | None = None):
+        self.path = Path(path)
+        self.suffix = self.path.suffix.lower()
+        self.unreadable_pages: list[int] = []
+        self._doc = None
+        if self.suffix in TEXT_SUFFIXES:
+            self.page_count = self._count_text_pages()
+        elif self.suffix in PYMUPDF_FORMATS:
+            self._doc = _open_with_pymupdf(self.path, self.suffix, password)
+            self.page_count = self._doc.page_count
+        else:
+            kind = self.suffix or "without an extension"
+            raise PermanentError(
+                f"unsupported file type {kind} (supported: {', '.join(sorted(SUPPORTED_SUFFIXES))})"
+            )
+        if max_pages is not None and self.page_count > max_pages:
+            self.close()
+            raise PermanentError(f"too many pages: {self.page_count}, limit {max_pages}")
+
+    def __enter__(self) -> "Extraction":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._doc is not None:
+            self._doc.close()
+            self._doc = None
+
+    def pages(self) -> Iterator[tuple[int, str]]:
+        """Yield pages; after the last one, raise PermanentError if no page had text."""
+        found_text = False
+        source = self._text_pages() if self._doc is None else self._pymupdf_pages()
+        for number, text in source:
+            if text.strip():
+                found_text = True
+            yield number, text
+        if not found_text:
+            if self.unreadable_pages and len(self.unreadable_pages) == self.page_count:
+                raise PermanentError("damaged file: no page could be read")
+            if self._doc is None:
+                raise PermanentError("no text: the file is blank")
+            raise PermanentError("no extractable text (scanned images? OCR is not enabled)")
+
+    def _pymupdf_pages(self) -> Iterator[tuple[int, str]]:
+        doc = self._doc
+        for index in range(self.page_count):
+            try:
+                page = doc.load_page(index)
+                text = page.get_text("text")
+            except (RuntimeError, ValueError) as exc:
+                # A broken page in a repaired file: keep the rest of the document.
+                log.warning("%s: page %d cannot be read: %s", self.path.name, index + 1, exc)
+                self.unreadable_pages.append(index + 1)
+                text = ""
+            page = None  # noqa: F841 - release the page before the next one
+            if (index + 1) % SHRINK_EVERY == 0:
+                pymupdf.TOOLS.store_shrink(100)
+            yield index + 1, text
+
+    # -- plain text ---------------------------------------------------------
+
+    def _count_text_pages(self) -> int:
+        pages = 1
+        with self._open_text() as fh:
+            while block := fh.read(1 << 20):
+                pages += block.count("\f")
+        return pages
+
+    def _open_text(self):
+        try:
+            return self.path.open("r", encoding="utf-8-sig", errors="replace", newline="")
+        except FileNotFoundError:
+            raise PermanentError("file not found") from None
+        except PermissionError:
+            raise PermanentError("cannot read the file: permission denied") from None
+
+    def _text_pages(self) -> Iterator[tuple[int, str]]:
+        page, parts, size = 1, [], 0
+        with self._open_text() as fh:
+            for line in fh:
+                *done, rest = line.split("\f")
+                for piece in done:
+                    parts.append(piece)
+                    yield page, "".join(parts)
+                    page, parts, size = page + 1, [], 0
+                parts.append(rest)
+                size += len(rest)
+                if size >= TEXT_SEGMENT_CHARS:
+                    yield page, "".join(parts)
+                    parts, size = [], 0
+        yield page, "".join(parts)
+
+
+def _open_with_pymupdf(path: Path, suffix: str, password: str | None):
+    _quiet_mupdf()
+    kind = PYMUPDF_FORMATS[suffix]
+    try:
+        doc = pymupdf.open(path, filetype=suffix.lstrip("."))
+    except pymupdf.EmptyFileError:
+        raise PermanentError("empty file") from None
+    except pymupdf.FileNotFoundError:
+        raise PermanentError("file not found") from None
+    except pymupdf.FileDataError:
+        raise PermanentError(f"not a {kind}: cannot open (corrupt or not a {kind} file)") from None
+    except PermissionError:
+        raise PermanentError("cannot read the file: permission denied") from None
+    except RuntimeError as exc:  # MuPDF's other complaints about the bytes
+        raise PermanentError(f"not a {kind}: cannot open ({_short(exc)})") from None
+    if suffix == ".pdf" and not doc.is_pdf:
+        doc.close()
+        raise PermanentError("not a PDF: cannot open")
+    if doc.needs_pass:
+        if not password:
+            doc.close()
+            raise PermanentError("encrypted: needs a password (set pdf_password)")
+        if not doc.authenticate(password):
+            doc.close()
+            raise PermanentError("encrypted: the configured pdf_password does not open it")
+    return doc
+
+
+def _short(exc: Exception, limit: int = 120) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

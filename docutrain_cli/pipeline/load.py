@@ -1,0 +1,72 @@
+"""Find the job's file and check it before anything opens it.
+
+Sources are local paths today. `supabase://bucket/path` sources are the seam
+for Supabase Storage: `load_source` is the one place that will download them
+to a temporary file and hand back the same `LoadedFile`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from pathlib import Path
+
+from docutrain_cli.errors import PermanentError
+
+REMOTE_PREFIX = "supabase://"
+_HASH_BLOCK = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedFile:
+    path: Path
+    size_bytes: int
+    sha256: str
+
+
+def load_source(source: str, *, max_file_mb: float) -> LoadedFile:
+    if source.startswith(REMOTE_PREFIX):
+        raise PermanentError(
+            "supabase:// sources need the Supabase Storage loader, which this version does not have"
+        )
+    return load_local(Path(source), max_file_mb=max_file_mb)
+
+
+def load_local(path: Path, *, max_file_mb: float) -> LoadedFile:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise PermanentError("file not found") from None
+    except PermissionError:
+        raise PermanentError("cannot read the file: permission denied") from None
+    except OSError as exc:
+        raise PermanentError(f"cannot read the file: {exc.strerror or exc}") from None
+    if path.is_dir():
+        raise PermanentError("is a directory, not a file")
+    limit = max_file_mb * 1024 * 1024
+    if stat.st_size > limit:
+        raise PermanentError(
+            f"too large: {_mb(stat.st_size)} MB, limit {_mb(limit)} MB"
+        )
+    if stat.st_size == 0:
+        raise PermanentError("empty file")
+    if not os.access(path, os.R_OK):
+        raise PermanentError("cannot read the file: permission denied")
+    return LoadedFile(path=path, size_bytes=stat.st_size, sha256=file_sha256(path))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as fh:
+            while block := fh.read(_HASH_BLOCK):
+                digest.update(block)
+    except PermissionError:
+        raise PermanentError("cannot read the file: permission denied") from None
+    return digest.hexdigest()
+
+
+def _mb(size: float) -> str:
+    mb = size / (1024 * 1024)
+    return f"{mb:.0f}" if mb >= 10 or mb == int(mb) else f"{mb:.1f}"

@@ -1,0 +1,129 @@
+"""What a worker does with one job: load, extract, chunk, embed, store.
+
+Runs inside a worker process, one job at a time. The store connection and the
+embedder (with its HTTP client) are made on first use in that process and
+reused for its later jobs. The job is idempotent: the document's chunk set is
+replaced in one transaction, so a second delivery leaves one set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from array import array
+
+from docutrain_cli.errors import PermanentError
+from docutrain_cli.pipeline.chunk import chunk_pages
+from docutrain_cli.pipeline.embed import (
+    MAX_INPUTS_PER_REQUEST,
+    MAX_TOKENS_PER_REQUEST,
+    get_embedder,
+    plan_batches,
+    price_per_million_tokens,
+)
+from docutrain_cli.pipeline.load import load_source
+from docutrain_cli.store import ChunkRow, LocalStore
+
+_stores: dict[str, LocalStore] = {}
+
+
+def get_store(path: str) -> LocalStore:
+    """The process's store for this path, opened on first use."""
+    key = os.path.abspath(path)
+    store = _stores.get(key)
+    if store is None:
+        store = _stores[key] = LocalStore(key)
+    return store
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def process_job(job, settings) -> dict:
+    started = time.monotonic()
+    loaded = load_source(job.source, max_file_mb=settings.max_file_mb)
+    embedder = get_embedder(settings)
+    store = get_store(settings.store)
+
+    from docutrain_cli.pipeline.extract import Extraction  # pymupdf: workers only
+
+    with Extraction(loaded.path, password=settings.pdf_password, max_pages=settings.max_pages) as doc:
+        chunks = list(
+            chunk_pages(
+                doc.pages(),
+                embedder.counter,
+                chunk_tokens=settings.chunk_tokens,
+                overlap=settings.chunk_overlap,
+                max_input_tokens=embedder.max_input_tokens,
+            )
+        )
+        page_count = doc.page_count
+        unreadable_pages = list(doc.unreadable_pages)
+    if not chunks:  # extraction raises first; this guards the contract
+        raise PermanentError("no extractable text (scanned images? OCR is not enabled)")
+
+    # Embed each distinct text once; what the cache has costs nothing.
+    hashes = [text_sha256(c.content) for c in chunks]
+    cache_dims = embedder.requested_dimensions or 0
+    vectors = (
+        store.cached_embeddings(embedder.model, cache_dims, hashes)
+        if embedder.kind == "openai"
+        else {}
+    )
+    to_send: dict[str, tuple[str, int]] = {}
+    for chunk, text_hash in zip(chunks, hashes):
+        if text_hash not in vectors and text_hash not in to_send:
+            to_send[text_hash] = (chunk.content, chunk.token_count)
+    pending = list(to_send.items())
+    tokens_before = embedder.tokens_used
+    for batch in plan_batches(
+        [count for _, (_, count) in pending],
+        max_inputs=getattr(embedder, "max_inputs", MAX_INPUTS_PER_REQUEST),
+        max_tokens=getattr(embedder, "max_tokens", MAX_TOKENS_PER_REQUEST),
+    ):
+        part = pending[batch.start : batch.stop]
+        embedded = embedder.embed([text for _, (text, _) in part], [count for _, (_, count) in part])
+        # array('f'): 4 bytes a value instead of a Python float object each.
+        fresh = {text_hash: array("f", vector) for (text_hash, _), vector in zip(part, embedded)}
+        if embedder.kind == "openai":
+            # Stored per request, so a retry after a later failure resumes here.
+            store.put_cached_embeddings(embedder.model, cache_dims, fresh)
+        vectors.update(fresh)
+    tokens_embedded = embedder.tokens_used - tokens_before
+    tokens_cached = sum(c.token_count for c, h in zip(chunks, hashes) if h not in to_send)
+
+    dimensions = len(vectors[hashes[0]])
+    rows = [
+        ChunkRow(c.index, c.page_start, c.page_end, c.token_count, c.content, vectors[h])
+        for c, h in zip(chunks, hashes)
+    ]
+    seconds = round(time.monotonic() - started, 3)
+    document_id = store.replace_chunks(
+        job.document_key,
+        rows,
+        embedding_model=embedder.model,
+        embedding_dimensions=dimensions,
+        page_count=page_count,
+        source=job.source,
+        sha256=loaded.sha256,
+        user_id=job.user_id,
+        processing_seconds=seconds,
+    )
+    price = price_per_million_tokens(embedder.model)
+    return {
+        "document_id": document_id,
+        "document_key": job.document_key,
+        "sha256": loaded.sha256,
+        "pages": page_count,
+        "unreadable_pages": unreadable_pages,
+        "chunks": len(rows),
+        "tokens_embedded": tokens_embedded,
+        "tokens_cached": tokens_cached,
+        "embedder": embedder.kind,
+        "embedding_model": embedder.model,
+        "embedding_dimensions": dimensions,
+        "cost_usd": None if price is None else tokens_embedded * price / 1_000_000,
+        "seconds": seconds,
+    }

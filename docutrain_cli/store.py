@@ -1,0 +1,425 @@
+"""The local store: one SQLite file holding documents, their chunks and vectors.
+
+Many worker processes write the same file at once, so the connection uses WAL,
+a 30 s busy timeout and short transactions; a document's chunk set is replaced
+in one ``BEGIN IMMEDIATE`` transaction, which makes a re-run or a duplicate
+delivery leave exactly one set.
+
+Schema (users query this file directly)::
+
+    documents
+      id                    INTEGER PRIMARY KEY
+      document_key          TEXT NOT NULL UNIQUE   -- the job's document_id, or its source
+      source                TEXT                   -- local path (or supabase:// URL)
+      sha256                TEXT                   -- hash of the file's bytes
+      user_id               TEXT
+      status                TEXT NOT NULL          -- pending | processing | ready | error
+      error                 TEXT                   -- why it ended in error, for the user
+      page_count            INTEGER
+      chunk_count           INTEGER
+      embedding_model       TEXT                   -- e.g. text-embedding-3-small, offline-hash-v1
+      embedding_dimensions  INTEGER
+      created_at            TEXT NOT NULL          -- UTC, ISO 8601
+      updated_at            TEXT NOT NULL          -- UTC, ISO 8601
+      processing_seconds    REAL                   -- wall time of the last successful run
+
+    chunks
+      id               INTEGER PRIMARY KEY
+      document_id      INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE
+      chunk_index      INTEGER NOT NULL           -- 0, 1, 2, ... in reading order
+      page_start       INTEGER NOT NULL           -- first page (1-based) the chunk covers
+      page_end         INTEGER NOT NULL           -- last page it covers
+      token_count      INTEGER NOT NULL
+      content          TEXT NOT NULL
+      embedding        BLOB NOT NULL              -- little-endian float32 values
+      embedding_model  TEXT NOT NULL
+      UNIQUE (document_id, chunk_index)
+
+    embedding_cache                             -- re-running unchanged text costs no tokens
+      model        TEXT NOT NULL
+      dimensions   INTEGER NOT NULL              -- 0 = the model's default size
+      text_sha256  TEXT NOT NULL                 -- sha256 of the UTF-8 chunk text
+      embedding    BLOB NOT NULL                 -- little-endian float32 values
+      created_at   TEXT NOT NULL
+      PRIMARY KEY (model, dimensions, text_sha256)
+
+Read a vector in Python with ``array.array('f', blob)`` (or
+``numpy.frombuffer(blob, dtype='<f4')``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import math
+import os
+import sqlite3
+import sys
+from array import array
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+STATUSES = ("pending", "processing", "ready", "error")
+BUSY_TIMEOUT_MS = 30_000
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    id INTEGER PRIMARY KEY,
+    document_key TEXT NOT NULL UNIQUE,
+    source TEXT,
+    sha256 TEXT,
+    user_id TEXT,
+    status TEXT NOT NULL DEFAULT 'pending'
+        CHECK (status IN ('pending', 'processing', 'ready', 'error')),
+    error TEXT,
+    page_count INTEGER,
+    chunk_count INTEGER,
+    embedding_model TEXT,
+    embedding_dimensions INTEGER,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    processing_seconds REAL
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY,
+    document_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+    chunk_index INTEGER NOT NULL,
+    page_start INTEGER NOT NULL,
+    page_end INTEGER NOT NULL,
+    token_count INTEGER NOT NULL,
+    content TEXT NOT NULL,
+    embedding BLOB NOT NULL,
+    embedding_model TEXT NOT NULL,
+    UNIQUE (document_id, chunk_index)
+);
+CREATE INDEX IF NOT EXISTS chunks_embedding_model ON chunks (embedding_model);
+CREATE TABLE IF NOT EXISTS embedding_cache (
+    model TEXT NOT NULL,
+    dimensions INTEGER NOT NULL,
+    text_sha256 TEXT NOT NULL,
+    embedding BLOB NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (model, dimensions, text_sha256)
+) WITHOUT ROWID;
+"""
+
+NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+
+
+def pack_vector(vector: Sequence[float]) -> bytes:
+    """float32, little-endian, whatever the machine."""
+    values = vector if isinstance(vector, array) and vector.typecode == "f" else array("f", vector)
+    if sys.byteorder == "big":  # pragma: no cover
+        values = array("f", values)
+        values.byteswap()
+    return values.tobytes()
+
+
+def unpack_vector(blob: bytes) -> array:
+    values = array("f", blob)
+    if sys.byteorder == "big":  # pragma: no cover
+        values.byteswap()
+    return values
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkRow:
+    """One chunk ready to be stored."""
+
+    chunk_index: int
+    page_start: int
+    page_end: int
+    token_count: int
+    content: str
+    embedding: Sequence[float]
+
+
+@dataclasses.dataclass(frozen=True)
+class Hit:
+    source: str | None
+    document_key: str
+    chunk_index: int
+    page_start: int
+    page_end: int
+    score: float
+    content: str
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class LocalStore:
+    """A SQLite store. The connection opens on first use and is reopened in a
+    forked child, so a store object never shares a connection across processes."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+        self._pid: int | None = None
+
+    # -- connection ---------------------------------------------------------
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None or self._pid != os.getpid():
+            self._conn = self._connect()
+            self._pid = os.getpid()
+        return self._conn
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.path.parent and not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN ourselves, so transactions stay short and explicit.
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.executescript(SCHEMA)
+        return conn
+
+    def close(self) -> None:
+        if self._conn is not None and self._pid == os.getpid():
+            self._conn.close()
+        self._conn = None
+        self._pid = None
+
+    def __enter__(self) -> "LocalStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- documents ----------------------------------------------------------
+
+    def set_status(
+        self,
+        document_key: str,
+        status: str,
+        *,
+        source: str | None = None,
+        sha256: str | None = None,
+        user_id: str | None = None,
+        error: str | None = None,
+        page_count: int | None = None,
+        chunk_count: int | None = None,
+    ) -> int:
+        """Create or update the document row; returns its id. Fields given as
+        None keep their stored value, except `error`, which is cleared unless
+        the status is 'error'."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown document status {status!r}; expected one of {STATUSES}")
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            doc_id = self._upsert_document(
+                document_key, status=status, source=source, sha256=sha256, user_id=user_id
+            )
+            conn.execute(
+                f"""UPDATE documents SET
+                       error = ?,
+                       page_count = COALESCE(?, page_count),
+                       chunk_count = COALESCE(?, chunk_count),
+                       updated_at = {NOW}
+                   WHERE id = ?""",
+                (error if status == "error" else None, page_count, chunk_count, doc_id),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return doc_id
+
+    def _upsert_document(
+        self,
+        document_key: str,
+        *,
+        status: str | None,
+        source: str | None,
+        sha256: str | None,
+        user_id: str | None,
+    ) -> int:
+        row = self.conn.execute(
+            f"""INSERT INTO documents (document_key, source, sha256, user_id, status, created_at, updated_at)
+                VALUES (?, ?, ?, ?, COALESCE(?, 'processing'), {NOW}, {NOW})
+                ON CONFLICT (document_key) DO UPDATE SET
+                    source = COALESCE(excluded.source, source),
+                    sha256 = COALESCE(excluded.sha256, sha256),
+                    user_id = COALESCE(excluded.user_id, user_id),
+                    status = COALESCE(?, status),
+                    updated_at = excluded.updated_at
+                RETURNING id""",
+            (document_key, source, sha256, user_id, status, status),
+        ).fetchone()
+        return row[0]
+
+    def get_document(self, document_key: str) -> dict | None:
+        cur = self.conn.execute("SELECT * FROM documents WHERE document_key = ?", (document_key,))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        return dict(zip([c[0] for c in cur.description], row))
+
+    # -- chunks -------------------------------------------------------------
+
+    def replace_chunks(
+        self,
+        document_key: str,
+        chunks: Iterable[ChunkRow],
+        *,
+        embedding_model: str,
+        embedding_dimensions: int,
+        page_count: int,
+        source: str | None = None,
+        sha256: str | None = None,
+        user_id: str | None = None,
+        processing_seconds: float | None = None,
+    ) -> int:
+        """Replace the document's chunk set in one transaction; returns the
+        document id. The document's status is left to the caller (the runner
+        marks it ready once the job is acknowledged)."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            doc_id = self._upsert_document(
+                document_key, status=None, source=source, sha256=sha256, user_id=user_id
+            )
+            conn.execute("DELETE FROM chunks WHERE document_id = ?", (doc_id,))
+            count = 0
+            for chunk in chunks:
+                if len(chunk.embedding) != embedding_dimensions:
+                    raise ValueError(
+                        f"chunk {chunk.chunk_index} has {len(chunk.embedding)} dimensions, "
+                        f"expected {embedding_dimensions}"
+                    )
+                conn.execute(
+                    """INSERT INTO chunks (document_id, chunk_index, page_start, page_end,
+                                           token_count, content, embedding, embedding_model)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                    (
+                        doc_id,
+                        chunk.chunk_index,
+                        chunk.page_start,
+                        chunk.page_end,
+                        chunk.token_count,
+                        chunk.content,
+                        pack_vector(chunk.embedding),
+                        embedding_model,
+                    ),
+                )
+                count += 1
+            conn.execute(
+                f"""UPDATE documents SET page_count = ?, chunk_count = ?, embedding_model = ?,
+                           embedding_dimensions = ?, processing_seconds = ?, updated_at = {NOW}
+                    WHERE id = ?""",
+                (page_count, count, embedding_model, embedding_dimensions, processing_seconds, doc_id),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return doc_id
+
+    def chunk_count(self, document_key: str | None = None) -> int:
+        if document_key is None:
+            return self.conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        return self.conn.execute(
+            """SELECT count(*) FROM chunks JOIN documents d ON d.id = chunks.document_id
+               WHERE d.document_key = ?""",
+            (document_key,),
+        ).fetchone()[0]
+
+    def embedding_models(self) -> list[tuple[str, int, int]]:
+        """(model, dimensions, chunk count) for every kind of vector in the store."""
+        rows = self.conn.execute(
+            """SELECT c.embedding_model, d.embedding_dimensions, count(*)
+               FROM chunks c JOIN documents d ON d.id = c.document_id
+               GROUP BY 1, 2 ORDER BY 3 DESC"""
+        ).fetchall()
+        return [(m, dims, n) for m, dims, n in rows]
+
+    # -- embedding cache ----------------------------------------------------
+
+    def cached_embeddings(
+        self, model: str, dimensions: int, text_hashes: Sequence[str]
+    ) -> dict[str, array]:
+        found: dict[str, array] = {}
+        unique = list(dict.fromkeys(text_hashes))
+        for start in range(0, len(unique), 500):  # stay under SQLite's variable limit
+            part = unique[start : start + 500]
+            marks = ",".join("?" * len(part))
+            for text_hash, blob in self.conn.execute(
+                f"""SELECT text_sha256, embedding FROM embedding_cache
+                    WHERE model = ? AND dimensions = ? AND text_sha256 IN ({marks})""",
+                (model, dimensions, *part),
+            ):
+                found[text_hash] = unpack_vector(blob)
+        return found
+
+    def put_cached_embeddings(
+        self, model: str, dimensions: int, vectors: Mapping[str, Sequence[float]]
+    ) -> None:
+        if not vectors:
+            return
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                f"""INSERT OR REPLACE INTO embedding_cache (model, dimensions, text_sha256, embedding, created_at)
+                    VALUES (?, ?, ?, ?, {NOW})""",
+                [(model, dimensions, h, pack_vector(v)) for h, v in vectors.items()],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    # -- search -------------------------------------------------------------
+
+    def search(
+        self,
+        query_embedding: Sequence[float],
+        top: int = 5,
+        *,
+        embedding_model: str | None = None,
+    ) -> list[Hit]:
+        """Chunks ranked by cosine similarity to the query (in Python: fine for
+        a local store). Only vectors of the query's length, and of
+        `embedding_model` when given, are compared."""
+        query = [float(x) for x in query_embedding]
+        query_norm = math.sqrt(sum(x * x for x in query))
+        if query_norm == 0 or top < 1:
+            return []
+        sql = """SELECT d.source, d.document_key, c.chunk_index, c.page_start, c.page_end,
+                        c.content, c.embedding
+                 FROM chunks c JOIN documents d ON d.id = c.document_id
+                 WHERE length(c.embedding) = ?"""
+        params: list = [4 * len(query)]
+        if embedding_model is not None:
+            sql += " AND c.embedding_model = ?"
+            params.append(embedding_model)
+        best: list[tuple[float, int, tuple]] = []
+        for n, row in enumerate(self.conn.execute(sql, params)):
+            vector = unpack_vector(row[6])
+            norm = math.sqrt(sum(x * x for x in vector))
+            if norm == 0:
+                continue
+            score = sum(map(float.__mul__, query, vector)) / (query_norm * norm)
+            item = (score, -n, row[:6])  # -n: ties keep store order
+            if len(best) < top:
+                heapq.heappush(best, item)
+            elif item > best[0]:
+                heapq.heapreplace(best, item)
+        best.sort(reverse=True)
+        return [
+            Hit(
+                source=row[0],
+                document_key=row[1],
+                chunk_index=row[2],
+                page_start=row[3],
+                page_end=row[4],
+                score=round(score, 6),
+                content=row[5],
+            )
+            for score, _, row in best
+        ]
