@@ -25,7 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-jobs_app = typer.Typer(help="List jobs, or show one.", no_args_is_help=False)
+jobs_app = typer.Typer(no_args_is_help=False)
 app.add_typer(jobs_app, name="jobs")
 
 _show_traceback = False
@@ -233,7 +233,7 @@ def jobs(
     limit: int = typer.Option(50, "--limit", "-n", help="At most this many, newest first."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """List jobs, newest first.
+    """List jobs, newest first; `jobs show ID` shows one.
 
     Example: docutrain jobs --state dead
     """
@@ -333,7 +333,7 @@ def retry(
 def main() -> None:
     try:
         # Without standalone mode, Click returns the code of typer.Exit.
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="docutrain")
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:

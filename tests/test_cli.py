@@ -1,0 +1,173 @@
+"""The docutrain command as a user types it: real subprocesses, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, make_files
+
+COMMANDS = ["enqueue", "run", "status", "jobs", "retry"]
+
+
+def test_version_and_help_with_an_example_on_every_command(docutrain):
+    version = docutrain("--version")
+    assert version.returncode == 0 and version.stdout.startswith("docutrain ")
+    for command in COMMANDS + ["jobs show"]:
+        result = docutrain(*command.split(), "--help")
+        assert result.returncode == 0, result.stderr
+        assert "Example:" in result.stdout, command
+
+
+def test_enqueue_files_folders_and_globs(docutrain, tmp_path):
+    make_files(tmp_path / "uploads", ["a.pdf", "b.txt", "notes.docx", ".hidden.pdf"])
+    make_files(tmp_path / "uploads" / "deep", ["c.md"])
+    make_files(tmp_path / "other", ["d.pdf", "e.pdf"])
+    result = docutrain("enqueue", "uploads", "other/*.pdf", "--user-id", "u1", "--json")
+    assert result.returncode == 0, result.stderr
+    queued = json.loads(result.stdout)["queued"]
+    names = sorted(Path(j["source"]).name for j in queued)
+    # A folder scan takes supported documents only and skips hidden files.
+    assert names == ["a.pdf", "b.txt", "c.md", "d.pdf", "e.pdf"]
+    assert [j["id"] for j in queued] == [1, 2, 3, 4, 5]
+    job = json.loads(docutrain("jobs", "show", "1", "--json").stdout)
+    assert job["user_id"] == "u1" and job["state"] == "queued" and len(job["sha256"]) == 64
+    # A file named explicitly is queued whatever its type (it will fail visibly).
+    assert docutrain("enqueue", "uploads/notes.docx").returncode == 0
+
+
+def test_same_content_is_not_queued_twice_unless_forced(docutrain, tmp_path):
+    (path,) = make_files(tmp_path, ["a.pdf"])
+    shutil.copy(path, tmp_path / "copy-of-a.pdf")
+    first = docutrain("enqueue", "a.pdf")
+    assert "queued job 1" in first.stdout
+    again = docutrain("enqueue", "a.pdf", "copy-of-a.pdf")
+    assert again.returncode == 0
+    assert "0 queued, 2 skipped" in again.stdout
+    assert "already queued" in again.stdout and "--force" in again.stdout
+    forced = docutrain("enqueue", "a.pdf", "--force")
+    assert "queued job 2" in forced.stdout
+    assert docutrain.status()["queued"] == 2
+
+
+def test_missing_paths_are_refused_one_line_each_and_the_rest_is_queued(docutrain, tmp_path):
+    make_files(tmp_path, ["good.pdf"])
+    locked = make_files(tmp_path, ["locked.pdf"])[0]
+    locked.chmod(0)
+    result = docutrain("enqueue", "good.pdf", "missing.pdf", "nothing-*.pdf", "locked.pdf")
+    errors = result.stderr.strip().splitlines()
+    assert result.returncode == 3
+    assert "docutrain: error: missing.pdf: no such file or folder" in errors
+    assert "docutrain: error: nothing-*.pdf: no files match this pattern" in errors
+    if os.geteuid() != 0:  # root reads anything
+        assert "docutrain: error: locked.pdf: permission denied" in errors
+    assert "Traceback" not in result.stderr
+    assert docutrain.status()["queued"] >= 1
+
+
+def test_status_json_has_the_state_names_as_integers(docutrain, tmp_path):
+    make_files(tmp_path, ["a.pdf", "b.pdf"])
+    docutrain("enqueue", "a.pdf", "b.pdf")
+    status = docutrain.status()
+    for state in ("queued", "running", "retrying", "done", "dead"):
+        assert isinstance(status[state], int)
+    assert status["queued"] == 2
+    assert status["oldest_queued_age_seconds"] >= 0
+    assert status["runner"] is None
+    text = docutrain("status").stdout
+    assert "queued 2" in text and "runner: none running" in text
+
+
+def test_jobs_filters_by_state_and_show_reports_unknown_ids(docutrain, tmp_path):
+    make_files(tmp_path, ["a.pdf"])
+    docutrain("enqueue", "a.pdf")
+    assert json.loads(docutrain("jobs", "--state", "queued", "--json").stdout)[0]["id"] == 1
+    assert json.loads(docutrain("jobs", "--state", "dead", "--json").stdout) == []
+    bad_state = docutrain("jobs", "--state", "nope")
+    assert bad_state.returncode == 2 and "expected one of queued" in bad_state.stderr
+    missing = docutrain("jobs", "show", "42")
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == "docutrain: error: job 42: no such job"
+
+
+def test_retry_refuses_jobs_that_are_not_dead(docutrain, tmp_path):
+    make_files(tmp_path, ["a.pdf"])
+    docutrain("enqueue", "a.pdf")
+    result = docutrain("retry", "1", "7")
+    assert result.returncode == 3
+    assert "job 1: is queued, not dead" in result.stderr
+    assert "job 7: no such job" in result.stderr
+    assert docutrain("retry").returncode == 2
+
+
+def test_bad_settings_are_one_line_errors_naming_the_key(docutrain, tmp_path):
+    result = docutrain("run", "--drain", DOCUTRAIN_WORKERS="many")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "docutrain: error: DOCUTRAIN_WORKERS workers: expected a whole number, got 'many'"
+    (tmp_path / "docutrain.toml").write_text("workerz = 3\n")
+    result = docutrain("status")
+    assert result.returncode == 2 and "unknown setting 'workerz'" in result.stderr
+    (tmp_path / "docutrain.toml").write_text("[docutrain]\nmax_time = 'x'\n")
+    assert docutrain("status").returncode == 2
+    (tmp_path / "docutrain.toml").unlink()
+    not_a_queue = tmp_path / "garbage.db"
+    not_a_queue.write_bytes(b"this is not sqlite" * 100)
+    result = docutrain("--queue", str(not_a_queue), "status")
+    assert result.returncode == 1 and "not a docutrain queue file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_config_file_and_flags_take_priority_in_order(docutrain, tmp_path):
+    (tmp_path / "docutrain.toml").write_text('queue = "from-toml.db"\n')
+    make_files(tmp_path, ["a.pdf"])
+    env = {k: v for k, v in docutrain.env.items() if k != "DOCUTRAIN_QUEUE"}
+    docutrain.env = env
+    docutrain("enqueue", "a.pdf")
+    assert (tmp_path / "from-toml.db").exists()
+    docutrain("enqueue", "a.pdf", DOCUTRAIN_QUEUE=str(tmp_path / "from-env.db"))
+    assert (tmp_path / "from-env.db").exists()
+    docutrain("--queue", "from-flag.db", "enqueue", "a.pdf", DOCUTRAIN_QUEUE=str(tmp_path / "from-env.db"))
+    assert (tmp_path / "from-flag.db").exists()
+
+
+def test_secrets_never_appear_in_output(docutrain, tmp_path):
+    secret = "sk-test-this-must-never-be-printed-0123456789"
+    make_files(tmp_path, ["a.txt"])
+    docutrain("enqueue", "a.txt")
+    outputs = []
+    for args in (("status",), ("jobs",), ("run", "--drain", "--workers", "1", "--json")):
+        result = docutrain(
+            *args, OPENAI_API_KEY=secret, OPENAI_BASE_URL="http://127.0.0.1:9/v1",
+            DOCUTRAIN_PROCESSOR="tests.processors:record",
+        )
+        outputs.append(result.stdout + result.stderr)
+    assert all(secret not in text for text in outputs)
+    assert all(secret[4:20] not in text for text in outputs)
+
+
+def test_queue_db_example_is_readable_by_the_current_code(docutrain, tmp_path):
+    example = tmp_path / "example.db"
+    shutil.copy(ROOT / "queue.db.example", example)  # status must not need write access to the original
+    result = docutrain("--queue", str(example), "status", "--json")
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["queued"] >= 1 and status["done"] >= 1 and status["dead"] >= 1 and status["retrying"] >= 1
+    dead = json.loads(docutrain("--queue", str(example), "jobs", "--state", "dead", "--json").stdout)
+    assert dead and dead[0]["errors"]
+
+
+def test_housekeeping_clears_finished_rows_but_keeps_the_record(docutrain, tmp_path):
+    make_files(tmp_path / "in", [f"d{i}.txt" for i in range(30)])
+    docutrain("enqueue", "in")
+    result = docutrain("run", "--drain", "--workers", "2", DOCUTRAIN_PROCESSOR="tests.processors:record")
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(docutrain.queue) as conn:
+        (rows,) = conn.execute("SELECT count(*) FROM ack_queue_default").fetchone()
+    assert rows == 0  # acked rows are gone: get() stays fast
+    assert docutrain.status()["done"] == 30
+    assert len(json.loads(docutrain("jobs", "--state", "done", "--limit", "100", "--json").stdout)) == 30
