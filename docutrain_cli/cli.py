@@ -258,7 +258,8 @@ def jobs(
     for column in ("id", "state", "attempts", "file", "last error"):
         table.add_column(column, overflow="fold")
     for job in found:
-        table.add_row(str(job.id), job.state.value, str(job.attempts), job.source, job.last_error or "")
+        error = (job.last_error or "").removeprefix(f"{job.source}: ")  # the file is in its own column
+        table.add_row(str(job.id), job.state.value, str(job.attempts), job.source, error)
     _console().print(table)
 
 
@@ -328,6 +329,33 @@ def retry(
         print(f"{len(revived)} job(s) back in the queue" + (f": {', '.join(map(str, revived))}" if revived else ""))
     if not_dead:
         raise typer.Exit(ExitCode.PARTIAL)
+
+
+# -- search -------------------------------------------------------------------
+@app.command()
+def search(
+    ctx: typer.Context,
+    query: str = typer.Argument(..., help="A question or a few words."),
+    top: int = typer.Option(5, "--top", "-k", help="How many chunks to show."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Find the chunks in the local store closest to a question.
+
+    Example: docutrain search "what is the refund policy?" --top 3
+    """
+    from docutrain_cli.search import search as search_store
+
+    hits = search_store(_settings(ctx), query, top=top)
+    if as_json:
+        _emit_json([hit.to_dict() for hit in hits])
+        return
+    if not hits:
+        print("no matching chunks")
+    for rank, hit in enumerate(hits, 1):
+        pages = f"p. {hit.page_start}" + (f"-{hit.page_end}" if hit.page_end != hit.page_start else "")
+        print(f"{rank}. {hit.score:.3f}  {hit.source or hit.document_key}  {pages}  chunk {hit.chunk_index}")
+        snippet = " ".join(hit.content.split())
+        print(f"   {snippet[:300]}{'…' if len(snippet) > 300 else ''}")
 
 
 def main() -> None:

@@ -128,10 +128,9 @@ class RichObserver(RunObserver):
 
 
 def describe_embedder(settings) -> str:
-    if settings.embedder_kind == "openai":
-        where = f" at {settings.openai_base_url}" if settings.openai_base_url else ""
-        return f"OpenAI {settings.embedding_model}{where}"
-    return "offline (no OPENAI_API_KEY; lexical hashing, for trying docutrain out)"
+    from docutrain_cli.pipeline.embed import describe_embedder as describe
+
+    return describe(settings)
 
 
 def summary_line(summary: RunSummary) -> str:
@@ -145,9 +144,11 @@ def summary_line(summary: RunSummary) -> str:
     if summary.released:
         parts.append(f"{summary.released} returned to the queue")
     if any(t.values()):
+        cost = summary.cost_usd
         parts.append(
             f"{t['pages']} pages, {t['chunks']} chunks, {t['tokens_embedded']} tokens embedded, "
             f"{t['tokens_cached']} from cache"
+            + (f", ${cost:.4f} at list price" if cost else "")
         )
     left = {k: v for k, v in summary.remaining.items() if k in ("queued", "retrying") and v}
     if left:

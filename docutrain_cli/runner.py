@@ -59,6 +59,7 @@ class RunSummary:
         default_factory=lambda: {k: 0 for k in SUMMED_RESULT_KEYS}
     )
     embedders: set[str] = dataclasses.field(default_factory=set)
+    tokens_by_model: dict[str, int] = dataclasses.field(default_factory=dict)
     remaining: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
@@ -67,9 +68,23 @@ class RunSummary:
             return ExitCode.INTERRUPTED
         return ExitCode.PARTIAL if self.dead else ExitCode.OK
 
+    @property
+    def cost_usd(self) -> float | None:
+        """What the embedded tokens cost at list price; None if a model is unknown."""
+        from docutrain_cli.pipeline.embed import price_per_million_tokens
+
+        total = 0.0
+        for model, tokens in self.tokens_by_model.items():
+            price = price_per_million_tokens(model)
+            if price is None:
+                return None
+            total += tokens * price / 1e6
+        return total
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["embedders"] = sorted(self.embedders)
+        data["cost_usd"] = self.cost_usd
         data["exit_code"] = int(self.exit_code)
         return data
 
@@ -263,8 +278,11 @@ class Runner:
         self.summary.done += 1
         for key in SUMMED_RESULT_KEYS:
             self.summary.totals[key] += int(result.get(key) or 0)
-        if result.get("embedder"):
-            self.summary.embedders.add(f"{result['embedder']} ({result.get('embedding_model')})")
+        model = result.get("embedding_model")
+        if model:
+            self.summary.embedders.add(f"{result.get('embedder')} ({model})")
+            tokens = int(result.get("tokens_embedded") or 0)
+            self.summary.tokens_by_model[model] = self.summary.tokens_by_model.get(model, 0) + tokens
         self.observer.job_finished(job, "done", None)
 
     def _fail(self, job: Job, exc: BaseException) -> None:
