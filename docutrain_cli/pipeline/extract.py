@@ -157,11 +157,18 @@ def _open_with_pymupdf(path: Path, suffix: str, password: str | None):
     except pymupdf.FileNotFoundError:
         raise PermanentError("file not found") from None
     except pymupdf.FileDataError:
-        raise PermanentError(f"not a {kind}: cannot open (corrupt or not a {kind} file)") from None
+        if suffix == ".pdf" and _starts_like_pdf(path):
+            raise PermanentError("damaged PDF: cannot open (truncated or corrupt)") from None
+        raise PermanentError(f"not a {kind}: cannot open") from None
     except PermissionError:
         raise PermanentError("cannot read the file: permission denied") from None
     except RuntimeError as exc:  # MuPDF's other complaints about the bytes
         raise PermanentError(f"not a {kind}: cannot open ({_short(exc)})") from None
+    try:
+        doc.page_count  # a badly damaged file can open and still fail here
+    except RuntimeError as exc:
+        doc.close()
+        raise PermanentError(f"damaged {kind}: cannot read its pages ({_short(exc)})") from None
     if suffix == ".pdf" and not doc.is_pdf:
         doc.close()
         raise PermanentError("not a PDF: cannot open")
@@ -173,6 +180,14 @@ def _open_with_pymupdf(path: Path, suffix: str, password: str | None):
             doc.close()
             raise PermanentError("encrypted: the configured pdf_password does not open it")
     return doc
+
+
+def _starts_like_pdf(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            return b"%PDF-" in fh.read(1024)
+    except OSError:
+        return False
 
 
 def _short(exc: Exception, limit: int = 120) -> str:

@@ -1,0 +1,112 @@
+"""Real documents for the tests, written with PyMuPDF into a folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pymupdf
+
+WORDS = (
+    "invoice contract payment delivery warranty clause tenant landlord deposit "
+    "schedule supplier customer refund notice period renewal liability insurance"
+).split()
+
+
+def sentence(n: int) -> str:
+    """Deterministic, varied English-like sentence number n."""
+    words = [WORDS[(n * 7 + i * 3) % len(WORDS)] for i in range(8 + n % 5)]
+    return f"Clause {n}: the " + " ".join(words) + "."
+
+
+def write_pdf(path: Path, pages: list[str]) -> Path:
+    """One page per string, text wrapped into the page box."""
+    doc = pymupdf.open()
+    for text in pages:
+        page = doc.new_page()
+        if text:
+            page.insert_textbox(pymupdf.Rect(50, 50, 550, 800), text, fontsize=9)
+    doc.save(path)
+    doc.close()
+    return path
+
+
+def multi_page(path: Path, pages: int = 5, sentences_per_page: int = 12) -> Path:
+    texts = [
+        f"Page {p} heading.\n\n"
+        + " ".join(sentence(p * 100 + s) for s in range(sentences_per_page))
+        for p in range(1, pages + 1)
+    ]
+    return write_pdf(path, texts)
+
+
+def encrypted(path: Path, password: str = "s3cret") -> Path:
+    doc = pymupdf.open()
+    doc.new_page().insert_text((72, 72), "Confidential: the vault code is 4711.")
+    doc.save(
+        path,
+        encryption=pymupdf.PDF_ENCRYPT_AES_256,
+        user_pw=password,
+        owner_pw=password + "-owner",
+    )
+    doc.close()
+    return path
+
+
+def truncated(path: Path, keep: float = 0.5, pages: int = 20) -> Path:
+    """A real PDF cut short, as by an interrupted upload."""
+    source = multi_page(path.with_name("whole-" + path.name), pages=pages)
+    data = source.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+def empty(path: Path) -> Path:
+    path.write_bytes(b"")
+    return path
+
+
+def garbage(path: Path) -> Path:
+    path.write_bytes(bytes((i * 37 + 11) % 256 for i in range(4096)))
+    return path
+
+
+def image_only(path: Path, pages: int = 3) -> Path:
+    """Scanned-looking pages: a picture each, no text layer."""
+    pixmap = pymupdf.Pixmap(pymupdf.csRGB, pymupdf.IRect(0, 0, 64, 64), False)
+    pixmap.clear_with(200)
+    doc = pymupdf.open()
+    for _ in range(pages):
+        doc.new_page().insert_image(pymupdf.Rect(50, 50, 500, 500), pixmap=pixmap)
+    doc.save(path)
+    doc.close()
+    return path
+
+
+NON_ASCII = {
+    "china-s": "合同条款：租金每月支付。押金将在租期结束时退还。",
+    "helv": "Prüfung der Kündigungsfrist: Müller & Søn, café naïve, 25 ½ Øre.",
+}
+
+
+def non_ascii(path: Path) -> Path:
+    doc = pymupdf.open()
+    page = doc.new_page()
+    y = 72
+    for font, text in NON_ASCII.items():
+        page.insert_text((72, y), text, fontname=font, fontsize=11)
+        y += 30
+    doc.save(path)
+    doc.close()
+    return path
+
+
+def many_pages(path: Path, pages: int = 1000) -> Path:
+    """A long document, built fast: one text block per page."""
+    doc = pymupdf.open()
+    for p in range(1, pages + 1):
+        page = doc.new_page()
+        page.insert_text((50, 72), f"Page {p}. " + sentence(p), fontsize=9)
+        page.insert_text((50, 90), sentence(p + 5000), fontsize=9)
+    doc.save(path, garbage=1, deflate=True)
+    doc.close()
+    return path

@@ -1,0 +1,145 @@
+"""Chunking: budgets, boundaries, overlap, page ranges, streaming."""
+
+from __future__ import annotations
+
+import base64
+import random
+import re
+
+import pytest
+
+import pdfs
+from docutrain_cli.pipeline.chunk import chunk_pages
+from docutrain_cli.pipeline.tokens import EstimatingCounter, counter_for, utf8_len
+
+COUNTER = EstimatingCounter()
+
+
+def book(pages: int = 30, sentences: int = 15) -> list[tuple[int, str]]:
+    return [
+        (p, f"Chapter {p}.\n\n" + " ".join(pdfs.sentence(p * 1000 + s) for s in range(sentences)))
+        for p in range(1, pages + 1)
+    ]
+
+
+def words(text: str) -> list[str]:
+    return text.split()
+
+
+def test_chunks_respect_the_budget_and_are_never_empty():
+    chunks = list(chunk_pages(book(), COUNTER, chunk_tokens=120, overlap=20))
+    assert len(chunks) > 10
+    for c in chunks:
+        assert c.content.strip() == c.content and c.content
+        assert 0 < c.token_count <= 120
+        assert c.token_count == COUNTER.count(c.content)
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+
+
+def test_same_text_gives_the_same_chunks():
+    first = list(chunk_pages(book(), COUNTER, chunk_tokens=100, overlap=10))
+    again = list(chunk_pages(book(), COUNTER, chunk_tokens=100, overlap=10))
+    assert first == again
+
+
+def test_without_overlap_every_word_appears_once_in_order():
+    pages = book(pages=12)
+    chunks = list(chunk_pages(pages, COUNTER, chunk_tokens=90, overlap=0))
+    assert [w for c in chunks for w in words(c.content)] == [w for _, t in pages for w in words(t)]
+
+
+def test_overlap_repeats_the_tail_of_the_previous_chunk():
+    chunks = list(chunk_pages(book(pages=6), COUNTER, chunk_tokens=100, overlap=25))
+    for previous, current in zip(chunks, chunks[1:]):
+        shared = 0
+        for n in range(1, len(words(current.content)) + 1):
+            if words(previous.content)[-n:] == words(current.content)[:n]:
+                shared = n
+        assert shared > 0, (previous.content[-80:], current.content[:80])
+        assert COUNTER.count(" ".join(words(current.content)[:shared])) <= 25
+
+
+def test_chunks_break_at_sentences_when_they_can():
+    chunks = list(chunk_pages(book(), COUNTER, chunk_tokens=150, overlap=0))
+    endings = [c.content[-1] for c in chunks]
+    assert endings.count(".") == len(endings)
+
+
+def test_page_ranges_cover_the_pages_the_text_came_from():
+    pages = [(p, f"marker{p}start " + "filler words here. " * 30 + f"marker{p}end.") for p in range(1, 9)]
+    chunks = list(chunk_pages(pages, COUNTER, chunk_tokens=60, overlap=0))
+    for c in chunks:
+        found = sorted({int(n) for n in re.findall(r"marker(\d+)", c.content)})
+        assert c.page_start <= c.page_end
+        if found:
+            assert c.page_start <= found[0] and found[-1] <= c.page_end
+    assert chunks[0].page_start == 1 and chunks[-1].page_end == 8
+    starts = [c.page_start for c in chunks]
+    assert starts == sorted(starts)
+
+
+def test_a_chunk_spanning_pages_reports_both():
+    pages = [(1, "Short first page."), (2, "Short second page."), (3, "")]
+    [chunk] = chunk_pages(pages, COUNTER, chunk_tokens=100, overlap=10)
+    assert (chunk.page_start, chunk.page_end) == (1, 2)
+    assert chunk.content == "Short first page.\n\nShort second page."
+
+
+def test_a_giant_word_is_still_split_and_kept_whole():
+    blob = base64.b64encode(random.Random(7).randbytes(60_000)).decode()
+    pages = [(1, "Attachment follows: " + blob + " end of attachment.")]
+    chunks = list(chunk_pages(pages, COUNTER, chunk_tokens=200, overlap=0))
+    assert len(chunks) > 50
+    assert all(c.token_count <= 200 for c in chunks)
+    joined = "".join(c.content.replace(" ", "") for c in chunks)
+    assert blob in joined
+
+
+def test_estimated_chunks_are_byte_capped_so_they_fit_the_model():
+    # CJK text estimated at ~1.5 tokens a character, emoji at 2: with a huge
+    # chunk_tokens the byte cap is what keeps chunks under the input limit.
+    text = ("合同条款租金每月支付押金将在租期结束时退还" * 400) + " " + ("🙂" * 5000)
+    chunks = list(chunk_pages([(1, text)], COUNTER, chunk_tokens=8000, overlap=0, max_input_tokens=8191))
+    assert len(chunks) > 2
+    for c in chunks:
+        assert utf8_len(c.content) <= 8191  # BPE tokens <= bytes: provably within the limit
+
+
+def test_the_chunker_streams_pages():
+    consumed = []
+
+    def pages():
+        for number, text in book(pages=200):
+            consumed.append(number)
+            yield number, text
+
+    stream = chunk_pages(pages(), COUNTER, chunk_tokens=100, overlap=10)
+    next(stream)
+    assert len(consumed) <= 2  # the first chunk came before the rest was read
+
+
+def test_empty_and_blank_pages_make_no_chunks():
+    assert list(chunk_pages([(1, ""), (2, "   \n\n \f")], COUNTER)) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The tenant shall pay the deposit before moving in, and the landlord returns it within thirty days.",
+        pdfs.sentence(3) * 20,
+    ],
+)
+def test_the_estimate_is_realistic_for_english(text):
+    # cl100k_base gives about one token per 4 characters of English prose.
+    ratio = len(text) / COUNTER.count(text)
+    assert 3.0 <= ratio <= 5.0
+
+
+def test_offline_counter_is_used_without_a_cached_tokenizer(monkeypatch, tmp_path):
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))  # empty cache: no network attempt
+    counter_for.cache_clear()
+    try:
+        counter = counter_for("text-embedding-3-small")
+        assert counter.exact is False and counter.count("hello world") >= 2
+    finally:
+        counter_for.cache_clear()
