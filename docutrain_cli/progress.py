@@ -85,7 +85,7 @@ class RichObserver(RunObserver):
             f"  {rate:.1f} docs/s  ETA {eta}",
         )
         workers = Table.grid(padding=(0, 2))
-        for job in self.runner.in_flight if self.runner else []:
+        for job in self.runner.running if self.runner else []:
             took = time.time() - (job.started_at or time.time())
             workers.add_row(f"[dim]job {job.id}[/]", _name(job), f"{took:4.0f}s")
         return Group(head, workers)

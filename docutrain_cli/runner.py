@@ -136,7 +136,13 @@ class Runner:
 
     @property
     def in_flight(self) -> list[Job]:
+        """Leased jobs: running on a worker or waiting in the pool's backlog."""
         return list(self._in_flight.values())
+
+    @property
+    def running(self) -> list[Job]:
+        """Jobs a worker is busy with right now."""
+        return [job for future, job in list(self._in_flight.items()) if future.running()]
 
     def run(self, drain: bool = False, max_time: float | None = None) -> RunSummary:
         load_processor(self.settings.processor)  # fail fast, before the pool starts

@@ -102,3 +102,18 @@ def make_files(folder: Path, names: list[str], content: str = "hello {name}") ->
         path.write_text(content.format(name=name))
         paths.append(path)
     return paths
+
+
+# --- document pipeline fixtures (tests/test_{extract,chunk,embed,store,process}.py) ---
+
+
+@pytest.fixture
+def openai_standin():
+    """A real OpenAI-compatible embeddings server on 127.0.0.1 (see tests/openai_standin.py)."""
+    from openai_standin import Server
+
+    with Server() as state:
+        yield state
+
+
+# --- end of document pipeline fixtures ---

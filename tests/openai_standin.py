@@ -130,6 +130,11 @@ def _handler(state: StandIn):
                 body = json.loads(raw)
             except ValueError:
                 return self._error(400, "We could not parse the JSON body of your request.")
+            if isinstance(body, dict) and body.get("model") not in MODELS:
+                return self._error(
+                    404, f"The model `{body.get('model')}` does not exist or you do not have access to it.",
+                    "model_not_found",
+                )
             problem = self._validate(body)
             if problem:
                 return self._error(400, problem)
