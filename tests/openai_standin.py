@@ -198,7 +198,7 @@ class Server:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.state))
         self._httpd.daemon_threads = True
         self.state.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
 
     def __enter__(self) -> StandIn:
         self._thread.start()

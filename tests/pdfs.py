@@ -30,10 +30,11 @@ def write_pdf(path: Path, pages: list[str]) -> Path:
     return path
 
 
-def multi_page(path: Path, pages: int = 5, sentences_per_page: int = 12) -> Path:
+def multi_page(path: Path, pages: int = 5, sentences_per_page: int = 12, seed: int = 0) -> Path:
+    """Pages of distinct sentences; documents with different seeds share no text."""
     texts = [
         f"Page {p} heading.\n\n"
-        + " ".join(sentence(p * 100 + s) for s in range(sentences_per_page))
+        + " ".join(sentence(seed * 100_000 + p * 100 + s) for s in range(sentences_per_page))
         for p in range(1, pages + 1)
     ]
     return write_pdf(path, texts)

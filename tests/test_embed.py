@@ -1,0 +1,159 @@
+"""Embedders: the real openai client against the HTTP stand-in, and the offline one."""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+
+import pytest
+
+from docutrain_cli.config import Settings
+from docutrain_cli.errors import PermanentError, TransientError
+from docutrain_cli.pipeline.embed import (
+    OFFLINE_DIMENSIONS,
+    OfflineEmbedder,
+    OpenAIEmbedder,
+    get_embedder,
+    plan_batches,
+    price_per_million_tokens,
+)
+from openai_standin import fake_vector
+
+KEY = "sk-test-0123456789abcdefghij"
+
+
+def openai_embedder(standin, **kwargs) -> OpenAIEmbedder:
+    kwargs.setdefault("max_retries", 2)
+    return OpenAIEmbedder(api_key=KEY, base_url=standin.base_url, timeout=10, **kwargs)
+
+
+def test_float_vectors_of_the_requested_size(openai_standin):
+    embedder = openai_embedder(openai_standin, dimensions=64)
+    vectors = embedder.embed(["first text", "second text here"])
+    assert [len(v) for v in vectors] == [64, 64]
+    assert vectors[1] == pytest.approx(fake_vector("second text here", 64))
+    [request] = openai_standin.requests
+    assert request.dimensions == 64 and request.model == "text-embedding-3-small"
+    assert request.authorization == f"Bearer {KEY}"
+    assert embedder.tokens_used == 5  # as the server's usage reports it
+    assert embedder.dimensions == 64
+
+
+def test_default_dimensions_are_not_sent(openai_standin):
+    embedder = openai_embedder(openai_standin)
+    [vector] = embedder.embed(["x"])
+    assert len(vector) == 1536 and openai_standin.requests[0].dimensions is None
+
+
+def test_many_inputs_take_as_few_requests_as_the_api_allows(openai_standin):
+    embedder = openai_embedder(openai_standin, dimensions=8)
+    texts = [f"text number {i}" for i in range(3000)]
+    vectors = embedder.embed(texts)
+    assert [len(r.inputs) for r in openai_standin.requests] == [2048, 952]
+    assert openai_standin.inputs == texts  # in order, each once
+    assert vectors[2999] == pytest.approx(fake_vector("text number 2999", 8))
+
+
+def test_the_token_budget_splits_requests_too(openai_standin):
+    embedder = openai_embedder(openai_standin, dimensions=8, max_tokens=1000)
+    embedder.embed(["word " * 300] * 7, token_counts=[300] * 7)
+    assert [len(r.inputs) for r in openai_standin.requests] == [3, 3, 1]
+
+
+def test_plan_batches():
+    assert list(plan_batches([5, 5, 5], max_inputs=2, max_tokens=100)) == [range(0, 2), range(2, 3)]
+    assert list(plan_batches([60, 50, 40, 10], max_inputs=10, max_tokens=100)) == [
+        range(0, 1), range(1, 4)
+    ]
+    assert list(plan_batches([500], max_inputs=10, max_tokens=100)) == [range(0, 1)]
+    assert list(plan_batches([])) == []
+
+
+def test_a_server_token_limit_halves_the_batch(openai_standin):
+    openai_standin.max_tokens_per_request = 10
+    embedder = openai_embedder(openai_standin, dimensions=8)
+    texts = [f"alpha beta gamma {i}" for i in range(8)]  # 4 tokens each by the stand-in
+    vectors = embedder.embed(texts, token_counts=[1] * 8)  # we underestimate on purpose
+    assert len(vectors) == 8
+    assert all(len(r.inputs) <= 2 for r in openai_standin.requests)
+    assert openai_standin.inputs == texts
+
+
+def test_429_is_retried_by_the_client_then_succeeds(openai_standin):
+    openai_standin.fail_next(2, status=429, retry_after=0.01)
+    embedder = openai_embedder(openai_standin, dimensions=8, max_retries=2)
+    started = time.monotonic()
+    assert len(embedder.embed(["hello"])) == 1
+    assert openai_standin.hits == 3
+    assert time.monotonic() - started < 5  # retry-after-ms honoured, not the default backoff
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_persistent_429_and_5xx_become_transient_errors(openai_standin, status):
+    openai_standin.fail_next(10, status=status, retry_after=0.01)
+    embedder = openai_embedder(openai_standin, dimensions=8, max_retries=2)
+    with pytest.raises(TransientError, match=str(status)):
+        embedder.embed(["hello"])
+    assert openai_standin.hits == 3  # one try plus the client's two retries
+    assert openai_standin.requests == []
+
+
+def test_a_bad_key_is_permanent_and_never_echoed(openai_standin):
+    openai_standin.required_key = "sk-the-right-key-000000000000"
+    embedder = openai_embedder(openai_standin)
+    with pytest.raises(PermanentError) as info:
+        embedder.embed(["hello"])
+    assert str(info.value) == "OpenAI rejected the API key (401): check OPENAI_API_KEY"
+    assert KEY not in str(info.value) and openai_standin.hits == 1  # 401 is not retried
+
+
+def test_unknown_model_is_permanent(openai_standin):
+    embedder = openai_embedder(openai_standin, model="text-embedding-9-huge")
+    with pytest.raises(PermanentError, match="'text-embedding-9-huge' not found"):
+        embedder.embed(["hello"])
+
+
+def test_unreachable_server_is_transient():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again at once: nothing listens there
+    embedder = OpenAIEmbedder(api_key=KEY, base_url=f"http://127.0.0.1:{port}/v1", max_retries=0, timeout=5)
+    with pytest.raises(TransientError, match="cannot reach"):
+        embedder.embed(["hello"])
+
+
+def test_offline_embedder_is_deterministic_normalised_and_lexical():
+    embedder = OfflineEmbedder()
+    a, b, c = embedder.embed([
+        "The tenant pays the security deposit.",
+        "Security deposit paid by the tenant.",
+        "Quarterly revenue grew in Asia.",
+    ])
+    assert len(a) == OFFLINE_DIMENSIONS
+    assert math.isclose(math.sqrt(sum(x * x for x in a)), 1.0, rel_tol=1e-9)
+    assert OfflineEmbedder().embed(["The tenant pays the security deposit."])[0] == a
+
+    def cos(x, y):
+        return sum(p * q for p, q in zip(x, y))
+
+    assert cos(a, b) > 0.4 > cos(a, c)
+    assert embedder.tokens_used > 0
+
+
+def test_prices():
+    assert price_per_million_tokens("text-embedding-3-small") == 0.02
+    assert price_per_million_tokens("text-embedding-3-large") == 0.13
+    assert price_per_million_tokens("text-embedding-ada-002") == 0.10
+    assert price_per_million_tokens("offline-hash-v1") == 0.0
+    assert price_per_million_tokens("nomic-embed-text") is None
+
+
+def test_one_embedder_per_process_and_settings(openai_standin):
+    offline = Settings(embedder="offline")
+    assert get_embedder(offline) is get_embedder(offline)
+    online = Settings(openai_api_key=KEY, openai_base_url=openai_standin.base_url, embedding_dimensions=8)
+    embedder = get_embedder(online)
+    assert embedder.kind == "openai" and embedder is get_embedder(online)
+    assert get_embedder(online.replace(embedding_dimensions=16)) is not embedder
+    assert KEY not in repr(online)

@@ -1,0 +1,161 @@
+"""The SQLite store: statuses, idempotent chunk replacement, cache, search,
+and many processes writing one file."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+
+import pytest
+
+from docutrain_cli.store import ChunkRow, LocalStore, unpack_vector
+
+
+def rows(n: int, dims: int = 4, text: str = "chunk") -> list[ChunkRow]:
+    return [
+        ChunkRow(i, i + 1, i + 2, 10 + i, f"{text} {i}", [float(i), 0.5, -0.25, 1e-3][:dims])
+        for i in range(n)
+    ]
+
+
+def replace(store: LocalStore, key: str, chunks: list[ChunkRow], dims: int = 4) -> int:
+    return store.replace_chunks(
+        key, chunks, embedding_model="m", embedding_dimensions=dims, page_count=7, source=f"/in/{key}"
+    )
+
+
+def test_schema_and_wal(tmp_path):
+    with LocalStore(tmp_path / "sub" / "store.db") as store:
+        store.set_status("doc", "pending")
+    conn = sqlite3.connect(tmp_path / "sub" / "store.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"documents", "chunks", "embedding_cache"} <= tables
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(documents)")}
+    assert columns == {
+        "id", "source", "sha256", "user_id", "document_key", "status", "error", "page_count",
+        "chunk_count", "embedding_model", "embedding_dimensions", "created_at", "updated_at",
+        "processing_seconds",
+    }
+
+
+def test_set_status_upserts_and_keeps_known_fields(tmp_path):
+    with LocalStore(tmp_path / "s.db") as store:
+        doc_id = store.set_status("k", "pending", source="/a.pdf", sha256="abc", user_id="u1")
+        assert store.set_status("k", "processing") == doc_id
+        store.set_status("k", "error", error="encrypted: needs a password")
+        doc = store.get_document("k")
+        assert (doc["status"], doc["error"], doc["source"], doc["sha256"], doc["user_id"]) == (
+            "error", "encrypted: needs a password", "/a.pdf", "abc", "u1"
+        )
+        store.set_status("k", "ready", page_count=3, chunk_count=5)
+        doc = store.get_document("k")
+        assert (doc["status"], doc["error"], doc["page_count"], doc["chunk_count"]) == ("ready", None, 3, 5)
+        with pytest.raises(ValueError):
+            store.set_status("k", "done")
+
+
+def test_replace_is_idempotent_and_leaves_no_stale_tail(tmp_path):
+    with LocalStore(tmp_path / "s.db") as store:
+        doc_id = replace(store, "k", rows(5))
+        assert replace(store, "k", rows(5)) == doc_id  # duplicate delivery
+        assert store.chunk_count("k") == 5
+        replace(store, "k", rows(2, text="shorter"))  # the document got shorter
+        got = store.conn.execute(
+            "SELECT chunk_index, content FROM chunks WHERE document_id = ? ORDER BY 1", (doc_id,)
+        ).fetchall()
+        assert got == [(0, "shorter 0"), (1, "shorter 1")]
+        doc = store.get_document("k")
+        assert (doc["chunk_count"], doc["page_count"], doc["embedding_model"], doc["embedding_dimensions"]) == (
+            2, 7, "m", 4
+        )
+
+
+def test_a_failed_replace_keeps_the_previous_set(tmp_path):
+    with LocalStore(tmp_path / "s.db") as store:
+        replace(store, "k", rows(3))
+        bad = rows(4)[:3] + [ChunkRow(3, 1, 1, 1, "wrong size", [1.0, 2.0])]
+        with pytest.raises(ValueError, match="dimensions"):
+            replace(store, "k", bad)
+        assert store.chunk_count("k") == 3
+        assert store.conn.execute("SELECT count(*) FROM chunks WHERE content = 'wrong size'").fetchone()[0] == 0
+
+
+def test_vectors_round_trip_as_float32(tmp_path):
+    vector = [0.1, -2.5, 3.0e-8, 123456.78]
+    with LocalStore(tmp_path / "s.db") as store:
+        store.replace_chunks(
+            "k", [ChunkRow(0, 1, 1, 3, "x", vector)], embedding_model="m", embedding_dimensions=4, page_count=1
+        )
+        blob = store.conn.execute("SELECT embedding FROM chunks").fetchone()[0]
+    assert len(blob) == 16
+    assert list(unpack_vector(blob)) == pytest.approx(vector, rel=1e-6)
+
+
+def test_embedding_cache(tmp_path):
+    with LocalStore(tmp_path / "s.db") as store:
+        store.put_cached_embeddings("m", 0, {"h1": [1.0, 2.0], "h2": [3.0, 4.0]})
+        found = store.cached_embeddings("m", 0, ["h1", "h3", "h1"])
+        assert {k: list(v) for k, v in found.items()} == {"h1": [1.0, 2.0]}
+        assert store.cached_embeddings("m", 256, ["h1"]) == {}  # other dimensions: other vectors
+        assert store.cached_embeddings("other", 0, ["h1"]) == {}
+
+
+def test_search_ranks_by_cosine(tmp_path):
+    with LocalStore(tmp_path / "s.db") as store:
+        chunks = [
+            ChunkRow(0, 1, 1, 1, "east", [1.0, 0.0, 0.0]),
+            ChunkRow(1, 2, 2, 1, "north-east", [0.7, 0.7, 0.0]),
+            ChunkRow(2, 3, 4, 1, "up", [0.0, 0.0, 5.0]),
+        ]
+        store.replace_chunks("k", chunks, embedding_model="m", embedding_dimensions=3, page_count=4, source="/d.pdf")
+        hits = store.search([2.0, 0.1, 0.0], top=2)
+        assert [h.content for h in hits] == ["east", "north-east"]
+        assert hits[0].score == pytest.approx(0.99875, abs=1e-4)
+        assert (hits[0].source, hits[0].document_key, hits[0].page_start) == ("/d.pdf", "k", 1)
+        assert store.search([1.0, 0.0, 0.0], top=5, embedding_model="other") == []
+        assert store.search([1.0, 0.0], top=5) == []  # other length: not comparable
+
+
+def _writer(path: str, worker: int, rounds: int) -> None:
+    store = LocalStore(path)
+    for r in range(rounds):
+        # Everyone fights over one shared document and writes one of their own.
+        replace(store, "shared", rows(20 + (worker + r) % 5, text=f"w{worker}r{r}"))
+        replace(store, f"own-{worker}", rows(10))
+        store.set_status(f"own-{worker}", "ready")
+        store.put_cached_embeddings("m", 0, {f"{worker}-{r}": [1.0]})
+    store.close()
+
+
+def test_many_processes_write_one_file(tmp_path):
+    path = str(tmp_path / "s.db")
+    ctx = multiprocessing.get_context("forkserver")
+    procs = [ctx.Process(target=_writer, args=(path, w, 15)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    with LocalStore(path) as store:
+        shared = store.get_document("shared")
+        assert store.chunk_count("shared") == shared["chunk_count"]
+        # exactly one writer's set survived, whole
+        contents = {r[0].split()[0] for r in store.conn.execute(
+            "SELECT content FROM chunks WHERE document_id = ?", (shared["id"],))}
+        assert len(contents) == 1
+        for w in range(4):
+            assert store.chunk_count(f"own-{w}") == 10
+        assert store.conn.execute("SELECT count(*) FROM embedding_cache").fetchone()[0] == 60
+
+
+def test_a_store_used_before_fork_reconnects_in_the_child(tmp_path):
+    store = LocalStore(tmp_path / "s.db")
+    store.set_status("parent", "pending")
+    ctx = multiprocessing.get_context("fork")
+    child = ctx.Process(target=lambda: store.set_status("child", "ready"))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    assert store.get_document("child")["status"] == "ready"
+    store.close()
