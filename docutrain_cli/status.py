@@ -1,0 +1,134 @@
+"""The runner's status sink: the local store, plus the Supabase outbox.
+
+Used in the runner's parent process only. Every transition is written to the
+outbox first (when the job belongs to a Supabase row), then to the local
+store; `flush` pushes the outbox to Supabase. Supabase trouble never raises
+out of here: the runner keeps processing and the backlog waits.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from docutrain_cli.config import Settings
+from docutrain_cli.jobs import Job
+from docutrain_cli.outbox import FlushResult, Outbox
+from docutrain_cli.store import LocalStore
+
+log = logging.getLogger("docutrain.status")
+
+# The runner flushes every couple of seconds from its dispatch loop, so each
+# flush and each request must be short: a slow Supabase delays statuses, not jobs.
+FLUSH_DEADLINE = 3.0
+REQUEST_TIMEOUT = 5.0
+
+
+class StatusRecorder:
+    def __init__(self, settings: Settings, *, sink: Any = None, request_timeout: float = REQUEST_TIMEOUT):
+        self.settings = settings
+        self.store = LocalStore(settings.store)
+        self.outbox = Outbox.for_store(settings.store)
+        self._sink = sink
+        self._request_timeout = request_timeout
+        self.last_result: FlushResult | None = None
+
+    @property
+    def sink(self):
+        if self._sink is None:  # made on first flush, in this process
+            from docutrain_cli.sinks.supabase import SupabaseSink
+
+            self._sink = SupabaseSink(self.settings, timeout=self._request_timeout)
+        return self._sink
+
+    def _remote(self, job: Job) -> bool:
+        return self.settings.supabase_enabled and bool(job.document_id)
+
+    # -- transitions ---------------------------------------------------------
+
+    def processing(self, job: Job) -> None:
+        if self._remote(job):
+            self.outbox.record(job.document_id, "processing")
+        self.store.set_status(
+            job.document_key, "processing", source=job.source, sha256=job.sha256, user_id=job.user_id
+        )
+
+    def ready(self, job: Job, result: dict) -> None:
+        pages = _int(result.get("pages"))
+        chunks = _int(result.get("chunks"))
+        if self._remote(job):
+            self.outbox.record(job.document_id, "ready", page_count=pages, chunk_count=chunks)
+        self.store.set_status(
+            job.document_key,
+            "ready",
+            source=job.source,
+            sha256=result.get("sha256") or job.sha256,
+            user_id=job.user_id,
+            page_count=pages,
+            chunk_count=chunks,
+        )
+
+    def error(self, job: Job, message: str) -> None:
+        if self._remote(job):
+            self.outbox.record(job.document_id, "error", error_message=message)
+        self.store.set_status(
+            job.document_key, "error", source=job.source, sha256=job.sha256, user_id=job.user_id, error=message
+        )
+
+    # -- delivery ------------------------------------------------------------
+
+    def flush(self, deadline_seconds: float = FLUSH_DEADLINE, *, force: bool = False) -> int:
+        """Push what the outbox holds; returns how many changes were sent.
+        Never raises for Supabase trouble (see `last_error()` / `backlog()`)."""
+        if not self.settings.supabase_enabled:
+            return 0
+        try:
+            result = self.outbox.flush(self.sink, deadline_seconds=deadline_seconds, force=force)
+        except Exception as exc:  # noqa: BLE001 - e.g. a bad URL: keep the backlog, say why
+            log.warning("status sync failed: %s", exc)
+            self.outbox._note_error(f"{type(exc).__name__}: {exc}")
+            result = FlushResult(error=str(exc))
+        self.last_result = result
+        return result.sent
+
+    def backlog(self) -> int:
+        return self.outbox.backlog()
+
+    def last_error(self) -> tuple[str, float] | None:
+        return self.outbox.last_error()
+
+    def info(self) -> dict:
+        return self.outbox.info()
+
+    def close(self) -> None:
+        self.outbox.close()
+        self.store.close()
+
+
+def sync(settings: Settings, *, deadline_seconds: float = 60.0) -> dict:
+    """`docutrain sync`: push the outbox now, ignoring the backoff. Returns
+    the flush result and the outbox info after it."""
+    recorder = StatusRecorder(settings, request_timeout=15.0)
+    try:
+        if not settings.supabase_enabled:
+            return {"enabled": False, **recorder.info()}
+        recorder.flush(deadline_seconds, force=True)
+        result = recorder.last_result or FlushResult()
+        return {
+            "enabled": True,
+            "delivered": result.delivered,
+            "dropped": result.dropped,
+            "refused": result.refused,
+            "error": result.error,
+            "skipped": result.skipped,
+            **recorder.info(),
+        }
+    finally:
+        recorder.close()
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
