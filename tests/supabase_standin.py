@@ -275,12 +275,17 @@ class Project:
         return lambda row: all(t(row) for t in tests)
 
     def _select(self, table: str, rows: list[dict], select: str | None) -> list[dict]:
-        if not select or select == "*":
-            return [dict(r) for r in rows]
-        columns = [c.strip() for c in select.split(",") if c.strip()]
-        for c in columns:
-            self._column(table, c)
-        return [{c: r.get(c) for c in columns} for r in rows]
+        """Project columns; vectors go out as text ("[1,2,3]"), as PostgREST sends them."""
+        columns = list(self.tables[table].columns)
+        if select and select != "*":
+            columns = [c.strip() for c in select.split(",") if c.strip()]
+            for c in columns:
+                self._column(table, c)
+        vectors = {c for c, kind in self.tables[table].columns.items() if kind == "vector"}
+        return [
+            {c: (json.dumps(r.get(c), separators=(",", ":")) if c in vectors and r.get(c) is not None else r.get(c)) for c in columns}
+            for r in rows
+        ]
 
     # -- PostgREST verbs -----------------------------------------------------
 
