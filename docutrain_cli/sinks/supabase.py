@@ -274,3 +274,53 @@ def _batches(rows: Sequence[Mapping[str, Any]], max_rows: int, max_bytes: int) -
         size += estimate
     if batch:
         yield batch
+
+
+# -- worker-side helpers (used by pipeline/process.py and pipeline/load.py) ------
+
+WORKER_TIMEOUT = 60.0  # a 500-row batch of 1536-d vectors is a few MB
+_sinks: dict[tuple, SupabaseSink] = {}
+
+
+def sink_for(settings: Settings, timeout: float = WORKER_TIMEOUT) -> SupabaseSink:
+    """This process's sink for these settings (the client inside is per process too)."""
+    key = (os.getpid(), settings.supabase_url, settings.documents_table, settings.chunks_table, timeout)
+    sink = _sinks.get(key)
+    if sink is None:
+        sink = _sinks[key] = SupabaseSink(settings, timeout=timeout)
+    return sink
+
+
+def upload_chunks(settings: Settings, job: Any, rows: Sequence[Any]) -> int:
+    """Put the job's chunk set into the chunks table (idempotent). Raises
+    TransientError (retry the job) or PermanentError (schema / data refused)."""
+    return sink_for(settings).replace_chunks(str(job.document_id), job.user_id, rows)
+
+
+_downloads: list[Path] = []
+_cleanup_registered = False
+
+
+def download_source(settings: Settings, source: str, *, max_bytes: int | None = None) -> Path:
+    """Download a supabase://bucket/path source to a temporary file.
+
+    A worker keeps at most one download: the previous one is deleted when
+    the next job downloads (its extraction is finished by then), and the last
+    one when the process exits."""
+    bucket, path = parse_source(source)
+    while _downloads:
+        _downloads.pop().unlink(missing_ok=True)
+    local = sink_for(settings).download(path, bucket=bucket, max_bytes=max_bytes)
+    global _cleanup_registered
+    if not _cleanup_registered:
+        import atexit
+
+        atexit.register(_cleanup_downloads)
+        _cleanup_registered = True
+    _downloads.append(local)
+    return local
+
+
+def _cleanup_downloads() -> None:
+    while _downloads:
+        _downloads.pop().unlink(missing_ok=True)
