@@ -1,8 +1,8 @@
 """Find the job's file and check it before anything opens it.
 
-Sources are local paths today. `supabase://bucket/path` sources are the seam
-for Supabase Storage: `load_source` is the one place that will download them
-to a temporary file and hand back the same `LoadedFile`.
+Sources are local paths or `supabase://bucket/path` objects in Supabase
+Storage: `load_source` is the one place that downloads those to a temporary
+file and hands back the same `LoadedFile`.
 """
 
 from __future__ import annotations
@@ -25,11 +25,18 @@ class LoadedFile:
     sha256: str
 
 
-def load_source(source: str, *, max_file_mb: float) -> LoadedFile:
+def load_source(source: str, *, max_file_mb: float, settings=None) -> LoadedFile:
     if source.startswith(REMOTE_PREFIX):
-        raise PermanentError(
-            "supabase:// sources need the Supabase Storage loader, which this version does not have"
-        )
+        # Supabase Storage (issue 4): download into a temporary file in this
+        # worker, then check it like any local file.
+        if settings is None or not settings.supabase_enabled:
+            raise PermanentError(
+                "supabase:// source but Supabase is not configured: set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY"
+            )
+        from docutrain_cli.sinks.supabase import download_source
+
+        path = download_source(settings, source, max_bytes=int(max_file_mb * 1024 * 1024))
+        return load_local(path, max_file_mb=max_file_mb)
     return load_local(Path(source), max_file_mb=max_file_mb)
 
 

@@ -43,7 +43,7 @@ def text_sha256(text: str) -> str:
 
 def process_job(job, settings) -> dict:
     started = time.monotonic()
-    loaded = load_source(job.source, max_file_mb=settings.max_file_mb)
+    loaded = load_source(job.source, max_file_mb=settings.max_file_mb, settings=settings)
     embedder = get_embedder(settings)
     store = get_store(settings.store)
 
@@ -111,6 +111,13 @@ def process_job(job, settings) -> dict:
         user_id=job.user_id,
         processing_seconds=seconds,
     )
+    if settings.supabase_enabled and job.document_id:
+        # Supabase (issue 4): the chunks go up before the job reports success,
+        # so the runner's `ready` status can never run ahead of them. A
+        # failure raises TransientError (the job retries) or PermanentError.
+        from docutrain_cli.sinks.supabase import upload_chunks
+
+        upload_chunks(settings, job, rows)
     price = price_per_million_tokens(embedder.model)
     return {
         "document_id": document_id,
