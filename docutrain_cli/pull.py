@@ -28,3 +28,18 @@ def job_fields(row: dict, settings: Settings) -> dict | None:
         "document_id": str(row["id"]),
         "user_id": None if row.get("user_id") is None else str(row["user_id"]),
     }
+
+
+def pending_jobs(settings: Settings, limit: int | None = None) -> list:
+    """Jobs for `enqueue --from-supabase`: one per pending row with a
+    storage_path (rows without one have nothing to download and are skipped;
+    `docutrain doctor` / the app should fix those rows). The caller skips
+    document ids already queued, running or retrying."""
+    from docutrain_cli.jobs import Job
+
+    jobs = []
+    for row in pending_documents(settings, limit):
+        fields = job_fields(row, settings)
+        if fields is not None:
+            jobs.append(Job(id=0, **fields))
+    return jobs
