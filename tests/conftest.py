@@ -117,3 +117,38 @@ def openai_standin():
 
 
 # --- end of document pipeline fixtures ---
+
+
+# --- Supabase fixtures (tests/test_supabase_*.py, tests/test_outbox.py) ---
+
+
+@pytest.fixture
+def supabase_standin():
+    """A real PostgREST + Storage speaking server on 127.0.0.1 (see tests/supabase_standin.py)."""
+    from supabase_standin import StandIn
+
+    from docutrain_cli.supabase_client import reset_clients
+
+    server = StandIn()
+    try:
+        yield server
+    finally:
+        reset_clients()  # this process's clients point at a port that goes away
+        server.close()
+
+
+@pytest.fixture
+def supabase_settings(supabase_standin, tmp_path):
+    """Settings pointing at the stand-in, with a store in tmp_path."""
+    from docutrain_cli.config import Settings
+
+    return Settings(
+        supabase_url=supabase_standin.url,
+        supabase_service_role_key=supabase_standin.key,
+        store=str(tmp_path / "docutrain.db"),
+        queue=str(tmp_path / "queue.db"),
+        embedder="offline",
+    )
+
+
+# --- end of Supabase fixtures ---

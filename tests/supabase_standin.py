@@ -43,6 +43,18 @@ KEY = "standin-service-role-key-0123456789"
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
+@dataclasses.dataclass(frozen=True)
+class Request:
+    method: str
+    path: str  # unquoted, without the query
+    query: str  # raw query string
+    headers: dict  # names lower-cased
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
 @dataclasses.dataclass
 class Table:
     columns: dict[str, str]  # name -> type: uuid, int, text, timestamptz, vector, identity
@@ -139,7 +151,7 @@ class Project:
         self.functions: dict[str, Callable[[dict], Any]] = {"match_document_chunks": self._match_document_chunks}
         self.buckets: dict[str, dict[str, bytes]] = {"documents": {}}
         self.lock = threading.RLock()
-        self.requests: list[tuple[str, str, dict]] = []  # (method, path?query, headers)
+        self.requests: list[Request] = []  # every request, in arrival order
 
     # -- helpers for tests ---------------------------------------------------
 
@@ -477,8 +489,12 @@ class StandIn:
                 return rule[2]
         return None
 
-    def count(self, method: str, path_prefix: str) -> int:
-        return sum(1 for m, p, _ in self.project.requests if m == method and p.startswith(path_prefix))
+    def requests(self, method: str = "*", path_prefix: str = "/") -> list[Request]:
+        with self.project.lock:
+            return [r for r in self.project.requests if method in ("*", r.method) and r.path.startswith(path_prefix)]
+
+    def count(self, method: str = "*", path_prefix: str = "/") -> int:
+        return len(self.requests(method, path_prefix))
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -522,7 +538,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = unquote(split.path)
         params = parse_qsl(split.query, keep_blank_values=True)
         with project.lock:
-            project.requests.append((method, self.path, dict(self.headers)))
+            project.requests.append(Request(method, path, split.query, {k.lower(): v for k, v in self.headers.items()}, raw_body))
         if standin._delay:
             time.sleep(standin._delay)
         injected = standin._injected(method, path)
