@@ -127,6 +127,18 @@ def sync(settings: Settings, *, deadline_seconds: float = 60.0) -> dict:
         recorder.close()
 
 
+def outbox_status(settings: Settings) -> dict | None:
+    """The outbox fields for `docutrain status`, or None when there is no
+    outbox yet (nothing was ever recorded for Supabase). Read-only otherwise."""
+    from docutrain_cli.outbox import outbox_path
+
+    path = outbox_path(settings.store)
+    if not path.exists():
+        return None
+    with Outbox(path) as outbox:
+        return {"supabase_enabled": settings.supabase_enabled, **outbox.info()}
+
+
 def _int(value: Any) -> int | None:
     try:
         return None if value is None else int(value)

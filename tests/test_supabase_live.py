@@ -9,8 +9,9 @@ dimensions) unless DOCUTRAIN_EMBEDDER/OPENAI_API_KEY say otherwise, e.g.:
     SUPABASE_URL=https://<ref>.supabase.co SUPABASE_SERVICE_ROLE_KEY=... \\
         .venv/bin/python -m pytest -m live tests/test_supabase_live.py
 
-It creates one user_documents row (and, if the storage bucket exists, one
-object under docutrain-live-test/), and deletes them again.
+The storage bucket (storage_bucket, default "documents") must exist. The
+test creates one user_documents row and one object under
+docutrain-live-test/ in that bucket, and deletes both again.
 """
 
 from __future__ import annotations
