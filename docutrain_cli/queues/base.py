@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from docutrain_cli.jobs import STATES, Job, JobState
 
@@ -21,6 +21,9 @@ class QueueStats:
     oldest_queued_age: float | None  # seconds, None when nothing is queued
     next_retry_at: float | None  # epoch seconds of the earliest waiting retry
     runner: str | None  # who holds the queue (local backend), None when free
+    # Backend figures worth showing as-is (pgmq: queue length, oldest message
+    # age, dead-letter count from pgmq.metrics); empty for the local file.
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> "QueueStats":

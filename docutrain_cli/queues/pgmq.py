@@ -1,0 +1,593 @@
+"""The many-machines backend: pgmq (Supabase Queues) in Postgres.
+
+Several runners on several machines lease from one queue at once. pgmq does
+the hard parts:
+- `pgmq.read(queue, vt, qty)` hands each message to one reader (FOR UPDATE
+  SKIP LOCKED) and hides it for `vt` seconds; a runner that dies leaves its
+  messages to reappear when that visibility timeout lapses. The runner keeps
+  long jobs hidden with `extend_lease` (`pgmq.set_vt`).
+- `read_ct` counts reads, which are our attempts.
+- the archive table `pgmq.a_<name>` is the record of done jobs;
+  a second queue `<name>_dead` holds dead jobs.
+
+What pgmq does not have is kept in the message JSON (`Job.payload()` plus):
+- `job_id`: the first msg_id. A job moves between messages (main queue ->
+  dead-letter queue -> main queue again) but keeps the id users type.
+- `uncounted_reads`: reads that did not cost an attempt (`release`), so
+  attempts = read_ct - uncounted_reads.
+- `returned_at_read`: the read_ct at which a runner last gave the message
+  back (`retry_later`, `release`). While read_ct equals it nobody holds the
+  message; the next read makes them differ again. That tells a waiting
+  retry (retrying) from a leased job (running) without an extra write at
+  lease time.
+
+pgmq has no "update message" function, so those fields are written with an
+UPDATE on pgmq's own table, in the same transaction as the move they go with.
+Only SQL functions that pgmq has had since 1.4 (what Supabase ships) are used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import math
+import re
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence, TypeVar
+
+from docutrain_cli.config import redact_url
+from docutrain_cli.errors import ConfigError, DocutrainError, ServiceUnavailableError
+from docutrain_cli.jobs import STATES, Job, JobState
+from docutrain_cli.queues.base import JobQueue, QueueStats
+
+KEEP_DONE_RECORDS = 100_000
+CONNECT_TIMEOUT = 10  # seconds
+SEND_BATCH = 1_000  # messages per pgmq.send_batch call
+DEAD_SUFFIX = "_dead"
+# pgmq caps names at 47 characters; leave room for the dead-letter suffix.
+_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,%d}$" % (46 - len(DEAD_SUFFIX)))
+
+ENABLE_HINT = (
+    "enable pgmq: on Supabase open Dashboard -> Integrations -> Queues and enable it "
+    "(or run `create extension pgmq;` in the SQL editor); on your own Postgres install "
+    "the pgmq extension, or run `docutrain queue init` as a role that may create schemas"
+)
+
+T = TypeVar("T")
+
+# -- the message fields we add, read in SQL --------------------------------
+_ATTEMPTS = "(read_ct - coalesce((message->>'uncounted_reads')::int, 0))"
+_HELD = "(read_ct > coalesce((message->>'returned_at_read')::int, 0))"
+_JOB_ID = "coalesce((message->>'job_id')::bigint, msg_id)"
+# State of a message in the main queue, by the database clock (which is
+# what pgmq.read goes by). A lapsed lease is a started attempt that never
+# finished: visible again, so it counts as retrying, as in the local queue.
+_STATE = (
+    f"CASE WHEN {_HELD} AND vt > clock_timestamp() THEN 'running'"
+    f" WHEN {_ATTEMPTS} <= 0 THEN 'queued' ELSE 'retrying' END"
+)
+
+
+def _psycopg():
+    # Imported here, not at module level: only postgres URLs need it.
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - depends on the install
+        raise ConfigError(
+            "a postgresql:// queue needs psycopg: pip install 'docutrain[postgres]'"
+        ) from None
+    return psycopg
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _check_name(queue_name: str) -> str:
+    if not _NAME.match(queue_name or ""):
+        raise ConfigError(
+            f"queue_name: expected lowercase letters, digits and _ (at most "
+            f"{46 - len(DEAD_SUFFIX) + 1} characters), got {queue_name!r}"
+        )
+    return queue_name
+
+
+def _connect(url: str):
+    psycopg = _psycopg()
+    try:
+        # prepare_threshold=None: no server-side prepared statements, so the
+        # Supabase transaction pooler (port 6543) works as well as a direct
+        # connection or the session pooler.
+        return psycopg.connect(
+            url, autocommit=True, prepare_threshold=None, connect_timeout=CONNECT_TIMEOUT
+        )
+    except psycopg.OperationalError as exc:
+        raise ServiceUnavailableError(
+            f"cannot reach the queue database {redact_url(url)}: {_scrub(_one_line(exc), url)}"
+        ) from None
+    except psycopg.ProgrammingError as exc:  # a malformed URL
+        raise ConfigError(f"queue: not a usable postgresql:// URL {redact_url(url)}: "
+                          f"{_scrub(_one_line(exc), url)}") from None
+
+
+def _scrub(text: str, url: str) -> str:
+    """libpq does not echo passwords, but make sure of it."""
+    match = re.search(r"://[^:/@]+:([^@]*)@", url)
+    return text.replace(match.group(1), "…") if match and match.group(1) else text
+
+
+def _epoch(value) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+class PgmqQueue(JobQueue):
+    kind = "pgmq"
+    exclusive = False  # many runners lease at once; pgmq keeps them apart
+
+    def __init__(self, url: str, queue_name: str = "docutrain", visibility_timeout: float = 120.0):
+        self.url = url
+        self.name = _check_name(queue_name)
+        self.dead_name = queue_name + DEAD_SUFFIX
+        self.visibility_timeout = visibility_timeout
+        self._q = f"pgmq.q_{self.name}"  # pgmq's tables; the name is checked above
+        self._a = f"pgmq.a_{self.name}"
+        self._dq = f"pgmq.q_{self.dead_name}"
+        # msg_id and read_ct of what this handle leased: a settle only acts
+        # on the message if nobody has read it since (see _locked).
+        self._leases: dict[int, tuple[int, int]] = {}
+        self._conn = _connect(url)
+        self._check_installed()
+
+    def __repr__(self) -> str:
+        return f"PgmqQueue({redact_url(self.url)!r}, {self.name!r})"
+
+    # -- plumbing ----------------------------------------------------------
+    def _check_installed(self) -> None:
+        row = self._conn.execute(
+            "SELECT to_regnamespace('pgmq') IS NOT NULL, to_regclass(%s), to_regclass(%s)",
+            (self._q, self._dq),
+        ).fetchone()
+        if not row[0]:
+            raise ConfigError(
+                f"pgmq is not installed in {redact_url(self.url)}: run `docutrain queue init`"
+            )
+        if row[1] is None or row[2] is None:
+            raise ConfigError(
+                f"queue {self.name!r} does not exist in {redact_url(self.url)}: "
+                "run `docutrain queue init`"
+            )
+
+    def _db(self, work: Callable[[Any], T]) -> T:
+        """Run `work(conn)`; on a dropped connection reconnect and try once more.
+
+        Retrying is safe: a transaction that failed was rolled back, and a
+        read whose answer was lost only hides messages until their timeout.
+        """
+        psycopg = _psycopg()
+        try:
+            return work(self._conn)
+        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction):
+            raise ConfigError(
+                f"queue {self.name!r} or pgmq is gone from {redact_url(self.url)}: "
+                "run `docutrain queue init`"
+            ) from None
+        except psycopg.OperationalError:
+            if not self._conn.closed and not self._conn.broken:
+                raise
+        with contextlib.suppress(Exception):
+            self._conn.close()
+        self._conn = _connect(self.url)
+        try:
+            return work(self._conn)
+        except psycopg.OperationalError as exc:
+            raise ServiceUnavailableError(
+                f"lost the queue database {redact_url(self.url)}: {_scrub(_one_line(exc), self.url)}"
+            ) from None
+
+    def _json(self, data: dict[str, Any]):
+        from psycopg.types.json import Jsonb
+
+        return Jsonb(data)
+
+    def _message(self, job: Job, **extra: Any) -> dict[str, Any]:
+        return {**job.payload(), "job_id": job.id, **extra}
+
+    def _locked(self, cur, job: Job) -> tuple[int, int, dict] | None:
+        """Lock the job's message in the main queue (inside a transaction).
+
+        Returns (msg_id, read_ct, message), or None when the message is gone
+        or was read again after this handle leased it: then another runner
+        owns it (our lease lapsed) and our outcome must not overwrite theirs.
+        """
+        lease = self._leases.pop(job.id, None)
+        if lease:
+            row = cur.execute(
+                f"SELECT msg_id, read_ct, message FROM {self._q} WHERE msg_id = %s FOR UPDATE",
+                (lease[0],),
+            ).fetchone()
+            return row if row and row[1] == lease[1] else None
+        return cur.execute(
+            f"SELECT msg_id, read_ct, message FROM {self._q} WHERE {_JOB_ID} = %s FOR UPDATE",
+            (job.id,),
+        ).fetchone()
+
+    # -- producers -------------------------------------------------------
+    def enqueue(self, jobs: Sequence[Job]) -> list[int]:
+        def work(conn) -> list[int]:
+            ids: list[int] = []
+            with conn.transaction(), conn.cursor() as cur:
+                for start in range(0, len(jobs), SEND_BATCH):
+                    batch = [self._json(job.payload()) for job in jobs[start : start + SEND_BATCH]]
+                    rows = cur.execute(
+                        "SELECT * FROM pgmq.send_batch(%s, %s::jsonb[], 0)", (self.name, batch)
+                    ).fetchall()
+                    ids += [r[0] for r in rows]
+                # The first msg_id becomes the job's id for good. Nobody can
+                # read these rows before this transaction commits.
+                cur.execute(
+                    f"UPDATE {self._q} SET message = message || jsonb_build_object('job_id', msg_id)"
+                    " WHERE msg_id = ANY(%s)",
+                    (ids,),
+                )
+            return ids
+
+        ids = self._db(work) if jobs else []
+        return sorted(ids)  # send_batch inserts in order; the ids are too
+
+    def active_hashes(self) -> set[str]:
+        rows = self._db(
+            lambda c: c.execute(
+                f"SELECT DISTINCT message->>'sha256' FROM {self._q} WHERE message ? 'sha256'"
+            ).fetchall()
+        )
+        return {sha for (sha,) in rows if sha}
+
+    # -- the runner ------------------------------------------------------
+    def recover(self) -> int:
+        """Nothing to do: a dead runner's messages come back by themselves
+        when their visibility timeout lapses. Returns how many such jobs are
+        available again right now (for the run summary)."""
+        (count,) = self._db(
+            lambda c: c.execute(
+                f"SELECT count(*) FROM {self._q} WHERE {_HELD} AND vt <= clock_timestamp()"
+            ).fetchone()
+        )
+        return count
+
+    def lease(self, limit: int, now: float) -> list[Job]:
+        """`now` is not used: pgmq decides what is due by the database clock."""
+        if limit <= 0:
+            return []
+        vt = max(1, math.ceil(self.visibility_timeout))
+        rows = self._db(
+            lambda c: c.execute(
+                "SELECT msg_id, read_ct, message FROM pgmq.read(%s, %s, %s)", (self.name, vt, limit)
+            ).fetchall()
+        )
+        leased = []
+        for msg_id, read_ct, message in rows:
+            job = Job.from_payload(int(message.get("job_id") or msg_id), JobState.RUNNING, message)
+            job.attempts = read_ct - int(message.get("uncounted_reads") or 0)
+            job.started_at = time.time()
+            self._leases[job.id] = (msg_id, read_ct)
+            leased.append(job)
+        return leased
+
+    def extend_lease(self, jobs: Sequence[Job], seconds: float) -> None:
+        msg_ids = [self._leases[j.id][0] for j in jobs if j.id in self._leases]
+        if not msg_ids:
+            return
+        vt = max(1, math.ceil(seconds))
+        self._db(
+            lambda c: c.execute(
+                "SELECT count(*) FROM unnest(%s::bigint[]) AS m(id), LATERAL pgmq.set_vt(%s, m.id, %s)",
+                (msg_ids, self.name, vt),
+            ).fetchone()
+        )
+
+    def complete(self, job: Job) -> None:
+        job.state = JobState.DONE
+        job.finished_at = job.finished_at or time.time()
+
+        def work(conn) -> None:
+            with conn.transaction(), conn.cursor() as cur:
+                found = self._locked(cur, job)
+                if found is None:
+                    return  # another runner holds it now and will settle it
+                msg_id, _, message = found
+                keep = {k: message[k] for k in ("uncounted_reads",) if k in message}
+                cur.execute(
+                    f"UPDATE {self._q} SET message = %s WHERE msg_id = %s",
+                    (self._json(self._message(job, **keep)), msg_id),
+                )
+                cur.execute("SELECT pgmq.archive(%s, %s::bigint)", (self.name, msg_id))
+
+        self._db(work)
+
+    def retry_later(self, job: Job, error: str, not_before: float) -> None:
+        job.record_error(error)
+        job.not_before = not_before
+        job.state = JobState.RETRYING
+
+        def work(conn) -> None:
+            with conn.transaction(), conn.cursor() as cur:
+                found = self._locked(cur, job)
+                if found is None:
+                    return
+                msg_id, read_ct, message = found
+                data = self._message(
+                    job,
+                    uncounted_reads=int(message.get("uncounted_reads") or 0),
+                    returned_at_read=read_ct,
+                )
+                cur.execute(
+                    f"UPDATE {self._q} SET message = %s, vt = to_timestamp(%s) WHERE msg_id = %s",
+                    (self._json(data), not_before, msg_id),
+                )
+
+        self._db(work)
+
+    def bury(self, job: Job, error: str) -> None:
+        job.record_error(error)
+        job.state = JobState.DEAD
+        job.finished_at = time.time()
+
+        def work(conn) -> None:
+            with conn.transaction(), conn.cursor() as cur:
+                found = self._locked(cur, job)
+                if found is None:
+                    return
+                cur.execute("SELECT pgmq.send(%s, %s, 0)", (self.dead_name, self._json(self._message(job))))
+                cur.execute("SELECT pgmq.delete(%s, %s::bigint)", (self.name, found[0]))
+
+        self._db(work)
+
+    def release(self, job: Job) -> None:
+        def work(conn) -> None:
+            with conn.transaction(), conn.cursor() as cur:
+                found = self._locked(cur, job)
+                if found is None:
+                    return
+                msg_id, read_ct, message = found
+                uncounted = int(message.get("uncounted_reads") or 0) + 1
+                job.attempts = max(read_ct - uncounted, 0)
+                job.started_at = None
+                job.state = JobState.QUEUED if job.attempts == 0 else JobState.RETRYING
+                data = {**message, "uncounted_reads": uncounted, "returned_at_read": read_ct}
+                cur.execute(
+                    f"UPDATE {self._q} SET message = %s, vt = clock_timestamp() WHERE msg_id = %s",
+                    (self._json(data), msg_id),
+                )
+
+        self._db(work)
+
+    def housekeep(self) -> None:
+        """Keep the latest KEEP_DONE_RECORDS done records in the archive."""
+        self._db(
+            lambda c: c.execute(
+                f"DELETE FROM {self._a} WHERE archived_at <"
+                f" (SELECT archived_at FROM {self._a} ORDER BY archived_at DESC OFFSET %s LIMIT 1)",
+                (KEEP_DONE_RECORDS - 1,),
+            )
+        )
+
+    # -- readers and operators -------------------------------------------
+    def stats(self, now: float) -> QueueStats:
+        def work(conn):
+            with conn.transaction(), conn.cursor() as cur:  # one snapshot
+                by_state = cur.execute(
+                    f"SELECT state, count(*), min(enqueued_at), min(vt) FROM"
+                    f" (SELECT {_STATE} AS state, enqueued_at, vt FROM {self._q}) s GROUP BY state"
+                ).fetchall()
+                (done,) = cur.execute(f"SELECT count(*) FROM {self._a}").fetchone()
+                metrics = cur.execute(
+                    "SELECT queue_length, oldest_msg_age_sec, total_messages FROM pgmq.metrics(%s)",
+                    (self.name,),
+                ).fetchone()
+                dead = cur.execute(
+                    "SELECT queue_length, oldest_msg_age_sec FROM pgmq.metrics(%s)", (self.dead_name,)
+                ).fetchone()
+            return by_state, done, metrics, dead
+
+        by_state, done, metrics, dead = self._db(work)
+        counts = {s: 0 for s in STATES}
+        oldest = next_retry = None
+        for state, n, first_enqueued, first_vt in by_state:
+            counts[state] = n
+            if state == "queued":
+                oldest = first_enqueued
+            elif state == "retrying":
+                next_retry = first_vt
+        counts["done"], counts["dead"] = done, dead[0]
+        return QueueStats(
+            counts=counts,
+            oldest_queued_age=None if oldest is None else max(now - oldest.timestamp(), 0.0),
+            next_retry_at=_epoch(next_retry),
+            runner=None,  # runners are not tracked: any number may lease
+            details={
+                "backend": "pgmq",
+                "queue": self.name,
+                "queue_length": metrics[0],
+                "oldest_message_age_seconds": metrics[1],
+                "messages_ever_sent": metrics[2],
+                "dead_letter_queue": self.dead_name,
+                "dead_letter_length": dead[0],
+            },
+        )
+
+    def _main_jobs(self, cur, where: str, params: tuple, limit: int | None = None) -> list[Job]:
+        rows = cur.execute(
+            f"SELECT {_JOB_ID}, {_STATE}, {_ATTEMPTS}, message FROM {self._q} WHERE {where}"
+            f" ORDER BY {_JOB_ID} DESC" + (" LIMIT %s" if limit else ""),
+            params + ((limit,) if limit else ()),
+        ).fetchall()
+        found = []
+        for job_id, state, attempts, message in rows:
+            job = Job.from_payload(job_id, JobState(state), message)
+            job.attempts = max(attempts, 0)
+            found.append(job)
+        return found
+
+    def _archived_jobs(self, cur, table: str, state: JobState, where: str, params: tuple,
+                       limit: int | None = None) -> list[Job]:
+        rows = cur.execute(
+            f"SELECT {_JOB_ID}, message FROM {table} WHERE {where}"
+            f" ORDER BY {_JOB_ID} DESC" + (" LIMIT %s" if limit else ""),
+            params + ((limit,) if limit else ()),
+        ).fetchall()
+        return [Job.from_payload(job_id, state, message) for job_id, message in rows]
+
+    def jobs(self, state: JobState | None = None, limit: int = 100) -> list[Job]:
+        def work(conn) -> list[Job]:
+            found: list[Job] = []
+            with conn.transaction(), conn.cursor() as cur:
+                if state in (None, JobState.DONE):
+                    found += self._archived_jobs(cur, self._a, JobState.DONE, "true", (), limit)
+                if state in (None, JobState.DEAD):
+                    found += self._archived_jobs(cur, self._dq, JobState.DEAD, "true", (), limit)
+                if state not in (JobState.DONE, JobState.DEAD):
+                    where, params = (f"{_STATE} = %s", (state.value,)) if state else ("true", ())
+                    found += self._main_jobs(cur, where, params, limit)
+            return found
+
+        return sorted(self._db(work), key=lambda j: j.id, reverse=True)[:limit]
+
+    def job(self, job_id: int) -> Job | None:
+        def work(conn) -> Job | None:
+            with conn.transaction(), conn.cursor() as cur:
+                where, params = f"{_JOB_ID} = %s", (job_id,)
+                found = (
+                    self._main_jobs(cur, where, params)
+                    or self._archived_jobs(cur, self._dq, JobState.DEAD, where, params)
+                    or self._archived_jobs(cur, self._a, JobState.DONE, where, params)
+                )
+            return found[0] if found else None
+
+        return self._db(work)
+
+    def revive(self, job_ids: Sequence[int] | None = None) -> list[int]:
+        def work(conn) -> list[int]:
+            with conn.transaction(), conn.cursor() as cur:
+                if job_ids is None:
+                    rows = cur.execute(f"SELECT msg_id, message FROM {self._dq} FOR UPDATE").fetchall()
+                else:
+                    rows = cur.execute(
+                        f"SELECT msg_id, message FROM {self._dq} WHERE {_JOB_ID} = ANY(%s) FOR UPDATE",
+                        (list(job_ids),),
+                    ).fetchall()
+                if not rows:
+                    return []
+                fresh, revived = [], []
+                for msg_id, message in sorted(rows, key=lambda r: int(r[1].get("job_id") or r[0])):
+                    job = Job.from_payload(int(message.get("job_id") or msg_id), JobState.QUEUED, message)
+                    # A new message starts at read_ct 0: attempts start afresh.
+                    job.attempts, job.not_before, job.finished_at, job.started_at = 0, 0.0, None, None
+                    fresh.append(self._json(self._message(job)))
+                    revived.append(job.id)
+                cur.execute("SELECT * FROM pgmq.send_batch(%s, %s::jsonb[], 0)", (self.name, fresh))
+                cur.execute(
+                    "SELECT * FROM pgmq.delete(%s, %s::bigint[])", (self.dead_name, [r[0] for r in rows])
+                )
+            return revived
+
+        return self._db(work)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+# -- docutrain queue init ---------------------------------------------------
+def looks_like_supabase(url: str) -> bool:
+    """Supabase hosts: db.<ref>.supabase.co and <region>.pooler.supabase.com."""
+    host = re.sub(r"^[a-z]+://(?:[^@/]*@)?", "", url).split("/", 1)[0].split("?", 1)[0]
+    host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return host.endswith((".supabase.co", ".supabase.com"))
+
+
+def bundled_sql() -> tuple[Path, str]:
+    """The SQL-only pgmq install shipped in the `pgmq` PyPI package, and its version.
+
+    Found without importing the package (its __init__ pulls in a client we
+    do not use)."""
+    spec = importlib.util.find_spec("pgmq")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            "pgmq is not installed in this database and the `pgmq` Python package that "
+            f"bundles its SQL is missing: pip install 'docutrain[postgres]', or {ENABLE_HINT}"
+        )
+    folder = Path(list(spec.submodule_search_locations)[0]) / "sql"
+    path = folder / "pgmq.sql"
+    if not path.is_file():
+        raise ConfigError(f"{path}: missing from the pgmq package; {ENABLE_HINT}")
+    version = "unknown"
+    with contextlib.suppress(OSError):
+        lines = [l.strip() for l in (folder / "VERSION").read_text().splitlines()]
+        version = next((l for l in lines if l and not l.startswith("#")), version)
+    return path, version
+
+
+def _pgmq_version(conn) -> str | None:
+    """The installed pgmq's version, '' for a SQL-only install, None when absent."""
+    row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'pgmq'").fetchone()
+    if row:
+        return row[0]
+    (present,) = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'read'"
+        " AND pronamespace = to_regnamespace('pgmq'))"
+    ).fetchone()
+    return "" if present else None
+
+
+def init_queue(url: str, queue_name: str = "docutrain") -> str:
+    """Make `url` ready for PgmqQueue: pgmq present, queue and dead-letter
+    queue created. Safe to run again. Returns a short summary of what it did."""
+    psycopg = _psycopg()
+    name = _check_name(queue_name)
+    where = redact_url(url)
+    done: list[str] = []
+    with contextlib.closing(_connect(url)) as conn:
+        version = _pgmq_version(conn)
+        if version is None:
+            (available,) = conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pgmq')"
+            ).fetchone()
+            try:
+                if available:  # Supabase, or a Postgres with the extension packaged
+                    conn.execute("CREATE EXTENSION IF NOT EXISTS pgmq")
+                    version = _pgmq_version(conn) or "?"
+                    done.append(f"enabled the pgmq extension {version}")
+                elif looks_like_supabase(url):
+                    raise DocutrainError(f"pgmq is not enabled in {where}: {ENABLE_HINT}")
+                else:
+                    path, version = bundled_sql()
+                    with conn.transaction():
+                        conn.execute(path.read_text(encoding="utf-8"))
+                    done.append(f"installed pgmq {version} (SQL-only, from the pgmq package)")
+            except psycopg.Error as exc:
+                raise DocutrainError(
+                    f"could not install pgmq in {where}: {_scrub(_one_line(exc), url)}; {ENABLE_HINT}"
+                ) from None
+        else:
+            done.append(f"pgmq {version or '(SQL-only install)'} already present")
+        try:
+            for queue in (name, name + DEAD_SUFFIX):
+                existed = conn.execute("SELECT to_regclass(%s)", (f"pgmq.q_{queue}",)).fetchone()[0]
+                conn.execute("SELECT pgmq.create(%s)", (queue,))
+                # job(id) looks messages up by job_id; keep that an index scan.
+                for prefix in ("q", "a"):
+                    conn.execute(
+                        f"CREATE INDEX IF NOT EXISTS {prefix}_{queue}_job_id"
+                        f" ON pgmq.{prefix}_{queue} (((message->>'job_id')::bigint))"
+                    )
+                done.append(f"queue {queue} {'already there' if existed else 'created'}")
+        except psycopg.Error as exc:
+            raise DocutrainError(
+                f"could not create queue {name!r} in {where}: {_scrub(_one_line(exc), url)}"
+            ) from None
+    return f"{where}: " + "; ".join(done)
+
+
+__all__ = ["PgmqQueue", "init_queue", "looks_like_supabase", "bundled_sql", "KEEP_DONE_RECORDS"]
