@@ -203,11 +203,15 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     settings = _settings(ctx)
     with _queue(settings) as queue:
         stats = queue.stats(time.time())
+    from docutrain_cli.status import outbox_status
+
+    outbox = outbox_status(settings)
     data = {
         **stats.counts,
         "oldest_queued_age_seconds": stats.oldest_queued_age,
         "next_retry_at": stats.next_retry_at,
         "runner": stats.runner,
+        "supabase_outbox": outbox,
     }
     if as_json:
         _emit_json(data)
@@ -221,6 +225,11 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     if stats.next_retry_at:
         print(f"next retry: {_when(stats.next_retry_at)}")
     print(f"runner: {stats.runner or 'none running'}")
+    if outbox:
+        line = f"supabase outbox: {outbox['backlog']} waiting"
+        if outbox.get("last_error"):
+            line += f", last error at {_when(outbox.get('last_error_at'))}: {outbox['last_error']}"
+        print(line)
     if c["dead"]:
         print("see dead jobs with `docutrain jobs --state dead`; retry them with `docutrain retry --all-dead`")
 
@@ -329,6 +338,63 @@ def retry(
         print(f"{len(revived)} job(s) back in the queue" + (f": {', '.join(map(str, revived))}" if revived else ""))
     if not_dead:
         raise typer.Exit(ExitCode.PARTIAL)
+
+
+# -- Supabase -------------------------------------------------------------------
+@app.command()
+def schema(ctx: typer.Context) -> None:
+    """Print the SQL that creates the Supabase tables, indexes and search function.
+
+    Example: docutrain schema > docutrain.sql   (then paste it into the Supabase SQL editor)
+    """
+    from docutrain_cli.schema import render_schema
+
+    print(render_schema(_settings(ctx)))
+
+
+@app.command()
+def sync(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Push status changes waiting in the outbox to Supabase now.
+
+    Example: docutrain sync
+    """
+    from docutrain_cli.status import sync as sync_outbox
+
+    result = sync_outbox(_settings(ctx))
+    if as_json:
+        _emit_json(result)
+    elif not result.get("enabled"):
+        print("Supabase is not configured (set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY)")
+    else:
+        print(
+            f"delivered {result['delivered']}, dropped {result['dropped']} (row gone), "
+            f"refused {result['refused']}; {result['backlog']} still waiting"
+        )
+    if result.get("enabled") and result.get("error"):
+        _error_line(f"Supabase: {result['error']}")
+        raise typer.Exit(ExitCode.UNAVAILABLE)
+    if result.get("enabled") and result.get("backlog"):
+        raise typer.Exit(ExitCode.PARTIAL)
+
+
+@app.command()
+def doctor(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Check the configuration and reach Supabase and OpenAI; say how to fix what is wrong.
+
+    Example: docutrain doctor
+    """
+    from docutrain_cli.doctor import run_checks
+
+    checks = run_checks(_settings(ctx))
+    if as_json:
+        _emit_json([c.to_dict() for c in checks])
+    else:
+        for check in checks:
+            print(f"{'ok ' if check.ok else 'BAD'} {check.name}: {check.detail}")
+            if check.fix and not check.ok:
+                print(f"    fix: {check.fix}")
+    if not all(c.ok for c in checks):
+        raise typer.Exit(ExitCode.ERROR)
 
 
 # -- search -------------------------------------------------------------------

@@ -52,3 +52,5 @@ class PermanentError(JobError):
 
 class TransientError(JobError):
     """Temporary trouble (network, rate limit, server error): retry later."""
+
+    exit_code = ExitCode.UNAVAILABLE  # when it reaches the CLI outside a job

@@ -270,7 +270,7 @@ class Runner:
         except concurrent.futures.CancelledError:
             return self._release(future, job)
         except BaseException as exc:  # noqa: BLE001 - every failure is classified
-            if self._stop_reason and not self._force and _killed_by_stop(exc):
+            if self._stop_reason and _killed_by_stop(exc):
                 return self._release(future, job)
             return self._fail(job, exc)
         self._succeed(job, result)
