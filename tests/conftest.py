@@ -152,3 +152,46 @@ def supabase_settings(supabase_standin, tmp_path):
 
 
 # --- end of Supabase fixtures ---
+
+
+# --- PostgreSQL / pgmq fixtures (tests/test_queue_contract.py, tests/test_pgmq_*.py; helpers in tests/pg.py) ---
+
+
+@pytest.fixture(scope="session")
+def pg_admin():
+    """(admin URL, user) for the PostgreSQL on 127.0.0.1:5432; skips (fails when CI is set) without one."""
+    import pg
+
+    try:
+        return pg.find_admin()
+    except LookupError as exc:
+        pg.unavailable(str(exc))
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_admin):
+    """A fresh database for this test session with pgmq installed from the bundled SQL."""
+    import pg
+
+    from docutrain_cli.queues.pgmq import bundled_sql
+
+    with pg.fresh_database(*pg_admin) as db_url:
+        path, _ = bundled_sql()
+        pg.admin_execute(db_url, path.read_text(encoding="utf-8"))
+        yield db_url
+
+
+@pytest.fixture
+def pgmq_queue_name(pg_url):
+    """A new, empty pgmq queue (and its dead-letter queue) in the session database."""
+    import pg
+
+    from docutrain_cli.queues.pgmq import init_queue
+
+    name = pg.new_queue_name()
+    init_queue(pg_url, name)
+    yield name
+    pg.drop_queue(pg_url, name)
+
+
+# --- end of PostgreSQL / pgmq fixtures ---

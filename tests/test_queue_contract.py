@@ -1,0 +1,311 @@
+"""One contract, every backend: the local SQLite file and pgmq in PostgreSQL.
+
+Each test runs once per backend (`-k local` / `-k pgmq` to pick one). The
+pgmq runs use the real PostgreSQL on 127.0.0.1:5432 (see tests/pg.py) and
+skip without it, or fail when CI is set.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from docutrain_cli.jobs import STATES, Job, JobState
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Backend:
+    """Opens handles on one queue; several handles act like several processes."""
+
+    def __init__(self, kind: str, tmp_path: Path, request):
+        self.kind = kind
+        self.handles = []
+        if kind == "local":
+            self.path = tmp_path / "queue.db"
+        else:
+            self.url = request.getfixturevalue("pg_url")
+            self.name = request.getfixturevalue("pgmq_queue_name")
+
+    def open(self, visibility_timeout: float = 30.0):
+        if self.kind == "local":
+            from docutrain_cli.queues.local import LocalQueue
+
+            handle = LocalQueue(self.path)
+        else:
+            from docutrain_cli.queues.pgmq import PgmqQueue
+
+            handle = PgmqQueue(self.url, self.name, visibility_timeout)
+        self.handles.append(handle)
+        return handle
+
+    def crashed_lease(self, visibility_timeout: float) -> int:
+        """A separate process leases one job and is SIGKILLed before settling it."""
+        if self.kind == "local":
+            opener = f"LocalQueue({str(self.path)!r})"
+        else:
+            opener = f"PgmqQueue({self.url!r}, {self.name!r}, {visibility_timeout!r})"
+        code = (
+            "import os, signal, time\n"
+            "from docutrain_cli.queues.local import LocalQueue\n"
+            "from docutrain_cli.queues.pgmq import PgmqQueue\n"
+            f"q = {opener}\n"
+            "jobs = q.lease(1, time.time())\n"
+            "print(jobs[0].id, flush=True)\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        return int(proc.stdout.split()[0])
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.close()
+
+
+@pytest.fixture(params=["local", pytest.param("pgmq", marks=pytest.mark.postgres)])
+def backend(request, tmp_path):
+    b = Backend(request.param, tmp_path, request)
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def queue(backend):
+    return backend.open()
+
+
+def make_jobs(n: int, prefix: str = "doc") -> list[Job]:
+    return [
+        Job(id=0, source=f"/data/{prefix}{i}.pdf", sha256=f"{prefix}-sha-{i}", user_id="u1", document_id=f"d{i}")
+        for i in range(n)
+    ]
+
+
+def lease_all(queue, limit: int = 100) -> list[Job]:
+    return queue.lease(limit, time.time())
+
+
+def settle_one_of_each(queue) -> dict[str, int]:
+    """Five jobs, one in every state; returns {state: job id}."""
+    ids = queue.enqueue(make_jobs(5))
+    leased = {j.id: j for j in lease_all(queue, 4)}
+    assert sorted(leased) == ids[:4]
+    queue.complete(leased[ids[0]])
+    queue.retry_later(leased[ids[1]], "boom", time.time() + 3600)
+    queue.bury(leased[ids[2]], "corrupt")
+    # ids[3] stays leased (running); ids[4] was never leased (queued)
+    return {"done": ids[0], "retrying": ids[1], "dead": ids[2], "running": ids[3], "queued": ids[4]}
+
+
+# -- producers ---------------------------------------------------------------
+def test_enqueue_returns_new_ids_in_order_and_jobs_start_queued(queue):
+    ids = queue.enqueue(make_jobs(3))
+    assert len(set(ids)) == 3 and ids == sorted(ids)
+    more = queue.enqueue(make_jobs(2, "other"))
+    assert min(more) > max(ids)
+    job = queue.job(ids[1])
+    assert (job.id, job.state, job.attempts) == (ids[1], JobState.QUEUED, 0)
+    assert (job.source, job.sha256, job.user_id, job.document_id) == ("/data/doc1.pdf", "doc-sha-1", "u1", "d1")
+    assert queue.enqueue([]) == []
+
+
+def test_another_handle_sees_new_jobs(backend):
+    producer, consumer = backend.open(), backend.open()
+    ids = producer.enqueue(make_jobs(2))
+    assert sorted(j.id for j in lease_all(consumer)) == ids
+
+
+# -- lease ---------------------------------------------------------------------
+def test_lease_marks_running_counts_an_attempt_and_respects_limit(queue):
+    ids = queue.enqueue(make_jobs(3))
+    first = lease_all(queue, 2)
+    assert [j.id for j in first] == ids[:2]  # oldest first
+    assert all(j.state == JobState.RUNNING and j.attempts == 1 for j in first)
+    assert queue.job(ids[0]).state == JobState.RUNNING
+    assert [j.id for j in lease_all(queue)] == [ids[2]]  # leased jobs are not handed out twice
+    assert lease_all(queue) == []
+    stats = queue.stats(time.time())
+    assert stats.counts["running"] == 3 and stats.counts["queued"] == 0
+    assert queue.lease(0, time.time()) == []
+
+
+def test_complete_keeps_a_done_record_with_the_result(queue):
+    (job_id,) = queue.enqueue(make_jobs(1))
+    (job,) = lease_all(queue)
+    job.result = {"chunks": 7, "pages": 2}
+    queue.complete(job)
+    done = queue.job(job_id)
+    assert done.state == JobState.DONE and done.result == {"chunks": 7, "pages": 2}
+    assert done.attempts == 1 and done.finished_at is not None
+    assert lease_all(queue) == []
+    stats = queue.stats(time.time())
+    assert stats.counts["done"] == 1 and stats.pending == 0
+
+
+# -- retries -------------------------------------------------------------------
+def test_retry_waits_until_due_and_keeps_the_error_history(queue):
+    (job_id,) = queue.enqueue(make_jobs(1))
+    (job,) = lease_all(queue)
+    due = time.time() + 1.5
+    queue.retry_later(job, "first failure", due)
+    waiting = queue.job(job_id)
+    assert waiting.state == JobState.RETRYING and waiting.errors == ["first failure"]
+    assert waiting.attempts == 1
+    stats = queue.stats(time.time())
+    assert stats.counts["retrying"] == 1 and stats.counts["running"] == 0
+    assert stats.next_retry_at == pytest.approx(due, abs=0.05)
+    assert lease_all(queue) == []  # not before it is due
+    time.sleep(max(due - time.time(), 0) + 0.2)
+    (again,) = lease_all(queue)
+    assert (again.id, again.attempts, again.state) == (job_id, 2, JobState.RUNNING)
+    assert again.errors == ["first failure"]
+    queue.retry_later(again, "second failure", time.time() + 3600)
+    assert queue.job(job_id).errors == ["first failure", "second failure"]
+
+
+# -- dead letters ----------------------------------------------------------------
+def test_bury_keeps_a_dead_job_that_is_never_leased(queue):
+    (job_id,) = queue.enqueue(make_jobs(1))
+    (job,) = lease_all(queue)
+    queue.bury(job, "not a PDF")
+    dead = queue.job(job_id)
+    assert dead.state == JobState.DEAD and dead.errors == ["not a PDF"] and dead.attempts == 1
+    assert [j.id for j in queue.jobs(JobState.DEAD)] == [job_id]
+    assert lease_all(queue) == []
+    assert queue.stats(time.time()).counts["dead"] == 1
+
+
+def test_revive_puts_dead_jobs_back_with_fresh_attempts_and_the_same_id(queue):
+    ids = queue.enqueue(make_jobs(3))
+    leased = lease_all(queue)
+    for job in leased[:2]:
+        queue.retry_later(job, "flaky", time.time() - 1)  # due at once
+    for job in lease_all(queue):  # attempt 2 of the first two
+        queue.bury(job, "gave up")
+    queue.complete(leased[2])
+
+    assert queue.revive([ids[2], 999_999]) == []  # done and unknown ids are skipped
+    assert queue.revive([ids[0]]) == [ids[0]]
+    back = queue.job(ids[0])
+    assert (back.state, back.attempts, back.errors) == (JobState.QUEUED, 0, ["flaky", "gave up"])
+    assert queue.revive([ids[0]]) == []  # no longer dead
+    assert queue.revive(None) == [ids[1]]  # all remaining dead
+
+    again = {j.id: j for j in lease_all(queue)}
+    assert sorted(again) == ids[:2]
+    assert all(j.attempts == 1 for j in again.values())  # fresh count
+    queue.complete(again[ids[0]])
+    assert queue.job(ids[0]).state == JobState.DONE  # same id all the way through
+    assert queue.stats(time.time()).counts == {
+        "queued": 0, "running": 1, "retrying": 0, "done": 2, "dead": 0,
+    }
+
+
+# -- release -----------------------------------------------------------------------
+def test_release_gives_a_job_back_without_costing_an_attempt(queue):
+    (job_id,) = queue.enqueue(make_jobs(1))
+    (job,) = lease_all(queue)
+    queue.release(job)
+    back = queue.job(job_id)
+    assert (back.state, back.attempts) == (JobState.QUEUED, 0)
+    (job,) = lease_all(queue)  # available at once
+    assert job.attempts == 1
+
+    queue.retry_later(job, "flaky", time.time() - 1)
+    (job,) = lease_all(queue)
+    assert job.attempts == 2
+    queue.release(job)
+    back = queue.job(job_id)
+    assert (back.state, back.attempts) == (JobState.RETRYING, 1)
+    (job,) = lease_all(queue)
+    assert job.attempts == 2 and job.errors == ["flaky"]
+
+
+# -- crash recovery ----------------------------------------------------------------
+def test_a_job_leased_by_a_killed_process_comes_back(backend):
+    queue = backend.open()
+    ids = queue.enqueue(make_jobs(2))
+    lost = backend.crashed_lease(visibility_timeout=1)
+    assert lost == ids[0]
+    survivor = backend.open()
+    if backend.kind == "local":
+        # The runner lock holder returns in-flight jobs once, at start.
+        assert queue.job(lost).state == JobState.RUNNING
+        assert survivor.recover() == 1
+    else:
+        # pgmq: hidden until the visibility timeout lapses, then visible again.
+        assert [j.id for j in lease_all(survivor)] == [ids[1]]
+        time.sleep(1.3)
+        assert survivor.recover() == 1  # reported, nothing to do
+    assert queue.job(lost).state == JobState.RETRYING  # an attempt was started
+    job = {j.id: j for j in lease_all(survivor)}[lost]
+    assert job.attempts == 2
+    survivor.complete(job)
+    assert queue.job(lost).state == JobState.DONE
+
+
+# -- readers -------------------------------------------------------------------------
+def test_stats_count_every_state(queue):
+    before = time.time()
+    assert queue.stats(before).counts == {s: 0 for s in STATES}
+    assert queue.stats(before).oldest_queued_age is None
+    settle_one_of_each(queue)
+    stats = queue.stats(time.time() + 10)
+    assert stats.counts == {s: 1 for s in STATES}
+    assert stats.pending == 3
+    assert 10 <= stats.oldest_queued_age < 20
+    assert stats.next_retry_at > time.time() + 3000
+
+
+def test_jobs_filters_by_state_newest_first(queue):
+    by_state = settle_one_of_each(queue)
+    for state, job_id in by_state.items():
+        assert [(j.id, j.state.value) for j in queue.jobs(JobState(state))] == [(job_id, state)]
+    everything = queue.jobs()
+    assert [j.id for j in everything] == sorted(by_state.values(), reverse=True)
+    assert {j.id: j.state.value for j in everything} == {v: k for k, v in by_state.items()}
+    assert len(queue.jobs(limit=2)) == 2
+
+
+def test_job_finds_a_job_in_every_state(queue):
+    for state, job_id in settle_one_of_each(queue).items():
+        job = queue.job(job_id)
+        assert job is not None and (job.id, job.state.value) == (job_id, state)
+    assert queue.job(987_654) is None
+
+
+def test_active_hashes_are_the_unfinished_jobs(queue):
+    by_state = settle_one_of_each(queue)
+    expected = {queue.job(by_state[s]).sha256 for s in ("queued", "running", "retrying")}
+    assert queue.active_hashes() == expected == {"doc-sha-1", "doc-sha-3", "doc-sha-4"}
+
+
+def test_housekeep_keeps_the_done_records(backend, monkeypatch):
+    queue = backend.open()
+    ids = queue.enqueue(make_jobs(4))
+    for job in lease_all(queue, 3):
+        job.result = {"chunks": job.id}
+        queue.complete(job)
+        time.sleep(0.01)  # distinct finishing times
+    queue.housekeep()
+    assert queue.stats(time.time()).counts["done"] == 3
+    assert all(queue.job(i).result == {"chunks": i} for i in ids[:3])
+    assert [j.id for j in lease_all(queue)] == [ids[3]]  # still a working queue
+
+    # Retention is bounded: only the latest KEEP_DONE_RECORDS are kept.
+    module = "docutrain_cli.queues.local" if backend.kind == "local" else "docutrain_cli.queues.pgmq"
+    monkeypatch.setattr(f"{module}.KEEP_DONE_RECORDS", 2)
+    queue.housekeep()
+    assert queue.stats(time.time()).counts["done"] == 2
+    assert queue.job(ids[0]) is None
+    assert queue.job(ids[2]).state == JobState.DONE
