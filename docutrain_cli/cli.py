@@ -167,7 +167,7 @@ def run(
     interactive = sys.stdout.isatty() and not as_json
     observer = RichObserver(_console()) if interactive else LogObserver()
     with _queue(settings) as queue:
-        runner = Runner(settings, queue, observer, status=_status_recorder(settings))
+        runner = Runner(settings, queue, observer)
         _install_stop_handlers(runner)
         summary = runner.run(drain=drain, max_time=seconds)
     if as_json:
@@ -176,15 +176,6 @@ def run(
         print(summary_line(summary))
     if summary.exit_code:
         raise typer.Exit(summary.exit_code)
-
-
-def _status_recorder(settings: Settings):
-    """The runner's status sink (local store + Supabase outbox), if built."""
-    try:
-        from docutrain_cli.status import StatusRecorder
-    except ImportError:
-        return None
-    return StatusRecorder(settings)
 
 
 def _install_stop_handlers(runner) -> None:

@@ -44,6 +44,7 @@ class StatusSink(Protocol):
     def ready(self, job: Job, result: dict) -> None: ...
     def error(self, job: Job, message: str) -> None: ...
     def flush(self) -> int: ...
+    def close(self) -> None: ...
 
 
 @dataclasses.dataclass
@@ -117,9 +118,16 @@ class Runner:
         observer: RunObserver | None = None,
         status: StatusSink | None = None,
     ):
+        """`status` receives document status changes; by default a
+        StatusRecorder (local store, plus the Supabase outbox if configured)."""
         self.settings = settings
         self.queue = queue
         self.observer = observer or RunObserver()
+        self._owns_status = status is None
+        if status is None:  # the local store (+ Supabase outbox) by default
+            from docutrain_cli.status import StatusRecorder
+
+            status = StatusRecorder(settings)
         self.status = status
         self.policy = RetryPolicy.from_settings(settings)
         self.summary = RunSummary()
@@ -165,6 +173,8 @@ class Runner:
                 self.queue.housekeep()
             self.summary.elapsed = time.monotonic() - started
             self.summary.remaining = self.queue.stats(time.time()).counts
+        if self._owns_status:
+            self.status.close()
         self.observer.finished(self.summary)
         return self.summary
 
@@ -217,8 +227,7 @@ class Runner:
         for job in self.queue.lease(free, time.time()):
             future = pool.schedule(run_job, args=(job,), timeout=self.settings.job_timeout)
             self._in_flight[future] = job
-            if self.status:
-                self.status.processing(job)
+            self.status.processing(job)
             self.observer.job_started(job)
 
     def _work_left(self, deadline: float | None) -> bool:
@@ -278,8 +287,7 @@ class Runner:
     def _succeed(self, job: Job, result: dict) -> None:
         job.result = result
         job.finished_at = time.time()
-        if self.status:
-            self.status.ready(job, result)  # chunks are stored: the worker did it
+        self.status.ready(job, result)  # chunks are stored: the worker did it
         self.queue.complete(job)
         self.summary.done += 1
         for key in SUMMED_RESULT_KEYS:
@@ -297,8 +305,7 @@ class Runner:
             if not permanent:
                 message += f" (gave up after {job.attempts} attempts)"
             self.queue.bury(job, message)
-            if self.status:
-                self.status.error(job, message)
+            self.status.error(job, message)
             self.summary.dead += 1
             self.observer.job_finished(job, "dead", message)
         else:
@@ -314,8 +321,7 @@ class Runner:
         self.observer.job_finished(job, "released", None)
 
     def _flush_status(self) -> None:
-        if self.status:
-            self.status.flush()
+        self.status.flush()
 
 
 def _killed_by_stop(exc: BaseException) -> bool:
