@@ -199,8 +199,8 @@ class PgmqQueue(JobQueue):
         """Lock the job's message in the main queue (inside a transaction).
 
         Returns (msg_id, read_ct, message), or None when the message is gone
-        or was read again after this handle leased it: then another runner
-        owns it (our lease lapsed) and our outcome must not overwrite theirs.
+        or was read again after this lease: then another runner owns it (our
+        lease lapsed) and our outcome must not overwrite theirs.
         """
         lease = self._leases.pop(job.id, None)
         if lease:
@@ -209,9 +209,12 @@ class PgmqQueue(JobQueue):
                 (lease[0],),
             ).fetchone()
             return row if row and row[1] == lease[1] else None
+        # Leased through another handle: the message must still be held, at
+        # the attempt this job object was leased for.
         return cur.execute(
-            f"SELECT msg_id, read_ct, message FROM {self._q} WHERE {_JOB_ID} = %s FOR UPDATE",
-            (job.id,),
+            f"SELECT msg_id, read_ct, message FROM {self._q}"
+            f" WHERE {_JOB_ID} = %s AND {_HELD} AND {_ATTEMPTS} = %s FOR UPDATE",
+            (job.id, job.attempts),
         ).fetchone()
 
     # -- producers -------------------------------------------------------
