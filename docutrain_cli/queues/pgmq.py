@@ -60,7 +60,9 @@ T = TypeVar("T")
 # -- the message fields we add, read in SQL --------------------------------
 _ATTEMPTS = "(read_ct - coalesce((message->>'uncounted_reads')::int, 0))"
 _HELD = "(read_ct > coalesce((message->>'returned_at_read')::int, 0))"
-_JOB_ID = "coalesce((message->>'job_id')::bigint, msg_id)"
+# Every message we write carries job_id (enqueue adds it in the sending
+# transaction); the same expression is indexed by init_queue.
+_JOB_ID = "((message->>'job_id')::bigint)"
 # State of a message in the main queue, by the database clock (which is
 # what pgmq.read goes by). A lapsed lease is a started attempt that never
 # finished: visible again, so it counts as retrying, as in the local queue.
