@@ -165,8 +165,11 @@ class PgmqQueue(JobQueue):
     def _db(self, work: Callable[[Any], T]) -> T:
         """Run `work(conn)`; on a dropped connection reconnect and try once more.
 
-        Retrying is safe: a transaction that failed was rolled back, and a
-        read whose answer was lost only hides messages until their timeout.
+        Repeating is harmless: a failed transaction was rolled back; if a
+        commit went through but its answer was lost, a repeated settle finds
+        the message moved and does nothing, a repeated enqueue queues the
+        documents twice (processing is idempotent), and a read whose answer
+        was lost only hides messages until their timeout.
         """
         psycopg = _psycopg()
         try:

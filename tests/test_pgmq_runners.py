@@ -1,0 +1,189 @@
+"""Several real `docutrain run` processes share one pgmq queue in the real
+PostgreSQL, the way several machines would; one of them dies by SIGKILL.
+
+Each runner is started in its own process group, and "killing a machine"
+SIGKILLs that group: the runner and its workers die at once.
+
+Both tests need `run --drain` to keep waiting while other runners hold
+leased jobs on a shared (non-exclusive) queue, as its help says ("exit when
+nothing is queued, running or waiting to retry"): Runner._work_left must
+count `running` when `queue.exclusive` is False.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+import pdfs
+
+pytestmark = pytest.mark.postgres
+
+ROOT = Path(__file__).resolve().parent.parent
+VISIBILITY = 3.0  # seconds; short so the test does not wait long for a dead runner's jobs
+
+
+class Fleet:
+    """`docutrain` subprocesses pointed at one pgmq queue and one store."""
+
+    def __init__(self, workdir: Path, url: str, queue_name: str, **env: str):
+        self.workdir, self.url, self.queue_name = workdir, url, queue_name
+        self.store = workdir / "docutrain.db"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCUTRAIN_", "OPENAI_", "SUPABASE_"))}
+        self.env.update(
+            PYTHONPATH=str(ROOT),
+            DOCUTRAIN_QUEUE=url,
+            DOCUTRAIN_QUEUE_NAME=queue_name,
+            DOCUTRAIN_VISIBILITY_TIMEOUT=f"{VISIBILITY:g}s",
+            DOCUTRAIN_STORE=str(self.store),
+            DOCUTRAIN_TEST_OUTPUT=str(workdir / "output.db"),
+            DOCUTRAIN_POLL_INTERVAL="0.2",
+            DOCUTRAIN_RETRY_BASE_DELAY="0.2",
+            DOCUTRAIN_RETRY_MAX_DELAY="0.5",
+            **env,
+        )
+        self.procs: list[subprocess.Popen] = []
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "docutrain_cli", *args]
+
+    def __call__(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(self.argv(*args), cwd=self.workdir, env=self.env, capture_output=True, text=True, timeout=timeout)
+
+    def start(self, *args: str) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            self.argv(*args), cwd=self.workdir, env=self.env, start_new_session=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def kill_machine(self, proc: subprocess.Popen) -> None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def sql(self, query: str, *params) -> list[tuple]:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            return conn.execute(query, params).fetchall()
+
+    def archived(self) -> list[tuple[int, int]]:
+        """(job_id, read_ct) of every done record."""
+        return self.sql(f"SELECT (message->>'job_id')::bigint, read_ct FROM pgmq.a_{self.queue_name}")
+
+    def held(self) -> dict[int, int]:
+        """job_id -> read_ct of messages leased right now."""
+        rows = self.sql(
+            f"SELECT (message->>'job_id')::bigint, read_ct FROM pgmq.q_{self.queue_name}"
+            " WHERE vt > clock_timestamp() AND read_ct > coalesce((message->>'returned_at_read')::int, 0)"
+        )
+        return dict(rows)
+
+    def wait_for(self, predicate, timeout: float, what: str):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
+@pytest.fixture
+def fleet(tmp_path, pg_url, pgmq_queue_name, request):
+    made = []
+
+    def make(**env: str) -> Fleet:
+        made.append(Fleet(tmp_path, pg_url, pgmq_queue_name, **env))
+        return made[-1]
+
+    yield make
+    for f in made:
+        f.stop_all()
+
+
+def test_runners_drain_one_queue_and_finish_a_killed_runners_jobs(fleet, tmp_path):
+    total = 300
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    for i in range(total):
+        pdfs.multi_page(uploads / f"doc{i:03}.pdf", pages=3, seed=i + 1)
+    f = fleet()
+    enqueued = f("enqueue", "uploads", "--json")
+    assert enqueued.returncode == 0, enqueued.stderr
+
+    runners = [f.start("run", "--workers", "2", "--drain", "--json") for _ in range(3)]
+    victim = runners[0]
+    # Kill when the victim is surely holding jobs and most work is still ahead.
+    f.wait_for(lambda: len(f.archived()) >= 20, timeout=120, what="some documents done")
+    f.kill_machine(victim)
+    held_at_kill = f.held()
+    done_at_kill = len(f.archived())
+    assert done_at_kill < total - 50, "the corpus was finished before the kill; make it bigger"
+
+    for proc in runners[1:]:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+
+    # Every job done exactly once: one done record each, nothing left, nothing dead.
+    archived = f.archived()
+    job_ids = [job_id for job_id, _ in archived]
+    assert len(job_ids) == total and len(set(job_ids)) == total
+    assert f.sql(f"SELECT count(*) FROM pgmq.q_{f.queue_name}") == [(0,)]
+    assert f.sql(f"SELECT count(*) FROM pgmq.q_{f.queue_name}_dead") == [(0,)]
+
+    # The victim's jobs came back after the visibility timeout and were
+    # finished by the others: read a second time, and done.
+    redelivered = {job_id for job_id, read_ct in archived if read_ct >= 2}
+    assert redelivered, "no job of the killed runner was redelivered"
+    assert redelivered <= set(held_at_kill), "a job was read twice that nobody had lost"
+    assert all(read_ct <= 2 for _, read_ct in archived)
+
+    # The store holds exactly one chunk set per document.
+    with sqlite3.connect(f.store) as conn:
+        documents, ready = conn.execute("SELECT count(*), sum(status = 'ready') FROM documents").fetchone()
+        chunks, distinct = conn.execute(
+            "SELECT count(*), count(DISTINCT document_id || ':' || chunk_index) FROM chunks"
+        ).fetchone()
+        mismatched = conn.execute(
+            "SELECT count(*) FROM documents d"
+            " WHERE chunk_count != (SELECT count(*) FROM chunks c WHERE c.document_id = d.id)"
+        ).fetchone()[0]
+    assert (documents, ready) == (total, total)
+    assert chunks == distinct and chunks >= total
+    assert mismatched == 0
+
+    status = f("status", "--json")
+    assert status.returncode == 0, status.stderr
+
+
+def test_drain_waits_for_the_jobs_a_dead_runner_left(fleet, tmp_path):
+    """A draining runner must not exit while another runner's lease can still
+    lapse: the jobs of a dead machine would sit unfinished until the next run."""
+    source = tmp_path / "doc.txt"
+    source.write_text("hello")
+    slow = fleet(DOCUTRAIN_PROCESSOR="tests.processors:record", DOCUTRAIN_TEST_SLEEP="60")
+    assert slow("enqueue", str(source)).returncode == 0
+    victim = slow.start("run", "--workers", "1")
+    slow.wait_for(lambda: slow.held(), timeout=60, what="the first runner to lease the job")
+    slow.kill_machine(victim)
+
+    quick = fleet(DOCUTRAIN_PROCESSOR="tests.processors:record", DOCUTRAIN_TEST_SLEEP="0")
+    started = time.monotonic()
+    result = quick("run", "--workers", "1", "--drain", "--json", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert quick.archived() and quick.archived()[0][1] == 2, "the lost job was not finished"
+    assert time.monotonic() - started >= VISIBILITY - 1  # it had to wait for the timeout
