@@ -27,6 +27,8 @@ app = typer.Typer(
 )
 jobs_app = typer.Typer(no_args_is_help=False)
 app.add_typer(jobs_app, name="jobs")
+queue_app = typer.Typer(help="Set up the queue.", no_args_is_help=True)
+app.add_typer(queue_app, name="queue")
 
 _show_traceback = False
 
@@ -194,6 +196,7 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     settings = _settings(ctx)
     with _queue(settings) as queue:
         stats = queue.stats(time.time())
+        queue_exclusive = queue.exclusive
     from docutrain_cli.status import outbox_status
 
     outbox = outbox_status(settings)
@@ -202,6 +205,7 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
         "oldest_queued_age_seconds": stats.oldest_queued_age,
         "next_retry_at": stats.next_retry_at,
         "runner": stats.runner,
+        "queue_details": stats.details,
         "supabase_outbox": outbox,
     }
     if as_json:
@@ -215,7 +219,17 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     print(f"oldest queued job: {_age(stats.oldest_queued_age)} old")
     if stats.next_retry_at:
         print(f"next retry: {_when(stats.next_retry_at)}")
-    print(f"runner: {stats.runner or 'none running'}")
+    if queue_exclusive:
+        print(f"runner: {stats.runner or 'none running'}")
+    else:
+        print("runners: not tracked (a shared queue; any number of machines may drain it)")
+    d = stats.details
+    if d.get("backend") == "pgmq":
+        print(
+            f"pgmq queue {d['queue']}: {d['queue_length']} messages, oldest "
+            f"{_age(d['oldest_message_age_seconds'])}; dead-letter queue {d['dead_letter_queue']}: "
+            f"{d['dead_letter_length']}"
+        )
     if outbox:
         line = f"supabase outbox: {outbox['backlog']} waiting"
         if outbox.get("last_error"):
@@ -329,6 +343,24 @@ def retry(
         print(f"{len(revived)} job(s) back in the queue" + (f": {', '.join(map(str, revived))}" if revived else ""))
     if not_dead:
         raise typer.Exit(ExitCode.PARTIAL)
+
+
+@queue_app.command("init")
+def queue_init(ctx: typer.Context) -> None:
+    """Create the queue (pgmq: the queue and its dead-letter queue, installing or
+    enabling pgmq if needed). Safe to run again.
+
+    Example: DOCUTRAIN_QUEUE=postgresql://... docutrain queue init
+    """
+    settings = _settings(ctx)
+    if not settings.queue_is_postgres:
+        with _queue(settings):
+            pass
+        print(f"{settings.queue}: local queue file ready")
+        return
+    from docutrain_cli.queues.pgmq import init_queue
+
+    print(init_queue(settings.queue, settings.queue_name))
 
 
 # -- Supabase -------------------------------------------------------------------

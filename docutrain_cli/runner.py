@@ -235,6 +235,8 @@ class Runner:
         stats = self.queue.stats(time.time())
         if stats.counts["queued"]:
             return True  # e.g. enqueued a moment ago, or a retry just came due
+        if not self.queue.exclusive and stats.counts["running"]:
+            return True  # another runner's jobs: they come back here if it dies
         if stats.counts["retrying"] and stats.next_retry_at is not None:
             if deadline is None:
                 return True  # --drain without --max-time waits for retries too

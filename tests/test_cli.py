@@ -12,7 +12,7 @@ import pytest
 
 from conftest import ROOT, make_files
 
-COMMANDS = ["enqueue", "run", "status", "jobs", "retry", "search", "schema", "sync", "doctor"]
+COMMANDS = ["enqueue", "run", "status", "jobs", "retry", "search", "schema", "sync", "doctor", "queue init"]
 
 
 def test_version_and_help_with_an_example_on_every_command(docutrain):
