@@ -21,7 +21,8 @@ from docutrain_cli.queues.base import JobQueue, QueueStats
 from docutrain_cli.worker import init_worker, load_processor, run_job
 
 TICK = 0.2  # how often the loop wakes up to look at flags and timers
-HOUSEKEEP_EVERY = 30.0
+HOUSEKEEP_EVERY = 30.0  # seconds, or
+HOUSEKEEP_AFTER = 1000  # finished jobs, whichever comes first: keeps the queue table small
 FLUSH_EVERY = 2.0
 SUMMED_RESULT_KEYS = ("pages", "chunks", "tokens_embedded", "tokens_cached")
 
@@ -194,6 +195,7 @@ class Runner:
         # A small backlog per worker hides the round trip to the dispatcher.
         capacity = self.settings.workers + max(1, self.settings.workers // 2)
         last_housekeep = last_flush = last_extend = time.monotonic()
+        finished_at_housekeep = 0
         while self._stop_reason is None:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
@@ -210,9 +212,10 @@ class Runner:
             if now - last_flush >= FLUSH_EVERY:
                 self._flush_status()
                 last_flush = now
-            if now - last_housekeep >= HOUSEKEEP_EVERY:
+            finished = self.summary.done + self.summary.dead
+            if now - last_housekeep >= HOUSEKEEP_EVERY or finished - finished_at_housekeep >= HOUSEKEEP_AFTER:
                 self.queue.housekeep()
-                last_housekeep = now
+                last_housekeep, finished_at_housekeep = now, finished
             if not self.queue.exclusive and now - last_extend >= self.settings.visibility_timeout / 3:
                 self.queue.extend_lease(self.in_flight, self.settings.visibility_timeout)
                 last_extend = now

@@ -209,26 +209,28 @@ class LocalStore:
         the status is 'error'."""
         if status not in STATUSES:
             raise ValueError(f"unknown document status {status!r}; expected one of {STATUSES}")
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            doc_id = self._upsert_document(
-                document_key, status=status, source=source, sha256=sha256, user_id=user_id
-            )
-            conn.execute(
-                f"""UPDATE documents SET
-                       error = ?,
-                       page_count = COALESCE(?, page_count),
-                       chunk_count = COALESCE(?, chunk_count),
-                       updated_at = {NOW}
-                   WHERE id = ?""",
-                (error if status == "error" else None, page_count, chunk_count, doc_id),
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return doc_id
+        # One statement, so one short write transaction: the runner calls this
+        # twice per job from its dispatch loop.
+        row = self.conn.execute(
+            f"""INSERT INTO documents (document_key, source, sha256, user_id, status, error,
+                                       page_count, chunk_count, created_at, updated_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, {NOW}, {NOW})
+                ON CONFLICT (document_key) DO UPDATE SET
+                    source = COALESCE(excluded.source, source),
+                    sha256 = COALESCE(excluded.sha256, sha256),
+                    user_id = COALESCE(excluded.user_id, user_id),
+                    status = excluded.status,
+                    error = excluded.error,
+                    page_count = COALESCE(excluded.page_count, page_count),
+                    chunk_count = COALESCE(excluded.chunk_count, chunk_count),
+                    updated_at = excluded.updated_at
+                RETURNING id""",
+            (
+                document_key, source, sha256, user_id, status,
+                error if status == "error" else None, page_count, chunk_count,
+            ),
+        ).fetchone()
+        return row[0]
 
     def _upsert_document(
         self,

@@ -87,6 +87,12 @@ class LocalQueue(JobQueue):
                 f"CREATE TABLE IF NOT EXISTS {DONE_TABLE} ("
                 " id INTEGER PRIMARY KEY, data TEXT NOT NULL, finished_at REAL NOT NULL)"
             )
+            # Only the waiting rows, in queue order: `lease` walks this instead
+            # of scanning past every running, dead or not-yet-cleared done row.
+            self._db.execute(
+                f"CREATE INDEX IF NOT EXISTS docutrain_waiting ON {TABLE} (_id)"
+                f" WHERE status IN ({READY[0]}, {READY[1]})"
+            )
         except sqlite3.DatabaseError as exc:
             raise DocutrainError(f"{self.path}: not a docutrain queue file: {exc}") from None
         self._lock = RunnerLock(str(self.path) + ".lock")
@@ -115,9 +121,10 @@ class LocalQueue(JobQueue):
 
     def lease(self, limit: int, now: float) -> list[Job]:
         rows = self._db.execute(
-            f"SELECT _id FROM {TABLE} WHERE status IN (?, ?) AND {_NOT_BEFORE} <= ?"
+            f"SELECT _id FROM {TABLE} INDEXED BY docutrain_waiting"
+            f" WHERE status IN ({READY[0]}, {READY[1]}) AND {_NOT_BEFORE} <= ?"
             " ORDER BY _id LIMIT ?",
-            (*READY, now, limit),
+            (now, limit),
         ).fetchall()
         leased = []
         for (job_id,) in rows:
