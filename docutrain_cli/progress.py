@@ -148,7 +148,7 @@ def summary_line(summary: RunSummary) -> str:
         parts.append(
             f"{t['pages']} pages, {t['chunks']} chunks, {t['tokens_embedded']} tokens embedded, "
             f"{t['tokens_cached']} from cache"
-            + (f", ${cost:.4f} at list price" if cost else "")
+            + (f", ${cost:.4f} at list price" if cost is not None else ", cost unknown (no list price for the model)")
         )
     left = {k: v for k, v in summary.remaining.items() if k in ("queued", "retrying") and v}
     if left:

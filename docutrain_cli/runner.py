@@ -183,12 +183,18 @@ class Runner:
     def _start_pool(self):
         from pebble import ProcessPool
 
+        # forkserver: workers never inherit our clients, threads or locks. The
+        # server imports the worker code once, so each worker (and each
+        # replacement of a crashed one) starts with it loaded instead of
+        # importing PyMuPDF on its own. It holds no clients: none are made at import.
+        context = multiprocessing.get_context("forkserver")
+        processor_module = self.settings.processor.partition(":")[0]
+        context.set_forkserver_preload(["docutrain_cli.worker", processor_module])
         return ProcessPool(
             max_workers=self.settings.workers,
             initializer=init_worker,
             initargs=(self.settings,),
-            # forkserver: workers never inherit our clients, threads or locks.
-            context=multiprocessing.get_context("forkserver"),
+            context=context,
         )
 
     def _loop(self, pool, drain: bool, deadline: float | None) -> None:

@@ -59,6 +59,7 @@ class StandIn:
     failures: list[tuple[int, dict]] = field(default_factory=list)  # queued (status, headers)
     required_key: str | None = None
     max_tokens_per_request: int | None = None
+    token_limit_message: str | None = None  # instead of OpenAI's "Requested N tokens, ..."
     hits: int = 0  # every POST, failed ones included
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -145,7 +146,8 @@ def _handler(state: StandIn):
             if state.max_tokens_per_request and tokens > state.max_tokens_per_request:
                 return self._error(
                     400,
-                    f"Requested {tokens} tokens, max {state.max_tokens_per_request} tokens per request",
+                    state.token_limit_message
+                    or f"Requested {tokens} tokens, max {state.max_tokens_per_request} tokens per request",
                     "max_tokens_per_request",
                 )
             with state.lock:

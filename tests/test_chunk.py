@@ -32,7 +32,10 @@ def test_chunks_respect_the_budget_and_are_never_empty():
     for c in chunks:
         assert c.content.strip() == c.content and c.content
         assert 0 < c.token_count <= 120
-        assert c.token_count == COUNTER.count(c.content)
+        # The sum of the units' estimates: never below the estimate of the
+        # joined text (so never over a limit), and off by at most the stripped
+        # whitespace at the chunk's ends.
+        assert COUNTER.count(c.content) <= c.token_count <= COUNTER.count(c.content) + 2
     assert [c.index for c in chunks] == list(range(len(chunks)))
 
 

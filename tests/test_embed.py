@@ -57,8 +57,16 @@ def test_many_inputs_take_as_few_requests_as_the_api_allows(openai_standin):
 
 def test_the_token_budget_splits_requests_too(openai_standin):
     embedder = openai_embedder(openai_standin, dimensions=8, max_tokens=1000)
-    embedder.embed(["word " * 300] * 7, token_counts=[300] * 7)
+    # Planned at about four UTF-8 bytes a token: 1,200 bytes weigh 300.
+    embedder.embed(["word " * 240] * 7)
     assert [len(r.inputs) for r in openai_standin.requests] == [3, 3, 1]
+
+
+def test_requests_are_planned_by_likely_tokens_not_the_chunkers_upper_bound(openai_standin):
+    embedder = openai_embedder(openai_standin, dimensions=8, max_tokens=1000)
+    texts = ["international " * 20] * 10  # the chunker's estimate: 80 tokens each; about 70 planned
+    embedder.embed(texts, token_counts=[embedder.counter.count(t) for t in texts])
+    assert [len(r.inputs) for r in openai_standin.requests] == [10]
 
 
 def test_plan_batches():
@@ -70,14 +78,28 @@ def test_plan_batches():
     assert list(plan_batches([])) == []
 
 
-def test_a_server_token_limit_halves_the_batch(openai_standin):
-    openai_standin.max_tokens_per_request = 10
-    embedder = openai_embedder(openai_standin, dimensions=8)
-    texts = [f"alpha beta gamma {i}" for i in range(8)]  # 4 tokens each by the stand-in
-    vectors = embedder.embed(texts, token_counts=[1] * 8)  # we underestimate on purpose
-    assert len(vectors) == 8
+def test_a_server_that_counts_more_tokens_splits_the_batch_and_teaches_the_plan(openai_standin):
+    openai_standin.max_tokens_per_request = 20
+    embedder = openai_embedder(openai_standin, dimensions=8, max_tokens=20)
+    # 15 bytes: planned as 4 tokens, but the stand-in counts 8 (one per letter).
+    texts = [f"a b c d e f g {i % 10}" for i in range(12)]
+    vectors = embedder.embed(texts)
+    assert len(vectors) == 12 and openai_standin.inputs == texts
     assert all(len(r.inputs) <= 2 for r in openai_standin.requests)
-    assert openai_standin.inputs == texts
+    refused = openai_standin.hits - len(openai_standin.requests)
+    assert refused == 1  # "Requested 40 tokens": one refusal, then the plan fits
+    hits = openai_standin.hits
+    embedder.embed(texts[:4])
+    assert openai_standin.hits == hits + 2  # planned right the first time now
+
+
+def test_a_token_refusal_without_a_count_halves_the_batch(openai_standin):
+    embedder = openai_embedder(openai_standin, dimensions=8, max_tokens=20)
+    texts = [f"a b c d e f g {i}" for i in range(8)]
+    openai_standin.max_tokens_per_request = 20
+    openai_standin.token_limit_message = "This model's maximum context length is exceeded: too many tokens"
+    assert len(embedder.embed(texts)) == 8 and openai_standin.inputs == texts
+    assert all(len(r.inputs) <= 2 for r in openai_standin.requests)
 
 
 def test_429_is_retried_by_the_client_then_succeeds(openai_standin):

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import pytest
+
 import pdfs
 
 
@@ -87,6 +89,18 @@ def test_kill_9_and_restart_leaves_exactly_one_chunk_set_per_document(docutrain,
     assert _store_counts(docutrain.store) == (documents, chunks, distinct)
 
 
+def test_the_run_summary_reports_pages_chunks_tokens_and_cost(docutrain, tmp_path):
+    _make_corpus(tmp_path / "uploads", 2, pages=3)
+    docutrain("enqueue", "uploads")
+    result = docutrain("run", "--workers", "2", "--drain")
+    assert result.returncode == 0, result.stderr
+    # Not a terminal: the summary is the log's last record, on stderr.
+    line = result.stderr.strip().splitlines()[-1]
+    assert "run finished:" in line
+    assert "2 done" in line and "6 pages" in line and "from cache" in line
+    assert "$0.0000 at list price" in line  # the offline embedder costs nothing
+
+
 def test_openai_compatible_endpoint_gets_batched_requests_and_cache_skips_rerun(docutrain, tmp_path, openai_standin):
     _make_corpus(tmp_path / "uploads", 4, pages=10)
     docutrain("enqueue", "uploads")
@@ -97,7 +111,7 @@ def test_openai_compatible_endpoint_gets_batched_requests_and_cache_skips_rerun(
     assert "text-embedding-3-small" in result.stderr
     assert len(openai_standin.requests) == 4  # one request per document: all chunks batched
     assert summary["totals"]["tokens_embedded"] == openai_standin.tokens > 0
-    assert summary["cost_usd"] > 0
+    assert summary["cost_usd"] == pytest.approx(openai_standin.tokens * 0.02 / 1e6)  # list price
     with sqlite3.connect(docutrain.store) as conn:
         models = conn.execute("SELECT DISTINCT embedding_model, length(embedding) FROM chunks").fetchall()
     assert models == [("text-embedding-3-small", 1536 * 4)]

@@ -153,7 +153,7 @@ class Chunker:
             content = "".join(u.text for u in body).strip()
             if not content:
                 return None
-            chunk = Chunk(index, body[0].page, body[-1].page, self.counter.count(content), content)
+            chunk = Chunk(index, body[0].page, body[-1].page, self._count_joined(body, content), content)
             index += 1
             return chunk
 
@@ -176,6 +176,14 @@ class Chunker:
             chunk = emit(final=True)
             if chunk is not None:
                 yield from self._within_limit(chunk)
+
+    def _count_joined(self, body: list[_Unit], content: str) -> int:
+        # An exact tokenizer may merge across unit edges, so count the text
+        # again. The estimator's count of joined text never exceeds the sum of
+        # its parts, so that sum is a safe count that costs no second pass.
+        if self.counter.exact:
+            return self.counter.count(content)
+        return sum(u.tokens for u in body)
 
     def _cut(self, buf: list[_Unit], fresh: int) -> int:
         """How many units the next chunk takes: the strongest break that keeps

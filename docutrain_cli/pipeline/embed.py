@@ -47,6 +47,10 @@ class Embedder(Protocol):
 
     def embed(self, texts: list[str], token_counts: Sequence[int] | None = None) -> list[list[float]]: ...
 
+    def embed_batches(
+        self, texts: list[str], token_counts: Sequence[int] | None = None
+    ) -> Iterator[tuple[range, list[list[float]]]]: ...
+
 
 def price_per_million_tokens(model: str) -> float | None:
     """List price in US$ per million tokens; 0 offline; None if unknown."""
@@ -81,6 +85,21 @@ def plan_batches(
         yield range(start, len(token_counts))
 
 
+def request_tokens(texts: Sequence[str], scale: float = 1.0) -> list[int]:
+    """What each text likely weighs against the per-request token budget.
+
+    The chunker's estimate is deliberately high, because it guards the
+    per-input limit; planning requests with it sent about 1.5x the requests
+    needed. About four UTF-8 bytes a token is cl100k_base's average on prose.
+    This may be low (code, CJK): the server then refuses the request and says
+    how many tokens it counted, and the embedder scales its estimate up.
+    """
+    return [math.ceil(len(t.encode("utf-8")) * scale / 4) for t in texts]
+
+
+_REQUESTED_TOKENS = re.compile(r"requested\s+(\d+)\s+tokens", re.IGNORECASE)
+
+
 # -- offline ------------------------------------------------------------------
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -113,6 +132,12 @@ class OfflineEmbedder:
         counts = token_counts if token_counts is not None else [self.counter.count(t) for t in texts]
         self.tokens_used += sum(counts)
         return [self.vector(text) for text in texts]
+
+    def embed_batches(
+        self, texts: list[str], token_counts: Sequence[int] | None = None
+    ) -> Iterator[tuple[range, list[list[float]]]]:
+        if texts:  # no request limits offline: one batch
+            yield range(len(texts)), self.embed(texts, token_counts)
 
     def vector(self, text: str) -> list[float]:
         dims = self.dimensions
@@ -171,17 +196,65 @@ class OpenAIEmbedder:
         self.max_tokens = max_tokens
         self.tokens_used = 0
         self.requests = 0
+        self._request_scale = 1.0  # grows if the server counts more than request_tokens
 
     def embed(self, texts: list[str], token_counts: Sequence[int] | None = None) -> list[list[float]]:
-        if any(not t for t in texts):
-            raise ValueError("cannot embed an empty string")  # the chunker never makes one
-        counts = list(token_counts) if token_counts is not None else [self.counter.count(t) for t in texts]
         vectors: list[list[float]] = []
-        for batch in plan_batches(counts, max_inputs=self.max_inputs, max_tokens=self.max_tokens):
-            vectors.extend(self._embed_batch(texts[batch.start : batch.stop], counts[batch.start : batch.stop]))
+        for _, batch_vectors in self.embed_batches(texts, token_counts):
+            vectors.extend(batch_vectors)
         return vectors
 
-    def _embed_batch(self, texts: list[str], counts: list[int]) -> list[list[float]]:
+    def embed_batches(
+        self, texts: list[str], token_counts: Sequence[int] | None = None
+    ) -> Iterator[tuple[range, list[list[float]]]]:
+        """Embed in as few requests as the API limits allow, yielding each
+        request's index range and vectors as soon as it is answered.
+
+        `token_counts` are the chunker's counts of the texts (made with
+        `self.counter`); they weigh the texts against the request budget only
+        when that counter is exact. An estimate is planned with
+        `request_tokens` instead, which is closer to what the server counts.
+        """
+        if any(not t for t in texts):
+            raise ValueError("cannot embed an empty string")  # the chunker never makes one
+        done = 0
+        while done < len(texts):
+            scale, planned_from = self._request_scale, done
+            if token_counts is not None and self.counter.exact:
+                weights = list(token_counts[done:])
+            else:
+                weights = self.request_tokens(texts[done:])
+            for part in plan_batches(weights, max_inputs=self.max_inputs, max_tokens=self.max_tokens):
+                batch = range(planned_from + part.start, planned_from + part.stop)
+                vectors = self._embed_batch(texts[batch.start : batch.stop])
+                done = batch.stop
+                yield batch, vectors
+                if self._request_scale != scale:
+                    break  # a refusal taught us to count higher: plan the rest again
+
+    def request_tokens(self, texts: Sequence[str]) -> list[int]:
+        if self.counter.exact:
+            return [self.counter.count(t) for t in texts]
+        return request_tokens(texts, self._request_scale)
+
+    def _embed_split(self, texts: list[str], exc: Exception) -> list[list[float]]:
+        """The server counted more tokens than one request takes. Its message
+        says how many: scale our estimate up by the miss (5 % to spare), then
+        split the batch to fit; halve it when there is nothing to learn."""
+        match = _REQUESTED_TOKENS.search(str(getattr(exc, "message", "") or exc))
+        estimated = sum(self.request_tokens(texts))
+        if match and not self.counter.exact and int(match.group(1)) > estimated:
+            self._request_scale *= int(match.group(1)) / estimated * 1.05
+        parts = list(plan_batches(self.request_tokens(texts), max_inputs=self.max_inputs, max_tokens=self.max_tokens))
+        if len(parts) < 2:
+            half = len(texts) // 2
+            parts = [range(0, half), range(half, len(texts))]
+        vectors: list[list[float]] = []
+        for part in parts:
+            vectors.extend(self._embed_batch(texts[part.start : part.stop]))
+        return vectors
+
+    def _embed_batch(self, texts: list[str]) -> list[list[float]]:
         openai = self._openai
         kwargs = {"model": self.model, "input": texts, "encoding_format": "float"}
         if self.requested_dimensions:
@@ -190,13 +263,8 @@ class OpenAIEmbedder:
             self.requests += 1
             response = self.client.embeddings.create(**kwargs)
         except openai.BadRequestError as exc:
-            # Our count is an estimate; if the server counts more tokens than it
-            # takes in one request, halve the batch and try again.
             if len(texts) > 1 and _about_too_many_tokens(exc):
-                half = len(texts) // 2
-                return self._embed_batch(texts[:half], counts[:half]) + self._embed_batch(
-                    texts[half:], counts[half:]
-                )
+                return self._embed_split(texts, exc)
             raise PermanentError(f"the embedding server refused the request (400): {self._clean(exc)}") from None
         except openai.AuthenticationError:
             raise PermanentError("OpenAI rejected the API key (401): check OPENAI_API_KEY") from None
@@ -220,9 +288,10 @@ class OpenAIEmbedder:
             raise PermanentError(
                 f"the embedding server refused the request ({exc.status_code}): {self._clean(exc)}"
             ) from None
-        return self._vectors(response, len(texts), counts)
+        return self._vectors(response, texts)
 
-    def _vectors(self, response, expected: int, counts: list[int]) -> list[list[float]]:
+    def _vectors(self, response, texts: list[str]) -> list[list[float]]:
+        expected = len(texts)
         data = sorted(response.data, key=lambda item: item.index)
         if len(data) != expected or [d.index for d in data] != list(range(expected)):
             raise TransientError(
@@ -238,7 +307,7 @@ class OpenAIEmbedder:
         self.dimensions = sizes.pop()
         usage = getattr(response, "usage", None)
         used = getattr(usage, "total_tokens", None) or getattr(usage, "prompt_tokens", None)
-        self.tokens_used += used if used else sum(counts)
+        self.tokens_used += used if used else sum(self.counter.count(t) for t in texts)
         return vectors
 
     def _clean(self, exc: Exception) -> str:

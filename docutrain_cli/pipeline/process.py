@@ -15,13 +15,8 @@ from array import array
 
 from docutrain_cli.errors import PermanentError
 from docutrain_cli.pipeline.chunk import chunk_pages
-from docutrain_cli.pipeline.embed import (
-    MAX_INPUTS_PER_REQUEST,
-    MAX_TOKENS_PER_REQUEST,
-    get_embedder,
-    plan_batches,
-    price_per_million_tokens,
-)
+from docutrain_cli.pipeline.extract import Extraction  # pymupdf: only workers import this module
+from docutrain_cli.pipeline.embed import get_embedder, price_per_million_tokens
 from docutrain_cli.pipeline.load import load_source
 from docutrain_cli.store import ChunkRow, LocalStore
 
@@ -46,8 +41,6 @@ def process_job(job, settings) -> dict:
     loaded = load_source(job.source, max_file_mb=settings.max_file_mb, settings=settings)
     embedder = get_embedder(settings)
     store = get_store(settings.store)
-
-    from docutrain_cli.pipeline.extract import Extraction  # pymupdf: workers only
 
     with Extraction(loaded.path, password=settings.pdf_password, max_pages=settings.max_pages) as doc:
         chunks = list(
@@ -76,17 +69,13 @@ def process_job(job, settings) -> dict:
     for chunk, text_hash in zip(chunks, hashes):
         if text_hash not in vectors and text_hash not in to_send:
             to_send[text_hash] = (chunk.content, chunk.token_count)
-    pending = list(to_send.items())
+    pending = list(to_send)
     tokens_before = embedder.tokens_used
-    for batch in plan_batches(
-        [count for _, (_, count) in pending],
-        max_inputs=getattr(embedder, "max_inputs", MAX_INPUTS_PER_REQUEST),
-        max_tokens=getattr(embedder, "max_tokens", MAX_TOKENS_PER_REQUEST),
-    ):
-        part = pending[batch.start : batch.stop]
-        embedded = embedder.embed([text for _, (text, _) in part], [count for _, (_, count) in part])
+    texts = [to_send[h][0] for h in pending]
+    counts = [to_send[h][1] for h in pending]
+    for batch, embedded in embedder.embed_batches(texts, counts):
         # array('f'): 4 bytes a value instead of a Python float object each.
-        fresh = {text_hash: array("f", vector) for (text_hash, _), vector in zip(part, embedded)}
+        fresh = {text_hash: array("f", vector) for text_hash, vector in zip(pending[batch.start : batch.stop], embedded)}
         if embedder.kind == "openai":
             # Stored per request, so a retry after a later failure resumes here.
             store.put_cached_embeddings(embedder.model, cache_dims, fresh)
