@@ -188,14 +188,19 @@ class Runner:
         # replacement of a crashed one) starts with it loaded instead of
         # importing PyMuPDF on its own. It holds no clients: none are made at import.
         context = multiprocessing.get_context("forkserver")
-        processor_module = self.settings.processor.partition(":")[0]
-        context.set_forkserver_preload(["docutrain_cli.worker", processor_module])
+        context.set_forkserver_preload(self._worker_modules())
         return ProcessPool(
             max_workers=self.settings.workers,
             initializer=init_worker,
             initargs=(self.settings,),
             context=context,
         )
+
+    def _worker_modules(self) -> list[str]:
+        modules = ["docutrain_cli.worker", self.settings.processor.partition(":")[0]]
+        if modules[1] == "docutrain_cli.pipeline.process":
+            modules.append("docutrain_cli.pipeline.extract")  # PyMuPDF, imported lazily there
+        return modules
 
     def _loop(self, pool, drain: bool, deadline: float | None) -> None:
         # A small backlog per worker hides the round trip to the dispatcher.

@@ -866,7 +866,7 @@ def chart(pipeline: dict, path: Path) -> str:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return "chart skipped: matplotlib is not installed (pip install matplotlib to get it)"
+        return "chart skipped: matplotlib is not installed (pip install -e '.[bench]' to get it)"
     workers = pipeline["workers"]
     samples = pipeline["samples"]
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sqlite3
+import sys
 from pathlib import Path
 
 import pytest
@@ -171,3 +173,22 @@ def test_housekeeping_clears_finished_rows_but_keeps_the_record(docutrain, tmp_p
     assert rows == 0  # acked rows are gone: get() stays fast
     assert docutrain.status()["done"] == 30
     assert len(json.loads(docutrain("jobs", "--state", "done", "--limit", "100", "--json").stdout)) == 30
+
+
+def test_the_runner_process_leaves_pymupdf_and_openai_to_the_workers(docutrain, tmp_path):
+    # Start-up stays fast (bench row 7) and the runner never holds a client:
+    # heavy imports happen in the forkserver and the workers only.
+    make_files(tmp_path, ["a.txt"])
+    docutrain("enqueue", "a.txt")
+    code = (
+        "import sys\n"
+        "from docutrain_cli.cli import main\n"
+        "sys.argv = ['docutrain', 'run', '--drain', '--workers', '1', '--json']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('pymupdf', 'fitz', 'openai', 'supabase') if m in sys.modules), file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=docutrain.env, capture_output=True, text=True, timeout=120
+    )
+    assert json.loads(result.stdout)["done"] == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "[]"

@@ -15,7 +15,6 @@ from array import array
 
 from docutrain_cli.errors import PermanentError
 from docutrain_cli.pipeline.chunk import chunk_pages
-from docutrain_cli.pipeline.extract import Extraction  # pymupdf: only workers import this module
 from docutrain_cli.pipeline.embed import get_embedder, price_per_million_tokens
 from docutrain_cli.pipeline.load import load_source
 from docutrain_cli.store import ChunkRow, LocalStore
@@ -41,6 +40,10 @@ def process_job(job, settings) -> dict:
     loaded = load_source(job.source, max_file_mb=settings.max_file_mb, settings=settings)
     embedder = get_embedder(settings)
     store = get_store(settings.store)
+
+    # PyMuPDF only in workers: the runner imports this module to check the
+    # processor, and its start-up should not pay for PyMuPDF.
+    from docutrain_cli.pipeline.extract import Extraction
 
     with Extraction(loaded.path, password=settings.pdf_password, max_pages=settings.max_pages) as doc:
         chunks = list(
