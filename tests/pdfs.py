@@ -101,13 +101,18 @@ def non_ascii(path: Path) -> Path:
     return path
 
 
-def many_pages(path: Path, pages: int = 1000) -> Path:
-    """A long document, built fast: one text block per page."""
+def many_pages(path: Path, pages: int = 1000, sentences_per_page: int = 2) -> Path:
+    """A long document, built fast. Two short lines a page by default; with
+    more sentences, full pages of prose (20 make about one chunk a page)."""
     doc = pymupdf.open()
     for p in range(1, pages + 1):
         page = doc.new_page()
-        page.insert_text((50, 72), f"Page {p}. " + sentence(p), fontsize=9)
-        page.insert_text((50, 90), sentence(p + 5000), fontsize=9)
+        if sentences_per_page <= 2:
+            page.insert_text((50, 72), f"Page {p}. " + sentence(p), fontsize=9)
+            page.insert_text((50, 90), sentence(p + 5000), fontsize=9)
+        else:
+            text = f"Page {p}. " + " ".join(sentence(p * 100 + s) for s in range(sentences_per_page))
+            page.insert_textbox(pymupdf.Rect(50, 50, 550, 800), text, fontsize=9)
     doc.save(path, garbage=1, deflate=True)
     doc.close()
     return path

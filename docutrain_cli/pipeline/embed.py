@@ -102,6 +102,7 @@ _REQUESTED_TOKENS = re.compile(r"requested\s+(\d+)\s+tokens", re.IGNORECASE)
 
 # -- offline ------------------------------------------------------------------
 
+_OFFLINE_BATCH = 128
 _WORD = re.compile(r"\w+", re.UNICODE)
 _STOPWORDS = frozenset(
     """a an and are as at be but by for from has have he her his i in is it its
@@ -136,8 +137,13 @@ class OfflineEmbedder:
     def embed_batches(
         self, texts: list[str], token_counts: Sequence[int] | None = None
     ) -> Iterator[tuple[range, list[list[float]]]]:
-        if texts:  # no request limits offline: one batch
-            yield range(len(texts)), self.embed(texts, token_counts)
+        # No request limits offline, but vectors are lists of Python floats
+        # (32 bytes a value) until the caller packs them: small batches keep
+        # a 2,000-page document from holding all of them at once.
+        for start in range(0, len(texts), _OFFLINE_BATCH):
+            batch = range(start, min(start + _OFFLINE_BATCH, len(texts)))
+            counts = None if token_counts is None else token_counts[batch.start : batch.stop]
+            yield batch, self.embed(texts[batch.start : batch.stop], counts)
 
     def vector(self, text: str) -> list[float]:
         dims = self.dimensions
