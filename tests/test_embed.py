@@ -78,6 +78,16 @@ def test_plan_batches():
     assert list(plan_batches([])) == []
 
 
+def test_the_plan_follows_the_token_density_the_server_reports(openai_standin):
+    embedder = openai_embedder(openai_standin, dimensions=8, max_tokens=1000)
+    # 280 bytes: planned as 70 tokens at first; the stand-in counts 20 (a word each).
+    texts = [f"international{i:02d} " + "international " * 19 for i in range(40)]
+    embedder.embed(texts)
+    # The first request's usage shows the server counts far fewer: the rest go in one.
+    assert [len(r.inputs) for r in openai_standin.requests] == [14, 26]
+    assert openai_standin.inputs == texts
+
+
 def test_a_server_that_counts_more_tokens_splits_the_batch_and_teaches_the_plan(openai_standin):
     openai_standin.max_tokens_per_request = 20
     embedder = openai_embedder(openai_standin, dimensions=8, max_tokens=20)

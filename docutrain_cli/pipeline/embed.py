@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 import zlib
+from collections import deque
 from typing import Iterator, Protocol, Sequence
 
 from docutrain_cli.errors import PermanentError, TransientError
@@ -91,8 +92,8 @@ def request_tokens(texts: Sequence[str], scale: float = 1.0) -> list[int]:
     The chunker's estimate is deliberately high, because it guards the
     per-input limit; planning requests with it sent about 1.5x the requests
     needed. About four UTF-8 bytes a token is cl100k_base's average on prose.
-    This may be low (code, CJK): the server then refuses the request and says
-    how many tokens it counted, and the embedder scales its estimate up.
+    The embedder scales it by what the server reports: usage on every
+    answer, and the count in a refusal ("Requested N tokens") when it was low.
     """
     return [math.ceil(len(t.encode("utf-8")) * scale / 4) for t in texts]
 
@@ -202,7 +203,9 @@ class OpenAIEmbedder:
         self.max_tokens = max_tokens
         self.tokens_used = 0
         self.requests = 0
-        self._request_scale = 1.0  # grows if the server counts more than request_tokens
+        # Server tokens per request_tokens() token, from recent usage reports
+        # and refusals: requests are planned at the density the server counts.
+        self._densities: deque[float] = deque(maxlen=8)
 
     def embed(self, texts: list[str], token_counts: Sequence[int] | None = None) -> list[list[float]]:
         vectors: list[list[float]] = []
@@ -236,21 +239,30 @@ class OpenAIEmbedder:
                 done = batch.stop
                 yield batch, vectors
                 if self._request_scale != scale:
-                    break  # a refusal taught us to count higher: plan the rest again
+                    break  # the server counts differently than planned: plan the rest again
+
+    @property
+    def _request_scale(self) -> float:
+        # The densest recent report, 5 % to spare: a plan rarely overshoots.
+        return max(self._densities) * 1.05 if self._densities else 1.0
 
     def request_tokens(self, texts: Sequence[str]) -> list[int]:
         if self.counter.exact:
             return [self.counter.count(t) for t in texts]
         return request_tokens(texts, self._request_scale)
 
+    def _learn_density(self, server_tokens: int, texts: Sequence[str]) -> None:
+        estimated = sum(request_tokens(texts))
+        if estimated and not self.counter.exact:
+            self._densities.append(server_tokens / estimated)
+
     def _embed_split(self, texts: list[str], exc: Exception) -> list[list[float]]:
         """The server counted more tokens than one request takes. Its message
-        says how many: scale our estimate up by the miss (5 % to spare), then
-        split the batch to fit; halve it when there is nothing to learn."""
+        says how many: plan at that density and split the batch to fit;
+        halve it when there is nothing to learn."""
         match = _REQUESTED_TOKENS.search(str(getattr(exc, "message", "") or exc))
-        estimated = sum(self.request_tokens(texts))
-        if match and not self.counter.exact and int(match.group(1)) > estimated:
-            self._request_scale *= int(match.group(1)) / estimated * 1.05
+        if match:
+            self._learn_density(int(match.group(1)), texts)
         parts = list(plan_batches(self.request_tokens(texts), max_inputs=self.max_inputs, max_tokens=self.max_tokens))
         if len(parts) < 2:
             half = len(texts) // 2
@@ -313,6 +325,8 @@ class OpenAIEmbedder:
         self.dimensions = sizes.pop()
         usage = getattr(response, "usage", None)
         used = getattr(usage, "total_tokens", None) or getattr(usage, "prompt_tokens", None)
+        if used:
+            self._learn_density(used, texts)
         self.tokens_used += used if used else sum(self.counter.count(t) for t in texts)
         return vectors
 
