@@ -3,6 +3,8 @@ maps errors to exit codes. Everything it calls is usable from Python."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import signal
 import sys
@@ -39,15 +41,17 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+_GLOBAL_HELP = {
+    "--queue": "Queue file (default ./queue.db) or postgresql:// URL. Env: DOCUTRAIN_QUEUE.",
+    "--store": "Local store file (default ./docutrain.db). Env: DOCUTRAIN_STORE.",
+}
+
+
 @app.callback()
 def _global(
     ctx: typer.Context,
-    queue: Optional[str] = typer.Option(
-        None, "--queue", help="Queue file (default ./queue.db) or postgresql:// URL. Env: DOCUTRAIN_QUEUE."
-    ),
-    store: Optional[str] = typer.Option(
-        None, "--store", help="Local store file (default ./docutrain.db). Env: DOCUTRAIN_STORE."
-    ),
+    queue: Optional[str] = typer.Option(None, "--queue", help=_GLOBAL_HELP["--queue"]),
+    store: Optional[str] = typer.Option(None, "--store", help=_GLOBAL_HELP["--store"]),
     config: Optional[Path] = typer.Option(None, "--config", help="Settings file (default ./docutrain.toml)."),
     traceback: bool = typer.Option(False, "--traceback", help="Show the full traceback of an error."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
@@ -55,6 +59,35 @@ def _global(
     global _show_traceback
     _show_traceback = traceback
     ctx.obj = {"queue": queue, "store": store, "config": config}
+
+
+def _also_after_the_command(command):
+    """Accept --queue and --store after the command name too, as people
+    type them (`docutrain status --queue other.db`); they override the ones
+    given before it."""
+    signature = inspect.signature(command)
+    extra = [
+        inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, annotation="Optional[str]",
+            default=typer.Option(None, flag, help=_GLOBAL_HELP[flag], show_default=False),
+        )
+        for name, flag in (("queue_after", "--queue"), ("store_after", "--store"))
+    ]
+
+    @functools.wraps(command)
+    def wrapper(*args, queue_after=None, store_after=None, **kwargs):
+        ctx = kwargs.get("ctx") or next(a for a in args if isinstance(a, typer.Context))
+        root = ctx.find_root()
+        root.obj = dict(root.obj or {})
+        if queue_after:
+            root.obj["queue"] = queue_after
+        if store_after:
+            root.obj["store"] = store_after
+        return command(*args, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *extra])
+    wrapper.__annotations__ = {**command.__annotations__, "queue_after": "Optional[str]", "store_after": "Optional[str]"}
+    return wrapper
 
 
 def _settings(ctx: typer.Context, **flags) -> Settings:
@@ -99,6 +132,7 @@ def _when(epoch: float | None) -> str:
 
 # -- enqueue ----------------------------------------------------------------
 @app.command()
+@_also_after_the_command
 def enqueue(
     ctx: typer.Context,
     paths: Optional[List[str]] = typer.Argument(None, help="Files, folders (searched recursively) or globs."),
@@ -145,6 +179,7 @@ def enqueue(
 
 # -- run ----------------------------------------------------------------------
 @app.command()
+@_also_after_the_command
 def run(
     ctx: typer.Context,
     workers: Optional[int] = typer.Option(None, "--workers", "-w", help="Worker processes (default: CPU count)."),
@@ -188,6 +223,7 @@ def _install_stop_handlers(runner) -> None:
 
 # -- status -------------------------------------------------------------------
 @app.command()
+@_also_after_the_command
 def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Show how many jobs are in each state and whether a runner is working.
 
@@ -216,7 +252,10 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
         f"queued {c['queued']}  running {c['running']}  retrying {c['retrying']}  "
         f"done {c['done']}  dead {c['dead']}"
     )
-    print(f"oldest queued job: {_age(stats.oldest_queued_age)} old")
+    if stats.oldest_queued_age is None:
+        print("oldest queued job: none queued")
+    else:
+        print(f"oldest queued job: {_age(stats.oldest_queued_age)} old")
     if stats.next_retry_at:
         print(f"next retry: {_when(stats.next_retry_at)}")
     if queue_exclusive:
@@ -241,6 +280,7 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
 
 # -- jobs -----------------------------------------------------------------------
 @jobs_app.callback(invoke_without_command=True)
+@_also_after_the_command
 def jobs(
     ctx: typer.Context,
     state: Optional[str] = typer.Option(None, "--state", "-s", help="queued, running, retrying, done or dead."),
@@ -278,6 +318,7 @@ def jobs(
 
 
 @jobs_app.command("show")
+@_also_after_the_command
 def jobs_show(
     ctx: typer.Context,
     job_id: int = typer.Argument(..., help="The job id printed by enqueue."),
@@ -318,6 +359,7 @@ def jobs_show(
 
 # -- retry --------------------------------------------------------------------
 @app.command()
+@_also_after_the_command
 def retry(
     ctx: typer.Context,
     job_ids: Optional[List[int]] = typer.Argument(None, help="Ids of dead jobs."),
@@ -346,6 +388,7 @@ def retry(
 
 
 @queue_app.command("init")
+@_also_after_the_command
 def queue_init(ctx: typer.Context) -> None:
     """Create the queue (pgmq: the queue and its dead-letter queue, installing or
     enabling pgmq if needed). Safe to run again.
@@ -365,6 +408,7 @@ def queue_init(ctx: typer.Context) -> None:
 
 # -- Supabase -------------------------------------------------------------------
 @app.command()
+@_also_after_the_command
 def schema(ctx: typer.Context) -> None:
     """Print the SQL that creates the Supabase tables, indexes and search function.
 
@@ -376,6 +420,7 @@ def schema(ctx: typer.Context) -> None:
 
 
 @app.command()
+@_also_after_the_command
 def sync(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Push status changes waiting in the outbox to Supabase now.
 
@@ -401,6 +446,7 @@ def sync(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=
 
 
 @app.command()
+@_also_after_the_command
 def doctor(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Check the configuration and reach Supabase and OpenAI; say how to fix what is wrong.
 
@@ -422,6 +468,7 @@ def doctor(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
 
 # -- search -------------------------------------------------------------------
 @app.command()
+@_also_after_the_command
 def search(
     ctx: typer.Context,
     query: str = typer.Argument(..., help="A question or a few words."),

@@ -14,6 +14,7 @@ import pytest
 
 from conftest import ROOT, make_files
 
+STATES = ("queued", "running", "retrying", "done", "dead")
 COMMANDS = ["enqueue", "run", "status", "jobs", "retry", "search", "schema", "sync", "doctor", "queue init"]
 
 
@@ -83,6 +84,9 @@ def test_status_json_has_the_state_names_as_integers(docutrain, tmp_path):
     assert status["runner"] is None
     text = docutrain("status").stdout
     assert "queued 2" in text and "runner: none running" in text
+    assert "oldest queued job: " in text and "s old" in text
+    empty = docutrain("status", "--queue", "empty.db").stdout
+    assert "oldest queued job: none queued" in empty
 
 
 def test_jobs_filters_by_state_and_show_reports_unknown_ids(docutrain, tmp_path):
@@ -155,10 +159,12 @@ def test_secrets_never_appear_in_output(docutrain, tmp_path):
 def test_queue_db_example_is_readable_by_the_current_code(docutrain, tmp_path):
     example = tmp_path / "example.db"
     shutil.copy(ROOT / "queue.db.example", example)  # status must not need write access to the original
-    result = docutrain("--queue", str(example), "status", "--json")
+    result = docutrain("status", "--queue", str(example), "--json")  # as the README writes it
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
     assert status["queued"] >= 1 and status["done"] >= 1 and status["dead"] >= 1 and status["retrying"] >= 1
+    before = json.loads(docutrain("--queue", str(example), "status", "--json").stdout)  # before it too
+    assert {k: before[k] for k in STATES} == {k: status[k] for k in STATES}
     dead = json.loads(docutrain("--queue", str(example), "jobs", "--state", "dead", "--json").stdout)
     assert dead and dead[0]["errors"]
 
