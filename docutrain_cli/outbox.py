@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from docutrain_cli.errors import PermanentError, TransientError
+from docutrain_cli.sqlite_wal import use_wal
 
 log = logging.getLogger("docutrain.outbox")
 
@@ -103,7 +104,7 @@ class Outbox:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            use_wal(conn, BUSY_TIMEOUT_MS / 1000)
             conn.execute("PRAGMA synchronous = FULL")  # a status change must survive
             conn.executescript(SCHEMA)
             self._conn, self._pid = conn, os.getpid()

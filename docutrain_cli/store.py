@@ -59,6 +59,8 @@ from array import array
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from docutrain_cli.sqlite_wal import use_wal
+
 STATUSES = ("pending", "processing", "ready", "error")
 BUSY_TIMEOUT_MS = 30_000
 
@@ -172,7 +174,7 @@ class LocalStore:
         # isolation_level=None: we issue BEGIN ourselves, so transactions stay short and explicit.
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        use_wal(conn, BUSY_TIMEOUT_MS / 1000)
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.executescript(SCHEMA)

@@ -32,6 +32,7 @@ from docutrain_cli.errors import ConfigError, DocutrainError
 from docutrain_cli.jobs import STATES, Job, JobState
 from docutrain_cli.lock import RunnerLock
 from docutrain_cli.queues.base import JobQueue, QueueStats
+from docutrain_cli.sqlite_wal import use_wal
 
 TABLE = "ack_queue_default"  # persist-queue's table for name="default"
 DONE_TABLE = "docutrain_done"
@@ -52,9 +53,9 @@ def _tune(conn: sqlite3.Connection) -> sqlite3.Connection:
     # WAL + synchronous=NORMAL: a commit survives a killed process (even
     # kill -9); only a power loss can drop the last few commits. FULL would
     # fsync on every put/get/ack and cap enqueue at a few hundred jobs/s.
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+    use_wal(conn, BUSY_TIMEOUT)
+    conn.execute("PRAGMA synchronous=NORMAL")
     return conn
 
 
@@ -62,7 +63,12 @@ class _AckQueue(SQLiteAckQueue):
     """persist-queue's ack queue with our connection pragmas."""
 
     def _new_db_connection(self, path, multithreading, timeout):  # noqa: D401
-        return _tune(super()._new_db_connection(path, multithreading, timeout))
+        # Not super(): it switches to WAL without waiting for the lock, which
+        # fails when processes open a fresh file together (see use_wal).
+        conn = sqlite3.connect(
+            os.path.join(path, self.db_file_name), timeout=timeout, check_same_thread=not multithreading
+        )
+        return _tune(conn)
 
 
 class LocalQueue(JobQueue):
