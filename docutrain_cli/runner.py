@@ -18,7 +18,7 @@ from docutrain_cli.config import Settings
 from docutrain_cli.errors import ExitCode, PermanentError, TransientError
 from docutrain_cli.jobs import Job, RetryPolicy
 from docutrain_cli.queues.base import JobQueue, QueueStats
-from docutrain_cli.worker import init_worker, load_processor, run_job
+from docutrain_cli.worker import init_worker, load_processor, run_job, worker_modules
 
 TICK = 0.2  # how often the loop wakes up to look at flags and timers
 HOUSEKEEP_EVERY = 30.0  # seconds, or
@@ -188,19 +188,13 @@ class Runner:
         # replacement of a crashed one) starts with it loaded instead of
         # importing PyMuPDF on its own. It holds no clients: none are made at import.
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(self._worker_modules())
+        context.set_forkserver_preload(worker_modules(self.settings.processor))
         return ProcessPool(
             max_workers=self.settings.workers,
             initializer=init_worker,
             initargs=(self.settings,),
             context=context,
         )
-
-    def _worker_modules(self) -> list[str]:
-        modules = ["docutrain_cli.worker", self.settings.processor.partition(":")[0]]
-        if modules[1] == "docutrain_cli.pipeline.process":
-            modules.append("docutrain_cli.pipeline.extract")  # PyMuPDF, imported lazily there
-        return modules
 
     def _loop(self, pool, drain: bool, deadline: float | None) -> None:
         # A small backlog per worker hides the round trip to the dispatcher.

@@ -34,6 +34,15 @@ def load_processor(spec: str) -> Processor:
         raise ConfigError(f"processor: cannot load {spec!r}: {exc}") from None
 
 
+def worker_modules(spec: str) -> list[str]:
+    """Modules a worker for this processor needs, for the forkserver to import
+    once: this module, the processor's, and whatever heavy modules that one
+    imports lazily and names in `WORKER_PRELOAD` (so the runner stays light)."""
+    module_name = spec.partition(":")[0]
+    declared = getattr(importlib.import_module(module_name), "WORKER_PRELOAD", ())
+    return list(dict.fromkeys([__name__, module_name, *declared]))
+
+
 def _die_with_parent() -> None:
     # If the runner is killed (even kill -9) its workers must not linger and
     # keep writing: ask Linux to SIGKILL us when our parent goes away.

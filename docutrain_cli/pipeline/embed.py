@@ -229,10 +229,7 @@ class OpenAIEmbedder:
         done = 0
         while done < len(texts):
             scale, planned_from = self._request_scale, done
-            if token_counts is not None and self.counter.exact:
-                weights = list(token_counts[done:])
-            else:
-                weights = self.request_tokens(texts[done:])
+            weights = self._weights(texts[done:], None if token_counts is None else token_counts[done:])
             for part in plan_batches(weights, max_inputs=self.max_inputs, max_tokens=self.max_tokens):
                 batch = range(planned_from + part.start, planned_from + part.stop)
                 vectors = self._embed_batch(texts[batch.start : batch.stop])
@@ -246,10 +243,11 @@ class OpenAIEmbedder:
         # The densest recent report, 5 % to spare: a plan rarely overshoots.
         return max(self._densities) * 1.05 if self._densities else 1.0
 
-    def request_tokens(self, texts: Sequence[str]) -> list[int]:
-        if self.counter.exact:
-            return [self.counter.count(t) for t in texts]
-        return request_tokens(texts, self._request_scale)
+    def _weights(self, texts: Sequence[str], token_counts: Sequence[int] | None = None) -> list[int]:
+        """What each text weighs against the per-request token budget."""
+        if not self.counter.exact:
+            return request_tokens(texts, self._request_scale)
+        return list(token_counts) if token_counts is not None else [self.counter.count(t) for t in texts]
 
     def _learn_density(self, server_tokens: int, texts: Sequence[str]) -> None:
         estimated = sum(request_tokens(texts))
@@ -263,7 +261,7 @@ class OpenAIEmbedder:
         match = _REQUESTED_TOKENS.search(str(getattr(exc, "message", "") or exc))
         if match:
             self._learn_density(int(match.group(1)), texts)
-        parts = list(plan_batches(self.request_tokens(texts), max_inputs=self.max_inputs, max_tokens=self.max_tokens))
+        parts = list(plan_batches(self._weights(texts), max_inputs=self.max_inputs, max_tokens=self.max_tokens))
         if len(parts) < 2:
             half = len(texts) // 2
             parts = [range(0, half), range(half, len(texts))]

@@ -19,6 +19,9 @@ from docutrain_cli.pipeline.embed import get_embedder, price_per_million_tokens
 from docutrain_cli.pipeline.load import load_source
 from docutrain_cli.store import ChunkRow, LocalStore
 
+# Imported lazily below; the runner's forkserver imports it once for all workers.
+WORKER_PRELOAD = ("docutrain_cli.pipeline.extract",)
+
 _stores: dict[str, LocalStore] = {}
 
 
@@ -74,8 +77,8 @@ def process_job(job, settings) -> dict:
             to_send[text_hash] = (chunk.content, chunk.token_count)
     pending = list(to_send)
     tokens_before = embedder.tokens_used
-    texts = [to_send[h][0] for h in pending]
-    counts = [to_send[h][1] for h in pending]
+    texts = [text for text, _ in to_send.values()]
+    counts = [count for _, count in to_send.values()]
     for batch, embedded in embedder.embed_batches(texts, counts):
         # array('f'): 4 bytes a value instead of a Python float object each.
         fresh = {text_hash: array("f", vector) for text_hash, vector in zip(pending[batch.start : batch.stop], embedded)}
