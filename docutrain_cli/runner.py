@@ -335,7 +335,11 @@ class Runner:
 
 
 def _killed_by_stop(exc: BaseException) -> bool:
-    """A worker we terminated while stopping is not the job's fault."""
+    """A worker we terminated while stopping is not the job's fault. pebble
+    reports it as ProcessExpired, or, when it sees every worker gone at once
+    (a forced stop), fails all running tasks with BrokenProcessPool."""
+    from concurrent.futures.process import BrokenProcessPool
+
     from pebble import ProcessExpired
 
-    return isinstance(exc, ProcessExpired)
+    return isinstance(exc, (ProcessExpired, BrokenProcessPool))
