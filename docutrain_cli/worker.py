@@ -13,6 +13,7 @@ import signal
 import sys
 from typing import Any, Callable
 
+from docutrain_cli import activity
 from docutrain_cli.config import Settings
 from docutrain_cli.errors import ConfigError
 from docutrain_cli.jobs import Job
@@ -60,11 +61,19 @@ def init_worker(settings: Settings) -> None:
     _die_with_parent()
     _settings = settings
     _processor = load_processor(settings.processor)
+    activity.start_worker(settings.store)  # the dashboard shows this worker
 
 
 def run_job(job: Job) -> dict[str, Any]:
     assert _processor is not None and _settings is not None, "init_worker not called"
-    return _processor(job, _settings) or {}
+    board = activity.current()
+    if board is not None:
+        board.job_started(job)
+    try:
+        return _processor(job, _settings) or {}
+    finally:
+        if board is not None:
+            board.job_finished()
 
 
 def noop(job: Job, settings: Settings) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 from docutrain_cli.jobs import STATES, Job, JobState
 
@@ -24,6 +24,9 @@ class QueueStats:
     # Backend figures worth showing as-is (pgmq: queue length, oldest message
     # age, dead-letter count from pgmq.metrics); empty for the local file.
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The holder as data ({"pid", "host", "since"}) for the dashboard; None
+    # when free or when the backend does not track runners (pgmq).
+    runner_info: dict[str, Any] | None = None
 
     @classmethod
     def empty(cls) -> "QueueStats":
@@ -34,6 +37,20 @@ class QueueStats:
         """Jobs that still need work: queued, running or waiting to retry."""
         c = self.counts
         return c["queued"] + c["running"] + c["retrying"]
+
+
+class Finished(NamedTuple):
+    """One finished job, as the dashboard and /metrics count it. Read from
+    the queue's own records (done and dead), so it is right whichever
+    process or machine did the work."""
+
+    job_id: int
+    outcome: str  # "done" or "dead"
+    finished_at: float  # epoch seconds
+    seconds: float | None  # from the last lease to the finish
+    pages: int
+    tokens: int  # embedding tokens sent (cached ones cost none)
+    model: str | None  # embedding model, for done jobs that embedded
 
 
 class JobQueue(abc.ABC):
@@ -102,6 +119,17 @@ class JobQueue(abc.ABC):
     @abc.abstractmethod
     def job(self, job_id: int) -> Job | None: ...
 
+    def finished(self, since: float = 0.0) -> list[Finished]:
+        """Done and dead jobs that finished at or after `since`, oldest first.
+        Backends answer this in SQL; this fallback reads whole records."""
+        found = [
+            finished_record(job)
+            for state in (JobState.DONE, JobState.DEAD)
+            for job in self.jobs(state, limit=10**9)
+            if (job.finished_at or 0.0) >= since
+        ]
+        return sorted(found, key=lambda f: f.finished_at)
+
     @abc.abstractmethod
     def revive(self, job_ids: Sequence[int] | None = None) -> list[int]:
         """Put dead jobs back with a fresh attempt count; None means all dead.
@@ -115,3 +143,17 @@ class JobQueue(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def finished_record(job: Job) -> Finished:
+    result = job.result or {}
+    seconds = job.finished_at - job.started_at if job.finished_at and job.started_at else None
+    return Finished(
+        job.id,
+        job.state.value,
+        job.finished_at or 0.0,
+        seconds,
+        int(result.get("pages") or 0),
+        int(result.get("tokens_embedded") or 0),
+        result.get("embedding_model"),
+    )
