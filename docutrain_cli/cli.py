@@ -221,6 +221,25 @@ def _install_stop_handlers(runner) -> None:
     signal.signal(signal.SIGTERM, lambda *_: runner.request_stop("terminated"))
 
 
+# -- serve --------------------------------------------------------------------
+@app.command()
+@_also_after_the_command
+def serve(
+    ctx: typer.Context,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; other than loopback needs serve_token."),
+    port: int = typer.Option(8080, "--port", help="Port (0: any free port; the address is printed)."),
+    allow_local_paths: bool = typer.Option(False, "--allow-local-paths", help="Let requests name files on this machine."),
+    access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
+) -> None:
+    """Accept documents over HTTP (POST /v1/documents, Supabase webhooks) into the queue.
+
+    Example: DOCUTRAIN_SERVE_TOKEN=... docutrain serve --host 0.0.0.0 --port 8080
+    """
+    from docutrain_cli.serve import ServeOptions, serve as serve_http
+
+    serve_http(_settings(ctx), host, port, ServeOptions(allow_local_paths=allow_local_paths), access_log)
+
+
 # -- status -------------------------------------------------------------------
 @app.command()
 @_also_after_the_command
@@ -229,21 +248,14 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
 
     Example: docutrain status --json
     """
+    from docutrain_cli.status import status_report
+
     settings = _settings(ctx)
     with _queue(settings) as queue:
         stats = queue.stats(time.time())
         queue_exclusive = queue.exclusive
-    from docutrain_cli.status import outbox_status
-
-    outbox = outbox_status(settings)
-    data = {
-        **stats.counts,
-        "oldest_queued_age_seconds": stats.oldest_queued_age,
-        "next_retry_at": stats.next_retry_at,
-        "runner": stats.runner,
-        "queue_details": stats.details,
-        "supabase_outbox": outbox,
-    }
+    data = status_report(settings, stats)
+    outbox = data["supabase_outbox"]
     if as_json:
         _emit_json(data)
         return

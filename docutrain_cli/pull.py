@@ -17,6 +17,11 @@ def pending_documents(settings: Settings, limit: int | None = None) -> list[dict
     return SupabaseSink(settings).pending_documents(limit)
 
 
+def document_row(settings: Settings, document_id: str) -> dict | None:
+    """One row of the documents table (id, user_id, status, storage_path), or None."""
+    return SupabaseSink(settings).document(document_id)
+
+
 def job_fields(row: dict, settings: Settings) -> dict | None:
     """The enqueue arguments for one pending row: source, document_id, user_id.
     None when the row has no storage_path (nothing to download)."""

@@ -14,6 +14,7 @@ from typing import Any
 from docutrain_cli.config import Settings
 from docutrain_cli.jobs import Job
 from docutrain_cli.outbox import FlushResult, Outbox
+from docutrain_cli.queues.base import QueueStats
 from docutrain_cli.store import LocalStore
 
 log = logging.getLogger("docutrain.status")
@@ -94,6 +95,10 @@ class StatusRecorder:
     def backlog(self) -> int:
         return self.outbox.backlog()
 
+    def waiting_document_ids(self) -> set[str]:
+        """Documents whose status Supabase has not received yet."""
+        return self.outbox.document_ids()
+
     def last_error(self) -> tuple[str, float] | None:
         return self.outbox.last_error()
 
@@ -125,6 +130,18 @@ def sync(settings: Settings, *, deadline_seconds: float = 60.0) -> dict:
         }
     finally:
         recorder.close()
+
+
+def status_report(settings: Settings, stats: QueueStats) -> dict:
+    """The object `docutrain status --json` prints and `GET /v1/status` answers."""
+    return {
+        **stats.counts,
+        "oldest_queued_age_seconds": stats.oldest_queued_age,
+        "next_retry_at": stats.next_retry_at,
+        "runner": stats.runner,
+        "queue_details": stats.details,
+        "supabase_outbox": outbox_status(settings),
+    }
 
 
 def outbox_status(settings: Settings) -> dict | None:

@@ -1,5 +1,6 @@
-"""A real uvicorn server on 127.0.0.1 (port 0) serving the dashboard, in a
-thread of the test process; `docutrain run` runs in its own processes."""
+"""A real uvicorn server on 127.0.0.1 (port 0) serving `docutrain serve`'s
+app, in a thread of the test process (so each test can pick its settings);
+`docutrain run` runs in its own processes."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from docutrain_cli.config import load_settings
 
 @contextlib.contextmanager
 def serve(app) -> Iterator[str]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -39,7 +40,8 @@ def settings_for(docutrain, **overrides):
 
 @contextlib.contextmanager
 def dashboard(docutrain, token: str | None = "test-token-123", **overrides) -> Iterator[str]:
-    from docutrain_cli.serve.dashboard import dashboard_app
+    """The whole `docutrain serve` app (API and dashboard) on the fixture's queue."""
+    from docutrain_cli.serve import create_app
 
-    with serve(dashboard_app(settings_for(docutrain, **overrides), token)) as url:
+    with serve(create_app(settings_for(docutrain, serve_token=token, **overrides))) as url:
         yield url

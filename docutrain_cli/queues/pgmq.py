@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import logging
 import math
 import re
 import time
@@ -40,7 +41,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 from docutrain_cli.config import redact_url
 from docutrain_cli.errors import ConfigError, DocutrainError, ServiceUnavailableError
 from docutrain_cli.jobs import STATES, Job, JobState
-from docutrain_cli.queues.base import Finished, JobQueue, QueueStats
+from docutrain_cli.queues.base import Finished, JobQueue, QueueStats, Waiter
 
 KEEP_DONE_RECORDS = 100_000
 CONNECT_TIMEOUT = 10  # seconds
@@ -56,10 +57,12 @@ ENABLE_HINT = (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("docutrain.pgmq")
 
 # -- the message fields we add, read in SQL --------------------------------
 _ATTEMPTS = "(read_ct - coalesce((message->>'uncounted_reads')::int, 0))"
 _HELD = "(read_ct > coalesce((message->>'returned_at_read')::int, 0))"
+_DOCUMENT_ID = "(message->>'document_id')"
 # Every message we write carries job_id (enqueue adds it in the sending
 # transaction); the same expression is indexed by init_queue.
 _JOB_ID = "((message->>'job_id')::bigint)"
@@ -240,10 +243,53 @@ class PgmqQueue(JobQueue):
                     " WHERE msg_id = ANY(%s)",
                     (ids,),
                 )
+                self._notify(cur)
             return ids
 
         ids = self._db(work) if jobs else []
         return sorted(ids)  # send_batch inserts in order; the ids are too
+
+    def enqueue_unique(self, job: Job) -> tuple[int, bool]:
+        # A transaction-scoped advisory lock on (queue, document id) makes the
+        # check and the send one step for every machine using this database;
+        # every message in the main queue is queued, running or retrying
+        # (done ones are archived, dead ones moved to the dead-letter queue).
+        if not job.document_id:
+            raise ValueError("enqueue_unique needs a job with a document_id")
+
+        def work(conn) -> tuple[int, bool]:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                    (f"docutrain:{self.name}:{job.document_id}",),
+                )
+                row = cur.execute(
+                    f"SELECT {_JOB_ID} FROM {self._q} WHERE {_DOCUMENT_ID} = %s ORDER BY msg_id LIMIT 1",
+                    (job.document_id,),
+                ).fetchone()
+                if row:
+                    return int(row[0]), False
+                (msg_id,) = cur.execute(
+                    "SELECT * FROM pgmq.send(%s, %s, 0)", (self.name, self._json(job.payload()))
+                ).fetchone()
+                cur.execute(
+                    f"UPDATE {self._q} SET message = message || jsonb_build_object('job_id', msg_id)"
+                    " WHERE msg_id = %s",
+                    (msg_id,),
+                )
+                self._notify(cur)
+            return int(msg_id), True
+
+        return self._db(work)
+
+    @property
+    def channel(self) -> str:
+        """The LISTEN/NOTIFY channel producers announce new jobs on."""
+        return f"docutrain_{self.name}"
+
+    def _notify(self, cur) -> None:
+        # Delivered at commit, and only if the transaction commits.
+        cur.execute("SELECT pg_notify(%s, '')", (self.channel,))
 
     def active_hashes(self) -> set[str]:
         rows = self._db(
@@ -283,6 +329,9 @@ class PgmqQueue(JobQueue):
             self._leases[job.id] = (msg_id, read_ct)
             leased.append(job)
         return leased
+
+    def waiter(self) -> "NotifyWaiter":
+        return NotifyWaiter(self.url, self.channel)
 
     def extend_lease(self, jobs: Sequence[Job], seconds: float) -> None:
         msg_ids = [self._leases[j.id][0] for j in jobs if j.id in self._leases]
@@ -494,6 +543,18 @@ class PgmqQueue(JobQueue):
         )
         return [Finished(*row) for row in rows]
 
+    def document_jobs(self, document_id: str, limit: int = 20) -> list[Job]:
+        def work(conn) -> list[Job]:
+            with conn.transaction(), conn.cursor() as cur:
+                where, params = f"{_DOCUMENT_ID} = %s", (document_id,)
+                return (
+                    self._main_jobs(cur, where, params, limit)
+                    + self._archived_jobs(cur, self._dq, JobState.DEAD, where, params, limit)
+                    + self._archived_jobs(cur, self._a, JobState.DONE, where, params, limit)
+                )
+
+        return sorted(self._db(work), key=lambda j: j.id, reverse=True)[:limit]
+
     def revive(self, job_ids: Sequence[int] | None = None) -> list[int]:
         def work(conn) -> list[int]:
             with conn.transaction(), conn.cursor() as cur:
@@ -517,12 +578,59 @@ class PgmqQueue(JobQueue):
                 cur.execute(
                     "SELECT * FROM pgmq.delete(%s, %s::bigint[])", (self.dead_name, [r[0] for r in rows])
                 )
+                self._notify(cur)
             return revived
 
         return self._db(work)
 
     def close(self) -> None:
         self._conn.close()
+
+
+class NotifyWaiter(Waiter):
+    """An idle runner waits for NOTIFY on the queue's channel on a connection
+    of its own (LISTEN needs a session: it does not work through the Supabase
+    transaction pooler, where the runner falls back to polling). Any trouble
+    with that connection also means polling until the next try."""
+
+    RECONNECT_EVERY = 30.0
+
+    def __init__(self, url: str, channel: str):
+        self.url, self.channel = url, channel
+        self._conn = None
+        self._next_try = 0.0
+        self._listen()
+
+    def _listen(self) -> None:
+        self._next_try = time.monotonic() + self.RECONNECT_EVERY
+        try:
+            conn = _connect(self.url)
+            conn.execute(f'LISTEN "{self.channel}"')  # the name is checked by _check_name
+        except Exception as exc:  # noqa: BLE001 - polling still works
+            log.warning("cannot LISTEN for new jobs (%s); the runner polls instead", _scrub(_one_line(exc), self.url))
+            return
+        self._conn = conn
+
+    def wait(self, timeout: float) -> bool:
+        if self._conn is None:
+            if time.monotonic() >= self._next_try:
+                self._listen()
+            if self._conn is None:
+                return super().wait(timeout)
+        try:
+            for _ in self._conn.notifies(timeout=max(timeout, 0.0), stop_after=1):
+                return True
+            return False
+        except Exception as exc:  # noqa: BLE001 - a dropped connection: poll, reconnect later
+            log.warning("lost the LISTEN connection (%s); polling until it is back", _scrub(_one_line(exc), self.url))
+            self.close()
+            return False
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
 
 
 # -- docutrain queue init ---------------------------------------------------
@@ -602,11 +710,16 @@ def init_queue(url: str, queue_name: str = "docutrain") -> str:
             for queue in (name, name + DEAD_SUFFIX):
                 existed = conn.execute("SELECT to_regclass(%s)", (f"pgmq.q_{queue}",)).fetchone()[0]
                 conn.execute("SELECT pgmq.create(%s)", (queue,))
-                # job(id) looks messages up by job_id; keep that an index scan.
+                # job(id) looks messages up by job_id, enqueue_unique and
+                # document_jobs by document_id; keep those index scans.
                 for prefix in ("q", "a"):
                     conn.execute(
                         f"CREATE INDEX IF NOT EXISTS {prefix}_{queue}_job_id"
                         f" ON pgmq.{prefix}_{queue} (((message->>'job_id')::bigint))"
+                    )
+                    conn.execute(
+                        f"CREATE INDEX IF NOT EXISTS {prefix}_{queue}_document_id"
+                        f" ON pgmq.{prefix}_{queue} ((message->>'document_id'))"
                     )
                 done.append(f"queue {queue} {'already there' if existed else 'created'}")
         except psycopg.Error as exc:

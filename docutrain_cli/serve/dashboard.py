@@ -11,19 +11,24 @@ internet and there is no chart library to vendor.
 
 Every request reads the queue and the files next to the store afresh, so the
 page is right whichever process did the work. Reads and writes go through
-the queue library (`stats`, `jobs`, `job`, `revive`), as the CLI's do.
+the queue library (`stats`, `jobs`, `job`, `revive`), as the CLI's do, on
+the server's shared queue handles (serve/handles.py), in worker threads.
+
+The API's TokenAuth middleware lets the browser pages through
+(`handles_own_auth`): they take the bearer header *or* the login cookie,
+and send a browser to the log-in form instead of answering JSON 401.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 from urllib.parse import parse_qs, urlencode
 
 import jinja2
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -32,10 +37,10 @@ from starlette.staticfiles import StaticFiles
 from docutrain_cli.activity import WorkerBoard
 from docutrain_cli.config import Settings
 from docutrain_cli.jobs import STATES, JobState
-from docutrain_cli.queues import JobQueue, open_queue
 from docutrain_cli.errors import DocutrainError
 from docutrain_cli.serve import metrics
 from docutrain_cli.serve import session as sess
+from docutrain_cli.serve.handles import QueueHandles
 from docutrain_cli.serve.overview import gather
 
 HERE = Path(__file__).parent
@@ -96,17 +101,16 @@ class Dashboard:
     def __init__(
         self,
         settings: Settings,
-        sessions: sess.Sessions,
+        handles: QueueHandles,
         *,
-        queue_factory: Callable[[Settings], JobQueue] = open_queue,
         budget_snapshot: Callable[[], dict[str, Any] | None] = lambda: None,
     ):
         self.settings = settings
-        self.sessions = sessions
-        self._open_queue = queue_factory
+        self.sessions = sess.Sessions(settings.serve_token)
+        self.handles = handles
         self._budget = budget_snapshot
         self.templates = make_templates()
-        self.registry = metrics.registry_for(settings, queue_factory)
+        self.registry = metrics.registry_for(settings)
 
     def routes(self) -> list:
         return [
@@ -122,14 +126,6 @@ class Dashboard:
         ]
 
     # -- plumbing -----------------------------------------------------------
-    @contextlib.contextmanager
-    def _queue(self) -> Iterator[JobQueue]:
-        queue = self._open_queue(self.settings)
-        try:
-            yield queue
-        finally:
-            queue.close()
-
     def authenticated(self, request: Request) -> str | None:
         """'bearer', 'cookie', 'open' (no token configured) or None."""
         if not self.sessions.login_required:
@@ -192,7 +188,7 @@ class Dashboard:
         return None, form
 
     # -- pages --------------------------------------------------------------
-    def index(self, request: Request) -> Response:
+    async def index(self, request: Request) -> Response:
         if not self.authenticated(request):
             return self._refuse(request)
         state = request.query_params.get("state") or None
@@ -201,8 +197,8 @@ class Dashboard:
         search = request.query_params.get("q", "")[:200]
         from docutrain_cli.status import outbox_status
 
-        with self._queue() as queue:
-            overview = gather(
+        def work(queue):
+            return gather(
                 queue,
                 WorkerBoard.for_store(self.settings.store),
                 outbox=outbox_status(self.settings),
@@ -210,6 +206,8 @@ class Dashboard:
                 state=state,
                 search=search,
             )
+
+        overview = await self.handles.call(work)
         notice = _notice(request.query_params)
         template = "_live.html" if request.query_params.get("partial") else "dashboard.html"
         return self._render(
@@ -217,12 +215,11 @@ class Dashboard:
             queue_label=self._queue_label(),
         )
 
-    def job_page(self, request: Request) -> Response:
+    async def job_page(self, request: Request) -> Response:
         if not self.authenticated(request):
             return self._refuse(request)
         job_id = request.path_params["job_id"]
-        with self._queue() as queue:
-            job = queue.job(job_id)
+        job = await self.handles.call(lambda queue: queue.job(job_id))
         if job is None:
             return self._render(request, "not_found.html", status=404, job_id=job_id)
         template = "_job.html" if request.query_params.get("partial") else "job.html"
@@ -236,7 +233,7 @@ class Dashboard:
         if refused:
             return refused
         job_id = request.path_params["job_id"]
-        revived = await _in_thread(self._revive, [job_id])
+        revived = await self.handles.call(lambda queue: queue.revive([job_id]))
         outcome = {"retried": len(revived)} if revived else {"not_dead": job_id}
         return RedirectResponse(f"/jobs/{job_id}?{urlencode(outcome)}", status_code=303)
 
@@ -244,12 +241,8 @@ class Dashboard:
         refused, _ = await self._check_post(request)
         if refused:
             return refused
-        revived = await _in_thread(self._revive, None)
+        revived = await self.handles.call(lambda queue: queue.revive(None))
         return RedirectResponse(f"/?{urlencode({'retried': len(revived)})}", status_code=303)
-
-    def _revive(self, job_ids: list[int] | None) -> list[int]:
-        with self._queue() as queue:
-            return queue.revive(job_ids)
 
     def _queue_label(self) -> str:
         from docutrain_cli.config import redact_url
@@ -258,11 +251,13 @@ class Dashboard:
             return f"pgmq queue {self.settings.queue_name} at {redact_url(self.settings.queue)}"
         return f"queue {self.settings.queue}"
 
-    def metrics(self, request: Request) -> Response:
+    async def metrics(self, request: Request) -> Response:
         if not self.authenticated(request):
             return PlainTextResponse("missing or wrong bearer token", status_code=401)
         try:
-            body, content_type = metrics.render(self.registry)
+            # Not on a shared handle: the collector opens its own (a scrape
+            # every 15 s costs little) and runs inside prometheus-client.
+            body, content_type = await run_in_threadpool(metrics.render, self.registry)
         except DocutrainError as exc:  # e.g. the queue database is down: say so, no traceback
             return PlainTextResponse(f"cannot read the queue: {exc}", status_code=503)
         return Response(body, media_type=content_type)
@@ -318,15 +313,8 @@ def _notice(params) -> str | None:
     return None
 
 
-async def _in_thread(fn, *args):
-    from starlette.concurrency import run_in_threadpool
 
-    return await run_in_threadpool(fn, *args)
-
-
-def dashboard_app(settings: Settings, token: str | None, **options: Any):
-    """A Starlette app with the dashboard and /metrics alone (the API server
-    mounts `Dashboard(...).routes()` beside its own)."""
-    from starlette.applications import Starlette
-
-    return Starlette(routes=Dashboard(settings, sess.Sessions(token), **options).routes())
+def handles_own_auth(path: str) -> bool:
+    """Paths the dashboard authenticates itself (bearer or cookie; a browser
+    without either is sent to the log-in form)."""
+    return path in ("/", "/login", "/logout") or path.startswith(("/jobs/", "/static/"))

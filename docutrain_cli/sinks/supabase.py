@@ -171,6 +171,17 @@ class SupabaseSink:
 
     # -- pending documents ---------------------------------------------------
 
+    def document(self, document_id: str) -> dict | None:
+        """One user_documents row (id, user_id, status, storage_path), or None."""
+        table = self.settings.documents_table
+        try:
+            response = (
+                self._table(table).select("id,user_id,status,storage_path").eq("id", document_id).limit(1).execute()
+            )
+        except Exception as exc:  # noqa: BLE001
+            raise classify(exc, f"select from {table}") from None
+        return response.data[0] if response.data else None
+
     def pending_documents(self, limit: int | None = None, page_size: int = 1000) -> list[dict]:
         """user_documents rows with status 'pending' (id, user_id, storage_path)."""
         table = self.settings.documents_table
