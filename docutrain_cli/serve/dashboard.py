@@ -91,6 +91,8 @@ def make_templates() -> jinja2.Environment:
     env.filters["age"] = _age
     env.filters["when"] = _when
     env.filters["num"] = lambda n: f"{n:,}" if isinstance(n, (int, float)) else "–"
+    # Errors start with the file's path, which the table shows beside them.
+    env.filters["without_source"] = lambda error, source: (error or "").removeprefix(f"{source}: ")
     env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, default=str)
     return env
 

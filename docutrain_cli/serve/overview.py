@@ -80,6 +80,11 @@ class Overview:
     search: str
 
     @property
+    def on_worker(self) -> dict[int, int]:
+        """job id -> pid of the worker processing it (this machine's workers)."""
+        return {w.job_id: w.pid for w in self.workers if w.job_id is not None}
+
+    @property
     def stuck(self) -> list[str]:
         """One line per thing an operator should look at, most urgent first."""
         c, lines = self.stats.counts, []
