@@ -68,9 +68,9 @@ class _AckQueue(SQLiteAckQueue):
     def _new_db_connection(self, path, multithreading, timeout):  # noqa: D401
         # Not super(): it switches to WAL without waiting for the lock, which
         # fails when processes open a fresh file together (see use_wal).
-        conn = sqlite3.connect(
-            os.path.join(path, self.db_file_name), timeout=timeout, check_same_thread=not multithreading
-        )
+        # check_same_thread=False: a handle may move between threads (serve
+        # lends handles to request threads) but is never used by two at once.
+        conn = sqlite3.connect(os.path.join(path, self.db_file_name), timeout=timeout, check_same_thread=False)
         return _tune(conn)
 
 
@@ -91,7 +91,9 @@ class LocalQueue(JobQueue):
                 serializer=json_serializer,
                 timeout=BUSY_TIMEOUT,
             )
-            self._db = _tune(sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None))
+            self._db = _tune(
+                sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+            )
             self._db.execute(
                 f"CREATE TABLE IF NOT EXISTS {DONE_TABLE} ("
                 " id INTEGER PRIMARY KEY, data TEXT NOT NULL, finished_at REAL NOT NULL)"

@@ -1,7 +1,8 @@
 """Where a document sent over HTTP is read from.
 
 `storage_path` names an object in Supabase Storage (the bucket is the
-`storage_bucket` setting, or give `supabase://bucket/path`). Without it, the
+`storage_bucket` setting, or give `supabase://bucket/path`); a path on this
+machine must look like one (absolute, `./`, `~` or `file://`). Without it, the
 path is looked up in the document's `user_documents` row. A local file path
 is refused unless the operator started `serve --allow-local-paths`: a web
 request must not make the server read whatever file it names.
@@ -16,10 +17,9 @@ from docutrain_cli.discover import sha256_file
 from docutrain_cli.serve.errors import ApiError
 
 
-def _is_local(path: str, settings: Settings) -> bool:
-    if path.startswith(("/", "./", "../", "~", "file:")):
-        return True
-    return not settings.supabase_enabled  # nowhere else it could be
+def _is_local(path: str) -> bool:
+    # A relative path is a Storage path: local ones must say so.
+    return path.startswith(("/", "./", "../", "~", "file:"))
 
 
 def resolve_source(settings: Settings, document_id: str, storage_path: str | None,
@@ -38,7 +38,7 @@ def resolve_source(settings: Settings, document_id: str, storage_path: str | Non
         except Exception as exc:  # noqa: BLE001 - PermanentError with the reason
             raise ApiError(422, f"storage_path: {exc}") from None
         return storage_path, None
-    if not _is_local(storage_path, settings):
+    if not _is_local(storage_path):
         return make_source(settings.storage_bucket, storage_path), None
     if not allow_local_paths:
         raise ApiError(
