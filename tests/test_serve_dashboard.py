@@ -182,3 +182,38 @@ def test_metrics_match_status_json_after_a_real_run(finished_run):
     tokens = sum(job["result"]["tokens_embedded"] for job in jobs_json(finished_run, "done"))
     model = jobs_json(finished_run, "done")[0]["result"]["embedding_model"]
     assert tokens > 0 and samples[("docutrain_embedding_tokens_total", (("model", model),))] == tokens
+
+
+def test_the_supabase_outbox_backlog_and_its_last_error_are_shown(docutrain):
+    """A real flush to a Supabase that refuses connections leaves a backlog and an error."""
+    import socket
+
+    from dashboard_server import settings_for
+
+    from docutrain_cli.jobs import Job
+    from docutrain_cli.status import StatusRecorder, status_report
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    supabase = {"supabase_url": f"http://127.0.0.1:{dead_port}", "supabase_service_role_key": "service-role-secret"}
+    settings = settings_for(docutrain, **supabase)
+    recorder = StatusRecorder(settings, request_timeout=2)
+    for i in range(2):
+        recorder.processing(Job(id=i + 1, source=f"supabase://documents/u/<b>{i}</b>.pdf", document_id=f"doc-{i}"))
+    recorder.flush(5, force=True)
+    recorder.close()
+
+    with dashboard(docutrain, **supabase) as url, httpx.Client(base_url=url) as client:
+        login(client)
+        page = client.get("/").text
+        outbox = page.split('aria-label="Supabase outbox"')[1].split("</section>")[0]
+        assert 'id="outbox-backlog">2<' in outbox and "last error at" in outbox
+        assert "service-role-secret" not in page
+        assert "Supabase outbox: 2 change(s) waiting" in page  # in "needs attention"
+        metrics = client.get("/metrics", headers={"authorization": f"Bearer {TOKEN}"}).text
+    assert "docutrain_outbox_backlog 2.0" in metrics
+    from docutrain_cli.queues import open_queue
+
+    with open_queue(settings) as queue:
+        assert status_report(settings, queue.stats(0))["supabase_outbox"]["backlog"] == 2

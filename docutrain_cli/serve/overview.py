@@ -170,7 +170,7 @@ def gather(
         recent = [j for j in candidates if matches(j, search)][:RECENT_LIMIT]
     else:
         recent = queue.jobs(state_enum, limit=RECENT_LIMIT)
-    limit = (budget or {}).get("limit_tokens_per_minute")
+    limit = (budget or {}).get("tokens_per_minute_limit")
     charts = [
         bar_chart("Jobs finished per minute", "jobs", minutes, lambda m: m.done + m.dead),
         bar_chart("Pages per minute", "pages", minutes, lambda m: m.pages),
