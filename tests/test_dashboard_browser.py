@@ -104,6 +104,17 @@ def test_counts_change_while_a_run_drains_then_log_out(browser, docutrain, fast_
         log_in(page, url)
         assert count(page, "queued") == 7 and count(page, "done") == 0
         page.evaluate("window.notReloaded = true")
+        # a search being typed survives the refreshes
+        page.fill("input[name=q]", "sleep-0.7-3")
+        before = page.inner_text("p.updated")
+        page.wait_for_timeout(2500)
+        assert page.input_value("input[name=q]") == "sleep-0.7-3"
+        assert page.inner_text("p.updated") == before  # held back while typing
+        page.locator("input[name=q]").blur()
+        end = time.monotonic() + 10
+        while page.inner_text("p.updated") == before and time.monotonic() < end:
+            page.wait_for_timeout(100)
+        assert page.inner_text("p.updated") != before  # refreshing again
         run = docutrain.start("run", "--drain", "--workers", "1", **env)
         try:
             seen = set()

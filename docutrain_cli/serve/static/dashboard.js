@@ -15,6 +15,7 @@
 
   function refresh() {
     if (document.hidden) return later(); // no work for a tab nobody looks at
+    if (typing()) return later(); // do not wipe a search being typed
     var url = new URL(window.location.href);
     url.searchParams.set("partial", "1");
     fetch(url.toString(), { credentials: "same-origin", cache: "no-store" })
@@ -30,6 +31,11 @@
       })
       .catch(function () { say("cannot reach the server; retrying", true); })
       .then(later);
+  }
+
+  function typing() {
+    var el = document.activeElement;
+    return el && live.contains(el) && /^(INPUT|SELECT|TEXTAREA)$/.test(el.tagName);
   }
 
   function later() { window.setTimeout(refresh, every); }
