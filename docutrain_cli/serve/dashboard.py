@@ -146,7 +146,6 @@ class Dashboard:
             login_required=self.sessions.login_required,
             logged_in=self.authenticated(request) == "cookie",
             refresh_seconds=REFRESH_SECONDS,
-            request_path=request.url.path,
             **context,
         )
         return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
@@ -169,14 +168,15 @@ class Dashboard:
         fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
         return {k: v[0] for k, v in fields.items()}
 
-    async def _check_post(self, request: Request) -> tuple[Response | None, dict[str, str]]:
-        """Auth, then (for browsers) same origin and the CSRF token."""
+    async def _refuse_post(self, request: Request) -> Response | None:
+        """Why this POST may not act (None when it may): auth, then, for
+        browsers, the page's own origin and the CSRF token."""
         how = self.authenticated(request)
         if how is None:
-            return PlainTextResponse("log in first", status_code=401, headers=SECURITY_HEADERS), {}
-        form = await self._form(request) or {}
+            return PlainTextResponse("log in first", status_code=401, headers=SECURITY_HEADERS)
         if how == "bearer":
-            return None, form
+            return None  # no browser sends that header by itself: no CSRF
+        form = await self._form(request) or {}
         base = f"{request.url.scheme}://{request.headers.get('host', '')}"
         session = request.cookies.get(sess.COOKIE) if self.sessions.login_required else None
         if not sess.same_origin(request.headers, base) or not self.sessions.csrf_ok(
@@ -186,8 +186,8 @@ class Dashboard:
                 "refused: this form did not come from the dashboard (reload the page and try again)",
                 status_code=403,
                 headers=SECURITY_HEADERS,
-            ), form
-        return None, form
+            )
+        return None
 
     # -- pages --------------------------------------------------------------
     async def index(self, request: Request) -> Response:
@@ -231,7 +231,7 @@ class Dashboard:
         )
 
     async def retry_one(self, request: Request) -> Response:
-        refused, _ = await self._check_post(request)
+        refused = await self._refuse_post(request)
         if refused:
             return refused
         job_id = request.path_params["job_id"]
@@ -240,7 +240,7 @@ class Dashboard:
         return RedirectResponse(f"/jobs/{job_id}?{urlencode(outcome)}", status_code=303)
 
     async def retry_dead(self, request: Request) -> Response:
-        refused, _ = await self._check_post(request)
+        refused = await self._refuse_post(request)
         if refused:
             return refused
         revived = await self.handles.call(lambda queue: queue.revive(None))
@@ -293,7 +293,7 @@ class Dashboard:
         return response
 
     async def logout(self, request: Request) -> Response:
-        refused, _ = await self._check_post(request)
+        refused = await self._refuse_post(request)
         if refused:
             return refused
         response = RedirectResponse("/login", status_code=303)
