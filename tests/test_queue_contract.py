@@ -317,7 +317,7 @@ def test_finished_lists_done_and_dead_jobs_with_their_figures(queue):
     leased = {j.id: j for j in lease_all(queue)}
     before = time.time()
     done = leased[ids[0]]
-    done.result = {"pages": 3, "tokens_embedded": 1200, "embedding_model": "text-embedding-3-small"}
+    done.result = {"pages": 3, "tokens_embedded": 1200, "model": "text-embedding-3-small"}
     queue.complete(done)
     queue.bury(leased[ids[1]], "corrupt")
     queue.retry_later(leased[ids[2]], "boom", time.time() + 3600)  # not finished

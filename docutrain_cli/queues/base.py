@@ -184,5 +184,5 @@ def finished_record(job: Job) -> Finished:
         seconds,
         int(result.get("pages") or 0),
         int(result.get("tokens_embedded") or 0),
-        result.get("embedding_model"),
+        result.get("model") or result.get("embedding_model"),  # JobResult / older records
     )

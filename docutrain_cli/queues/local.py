@@ -268,7 +268,9 @@ class LocalQueue(JobQueue):
         rows = self._db.execute(
             f"SELECT id, 'done', finished_at, finished_at - {field('started_at')},"
             f" coalesce({field('result.pages')}, 0), coalesce({field('result.tokens_embedded')}, 0),"
-            f" {field('result.embedding_model')} FROM {DONE_TABLE} WHERE finished_at >= ?"
+            # `model` in JobResult records; `embedding_model` in older ones
+            f" coalesce({field('result.model')}, {field('result.embedding_model')})"
+            f" FROM {DONE_TABLE} WHERE finished_at >= ?"
             " UNION ALL"
             f" SELECT _id, 'dead', {field('finished_at')}, {field('finished_at')} - {field('started_at')},"
             f" 0, 0, NULL FROM {TABLE} WHERE status = {DEAD} AND coalesce({field('finished_at')}, 0) >= ?"

@@ -534,7 +534,9 @@ class PgmqQueue(JobQueue):
                 f"SELECT {_JOB_ID}, 'done', {finished_at}, {seconds},"
                 " coalesce((message->'result'->>'pages')::int, 0),"
                 " coalesce((message->'result'->>'tokens_embedded')::bigint, 0),"
-                f" message->'result'->>'embedding_model' FROM {self._a} WHERE {finished_at} >= %s"
+                # `model` in JobResult records; `embedding_model` in older ones
+                " coalesce(message->'result'->>'model', message->'result'->>'embedding_model')"
+                f" FROM {self._a} WHERE {finished_at} >= %s"
                 " UNION ALL"
                 f" SELECT {_JOB_ID}, 'dead', {finished_at}, {seconds}, 0, 0, NULL"
                 f" FROM {self._dq} WHERE coalesce({finished_at}, 0) >= %s ORDER BY 3",
