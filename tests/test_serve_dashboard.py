@@ -217,3 +217,14 @@ def test_the_supabase_outbox_backlog_and_its_last_error_are_shown(docutrain):
 
     with open_queue(settings) as queue:
         assert status_report(settings, queue.stats(0))["supabase_outbox"]["backlog"] == 2
+
+
+def test_a_queue_that_cannot_be_read_gives_a_page_that_says_why(docutrain):
+    docutrain.queue.mkdir()  # a folder where the queue file should be
+    with dashboard(docutrain) as url, httpx.Client(base_url=url) as client:
+        login(client)
+        page = client.get("/")
+        assert page.status_code == 503 and "Cannot read the queue" in page.text
+        assert "is a folder" in page.text and 'id="live"' in page.text  # keeps refreshing
+        partial = client.get("/?partial=1")
+        assert partial.status_code == 503 and "<html" not in partial.text

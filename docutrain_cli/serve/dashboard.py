@@ -150,6 +150,14 @@ class Dashboard:
         )
         return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
 
+    def _unavailable(self, request: Request, exc: DocutrainError) -> Response:
+        """The queue cannot be read (database down, bad setting): say so on
+        a page (the library's messages never hold a password), and keep
+        refreshing, so the page recovers by itself."""
+        message = " ".join(str(exc).split())
+        template = "_unavailable.html" if request.query_params.get("partial") else "unavailable.html"
+        return self._render(request, template, status=503, message=message, queue_label=self._queue_label())
+
     def _refuse(self, request: Request) -> Response:
         if request.query_params.get("partial") or request.method != "GET":
             return PlainTextResponse("log in first", status_code=401, headers=SECURITY_HEADERS)
@@ -209,7 +217,10 @@ class Dashboard:
                 search=search,
             )
 
-        overview = await self.handles.call(work)
+        try:
+            overview = await self.handles.call(work)
+        except DocutrainError as exc:
+            return self._unavailable(request, exc)
         notice = _notice(request.query_params)
         template = "_live.html" if request.query_params.get("partial") else "dashboard.html"
         return self._render(
@@ -221,7 +232,10 @@ class Dashboard:
         if not self.authenticated(request):
             return self._refuse(request)
         job_id = request.path_params["job_id"]
-        job = await self.handles.call(lambda queue: queue.job(job_id))
+        try:
+            job = await self.handles.call(lambda queue: queue.job(job_id))
+        except DocutrainError as exc:
+            return self._unavailable(request, exc)
         if job is None:
             return self._render(request, "not_found.html", status=404, job_id=job_id)
         template = "_job.html" if request.query_params.get("partial") else "job.html"

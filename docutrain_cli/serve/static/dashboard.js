@@ -21,7 +21,8 @@
     fetch(url.toString(), { credentials: "same-origin", cache: "no-store" })
       .then(function (response) {
         if (response.status === 401) { window.location.reload(); return null; }
-        if (!response.ok) { say("refresh failed (" + response.status + ")", true); return null; }
+        // 503: the server explains (queue unreachable) in the same fragment.
+        if (!response.ok && response.status !== 503) { say("refresh failed (" + response.status + ")", true); return null; }
         return response.text();
       })
       .then(function (html) {
