@@ -9,7 +9,6 @@ reconcile timer): the tests check the mechanism, not a speed.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 import httpx
@@ -42,11 +41,7 @@ def wait_for(predicate, timeout: float, what: str):
 
 
 def done_documents(docutrain) -> set[str]:
-    """Documents the test processor finished (its output file may be half made)."""
-    try:
-        return {document for document, _ in docutrain.output_rows()}
-    except sqlite3.OperationalError:
-        return set()
+    return {document for document, _ in docutrain.output_rows()}
 
 
 def test_a_service_runner_starts_a_job_posted_over_http_at_once(docutrain):
