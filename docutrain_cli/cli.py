@@ -286,6 +286,12 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
         if outbox.get("last_error"):
             line += f", last error at {_when(outbox.get('last_error_at'))}: {outbox['last_error']}"
         print(line)
+    hooks = data["status_webhook_outbox"]
+    if hooks:
+        line = f"status webhook outbox: {hooks['backlog']} waiting"
+        if hooks.get("last_error"):
+            line += f", last error at {_when(hooks.get('last_error_at'))}: {hooks['last_error']}"
+        print(line)
     if c["dead"]:
         print("see dead jobs with `docutrain jobs --state dead`; retry them with `docutrain retry --all-dead`")
 
@@ -450,10 +456,17 @@ def sync(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=
             f"delivered {result['delivered']}, dropped {result['dropped']} (row gone), "
             f"refused {result['refused']}; {result['backlog']} still waiting"
         )
-    if result.get("enabled") and result.get("error"):
-        _error_line(f"Supabase: {result['error']}")
+    hooks = result.get("status_webhooks")
+    if hooks and not as_json:
+        print(f"status webhooks: delivered {hooks['delivered']}, dropped {hooks['dropped']}, "
+              f"refused {hooks['refused']}; {hooks['backlog']} still waiting")
+    failed = [("status webhook", hooks)] if hooks and hooks.get("error") else []
+    failed += [("Supabase", result)] if result.get("enabled") and result.get("error") else []
+    for name, outcome in failed:
+        _error_line(f"{name}: {outcome['error']}")
+    if failed:
         raise typer.Exit(ExitCode.UNAVAILABLE)
-    if result.get("enabled") and result.get("backlog"):
+    if (result.get("enabled") and result.get("backlog")) or (hooks and hooks["backlog"]):
         raise typer.Exit(ExitCode.PARTIAL)
 
 

@@ -272,6 +272,8 @@ class Runner:
         """Idle: wait for the poll interval, or less when a producer
         announces new jobs (a queued HTTP upload starts at once)."""
         end = time.monotonic() + seconds
+        if self.reconciler is not None:  # a periodic task must not wait for the poll
+            end = min(end, self.reconciler.next_at)
         while self._stop_reason is None and time.monotonic() < end:
             if self._waiter.wait(min(TICK, max(end - time.monotonic(), 0))):
                 return

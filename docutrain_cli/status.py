@@ -1,9 +1,11 @@
-"""The runner's status sink: the local store, plus the Supabase outbox.
+"""The runner's status sink: the local store, plus the Supabase outbox and
+the status-webhook outbox.
 
 Used in the runner's parent process only. Every transition is written to the
-outbox first (when the job belongs to a Supabase row), then to the local
-store; `flush` pushes the outbox to Supabase. Supabase trouble never raises
-out of here: the runner keeps processing and the backlog waits.
+outboxes first (when the job belongs to a document id and that destination is
+configured), then to the local store; `flush` pushes each outbox to its
+destination. Their trouble never raises out of here: the runner keeps
+processing and the backlog waits.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from docutrain_cli.config import Settings
 from docutrain_cli.jobs import Job
 from docutrain_cli.outbox import FlushResult, Outbox
 from docutrain_cli.queues.base import QueueStats
+from docutrain_cli.webhooks import WebhookDelivery, webhook_outbox_path
 from docutrain_cli.store import LocalStore
 
 log = logging.getLogger("docutrain.status")
@@ -33,6 +36,10 @@ class StatusRecorder:
         self._sink = sink
         self._request_timeout = request_timeout
         self.last_result: FlushResult | None = None
+        # Status webhooks: a second outbox file with its own delivery.
+        self.webhook_outbox = Outbox(webhook_outbox_path(settings.store)) if settings.status_webhook_url else None
+        self._webhook_delivery: WebhookDelivery | None = None
+        self.last_webhook_result: FlushResult | None = None
 
     @property
     def sink(self):
@@ -47,7 +54,12 @@ class StatusRecorder:
 
     # -- transitions ---------------------------------------------------------
 
+    def _to_webhooks(self, job: Job, status: str, **fields: Any) -> None:
+        if self.webhook_outbox is not None and job.document_id:
+            self.webhook_outbox.record(job.document_id, status, **fields)
+
     def processing(self, job: Job) -> None:
+        self._to_webhooks(job, "processing")
         if self._remote(job):
             self.outbox.record(job.document_id, "processing")
         self.store.set_status(
@@ -57,6 +69,7 @@ class StatusRecorder:
     def ready(self, job: Job, result: dict) -> None:
         pages = _int(result.get("pages"))
         chunks = _int(result.get("chunks"))
+        self._to_webhooks(job, "ready", page_count=pages, chunk_count=chunks)
         if self._remote(job):
             self.outbox.record(job.document_id, "ready", page_count=pages, chunk_count=chunks)
         self.store.set_status(
@@ -70,6 +83,7 @@ class StatusRecorder:
         )
 
     def error(self, job: Job, message: str) -> None:
+        self._to_webhooks(job, "error", error_message=message)
         if self._remote(job):
             self.outbox.record(job.document_id, "error", error_message=message)
         self.store.set_status(
@@ -79,8 +93,25 @@ class StatusRecorder:
     # -- delivery ------------------------------------------------------------
 
     def flush(self, deadline_seconds: float = FLUSH_DEADLINE, *, force: bool = False) -> int:
-        """Push what the outbox holds; returns how many changes were sent.
-        Never raises for Supabase trouble (see `last_error()` / `backlog()`)."""
+        """Push what the outboxes hold; returns how many changes were sent.
+        Never raises for Supabase or webhook trouble (see `last_error()` / `backlog()`)."""
+        return self.flush_supabase(deadline_seconds, force) + self.flush_webhooks(deadline_seconds, force=force)
+
+    def flush_webhooks(self, deadline_seconds: float = FLUSH_DEADLINE, *, force: bool = False) -> int:
+        if self.webhook_outbox is None:
+            return 0
+        try:
+            if self._webhook_delivery is None:
+                self._webhook_delivery = WebhookDelivery(self.settings, timeout=self._request_timeout)
+            result = self.webhook_outbox.flush(self._webhook_delivery, deadline_seconds=deadline_seconds, force=force)
+        except Exception as exc:  # noqa: BLE001 - keep the backlog, say why
+            log.warning("status webhooks failed: %s", exc)
+            self.webhook_outbox._note_error(f"{type(exc).__name__}: {exc}")
+            result = FlushResult(error=str(exc))
+        self.last_webhook_result = result
+        return result.sent
+
+    def flush_supabase(self, deadline_seconds: float = FLUSH_DEADLINE, force: bool = False) -> int:
         if not self.settings.supabase_enabled:
             return 0
         try:
@@ -106,6 +137,10 @@ class StatusRecorder:
         return self.outbox.info()
 
     def close(self) -> None:
+        if self._webhook_delivery is not None:
+            self._webhook_delivery.close()
+        if self.webhook_outbox is not None:
+            self.webhook_outbox.close()
         self.outbox.close()
         self.store.close()
 
@@ -115,11 +150,18 @@ def sync(settings: Settings, *, deadline_seconds: float = 60.0) -> dict:
     the flush result and the outbox info after it."""
     recorder = StatusRecorder(settings, request_timeout=15.0)
     try:
+        webhooks = None
+        if recorder.webhook_outbox is not None:
+            recorder.flush_webhooks(deadline_seconds, force=True)
+            done = recorder.last_webhook_result or FlushResult()
+            webhooks = {"delivered": done.delivered, "dropped": done.dropped, "refused": done.refused,
+                        "error": done.error, "backlog": recorder.webhook_outbox.backlog()}
         if not settings.supabase_enabled:
-            return {"enabled": False, **recorder.info()}
-        recorder.flush(deadline_seconds, force=True)
+            return {"enabled": False, "status_webhooks": webhooks, **recorder.info()}
+        recorder.flush_supabase(deadline_seconds, True)
         result = recorder.last_result or FlushResult()
         return {
+            "status_webhooks": webhooks,
             "enabled": True,
             "delivered": result.delivered,
             "dropped": result.dropped,
@@ -141,6 +183,7 @@ def status_report(settings: Settings, stats: QueueStats) -> dict:
         "runner": stats.runner,
         "queue_details": stats.details,
         "supabase_outbox": outbox_status(settings),
+        "status_webhook_outbox": webhook_outbox_status(settings),
     }
 
 
@@ -154,6 +197,16 @@ def outbox_status(settings: Settings) -> dict | None:
         return None
     with Outbox(path) as outbox:
         return {"supabase_enabled": settings.supabase_enabled, **outbox.info()}
+
+
+def webhook_outbox_status(settings: Settings) -> dict | None:
+    """The status-webhook outbox fields for `docutrain status`, or None when
+    webhooks were never used here."""
+    path = webhook_outbox_path(settings.store)
+    if not path.exists():
+        return None
+    with Outbox(path) as outbox:
+        return {"url_configured": bool(settings.status_webhook_url), **outbox.info()}
 
 
 def _int(value: Any) -> int | None:

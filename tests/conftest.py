@@ -77,16 +77,22 @@ class Docutrain:
         raise AssertionError(f"timed out waiting for {what}")
 
     def output_rows(self) -> list[tuple]:
-        if not self.output.exists():
-            return []
-        with sqlite3.connect(self.output) as conn:
-            return conn.execute("SELECT document, job FROM output ORDER BY job").fetchall()
+        return self._output("SELECT document, job FROM output ORDER BY job")
 
     def runs(self) -> list[tuple]:
+        return self._output("SELECT job, attempt FROM runs ORDER BY at")
+
+    def _output(self, sql: str) -> list[tuple]:
         if not self.output.exists():
             return []
         with sqlite3.connect(self.output) as conn:
-            return conn.execute("SELECT job, attempt FROM runs ORDER BY at").fetchall()
+            try:
+                return conn.execute(sql).fetchall()
+            except sqlite3.OperationalError as exc:
+                # A worker made the file a moment ago and has not created its tables yet.
+                if "no such table" in str(exc):
+                    return []
+                raise
 
 
 @pytest.fixture

@@ -12,7 +12,11 @@ persist-queue is used in one way only (see docs/design notes in README):
   written with update(); dead jobs are persist-queue's ack_failed rows;
 - counts come from SQL, never qsize() (an in-process counter);
 - acked rows are deleted (clear_acked_data) so get() stays fast; a small
-  `docutrain_done` table in the same file keeps the record of finished jobs.
+  `docutrain_done` table in the same file keeps the record of finished jobs;
+- `enqueue_unique` (one job per active document id) checks and inserts under
+  BEGIN IMMEDIATE, writing the row as persist-queue's put() would: its put
+  commits on its own connection, so it cannot share our transaction;
+- producers wake the lock holder through `<file>.wake` (queues/wake.py).
 """
 
 from __future__ import annotations

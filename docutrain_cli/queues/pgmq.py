@@ -21,6 +21,10 @@ What pgmq does not have is kept in the message JSON (`Job.payload()` plus):
   retry (retrying) from a leased job (running) without an extra write at
   lease time.
 
+Producers NOTIFY `docutrain_<name>` in the transaction that sends; idle
+runners LISTEN (NotifyWaiter), so a new job starts without a poll delay.
+`enqueue_unique` holds a transaction-scoped advisory lock on the document id.
+
 pgmq has no "update message" function, so those fields are written with an
 UPDATE on pgmq's own table, in the same transaction as the move they go with.
 Only SQL functions that pgmq has had since 1.4 (what Supabase ships) are used.
