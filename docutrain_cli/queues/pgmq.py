@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
-import logging
 import math
 import re
 import time
@@ -61,7 +60,6 @@ ENABLE_HINT = (
 )
 
 T = TypeVar("T")
-log = logging.getLogger("docutrain.pgmq")
 
 # -- the message fields we add, read in SQL --------------------------------
 _ATTEMPTS = "(read_ct - coalesce((message->>'uncounted_reads')::int, 0))"
@@ -334,7 +332,9 @@ class PgmqQueue(JobQueue):
             leased.append(job)
         return leased
 
-    def waiter(self) -> "NotifyWaiter":
+    def waiter(self) -> Waiter:
+        from docutrain_cli.queues.wake import NotifyWaiter
+
         return NotifyWaiter(self.url, self.channel)
 
     def extend_lease(self, jobs: Sequence[Job], seconds: float) -> None:
@@ -571,52 +571,6 @@ class PgmqQueue(JobQueue):
 
     def close(self) -> None:
         self._conn.close()
-
-
-class NotifyWaiter(Waiter):
-    """An idle runner waits for NOTIFY on the queue's channel on a connection
-    of its own (LISTEN needs a session: it does not work through the Supabase
-    transaction pooler, where the runner falls back to polling). Any trouble
-    with that connection also means polling until the next try."""
-
-    RECONNECT_EVERY = 30.0
-
-    def __init__(self, url: str, channel: str):
-        self.url, self.channel = url, channel
-        self._conn = None
-        self._next_try = 0.0
-        self._listen()
-
-    def _listen(self) -> None:
-        self._next_try = time.monotonic() + self.RECONNECT_EVERY
-        try:
-            conn = _connect(self.url)
-            conn.execute(f'LISTEN "{self.channel}"')  # the name is checked by _check_name
-        except Exception as exc:  # noqa: BLE001 - polling still works
-            log.warning("cannot LISTEN for new jobs (%s); the runner polls instead", _scrub(_one_line(exc), self.url))
-            return
-        self._conn = conn
-
-    def wait(self, timeout: float) -> bool:
-        if self._conn is None:
-            if time.monotonic() >= self._next_try:
-                self._listen()
-            if self._conn is None:
-                return super().wait(timeout)
-        try:
-            for _ in self._conn.notifies(timeout=max(timeout, 0.0), stop_after=1):
-                return True
-            return False
-        except Exception as exc:  # noqa: BLE001 - a dropped connection: poll, reconnect later
-            log.warning("lost the LISTEN connection (%s); polling until it is back", _scrub(_one_line(exc), self.url))
-            self.close()
-            return False
-
-    def close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                self._conn.close()
-            self._conn = None
 
 
 # -- docutrain queue init ---------------------------------------------------
