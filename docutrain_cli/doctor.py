@@ -140,7 +140,7 @@ def _sink(settings: Settings, timeout: float):
 
 
 def _select(settings: Settings, table: str, columns: str, timeout: float):
-    from docutrain_cli.supabase_client import classify
+    from docutrain_cli.supabase.client import classify
 
     try:
         return _sink(settings, timeout)._table(table).select(columns).limit(0).execute()
@@ -181,7 +181,7 @@ def _columns(settings: Settings, table: str, expected: tuple[str, ...], timeout:
 
 def _match_function(settings: Settings, timeout: float) -> Check:
     from docutrain_cli.schema import vector_dimensions
-    from docutrain_cli.supabase_client import classify
+    from docutrain_cli.supabase.client import classify
 
     name = "function match_document_chunks"
     params = {"query_embedding": [0.0] * vector_dimensions(settings), "match_count": 0}
@@ -200,7 +200,7 @@ def _vector_size(settings: Settings, timeout: float) -> Check:
 
     want = vector_dimensions(settings)
     table = settings.chunks_table
-    from docutrain_cli.supabase_client import classify
+    from docutrain_cli.supabase.client import classify
 
     try:
         rows = _sink(settings, timeout)._table(table).select("embedding").limit(1).execute().data
@@ -223,7 +223,7 @@ def _vector_size(settings: Settings, timeout: float) -> Check:
 
 
 def _bucket(settings: Settings, timeout: float) -> Check:
-    from docutrain_cli.supabase_client import classify
+    from docutrain_cli.supabase.client import classify
 
     name = f"storage bucket {settings.storage_bucket}"
     try:

@@ -127,7 +127,7 @@ def supabase_standin():
     """A real PostgREST + Storage speaking server on 127.0.0.1 (see tests/supabase_standin.py)."""
     from supabase_standin import StandIn
 
-    from docutrain_cli.supabase_client import reset_clients
+    from docutrain_cli.supabase.client import reset_clients
 
     server = StandIn()
     try:

@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 from docutrain_cli.config import Settings
 from docutrain_cli.errors import PermanentError, TransientError
-from docutrain_cli.supabase_client import DEFAULT_TIMEOUT, classify, get_client
+from docutrain_cli.supabase.client import DEFAULT_TIMEOUT, classify, get_client
 
 CHUNK_BATCH_ROWS = 500
 CHUNK_BATCH_BYTES = 4 * 1024 * 1024  # stay well under proxy body limits
