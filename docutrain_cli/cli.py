@@ -155,7 +155,7 @@ def enqueue(
     report = EnqueueReport()
     with _queue(settings) as queue:
         if from_supabase:
-            from docutrain_cli.pull import pending_jobs
+            from docutrain_cli.supabase.pull import pending_jobs
 
             report = enqueue_jobs(queue, pending_jobs(settings, limit=limit), force=force)
         if paths:

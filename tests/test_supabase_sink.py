@@ -11,7 +11,7 @@ import pytest
 from docutrain_cli.doctor import run_checks
 from docutrain_cli.errors import PermanentError, TransientError
 from docutrain_cli.jobs import Job
-from docutrain_cli.pull import pending_documents, pending_jobs
+from docutrain_cli.supabase.pull import pending_documents, pending_jobs
 from docutrain_cli.sinks import supabase as sink_module
 from docutrain_cli.sinks.supabase import StatusChange, SupabaseSink, parse_source
 from docutrain_cli.status import StatusRecorder
