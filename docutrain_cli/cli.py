@@ -414,7 +414,7 @@ def schema(ctx: typer.Context) -> None:
 
     Example: docutrain schema > docutrain.sql   (then paste it into the Supabase SQL editor)
     """
-    from docutrain_cli.schema import render_schema
+    from docutrain_cli.supabase.schema import render_schema
 
     print(render_schema(_settings(ctx)))
 

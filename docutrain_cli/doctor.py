@@ -89,7 +89,7 @@ def _fix_for(message: str) -> str | None:
 # -- configuration -------------------------------------------------------------
 
 def _embedding_config(settings: Settings) -> Check:
-    from docutrain_cli.schema import embedding_model, vector_dimensions
+    from docutrain_cli.supabase.schema import embedding_model, vector_dimensions
 
     try:
         dims = vector_dimensions(settings)
@@ -180,7 +180,7 @@ def _columns(settings: Settings, table: str, expected: tuple[str, ...], timeout:
 
 
 def _match_function(settings: Settings, timeout: float) -> Check:
-    from docutrain_cli.schema import vector_dimensions
+    from docutrain_cli.supabase.schema import vector_dimensions
     from docutrain_cli.supabase.client import classify
 
     name = "function match_document_chunks"
@@ -196,7 +196,7 @@ def _match_function(settings: Settings, timeout: float) -> Check:
 
 
 def _vector_size(settings: Settings, timeout: float) -> Check:
-    from docutrain_cli.schema import vector_dimensions
+    from docutrain_cli.supabase.schema import vector_dimensions
 
     want = vector_dimensions(settings)
     table = settings.chunks_table
@@ -244,7 +244,7 @@ def _bucket(settings: Settings, timeout: float) -> Check:
 def _openai(settings: Settings, timeout: float) -> Check:
     import openai
 
-    from docutrain_cli.schema import vector_dimensions
+    from docutrain_cli.supabase.schema import vector_dimensions
 
     name = "OpenAI embeddings"
     client = openai.OpenAI(

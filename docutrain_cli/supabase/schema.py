@@ -1,6 +1,6 @@
 """`docutrain schema`: the SQL a user applies to their Supabase project.
 
-The template ships as package data (sql/schema.sql); table names and the
+The template ships as package data (schema.sql, next to this module); table names and the
 vector size come from Settings, so the SQL always matches what this
 configuration writes.
 """
@@ -74,7 +74,7 @@ def render_schema(settings: Settings) -> str:
         "distance": distance,
         "index_expression": index_expression,
     }
-    text = resources.files("docutrain_cli").joinpath("sql/schema.sql").read_text(encoding="utf-8")
+    text = resources.files("docutrain_cli.supabase").joinpath("schema.sql").read_text(encoding="utf-8")
     for key, value in values.items():
         text = text.replace("{{" + key + "}}", value)
     leftover = re.search(r"\{\{\w+\}\}", text)
