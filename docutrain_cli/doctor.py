@@ -134,7 +134,7 @@ def _supabase_key(settings: Settings) -> Check:
 # -- Supabase ------------------------------------------------------------------
 
 def _sink(settings: Settings, timeout: float):
-    from docutrain_cli.sinks.supabase import SupabaseSink
+    from docutrain_cli.supabase.chunks import SupabaseSink
 
     return SupabaseSink(settings, timeout=timeout)
 

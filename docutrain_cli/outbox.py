@@ -145,7 +145,7 @@ class Outbox:
 
     def due(self, limit: int = DEFAULT_BATCH, now: float | None = None, *, skip: set[str] = frozenset()) -> list[tuple[int, Any]]:
         """(seq, StatusChange) for the newest change of each document, oldest first."""
-        from docutrain_cli.sinks.supabase import StatusChange
+        from docutrain_cli.supabase.chunks import StatusChange
 
         now = time.time() if now is None else now
         rows = self.conn.execute(

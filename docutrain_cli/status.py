@@ -36,7 +36,7 @@ class StatusRecorder:
     @property
     def sink(self):
         if self._sink is None:  # made on first flush, in this process
-            from docutrain_cli.sinks.supabase import SupabaseSink
+            from docutrain_cli.supabase.chunks import SupabaseSink
 
             self._sink = SupabaseSink(self.settings, timeout=self._request_timeout)
         return self._sink

@@ -26,7 +26,7 @@ from docutrain_cli.config import load_settings
 from docutrain_cli.doctor import run_checks
 from docutrain_cli.outbox import Outbox
 from docutrain_cli.supabase.schema import vector_dimensions
-from docutrain_cli.sinks.supabase import SupabaseSink
+from docutrain_cli.supabase.chunks import SupabaseSink
 from docutrain_cli.store import ChunkRow
 
 pytestmark = [

@@ -33,7 +33,7 @@ def load_source(source: str, *, max_file_mb: float, settings=None) -> LoadedFile
             raise PermanentError(
                 "supabase:// source but Supabase is not configured: set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY"
             )
-        from docutrain_cli.sinks.supabase import download_source
+        from docutrain_cli.supabase.chunks import download_source
 
         path = download_source(settings, source, max_bytes=int(max_file_mb * 1024 * 1024))
         return load_local(path, max_file_mb=max_file_mb)

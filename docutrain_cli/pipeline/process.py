@@ -110,7 +110,7 @@ def process_job(job, settings) -> dict:
         # Supabase (issue 4): the chunks go up before the job reports success,
         # so the runner's `ready` status can never run ahead of them. A
         # failure raises TransientError (the job retries) or PermanentError.
-        from docutrain_cli.sinks.supabase import upload_chunks
+        from docutrain_cli.supabase.chunks import upload_chunks
 
         upload_chunks(settings, job, rows)
     price = price_per_million_tokens(embedder.model)

@@ -6,7 +6,7 @@ database this way, because a row stays 'pending' until a worker picks it up.
 from __future__ import annotations
 
 from docutrain_cli.config import Settings
-from docutrain_cli.sinks.supabase import SupabaseSink, make_source
+from docutrain_cli.supabase.chunks import SupabaseSink, make_source
 
 
 def pending_documents(settings: Settings, limit: int | None = None) -> list[dict]:
