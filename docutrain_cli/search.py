@@ -7,7 +7,7 @@ from pathlib import Path
 
 from docutrain_cli.errors import DocutrainError
 from docutrain_cli.pipeline.embed import DEFAULT_DIMENSIONS, OFFLINE_MODEL, get_embedder
-from docutrain_cli.store import Hit, LocalStore
+from docutrain_cli.store.local import Hit, LocalStore
 
 __all__ = ["Hit", "SearchError", "search"]
 

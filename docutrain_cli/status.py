@@ -14,7 +14,7 @@ from typing import Any
 from docutrain_cli.config import Settings
 from docutrain_cli.jobs import Job
 from docutrain_cli.outbox import FlushResult, Outbox
-from docutrain_cli.store import LocalStore
+from docutrain_cli.store.local import LocalStore
 
 log = logging.getLogger("docutrain.status")
 

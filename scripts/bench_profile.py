@@ -70,7 +70,7 @@ def stages(work: Path) -> None:
     from docutrain_cli.pipeline.embed import get_embedder
     from docutrain_cli.pipeline.extract import Extraction
     from docutrain_cli.pipeline.process import get_store, process_job
-    from docutrain_cli.store import ChunkRow
+    from docutrain_cli.store.local import ChunkRow
 
     pdf = bench.write_pdf(work / "p200.pdf", 200, 100)
     settings = _settings(work)

@@ -17,7 +17,7 @@ from docutrain_cli.errors import PermanentError, TransientError
 from docutrain_cli.jobs import Job
 from docutrain_cli.pipeline.process import process_job
 from docutrain_cli.search import SearchError, search
-from docutrain_cli.store import LocalStore, unpack_vector
+from docutrain_cli.store.local import LocalStore, unpack_vector
 from openai_standin import fake_vector, float32_roundtrip
 
 ROOT = Path(__file__).resolve().parent.parent

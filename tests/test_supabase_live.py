@@ -27,7 +27,7 @@ from docutrain_cli.doctor import run_checks
 from docutrain_cli.outbox import Outbox
 from docutrain_cli.supabase.schema import vector_dimensions
 from docutrain_cli.supabase.chunks import SupabaseSink
-from docutrain_cli.store import ChunkRow
+from docutrain_cli.store.local import ChunkRow
 
 pytestmark = [
     pytest.mark.live,

@@ -15,7 +15,7 @@ from docutrain_cli.supabase.pull import pending_documents, pending_jobs
 from docutrain_cli.sinks import supabase as sink_module
 from docutrain_cli.supabase.chunks import StatusChange, SupabaseSink, parse_source
 from docutrain_cli.status import StatusRecorder
-from docutrain_cli.store import ChunkRow, LocalStore
+from docutrain_cli.store.local import ChunkRow, LocalStore
 
 
 def chunks(n: int, dims: int = 4, tag: str = "v1") -> list[ChunkRow]:

@@ -17,7 +17,7 @@ from docutrain_cli.errors import PermanentError
 from docutrain_cli.pipeline.chunk import chunk_pages
 from docutrain_cli.pipeline.embed import get_embedder, price_per_million_tokens
 from docutrain_cli.pipeline.load import load_source
-from docutrain_cli.store import ChunkRow, LocalStore
+from docutrain_cli.store.local import ChunkRow, LocalStore
 
 # Imported lazily below; the runner's forkserver imports it once for all workers.
 WORKER_PRELOAD = ("docutrain_cli.pipeline.extract",)
