@@ -479,7 +479,7 @@ def search(
 
     Example: docutrain search "what is the refund policy?" --top 3
     """
-    from docutrain_cli.search import search as search_store
+    from docutrain_cli.store.search import search as search_store
 
     hits = search_store(_settings(ctx), query, top=top)
     if as_json:

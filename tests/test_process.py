@@ -16,7 +16,7 @@ from docutrain_cli.config import Settings
 from docutrain_cli.errors import PermanentError, TransientError
 from docutrain_cli.jobs import Job
 from docutrain_cli.pipeline.process import process_job
-from docutrain_cli.search import SearchError, search
+from docutrain_cli.store.search import SearchError, search
 from docutrain_cli.store.local import LocalStore, unpack_vector
 from openai_standin import fake_vector, float32_roundtrip
 
