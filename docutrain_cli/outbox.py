@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from docutrain_cli.errors import PermanentError, TransientError
-from docutrain_cli.sqlite_wal import use_wal
+from docutrain_cli.sqlite import use_wal
 
 log = logging.getLogger("docutrain.outbox")
 

@@ -32,7 +32,7 @@ from docutrain_cli.errors import ConfigError, DocutrainError
 from docutrain_cli.jobs import STATES, Job, JobState
 from docutrain_cli.lock import RunnerLock
 from docutrain_cli.queues.base import JobQueue, QueueStats
-from docutrain_cli.sqlite_wal import use_wal
+from docutrain_cli.sqlite import use_wal
 
 TABLE = "ack_queue_default"  # persist-queue's table for name="default"
 DONE_TABLE = "docutrain_done"

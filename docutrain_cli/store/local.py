@@ -59,7 +59,7 @@ from array import array
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from docutrain_cli.sqlite_wal import use_wal
+from docutrain_cli.sqlite import use_wal
 
 STATUSES = ("pending", "processing", "ready", "error")
 BUSY_TIMEOUT_MS = 30_000
