@@ -233,7 +233,7 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     with _queue(settings) as queue:
         stats = queue.stats(time.time())
         queue_exclusive = queue.exclusive
-    from docutrain_cli.status import outbox_status
+    from docutrain_cli.recorder import outbox_status
 
     outbox = outbox_status(settings)
     data = {
@@ -426,7 +426,7 @@ def sync(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=
 
     Example: docutrain sync
     """
-    from docutrain_cli.status import sync as sync_outbox
+    from docutrain_cli.recorder import sync as sync_outbox
 
     result = sync_outbox(_settings(ctx))
     if as_json:

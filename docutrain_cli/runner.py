@@ -126,7 +126,7 @@ class Runner:
         self.observer = observer or RunObserver()
         self._owns_status = status is None
         if status is None:  # the local store (+ Supabase outbox) by default
-            from docutrain_cli.status import StatusRecorder
+            from docutrain_cli.recorder import StatusRecorder
 
             status = StatusRecorder(settings)
         self.status = status

@@ -115,7 +115,7 @@ def _dispatch(work: Path, n: int, profile: cProfile.Profile | None = None) -> fl
     from docutrain_cli.jobs import Job
     from docutrain_cli.queues.local import LocalQueue
     from docutrain_cli.runner import Runner
-    from docutrain_cli.status import StatusRecorder
+    from docutrain_cli.recorder import StatusRecorder
 
     run_dir = bench.fresh_dir(work, f"dispatch-{n}")
     (run_dir / "f.txt").write_text("x")

@@ -14,7 +14,7 @@ from pathlib import Path
 from docutrain_cli.jobs import Job
 from docutrain_cli.outbox import Outbox, outbox_path
 from docutrain_cli.supabase.chunks import SupabaseSink
-from docutrain_cli.status import StatusRecorder, sync
+from docutrain_cli.recorder import StatusRecorder, sync
 
 ROOT = Path(__file__).resolve().parent.parent
 

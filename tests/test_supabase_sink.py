@@ -14,7 +14,7 @@ from docutrain_cli.jobs import Job
 from docutrain_cli.supabase.pull import pending_documents, pending_jobs
 from docutrain_cli.sinks import supabase as sink_module
 from docutrain_cli.supabase.chunks import StatusChange, SupabaseSink, parse_source
-from docutrain_cli.status import StatusRecorder
+from docutrain_cli.recorder import StatusRecorder
 from docutrain_cli.store.local import ChunkRow, LocalStore
 
 
