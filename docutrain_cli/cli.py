@@ -401,7 +401,7 @@ def queue_init(ctx: typer.Context) -> None:
             pass
         print(f"{settings.queue}: local queue file ready")
         return
-    from docutrain_cli.queues.pgmq import init_queue
+    from docutrain_cli.queues.pgmq_setup import init_queue
 
     print(init_queue(settings.queue, settings.queue_name))
 

@@ -173,7 +173,7 @@ def pg_url(pg_admin):
     """A fresh database for this test session with pgmq installed from the bundled SQL."""
     import pg
 
-    from docutrain_cli.queues.pgmq import bundled_sql
+    from docutrain_cli.queues.pgmq_setup import bundled_sql
 
     with pg.fresh_database(*pg_admin) as db_url:
         path, _ = bundled_sql()
@@ -186,7 +186,7 @@ def pgmq_queue_name(pg_url):
     """A new, empty pgmq queue (and its dead-letter queue) in the session database."""
     import pg
 
-    from docutrain_cli.queues.pgmq import init_queue
+    from docutrain_cli.queues.pgmq_setup import init_queue
 
     name = pg.new_queue_name()
     init_queue(pg_url, name)

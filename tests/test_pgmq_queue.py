@@ -16,7 +16,8 @@ from docutrain_cli.config import Settings
 from docutrain_cli.errors import ConfigError, DocutrainError, ServiceUnavailableError
 from docutrain_cli.jobs import Job, JobState
 from docutrain_cli.queues import open_queue
-from docutrain_cli.queues.pgmq import ENABLE_HINT, PgmqQueue, init_queue, looks_like_supabase
+from docutrain_cli.queues.pgmq import PgmqQueue
+from docutrain_cli.queues.pgmq_setup import ENABLE_HINT, init_queue, looks_like_supabase
 
 
 def make_jobs(n: int) -> list[Job]:
