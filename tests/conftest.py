@@ -127,13 +127,10 @@ def supabase_standin():
     """A real PostgREST + Storage speaking server on 127.0.0.1 (see tests/supabase_standin.py)."""
     from supabase_standin import StandIn
 
-    from docutrain_cli.supabase.client import reset_clients
-
     server = StandIn()
     try:
         yield server
     finally:
-        reset_clients()  # this process's clients point at a port that goes away
         server.close()
 
 

@@ -1,0 +1,47 @@
+"""`docutrain doctor`'s checks, through the real `supabase` and `openai`
+clients against the local stand-ins."""
+
+from __future__ import annotations
+
+from docutrain_cli.doctor import run_checks
+from docutrain_cli.store.local import ChunkRow
+from docutrain_cli.supabase.chunks import SupabaseChunks
+from docutrain_cli.supabase.client import make_client
+
+
+def test_doctor_passes_on_a_complete_project(supabase_standin, supabase_settings):
+    checks = run_checks(supabase_settings)
+    assert all(c.ok for c in checks), [c for c in checks if not c.ok]
+    assert supabase_standin.key not in repr(checks)
+
+
+def test_doctor_reports_a_missing_table_column_function_and_bucket_with_fixes(supabase_standin, supabase_settings):
+    project = supabase_standin.project
+    del project.tables["document_chunks"]
+    project.tables["user_documents"].columns.pop("chunk_count")
+    project.functions.clear()
+    checks = {c.name: c for c in run_checks(supabase_settings.replace(storage_bucket="uploads"))}
+    assert checks["Supabase reachable"].ok
+    table = checks["table document_chunks"]
+    assert not table.ok and "does not exist" in table.detail and "docutrain schema" in table.fix
+    assert not checks["table user_documents"].ok and "chunk_count" in checks["table user_documents"].detail
+    assert not checks["function match_document_chunks"].ok
+    assert not checks["storage bucket uploads"].ok and "create it" in checks["storage bucket uploads"].fix
+
+
+def test_doctor_says_when_supabase_is_unreachable_or_the_key_is_the_anon_one(supabase_standin, supabase_settings):
+    supabase_standin.down()
+    checks = {c.name: c for c in run_checks(supabase_settings, timeout=2)}
+    assert not checks["Supabase reachable"].ok and "cannot connect" in checks["Supabase reachable"].detail
+    anon = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoiYW5vbiJ9.c2lnbmF0dXJl"  # {"role":"anon"}
+    checks = {c.name: c for c in run_checks(supabase_settings.replace(supabase_service_role_key=anon), timeout=2)}
+    assert not checks["Supabase settings"].ok and "anon" in checks["Supabase settings"].detail
+    assert anon not in repr(checks)
+
+
+def test_doctor_finds_a_vector_size_mismatch(supabase_standin, supabase_settings):
+    doc = supabase_standin.project.add_document("ready")
+    row = ChunkRow(0, 1, 1, 10, "a chunk", [1.0, 0.5, 0.25, 0.125])
+    SupabaseChunks(supabase_settings, make_client(supabase_settings)).replace_chunks(doc, None, [row])  # 4-d vectors
+    check = {c.name: c for c in run_checks(supabase_settings)}["vector size"]
+    assert not check.ok and "4-dimension" in check.detail and "384" in check.detail
