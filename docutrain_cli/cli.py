@@ -348,7 +348,7 @@ def jobs_show(
         ("started", _when(job.started_at)),
         ("finished", _when(job.finished_at)),
         ("next attempt", _when(job.not_before) if job.state.value == "retrying" else None),
-        ("result", json.dumps(job.result) if job.result else None),
+        ("result", json.dumps(job.result.to_dict()) if job.result else None),
     ]
     for label, value in rows:
         if value not in (None, "-"):

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, make_files
+from docutrain_cli.jobs import STATES
 
-STATES = ("queued", "running", "retrying", "done", "dead")
 COMMANDS = ["enqueue", "run", "status", "jobs", "retry", "search", "schema", "sync", "doctor", "queue init"]
 
 
@@ -167,6 +167,9 @@ def test_queue_db_example_is_readable_by_the_current_code(docutrain, tmp_path):
     assert {k: before[k] for k in STATES} == {k: status[k] for k in STATES}
     dead = json.loads(docutrain("--queue", str(example), "jobs", "--state", "dead", "--json").stdout)
     assert dead and dead[0]["errors"]
+    done = json.loads(docutrain("--queue", str(example), "jobs", "--state", "done", "--json").stdout)
+    # Results stored as untyped dicts by older versions read as JobResults.
+    assert done[0]["result"]["model"] == "offline-hash-v1" and done[0]["result"]["chunks"] == 4
 
 
 def test_housekeeping_clears_finished_rows_but_keeps_the_record(docutrain, tmp_path):

@@ -14,7 +14,7 @@ import pytest
 import pg
 from docutrain_cli.config import Settings
 from docutrain_cli.errors import ConfigError, DocutrainError, ServiceUnavailableError
-from docutrain_cli.jobs import Job, JobState
+from docutrain_cli.jobs import Job, JobResult, JobState
 from docutrain_cli.queues import open_queue
 from docutrain_cli.queues.pgmq import PgmqQueue
 from docutrain_cli.queues.pgmq_setup import ENABLE_HINT, init_queue, looks_like_supabase
@@ -162,10 +162,10 @@ def test_a_lapsed_lease_does_not_overwrite_the_new_owner(open_pgmq):
     slow.bury(stale, "slow runner gave up")  # too late: fast owns it now
     slow.retry_later(stale, "late", time.time() + 3600)
     assert fast.job(job_id).state == JobState.RUNNING
-    owned.result = {"chunks": 3}
+    owned.result = JobResult(chunks=3)
     fast.complete(owned)
     done = fast.job(job_id)
-    assert (done.state, done.result, done.errors) == (JobState.DONE, {"chunks": 3}, [])
+    assert (done.state, done.result, done.errors) == (JobState.DONE, JobResult(chunks=3), [])
     assert fast.stats(time.time()).counts["dead"] == 0
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from docutrain_cli.jobs import STATES, Job, JobState
+from docutrain_cli.jobs import STATES, Job, JobResult, JobState
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -142,10 +142,10 @@ def test_lease_marks_running_counts_an_attempt_and_respects_limit(queue):
 def test_complete_keeps_a_done_record_with_the_result(queue):
     (job_id,) = queue.enqueue(make_jobs(1))
     (job,) = lease_all(queue)
-    job.result = {"chunks": 7, "pages": 2}
+    job.result = JobResult(chunks=7, pages=2)
     queue.complete(job)
     done = queue.job(job_id)
-    assert done.state == JobState.DONE and done.result == {"chunks": 7, "pages": 2}
+    assert done.state == JobState.DONE and done.result == JobResult(chunks=7, pages=2)
     assert done.attempts == 1 and done.finished_at is not None
     assert lease_all(queue) == []
     stats = queue.stats(time.time())
@@ -294,12 +294,12 @@ def test_housekeep_keeps_the_done_records(backend, monkeypatch):
     queue = backend.open()
     ids = queue.enqueue(make_jobs(4))
     for job in lease_all(queue, 3):
-        job.result = {"chunks": job.id}
+        job.result = JobResult(chunks=job.id)
         queue.complete(job)
         time.sleep(0.01)  # distinct finishing times
     queue.housekeep()
     assert queue.stats(time.time()).counts["done"] == 3
-    assert all(queue.job(i).result == {"chunks": i} for i in ids[:3])
+    assert all(queue.job(i).result == JobResult(chunks=i) for i in ids[:3])
     assert [j.id for j in lease_all(queue)] == [ids[3]]  # still a working queue
 
     # Retention is bounded: only the latest KEEP_DONE_RECORDS are kept.
