@@ -8,18 +8,17 @@ job is then `processor(job, context) -> JobResult | None`.
 
 from __future__ import annotations
 
-import ctypes
 import importlib
+import os
+import select
 import signal
-import sys
+import threading
+import time
 from typing import Any, Callable, Optional
 
 from docutrain_cli.config import Settings
 from docutrain_cli.errors import ConfigError
 from docutrain_cli.jobs import Job, JobResult
-
-PR_SET_PDEATHSIG = 1
-
 
 class WorkerContext:
     """Everything a processor reuses from one job to the next in its process.
@@ -116,21 +115,48 @@ def worker_modules(spec: str) -> list[str]:
     return list(dict.fromkeys([__name__, module_name, *declared]))
 
 
-def _die_with_parent() -> None:
-    # If the runner is killed (even kill -9) its workers must not linger and
-    # keep writing: ask Linux to SIGKILL us when our parent goes away.
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        except (OSError, AttributeError):  # pragma: no cover - exotic libc
-            pass
+def _die_with_runner(runner_pid: int) -> None:
+    """If the runner is killed (even kill -9) its workers must not linger and
+    keep writing. A worker's parent is the forkserver, not the runner, and
+    the forkserver outlives the runner while any worker is busy (each worker
+    holds its liveness pipe), so PR_SET_PDEATHSIG alone never fired for busy
+    workers. Watch the runner itself: a pidfd becomes readable when it exits
+    (Linux 5.3+); elsewhere poll its pid."""
+    try:
+        pidfd = os.pidfd_open(runner_pid)
+    except ProcessLookupError:
+        os.kill(os.getpid(), signal.SIGKILL)  # already gone
+        return
+    except (AttributeError, OSError):  # pragma: no cover - old kernel or not Linux
+        pidfd = None
+
+    def watch() -> None:
+        if pidfd is not None:
+            select.select([pidfd], [], [])
+        else:  # pragma: no cover
+            while _alive(runner_pid):
+                time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="docutrain-die-with-runner", daemon=True).start()
 
 
-def init_worker(settings: Settings) -> None:
+def _alive(pid: int) -> bool:  # pragma: no cover - only without pidfd
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def init_worker(settings: Settings, runner_pid: int | None = None) -> None:
     """Pool initializer: Ctrl-C is the runner's business, not the workers'."""
     global _processor, _context
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent()
+    if runner_pid is not None:
+        _die_with_runner(runner_pid)
     _processor = load_processor(settings.processor)
     _context = WorkerContext(settings)
 

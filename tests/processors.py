@@ -67,6 +67,6 @@ def by_name(job, context) -> JobResult:
             raise TransientError(f"service unavailable (attempt {job.attempts})")
     if name.startswith("permanent"):
         raise PermanentError("not a PDF: cannot open")
-    if name.startswith("sleep-"):
-        time.sleep(float(name.split("-")[1]))
+    if "sleep-" in name:  # sleep-S, or a-sleep-S to choose the queue order
+        time.sleep(float(name.split("sleep-")[1].split("-")[0]))
     return _record(job)
