@@ -45,3 +45,26 @@ def test_doctor_finds_a_vector_size_mismatch(supabase_standin, supabase_settings
     SupabaseChunks(supabase_settings, make_client(supabase_settings)).replace_chunks(doc, None, [row])  # 4-d vectors
     check = {c.name: c for c in run_checks(supabase_settings)}["vector size"]
     assert not check.ok and "4-dimension" in check.detail and "384" in check.detail
+
+
+def test_doctor_checks_openai_through_the_embedder(openai_standin, tmp_path):
+    from docutrain_cli.config import Settings
+
+    key = "sk-test-doctor-0123456789abcdef"
+    openai_standin.required_key = key
+    settings = Settings(
+        store=str(tmp_path / "d.db"), openai_api_key=key, openai_base_url=openai_standin.base_url,
+        embedding_dimensions=8,
+    )
+
+    def check(s):
+        return {c.name: c for c in run_checks(s, timeout=2)}["OpenAI embeddings"]
+
+    assert check(settings).ok and "8 dimensions" in check(settings).detail
+    refused = check(settings.replace(openai_api_key="sk-test-wrong-key-000000000000"))
+    assert not refused.ok and "rejected the API key" in refused.detail and "OPENAI_API_KEY" in refused.fix
+    missing = check(settings.replace(embedding_model="no-such-model"))
+    assert not missing.ok and "not found" in missing.detail and missing.fix == "set embedding_model"
+    down = check(settings.replace(openai_base_url="http://127.0.0.1:9/v1"))
+    assert not down.ok and "cannot reach" in down.detail
+    assert "wrong-key" not in repr([refused, missing, down]) and key not in repr([refused, missing, down])
