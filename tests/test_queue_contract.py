@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wait_for
 from docutrain_cli.jobs import STATES, Job, JobResult, JobState
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,8 +166,7 @@ def test_retry_waits_until_due_and_keeps_the_error_history(queue):
     assert stats.counts["retrying"] == 1 and stats.counts["running"] == 0
     assert stats.next_retry_at == pytest.approx(due, abs=0.05)
     assert lease_all(queue) == []  # not before it is due
-    time.sleep(max(due - time.time(), 0) + 0.2)
-    (again,) = lease_all(queue)
+    (again,) = wait_for(lambda: lease_all(queue), timeout=10, what="the retry to come due")
     assert (again.id, again.attempts, again.state) == (job_id, 2, JobState.RUNNING)
     assert again.errors == ["first failure"]
     queue.retry_later(again, "second failure", time.time() + 3600)
@@ -245,7 +245,7 @@ def test_a_job_leased_by_a_killed_process_comes_back(backend):
     else:
         # pgmq: hidden until the visibility timeout lapses, then visible again.
         assert [j.id for j in lease_all(survivor)] == [ids[1]]
-        time.sleep(1.3)
+        wait_for(lambda: queue.job(lost).state == JobState.RETRYING, timeout=10, what="the lease to lapse")
         assert survivor.recover() == 1  # reported, nothing to do
     assert queue.job(lost).state == JobState.RETRYING  # an attempt was started
     job = {j.id: j for j in lease_all(survivor)}[lost]
