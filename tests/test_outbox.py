@@ -28,12 +28,18 @@ def statuses_sent(standin, doc: str) -> list[str]:
     ]
 
 
-def test_coalesces_to_the_newest_change_per_document(supabase_standin, supabase_settings):
-    project = supabase_standin.project
-    docs = [project.add_document("pending") for _ in range(3)]
-    outbox = Outbox.for_store(supabase_settings.store)
+def processing(project, settings, count: int) -> tuple[list[str], Outbox]:
+    """`count` pending documents and an outbox holding a `processing` change for each."""
+    docs = [project.add_document("pending") for _ in range(count)]
+    outbox = Outbox.for_store(settings.store)
     for doc in docs:
         outbox.record(doc, "processing")
+    return docs, outbox
+
+
+def test_coalesces_to_the_newest_change_per_document(supabase_standin, supabase_settings):
+    project = supabase_standin.project
+    docs, outbox = processing(project, supabase_settings, 3)
     outbox.record(docs[0], "error", error_message="attempt 1 failed")
     outbox.record(docs[0], "processing")
     outbox.record(docs[0], "ready", page_count=2, chunk_count=5)
@@ -97,10 +103,7 @@ def test_supabase_down_for_a_whole_run_then_back_loses_nothing_and_regresses_not
 
 def test_a_5xx_in_the_middle_of_a_batch_keeps_the_rest_in_order(supabase_standin, supabase_settings):
     project = supabase_standin.project
-    docs = [project.add_document("pending") for _ in range(6)]
-    outbox = Outbox.for_store(supabase_settings.store)
-    for doc in docs:
-        outbox.record(doc, "processing")
+    docs, outbox = processing(project, supabase_settings, 6)
     delivery = SupabaseStatusDelivery(supabase_settings)
     # Let three through, then answer 503 to everything.
     original = delivery.deliver

@@ -240,81 +240,75 @@ class PgmqQueue(JobQueue):
             ).fetchone()
         )
 
-    def complete(self, job: Job) -> None:
-        job.state = JobState.DONE
-        job.finished_at = job.finished_at or time.time()
+    def _settle(self, job: Job, change: Callable[[Any, int, int, dict], None]) -> None:
+        """Run `change(cur, msg_id, read_ct, message)` in one transaction on
+        the job's message, if this runner still holds it; otherwise another
+        runner holds it now and will settle it (a lapsed lease is not ours)."""
 
         def work(conn) -> None:
             with conn.transaction(), conn.cursor() as cur:
                 found = self._locked(cur, job)
-                if found is None:
-                    return  # another runner holds it now and will settle it
-                msg_id, _, message = found
-                keep = {k: message[k] for k in ("uncounted_reads",) if k in message}
-                cur.execute(
-                    f"UPDATE {self._q} SET message = %s WHERE msg_id = %s",
-                    (self._json(self._message(job, **keep)), msg_id),
-                )
-                cur.execute("SELECT pgmq.archive(%s, %s::bigint)", (self.name, msg_id))
+                if found is not None:
+                    change(cur, *found)
 
         self._db(work)
+
+    def complete(self, job: Job) -> None:
+        job.state = JobState.DONE
+        job.finished_at = job.finished_at or time.time()
+
+        def change(cur, msg_id: int, read_ct: int, message: dict) -> None:
+            keep = {k: message[k] for k in ("uncounted_reads",) if k in message}
+            cur.execute(
+                f"UPDATE {self._q} SET message = %s WHERE msg_id = %s",
+                (self._json(self._message(job, **keep)), msg_id),
+            )
+            cur.execute("SELECT pgmq.archive(%s, %s::bigint)", (self.name, msg_id))
+
+        self._settle(job, change)
 
     def retry_later(self, job: Job, error: str, not_before: float) -> None:
         job.record_error(error)
         job.not_before = not_before
         job.state = JobState.RETRYING
 
-        def work(conn) -> None:
-            with conn.transaction(), conn.cursor() as cur:
-                found = self._locked(cur, job)
-                if found is None:
-                    return
-                msg_id, read_ct, message = found
-                data = self._message(
-                    job,
-                    uncounted_reads=int(message.get("uncounted_reads") or 0),
-                    returned_at_read=read_ct,
-                )
-                cur.execute(
-                    f"UPDATE {self._q} SET message = %s, vt = to_timestamp(%s) WHERE msg_id = %s",
-                    (self._json(data), not_before, msg_id),
-                )
+        def change(cur, msg_id: int, read_ct: int, message: dict) -> None:
+            data = self._message(
+                job,
+                uncounted_reads=int(message.get("uncounted_reads") or 0),
+                returned_at_read=read_ct,
+            )
+            cur.execute(
+                f"UPDATE {self._q} SET message = %s, vt = to_timestamp(%s) WHERE msg_id = %s",
+                (self._json(data), not_before, msg_id),
+            )
 
-        self._db(work)
+        self._settle(job, change)
 
     def bury(self, job: Job, error: str) -> None:
         job.record_error(error)
         job.state = JobState.DEAD
         job.finished_at = time.time()
 
-        def work(conn) -> None:
-            with conn.transaction(), conn.cursor() as cur:
-                found = self._locked(cur, job)
-                if found is None:
-                    return
-                cur.execute("SELECT pgmq.send(%s, %s, 0)", (self.dead_name, self._json(self._message(job))))
-                cur.execute("SELECT pgmq.delete(%s, %s::bigint)", (self.name, found[0]))
+        def change(cur, msg_id: int, read_ct: int, message: dict) -> None:
+            cur.execute("SELECT pgmq.send(%s, %s, 0)", (self.dead_name, self._json(self._message(job))))
+            cur.execute("SELECT pgmq.delete(%s, %s::bigint)", (self.name, msg_id))
 
-        self._db(work)
+        self._settle(job, change)
 
     def release(self, job: Job) -> None:
-        def work(conn) -> None:
-            with conn.transaction(), conn.cursor() as cur:
-                found = self._locked(cur, job)
-                if found is None:
-                    return
-                msg_id, read_ct, message = found
-                uncounted = int(message.get("uncounted_reads") or 0) + 1
-                job.attempts = max(read_ct - uncounted, 0)
-                job.started_at = None
-                job.state = JobState.QUEUED if job.attempts == 0 else JobState.RETRYING
-                data = {**message, "uncounted_reads": uncounted, "returned_at_read": read_ct}
-                cur.execute(
-                    f"UPDATE {self._q} SET message = %s, vt = clock_timestamp() WHERE msg_id = %s",
-                    (self._json(data), msg_id),
-                )
+        def change(cur, msg_id: int, read_ct: int, message: dict) -> None:
+            uncounted = int(message.get("uncounted_reads") or 0) + 1
+            job.attempts = max(read_ct - uncounted, 0)
+            job.started_at = None
+            job.state = JobState.QUEUED if job.attempts == 0 else JobState.RETRYING
+            data = {**message, "uncounted_reads": uncounted, "returned_at_read": read_ct}
+            cur.execute(
+                f"UPDATE {self._q} SET message = %s, vt = clock_timestamp() WHERE msg_id = %s",
+                (self._json(data), msg_id),
+            )
 
-        self._db(work)
+        self._settle(job, change)
 
     def housekeep(self) -> None:
         """Keep the latest KEEP_DONE_RECORDS done records in the archive."""
