@@ -30,7 +30,7 @@ from persistqueue.sqlackqueue import AckStatus, SQLiteAckQueue
 
 from docutrain_cli.errors import ConfigError, DocutrainError
 from docutrain_cli.jobs import STATES, Job, JobState
-from docutrain_cli.lock import RunnerLock
+from docutrain_cli.queues.lock import RunnerLock
 from docutrain_cli.queues.base import JobQueue, QueueStats
 from docutrain_cli import sqlite
 
