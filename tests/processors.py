@@ -50,7 +50,8 @@ def record(job, context) -> JobResult:
 
 def by_name(job, context) -> JobResult:
     """Does what the file's name says: crash-kill, crash-segv, crash-exit,
-    hang, transient-N (fails the first N attempts), permanent, sleep-S."""
+    hang, transient-N (fails the first N attempts), permanent, sleep-S,
+    wait (until the test creates <name>.go next to the file: no timing guess)."""
     _note_run(job)
     name = Path(job.source).stem
     if name.startswith("crash-kill"):
@@ -67,6 +68,11 @@ def by_name(job, context) -> JobResult:
             raise TransientError(f"service unavailable (attempt {job.attempts})")
     if name.startswith("permanent"):
         raise PermanentError("not a PDF: cannot open")
+    if name.startswith("wait"):
+        go = Path(job.source).with_suffix(".go")
+        deadline = time.monotonic() + 120
+        while not go.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
     if "sleep-" in name:  # sleep-S, or a-sleep-S to choose the queue order
         time.sleep(float(name.split("sleep-")[1].split("-")[0]))
     return _record(job)
