@@ -116,14 +116,14 @@ class NotifyWaiter(Waiter):
         self._listen()
 
     def _listen(self) -> None:
-        from docutrain_cli.queues.pgmq import _connect, _one_line, _scrub
+        from docutrain_cli.queues.pgmq_setup import connect, one_line, scrub
 
         self._next_try = time.monotonic() + self.RECONNECT_EVERY
         try:
-            conn = _connect(self.url)
-            conn.execute(f'LISTEN "{self.channel}"')  # the name is checked by _check_name
+            conn = connect(self.url)
+            conn.execute(f'LISTEN "{self.channel}"')  # the name is checked by check_name
         except Exception as exc:  # noqa: BLE001 - polling still works
-            log.warning("cannot LISTEN for new jobs (%s); the runner polls instead", _scrub(_one_line(exc), self.url))
+            log.warning("cannot LISTEN for new jobs (%s); the runner polls instead", scrub(one_line(exc), self.url))
             return
         self._conn = conn
 
@@ -138,9 +138,9 @@ class NotifyWaiter(Waiter):
                 return True
             return False
         except Exception as exc:  # noqa: BLE001 - a dropped connection: poll, reconnect later
-            from docutrain_cli.queues.pgmq import _one_line, _scrub
+            from docutrain_cli.queues.pgmq_setup import one_line, scrub
 
-            log.warning("lost the LISTEN connection (%s); polling until it is back", _scrub(_one_line(exc), self.url))
+            log.warning("lost the LISTEN connection (%s); polling until it is back", scrub(one_line(exc), self.url))
             self.close()
             return False
 
