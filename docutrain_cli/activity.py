@@ -26,11 +26,9 @@ import sqlite3
 import time
 from pathlib import Path
 
-from docutrain_cli.sqlite_wal import use_wal
+from docutrain_cli import sqlite as sqlite_files
 
 log = logging.getLogger("docutrain.activity")
-
-BUSY_TIMEOUT = 5.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS workers (
@@ -106,12 +104,8 @@ class WorkerBoard:
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
-            use_wal(conn, BUSY_TIMEOUT)
-            conn.execute("PRAGMA synchronous=NORMAL")  # a lost row only shows a stale worker
-            conn.executescript(SCHEMA)
-            self._conn = conn
+            # synchronous=NORMAL: a row lost to a power cut only shows a stale worker.
+            self._conn = sqlite_files.connect(self.path, synchronous="NORMAL", schema=SCHEMA)
         return self._conn
 
     # -- writers: the worker process itself --------------------------------
@@ -169,6 +163,12 @@ class WorkerBoard:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def __enter__(self) -> "WorkerBoard":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # The worker process's board, made in init_worker (after the fork).

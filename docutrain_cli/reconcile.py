@@ -28,7 +28,7 @@ log = logging.getLogger("docutrain.reconcile")
 def reconcile(settings: Settings, queue: JobQueue, skip_document_ids: set[str] = frozenset()) -> EnqueueReport:
     """Queue every pending row that has no active job. Raises TransientError
     (Supabase unreachable) or PermanentError (schema, key)."""
-    from docutrain_cli.pull import pending_jobs
+    from docutrain_cli.supabase.pull import pending_jobs
 
     jobs = [job for job in pending_jobs(settings) if job.document_id not in skip_document_ids]
     return enqueue_jobs(queue, jobs)

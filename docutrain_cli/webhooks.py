@@ -2,7 +2,8 @@
 
 With `status_webhook_url` set, each change (`processing`, `ready`, `error`)
 of a job that has a document id goes through an outbox of its own
-(`<store>.webhooks`, the same Outbox class as the Supabase sync), so it has
+(`<store>.webhooks`, the same Outbox class as the Supabase sync, with this
+module's WebhookDelivery as its Delivery), so it has
 the same guarantees: committed before anything is sent, nothing lost while
 the app is down, the newest change per document only and never an older one
 after a newer one, retried with backoff, backlog in `docutrain status`.
@@ -33,6 +34,7 @@ from urllib.parse import urlsplit
 
 from docutrain_cli.config import Settings
 from docutrain_cli.errors import PermanentError, TransientError
+from docutrain_cli.outbox import StatusChange
 
 SIGNATURE_HEADER = "X-Docutrain-Signature"
 EVENT = "document.status"
@@ -46,7 +48,7 @@ def webhook_outbox_path(store_path: str | os.PathLike[str]) -> Path:
     return path.with_name(path.name + ".webhooks")
 
 
-def payload(change: Any) -> dict[str, Any]:
+def payload(change: StatusChange) -> dict[str, Any]:
     """The JSON body for one status change. `at` is when the change happened:
     an app that may see retried calls keeps the newest `at` per document."""
     return {
@@ -88,7 +90,7 @@ def describe_url(url: str) -> str:
 
 
 class WebhookDelivery:
-    """Delivers outbox changes to the app (the outbox calls `push_status`)."""
+    """The outbox's Delivery to the app (see outbox.Delivery)."""
 
     def __init__(self, settings: Settings, *, timeout: float = 5.0):
         if not settings.status_webhook_url or not settings.status_webhook_secret:
@@ -107,7 +109,7 @@ class WebhookDelivery:
             self._client = httpx.Client(timeout=self.timeout, follow_redirects=False)
         return self._client
 
-    def deliver(self, change: Any) -> bool:
+    def deliver(self, change: StatusChange) -> bool:
         import httpx
 
         body = json.dumps(payload(change), separators=(",", ":")).encode()
@@ -128,8 +130,6 @@ class WebhookDelivery:
         if status in RETRY_STATUSES or status >= 500:
             raise TransientError(f"{self.destination}: answered {status}")
         raise PermanentError(f"{self.destination}: answered {status}: {answer.text[:200]}")
-
-    push_status = deliver  # the name Outbox.flush calls
 
     def close(self) -> None:
         if self._client is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from docutrain_cli.activity import WorkerBoard
-from docutrain_cli.jobs import Job
+from docutrain_cli.jobs import Job, JobResult
 from docutrain_cli.queues.base import Finished
 from docutrain_cli.serve.overview import bar_chart, matches, throughput
 from docutrain_cli.serve.session import Sessions, host_is_loopback, safe_next
@@ -130,7 +130,7 @@ def test_metrics_on_pgmq_match_the_status_object(pg_url, pgmq_queue_name, tmp_pa
     from docutrain_cli.config import load_settings
     from docutrain_cli.queues import open_queue
     from docutrain_cli.serve import metrics
-    from docutrain_cli.status import status_report
+    from docutrain_cli.recorder import status_report
 
     settings = load_settings(
         {"queue": pg_url, "queue_name": pgmq_queue_name, "store": str(tmp_path / "docutrain.db")}
@@ -138,7 +138,7 @@ def test_metrics_on_pgmq_match_the_status_object(pg_url, pgmq_queue_name, tmp_pa
     with open_queue(settings) as queue:
         ids = queue.enqueue([Job(id=0, source=f"/d/{i}.pdf", sha256=f"s{i}") for i in range(4)])
         leased = {j.id: j for j in queue.lease(3, time.time())}
-        leased[ids[0]].result = {"pages": 2, "tokens_embedded": 300, "embedding_model": "text-embedding-3-small"}
+        leased[ids[0]].result = JobResult(pages=2, tokens_embedded=300, model="text-embedding-3-small")
         queue.complete(leased[ids[0]])
         queue.bury(leased[ids[1]], "corrupt")
         report = status_report(settings, queue.stats(time.time()))

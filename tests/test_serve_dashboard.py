@@ -180,7 +180,7 @@ def test_metrics_match_status_json_after_a_real_run(finished_run):
     assert samples[("docutrain_workers", ())] == 0
     # tokens: the sum of what each done job's result says it embedded
     tokens = sum(job["result"]["tokens_embedded"] for job in jobs_json(finished_run, "done"))
-    model = jobs_json(finished_run, "done")[0]["result"]["embedding_model"]
+    model = jobs_json(finished_run, "done")[0]["result"]["model"]
     assert tokens > 0 and samples[("docutrain_embedding_tokens_total", (("model", model),))] == tokens
 
 
@@ -191,7 +191,7 @@ def test_the_supabase_outbox_backlog_and_its_last_error_are_shown(docutrain):
     from dashboard_server import settings_for
 
     from docutrain_cli.jobs import Job
-    from docutrain_cli.status import StatusRecorder, status_report
+    from docutrain_cli.recorder import StatusRecorder, status_report
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))

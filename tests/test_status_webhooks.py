@@ -15,8 +15,8 @@ from conftest import make_files
 from webhook_receiver import Receiver
 
 from docutrain_cli.config import Settings
-from docutrain_cli.jobs import Job
-from docutrain_cli.status import StatusRecorder
+from docutrain_cli.jobs import Job, JobResult
+from docutrain_cli.recorder import StatusRecorder
 from docutrain_cli.webhooks import SIGNATURE_HEADER, sign, verify_signature
 
 SECRET = "whsec-test-0123456789abcdef"
@@ -123,7 +123,7 @@ def test_outbox_backoff_gone_and_refused(receiver, tmp_path):
         receiver.answer(503)
         recorder.flush_webhooks()
         assert recorder.last_webhook_result.error == "status webhook http://127.0.0.1:%d/hooks/docutrain: answered 503" % receiver.port
-        recorder.ready(job, {"pages": 2, "chunks": 3})
+        recorder.ready(job, JobResult(pages=2, chunks=3))
         recorder.flush_webhooks()
         assert recorder.last_webhook_result.skipped.startswith("backing off")  # no request during backoff
         assert len(receiver.calls) == 1

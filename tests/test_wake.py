@@ -13,6 +13,7 @@ import time
 
 import httpx
 import pytest
+from conftest import wait_for
 from serving import TOKEN, start_serve_process
 
 from docutrain_cli.queues.local import LocalQueue
@@ -28,16 +29,6 @@ def stop(proc) -> None:
     except Exception:  # noqa: BLE001
         proc.kill()
         proc.wait()
-
-
-def wait_for(predicate, timeout: float, what: str):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def done_documents(docutrain) -> set[str]:
@@ -157,7 +148,7 @@ def test_reconcile_queues_a_pending_row_no_webhook_announced(docutrain, supabase
 def test_reconcile_skips_active_documents_and_those_whose_status_is_still_in_the_outbox(supabase_settings, supabase_standin):
     from docutrain_cli.outbox import Outbox
     from docutrain_cli.reconcile import Reconciler
-    from docutrain_cli.status import StatusRecorder
+    from docutrain_cli.recorder import StatusRecorder
 
     project = supabase_standin.project
     a = project.add_document("pending", storage_path="u/a.pdf")

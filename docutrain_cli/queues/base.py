@@ -175,14 +175,14 @@ class JobQueue(abc.ABC):
 
 
 def finished_record(job: Job) -> Finished:
-    result = job.result or {}
+    result = job.result
     seconds = job.finished_at - job.started_at if job.finished_at and job.started_at else None
     return Finished(
         job.id,
         job.state.value,
         job.finished_at or 0.0,
         seconds,
-        int(result.get("pages") or 0),
-        int(result.get("tokens_embedded") or 0),
-        result.get("model") or result.get("embedding_model"),  # JobResult / older records
+        result.pages if result else 0,
+        result.tokens_embedded if result else 0,
+        result.model if result else None,
     )

@@ -34,15 +34,14 @@ from persistqueue.sqlackqueue import AckStatus, SQLiteAckQueue
 
 from docutrain_cli.errors import ConfigError, DocutrainError
 from docutrain_cli.jobs import STATES, Job, JobState
-from docutrain_cli.lock import RunnerLock, describe_holder
+from docutrain_cli import sqlite
 from docutrain_cli.queues.base import Finished, JobQueue, QueueStats
+from docutrain_cli.queues.lock import RunnerLock, describe_holder
 from docutrain_cli.queues.wake import Poker, SocketWaiter, wake_path
-from docutrain_cli.sqlite_wal import use_wal
 
 TABLE = "ack_queue_default"  # persist-queue's table for name="default"
 DONE_TABLE = "docutrain_done"
 KEEP_DONE_RECORDS = 100_000
-BUSY_TIMEOUT = 30.0
 
 READY = (int(AckStatus.inited), int(AckStatus.ready))
 RUNNING = int(AckStatus.unack)
@@ -56,16 +55,6 @@ _DOCUMENT_ID = "json_extract(CAST(data AS TEXT), '$.document_id')"
 _DONE_DOCUMENT_ID = "json_extract(data, '$.document_id')"
 
 
-def _tune(conn: sqlite3.Connection) -> sqlite3.Connection:
-    # WAL + synchronous=NORMAL: a commit survives a killed process (even
-    # kill -9); only a power loss can drop the last few commits. FULL would
-    # fsync on every put/get/ack and cap enqueue at a few hundred jobs/s.
-    conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
-    use_wal(conn, BUSY_TIMEOUT)
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
-
-
 class _AckQueue(SQLiteAckQueue):
     """persist-queue's ack queue with our connection pragmas."""
 
@@ -75,7 +64,10 @@ class _AckQueue(SQLiteAckQueue):
         # check_same_thread=False: a handle may move between threads (serve
         # lends handles to request threads) but is never used by two at once.
         conn = sqlite3.connect(os.path.join(path, self.db_file_name), timeout=timeout, check_same_thread=False)
-        return _tune(conn)
+        # WAL + synchronous=NORMAL: a commit survives a killed process (even
+        # kill -9); only a power loss can drop the last few commits. FULL would
+        # fsync on every put/get/ack and cap enqueue at a few hundred jobs/s.
+        return sqlite.configure(conn)
 
 
 class LocalQueue(JobQueue):
@@ -93,11 +85,9 @@ class LocalQueue(JobQueue):
                 db_file_name=self.path.name,
                 auto_resume=False,  # never reset a live runner's jobs
                 serializer=json_serializer,
-                timeout=BUSY_TIMEOUT,
+                timeout=sqlite.BUSY_TIMEOUT,
             )
-            self._db = _tune(
-                sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
-            )
+            self._db = sqlite.connect(self.path, check_same_thread=False)
             self._db.execute(
                 f"CREATE TABLE IF NOT EXISTS {DONE_TABLE} ("
                 " id INTEGER PRIMARY KEY, data TEXT NOT NULL, finished_at REAL NOT NULL)"
@@ -133,8 +123,7 @@ class LocalQueue(JobQueue):
         # writes it (JSON bytes, status inited).
         if not job.document_id:
             raise ValueError("enqueue_unique needs a job with a document_id")
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with sqlite.transaction(self._db):
             row = self._db.execute(
                 f"SELECT _id FROM {TABLE} INDEXED BY docutrain_document"
                 f" WHERE {_DOCUMENT_ID} = ? AND status IN ({READY[0]}, {READY[1]}, {RUNNING})"
@@ -146,10 +135,6 @@ class LocalQueue(JobQueue):
                     f"INSERT INTO {TABLE} (data, timestamp, status) VALUES (?, ?, ?)",
                     (json_serializer.dumps(job.payload()), time.time(), READY[0]),
                 )
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
         if row is not None:
             return row[0], False
         self._poker.poke()

@@ -1,6 +1,9 @@
-"""Waking an idle runner of a local queue file the moment a job is queued.
+"""Waking an idle runner the moment a job is queued.
 
-The runner that holds `<queue>.lock` binds a Unix datagram socket at
+On pgmq, producers NOTIFY in the transaction that sends, and idle runners
+LISTEN on a connection of their own (NotifyWaiter, at the end).
+
+On a local queue file, the runner that holds `<queue>.lock` binds a Unix datagram socket at
 `<queue>.wake` and, when idle, sleeps in select() on it instead of polling the
 file. Producers (`docutrain serve`, `enqueue`, `retry`) send it one byte after
 their commit. Why a datagram socket: sending never blocks and needs no
@@ -18,6 +21,7 @@ import logging
 import os
 import select
 import socket
+import time
 from pathlib import Path
 
 from docutrain_cli.queues.base import Waiter
@@ -95,3 +99,53 @@ class SocketWaiter(Waiter):
             self._sock = None
             with contextlib.suppress(OSError):
                 self.path.unlink()
+
+
+class NotifyWaiter(Waiter):
+    """An idle runner waits for NOTIFY on the queue's channel on a connection
+    of its own (LISTEN needs a session: it does not work through the Supabase
+    transaction pooler, where the runner falls back to polling). Any trouble
+    with that connection also means polling until the next try."""
+
+    RECONNECT_EVERY = 30.0
+
+    def __init__(self, url: str, channel: str):
+        self.url, self.channel = url, channel
+        self._conn = None
+        self._next_try = 0.0
+        self._listen()
+
+    def _listen(self) -> None:
+        from docutrain_cli.queues.pgmq_setup import connect, one_line, scrub
+
+        self._next_try = time.monotonic() + self.RECONNECT_EVERY
+        try:
+            conn = connect(self.url)
+            conn.execute(f'LISTEN "{self.channel}"')  # the name is checked by check_name
+        except Exception as exc:  # noqa: BLE001 - polling still works
+            log.warning("cannot LISTEN for new jobs (%s); the runner polls instead", scrub(one_line(exc), self.url))
+            return
+        self._conn = conn
+
+    def wait(self, timeout: float) -> bool:
+        if self._conn is None:
+            if time.monotonic() >= self._next_try:
+                self._listen()
+            if self._conn is None:
+                return super().wait(timeout)
+        try:
+            for _ in self._conn.notifies(timeout=max(timeout, 0.0), stop_after=1):
+                return True
+            return False
+        except Exception as exc:  # noqa: BLE001 - a dropped connection: poll, reconnect later
+            from docutrain_cli.queues.pgmq_setup import one_line, scrub
+
+            log.warning("lost the LISTEN connection (%s); polling until it is back", scrub(one_line(exc), self.url))
+            self.close()
+            return False
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None

@@ -205,17 +205,18 @@ class Dashboard:
         if state not in (None, *STATES):
             state = None
         search = request.query_params.get("q", "")[:200]
-        from docutrain_cli.status import outbox_status
+        from docutrain_cli.recorder import outbox_status
 
         def work(queue):
-            return gather(
-                queue,
-                WorkerBoard.for_store(self.settings.store),
-                outbox=outbox_status(self.settings),
-                budget=self._budget(),
-                state=state,
-                search=search,
-            )
+            with WorkerBoard.for_store(self.settings.store) as board:
+                return gather(
+                    queue,
+                    board,
+                    outbox=outbox_status(self.settings),
+                    budget=self._budget(),
+                    state=state,
+                    search=search,
+                )
 
         try:
             overview = await self.handles.call(work)

@@ -48,7 +48,7 @@ class DocutrainCollector:
         return []  # collected at scrape time only (no scrape at registration)
 
     def collect(self) -> Iterator[Metric]:
-        from docutrain_cli.status import outbox_status
+        from docutrain_cli.recorder import outbox_status
 
         queue = self._open_queue(self.settings)
         try:
@@ -57,7 +57,8 @@ class DocutrainCollector:
             exclusive = queue.exclusive
         finally:
             queue.close()
-        workers = WorkerBoard.for_store(self.settings.store).workers()
+        with WorkerBoard.for_store(self.settings.store) as board:
+            workers = board.workers()
         outbox = outbox_status(self.settings)
 
         jobs = GaugeMetricFamily("docutrain_jobs", "Jobs in each state now.", labels=["state"])

@@ -26,7 +26,7 @@ def resolve_source(settings: Settings, document_id: str, storage_path: str | Non
                    allow_local_paths: bool) -> tuple[str, str | None]:
     """(job source, sha256 or None) for a document; ApiError(422) when it
     cannot be read from where the request says. Blocks: call in a thread."""
-    from docutrain_cli.sinks.supabase import REMOTE_PREFIX, make_source, parse_source
+    from docutrain_cli.supabase.storage import REMOTE_PREFIX, make_source, parse_source
 
     if storage_path is None:
         if not settings.supabase_enabled:
@@ -56,7 +56,7 @@ def resolve_source(settings: Settings, document_id: str, storage_path: str | Non
 
 
 def _storage_path_of_row(settings: Settings, document_id: str) -> str:
-    from docutrain_cli.pull import document_row
+    from docutrain_cli.supabase.pull import document_row
 
     row = document_row(settings, document_id)
     if row is None:

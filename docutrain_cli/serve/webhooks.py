@@ -27,7 +27,7 @@ def ignored(reason: str) -> JSONResponse:
 
 
 async def supabase_webhook(request: Request) -> JSONResponse:
-    from docutrain_cli.pull import job_fields
+    from docutrain_cli.supabase.pull import job_fields
 
     payload = await read_json(request)
     event, table, record = payload.get("type"), payload.get("table"), payload.get("record")
