@@ -96,6 +96,7 @@ class CloudflareStandin:
         self.leases: dict[str, tuple[str, str]] = {}  # every lease id ever given -> (queue, message id)
         self.requests: list[tuple[str, str]] = []  # (path tail, outcome) log
         self.acked: list[str] = []  # message ids deleted by an ack, in order
+        self.ack_log: list[tuple[Any, int]] = []  # (decoded body, attempts) of each, in order
         self._limited = 0  # answer this many next requests with 429
         self._retry_after = 1
         self._drop: dict[str, int] = {}  # path tail -> answers to lose after doing the work
@@ -230,6 +231,7 @@ class CloudflareStandin:
             queue.messages.remove(message)
             del by_id[message.id]
             self.acked.append(message.id)
+            self.ack_log.append((_decode(message), message.attempts))
             acked += 1
         for item in retries:
             message = self._leased_message(queue, by_id, item)
