@@ -325,7 +325,7 @@ def jobs(
         if state and JobState(state) not in queue.listable_states:
             raise UsageError(_not_listable(queue, f"--state {state}"))
         if not state and len(queue.listable_states) < len(JobState):
-            _error_line(_not_listable(queue, "note"))
+            print(f"docutrain: {_not_listable(queue, 'note')}", file=sys.stderr)
         found = queue.jobs(JobState(state) if state else None, limit=limit)
     if as_json:
         _emit_json([j.to_dict() for j in found])
@@ -421,7 +421,8 @@ def retry(
 @_also_after_the_command
 def queue_init(ctx: typer.Context) -> None:
     """Create the queue (pgmq: the queue and its dead-letter queue, installing or
-    enabling pgmq if needed). Safe to run again.
+    enabling pgmq if needed; Cloudflare: check the token reaches both queues,
+    which wrangler creates). Safe to run again.
 
     Example: DOCUTRAIN_QUEUE=postgresql://... docutrain queue init
     """
