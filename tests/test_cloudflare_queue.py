@@ -157,6 +157,19 @@ def test_a_refused_token_is_a_clear_error_that_does_not_print_it(cf):
         q2.lease(1, time.time())
 
 
+def test_an_unreachable_api_is_unavailable_after_patience_not_a_crash(cf):
+    from docutrain_cli.errors import ExitCode, ServiceUnavailableError
+
+    q = CloudflareQueue(f"cloudflare://{cf.account_id}/{MAIN}", token=cf.token, dead_queue=DEAD,
+                        api_url="http://127.0.0.1:1/client/v4")
+    q.api.patience = 0.6
+    started = time.monotonic()
+    with pytest.raises(ServiceUnavailableError, match="ConnectError.*gave up after 0.6 s") as caught:
+        q.stats(time.time())
+    assert caught.value.exit_code == ExitCode.UNAVAILABLE and cf.token not in str(caught.value)
+    assert time.monotonic() - started >= 0.5  # it did try again before giving up
+
+
 def test_cloudflare_dead_letters_a_job_whose_runners_keep_dying(cf):
     """max_retries is Cloudflare's backstop: leases that lapse max_retries
     times (runners killed mid-job) land in the dead-letter queue, where
@@ -221,3 +234,43 @@ def test_status_says_unknown_where_cloudflare_cannot_tell(cf, docutrain):
     retried = docutrain("retry", "--all-dead", "--json", **env)
     assert json.loads(retried.stdout)["retried"] == [job.id]
     assert cf.backlog(DEAD) == 0 and cf.backlog(MAIN) == 3
+
+
+def test_run_retries_buries_with_the_history_and_retry_revives_on_cloudflare(cf, docutrain, tmp_path):
+    """`docutrain run --drain` over the stand-in: a job that fails twice is
+    retried with Cloudflare's delayed retries and then done; a permanent
+    failure and a job that runs out of attempts go to the dead-letter queue
+    with their errors; `retry` brings one back."""
+    docutrain.env.update(
+        DOCUTRAIN_QUEUE=f"cloudflare://{cf.account_id}/{MAIN}", CLOUDFLARE_API_TOKEN=cf.token,
+        DOCUTRAIN_CLOUDFLARE_DEAD_QUEUE=DEAD, DOCUTRAIN_CLOUDFLARE_API_URL=cf.url,
+        DOCUTRAIN_PROCESSOR="tests.processors:by_name", DOCUTRAIN_MAX_ATTEMPTS="3",
+        DOCUTRAIN_RETRY_BASE_DELAY="1", DOCUTRAIN_RETRY_MAX_DELAY="1",
+    )
+    for name in ("good-1.txt", "transient-2.txt", "transient-9.txt", "permanent-1.txt"):
+        (tmp_path / name).write_text(name)
+    queued = docutrain("enqueue", "good-1.txt", "transient-2.txt", "transient-9.txt", "permanent-1.txt", "--json")
+    assert queued.returncode == 0, queued.stderr
+    ids = {j["source"].rsplit("/", 1)[1]: j["id"] for j in json.loads(queued.stdout)["queued"]}
+
+    run = docutrain("run", "--workers", "2", "--drain", "--json")
+    assert run.returncode == 3, run.stderr  # two dead on purpose
+    summary = json.loads(run.stdout)
+    assert (summary["done"], summary["dead"], summary["retried"]) == (2, 2, 4)
+    assert summary["remaining"]["queued"] is None  # unknown, not zero
+    assert cf.backlog(MAIN) == 0 and cf.backlog(DEAD) == 2
+    runs = docutrain.runs()
+    assert sorted(a for j, a in runs if j == ids["transient-2.txt"]) == [1, 2, 3]
+
+    dead = {j["id"]: j for j in json.loads(docutrain("jobs", "--state", "dead", "--json").stdout)}
+    assert set(dead) == {ids["transient-9.txt"], ids["permanent-1.txt"]}
+    gave_up = dead[ids["transient-9.txt"]]
+    assert gave_up["attempts"] == 3 and len(gave_up["errors"]) == 3  # the whole history, one runner
+    assert "gave up after 3 attempts" in gave_up["errors"][-1]
+    assert dead[ids["permanent-1.txt"]]["attempts"] == 1
+
+    retried = docutrain("retry", str(ids["permanent-1.txt"]), str(ids["good-1.txt"]), "--json")
+    assert retried.returncode == 3
+    assert json.loads(retried.stdout) == {"retried": [ids["permanent-1.txt"]], "refused": [ids["good-1.txt"]]}
+    assert cf.backlog(MAIN) == 1 and cf.backlog(DEAD) == 1
+

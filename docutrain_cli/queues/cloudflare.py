@@ -57,6 +57,10 @@ PREFIX = "cloudflare://"
 ACK_DELAY = 1.0  # seconds an ack may wait in the buffer for company
 ACK_BATCH = 100
 METRICS_FRESH = 2.0  # seconds a pull's metrics stand in for a fresh read
+# The dead-letter count changes only when this handle buries or revives (it
+# notes those) or another runner buries: an idle runner need not ask often.
+# Each read is an API request, and those are limited to 1,200 per 5 minutes.
+DEAD_METRICS_FRESH = 30.0
 DEAD_SCAN_LIMIT = 10_000  # dead-letter messages read by one listing / lookup / retry
 DEAD_LEASE = 300.0  # seconds a scan holds dead-letter messages
 LEASE_MARGIN = 10.0
@@ -199,6 +203,8 @@ class CloudflareQueue(JobQueue):
         lease = self._leases.pop(job.id, None)
         if lease:
             self._buffer_ack(lease)
+        else:
+            log.warning("job %s: not leased through this handle; it runs again when its lease lapses", job.id)
 
     def retry_later(self, job: Job, error: str, not_before: float) -> None:
         job.record_error(error)
@@ -333,7 +339,8 @@ class CloudflareQueue(JobQueue):
 
     def _read_metrics(self, queue_id: str) -> dict | None:
         read_at, metrics = self._metrics.get(queue_id, (None, None))
-        if read_at is not None and time.monotonic() - read_at <= METRICS_FRESH:
+        fresh = DEAD_METRICS_FRESH if queue_id == self.dead_queue else METRICS_FRESH
+        if read_at is not None and time.monotonic() - read_at <= fresh:
             return metrics
         if self._empty_batch_refused:
             return None

@@ -176,10 +176,19 @@ class CloudflareAPI:
                     problem, wait = f"server error {response.status_code}", delay
                 else:
                     return _result(response, what, queue_id, self.account_id)
-            if time.monotonic() + wait > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise ServiceUnavailableError(f"{what}: {problem}; gave up after {self.patience:g} s")
-            time.sleep(wait)
+            if response_was_limited(problem) and wait > left:  # asking sooner only fails again
+                raise ServiceUnavailableError(
+                    f"{what}: {problem}, retry after {wait:g} s: longer than the {self.patience:g} s we wait"
+                )
+            time.sleep(min(wait, left))
             delay = min(delay * 2, 8.0)
+
+
+def response_was_limited(problem: str) -> bool:
+    return problem.startswith("rate limited")
 
 
 def _retry_after(response: httpx.Response, fallback: float) -> float:
