@@ -337,28 +337,36 @@ class CloudflareQueue(JobQueue):
         if metrics is not None:
             self._metrics[queue_id] = (time.monotonic(), metrics)
 
-    def _read_metrics(self, queue_id: str) -> dict | None:
+    def _read_metrics(self, queue_id: str, *, required: bool) -> dict | None:
+        """The queue's backlog metrics: the last ones seen if fresh, else read
+        now. A figure is not worth stopping a runner for: when the API cannot
+        be reached (or rate-limits sends), stale metrics are used, or none;
+        only a `required` read with nothing to fall back on raises."""
         read_at, metrics = self._metrics.get(queue_id, (None, None))
         fresh = DEAD_METRICS_FRESH if queue_id == self.dead_queue else METRICS_FRESH
         if read_at is not None and time.monotonic() - read_at <= fresh:
             return metrics
         if self._empty_batch_refused:
-            return None
+            return metrics
         try:
-            metrics = self.api.metrics(queue_id)
-        except (ConfigError, ServiceUnavailableError):
+            latest = self.api.metrics(queue_id)
+        except ServiceUnavailableError:
+            if read_at is not None or not required:
+                return metrics
+            raise
+        except ConfigError:
             raise
         except DocutrainError as exc:  # this API does not take an empty batch: say unknown
             log.info("cloudflare: no backlog figures (%s)", exc)
             self._empty_batch_refused = True
-            return None
-        self._note_metrics(queue_id, metrics)
-        return metrics
+            return metrics
+        self._note_metrics(queue_id, latest)
+        return latest
 
     def stats(self, now: float) -> QueueStats:
         self.flush()
-        main = self._read_metrics(self.queue_id) or {}
-        dead = self._read_metrics(self.dead_queue) or {}
+        main = self._read_metrics(self.queue_id, required=True) or {}
+        dead = self._read_metrics(self.dead_queue, required=False) or {}
         oldest_ms = main.get("oldest_message_timestamp_ms") or 0  # 0 means unknown
         counts: dict[str, int | None] = {s: None for s in STATES}
         counts["dead"] = dead.get("backlog_count")

@@ -164,14 +164,14 @@ class CloudflareAPI:
         deadline = time.monotonic() + self.patience
         delay = 0.25
         while True:
-            problem = None
+            limited = False
             try:
                 response = self._http.post(url, json=payload)
             except httpx.TransportError as exc:
                 problem, wait = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, delay
             else:
                 if response.status_code == 429:
-                    problem, wait = "rate limited (429)", _retry_after(response, delay)
+                    limited, problem, wait = True, "rate limited (429)", _retry_after(response, delay)
                 elif response.status_code >= 500:
                     problem, wait = f"server error {response.status_code}", delay
                 else:
@@ -179,16 +179,12 @@ class CloudflareAPI:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise ServiceUnavailableError(f"{what}: {problem}; gave up after {self.patience:g} s")
-            if response_was_limited(problem) and wait > left:  # asking sooner only fails again
+            if limited and wait > left:  # asking sooner only fails again
                 raise ServiceUnavailableError(
                     f"{what}: {problem}, retry after {wait:g} s: longer than the {self.patience:g} s we wait"
                 )
             time.sleep(min(wait, left))
             delay = min(delay * 2, 8.0)
-
-
-def response_was_limited(problem: str) -> bool:
-    return problem.startswith("rate limited")
 
 
 def _retry_after(response: httpx.Response, fallback: float) -> float:
