@@ -45,6 +45,7 @@ import re
 import time
 from typing import Any, Sequence
 
+from docutrain_cli.config import CLOUDFLARE_PREFIX as PREFIX
 from docutrain_cli.errors import ConfigError, DocutrainError, ServiceUnavailableError
 from docutrain_cli.jobs import STATES, Job, JobState
 from docutrain_cli.queues.base import JobQueue, QueueStats
@@ -53,7 +54,6 @@ from docutrain_cli.queues.cloudflare_api import MAX_PULL_BATCH, MAX_VISIBILITY_S
 
 log = logging.getLogger("docutrain.queue")
 
-PREFIX = "cloudflare://"
 ACK_DELAY = 1.0  # seconds an ack may wait in the buffer for company
 ACK_BATCH = 100
 METRICS_FRESH = 2.0  # seconds a pull's metrics stand in for a fresh read
