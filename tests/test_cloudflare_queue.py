@@ -274,3 +274,19 @@ def test_run_retries_buries_with_the_history_and_retry_revives_on_cloudflare(cf,
     assert json.loads(retried.stdout) == {"retried": [ids["permanent-1.txt"]], "refused": [ids["good-1.txt"]]}
     assert cf.backlog(MAIN) == 1 and cf.backlog(DEAD) == 1
 
+
+
+def test_a_runner_does_not_stop_for_a_figure_it_cannot_read(cf):
+    """The runner reads stats while idle; when sends are rate-limited for
+    minutes (the API's 1,200 requests / 5 min), the backlog from its last
+    pull stands in and the dead count is unknown, rather than an error."""
+    q = open_queue(cf)
+    q.enqueue(jobs(2))
+    q.lease(1, time.time())  # a pull: fresh backlog figures
+    cf.rate_limit(100, retry_after=300)
+    stats = q.stats(time.time())
+    assert (stats.unfinished, stats.counts["dead"]) == (2, None)
+    # With nothing seen before, `status` has nothing to show and says why.
+    fresh = open_queue(cf)
+    with pytest.raises(Exception, match="retry after 300 s"):
+        fresh.stats(time.time())
