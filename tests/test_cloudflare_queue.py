@@ -105,8 +105,10 @@ def test_sends_respect_the_message_and_batch_limits(cf):
     assert len([r for r in cf.requests[before:] if r[0] == "batch"]) == 6  # two per 256 KB batch
 
     huge = Job(id=0, source="/data/huge.pdf", errors=["x" * 130_000])
-    with pytest.raises(MessageTooLarge, match="over Cloudflare Queues' limit of 128,000 bytes"):
+    with pytest.raises(MessageTooLarge, match="^/data/huge.pdf: .* over Cloudflare Queues' limit of 128,000 bytes"):
         q.enqueue(jobs(1) + [huge])
+    with pytest.raises(MessageTooLarge, match="message 2 of 2"):  # the client checks on its own too
+        q.api.send(MAIN, [{"a": 1}, {"b": "x" * 130_000}])
     assert cf.backlog(MAIN) == 262  # refused before anything of that call was sent
 
 

@@ -24,6 +24,8 @@ How the contract maps onto what Cloudflare offers:
   then ack: a retry would cost a delivery.
 - retries re-deliver the body as it was sent, so the error history of
   earlier attempts is what this handle saw (kept in memory per job).
+What the messages hold is in cloudflare_messages.py, the REST calls in
+cloudflare_api.py.
 
 What Cloudflare cannot tell, docutrain does not invent: a queue answers with
 its backlog (unacknowledged messages: queued, leased and waiting retries
@@ -40,17 +42,18 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import re
 import time
-from typing import Any, Sequence
+from typing import Sequence
 
 from docutrain_cli.config import CLOUDFLARE_PREFIX as PREFIX
 from docutrain_cli.errors import ConfigError, DocutrainError, ServiceUnavailableError
 from docutrain_cli.jobs import STATES, Job, JobState
 from docutrain_cli.queues.base import JobQueue, QueueStats
-from docutrain_cli.queues.cloudflare_api import MAX_PULL_BATCH, MAX_VISIBILITY_SECONDS, BadMessage, \
-    CloudflareAPI, decode_body
+from docutrain_cli.queues.cloudflare_api import MAX_MESSAGE_BYTES, MAX_PULL_BATCH, MAX_VISIBILITY_SECONDS, \
+    BadMessage, CloudflareAPI, MessageTooLarge, decode_body, encoded_size
+from docutrain_cli.queues.cloudflare_messages import UNKNOWN_DEATH, dead_body, job_from_message, new_job_ids, \
+    unreadable_body
 
 log = logging.getLogger("docutrain.queue")
 
@@ -66,8 +69,6 @@ DEAD_LEASE = 300.0  # seconds a scan holds dead-letter messages
 LEASE_MARGIN = 10.0
 ERROR_MEMORY = 10_000  # jobs whose error history this handle remembers
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-UNKNOWN_DEATH = ("Cloudflare moved it to the dead-letter queue after max_retries deliveries "
-                 "without an answer (its runners died or hung on it)")
 
 
 def lease_seconds(job_timeout: float) -> float:
@@ -82,29 +83,6 @@ def parse_queue_url(url: str) -> tuple[str, str]:
     if not (_ID.match(account) and _ID.match(queue)):
         raise ConfigError(f"queue: expected cloudflare://<account_id>/<queue_id>, got {url!r}")
     return account, queue
-
-
-_last_id = 0
-
-
-def new_job_ids(count: int) -> list[int]:
-    """Job ids that grow with time: milliseconds * 1000 plus a counter
-    (the edge Worker makes them the same way). Unique within a process;
-    two producers in one millisecond collide with odds of about 1 in 1000,
-    which only makes a lookup by id ambiguous."""
-    global _last_id
-    base = int(time.time() * 1000) * 1000 + random.randrange(1000)
-    ids = []
-    for _ in range(count):
-        _last_id = max(_last_id + 1, base)
-        ids.append(_last_id)
-    return ids
-
-
-def _message_job_id(message: dict) -> int:
-    """An id for a message that came without one (a hand-made message)."""
-    tail = int((message.get("id") or "0")[-6:] or "0", 16) % 1000
-    return int(message.get("timestamp_ms") or time.time() * 1000) * 1000 + tail
 
 
 class CloudflareQueue(JobQueue):
@@ -149,6 +127,12 @@ class CloudflareQueue(JobQueue):
             return []
         ids = new_job_ids(len(jobs))
         bodies = [{**job.payload(), "attempts": 0, "job_id": job_id} for job, job_id in zip(jobs, ids)]
+        for job, body in zip(jobs, bodies):  # name the file; the client would only count
+            if encoded_size(body) > MAX_MESSAGE_BYTES:
+                raise MessageTooLarge(
+                    f"{job.source}: its job is {encoded_size(body):,} bytes as a message, over Cloudflare "
+                    f"Queues' limit of {MAX_MESSAGE_BYTES:,} bytes; nothing was queued"
+                )
         self._note_metrics(self.queue_id, self.api.send(self.queue_id, bodies))
         return ids
 
@@ -173,7 +157,7 @@ class CloudflareQueue(JobQueue):
             self._note_metrics(self.queue_id, metrics)
             for message in messages:
                 try:
-                    job = self._job(decode_body(message), message, JobState.RUNNING)
+                    job = job_from_message(decode_body(message), message, JobState.RUNNING, self.storage_bucket)
                 except BadMessage as exc:
                     unreadable.append((message, str(exc)))
                     continue
@@ -224,7 +208,7 @@ class CloudflareQueue(JobQueue):
         lease = self._leases.pop(job.id, None)
         # Sent first, acked after: a crash in between leaves the job to be
         # buried again (a duplicate dead record), never lost.
-        self._note_metrics(self.dead_queue, self.api.send(self.dead_queue, [self._dead_body(job)]))
+        self._note_metrics(self.dead_queue, self.api.send(self.dead_queue, [dead_body(job)]))
         if lease:
             self._buffer_ack(lease)
 
@@ -277,51 +261,12 @@ class CloudflareQueue(JobQueue):
         return True
 
     # -- messages <-> jobs ---------------------------------------------------
-    def _job(self, body: Any, message: dict, state: JobState) -> Job:
-        if not isinstance(body, dict):
-            raise BadMessage("body is not a JSON object")
-        job_id = body.get("job_id")
-        if not isinstance(job_id, int) or isinstance(job_id, bool):
-            job_id = _message_job_id(message)
-        if isinstance(body.get("source"), str) and body["source"]:
-            job = Job.from_payload(job_id, state, body)
-            job.attempts = int(body.get("attempts") or 0)
-            return job
-        if body.get("user_document_id"):  # an /enqueue request from the edge Worker
-            path = body.get("storage_path")
-            if not isinstance(path, str) or not path.strip():
-                raise BadMessage(
-                    f"document {body['user_document_id']}: the request has no storage_path; send it to "
-                    "/enqueue, or queue pending documents with `docutrain enqueue --from-supabase`"
-                )
-            from docutrain_cli.sinks.supabase import make_source
-
-            return Job(
-                id=job_id, state=state, source=make_source(self.storage_bucket, path.strip()),
-                document_id=str(body["user_document_id"]),
-                user_id=None if body.get("user_id") is None else str(body["user_id"]),
-                enqueued_at=int(message.get("timestamp_ms") or 0) / 1000 or time.time(),
-            )
-        raise BadMessage("neither a docutrain job nor an /enqueue request (no source, no user_document_id)")
-
-    def _dead_body(self, job: Job) -> dict:
-        return {**job.payload(), "job_id": job.id, "dead": True}
-
     def _bury_unreadable(self, unreadable: list[tuple[dict, str]]) -> None:
         """Messages no job can be made of go to the dead-letter queue with the
         reason and what they held, so that nothing is lost."""
-        bodies = []
         for message, reason in unreadable:
-            job_id = _message_job_id(message)
-            raw = message.get("body")
-            raw = raw if isinstance(raw, str) else repr(raw)
             log.warning("cloudflare message %s: %s; moved to the dead-letter queue", message.get("id"), reason)
-            bodies.append({
-                "job_id": job_id, "source": f"cloudflare message {message.get('id')}", "dead": True,
-                "errors": [f"unreadable message: {reason}"], "attempts": int(message.get("attempts") or 1),
-                "finished_at": time.time(), "raw_body": raw[:60_000],
-                "content_type": (message.get("metadata") or {}).get("CF-Content-Type"),
-            })
+        bodies = [unreadable_body(message, reason) for message, reason in unreadable]
         self._note_metrics(self.dead_queue, self.api.send(self.dead_queue, bodies))
         for message, _ in unreadable:
             self._buffer_ack(message["lease_id"])
@@ -397,12 +342,12 @@ class CloudflareQueue(JobQueue):
             for message in messages:
                 try:
                     body = decode_body(message)
-                    job = self._job(body, message, JobState.DEAD)
+                    job = job_from_message(body, message, JobState.DEAD, self.storage_bucket)
                     if not body.get("dead"):  # dead-lettered by Cloudflare, not by a runner
                         job.record_error(UNKNOWN_DEATH)
                 except BadMessage as exc:
-                    job = Job(id=_message_job_id(message), source=f"cloudflare message {message.get('id')}",
-                              state=JobState.DEAD, errors=[f"unreadable message: {exc}"])
+                    job = job_from_message(unreadable_body(message, str(exc)), message, JobState.DEAD,
+                                           self.storage_bucket)
                 taken.append((message["lease_id"], job))
             if len(messages) < MAX_PULL_BATCH:
                 break
@@ -420,7 +365,7 @@ class CloudflareQueue(JobQueue):
                 job.attempts, job.not_before, job.finished_at, job.started_at = 0, 0.0, None, None
                 again.append({**job.payload(), "job_id": job.id})
             else:
-                back.append(self._dead_body(job))
+                back.append(dead_body(job))
         if again:
             self._note_metrics(self.queue_id, self.api.send(self.queue_id, again))
         if back:
@@ -471,4 +416,4 @@ def open_cloudflare(settings) -> CloudflareQueue:
     )
 
 
-__all__ = ["CloudflareQueue", "open_cloudflare", "lease_seconds", "parse_queue_url", "new_job_ids"]
+__all__ = ["CloudflareQueue", "open_cloudflare", "lease_seconds", "parse_queue_url", "UNKNOWN_DEATH"]
