@@ -408,7 +408,12 @@ def retry(
         for job_id in not_dead:
             job = queue.job(job_id)
             missing = "not in the dead-letter queue" if len(queue.listable_states) < len(JobState) else "no such job"
-            _error_line(f"job {job_id}: " + (f"is {job.state.value}, not dead" if job else missing))
+            if job is None:
+                _error_line(f"job {job_id}: {missing}")
+            elif job.state == JobState.DEAD:  # e.g. an unreadable Cloudflare message
+                _error_line(f"job {job_id}: cannot be retried: {job.last_error}")
+            else:
+                _error_line(f"job {job_id}: is {job.state.value}, not dead")
     if as_json:
         _emit_json({"retried": revived, "refused": not_dead})
     else:

@@ -89,6 +89,12 @@ def test_bodies_are_decoded_by_content_type_and_unreadable_ones_dead_lettered(cf
     assert any("doc-10" in r and "storage_path" in r for r in reasons)
     q.flush(quiet=False)
     assert cf.backlog(MAIN) == 3  # the three good ones, still leased
+    # Reading them again and again keeps what they held; they cannot be revived.
+    for _ in range(2):
+        assert len(q.jobs(JobState.DEAD)) == 3
+    kept = cf.bodies(DEAD)
+    assert len(kept) == 3 and "not json at all" in [b["raw_body"] for b in kept]
+    assert q.revive(None) == [] and cf.backlog(DEAD) == 3
 
 
 def test_sends_respect_the_message_and_batch_limits(cf):

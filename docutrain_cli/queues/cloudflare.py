@@ -333,44 +333,47 @@ class CloudflareQueue(JobQueue):
             },
         )
 
-    def _read_dead(self) -> list[tuple[str, Job]]:
-        """Lease every dead-letter message (up to DEAD_SCAN_LIMIT) as jobs."""
-        taken: list[tuple[str, Job]] = []
+    def _read_dead(self) -> list[tuple[str, Job, dict]]:
+        """Lease every dead-letter message (up to DEAD_SCAN_LIMIT): (lease id,
+        job, the record as stored, which may hold more than the job)."""
+        taken: list[tuple[str, Job, dict]] = []
         while len(taken) < DEAD_SCAN_LIMIT:
             messages, metrics = self.api.pull(self.dead_queue, MAX_PULL_BATCH, DEAD_LEASE)
             self._note_metrics(self.dead_queue, metrics)
             for message in messages:
                 try:
-                    body = decode_body(message)
-                    job = job_from_message(body, message, JobState.DEAD, self.storage_bucket)
-                    if not body.get("dead"):  # dead-lettered by Cloudflare, not by a runner
+                    record = decode_body(message)
+                    job = job_from_message(record, message, JobState.DEAD, self.storage_bucket)
+                    if not record.get("dead"):  # dead-lettered by Cloudflare, not by a runner
                         job.record_error(UNKNOWN_DEATH)
                 except BadMessage as exc:
-                    job = job_from_message(unreadable_body(message, str(exc)), message, JobState.DEAD,
-                                           self.storage_bucket)
-                taken.append((message["lease_id"], job))
+                    record = unreadable_body(message, str(exc))
+                    job = job_from_message(record, message, JobState.DEAD, self.storage_bucket)
+                taken.append((message["lease_id"], job, record))
             if len(messages) < MAX_PULL_BATCH:
                 break
         return taken
 
-    def _settle_dead(self, taken: list[tuple[str, Job]], revive: set[int]) -> list[int]:
-        """Send the revived jobs to the queue and fresh copies of the rest back
-        to the dead-letter queue, then ack every message read."""
+    def _settle_dead(self, taken: list[tuple[str, Job, dict]], revive: set[int]) -> list[int]:
+        """Send the revived jobs to the queue and fresh copies of the other
+        records (all they held) back to the dead-letter queue, then ack every
+        message read. Unreadable messages are never revived: no runner could
+        make a job of them; their record keeps the original body."""
         back, again, revived = [], [], set()
-        for _, job in sorted(taken, key=lambda t: t[1].id):
+        for _, job, record in sorted(taken, key=lambda t: t[1].id):
             if job.id in revived:
                 continue  # a duplicate dead record of a job revived just now
-            if job.id in revive:
+            if job.id in revive and "raw_body" not in record:
                 revived.add(job.id)
                 job.attempts, job.not_before, job.finished_at, job.started_at = 0, 0.0, None, None
                 again.append({**job.payload(), "job_id": job.id})
             else:
-                back.append(dead_body(job))
+                back.append({**record, **dead_body(job)})
         if again:
             self._note_metrics(self.queue_id, self.api.send(self.queue_id, again))
         if back:
             self.api.send(self.dead_queue, back)
-        leases = [lease for lease, _ in taken]
+        leases = [lease for lease, _, _ in taken]
         for start in range(0, len(leases), ACK_BATCH):
             self.api.ack(self.dead_queue, leases[start:start + ACK_BATCH], [])
         self._metrics.pop(self.dead_queue, None)
@@ -382,19 +385,18 @@ class CloudflareQueue(JobQueue):
             return []
         taken = self._read_dead()
         self._settle_dead(taken, set())
-        return sorted((job for _, job in taken), key=lambda j: j.id, reverse=True)[:limit]
+        return sorted((job for _, job, _ in taken), key=lambda j: j.id, reverse=True)[:limit]
 
     def job(self, job_id: int) -> Job | None:
         """A dead job; None for any other (Cloudflare cannot look them up)."""
         taken = self._read_dead()
         self._settle_dead(taken, set())
-        return next((job for _, job in taken if job.id == job_id), None)
+        return next((job for _, job, _ in taken if job.id == job_id), None)
 
     def revive(self, job_ids: Sequence[int] | None = None) -> list[int]:
         taken = self._read_dead()
-        wanted = {job.id for _, job in taken} if job_ids is None else set(job_ids)
-        revived = self._settle_dead(taken, wanted)
-        return sorted(set(revived))
+        wanted = {job.id for _, job, _ in taken} if job_ids is None else set(job_ids)
+        return sorted(set(self._settle_dead(taken, wanted)))
 
     def close(self) -> None:
         try:
