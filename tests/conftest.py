@@ -77,16 +77,22 @@ class Docutrain:
         raise AssertionError(f"timed out waiting for {what}")
 
     def output_rows(self) -> list[tuple]:
-        if not self.output.exists():
-            return []
-        with sqlite3.connect(self.output) as conn:
-            return conn.execute("SELECT document, job FROM output ORDER BY job").fetchall()
+        return self._output_query("SELECT document, job FROM output ORDER BY job")
 
     def runs(self) -> list[tuple]:
+        return self._output_query("SELECT job, attempt FROM runs ORDER BY at")
+
+    def _output_query(self, sql: str) -> list[tuple]:
         if not self.output.exists():
             return []
         with sqlite3.connect(self.output) as conn:
-            return conn.execute("SELECT job, attempt FROM runs ORDER BY at").fetchall()
+            try:
+                return conn.execute(sql).fetchall()
+            except sqlite3.OperationalError as exc:
+                # A worker has created the file but not yet its tables.
+                if "no such table" in str(exc):
+                    return []
+                raise
 
 
 @pytest.fixture
