@@ -71,7 +71,7 @@ def job_from_message(body: Any, message: dict, state: JobState, storage_bucket: 
                 f"document {body['user_document_id']}: the request has no storage_path; send it to "
                 "/enqueue, or queue pending documents with `docutrain enqueue --from-supabase`"
             )
-        from docutrain_cli.sinks.supabase import make_source
+        from docutrain_cli.supabase.storage import make_source
 
         return Job(
             id=job_id, state=state, source=make_source(storage_bucket, path.strip()),
