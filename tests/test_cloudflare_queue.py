@@ -235,6 +235,9 @@ def test_status_says_unknown_where_cloudflare_cannot_tell(cf, docutrain):
     assert (data["queued"], data["done"], data["dead"], data["unfinished"]) == (None, None, 1, 2)
     assert cf.token not in result.stdout + result.stderr
 
+    init = docutrain("queue", "init", **env)
+    assert init.returncode == 0 and f"cloudflare queue {MAIN} reachable: backlog 2" in init.stdout, init.stderr
+
     listed = docutrain("jobs", "--state", "dead", **env)
     assert listed.returncode == 0 and "not a PDF" in listed.stdout
     refused = docutrain("jobs", "--state", "queued", **env)
