@@ -178,6 +178,7 @@ def test_metrics_match_status_json_after_a_real_run(finished_run):
     assert samples[("docutrain_outbox_backlog", ())] == 0
     assert samples[("docutrain_runner_up", ())] == 0 and status["runner"] is None
     assert samples[("docutrain_workers", ())] == 0
+    assert samples[("docutrain_jobs_unfinished", ())] == status["unfinished"] == 0
     # tokens: the sum of what each done job's result says it embedded
     tokens = sum(job["result"]["tokens_embedded"] for job in jobs_json(finished_run, "done"))
     model = jobs_json(finished_run, "done")[0]["result"]["model"]
@@ -228,3 +229,41 @@ def test_a_queue_that_cannot_be_read_gives_a_page_that_says_why(docutrain):
         assert "is a folder" in page.text and 'id="live"' in page.text  # keeps refreshing
         partial = client.get("/?partial=1")
         assert partial.status_code == 503 and "<html" not in partial.text
+
+
+def test_on_cloudflare_the_page_and_metrics_show_what_can_be_told(cloudflare, docutrain):
+    """Cloudflare Queues tells no per-state counts: the page shows them as
+    unknown, /metrics has no sample for them, and the dead jobs still show."""
+    import time as clock
+
+    from dashboard_server import settings_for
+
+    from docutrain_cli.jobs import Job
+    from docutrain_cli.queues import open_queue
+
+    cloudflare.create_queue("dead0001", max_retries=100)
+    cloudflare.create_queue("main0001", max_retries=3, dead_letter_queue="dead0001")
+    settings = settings_for(
+        docutrain, queue=f"cloudflare://{cloudflare.account_id}/main0001", cloudflare_api_token=cloudflare.token,
+        cloudflare_dead_queue="dead0001", cloudflare_api_url=cloudflare.url,
+    )
+    with open_queue(settings) as queue:
+        queue.enqueue([Job(id=0, source=f"/data/{name}.pdf", sha256=name) for name in ("a", HOSTILE, "c")])
+        leased = queue.lease(3, clock.time())
+        hostile = next(j for j in leased if HOSTILE in j.source)
+        queue.bury(hostile, f"{hostile.source}: not a PDF")
+        for job in leased:
+            if job is not hostile:
+                queue.release(job)
+    overrides = {k: getattr(settings, k) for k in ("queue", "cloudflare_api_token", "cloudflare_dead_queue", "cloudflare_api_url")}
+    with dashboard(docutrain, **overrides) as url, httpx.Client(base_url=url) as client:
+        login(client)
+        page = client.get("/")
+        assert page.status_code == 200, page.text
+        assert 'id="count-queued">–<' in page.text and 'id="count-dead">1<' in page.text
+        assert "&lt;img src=x onerror=alert(1)&gt;.pdf" in page.text and "<img" not in page.text
+        assert cloudflare.token not in page.text
+        metrics = client.get("/metrics", headers={"authorization": f"Bearer {TOKEN}"}).text
+    assert 'docutrain_jobs{state="dead"} 1.0' in metrics and 'state="queued"' not in metrics
+    assert "docutrain_jobs_unfinished 2.0" in metrics
+    assert 'outcome="done"' not in metrics and 'docutrain_jobs_finished_total{outcome="dead"} 1.0' in metrics

@@ -63,8 +63,14 @@ class DocutrainCollector:
 
         jobs = GaugeMetricFamily("docutrain_jobs", "Jobs in each state now.", labels=["state"])
         for state in STATES:
-            jobs.add_metric([state], stats.counts[state])
+            if stats.counts[state] is not None:  # Cloudflare cannot tell some: no sample
+                jobs.add_metric([state], stats.counts[state])
         yield jobs
+        yield GaugeMetricFamily(
+            "docutrain_jobs_unfinished",
+            "Jobs queued, running or waiting to retry (all a Cloudflare queue can tell).",
+            value=stats.pending,
+        )
 
         yield GaugeMetricFamily(
             "docutrain_oldest_queued_age_seconds",
@@ -72,7 +78,8 @@ class DocutrainCollector:
             value=stats.oldest_queued_age or 0.0,
         )
 
-        outcomes = {"done": 0, "dead": 0}
+        # A backend that keeps no done records (Cloudflare) reports no done outcome.
+        outcomes = {"done": 0, "dead": 0} if stats.counts["done"] is not None else {"dead": 0}
         tokens: dict[str, int] = {}
         durations = []
         for record in finished:
@@ -89,16 +96,17 @@ class DocutrainCollector:
             total.add_metric([outcome], n)
         yield total
 
-        yield _histogram(
-            "docutrain_job_duration_seconds", "Seconds from lease to finish of done jobs.", durations
-        )
-
-        embedded = CounterMetricFamily(
-            "docutrain_embedding_tokens", "Embedding tokens sent, by model (cached text costs none).", labels=["model"]
-        )
-        for model, n in sorted(tokens.items()):
-            embedded.add_metric([model], n)
-        yield embedded
+        if "done" in outcomes:  # both read from done records
+            yield _histogram(
+                "docutrain_job_duration_seconds", "Seconds from lease to finish of done jobs.", durations
+            )
+            embedded = CounterMetricFamily(
+                "docutrain_embedding_tokens", "Embedding tokens sent, by model (cached text costs none).",
+                labels=["model"],
+            )
+            for model, n in sorted(tokens.items()):
+                embedded.add_metric([model], n)
+            yield embedded
 
         yield GaugeMetricFamily(
             "docutrain_outbox_backlog",

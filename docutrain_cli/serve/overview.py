@@ -90,9 +90,10 @@ class Overview:
         c, lines = self.stats.counts, []
         if c["dead"]:
             lines.append(f"{c['dead']} dead job(s): see the reasons below and retry them when fixed")
-        pending = c["queued"] + c["retrying"]
-        if pending and self.exclusive and self.stats.runner_info is None:
-            lines.append(f"{pending} job(s) waiting and no runner holds the queue: start `docutrain run`")
+        if self.exclusive and self.stats.known and self.stats.runner_info is None:
+            waiting = c["queued"] + c["retrying"]
+            if waiting:
+                lines.append(f"{waiting} job(s) waiting and no runner holds the queue: start `docutrain run`")
         if self.outbox and self.outbox.get("backlog") and self.outbox.get("last_error"):
             lines.append(f"Supabase outbox: {self.outbox['backlog']} change(s) waiting; last error below")
         return lines
