@@ -185,8 +185,9 @@ def test_metrics_match_status_json_after_a_real_run(finished_run):
     assert tokens > 0 and samples[("docutrain_embedding_tokens_total", (("model", model),))] == tokens
 
 
-def test_the_supabase_outbox_backlog_and_its_last_error_are_shown(docutrain):
-    """A real flush to a Supabase that refuses connections leaves a backlog and an error."""
+def test_the_outbox_backlogs_and_their_last_errors_are_shown(docutrain):
+    """Real flushes to a Supabase and an app that refuse connections leave
+    backlogs and errors (Supabase outbox and status webhooks)."""
     import socket
 
     from dashboard_server import settings_for
@@ -197,7 +198,10 @@ def test_the_supabase_outbox_backlog_and_its_last_error_are_shown(docutrain):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         dead_port = s.getsockname()[1]
-    supabase = {"supabase_url": f"http://127.0.0.1:{dead_port}", "supabase_service_role_key": "service-role-secret"}
+    supabase = {
+        "supabase_url": f"http://127.0.0.1:{dead_port}", "supabase_service_role_key": "service-role-secret",
+        "status_webhook_url": f"http://127.0.0.1:{dead_port}/hook", "status_webhook_secret": "webhook-secret",
+    }
     settings = settings_for(docutrain, **supabase)
     recorder = StatusRecorder(settings, request_timeout=2)
     for i in range(2):
@@ -210,7 +214,8 @@ def test_the_supabase_outbox_backlog_and_its_last_error_are_shown(docutrain):
         page = client.get("/").text
         outbox = page.split('aria-label="Supabase outbox"')[1].split("</section>")[0]
         assert 'id="outbox-backlog">2<' in outbox and "last error at" in outbox
-        assert "service-role-secret" not in page
+        assert 'id="webhook-backlog">2<' in page and "status webhooks: 2 change(s) waiting" in page
+        assert "service-role-secret" not in page and "webhook-secret" not in page
         assert "Supabase outbox: 2 change(s) waiting" in page  # in "needs attention"
         metrics = client.get("/metrics", headers={"authorization": f"Bearer {TOKEN}"}).text
     assert "docutrain_outbox_backlog 2.0" in metrics

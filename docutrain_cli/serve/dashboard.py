@@ -205,7 +205,7 @@ class Dashboard:
         if state not in (None, *STATES):
             state = None
         search = request.query_params.get("q", "")[:200]
-        from docutrain_cli.recorder import outbox_status
+        from docutrain_cli.recorder import outbox_status, webhook_outbox_status
 
         def work(queue):
             with WorkerBoard.for_store(self.settings.store) as board:
@@ -213,6 +213,7 @@ class Dashboard:
                     queue,
                     board,
                     outbox=outbox_status(self.settings),
+                    webhook_outbox=webhook_outbox_status(self.settings),
                     budget=self._budget(),
                     state=state,
                     search=search,

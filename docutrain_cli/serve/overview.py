@@ -73,6 +73,7 @@ class Overview:
     minutes: list[Minute]
     charts: list[Chart]
     outbox: dict[str, Any] | None
+    webhook_outbox: dict[str, Any] | None  # status webhooks to the app (issue 14)
     budget: dict[str, Any] | None
     dead: list[Job]
     recent: list[Job]
@@ -96,6 +97,9 @@ class Overview:
                 lines.append(f"{waiting} job(s) waiting and no runner holds the queue: start `docutrain run`")
         if self.outbox and self.outbox.get("backlog") and self.outbox.get("last_error"):
             lines.append(f"Supabase outbox: {self.outbox['backlog']} change(s) waiting; last error below")
+        hooks = self.webhook_outbox
+        if hooks and hooks.get("backlog") and hooks.get("last_error"):
+            lines.append(f"status webhooks: {hooks['backlog']} change(s) waiting; last error below")
         return lines
 
 
@@ -157,6 +161,7 @@ def gather(
     board: WorkerBoard,
     *,
     outbox: dict[str, Any] | None,
+    webhook_outbox: dict[str, Any] | None = None,
     budget: dict[str, Any] | None = None,
     state: str | None = None,
     search: str = "",
@@ -186,6 +191,7 @@ def gather(
         minutes=minutes,
         charts=charts,
         outbox=outbox,
+        webhook_outbox=webhook_outbox,
         budget=budget,
         dead=queue.jobs(JobState.DEAD, limit=DEAD_LIMIT),
         recent=recent,
