@@ -185,6 +185,7 @@ def status_report(settings: Settings, stats: QueueStats) -> dict:
     """The object `docutrain status --json` prints and `GET /v1/status` answers."""
     return {
         **stats.counts,
+        "unfinished": stats.pending if stats.known else stats.unfinished,
         "oldest_queued_age_seconds": stats.oldest_queued_age,
         "next_retry_at": stats.next_retry_at,
         "runner": stats.runner,
