@@ -35,6 +35,7 @@ SECRET_FIELDS = {
     "openai_api_key",
     "supabase_service_role_key",
     "pdf_password",
+    "cloudflare_api_token",
     "serve_token",
     "status_webhook_secret",
     "cloudflare_api_token",

@@ -100,7 +100,9 @@ class JobQueue(abc.ABC):
         """Store `job` unless a job for the same `document_id` is queued,
         running or retrying. Atomic against other processes doing the same
         (HTTP requests, webhooks, reconcile, `enqueue --from-supabase`).
-        Returns (job id, True) for a new job, (existing id, False) otherwise."""
+        Returns (job id, True) for a new job, (existing id, False) otherwise.
+        A backend that cannot see its queued jobs (Cloudflare) always sends
+        and says so in its docstring."""
 
     @abc.abstractmethod
     def active_hashes(self) -> set[str]:
