@@ -65,6 +65,22 @@ def _restyle(param):
     return param
 
 
+class StdoutClosed(Exception):
+    """Whoever read our stdout went away (`docutrain schema | head`)."""
+
+
+def _stdout_closed() -> bool:
+    # A pipe whose reader is gone polls as POLLERR; a file or terminal does not.
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 class _Restyled:
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -73,6 +89,16 @@ class _Restyled:
 
     def get_help_option(self, ctx):
         return _restyle(super().get_help_option(ctx))
+
+    def invoke(self, ctx):
+        # Click turns every broken pipe into a silent exit 1, even one from a
+        # network socket. Only a closed stdout is quiet here (run_app).
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as exc:
+            if _stdout_closed():
+                raise StdoutClosed() from exc
+            raise RuntimeError(f"broken pipe: {exc}") from exc
 
 
 class HelpCommand(_Restyled, TyperCommand):
@@ -156,7 +182,7 @@ def run_app(app: typer.Typer, error_line: Callable[[str], None], traceback_wante
     try:
         code = _run(app, error_line, traceback_wanted)
         sys.stdout.flush()  # here, not at interpreter exit, so a closed pipe is caught
-    except BrokenPipeError:
+    except (StdoutClosed, BrokenPipeError):
         # Python's recipe: point stdout at /dev/null so the final flush at
         # exit cannot fail again and print "Exception ignored".
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -185,7 +211,7 @@ def _run(app: typer.Typer, error_line: Callable[[str], None], traceback_wanted: 
         return exc.exit_code
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
-    except BrokenPipeError:
+    except StdoutClosed:
         raise
     except Exception as exc:  # noqa: BLE001 - last resort: one line, not a traceback
         if traceback_wanted():

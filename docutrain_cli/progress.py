@@ -119,7 +119,7 @@ class RichObserver(RunObserver):
             console=self.console, get_renderable=self.render,
             refresh_per_second=self.REFRESH_PER_SECOND, transient=False,
         )
-        self.live.start()
+        self.live.start(refresh=True)
 
     def _refresh(self) -> None:
         if self.live is not None:

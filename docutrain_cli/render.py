@@ -13,6 +13,7 @@ error messages wrap instead.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Any, Callable, Iterable
 
@@ -80,7 +81,9 @@ class FileName:
         return ELLIPSIS + folder + self.name
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        yield Text(self.fitted(options.max_width), style=self.style, overflow="fold")
+        # no_wrap=False: in a no_wrap column, a name wider than the whole cell
+        # must still fold rather than be cropped.
+        yield Text(self.fitted(options.max_width), style=self.style, overflow="fold", no_wrap=False)
 
     def __str__(self) -> str:
         return self.path
@@ -256,17 +259,25 @@ def search_hits(hits: list) -> Group:
     parts = []
     for rank, hit in enumerate(hits, 1):
         pages = f"p. {hit.page_start}" + (f"-{hit.page_end}" if hit.page_end != hit.page_start else "")
-        head = Table.grid(padding=(0, 2))
-        head.add_column(no_wrap=True)
-        head.add_column(no_wrap=True)
-        head.add_column(no_wrap=True)
-        head.add_column(no_wrap=True)
-        head.add_row(f"{rank}. {hit.score:.3f}", FileName(hit.source or hit.document_key), pages, f"chunk {hit.chunk_index}")
+        cells = (f"{rank}. {hit.score:.3f}", FileName(hit.source or hit.document_key), pages, f"chunk {hit.chunk_index}")
+        parts.append(FitToWidth(functools.partial(_hit_line, cells)))
         snippet = " ".join(hit.content.split())
         if len(snippet) > SNIPPET_CHARS:
             snippet = snippet[:SNIPPET_CHARS] + ELLIPSIS
-        body = Table.grid(padding=(0, 0, 0, 3))
+        body = Table.grid(padding=(0, 0, 0, 3), pad_edge=True)
         body.add_column(overflow="fold")
         body.add_row(Text(snippet))
-        parts += [head, body]
+        parts.append(body)
     return Group(*parts)
+
+
+def _hit_line(cells: tuple, width: int) -> Table:
+    score, name, pages, chunk = cells
+    fixed = [cell_len(score), cell_len(pages), cell_len(chunk)]
+    line = Table.grid(padding=(0, GAP, 0, 0))
+    line.add_column(no_wrap=True, width=fixed[0])
+    line.add_column(no_wrap=True, width=file_column_width([name], width - sum(fixed) - 3 * GAP))
+    line.add_column(no_wrap=True, width=fixed[1])
+    line.add_column(no_wrap=True, width=fixed[2])
+    line.add_row(*cells)
+    return line
