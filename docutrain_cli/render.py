@@ -170,14 +170,18 @@ GAP = 2  # rich's default cell padding between two columns (pad_edge=False)
 MIN_ERROR_WIDTH = 20
 
 
-def file_column_width(names: list[FileName], room: int, *, share: float = 1.0) -> int:
-    """How wide the file column gets out of `room` cells: every whole path if
-    it fits in `share` of it, else at least each `…name`."""
+def file_column_width(names: list[FileName], room: int, *, rest: int = 0) -> int:
+    """How wide the file column gets out of `room` cells, sharing them with
+    a wrapping column whose longest cell is `rest`: whole paths if both fit;
+    else the wrapping column gets up to half, never less than its minimum,
+    and the file column never less than each `…name`."""
     if not names:
         return 0
     longest = max(cell_len(n.path) for n in names)
     shortest = max(min(cell_len(n.path), cell_len(ELLIPSIS + n.name)) for n in names)
-    return max(min(longest, int(room * share)), min(shortest, room))
+    if rest and longest + rest > room:
+        rest = min(rest, max(room // 2, MIN_ERROR_WIDTH))
+    return max(min(longest, room - (rest if rest else 0)), min(shortest, room))
 
 
 def jobs_table(jobs: Iterable) -> FitToWidth:
@@ -192,10 +196,7 @@ def jobs_table(jobs: Iterable) -> FitToWidth:
         room = width - sum(fixed) - GAP * 4
         names = [r[3] for r in rows]
         errors = max([cell_len(r[4]) for r in rows] + [0])
-        if errors:
-            file_width = file_column_width(names, room - min(errors, MIN_ERROR_WIDTH), share=0.5 if errors > room / 2 else 1.0)
-        else:
-            file_width = file_column_width(names, room)
+        file_width = file_column_width(names, room, rest=errors)
         table = Table(box=None, pad_edge=False)
         table.add_column("id", justify="right", no_wrap=True, width=fixed[0])
         table.add_column("state", no_wrap=True, width=fixed[1])
