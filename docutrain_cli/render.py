@@ -179,9 +179,9 @@ def file_column_width(names: list[FileName], room: int, *, rest: int = 0) -> int
         return 0
     longest = max(cell_len(n.path) for n in names)
     shortest = max(min(cell_len(n.path), cell_len(ELLIPSIS + n.name)) for n in names)
-    if rest and longest + rest > room:
+    if longest + rest > room:
         rest = min(rest, max(room // 2, MIN_ERROR_WIDTH))
-    return max(min(longest, room - (rest if rest else 0)), min(shortest, room))
+    return max(min(longest, room - rest), min(shortest, room))
 
 
 def jobs_table(jobs: Iterable) -> FitToWidth:
@@ -195,14 +195,16 @@ def jobs_table(jobs: Iterable) -> FitToWidth:
         fixed = [max([cell_len(h)] + [cell_len(r[i]) for r in rows]) for i, h in enumerate(("id", "state", "attempts"))]
         room = width - sum(fixed) - GAP * 4
         names = [r[3] for r in rows]
-        errors = max([cell_len(r[4]) for r in rows] + [0])
-        file_width = file_column_width(names, room, rest=errors)
+        errors = max([cell_len(r[4]) for r in rows] + [cell_len("last error")])
+        # The error column keeps a word's width even when a name needs more:
+        # then the name folds, since nothing else would fit.
+        file_width = min(file_column_width(names, room, rest=errors), room - len("error"))
         table = Table(box=None, pad_edge=False)
         table.add_column("id", justify="right", no_wrap=True, width=fixed[0])
         table.add_column("state", no_wrap=True, width=fixed[1])
         table.add_column("attempts", justify="right", no_wrap=True, width=fixed[2])
         table.add_column("file", no_wrap=True, width=max(file_width, 4))
-        table.add_column("last error", overflow="fold", width=max(room - file_width, cell_len("last error")) if errors else None)
+        table.add_column("last error", overflow="fold", width=room - file_width)
         for row in rows:
             table.add_row(*row)
         return table

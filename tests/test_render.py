@@ -60,8 +60,12 @@ def test_a_path_that_fits_is_shown_whole():
 def test_a_name_longer_than_the_terminal_is_folded_not_dropped():
     name = "x" * 100 + ".pdf"
     assert FileName(DEEP + name).fitted(40) == name  # the name, no folder, no ellipsis
-    lines = rendered(jobs_table([Job(id=1, source=DEEP + name, state=JobState.QUEUED)]), 80)
-    assert "".join(line.strip() for line in lines).count("x") >= 100
+    jobs = [Job(id=1, source=DEEP + name, state=JobState.QUEUED), Job(id=2, source="a.pdf", errors=["a.pdf: boom"])]
+    for width in (60, 80):
+        lines = rendered(jobs_table(jobs), width)
+        assert all(len(line.rstrip()) <= width for line in lines), "\n".join(lines)
+        assert "".join(line.strip() for line in lines).count("x") >= 100
+        assert "boom" in "\n".join(lines)
 
 
 @pytest.mark.parametrize("width", [80, 120])
