@@ -121,13 +121,8 @@ class RichObserver(RunObserver):
         )
         self.live.start(refresh=True)
 
-    def _refresh(self) -> None:
-        if self.live is not None:
-            self.live.refresh()
-
-    def job_started(self, job: Job) -> None:
-        self._refresh()
-
+    # Events only change counts: drawing is rich's refresh thread's job, 4
+    # times a second, so thousands of short jobs a second cost no redraws.
     def job_finished(self, job: Job, outcome: str, detail: str | None) -> None:
         if outcome == "done":
             self.done += 1
@@ -138,11 +133,9 @@ class RichObserver(RunObserver):
             self.console.print(f"[red]dead[/] job {job.id} {detail}")
         elif outcome == "retry":
             self.console.print(f"[yellow]retry[/] job {job.id} {detail}")
-        self._refresh()
 
     def idle(self, stats: QueueStats) -> None:
         self.remaining = stats.pending
-        self._refresh()
 
     def stopping(self, reason: str) -> None:
         self.console.print(f"[yellow]stopping ({reason})[/]: waiting for running jobs; Ctrl-C again to stop now")

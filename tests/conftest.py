@@ -79,14 +79,22 @@ class Docutrain:
     def output_rows(self) -> list[tuple]:
         if not self.output.exists():
             return []
-        with sqlite3.connect(self.output) as conn:
-            return conn.execute("SELECT document, job FROM output ORDER BY job").fetchall()
+        return self._rows("SELECT document, job FROM output ORDER BY job")
 
     def runs(self) -> list[tuple]:
         if not self.output.exists():
             return []
+        return self._rows("SELECT job, attempt FROM runs ORDER BY at")
+
+    def _rows(self, sql: str) -> list[tuple]:
+        # A worker creates the file a moment before its tables: not yet is none yet.
         with sqlite3.connect(self.output) as conn:
-            return conn.execute("SELECT job, attempt FROM runs ORDER BY at").fetchall()
+            try:
+                return conn.execute(sql).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    return []
+                raise
 
 
 @pytest.fixture

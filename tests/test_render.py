@@ -106,6 +106,7 @@ def test_the_live_display_starts_with_the_real_queued_count_and_says_dead():
         first_frame = console.export_text(clear=False)
         assert "40 remaining" in first_frame, first_frame
         observer.job_finished(Job(id=1, source="in/bad.pdf"), "dead", "in/bad.pdf: corrupt")
+        observer.live.refresh()  # what rich's refresh thread does 4 times a second
         frame = console.export_text(clear=False)
         assert "1 dead" in frame and "failed" not in frame
         assert "39 remaining" in frame
