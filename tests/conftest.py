@@ -87,7 +87,7 @@ class Docutrain:
         return self._rows("SELECT job, attempt FROM runs ORDER BY at")
 
     def _rows(self, sql: str) -> list[tuple]:
-        # A worker creates the file a moment before its tables: not yet is none yet.
+        # A worker creates the file a moment before its tables: until then, no rows.
         with sqlite3.connect(self.output) as conn:
             try:
                 return conn.execute(sql).fetchall()
