@@ -323,9 +323,10 @@ def retry(
         raise UsageError("give the ids of dead jobs, or --all-dead (see them with `docutrain jobs --state dead`)")
     settings = _settings(ctx)
     revived, not_dead = [], list(job_ids or [])
-    if _missing_queue(settings):  # nothing to retry, and nothing to create
+    missing = _missing_queue(settings)
+    if missing:  # nothing to retry, and nothing to create
         for job_id in not_dead:
-            _error_line(f"job {job_id}: no such job ({_missing_queue(settings)})")
+            _error_line(f"job {job_id}: no such job ({missing})")
     else:
         with _queue(settings) as queue:
             revived = queue.revive(None if all_dead else job_ids)
