@@ -149,7 +149,7 @@ def enqueue(
     report = EnqueueReport()
     with _queue(settings) as queue:
         if from_supabase:
-            from docutrain_cli.pull import pending_jobs
+            from docutrain_cli.supabase.pull import pending_jobs
 
             report = enqueue_jobs(queue, pending_jobs(settings, limit=limit), force=force)
         if paths:
@@ -221,7 +221,7 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     """
     from docutrain_cli.queues import QueueStats
     from docutrain_cli.render import status_lines
-    from docutrain_cli.status import outbox_status
+    from docutrain_cli.recorder import outbox_status
 
     settings = _settings(ctx)
     missing = _missing_queue(settings)
@@ -355,7 +355,7 @@ def queue_init(ctx: typer.Context) -> None:
             pass
         print(f"{settings.queue}: local queue file ready")
         return
-    from docutrain_cli.queues.pgmq import init_queue
+    from docutrain_cli.queues.pgmq_setup import init_queue
 
     print(init_queue(settings.queue, settings.queue_name))
 
@@ -367,7 +367,7 @@ def schema(ctx: typer.Context) -> None:
 
     Example: docutrain schema > docutrain.sql   (then paste it into the Supabase SQL editor)
     """
-    from docutrain_cli.schema import render_schema
+    from docutrain_cli.supabase.schema import render_schema
 
     print(render_schema(_settings(ctx)))
 
@@ -379,7 +379,7 @@ def sync(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=
     Example: docutrain sync
     """
     from docutrain_cli.render import sync_line
-    from docutrain_cli.status import sync as sync_outbox
+    from docutrain_cli.recorder import sync as sync_outbox
 
     result = sync_outbox(_settings(ctx))
     if as_json:
@@ -424,7 +424,7 @@ def search(
     Example: docutrain search "what is the refund policy?" --top 3
     """
     from docutrain_cli.render import search_hits
-    from docutrain_cli.search import search as search_store
+    from docutrain_cli.store.search import search as search_store
 
     settings = _settings(ctx)
     if not Path(settings.store).exists():  # a usage error: point at the right store

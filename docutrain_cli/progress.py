@@ -36,9 +36,9 @@ class LogObserver(RunObserver):
 
     def job_finished(self, job: Job, outcome: str, detail: str | None) -> None:
         if outcome == "done":
-            r = job.result or {}
+            r = job.result
             took = (job.finished_at or time.time()) - (job.started_at or time.time())
-            facts = ", ".join(plural(int(r[k]), k[:-1]) for k in ("pages", "chunks") if k in r)
+            facts = ", ".join(plural(getattr(r, k), k[:-1]) for k in ("pages", "chunks") if r and getattr(r, k))
             self.log(f"done  job {job.id} {job.source}" + (f" ({facts})" if facts else "") + f" in {took:.1f}s")
         elif outcome == "released":
             self.log(f"returned job {job.id} {job.source} to the queue")
