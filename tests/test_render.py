@@ -15,7 +15,7 @@ from docutrain_cli.progress import RichObserver, summary_line
 from docutrain_cli.queues.base import QueueStats
 from docutrain_cli.render import FileName, job_detail, jobs_table, plural, search_hits
 from docutrain_cli.runner import RunSummary
-from docutrain_cli.store import Hit
+from docutrain_cli.store.local import Hit
 
 DEEP = "/home/someone/projects/docutrain/demo/uploads/2024/contracts/"
 NAMES = ["truncated.pdf", "workers-and-crash-recovery-notes.pdf", "a.txt"]
