@@ -212,10 +212,27 @@ def jobs_table(jobs: Iterable) -> FitToWidth:
     return FitToWidth(build)
 
 
-def _result_fields(result: Any) -> dict[str, Any]:
+_RESULT_LABELS = {"document_id": "store row id", "cost_usd": "cost"}
+
+
+def _result_fields(job) -> dict[str, str]:
+    """The result's facts worth a row: not empty, not repeating the job's own."""
+    result = job.result
     if dataclasses.is_dataclass(result) and not isinstance(result, type):
         result = dataclasses.asdict(result)
-    return {k: v for k, v in dict(result or {}).items() if v not in (None, "", [], {})}
+    repeats = {"sha256": job.sha256, "document_key": job.document_key}
+    fields = {}
+    for key, value in dict(result or {}).items():
+        if value in (None, "", [], {}) or repeats.get(key, object()) == value:
+            continue
+        label = _RESULT_LABELS.get(key, key.replace("_", " "))
+        if key == "cost_usd":
+            fields[label] = f"${value:.4f} at list price"
+        elif isinstance(value, int) and not isinstance(value, bool) and key != "document_id":
+            fields[label] = f"{value:,}"
+        else:
+            fields[label] = str(value)
+    return fields
 
 
 def job_detail(job) -> Table:
@@ -242,13 +259,13 @@ def job_detail(job) -> Table:
             table.add_row(f"{label}:", str(value))
     for i, error in enumerate(job.errors, 1):
         table.add_row(f"error {i}:", error)
-    fields = _result_fields(job.result)
+    fields = _result_fields(job)
     if fields:
         result = Table(box=None, pad_edge=False, show_header=False, padding=(0, 2, 0, 0))
         result.add_column(style="dim", no_wrap=True)
         result.add_column(overflow="fold")
-        for key, value in fields.items():
-            result.add_row(key.replace("_", " "), f"{value:,}" if isinstance(value, int) else str(value))
+        for label, value in fields.items():
+            result.add_row(label, value)
         table.add_row("result:", result)
     return table
 

@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 
 from docutrain_cli.config import Settings
-from docutrain_cli.jobs import Job, JobState
+from docutrain_cli.jobs import Job, JobResult, JobState
 from docutrain_cli.progress import RichObserver, summary_line
 from docutrain_cli.queues.base import QueueStats
 from docutrain_cli.render import FileName, job_detail, jobs_table, plural, search_hits
@@ -81,10 +81,13 @@ def test_search_hits_keep_file_names_whole(width):
 
 
 def test_job_detail_shows_the_result_as_a_small_table():
-    job = Job(id=7, source="in/a.pdf", state=JobState.DONE, attempts=1, enqueued_at=time.time(),
-              result={"pages": 3, "chunks": 2, "tokens_embedded": 1234, "embedding_model": "offline-hash-384"})
+    job = Job(id=7, source="in/a.pdf", sha256="ab" * 32, state=JobState.DONE, attempts=1, enqueued_at=time.time(),
+              result=JobResult(pages=3, chunks=2, tokens_embedded=1234, model="offline-hash-v1", sha256="ab" * 32,
+                               document_key="in/a.pdf", cost_usd=0.0))
     text = "\n".join(rendered(job_detail(job), 80))
     assert "result:" in text and "{" not in text  # not a raw JSON line
+    assert text.count("ab" * 32) == 1 and text.count("in/a.pdf") == 1  # the result does not repeat the job
+    assert "$0.0000 at list price" in text
     assert any(line.split()[-2:] == ["embedded", "1,234"] for line in text.splitlines()), text
     assert any(line.split()[-2:] == ["pages", "3"] for line in text.splitlines()), text
 
