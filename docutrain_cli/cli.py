@@ -18,6 +18,7 @@ from docutrain_cli import __version__
 from docutrain_cli.clistyle import HelpCommand, HelpGroup, also_after_the_command, run_app
 from docutrain_cli.config import Settings, load_settings
 from docutrain_cli.errors import ExitCode, UsageError
+from docutrain_cli.jobs import JobState
 
 app = typer.Typer(
     name="docutrain",
@@ -58,7 +59,8 @@ def _version(value: bool) -> None:
 
 
 _GLOBAL_HELP = {
-    "--queue": "Queue file (default ./queue.db) or postgresql:// URL. Env: DOCUTRAIN_QUEUE.",
+    "--queue": "Queue file (default ./queue.db), postgresql:// URL or cloudflare://<account_id>/<queue_id>. "
+    "Env: DOCUTRAIN_QUEUE.",
     "--store": "Local store file (default ./docutrain.db). Env: DOCUTRAIN_STORE.",
 }
 # Root options also accepted after the command: root key -> (flag, metavar, help).
@@ -112,9 +114,15 @@ def _error_line(message: str) -> None:
 def _missing_queue(settings: Settings) -> str | None:
     """For read-only commands: 'no queue at PATH' when the local queue file
     does not exist (they must not create it), else None."""
-    if settings.queue_is_postgres or Path(settings.queue).exists():
+    if settings.queue_is_postgres or settings.queue_is_cloudflare or Path(settings.queue).exists():
         return None
     return f"no queue at {settings.queue}: nothing was enqueued there yet{_demo_hint()}"
+
+
+def _not_listable(queue, what: str) -> str:
+    """Why a backend that lists only some states cannot show `what`."""
+    states = ", ".join(sorted(s.value for s in queue.listable_states))
+    return f"{what}: this {queue.kind} queue can only show {states} jobs (it cannot read back the others)"
 
 
 def _demo_hint() -> str:
@@ -232,6 +240,7 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
             stats, exclusive = queue.stats(time.time()), queue.exclusive
     data = {
         **stats.counts,
+        "unfinished": stats.pending if stats.known else stats.unfinished,
         "oldest_queued_age_seconds": stats.oldest_queued_age,
         "next_retry_at": stats.next_retry_at,
         "runner": stats.runner,
@@ -242,7 +251,7 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     if as_json:
         _emit_json(data)
         return
-    print("\n".join(status_lines(data, exclusive=exclusive, queue_missing=missing)))
+    print("\n".join(status_lines(data, exclusive=exclusive, known=stats.known, queue_missing=missing)))
 
 
 # -- jobs -----------------------------------------------------------------------
@@ -260,7 +269,7 @@ def jobs(
     """
     if ctx.invoked_subcommand:
         return
-    from docutrain_cli.jobs import STATES, JobState
+    from docutrain_cli.jobs import STATES
     from docutrain_cli.render import jobs_table
 
     if state is not None and state not in STATES:
@@ -270,6 +279,10 @@ def jobs(
     found = []
     if not missing:
         with _queue(settings) as queue:
+            if state and JobState(state) not in queue.listable_states:
+                raise UsageError(_not_listable(queue, f"--state {state}"))
+            if not state and len(queue.listable_states) < len(JobState):
+                print(f"docutrain: {_not_listable(queue, 'note')}", file=sys.stderr)
             found = queue.jobs(JobState(state) if state else None, limit=limit)
     if as_json:
         _emit_json([j.to_dict() for j in found])
@@ -297,8 +310,10 @@ def jobs_show(
         raise UsageError(f"job {job_id}: no such job ({missing})")
     with _queue(settings) as queue:
         job = queue.job(job_id)
+        partial = len(queue.listable_states) < len(JobState)
+        why = _not_listable(queue, f"job {job_id} not found") if partial else f"job {job_id}: no such job"
     if job is None:
-        raise UsageError(f"job {job_id}: no such job")
+        raise UsageError(why)
     if as_json:
         _emit_json(job.to_dict())
     else:
@@ -331,9 +346,15 @@ def retry(
         with _queue(settings) as queue:
             revived = queue.revive(None if all_dead else job_ids)
             not_dead = [i for i in not_dead if i not in revived]
+            unknown = "not in the dead-letter queue" if len(queue.listable_states) < len(JobState) else "no such job"
             for job_id in not_dead:
                 job = queue.job(job_id)
-                _error_line(f"job {job_id}: " + (f"is {job.state.value}, not dead" if job else "no such job"))
+                if job is None:
+                    _error_line(f"job {job_id}: {unknown}")
+                elif job.state == JobState.DEAD:  # e.g. an unreadable Cloudflare message
+                    _error_line(f"job {job_id}: cannot be retried: {job.last_error}")
+                else:
+                    _error_line(f"job {job_id}: is {job.state.value}, not dead")
     if as_json:
         _emit_json({"retried": revived, "refused": not_dead})
     else:
@@ -345,11 +366,23 @@ def retry(
 @_command(queue_app, "init")
 def queue_init(ctx: typer.Context) -> None:
     """Create the queue (pgmq: the queue and its dead-letter queue, installing or
-    enabling pgmq if needed). Safe to run again.
+    enabling pgmq if needed; Cloudflare: check the token reaches both queues,
+    which wrangler creates). Safe to run again.
 
     Example: DOCUTRAIN_QUEUE=postgresql://... docutrain queue init
     """
+    from docutrain_cli.render import count
+
     settings = _settings(ctx)
+    if settings.queue_is_cloudflare:
+        # Cloudflare queues are made with wrangler (see README); check we can use them.
+        with _queue(settings) as queue:
+            d = queue.stats(time.time()).details
+        print(
+            f"cloudflare queue {d['queue']} reachable: backlog {count(d['backlog'])}; "
+            f"dead-letter queue {d['dead_letter_queue']}: backlog {count(d['dead_letter_backlog'])}"
+        )
+        return
     if not settings.queue_is_postgres:
         with _queue(settings):
             pass

@@ -119,16 +119,25 @@ def doctor_lines(checks) -> list[str]:
 
 
 # -- status -------------------------------------------------------------------
-def status_lines(data: dict[str, Any], *, exclusive: bool, queue_missing: str | None = None) -> list[str]:
-    """`docutrain status` as text; `data` is what `--json` prints."""
+def count(value: int | None) -> str:
+    """A count a backend may not know (Cloudflare's per-state counts)."""
+    return "unknown" if value is None else str(value)
+
+
+def status_lines(
+    data: dict[str, Any], *, exclusive: bool, known: bool = True, queue_missing: str | None = None
+) -> list[str]:
+    """`docutrain status` as text; `data` is what `--json` prints. `known`:
+    the backend can tell the states apart (Cloudflare cannot)."""
     lines = [
-        f"queued {data['queued']}  running {data['running']}  retrying {data['retrying']}  "
-        f"done {data['done']}  dead {data['dead']}"
+        f"queued {count(data['queued'])}  running {count(data['running'])}  retrying {count(data['retrying'])}  "
+        f"done {count(data['done'])}  dead {count(data['dead'])}"
     ]
     if queue_missing:
         lines.append(queue_missing)
     oldest = data["oldest_queued_age_seconds"]
-    lines.append("oldest queued job: none queued" if oldest is None else f"oldest queued job: {age(oldest)} old")
+    if known:  # otherwise the backend's own line below says what it can tell
+        lines.append("oldest queued job: none queued" if oldest is None else f"oldest queued job: {age(oldest)} old")
     if data["next_retry_at"]:
         lines.append(f"next retry: {when(data['next_retry_at'])}")
     if exclusive:
@@ -141,6 +150,15 @@ def status_lines(data: dict[str, Any], *, exclusive: bool, queue_missing: str | 
             f"pgmq queue {d['queue']}: {d['queue_length']} messages, oldest "
             f"{age(d['oldest_message_age_seconds'])}; dead-letter queue {d['dead_letter_queue']}: "
             f"{d['dead_letter_length']}"
+        )
+    if d.get("backend") == "cloudflare":
+        lines.append(
+            f"cloudflare queue {d['queue']}: {count(d['backlog'])} unfinished (queued, running and "
+            f"waiting to retry together), oldest {age(d['oldest_message_age_seconds'])}; "
+            f"dead-letter queue {d['dead_letter_queue']}: {count(d['dead_letter_backlog'])}"
+        )
+        lines.append(
+            "Cloudflare Queues does not report queued, running, retrying or done jobs apart; done documents are in the store"
         )
     outbox = data.get("supabase_outbox")
     if outbox:
