@@ -19,6 +19,7 @@ from docutrain_cli.clistyle import HelpCommand, HelpGroup, also_after_the_comman
 from docutrain_cli.config import Settings, load_settings
 from docutrain_cli.errors import ExitCode, UsageError
 from docutrain_cli.jobs import JobState
+from docutrain_cli.messages import demo_hint, missing_queue, not_listable, not_retried
 
 app = typer.Typer(
     name="docutrain",
@@ -109,27 +110,6 @@ def _emit_json(data) -> None:
 
 def _error_line(message: str) -> None:
     print(f"docutrain: error: {message}", file=sys.stderr)
-
-
-def _missing_queue(settings: Settings) -> str | None:
-    """For read-only commands: 'no queue at PATH' when the local queue file
-    does not exist (they must not create it), else None."""
-    if settings.queue_is_postgres or settings.queue_is_cloudflare or Path(settings.queue).exists():
-        return None
-    return f"no queue at {settings.queue}: nothing was enqueued there yet{_demo_hint()}"
-
-
-def _not_listable(queue, what: str) -> str:
-    """Why a backend that lists only some states cannot show `what`."""
-    states = ", ".join(sorted(s.value for s in queue.listable_states))
-    return f"{what}: this {queue.kind} queue can only show {states} jobs (it cannot read back the others)"
-
-
-def _demo_hint() -> str:
-    """Newcomers run scripts/demo and then look in the wrong place."""
-    if Path("demo/queue.db").exists() and Path("demo/docutrain.db").exists():
-        return "; scripts/demo's files are in demo/: add --queue demo/queue.db --store demo/docutrain.db, or cd demo"
-    return ""
 
 
 # -- enqueue ----------------------------------------------------------------
@@ -232,7 +212,7 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     from docutrain_cli.recorder import outbox_status
 
     settings = _settings(ctx)
-    missing = _missing_queue(settings)
+    missing = missing_queue(settings)
     if missing:
         stats, exclusive = QueueStats.empty(), True
     else:
@@ -275,14 +255,14 @@ def jobs(
     if state is not None and state not in STATES:
         raise UsageError(f"--state: expected one of {', '.join(STATES)}, got {state!r}")
     settings = _settings(ctx)
-    missing = _missing_queue(settings)
+    missing = missing_queue(settings)
     found = []
     if not missing:
         with _queue(settings) as queue:
             if state and JobState(state) not in queue.listable_states:
-                raise UsageError(_not_listable(queue, f"--state {state}"))
+                raise UsageError(not_listable(queue, f"--state {state}"))
             if not state and len(queue.listable_states) < len(JobState):
-                print(f"docutrain: {_not_listable(queue, 'note')}", file=sys.stderr)
+                print(f"docutrain: {not_listable(queue, 'note')}", file=sys.stderr)
             found = queue.jobs(JobState(state) if state else None, limit=limit)
     if as_json:
         _emit_json([j.to_dict() for j in found])
@@ -305,13 +285,13 @@ def jobs_show(
     from docutrain_cli.render import job_detail
 
     settings = _settings(ctx)
-    missing = _missing_queue(settings)
+    missing = missing_queue(settings)
     if missing:
         raise UsageError(f"job {job_id}: no such job ({missing})")
     with _queue(settings) as queue:
         job = queue.job(job_id)
         partial = len(queue.listable_states) < len(JobState)
-        why = _not_listable(queue, f"job {job_id} not found") if partial else f"job {job_id}: no such job"
+        why = not_listable(queue, f"job {job_id} not found") if partial else f"job {job_id}: no such job"
     if job is None:
         raise UsageError(why)
     if as_json:
@@ -338,7 +318,7 @@ def retry(
         raise UsageError("give the ids of dead jobs, or --all-dead (see them with `docutrain jobs --state dead`)")
     settings = _settings(ctx)
     revived, not_dead = [], list(job_ids or [])
-    missing = _missing_queue(settings)
+    missing = missing_queue(settings)
     if missing:  # nothing to retry, and nothing to create
         for job_id in not_dead:
             _error_line(f"job {job_id}: no such job ({missing})")
@@ -346,15 +326,8 @@ def retry(
         with _queue(settings) as queue:
             revived = queue.revive(None if all_dead else job_ids)
             not_dead = [i for i in not_dead if i not in revived]
-            unknown = "not in the dead-letter queue" if len(queue.listable_states) < len(JobState) else "no such job"
             for job_id in not_dead:
-                job = queue.job(job_id)
-                if job is None:
-                    _error_line(f"job {job_id}: {unknown}")
-                elif job.state == JobState.DEAD:  # e.g. an unreadable Cloudflare message
-                    _error_line(f"job {job_id}: cannot be retried: {job.last_error}")
-                else:
-                    _error_line(f"job {job_id}: is {job.state.value}, not dead")
+                _error_line(not_retried(queue, job_id, queue.job(job_id)))
     if as_json:
         _emit_json({"retried": revived, "refused": not_dead})
     else:
@@ -371,17 +344,13 @@ def queue_init(ctx: typer.Context) -> None:
 
     Example: DOCUTRAIN_QUEUE=postgresql://... docutrain queue init
     """
-    from docutrain_cli.render import count
+    from docutrain_cli.render import cloudflare_ready_line
 
     settings = _settings(ctx)
     if settings.queue_is_cloudflare:
         # Cloudflare queues are made with wrangler (see README); check we can use them.
         with _queue(settings) as queue:
-            d = queue.stats(time.time()).details
-        print(
-            f"cloudflare queue {d['queue']} reachable: backlog {count(d['backlog'])}; "
-            f"dead-letter queue {d['dead_letter_queue']}: backlog {count(d['dead_letter_backlog'])}"
-        )
+            print(cloudflare_ready_line(queue.stats(time.time()).details))
         return
     if not settings.queue_is_postgres:
         with _queue(settings):
@@ -462,7 +431,7 @@ def search(
     settings = _settings(ctx)
     if not Path(settings.store).exists():  # a usage error: point at the right store
         raise UsageError(
-            f"no store at {settings.store}: run `docutrain run` first, or give one with --store PATH{_demo_hint()}"
+            f"no store at {settings.store}: run `docutrain run` first, or give one with --store PATH{demo_hint()}"
         )
     hits = search_store(settings, query, top=top)
     if as_json:

@@ -8,7 +8,7 @@ import time
 from typing import TextIO
 
 from docutrain_cli.jobs import Job
-from docutrain_cli.render import GAP, FileName, FitToWidth, age, file_column_width, plural
+from docutrain_cli.render import GAP, FileName, FitToWidth, age, count, file_column_width, plural
 from docutrain_cli.queues.base import QueueStats
 from docutrain_cli.runner import RunObserver, RunSummary, Runner
 
@@ -27,7 +27,7 @@ class LogObserver(RunObserver):
         c = stats.counts
         recovered = f", {runner.summary.recovered} recovered from a stopped run" if runner.summary.recovered else ""
         waiting = (f"{c['queued']} queued, {c['retrying']} retrying" if stats.known
-                   else f"{_unknown(stats.unfinished)} unfinished (not told apart by this queue)")
+                   else f"{count(stats.unfinished)} unfinished (not told apart by this queue)")
         self.log(
             f"run started: {runner.settings.workers} workers, {waiting}{recovered}; "
             f"embedder: {describe_embedder(runner.settings)}"
@@ -147,10 +147,6 @@ class RichObserver(RunObserver):
         if self.live is not None:
             self.live.refresh()
             self.live.stop()
-
-
-def _unknown(value: int | None) -> str:
-    return "unknown" if value is None else str(value)
 
 
 def describe_embedder(settings) -> str:

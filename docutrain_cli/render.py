@@ -171,6 +171,14 @@ def status_lines(
     return lines
 
 
+def cloudflare_ready_line(d: dict[str, Any]) -> str:
+    """`docutrain queue init` on Cloudflare: both queues answer."""
+    return (
+        f"cloudflare queue {d['queue']} reachable: backlog {count(d['backlog'])}; "
+        f"dead-letter queue {d['dead_letter_queue']}: backlog {count(d['dead_letter_backlog'])}"
+    )
+
+
 # -- jobs ---------------------------------------------------------------------
 class FitToWidth:
     """A renderable built for the width it is given: a table whose file
