@@ -60,7 +60,7 @@ def _version(value: bool) -> None:
 
 
 _GLOBAL_HELP = {
-    "--queue": "Queue file (default ./queue.db), postgresql:// URL or cloudflare://<account_id>/<queue_id>. "
+    "--queue": "Queue file (default ./queue.db), postgresql:// URL or cloudflare://ACCOUNT_ID/QUEUE_ID. "
     "Env: DOCUTRAIN_QUEUE.",
     "--store": "Local store file (default ./docutrain.db). Env: DOCUTRAIN_STORE.",
 }

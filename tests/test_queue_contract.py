@@ -264,6 +264,8 @@ def test_revive_puts_dead_jobs_back_with_fresh_attempts_and_the_same_id(queue):
 def test_a_revived_job_counts_its_queued_age_from_the_retry(queue):
     # `status` after `retry --all-dead` said "oldest queued job: 9.1m old",
     # counting from the first enqueue. Time must really pass for this.
+    if queue.kind == "cloudflare":
+        pytest.skip("Cloudflare reports no per-state counts or job ages (a revived job is a new message there)")
     [job_id] = queue.enqueue(make_jobs(1))
     [job] = lease_all(queue)
     queue.bury(job, "corrupt")
