@@ -200,6 +200,26 @@ def _install_stop_handlers(runner) -> None:
     signal.signal(signal.SIGTERM, lambda *_: runner.request_stop("terminated"))
 
 
+# -- serve --------------------------------------------------------------------
+@_command(app)
+def serve(
+    ctx: typer.Context,
+    host: str = typer.Option(
+        "127.0.0.1", "--host", metavar="ADDRESS", help="Address to listen on; other than loopback needs serve_token."
+    ),
+    port: int = typer.Option(8080, "--port", metavar="N", help="Port (0: any free port; the address is printed)."),
+    allow_local_paths: bool = typer.Option(False, "--allow-local-paths", help="Let requests name files on this machine."),
+    access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
+) -> None:
+    """Accept documents over HTTP (POST /v1/documents, Supabase webhooks) into the queue.
+
+    Example: DOCUTRAIN_SERVE_TOKEN=... docutrain serve --host 0.0.0.0 --port 8080
+    """
+    from docutrain_cli.serve import ServeOptions, serve as serve_http
+
+    serve_http(_settings(ctx), host, port, ServeOptions(allow_local_paths=allow_local_paths), access_log)
+
+
 # -- status -------------------------------------------------------------------
 @_command(app)
 def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
@@ -208,8 +228,8 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     Example: docutrain status --json
     """
     from docutrain_cli.queues import QueueStats
+    from docutrain_cli.recorder import status_report
     from docutrain_cli.render import status_lines
-    from docutrain_cli.recorder import outbox_status
 
     settings = _settings(ctx)
     missing = missing_queue(settings)
@@ -218,16 +238,7 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     else:
         with _queue(settings) as queue:
             stats, exclusive = queue.stats(time.time()), queue.exclusive
-    data = {
-        **stats.counts,
-        "unfinished": stats.pending if stats.known else stats.unfinished,
-        "oldest_queued_age_seconds": stats.oldest_queued_age,
-        "next_retry_at": stats.next_retry_at,
-        "runner": stats.runner,
-        "queue_exists": not missing,
-        "queue_details": stats.details,
-        "supabase_outbox": outbox_status(settings),
-    }
+    data = {**status_report(settings, stats), "queue_exists": not missing}
     if as_json:
         _emit_json(data)
         return
@@ -380,18 +391,22 @@ def sync(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=
 
     Example: docutrain sync
     """
-    from docutrain_cli.render import sync_line
+    from docutrain_cli.render import sync_lines
     from docutrain_cli.recorder import sync as sync_outbox
 
     result = sync_outbox(_settings(ctx))
+    hooks = result.get("status_webhooks")
     if as_json:
         _emit_json(result)
     else:
-        print(sync_line(result))
-    if result.get("enabled") and result.get("error"):
-        _error_line(f"Supabase: {result['error']}")
+        print("\n".join(sync_lines(result)))
+    failed = [("status webhook", hooks)] if hooks and hooks.get("error") else []
+    failed += [("Supabase", result)] if result.get("enabled") and result.get("error") else []
+    for name, outcome in failed:
+        _error_line(f"{name}: {outcome['error']}")
+    if failed:
         raise typer.Exit(ExitCode.UNAVAILABLE)
-    if result.get("enabled") and result.get("backlog"):
+    if (result.get("enabled") and result.get("backlog")) or (hooks and hooks["backlog"]):
         raise typer.Exit(ExitCode.PARTIAL)
 
 

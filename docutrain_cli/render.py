@@ -100,13 +100,22 @@ def enqueue_lines(report) -> list[str]:
     return lines
 
 
-def sync_line(result: dict[str, Any]) -> str:
+def sync_lines(result: dict[str, Any]) -> list[str]:
+    """`docutrain sync`: what went to Supabase, and to the status webhook."""
     if not result.get("enabled"):
-        return "Supabase is not configured (set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY)"
-    return (
-        f"delivered {result['delivered']}, dropped {result['dropped']} (row gone), "
-        f"refused {result['refused']}; {result['backlog']} still waiting"
-    )
+        lines = ["Supabase is not configured (set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY)"]
+    else:
+        lines = [
+            f"delivered {result['delivered']}, dropped {result['dropped']} (row gone), "
+            f"refused {result['refused']}; {result['backlog']} still waiting"
+        ]
+    hooks = result.get("status_webhooks")
+    if hooks:
+        lines.append(
+            f"status webhooks: delivered {hooks['delivered']}, dropped {hooks['dropped']}, "
+            f"refused {hooks['refused']}; {hooks['backlog']} still waiting"
+        )
+    return lines
 
 
 def doctor_lines(checks) -> list[str]:
@@ -160,12 +169,13 @@ def status_lines(
         lines.append(
             "Cloudflare Queues does not report queued, running, retrying or done jobs apart; done documents are in the store"
         )
-    outbox = data.get("supabase_outbox")
-    if outbox:
-        line = f"supabase outbox: {outbox['backlog']} waiting"
-        if outbox.get("last_error"):
-            line += f", last error at {when(outbox.get('last_error_at'))}: {outbox['last_error']}"
-        lines.append(line)
+    for name, key in (("supabase outbox", "supabase_outbox"), ("status webhook outbox", "status_webhook_outbox")):
+        outbox = data.get(key)
+        if outbox:
+            line = f"{name}: {outbox['backlog']} waiting"
+            if outbox.get("last_error"):
+                line += f", last error at {when(outbox.get('last_error_at'))}: {outbox['last_error']}"
+            lines.append(line)
     if data["dead"]:
         lines.append("see dead jobs with `docutrain jobs --state dead`; retry them with `docutrain retry --all-dead`")
     return lines
