@@ -238,7 +238,7 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     else:
         with _queue(settings) as queue:
             stats, exclusive = queue.stats(time.time()), queue.exclusive
-    data = {**status_report(settings, stats), "queue_exists": not missing}
+    data = status_report(settings, stats)  # the same object as serve's GET /v1/status
     if as_json:
         _emit_json(data)
         return

@@ -48,7 +48,7 @@ def test_read_only_commands_create_no_files(docutrain, tmp_path):
     status = docutrain("status")
     assert status.returncode == 0 and "queued 0" in status.stdout
     assert f"no queue at {docutrain.queue}" in status.stdout
-    assert json.loads(docutrain("status", "--json").stdout)["queue_exists"] is False
+    assert json.loads(docutrain("status", "--json").stdout)["queued"] == 0
     jobs = docutrain("jobs")
     assert jobs.returncode == 0 and "no jobs" in jobs.stdout and "no queue at" in jobs.stdout
     assert json.loads(docutrain("jobs", "--json").stdout) == []
