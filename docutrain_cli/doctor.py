@@ -37,7 +37,7 @@ class Check:
 
 
 def run_checks(settings: Settings, *, timeout: float = TIMEOUT) -> list[Check]:
-    checks = [_embedding_config(settings)]
+    checks = [_embedding_config(settings), _ocr(settings)]
     if settings.supabase_enabled:
         key_check = _supabase_key(settings)
         checks.append(key_check)
@@ -101,6 +101,13 @@ def _embedding_config(settings: Settings) -> Check:
     if settings.openai_base_url:
         detail += f", base URL {settings.openai_base_url}"
     return Check("embedding settings", True, detail)
+
+
+def _ocr(settings: Settings) -> Check:
+    from docutrain_cli.pipeline.ocr import ocr_check
+
+    ok, detail, fix = ocr_check(settings)
+    return Check("OCR (Tesseract)", ok, detail, fix)
 
 
 def _jwt_role(key: str) -> str | None:

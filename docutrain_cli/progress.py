@@ -20,8 +20,11 @@ def _name(job: Job) -> str:
 class LogObserver(RunObserver):
     """One plain line per event, timestamped: greppable and cron-friendly."""
 
+    PROGRESS_EVERY = 30.0  # seconds between a job's progress lines (first and last always)
+
     def __init__(self, stream: TextIO | None = None):
         self.stream = stream or sys.stderr
+        self._progress_logged: dict[int, float] = {}
 
     def log(self, message: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -38,7 +41,18 @@ class LogObserver(RunObserver):
     def job_started(self, job: Job) -> None:
         self.log(f"start job {job.id} {job.source} (attempt {job.attempts})")
 
+    def job_progress(self, job: Job, message: str) -> None:
+        # "OCR page 3/40" comes every few seconds: log the first, the last,
+        # and one every PROGRESS_EVERY seconds between.
+        now = time.monotonic()
+        last = self._progress_logged.get(job.id)
+        done, _, total = message.rpartition(" ")[2].partition("/")
+        if last is None or now - last >= self.PROGRESS_EVERY or (total and done == total):
+            self._progress_logged[job.id] = now
+            self.log(f"      job {job.id} {message}")
+
     def job_finished(self, job: Job, outcome: str, detail: str | None) -> None:
+        self._progress_logged.pop(job.id, None)
         if outcome == "done":
             r = job.result or {}
             took = (job.finished_at or time.time()) - (job.started_at or time.time())
@@ -87,7 +101,8 @@ class RichObserver(RunObserver):
         workers = Table.grid(padding=(0, 2))
         for job in self.runner.running if self.runner else []:
             took = time.time() - (job.started_at or time.time())
-            workers.add_row(f"[dim]job {job.id}[/]", _name(job), f"{took:4.0f}s")
+            doing = self.runner.progress.get(job.id, "")
+            workers.add_row(f"[dim]job {job.id}[/]", _name(job), f"{took:4.0f}s", f"[dim]{doing}[/]")
         return Group(head, workers)
 
     def _refresh(self) -> None:
@@ -100,6 +115,9 @@ class RichObserver(RunObserver):
         self.live.start()
 
     def job_started(self, job: Job) -> None:
+        self._refresh()
+
+    def job_progress(self, job: Job, message: str) -> None:
         self._refresh()
 
     def job_finished(self, job: Job, outcome: str, detail: str | None) -> None:

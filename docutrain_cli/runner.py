@@ -24,7 +24,7 @@ TICK = 0.2  # how often the loop wakes up to look at flags and timers
 HOUSEKEEP_EVERY = 30.0  # seconds, or
 HOUSEKEEP_AFTER = 1000  # finished jobs, whichever comes first: keeps the queue table small
 FLUSH_EVERY = 2.0
-SUMMED_RESULT_KEYS = ("pages", "chunks", "tokens_embedded", "tokens_cached")
+SUMMED_RESULT_KEYS = ("pages", "chunks", "tokens_embedded", "tokens_cached", "ocr_pages")
 
 
 class RunObserver:
@@ -32,6 +32,7 @@ class RunObserver:
 
     def started(self, runner: "Runner", stats: QueueStats) -> None: ...
     def job_started(self, job: Job) -> None: ...
+    def job_progress(self, job: Job, message: str) -> None: ...
     def job_finished(self, job: Job, outcome: str, detail: str | None) -> None: ...
     def stopping(self, reason: str) -> None: ...
     def idle(self, stats: QueueStats) -> None: ...
@@ -135,6 +136,8 @@ class Runner:
         self._stop_reason: str | None = None
         self._force = False
         self._in_flight: dict[concurrent.futures.Future, Job] = {}
+        self.progress: dict[int, str] = {}  # job id -> what its worker last reported
+        self._inbox = None
 
     # Called from signal handlers: set flags only.
     def request_stop(self, reason: str = "interrupted") -> None:
@@ -154,10 +157,13 @@ class Runner:
         return [job for future, job in list(self._in_flight.items()) if future.running()]
 
     def run(self, drain: bool = False, max_time: float | None = None) -> RunSummary:
+        from docutrain_cli.progress_channel import ProgressInbox
+
         load_processor(self.settings.processor)  # fail fast, before the pool starts
         started = time.monotonic()
         deadline = started + max_time if max_time else None
         with self.queue.runner_lock():
+            self._inbox = ProgressInbox()
             self.summary.recovered = self.queue.recover()
             self.observer.started(self, self.queue.stats(time.time()))
             pool = self._start_pool()
@@ -172,6 +178,7 @@ class Runner:
                     self._release(future, job)
                 self._flush_status()
                 self.queue.housekeep()
+                self._inbox.close()
             self.summary.elapsed = time.monotonic() - started
             self.summary.remaining = self.queue.stats(time.time()).counts
         if self._owns_status:
@@ -192,7 +199,7 @@ class Runner:
         return ProcessPool(
             max_workers=self.settings.workers,
             initializer=init_worker,
-            initargs=(self.settings,),
+            initargs=(self.settings, self._inbox.address if self._inbox else None),
             context=context,
         )
 
@@ -258,6 +265,17 @@ class Runner:
         )
         for future in done:
             self._settle(future, self._in_flight.pop(future))
+        self._read_progress()
+
+    def _read_progress(self) -> None:
+        if self._inbox is None:
+            return
+        by_id = {job.id: job for job in self._in_flight.values()}
+        for job_id, message in self._inbox.drain():
+            job = by_id.get(job_id)
+            if job is not None:  # a late message from a finished job is dropped
+                self.progress[job_id] = message
+                self.observer.job_progress(job, message)
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -295,6 +313,7 @@ class Runner:
         self._succeed(job, result)
 
     def _succeed(self, job: Job, result: dict) -> None:
+        self.progress.pop(job.id, None)
         job.result = result
         job.finished_at = time.time()
         self.status.ready(job, result)  # chunks are stored: the worker did it
@@ -310,6 +329,7 @@ class Runner:
         self.observer.job_finished(job, "done", None)
 
     def _fail(self, job: Job, exc: BaseException) -> None:
+        self.progress.pop(job.id, None)
         message, permanent = describe_failure(job, exc, self.settings)
         if permanent or self.policy.gives_up(job.attempts):
             if not permanent:
@@ -326,6 +346,7 @@ class Runner:
 
     def _release(self, future: concurrent.futures.Future, job: Job) -> None:
         self._in_flight.pop(future, None)
+        self.progress.pop(job.id, None)
         self.queue.release(job)
         self.summary.released += 1
         self.observer.job_finished(job, "released", None)

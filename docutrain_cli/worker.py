@@ -16,11 +16,14 @@ from typing import Any, Callable
 from docutrain_cli.config import Settings
 from docutrain_cli.errors import ConfigError
 from docutrain_cli.jobs import Job
+from docutrain_cli.progress_channel import ProgressSender
 
 Processor = Callable[[Job, Settings], dict]
 
 _settings: Settings | None = None
 _processor: Processor | None = None
+_progress = ProgressSender(None)
+_current_job_id: int | None = None
 
 PR_SET_PDEATHSIG = 1
 
@@ -53,18 +56,32 @@ def _die_with_parent() -> None:
             pass
 
 
-def init_worker(settings: Settings) -> None:
+def init_worker(settings: Settings, progress_address: str | None = None) -> None:
     """Pool initializer: Ctrl-C is the runner's business, not the workers'."""
-    global _settings, _processor
+    global _settings, _processor, _progress
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
     _settings = settings
     _processor = load_processor(settings.processor)
+    _progress = ProgressSender(progress_address)
 
 
 def run_job(job: Job) -> dict[str, Any]:
+    global _current_job_id
     assert _processor is not None and _settings is not None, "init_worker not called"
-    return _processor(job, _settings) or {}
+    _current_job_id = job.id
+    try:
+        return _processor(job, _settings) or {}
+    finally:
+        _current_job_id = None
+
+
+def report_progress(message: str) -> None:
+    """Tell the runner what the current job is doing ("OCR page 3/40"), for
+    its display. Best effort: never blocks, never fails the job; a no-op
+    outside a worker."""
+    if _current_job_id is not None:
+        _progress.send(_current_job_id, message)
 
 
 def noop(job: Job, settings: Settings) -> dict[str, Any]:

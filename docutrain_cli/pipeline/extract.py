@@ -3,7 +3,8 @@
 Only worker processes import this module (pymupdf is heavy and MuPDF is not
 thread-safe). Pages are loaded one at a time and dropped after use, so memory
 does not grow with the page count. MuPDF's own failures become
-PermanentErrors with a reason a user can act on.
+PermanentErrors with a reason a user can act on. Scanned pages are read by
+OCR when a `PageOcr` is given (pipeline/ocr.py decides which pages).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Iterator
 import pymupdf
 
 from docutrain_cli.errors import PermanentError
+from docutrain_cli.pipeline.ocr import PageOcr
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +54,16 @@ class Extraction:
     """An opened document: `page_count`, then `pages()` yields
     (page_number starting at 1, text). Use as a context manager."""
 
-    def __init__(self, path: Path, *, password: str | None = None, max_pages: int | None = None):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        password: str | None = None,
+        max_pages: int | None = None,
+        ocr: PageOcr | None = None,
+    ):
         self.path = Path(path)
+        self.ocr = ocr
         self.suffix = self.path.suffix.lower()
         self.unreadable_pages: list[int] = []
         self._doc = None
@@ -95,7 +105,10 @@ class Extraction:
                 raise PermanentError("damaged file: no page could be read")
             if self._doc is None:
                 raise PermanentError("no text: the file is blank")
-            raise PermanentError("no extractable text (scanned images? OCR is not enabled)")
+            reason = self.ocr.no_text_reason() if self.ocr else None
+            if reason is None and self.ocr is None:
+                reason = "no extractable text (scanned images? OCR is not enabled)"
+            raise PermanentError(reason or "no extractable text: no page has a text layer or looks scanned")
 
     def _pymupdf_pages(self) -> Iterator[tuple[int, str]]:
         doc = self._doc
@@ -103,6 +116,8 @@ class Extraction:
             try:
                 page = doc.load_page(index)
                 text = page.get_text("text")
+                if self.ocr is not None and self.ocr.wanted(doc, index, page, text):
+                    text = self.ocr.read(page)
             except (RuntimeError, ValueError) as exc:
                 # A broken page in a repaired file: keep the rest of the document.
                 log.warning("%s: page %d cannot be read: %s", self.path.name, index + 1, exc)

@@ -47,8 +47,16 @@ def process_job(job, settings) -> dict:
     # PyMuPDF only in workers: the runner imports this module to check the
     # processor, and its start-up should not pay for PyMuPDF.
     from docutrain_cli.pipeline.extract import Extraction
+    from docutrain_cli.pipeline.ocr import OcrOptions, PageOcr
+    from docutrain_cli.worker import report_progress
 
-    with Extraction(loaded.path, password=settings.pdf_password, max_pages=settings.max_pages) as doc:
+    # The pool kills the job at job_timeout; OCR stops before that with a reason.
+    ocr = PageOcr(
+        OcrOptions.from_settings(settings),
+        deadline=started + settings.job_timeout if settings.job_timeout else None,
+        progress=report_progress,
+    )
+    with Extraction(loaded.path, password=settings.pdf_password, max_pages=settings.max_pages, ocr=ocr) as doc:
         chunks = list(
             chunk_pages(
                 doc.pages(),
@@ -61,7 +69,7 @@ def process_job(job, settings) -> dict:
         page_count = doc.page_count
         unreadable_pages = list(doc.unreadable_pages)
     if not chunks:  # extraction raises first; this guards the contract
-        raise PermanentError("no extractable text (scanned images? OCR is not enabled)")
+        raise PermanentError("no extractable text")
 
     # Embed each distinct text once; what the cache has costs nothing.
     hashes = [text_sha256(c.content) for c in chunks]
@@ -120,6 +128,10 @@ def process_job(job, settings) -> dict:
         "sha256": loaded.sha256,
         "pages": page_count,
         "unreadable_pages": unreadable_pages,
+        "ocr_pages": ocr.pages_done,
+        "ocr_seconds": round(ocr.seconds, 3),
+        # Scanned pages left unread because OCR is off or not installed.
+        "ocr_skipped_pages": len(ocr.skipped),
         "chunks": len(rows),
         "tokens_embedded": tokens_embedded,
         "tokens_cached": tokens_cached,
