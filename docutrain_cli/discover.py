@@ -9,9 +9,11 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
-# What a folder scan picks up. A file named explicitly is queued whatever its
-# type, so an unsupported one ends as a visible dead job with the reason.
-SUPPORTED_SUFFIXES = {".pdf", ".epub", ".xps", ".oxps", ".mobi", ".fb2", ".cbz", ".txt", ".md"}
+from docutrain_cli.pipeline.formats import SUPPORTED_SUFFIXES
+
+# A folder scan picks up the formats in pipeline/formats.py. A file named
+# explicitly is queued whatever its type, so an unsupported one ends as a
+# visible dead job with the reason.
 HASH_BLOCK = 1 << 20
 
 

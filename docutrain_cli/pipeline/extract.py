@@ -1,4 +1,5 @@
-"""Text out of a document, page by page, with PyMuPDF.
+"""Text out of a document, page by page: PyMuPDF for what MuPDF opens, the
+readers named in pipeline/formats.py for the rest (Word, PowerPoint, HTML, CSV).
 
 Only worker processes import this module (pymupdf is heavy and MuPDF is not
 thread-safe). Pages are loaded one at a time and dropped after use, so memory
@@ -15,23 +16,12 @@ from typing import Iterator
 
 import pymupdf
 
-from docutrain_cli.errors import PermanentError
+from docutrain_cli.errors import PermanentError, one_line
+from docutrain_cli.pipeline.formats import SUPPORTED_SUFFIXES, TEXT, format_for
 from docutrain_cli.pipeline.ocr import PageOcr
 
 log = logging.getLogger(__name__)
 
-# Formats MuPDF opens (besides PDF) and their names in error messages.
-PYMUPDF_FORMATS = {
-    ".pdf": "PDF",
-    ".epub": "EPUB",
-    ".xps": "XPS",
-    ".oxps": "XPS",
-    ".mobi": "MOBI",
-    ".fb2": "FB2",
-    ".cbz": "CBZ",
-}
-TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".text"}
-SUPPORTED_SUFFIXES = set(PYMUPDF_FORMATS) | TEXT_SUFFIXES
 # A plain-text "page" is cut at form feeds; very long ones are yielded in
 # pieces of about this size (at line ends) so memory stays bounded.
 TEXT_SEGMENT_CHARS = 1_000_000
@@ -67,16 +57,21 @@ class Extraction:
         self.suffix = self.path.suffix.lower()
         self.unreadable_pages: list[int] = []
         self._doc = None
-        if self.suffix in TEXT_SUFFIXES:
-            self.page_count = self._count_text_pages()
-        elif self.suffix in PYMUPDF_FORMATS:
-            self._doc = _open_with_pymupdf(self.path, self.suffix, password)
-            self.page_count = self._doc.page_count
-        else:
+        self._reader = None
+        self.format = format_for(self.suffix)
+        if self.format is None:
             kind = self.suffix or "without an extension"
             raise PermanentError(
                 f"unsupported file type {kind} (supported: {', '.join(sorted(SUPPORTED_SUFFIXES))})"
             )
+        if self.format.reader == TEXT:
+            self.page_count = self._count_text_pages()
+        elif self.format.opened_by_pymupdf:
+            self._doc = _open_with_pymupdf(self.path, self.suffix, self.format.name, password)
+            self.page_count = self._doc.page_count
+        else:
+            self._reader = _load_reader(self.format.reader)(self.path)
+            self.page_count = self._reader.page_count
         if max_pages is not None and self.page_count > max_pages:
             self.close()
             raise PermanentError(f"too many pages: {self.page_count}, limit {max_pages}")
@@ -88,6 +83,9 @@ class Extraction:
         self.close()
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._doc is not None:
             self._doc.close()
             self._doc = None
@@ -95,7 +93,12 @@ class Extraction:
     def pages(self) -> Iterator[tuple[int, str]]:
         """Yield pages; after the last one, raise PermanentError if no page had text."""
         found_text = False
-        source = self._text_pages() if self._doc is None else self._pymupdf_pages()
+        if self._reader is not None:
+            source = self._reader.pages()
+        elif self._doc is not None:
+            source = self._pymupdf_pages()
+        else:
+            source = self._text_pages()
         for number, text in source:
             if text.strip():
                 found_text = True
@@ -103,6 +106,8 @@ class Extraction:
         if not found_text:
             if self.unreadable_pages and len(self.unreadable_pages) == self.page_count:
                 raise PermanentError("damaged file: no page could be read")
+            if self._reader is not None:
+                raise PermanentError(f"no text: the {self.format.name} holds none")
             if self._doc is None:
                 raise PermanentError("no text: the file is blank")
             reason = self.ocr.no_text_reason() if self.ocr else None
@@ -162,9 +167,16 @@ class Extraction:
         yield page, "".join(parts)
 
 
-def _open_with_pymupdf(path: Path, suffix: str, password: str | None):
+def _load_reader(spec: str):
+    """'module:Class' from the formats table, imported on first use."""
+    import importlib
+
+    module_name, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module_name), name)
+
+
+def _open_with_pymupdf(path: Path, suffix: str, kind: str, password: str | None):
     _quiet_mupdf()
-    kind = PYMUPDF_FORMATS[suffix]
     try:
         doc = pymupdf.open(path, filetype=suffix.lstrip("."))
     except pymupdf.EmptyFileError:
@@ -178,12 +190,12 @@ def _open_with_pymupdf(path: Path, suffix: str, password: str | None):
     except PermissionError:
         raise PermanentError("cannot read the file: permission denied") from None
     except RuntimeError as exc:  # MuPDF's other complaints about the bytes
-        raise PermanentError(f"not a {kind}: cannot open ({_short(exc)})") from None
+        raise PermanentError(f"not a {kind}: cannot open ({one_line(exc)})") from None
     try:
         doc.page_count  # a badly damaged file can open and still fail here
     except RuntimeError as exc:
         doc.close()
-        raise PermanentError(f"damaged {kind}: cannot read its pages ({_short(exc)})") from None
+        raise PermanentError(f"damaged {kind}: cannot read its pages ({one_line(exc)})") from None
     if suffix == ".pdf" and not doc.is_pdf:
         doc.close()
         raise PermanentError("not a PDF: cannot open")
@@ -203,8 +215,3 @@ def _starts_like_pdf(path: Path) -> bool:
             return b"%PDF-" in fh.read(1024)
     except OSError:
         return False
-
-
-def _short(exc: Exception, limit: int = 120) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
