@@ -211,3 +211,22 @@ def test_a_chunk_records_the_heading_path_it_falls_under():
     ]
     # Text without headings has none.
     assert {c.heading for c in chunk_pages(book(pages=2), COUNTER, chunk_tokens=100)} == {None}
+
+
+def test_a_pdf_outline_gives_chunks_their_heading(tmp_path):
+    import pymupdf
+
+    from docutrain_cli.pipeline.extract import Extraction
+
+    path = pdfs.multi_page(tmp_path / "plain.pdf", pages=4, sentences_per_page=6)
+    doc = pymupdf.open(path)
+    doc.set_toc([[1, "Introduction", 1], [1, "Terms", 2], [2, "Payment", 3], [2, "Notice", 3]])
+    doc.save(tmp_path / "outlined.pdf")
+    doc.close()
+    with Extraction(tmp_path / "outlined.pdf") as pdf:
+        chunks = list(chunk_pages(pdf.pages(), COUNTER, chunk_tokens=60, overlap=0, page_headings=pdf.page_headings()))
+    by_page = {c.page_start: c.heading for c in chunks}
+    # The last bookmark on a page is the one its text falls under, from that page on.
+    assert by_page == {1: "Introduction", 2: "Terms", 3: "Terms > Notice", 4: "Terms > Notice"}
+    with Extraction(path) as pdf:
+        assert pdf.page_headings() is None  # no outline, no headings

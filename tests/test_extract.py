@@ -93,9 +93,9 @@ def test_page_limit(tmp_path):
 
 
 def test_unsupported_type(tmp_path):
-    path = tmp_path / "report.docx"
-    path.write_bytes(b"PK\x03\x04 not really")
-    assert refusal(path).startswith("unsupported file type .docx")
+    path = tmp_path / "report.doc"  # Word 97: not read (.docx is)
+    path.write_bytes(b"\xd0\xcf\x11\xe0 not really")
+    assert refusal(path).startswith("unsupported file type .doc (supported: .cbz, .csv, .docx,")
 
 
 def test_plain_text_and_markdown_split_at_form_feeds(tmp_path):

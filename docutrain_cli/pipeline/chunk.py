@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from docutrain_cli.pipeline.tokens import TokenCounter, utf8_len
 
@@ -89,6 +89,7 @@ class Chunker:
         chunk_tokens: int = 800,
         overlap: int = 100,
         max_input_tokens: int = 8191,
+        page_headings: Callable[[int], str | None] | None = None,
     ) -> None:
         if chunk_tokens < 1 or max_input_tokens < 1:
             raise ValueError("chunk_tokens and max_input_tokens must be positive")
@@ -103,6 +104,9 @@ class Chunker:
         # A slice of this many characters fits any budget: a character is <= 4 bytes.
         self.slice_chars = max(1, int(min(self.budget, self.byte_cap)) // 4)
         self._headings: list[tuple[int, str]] = []  # (level, title) of the headings in effect
+        # Headings known from outside the text (a PDF's outline), by page;
+        # headings in the text itself take precedence.
+        self._page_headings = page_headings
 
     # -- units ----------------------------------------------------------------
 
@@ -110,10 +114,12 @@ class Chunker:
         return tokens <= self.budget and nbytes <= self.byte_cap
 
     def _unit(self, text: str, page: int, strength: int) -> _Unit:
-        return _Unit(text, self.counter.count(text), utf8_len(text), page, strength, self._heading_path())
+        return _Unit(text, self.counter.count(text), utf8_len(text), page, strength, self._heading_path(page))
 
-    def _heading_path(self) -> str | None:
-        return " > ".join(title for _, title in self._headings) or None
+    def _heading_path(self, page: int) -> str | None:
+        if self._headings:
+            return " > ".join(title for _, title in self._headings)
+        return self._page_headings(page) if self._page_headings else None
 
     def units(self, page: int, text: str) -> Iterator[_Unit]:
         text = normalize_text(text).strip()
@@ -270,8 +276,14 @@ def chunk_pages(
     chunk_tokens: int = 800,
     overlap: int = 100,
     max_input_tokens: int = 8191,
+    page_headings: Callable[[int], str | None] | None = None,
 ) -> Iterator[Chunk]:
-    """Stream chunks from (page_number, text) pairs."""
+    """Stream chunks from (page_number, text) pairs; `page_headings` gives
+    the heading path of a page when the text itself has no headings."""
     return Chunker(
-        counter, chunk_tokens=chunk_tokens, overlap=overlap, max_input_tokens=max_input_tokens
+        counter,
+        chunk_tokens=chunk_tokens,
+        overlap=overlap,
+        max_input_tokens=max_input_tokens,
+        page_headings=page_headings,
     ).chunks(pages)

@@ -10,15 +10,17 @@ OCR when a `PageOcr` is given (pipeline/ocr.py decides which pages).
 
 from __future__ import annotations
 
+import bisect
 import logging
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pymupdf
 
 from docutrain_cli.errors import PermanentError, one_line
 from docutrain_cli.pipeline.formats import SUPPORTED_SUFFIXES, TEXT, format_for
 from docutrain_cli.pipeline.ocr import PageOcr
+from docutrain_cli.pipeline.structured import outline_paths
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,25 @@ class Extraction:
         if self._doc is not None:
             self._doc.close()
             self._doc = None
+
+    def page_headings(self) -> Callable[[int], str | None] | None:
+        """For a PDF (or book) with an outline: page number -> the heading
+        path in effect on that page, from its bookmarks. None without one."""
+        if self._doc is None:
+            return None
+        try:
+            paths = outline_paths(self._doc.get_toc(simple=True))
+        except (RuntimeError, ValueError):
+            return None  # a broken outline costs the headings, not the document
+        if not paths:
+            return None
+        starts = [page for page, _ in paths]
+
+        def heading(page: int) -> str | None:
+            i = bisect.bisect_right(starts, page)
+            return paths[i - 1][1] if i else None
+
+        return heading
 
     def pages(self) -> Iterator[tuple[int, str]]:
         """Yield pages; after the last one, raise PermanentError if no page had text."""

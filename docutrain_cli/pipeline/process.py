@@ -64,6 +64,7 @@ def process_job(job, settings) -> dict:
                 chunk_tokens=settings.chunk_tokens,
                 overlap=settings.chunk_overlap,
                 max_input_tokens=embedder.max_input_tokens,
+                page_headings=doc.page_headings(),
             )
         )
         page_count = doc.page_count

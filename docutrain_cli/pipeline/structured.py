@@ -74,3 +74,23 @@ def _join(blocks: list[Block]) -> str:
         same_run = block.kind == before.kind and block.kind in (ROW, ITEM)
         text += ("\n" if same_run else "\n\n") + block.markdown()
     return text
+
+
+def outline_paths(entries: list[tuple[int, str, int]]) -> list[tuple[int, str]]:
+    """A document outline [(level, title, page), ...] (PDF bookmarks) as
+    [(page, heading path in effect from that page on), ...], by page."""
+    stack: list[tuple[int, str]] = []
+    paths: list[tuple[int, str]] = []
+    for level, title, page in sorted(entries, key=lambda e: e[2]):
+        title = clean(title)
+        if not title or page < 1:
+            continue
+        while stack and stack[-1][0] >= level:
+            stack.pop()
+        stack.append((level, title))
+        path = " > ".join(t for _, t in stack)
+        if paths and paths[-1][0] == page:
+            paths[-1] = (page, path)  # the last entry on a page wins
+        else:
+            paths.append((page, path))
+    return paths
