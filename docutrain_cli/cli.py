@@ -489,7 +489,8 @@ def search(
         print("no matching chunks")
     for rank, hit in enumerate(hits, 1):
         pages = f"p. {hit.page_start}" + (f"-{hit.page_end}" if hit.page_end != hit.page_start else "")
-        print(f"{rank}. {hit.score:.3f}  {hit.source or hit.document_key}  {pages}  chunk {hit.chunk_index}")
+        under = f"  under {hit.heading}" if hit.heading else ""
+        print(f"{rank}. {hit.score:.3f}  {hit.source or hit.document_key}  {pages}  chunk {hit.chunk_index}{under}")
         snippet = " ".join(hit.content.split())
         print(f"   {snippet[:300]}{'…' if len(snippet) > 300 else ''}")
 

@@ -206,7 +206,7 @@ def test_a_chunk_records_the_heading_path_it_falls_under():
     pages = [(1, "# A\n\n## B\n\nText under b."), (2, "# C\n\nText under c.")]
     small = list(chunk_pages(pages, COUNTER, chunk_tokens=16, overlap=0))
     assert [(c.content, c.heading) for c in small] == [
-        ("# A\n\n## B\n\nText under b.", "A"),
+        ("# A\n\n## B\n\nText under b.", "A > B"),  # the path of its first text
         ("# C\n\nText under c.", "C"),
     ]
     # Text without headings has none.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,22 @@ def test_readme_lists_the_formats_from_the_table():
         Extraction(Path("x.doc"))
     listed = set(re.findall(r"\.\w+", str(info.value).split("supported:")[1]))
     assert listed == set(SUPPORTED_SUFFIXES)
+
+
+def test_a_word_file_is_stored_with_headings_and_found_by_search(docutrain, tmp_path):
+    docs.word(tmp_path / "lease.docx")
+    assert docutrain("enqueue", "lease.docx").returncode == 0
+    small = {"DOCUTRAIN_CHUNK_TOKENS": "40", "DOCUTRAIN_CHUNK_OVERLAP": "0"}
+    result = docutrain("run", "--workers", "1", "--drain", "--json", **small)
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(docutrain.store) as conn:
+        stored = conn.execute("SELECT page_start, page_end, heading, content FROM chunks ORDER BY chunk_index").fetchall()
+    assert [row[:3] for row in stored] == [
+        (1, 1, "Lease agreement"),
+        (2, 2, "Rent"),
+        (2, 2, "Rent"),  # the table, whole rows
+        (3, 3, "Deposit > Return of the deposit"),
+    ], stored
+    assert stored[2][3].startswith("| Month | Amount | Due |") and stored[3][3].startswith("# Deposit")
+    found = docutrain("search", "when is the deposit returned", "--top", "1", **small)
+    assert "p. 3  chunk 3  under Deposit > Return of the deposit" in found.stdout, found.stdout

@@ -190,8 +190,10 @@ class Chunker:
             nonlocal buf, fresh, tokens, nbytes, index
             k = len(buf) if final else self._cut(buf, fresh)
             body = buf[:k]
-            # The heading of the chunk's own text, not of the overlap it repeats.
-            heading = body[min(fresh, k - 1)].heading
+            # The heading path of the chunk's own first text (not of the overlap
+            # it repeats, nor only of the headings it starts with).
+            own = body[min(fresh, k - 1) :]
+            heading = next((u.heading for u in own if not u.is_heading), own[0].heading)
             tail: list[_Unit] = []
             if not final:
                 budget = self.overlap
@@ -213,8 +215,8 @@ class Chunker:
 
         for page, text in pages:
             for unit in self.units(page, text):
-                if unit.is_heading and len(buf) > fresh:
-                    # Just before a heading is the best place to end a chunk.
+                if unit.is_heading and len(buf) > fresh and not buf[-1].is_heading:
+                    # Just before a heading (or a run of them) is the best place to end a chunk.
                     buf[-1] = dataclasses.replace(buf[-1], strength=HEADING)
                 while buf and not self._fits(tokens + unit.tokens, nbytes + unit.nbytes):
                     if fresh == len(buf):  # only overlap left: give some up

@@ -100,7 +100,7 @@ def process_job(job, settings) -> dict:
 
     dimensions = len(vectors[hashes[0]])
     rows = [
-        ChunkRow(c.index, c.page_start, c.page_end, c.token_count, c.content, vectors[h])
+        ChunkRow(c.index, c.page_start, c.page_end, c.token_count, c.content, vectors[h], c.heading)
         for c, h in zip(chunks, hashes)
     ]
     seconds = round(time.monotonic() - started, 3)
