@@ -168,6 +168,8 @@ def summary_line(summary: RunSummary) -> str:
             f"{t['tokens_cached']} from cache"
             + (f", ${cost:.4f} at list price" if cost is not None else ", cost unknown (no list price for the model)")
         )
+    if t.get("ocr_pages"):
+        parts.append(f"{t['ocr_pages']} pages read by OCR in {summary.ocr_seconds:.1f}s of worker time")
     left = {k: v for k, v in summary.remaining.items() if k in ("queued", "retrying") and v}
     if left:
         parts.append("left: " + ", ".join(f"{v} {k}" for k, v in left.items()))

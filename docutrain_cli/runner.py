@@ -61,6 +61,7 @@ class RunSummary:
     totals: dict[str, int] = dataclasses.field(
         default_factory=lambda: {k: 0 for k in SUMMED_RESULT_KEYS}
     )
+    ocr_seconds: float = 0.0  # time workers spent in OCR (ocr_pages is in totals)
     embedders: set[str] = dataclasses.field(default_factory=set)
     tokens_by_model: dict[str, int] = dataclasses.field(default_factory=dict)
     remaining: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -321,6 +322,7 @@ class Runner:
         self.summary.done += 1
         for key in SUMMED_RESULT_KEYS:
             self.summary.totals[key] += int(result.get(key) or 0)
+        self.summary.ocr_seconds += float(result.get("ocr_seconds") or 0)
         model = result.get("embedding_model")
         if model:
             self.summary.embedders.add(f"{result.get('embedder')} ({model})")

@@ -123,6 +123,10 @@ def test_a_missing_language_is_named_with_its_package(tesseract, tmp_path):
         read(path, language="eng+xyz")
     with pytest.raises(PermanentError, match="^OCR is forced .* but Tesseract has no xyz"):
         read(path, language="xyz", mode="force")
+    # Forced OCR that cannot run does not stand in the way of a file that needs none.
+    notes = tmp_path / "notes.txt"
+    notes.write_text("Plain words.")
+    assert read(notes, language="xyz", mode="force")[0] == [(1, "Plain words.")]
 
 
 def test_more_scanned_pages_than_the_limit_are_refused_before_any_ocr(tesseract, tmp_path):
@@ -177,7 +181,11 @@ def test_a_run_shows_ocr_progress_and_counts_ocr_in_the_summary(tesseract, docut
     assert result.returncode == 0, result.stderr
     assert "OCR page 1/2" in result.stderr and "OCR page 2/2" in result.stderr
     summary = json.loads(result.stdout)
-    assert summary["totals"]["ocr_pages"] == 2
+    assert summary["totals"]["ocr_pages"] == 2 and summary["ocr_seconds"] > 0
+    again = docutrain("enqueue", "uploads", "--force")
+    assert again.returncode == 0
+    logged = docutrain("run", "--workers", "1", "--drain", DOCUTRAIN_OCR_DPI=str(TEST_DPI))
+    assert re.search(r"2 pages read by OCR in [\d.]+s of worker time", logged.stderr), logged.stderr
 
 
 def test_a_scan_with_no_words_ends_dead_saying_ocr_found_none(tesseract, tmp_path):

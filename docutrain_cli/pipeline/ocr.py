@@ -191,8 +191,6 @@ class PageOcr:
         self.progress = progress or (lambda message: None)
         self.support = find_support(options.tessdata)
         self.problem = None if options.mode == "off" else self.support.problem(options.language)
-        if options.mode == "force" and self.problem:
-            raise PermanentError(f"OCR is forced (ocr = force) but {self.problem}")
         self.pages_done = 0
         self.seconds = 0.0
         self.slowest = 0.0
@@ -209,6 +207,8 @@ class PageOcr:
         if self._plan is not None:
             return index in self._plan
         if self.options.mode == "force":
+            if self.problem:  # said at the first page, so a Word file is not refused for it
+                raise PermanentError(f"OCR is forced (ocr = force) but {self.problem}")
             wanted = True
         else:
             wanted = needs_ocr(page, text)
