@@ -133,7 +133,7 @@ def test_more_scanned_pages_than_the_limit_are_refused_before_any_ocr(tesseract,
     path = pdfs.scanned(tmp_path / "long.pdf", ["one", "two", "three"], dpi=50)
     with pytest.raises(PermanentError) as info:
         read(path, max_pages=2)
-    assert str(info.value) == "too many pages to OCR: 3 pages are scanned images, limit 2 (max_ocr_pages)"
+    assert str(info.value) == "too many pages to OCR: 3 scanned pages, limit 2 (max_ocr_pages)"
 
 
 def test_ocr_stops_with_a_reason_rather_than_run_into_the_job_timeout(tesseract, tmp_path):
@@ -194,3 +194,13 @@ def test_a_scan_with_no_words_ends_dead_saying_ocr_found_none(tesseract, tmp_pat
     with pytest.raises(PermanentError) as info:
         process_job(Job(id=1, source=str(path)), settings)
     assert str(info.value) == "no extractable text, even by OCR of 2 scanned pages"
+
+
+def test_broken_language_data_fails_the_pages_not_the_worker(tesseract, tmp_path):
+    broken = tmp_path / "tessdata"
+    broken.mkdir()
+    (broken / "eng.traineddata").write_bytes(b"not a model")
+    path = pdfs.scanned(tmp_path / "scan.pdf", ["one", "two"], dpi=50)
+    with pytest.raises(PermanentError) as info:
+        read(path, tessdata=str(broken))
+    assert str(info.value).startswith("no extractable text: OCR failed on every scanned page (")

@@ -30,7 +30,7 @@ import os
 import time
 from typing import Callable
 
-from docutrain_cli.errors import PermanentError
+from docutrain_cli.errors import PermanentError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,10 @@ def ocr_page_text(page, language: str, dpi: int, tessdata: str) -> str:
 
     # RGB: MuPDF's OCR writer silently reads nothing from a grey pixmap.
     pixmap = page.get_pixmap(dpi=dpi, colorspace=pymupdf.csRGB, alpha=False)
-    data = pixmap.pdfocr_tobytes(compress=False, language=language, tessdata=tessdata)
+    try:
+        data = pixmap.pdfocr_tobytes(compress=False, language=language, tessdata=tessdata)
+    except pymupdf.mupdf.FzErrorBase as exc:  # e.g. "Tesseract language initialisation failed"
+        raise RuntimeError(str(exc)) from None
     pixmap = None  # noqa: F841 - free the image before parsing the result
     with pymupdf.open("pdf", data) as ocr_doc:
         return ocr_doc[0].get_text("text")
@@ -195,6 +198,7 @@ class PageOcr:
         self.seconds = 0.0
         self.slowest = 0.0
         self.skipped: list[int] = []  # scanned pages left unread (OCR off or unavailable)
+        self.failures: list[str] = []  # why OCR failed, per failed page
         self._plan: set[int] | None = None  # page indexes to OCR, once known
         self._total = 0
 
@@ -232,9 +236,9 @@ class PageOcr:
                 except (RuntimeError, ValueError):
                     continue  # the main pass reports the broken page
         if len(plan) > self.options.max_pages:
+            which = "pages (ocr = force)" if self.options.mode == "force" else "scanned pages"
             raise PermanentError(
-                f"too many pages to OCR: {len(plan)} pages are scanned images, "
-                f"limit {self.options.max_pages} (max_ocr_pages)"
+                f"too many pages to OCR: {len(plan)} {which}, limit {self.options.max_pages} (max_ocr_pages)"
             )
         self._plan, self._total = plan, len(plan)
 
@@ -243,7 +247,12 @@ class PageOcr:
         self._check_deadline()
         self.progress(f"OCR page {self.pages_done + 1}/{self._total}")
         started = time.monotonic()
-        text = ocr_page_text(page, self.options.language, self.options.dpi, self.support.tessdata)
+        try:
+            text = ocr_page_text(page, self.options.language, self.options.dpi, self.support.tessdata)
+        except RuntimeError as exc:  # MuPDF or Tesseract gave up on this page: keep the rest
+            log.warning("page %d: OCR failed: %s", page.number + 1, exc)
+            self.failures.append(one_line(exc))
+            text = ""
         took = time.monotonic() - started
         self.pages_done += 1
         self.seconds += took
@@ -262,6 +271,8 @@ class PageOcr:
 
     def no_text_reason(self) -> str | None:
         """Why a document came out without text, when OCR is the reason."""
+        if self.failures and len(self.failures) == self.pages_done:
+            return f"no extractable text: OCR failed on every scanned page ({self.failures[0]})"
         if self.pages_done:
             pages = "1 scanned page" if self.pages_done == 1 else f"{self.pages_done} scanned pages"
             return f"no extractable text, even by OCR of {pages}"
