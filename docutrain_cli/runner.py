@@ -264,9 +264,9 @@ class Runner:
         done, _ = concurrent.futures.wait(
             list(self._in_flight), timeout=timeout, return_when=concurrent.futures.FIRST_COMPLETED
         )
+        self._read_progress()  # before settling: a job's last message still finds it
         for future in done:
             self._settle(future, self._in_flight.pop(future))
-        self._read_progress()
 
     def _read_progress(self) -> None:
         if self._inbox is None:
