@@ -192,3 +192,27 @@ def test_a_word_file_is_stored_with_headings_and_found_by_search(docutrain, tmp_
     assert stored[2][3].startswith("| Month | Amount | Due |") and stored[3][3].startswith("# Deposit")
     found = docutrain("search", "when is the deposit returned", "--top", "1", **small)
     assert "p. 3  chunk 3  under Deposit > Return of the deposit" in found.stdout, found.stdout
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "<html><body><p>Café Müller, 合同</p></body></html>".encode("utf-8"),  # no charset declared
+        '<html><head><meta charset="windows-1252"></head><body><p>Café Müller</p></body></html>'.encode("cp1252"),
+        '<?xml version="1.0" encoding="utf-8"?><html><body><p>Café Müller</p></body></html>'.encode("utf-8"),
+    ],
+    ids=["utf8-undeclared", "cp1252-declared", "xml-declaration"],
+)
+def test_html_text_is_decoded_right(tmp_path, data):
+    path = tmp_path / "page.html"
+    path.write_bytes(data)
+    [(_, text)] = pages_of(path)
+    assert text.startswith("Café Müller")
+
+
+def test_a_csv_from_excel_on_windows_keeps_its_accents(tmp_path):
+    path = tmp_path / "kunden.csv"
+    path.write_bytes("Name;Stadt\nMüller;Köln\n".encode("cp1252"))  # Excel's "CSV" (not "CSV UTF-8")
+    assert pages_of(path) == [(1, "Name: Müller; Stadt: Köln")]
+    path.write_bytes("\ufeffName,Stadt\nMüller,Köln\n".encode("utf-8"))  # "CSV UTF-8", with a BOM
+    assert pages_of(path) == [(1, "Name: Müller; Stadt: Köln")]

@@ -7,11 +7,13 @@ page is a block of ROWS_PER_PAGE rows: page 3 holds rows 201-300.
 
 The file is read twice, streaming (once to count pages, once to yield
 them), so a 200 MB export never sits in memory. The delimiter (comma,
-semicolon, tab or pipe) is the one the header line uses most.
+semicolon, tab or pipe) is the one the header line uses most; the encoding
+is UTF-8, or Windows-1252 when the file's first megabyte is not UTF-8.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import sys
 from pathlib import Path
@@ -21,6 +23,7 @@ from docutrain_cli.errors import PermanentError, one_line
 
 ROWS_PER_PAGE = 100
 SNIFF_CHARS = 64 * 1024
+ENCODING_PROBE_BYTES = 1 << 20
 DELIMITERS = ",;\t|"
 
 
@@ -29,6 +32,7 @@ class CsvReader:
         self.path = path
         # A spreadsheet cell can hold a long text; the default limit is 128 KiB.
         csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+        self.encoding = self._guess_encoding()
         self.dialect = self._sniff()
         rows = sum(1 for _ in self._rows())
         self.header: list[str] = []
@@ -36,9 +40,23 @@ class CsvReader:
 
     def _open(self):
         try:
-            return self.path.open("r", encoding="utf-8-sig", errors="replace", newline="")
+            return self.path.open("r", encoding=self.encoding, errors="replace", newline="")
         except OSError as exc:
             raise PermanentError(f"cannot read the file: {exc.strerror or exc}") from None
+
+    def _guess_encoding(self) -> str:
+        """UTF-8 if the start of the file is valid UTF-8, else Windows-1252:
+        what Excel writes on Windows ("CSV" rather than "CSV UTF-8")."""
+        try:
+            with self.path.open("rb") as fh:
+                head = fh.read(ENCODING_PROBE_BYTES)
+        except OSError as exc:
+            raise PermanentError(f"cannot read the file: {exc.strerror or exc}") from None
+        try:
+            codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        except UnicodeDecodeError:
+            return "cp1252"
+        return "utf-8-sig"
 
     def _sniff(self):
         with self._open() as fh:

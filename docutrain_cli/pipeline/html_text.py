@@ -2,7 +2,8 @@
 
 lxml is already here (python-docx and python-pptx are built on it), parses
 the broken HTML of real pages like a browser does (libxml2's HTML parser),
-and reads the `<meta charset>` itself. Readability libraries (trafilatura,
+and reads a `<meta charset>` itself (UTF-8 is tried first: without one,
+libxml2 would assume Latin-1). Readability libraries (trafilatura,
 readability-lxml) guess an "article" with scoring heuristics and bring more
 dependencies; an uploaded page is usually the document itself, so we keep
 all of it except what is never content: scripts, styles, forms, navigation,
@@ -49,7 +50,7 @@ class HtmlReader(_Pages):
         if b"\0" in data[:4096] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
             raise PermanentError("not HTML: cannot open (binary data)")
         try:
-            root = lxml.html.document_fromstring(data)
+            root = _parse(data)
         except (lxml.etree.ParserError, ValueError) as exc:
             raise PermanentError(f"not HTML: cannot open ({one_line(exc)})") from None
         self.title = clean(root.findtext(".//title") or "")
@@ -58,6 +59,22 @@ class HtmlReader(_Pages):
         if main is None:
             main = next(iter(root.xpath('.//*[@role="main"]')), None)
         self.pages_text = sections(list(_blocks(main if main is not None else root)))
+
+
+def _parse(data: bytes):
+    """UTF-8 when the bytes are valid UTF-8 (libxml2 reads a page without a
+    <meta charset> as Latin-1, which garbles every accent); otherwise the
+    bytes as they are, for the page's own charset declaration."""
+    import lxml.html
+
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return lxml.html.document_fromstring(data)
+    try:
+        return lxml.html.document_fromstring(text)
+    except ValueError:  # "Unicode strings with encoding declaration are not supported"
+        return lxml.html.document_fromstring(data)
 
 
 def _strip(root) -> None:
