@@ -59,6 +59,8 @@ class LogObserver(RunObserver):
             facts = ", ".join(f"{r[k]} {k}" for k in ("pages", "chunks") if k in r)
             if r.get("ocr_pages"):
                 facts += f", {r['ocr_pages']} pages by OCR"
+            if r.get("ocr_skipped_pages"):
+                facts += f", {r['ocr_skipped_pages']} scanned pages left unread (no OCR)"
             self.log(f"done  job {job.id} {job.source}" + (f" ({facts})" if facts else "") + f" in {took:.1f}s")
         elif outcome == "released":
             self.log(f"returned job {job.id} {job.source} to the queue")

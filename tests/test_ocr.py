@@ -204,3 +204,11 @@ def test_broken_language_data_fails_the_pages_not_the_worker(tesseract, tmp_path
     with pytest.raises(PermanentError) as info:
         read(path, tessdata=str(broken))
     assert str(info.value).startswith("no extractable text: OCR failed on every scanned page (")
+
+
+def test_without_ocr_a_mixed_document_is_done_and_says_which_pages_were_left(docutrain, tmp_path):
+    pdfs.mixed(tmp_path / "mixed.pdf", [paragraph(800), paragraph(900)], "Scanned words", scanned_at=1, dpi=50)
+    assert docutrain("enqueue", "mixed.pdf").returncode == 0
+    result = docutrain("run", "--workers", "1", "--drain", DOCUTRAIN_OCR="off")
+    assert result.returncode == 0, result.stderr
+    assert "(3 pages, 1 chunks, 1 scanned pages left unread (no OCR))" in result.stderr
