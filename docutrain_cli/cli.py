@@ -155,7 +155,7 @@ def enqueue(
     report = EnqueueReport()
     with _queue(settings) as queue:
         if from_supabase:
-            from docutrain_cli.pull import pending_jobs
+            from docutrain_cli.supabase.pull import pending_jobs
 
             report = enqueue_jobs(queue, pending_jobs(settings, limit=limit), force=force)
         if paths:
@@ -233,7 +233,7 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     with _queue(settings) as queue:
         stats = queue.stats(time.time())
         queue_exclusive = queue.exclusive
-    from docutrain_cli.status import outbox_status
+    from docutrain_cli.recorder import outbox_status
 
     outbox = outbox_status(settings)
     data = {
@@ -348,7 +348,7 @@ def jobs_show(
         ("started", _when(job.started_at)),
         ("finished", _when(job.finished_at)),
         ("next attempt", _when(job.not_before) if job.state.value == "retrying" else None),
-        ("result", json.dumps(job.result) if job.result else None),
+        ("result", json.dumps(job.result.to_dict()) if job.result else None),
     ]
     for label, value in rows:
         if value not in (None, "-"):
@@ -401,7 +401,7 @@ def queue_init(ctx: typer.Context) -> None:
             pass
         print(f"{settings.queue}: local queue file ready")
         return
-    from docutrain_cli.queues.pgmq import init_queue
+    from docutrain_cli.queues.pgmq_setup import init_queue
 
     print(init_queue(settings.queue, settings.queue_name))
 
@@ -414,7 +414,7 @@ def schema(ctx: typer.Context) -> None:
 
     Example: docutrain schema > docutrain.sql   (then paste it into the Supabase SQL editor)
     """
-    from docutrain_cli.schema import render_schema
+    from docutrain_cli.supabase.schema import render_schema
 
     print(render_schema(_settings(ctx)))
 
@@ -426,7 +426,7 @@ def sync(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=
 
     Example: docutrain sync
     """
-    from docutrain_cli.status import sync as sync_outbox
+    from docutrain_cli.recorder import sync as sync_outbox
 
     result = sync_outbox(_settings(ctx))
     if as_json:
@@ -479,7 +479,7 @@ def search(
 
     Example: docutrain search "what is the refund policy?" --top 3
     """
-    from docutrain_cli.search import search as search_store
+    from docutrain_cli.store.search import search as search_store
 
     hits = search_store(_settings(ctx), query, top=top)
     if as_json:

@@ -54,13 +54,13 @@ class LogObserver(RunObserver):
     def job_finished(self, job: Job, outcome: str, detail: str | None) -> None:
         self._progress_logged.pop(job.id, None)
         if outcome == "done":
-            r = job.result or {}
+            r = job.result
             took = (job.finished_at or time.time()) - (job.started_at or time.time())
-            facts = ", ".join(f"{r[k]} {k}" for k in ("pages", "chunks") if k in r)
-            if r.get("ocr_pages"):
-                facts += f", {r['ocr_pages']} pages by OCR"
-            if r.get("ocr_skipped_pages"):
-                facts += f", {r['ocr_skipped_pages']} scanned pages left unread (no OCR)"
+            facts = ", ".join(f"{getattr(r, k)} {k}" for k in ("pages", "chunks") if r and getattr(r, k))
+            if r and r.ocr_pages:
+                facts += f", {r.ocr_pages} pages by OCR"
+            if r and r.ocr_skipped_pages:
+                facts += f", {r.ocr_skipped_pages} scanned pages left unread (no OCR)"
             self.log(f"done  job {job.id} {job.source}" + (f" ({facts})" if facts else "") + f" in {took:.1f}s")
         elif outcome == "released":
             self.log(f"returned job {job.id} {job.source} to the queue")

@@ -18,6 +18,7 @@ from docutrain_cli.jobs import Job
 from docutrain_cli.pipeline.extract import Extraction
 from docutrain_cli.pipeline.ocr import OcrOptions, OcrSupport, PageOcr, find_support, ocr_check
 from docutrain_cli.pipeline.process import process_job
+from docutrain_cli.worker import WorkerContext
 
 TEST_DPI = 150  # enough for 12 pt text; 300 (the default) doubles the time
 
@@ -30,6 +31,14 @@ def tesseract():
         if environ_flag("CI"):
             pytest.fail(message)
         pytest.skip(message)
+
+
+def process(job: Job, settings: Settings):
+    context = WorkerContext(settings)
+    try:
+        return process_job(job, context)
+    finally:
+        context.close()
 
 
 def words(text: str) -> list[str]:
@@ -150,9 +159,9 @@ def test_a_job_reports_its_ocr_pages_and_seconds(tesseract, tmp_path):
     text = paragraph(500)
     path = pdfs.scanned(tmp_path / "scan.pdf", [text])
     settings = Settings(store=str(tmp_path / "store.db"), embedder="offline", ocr_dpi=TEST_DPI)
-    result = process_job(Job(id=1, source=str(path)), settings)
-    assert result["ocr_pages"] == 1 and result["ocr_seconds"] > 0
-    assert result["chunks"] >= 1
+    result = process(Job(id=1, source=str(path)), settings)
+    assert result.ocr_pages == 1 and result.ocr_seconds > 0
+    assert result.chunks >= 1
 
 
 def test_doctor_reports_ocr_and_its_languages(tesseract, docutrain):
@@ -192,7 +201,7 @@ def test_a_scan_with_no_words_ends_dead_saying_ocr_found_none(tesseract, tmp_pat
     path = pdfs.scanned(tmp_path / "blank.pdf", ["", ""], dpi=50)  # scans of blank sheets
     settings = Settings(store=str(tmp_path / "store.db"), embedder="offline", ocr_dpi=72)
     with pytest.raises(PermanentError) as info:
-        process_job(Job(id=1, source=str(path)), settings)
+        process(Job(id=1, source=str(path)), settings)
     assert str(info.value) == "no extractable text, even by OCR of 2 scanned pages"
 
 

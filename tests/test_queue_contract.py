@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from docutrain_cli.jobs import STATES, Job, JobState
+from conftest import wait_for
+from docutrain_cli.jobs import STATES, Job, JobResult, JobState
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -142,10 +143,10 @@ def test_lease_marks_running_counts_an_attempt_and_respects_limit(queue):
 def test_complete_keeps_a_done_record_with_the_result(queue):
     (job_id,) = queue.enqueue(make_jobs(1))
     (job,) = lease_all(queue)
-    job.result = {"chunks": 7, "pages": 2}
+    job.result = JobResult(chunks=7, pages=2)
     queue.complete(job)
     done = queue.job(job_id)
-    assert done.state == JobState.DONE and done.result == {"chunks": 7, "pages": 2}
+    assert done.state == JobState.DONE and done.result == JobResult(chunks=7, pages=2)
     assert done.attempts == 1 and done.finished_at is not None
     assert lease_all(queue) == []
     stats = queue.stats(time.time())
@@ -165,8 +166,7 @@ def test_retry_waits_until_due_and_keeps_the_error_history(queue):
     assert stats.counts["retrying"] == 1 and stats.counts["running"] == 0
     assert stats.next_retry_at == pytest.approx(due, abs=0.05)
     assert lease_all(queue) == []  # not before it is due
-    time.sleep(max(due - time.time(), 0) + 0.2)
-    (again,) = lease_all(queue)
+    (again,) = wait_for(lambda: lease_all(queue), timeout=10, what="the retry to come due")
     assert (again.id, again.attempts, again.state) == (job_id, 2, JobState.RUNNING)
     assert again.errors == ["first failure"]
     queue.retry_later(again, "second failure", time.time() + 3600)
@@ -245,7 +245,7 @@ def test_a_job_leased_by_a_killed_process_comes_back(backend):
     else:
         # pgmq: hidden until the visibility timeout lapses, then visible again.
         assert [j.id for j in lease_all(survivor)] == [ids[1]]
-        time.sleep(1.3)
+        wait_for(lambda: queue.job(lost).state == JobState.RETRYING, timeout=10, what="the lease to lapse")
         assert survivor.recover() == 1  # reported, nothing to do
     assert queue.job(lost).state == JobState.RETRYING  # an attempt was started
     job = {j.id: j for j in lease_all(survivor)}[lost]
@@ -294,12 +294,12 @@ def test_housekeep_keeps_the_done_records(backend, monkeypatch):
     queue = backend.open()
     ids = queue.enqueue(make_jobs(4))
     for job in lease_all(queue, 3):
-        job.result = {"chunks": job.id}
+        job.result = JobResult(chunks=job.id)
         queue.complete(job)
         time.sleep(0.01)  # distinct finishing times
     queue.housekeep()
     assert queue.stats(time.time()).counts["done"] == 3
-    assert all(queue.job(i).result == {"chunks": i} for i in ids[:3])
+    assert all(queue.job(i).result == JobResult(chunks=i) for i in ids[:3])
     assert [j.id for j in lease_all(queue)] == [ids[3]]  # still a working queue
 
     # Retention is bounded: only the latest KEEP_DONE_RECORDS are kept.

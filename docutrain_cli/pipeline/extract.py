@@ -30,7 +30,7 @@ TEXT_SEGMENT_CHARS = 1_000_000
 # Drop MuPDF's resource cache every so many pages.
 SHRINK_EVERY = 100
 
-_quiet = False
+_quiet = False  # MuPDF's message settings are global to the process, so is this flag
 
 
 def _quiet_mupdf() -> None:

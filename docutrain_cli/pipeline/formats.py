@@ -45,6 +45,9 @@ FORMATS: tuple[Format, ...] = (
 
 BY_SUFFIX: dict[str, Format] = {suffix: f for f in FORMATS for suffix in f.suffixes}
 SUPPORTED_SUFFIXES = frozenset(BY_SUFFIX)
+# Views of the table by reader.
+PYMUPDF_FORMATS = {s: f.name for f in FORMATS if f.reader == PYMUPDF for s in f.suffixes}
+TEXT_SUFFIXES = frozenset(s for f in FORMATS if f.reader == TEXT for s in f.suffixes)
 
 
 def format_for(suffix: str) -> Format | None:
