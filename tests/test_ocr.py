@@ -221,3 +221,19 @@ def test_without_ocr_a_mixed_document_is_done_and_says_which_pages_were_left(doc
     result = docutrain("run", "--workers", "1", "--drain", DOCUTRAIN_OCR="off")
     assert result.returncode == 0, result.stderr
     assert "(3 pages, 1 chunks, 1 scanned pages left unread (no OCR))" in result.stderr
+
+
+def test_ocr_settings_are_checked_and_tessdata_prefix_is_read(tmp_path):
+    from docutrain_cli.config import load_settings
+    from docutrain_cli.errors import ConfigError
+
+    settings = load_settings(environ={"TESSDATA_PREFIX": "/opt/tessdata", "DOCUTRAIN_OCR_LANGUAGE": "eng+deu"})
+    assert (settings.tessdata, settings.ocr_language, settings.ocr, settings.ocr_dpi) == ("/opt/tessdata", "eng+deu", "auto", 300)
+    for bad, message in [
+        ({"ocr": "sometimes"}, "ocr: expected auto, off or force"),
+        ({"ocr_language": "eng deu"}, "ocr_language: expected Tesseract language names joined with '+'"),
+        ({"ocr_dpi": 20}, "ocr_dpi: must be between 72 and 1200"),
+        ({"max_ocr_pages": 0}, "max_ocr_pages: must be at least 1"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_settings(bad, environ={})
