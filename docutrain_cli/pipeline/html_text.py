@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from docutrain_cli.errors import PermanentError, one_line
-from docutrain_cli.pipeline.office import _Pages
-from docutrain_cli.pipeline.structured import HEADING, ITEM, PARAGRAPH, Block, clean, row, sections
+from docutrain_cli.pipeline.structured import HEADING, ITEM, PARAGRAPH, Block, ParsedPages, clean, row, sections
 
 # Never content.
 DROP_TAGS = (
@@ -38,7 +37,7 @@ BLOCK_TAGS = {
 } | set(HEADINGS)
 
 
-class HtmlReader(_Pages):
+class HtmlReader(ParsedPages):
     def __init__(self, path: Path):
         import lxml.etree
         import lxml.html

@@ -18,26 +18,9 @@ from pathlib import Path
 from typing import Iterator
 
 from docutrain_cli.errors import PermanentError, one_line
-from docutrain_cli.pipeline.structured import HEADING, ITEM, PARAGRAPH, Block, clean, row, sections
+from docutrain_cli.pipeline.structured import HEADING, ITEM, PARAGRAPH, Block, ParsedPages, clean, row, sections
 
-
-class _Pages:
-    """Pages parsed up front: `page_count`, `pages()`, `close()`."""
-
-    pages_text: list[str]
-
-    @property
-    def page_count(self) -> int:
-        return len(self.pages_text)
-
-    def pages(self) -> Iterator[tuple[int, str]]:
-        for number, text in enumerate(self.pages_text, start=1):
-            yield number, text
-
-    def close(self) -> None:
-        self.pages_text = []
-
-
+# What another Office file is, by its main part's content type.
 PACKAGE_KINDS = {"wordprocessingml": "a Word", "presentationml": "a PowerPoint", "spreadsheetml": "an Excel"}
 
 
@@ -67,7 +50,7 @@ def _starts_like_zip(path: Path) -> bool:
 
 # -- Word ----------------------------------------------------------------------
 
-class DocxReader(_Pages):
+class DocxReader(ParsedPages):
     def __init__(self, path: Path):
         import docx
 
@@ -124,7 +107,7 @@ def _docx_rows(table) -> Iterator[Block]:
 
 # -- PowerPoint ----------------------------------------------------------------
 
-class PptxReader(_Pages):
+class PptxReader(ParsedPages):
     def __init__(self, path: Path):
         import pptx
 

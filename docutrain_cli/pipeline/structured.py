@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Iterable
+from typing import Iterable, Iterator
 
 HEADING, PARAGRAPH, ITEM, ROW = "heading", "paragraph", "item", "row"
 # A section longer than this many characters is cut at a block edge, so one
@@ -21,6 +21,24 @@ HEADING, PARAGRAPH, ITEM, ROW = "heading", "paragraph", "item", "row"
 MAX_SECTION_CHARS = 20_000
 
 _SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
+
+
+class ParsedPages:
+    """A reader whose pages were parsed up front (the libraries load the whole
+    document anyway): `page_count`, `pages()`, `close()`."""
+
+    pages_text: list[str]
+
+    @property
+    def page_count(self) -> int:
+        return len(self.pages_text)
+
+    def pages(self) -> Iterator[tuple[int, str]]:
+        for number, text in enumerate(self.pages_text, start=1):
+            yield number, text
+
+    def close(self) -> None:
+        self.pages_text = []
 
 
 @dataclasses.dataclass(frozen=True)
