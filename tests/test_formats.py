@@ -216,3 +216,21 @@ def test_a_csv_from_excel_on_windows_keeps_its_accents(tmp_path):
     assert pages_of(path) == [(1, "Name: Müller; Stadt: Köln")]
     path.write_bytes("\ufeffName,Stadt\nMüller,Köln\n".encode("utf-8"))  # "CSV UTF-8", with a BOM
     assert pages_of(path) == [(1, "Name: Müller; Stadt: Köln")]
+
+
+def test_docx_text_inside_content_controls_is_read(tmp_path):
+    """Templates and forms keep text in content controls (w:sdt)."""
+    from docx.oxml.ns import qn
+    from lxml import etree
+
+    path = docs.word(tmp_path / "form.docx")
+    import docx as python_docx
+
+    document = python_docx.Document(path)
+    paragraph = document.add_paragraph("Signed by the tenant in a form field.")._p
+    sdt = etree.SubElement(paragraph.getparent(), qn("w:sdt"))
+    paragraph.addprevious(sdt)
+    content = etree.SubElement(sdt, qn("w:sdtContent"))
+    content.append(paragraph)  # moves the paragraph into the control
+    document.save(path)
+    assert pages_of(path)[-1][1].endswith("The deposit is returned within thirty days after the keys are handed back.\n\nSigned by the tenant in a form field.")

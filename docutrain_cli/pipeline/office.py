@@ -64,15 +64,18 @@ class DocxReader(ParsedPages):
 
 def _docx_blocks(document) -> Iterator[Block]:
     from docx.table import Table
+    from docx.text.paragraph import Paragraph
 
-    for item in document.iter_inner_content():
-        if isinstance(item, Table):
-            yield from _docx_rows(item)
+    body = document._body  # the container python-docx wraps paragraphs and tables in
+    for element in _body_elements(document.element.body):
+        if element.tag == _W + "tbl":
+            yield from _docx_rows(Table(element, body))
             continue
-        text = clean(item.text)
+        paragraph = Paragraph(element, body)
+        text = clean(paragraph.text)
         if not text:
             continue
-        style = (item.style.name if item.style is not None else "") or ""
+        style = (paragraph.style.name if paragraph.style is not None else "") or ""
         level = _heading_level(style)
         if level:
             yield Block(HEADING, text, level)
@@ -80,6 +83,22 @@ def _docx_blocks(document) -> Iterator[Block]:
             yield Block(ITEM, text)
         else:
             yield Block(PARAGRAPH, text)
+
+
+_W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+
+
+def _body_elements(parent) -> Iterator:
+    """Paragraphs and tables in document order, including those inside
+    content controls (w:sdt), where templates and forms keep their text and
+    python-docx's iter_inner_content() does not look."""
+    for child in parent.iterchildren():
+        if child.tag in (_W + "p", _W + "tbl"):
+            yield child
+        elif child.tag == _W + "sdt":
+            content = child.find(_W + "sdtContent")
+            if content is not None:
+                yield from _body_elements(content)
 
 
 def _heading_level(style: str) -> int:
