@@ -8,7 +8,8 @@ mode) and reports medians; ratios are medians of the per-repetition ratios.
     .venv/bin/python scripts/bench.py --quick          # about a minute on 2 cores
     .venv/bin/python scripts/bench.py                  # full mode
     .venv/bin/python scripts/bench.py --only 1,4 --reps 5
-    .venv/bin/python scripts/bench.py --ocr --quick    # measurement 8 alone: OCR against the tesseract command
+    .venv/bin/python scripts/bench.py --http --quick   # just HTTP intake (8a, 8b)
+    .venv/bin/python scripts/bench.py --ocr --quick    # just OCR against the tesseract command (9)
 
 Writes a table to stdout, JSON to --json-out (default bench-results/bench.json)
 and a PNG chart of throughput against worker count next to it (if matplotlib
@@ -45,8 +46,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _path in (str(REPO), str(REPO / "scripts")):  # scripts/: bench_http.py
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 PY = sys.executable
 
@@ -64,7 +66,7 @@ class Mode:
     memory_pages: tuple[int, int]  # measurement 5: two sizes
     embed_docs: tuple[int, ...]  # measurement 6: pages of each document
     startup_reps: int  # measurement 7 (cheap, so more repetitions)
-    ocr_pages: int  # measurement 8: scanned pages per worker
+    ocr_pages: int  # measurement 9: scanned pages per worker
 
 
 QUICK = Mode("quick", 3, 6, 100, 1000, 2000, (150, 600), (400, 40), 5, 3)
@@ -696,7 +698,7 @@ def bench_startup(mode: Mode, root: Path, ncpu: int, reps: int) -> tuple[list[Ro
     return rows, s
 
 
-# -- 8: OCR ------------------------------------------------------------------------------------------
+# -- 9: OCR ------------------------------------------------------------------------------------------
 
 OCR_DPI = 300  # docutrain's default ocr_dpi; the tesseract command reads images rendered at the same
 
@@ -777,7 +779,7 @@ def bench_ocr(mode: Mode, root: Path, ncpu: int, reps: int) -> tuple[list[Row], 
     log(f"OCR: docutrain {med(s['docutrain']):.2f} pages/s, tesseract command {med(s['tesseract']):.2f} pages/s")
     ratio = med(s["ratio"])
     rows = [
-        Row("8", f"OCR: scanned pages/s, {workers} workers, {OCR_DPI} dpi", med(s["docutrain"]), "pages/s",
+        Row("9", f"OCR: scanned pages/s, {workers} workers, {OCR_DPI} dpi", med(s["docutrain"]), "pages/s",
             med(s["tesseract"]), f"tesseract command, {workers} at a time", ratio, ">= 0.8", ratio >= 0.8,
             {"pages": pages, "repetitions": reps}),
     ]
@@ -825,6 +827,11 @@ def _spin(n: int) -> int:
 
 def _child_main(argv: list[str]) -> None:
     what, args = argv[0], argv[1:]
+    if what == "http_load":
+        from bench_http import load_child
+
+        print(json.dumps(load_child(*args)))
+        return
     if what == "rawpool":
         import multiprocessing
 
@@ -992,7 +999,8 @@ BENCHES: dict[str, Callable] = {
     "5": bench_memory,
     "6": bench_embedding,
     "7": bench_startup,
-    "8": bench_ocr,
+    "8": lambda *args: __import__("bench_http").bench_http(*args),  # HTTP intake: scripts/bench_http.py
+    "9": bench_ocr,
 }
 
 
@@ -1004,21 +1012,24 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller corpus, 3 repetitions (about a minute)")
     parser.add_argument("--reps", type=int, help="repetitions (default 3 quick, 5 full)")
     parser.add_argument("--only", help="comma-separated measurements, e.g. 1,2 (4 comes with 1)")
+    parser.add_argument("--http", action="store_true", help="only measurement 8: HTTP intake (same as --only 8)")
     parser.add_argument("--json-out", default=str(REPO / "bench-results" / "bench.json"))
     parser.add_argument("--chart", help="PNG path (default: next to --json-out)")
     parser.add_argument("--work-dir", help="where the corpus and runs go (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--workers", type=int, help="pretend the machine has this many CPUs")
-    parser.add_argument("--ocr", action="store_true", help="only measurement 8 (OCR), same as --only 8")
+    parser.add_argument("--ocr", action="store_true", help="only measurement 9 (OCR), same as --only 9")
     args = parser.parse_args()
     if args.ocr:
-        args.only = "8"
+        args.only = "9"
 
     mode = QUICK if args.quick else FULL
     reps = args.reps or mode.reps
     ncpu = args.workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    # OCR (8) takes minutes at seconds a page: only when asked for (--ocr, --only 8).
-    only = [x.strip() for x in args.only.split(",")] if args.only else [k for k in BENCHES if k != "8"]
+    # OCR (9) takes minutes at seconds a page: only when asked for (--ocr, --only 9).
+    only = [x.strip() for x in args.only.split(",")] if args.only else [k for k in BENCHES if k != "9"]
+    if args.http:
+        only = ["8"]
     only = ["1" if x == "4" else x for x in only]
     root = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="docutrain-bench-"))
     root.mkdir(parents=True, exist_ok=True)
