@@ -151,6 +151,7 @@ class Runner:
         self._in_flight: dict[concurrent.futures.Future, Job] = {}
         self.progress: dict[int, str] = {}  # job id -> what its worker last reported
         self._inbox = None
+        self._seen_running: set[concurrent.futures.Future] = set()
         self._in_process = in_process
         self._waiter = None  # set while running: wakes the idle loop on new jobs
         self.reconciler = None  # set while running as a service with Supabase
@@ -169,8 +170,8 @@ class Runner:
 
     @property
     def running(self) -> list[Job]:
-        """Jobs a worker is busy with right now."""
-        return [job for future, job in list(self._in_flight.items()) if future.running()]
+        """Jobs a worker is busy with (as of the last tick, which set their started_at)."""
+        return [job for future, job in list(self._in_flight.items()) if future in self._seen_running]
 
     def run(self, drain: bool = False, max_time: float | None = None) -> RunSummary:
         from docutrain_cli.progress_channel import ProgressInbox
@@ -295,6 +296,17 @@ class Runner:
         self._read_progress()  # before settling: a job's last message still finds it
         for future in done:
             self._settle(future, self._in_flight.pop(future))
+        self._note_started()
+
+    def _note_started(self) -> None:
+        """A leased job may wait in the pool's backlog before a worker takes
+        it: its start time is when we first see it running (within a TICK),
+        so displays and records show how long it really ran."""
+        for future, job in list(self._in_flight.items()):
+            if future not in self._seen_running and future.running():
+                self._seen_running.add(future)
+                job.started_at = time.time()
+        self._seen_running.intersection_update(self._in_flight)
 
     def _read_progress(self) -> None:
         if self._inbox is None:

@@ -220,7 +220,7 @@ def test_without_ocr_a_mixed_document_is_done_and_says_which_pages_were_left(doc
     assert docutrain("enqueue", "mixed.pdf").returncode == 0
     result = docutrain("run", "--workers", "1", "--drain", DOCUTRAIN_OCR="off")
     assert result.returncode == 0, result.stderr
-    assert "(3 pages, 1 chunks, 1 scanned pages left unread (no OCR))" in result.stderr
+    assert "(3 pages, 1 chunk, 1 scanned page left unread (no OCR))" in result.stderr
 
 
 def test_ocr_settings_are_checked_and_tessdata_prefix_is_read(tmp_path):
