@@ -4,26 +4,33 @@ All queue and status writes happen here, in one thread of the parent
 process; workers only compute (and write their own document's chunks).
 Signal handlers only set flags (see `request_stop`); the loop notices them
 within a fraction of a second.
+
+Periodic work (status flushes, housekeeping, lease extension, the pool's
+health check) is a list of `Periodic` timers that every wait of the runner
+ticks: idle, busy or winding down. An idle service that flushed only while
+jobs were in flight once left finished documents `processing` in the app.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import multiprocessing
 import time
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from docutrain_cli.config import Settings
 from docutrain_cli.errors import ExitCode, PermanentError, TransientError
 from docutrain_cli.jobs import Job, RetryPolicy
 from docutrain_cli.queues.base import JobQueue, QueueStats
-from docutrain_cli.worker import init_worker, load_processor, run_job, worker_modules
+from docutrain_cli.pool import PoolBroken, PoolStartError, WorkerPool, WorkerPoolError
+from docutrain_cli.worker import load_processor
 
 TICK = 0.2  # how often the loop wakes up to look at flags and timers
 HOUSEKEEP_EVERY = 30.0  # seconds, or
 HOUSEKEEP_AFTER = 1000  # finished jobs, whichever comes first: keeps the queue table small
-FLUSH_EVERY = 2.0
+FLUSH_EVERY = 2.0  # the outbox's own backoff decides whether a flush sends anything
+POOL_STARTS = 3  # fresh pools that may fail in a row before the run gives up
+POOL_PROVEN_AFTER = 10.0  # seconds up (or one job finished) and a pool counts as started
 SUMMED_RESULT_KEYS = ("pages", "chunks", "tokens_embedded", "tokens_cached")
 
 
@@ -34,6 +41,7 @@ class RunObserver:
     def job_started(self, job: Job) -> None: ...
     def job_finished(self, job: Job, outcome: str, detail: str | None) -> None: ...
     def stopping(self, reason: str) -> None: ...
+    def pool_replaced(self, reason: str) -> None: ...
     def idle(self, stats: QueueStats) -> None: ...
     def finished(self, summary: "RunSummary") -> None: ...
 
@@ -49,12 +57,32 @@ class StatusSink(Protocol):
 
 
 @dataclasses.dataclass
+class Periodic:
+    """Work the runner does every `every` seconds whatever it is doing; or
+    sooner when `due_early()` says so. Add one in `Runner._periodic_tasks`."""
+
+    name: str
+    every: float
+    action: Callable[[], None]
+    due_early: Callable[[], bool] = lambda: False
+    next_at: float = 0.0  # monotonic; 0 = one interval after the first tick
+
+    def tick(self, now: float) -> None:
+        if not self.next_at:
+            self.next_at = now + self.every
+        elif now >= self.next_at or self.due_early():
+            self.next_at = now + self.every
+            self.action()
+
+
+@dataclasses.dataclass
 class RunSummary:
     done: int = 0
     retried: int = 0
     dead: int = 0
     released: int = 0
     recovered: int = 0
+    pools_replaced: int = 0
     elapsed: float = 0.0
     stop_reason: str = "drained"  # drained | max-time | interrupted | terminated
     totals: dict[str, int] = dataclasses.field(
@@ -135,6 +163,11 @@ class Runner:
         self._stop_reason: str | None = None
         self._force = False
         self._in_flight: dict[concurrent.futures.Future, Job] = {}
+        self._pool = WorkerPool(settings)
+        self._pool_failures = 0  # fresh pools that failed in a row
+        self._pool_proven = False  # the current pool finished a job
+        self._housekept_at = 0  # finished-job count at the last housekeeping
+        self._timers = self._periodic_tasks()
 
     # Called from signal handlers: set flags only.
     def request_stop(self, reason: str = "interrupted") -> None:
@@ -160,13 +193,12 @@ class Runner:
         with self.queue.runner_lock():
             self.summary.recovered = self.queue.recover()
             self.observer.started(self, self.queue.stats(time.time()))
-            pool = self._start_pool()
             try:
-                self._loop(pool, drain, deadline)
-                self._wind_down(pool)
+                self._start_pool()
+                self._loop(drain, deadline)
+                self._wind_down()
             finally:
-                pool.stop()
-                pool.join(timeout=10)
+                self._pool.stop()
                 self._settle_done()  # anything that finished while stopping
                 for future, job in list(self._in_flight.items()):
                     self._release(future, job)
@@ -179,34 +211,89 @@ class Runner:
         self.observer.finished(self.summary)
         return self.summary
 
+    # -- periodic work -----------------------------------------------------
+    def _periodic_tasks(self) -> list[Periodic]:
+        tasks = [
+            Periodic("pool check", TICK, self._check_pool),
+            Periodic("status flush", FLUSH_EVERY, self._flush_status),
+            Periodic(
+                "housekeeping", HOUSEKEEP_EVERY, self._housekeep,
+                due_early=lambda: self._finished() - self._housekept_at >= HOUSEKEEP_AFTER,
+            ),
+        ]
+        if not self.queue.exclusive:  # other runners take jobs whose lease lapses
+            tasks.append(Periodic("lease extension", self.settings.visibility_timeout / 3, self._extend_leases))
+        return tasks
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for task in self._timers:
+            task.tick(now)
+
+    def _finished(self) -> int:
+        return self.summary.done + self.summary.dead
+
+    def _housekeep(self) -> None:
+        self.queue.housekeep()
+        self._housekept_at = self._finished()
+
+    def _extend_leases(self) -> None:
+        if self._in_flight:
+            self.queue.extend_lease(self.in_flight, self.settings.visibility_timeout)
+
+    # -- the pool ------------------------------------------------------------
+    def _start_pool(self) -> None:
+        """A fresh pool; gives up (WorkerPoolError) when POOL_STARTS fresh
+        pools in a row fail to start or break before they prove themselves."""
+        while True:
+            try:
+                self._pool.start()
+                self._pool_proven = False
+                return
+            except PoolStartError as exc:
+                self._count_pool_failure(str(exc))
+            if self._stop_reason is not None:
+                return  # stopping: no pool needed any more
+            time.sleep(min(0.5 * 2 ** (self._pool_failures - 1), 5.0))  # let the machine recover
+
+    def _count_pool_failure(self, cause: str) -> None:
+        self._pool_failures += 1
+        if self._pool_failures >= POOL_STARTS:
+            raise WorkerPoolError(
+                f"worker pool cannot start: {cause} ({POOL_STARTS} fresh pools failed in a row)"
+            )
+
+    def _check_pool(self) -> None:
+        if not self._pool_proven and time.monotonic() - self._pool.started_at >= POOL_PROVEN_AFTER:
+            self._pool_proven = True
+        reason = self._pool.broken()
+        if reason is None:
+            return
+        # Not the jobs' fault: what the pool held goes back uncharged.
+        self.observer.pool_replaced(reason)
+        self.summary.pools_replaced += 1
+        self._settle_done()  # results that did arrive still count
+        self._pool.stop()
+        for future, job in list(self._in_flight.items()):
+            self._release(future, job)
+        if self._stop_reason is not None:
+            return  # stopping: no new pool needed
+        if self._pool_proven:
+            self._pool_failures = 0
+        else:
+            self._count_pool_failure(reason)
+        self._start_pool()
+
     # -- the loop ----------------------------------------------------------
-    def _start_pool(self):
-        from pebble import ProcessPool
-
-        # forkserver: workers never inherit our clients, threads or locks. The
-        # server imports the worker code once, so each worker (and each
-        # replacement of a crashed one) starts with it loaded instead of
-        # importing PyMuPDF on its own. It holds no clients: none are made at import.
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(worker_modules(self.settings.processor))
-        return ProcessPool(
-            max_workers=self.settings.workers,
-            initializer=init_worker,
-            initargs=(self.settings,),
-            context=context,
-        )
-
-    def _loop(self, pool, drain: bool, deadline: float | None) -> None:
+    def _loop(self, drain: bool, deadline: float | None) -> None:
         # A small backlog per worker hides the round trip to the dispatcher.
         capacity = self.settings.workers + max(1, self.settings.workers // 2)
-        last_housekeep = last_flush = last_extend = time.monotonic()
-        finished_at_housekeep = 0
         while self._stop_reason is None:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 self._stop_reason = "max-time"
                 break
-            self._fill(pool, capacity)
+            self._fill(capacity)
             if not self._in_flight:
                 if drain and not self._work_left(deadline):
                     break
@@ -214,26 +301,24 @@ class Runner:
                 self._sleep(self.settings.poll_interval)
                 continue
             self._wait(TICK)
-            if now - last_flush >= FLUSH_EVERY:
-                self._flush_status()
-                last_flush = now
-            finished = self.summary.done + self.summary.dead
-            if now - last_housekeep >= HOUSEKEEP_EVERY or finished - finished_at_housekeep >= HOUSEKEEP_AFTER:
-                self.queue.housekeep()
-                last_housekeep, finished_at_housekeep = now, finished
-            if not self.queue.exclusive and now - last_extend >= self.settings.visibility_timeout / 3:
-                self.queue.extend_lease(self.in_flight, self.settings.visibility_timeout)
-                last_extend = now
+            self._tick()
         if self._stop_reason:
             self.summary.stop_reason = self._stop_reason
             self.observer.stopping(self._stop_reason)
 
-    def _fill(self, pool, capacity: int) -> None:
+    def _fill(self, capacity: int) -> None:
         free = capacity - len(self._in_flight)
-        if free <= 0:
+        if free <= 0 or self._pool.broken():  # the pool check replaces it first
             return
-        for job in self.queue.lease(free, time.time()):
-            future = pool.schedule(run_job, args=(job,), timeout=self.settings.job_timeout)
+        jobs = self.queue.lease(free, time.time())
+        for index, job in enumerate(jobs):
+            try:
+                future = self._pool.schedule(job)
+            except PoolBroken:  # the next pool check replaces it
+                for unscheduled in jobs[index:]:
+                    self.queue.release(unscheduled)
+                    self.summary.released += 1
+                return
             self._in_flight[future] = job
             self.status.processing(job)
             self.observer.job_started(job)
@@ -263,8 +348,9 @@ class Runner:
         end = time.monotonic() + seconds
         while self._stop_reason is None and time.monotonic() < end:
             time.sleep(min(TICK, max(end - time.monotonic(), 0)))
+            self._tick()
 
-    def _wind_down(self, pool) -> None:
+    def _wind_down(self) -> None:
         """Stop taking jobs; let running ones finish within the grace period."""
         for future in list(self._in_flight):
             # pebble's cancel() also kills a running task: only cancel the
@@ -275,6 +361,7 @@ class Runner:
         end = time.monotonic() + self.settings.grace_period
         while self._in_flight and not self._force and time.monotonic() < end:
             self._wait(TICK)
+            self._tick()
 
     # -- outcomes ----------------------------------------------------------
     def _settle_done(self) -> None:
@@ -289,10 +376,27 @@ class Runner:
         except concurrent.futures.CancelledError:
             return self._release(future, job)
         except BaseException as exc:  # noqa: BLE001 - every failure is classified
-            if self._stop_reason and _killed_by_stop(exc):
+            if self._not_the_jobs_fault(exc):
                 return self._release(future, job)
+            self._pool_proven = True
             return self._fail(job, exc)
+        self._pool_proven = True
         self._succeed(job, result)
+
+    def _not_the_jobs_fault(self, exc: BaseException) -> bool:
+        """A worker killed by our stop, or by the pool breaking under it.
+        pebble fails every task of a broken pool (and, on a forced stop,
+        those of the workers we killed) with BrokenProcessPool; a worker that
+        died with the forkserver expires like a crashed one."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        from pebble import ProcessExpired
+
+        if isinstance(exc, BrokenProcessPool):
+            return True
+        if isinstance(exc, ProcessExpired):
+            return self._stop_reason is not None or self._pool.broken() is not None
+        return False
 
     def _succeed(self, job: Job, result: dict) -> None:
         job.result = result
@@ -332,14 +436,3 @@ class Runner:
 
     def _flush_status(self) -> None:
         self.status.flush()
-
-
-def _killed_by_stop(exc: BaseException) -> bool:
-    """A worker we terminated while stopping is not the job's fault. pebble
-    reports it as ProcessExpired, or, when it sees every worker gone at once
-    (a forced stop), fails all running tasks with BrokenProcessPool."""
-    from concurrent.futures.process import BrokenProcessPool
-
-    from pebble import ProcessExpired
-
-    return isinstance(exc, (ProcessExpired, BrokenProcessPool))
