@@ -52,7 +52,7 @@ class StatusSink(Protocol):
     def processing(self, job: Job) -> None: ...
     def ready(self, job: Job, result: dict) -> None: ...
     def error(self, job: Job, message: str) -> None: ...
-    def flush(self) -> int: ...
+    def flush(self, *, force: bool = False) -> int: ...  # force: ignore the outage backoff
     def close(self) -> None: ...
 
 
@@ -202,7 +202,9 @@ class Runner:
                 self._settle_done()  # anything that finished while stopping
                 for future, job in list(self._in_flight.items()):
                     self._release(future, job)
-                self._flush_status()
+                # The last flush ignores the outage backoff: Supabase may be
+                # back, and nothing else would push these until the next run.
+                self.status.flush(force=True)
                 self.queue.housekeep()
             self.summary.elapsed = time.monotonic() - started
             self.summary.remaining = self.queue.stats(time.time()).counts

@@ -155,3 +155,32 @@ def test_idle_service_delivers_statuses_after_an_outage_without_a_new_job(docutr
         out, err = service.communicate(timeout=60)
     assert service.returncode == 0, err
     assert "Traceback" not in err
+
+
+def test_drain_pushes_waiting_statuses_at_exit_whatever_the_backoff(docutrain, supabase_standin, tmp_path):
+    """A cron run right after an outage: the outbox is still backing off when
+    the queue drains, but Supabase answers, so the run's last flush must
+    deliver instead of leaving every row `processing` until the next run."""
+    project = supabase_standin.project
+
+    def upload(i: int) -> str:
+        path = multi_page(tmp_path / f"doc{i}.pdf", pages=1, seed=i)
+        storage_path = f"{uuid.uuid4()}/{path.name}"
+        project.put_object("documents", storage_path, path.read_bytes())
+        return project.add_document("pending", storage_path=storage_path)
+
+    env = env_for(supabase_standin)
+    first = [upload(i) for i in range(2)]
+    assert docutrain("enqueue", "--from-supabase", **env).returncode == 0
+    supabase_standin.fail("PATCH", "/rest/v1/user_documents", 503)
+    assert docutrain("run", "--drain", **env).returncode == 0
+    assert {project.document(d)["status"] for d in first} == {"pending"}
+    assert docutrain.status()["supabase_outbox"]["retry_after"] > time.time()  # backing off
+
+    supabase_standin.heal()
+    second = upload(2)
+    assert docutrain("enqueue", "--from-supabase", **env).returncode == 0
+    result = docutrain("run", "--drain", **env)
+    assert result.returncode == 0, result.stderr
+    assert {project.document(d)["status"] for d in first + [second]} == {"ready"}
+    assert docutrain.status()["supabase_outbox"]["backlog"] == 0
