@@ -24,6 +24,8 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import os
+import signal
+import threading
 import time
 
 from docutrain_cli.config import Settings
@@ -71,6 +73,7 @@ class WorkerPool:
             context=context,
         )
         try:
+            _start_forkserver()
             started = pool.active  # pebble starts the pool and its workers here
         except (BrokenProcessPool, OSError, EOFError) as exc:
             _stop(pool)
@@ -102,6 +105,26 @@ class WorkerPool:
         if self._pool is not None:
             _stop(self._pool)
             self._pool = None
+
+
+def _start_forkserver() -> None:
+    """Start multiprocessing's forkserver (if not running) deaf to Ctrl-C.
+    Ctrl-C goes to the whole process group; a forkserver that gets it while
+    it imports PyMuPDF dies with a traceback. exec resets handlers but keeps
+    an ignored signal ignored, so ignore SIGINT just while it is spawned,
+    with SIGINT blocked here so a Ctrl-C meanwhile waits for the runner."""
+    from multiprocessing import forkserver
+
+    if threading.current_thread() is not threading.main_thread():
+        forkserver.ensure_running()  # only the main thread may set handlers
+        return
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _stop(pool) -> None:

@@ -60,3 +60,11 @@ def workers_of(runner_pid: int) -> list[int]:
     """The pool's workers: the forkserver's children."""
     server = forkserver_of(runner_pid)
     return children(server) if server else []
+
+
+def ignores(pid: int, signum: int) -> bool:
+    """Is `signum` set to SIG_IGN in that process?"""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
