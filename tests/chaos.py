@@ -9,7 +9,7 @@ SIGINTs in a row. Meanwhile `enqueue`s run beside it; some are killed with
 kill -9 halfway and then repeated, as a user would. With Supabase outages
 the stand-in refuses connections for random stretches.
 
-Invariants, checked at the end: every document whose enqueue printed a job
+Invariants, checked at the end (tests/chaos_invariants.py): every document whose enqueue printed a job
 id (or said it was already queued) ends ready exactly once, with one
 complete chunk set (indexes 0..n-1, no gaps, no duplicates, every page's
 text present); nothing dead; nothing left queued; no process outlives its
@@ -30,7 +30,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -45,6 +44,7 @@ if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
 import pdfs  # noqa: E402
+from chaos_invariants import Invariants  # noqa: E402
 from proctree import alive, descendants, forkserver_of, workers_of  # noqa: E402
 
 ACTIONS = ("kill-group", "kill-runner", "kill-worker", "kill-forkserver", "sigterm", "double-sigint")
@@ -147,7 +147,7 @@ class Proc:
         return self.out_path.read_text(errors="replace")
 
 
-class Chaos:
+class Chaos(Invariants):
     def __init__(self, options: Options, workdir: Path, log: Callable[[str], None] = print):
         self.o = options
         self.seed = options.seed if options.seed is not None else random.SystemRandom().randrange(1, 10**9)
@@ -457,86 +457,6 @@ class Chaos:
             if code is None:
                 os.killpg(drain.pid, signal.SIGKILL)
                 drain.wait(10)
-
-    def _check(self) -> None:
-        v = self.report.violations
-        status_proc = self._start("status", ["status", "--json"])
-        if status_proc.wait(120) != 0:
-            v.append("status --json failed")
-            return
-        status = json.loads(status_proc.output())
-        for state in ("queued", "running", "retrying", "dead"):
-            if status[state]:
-                v.append(f"{status[state]} job(s) {state} after the final drain")
-        outbox = status.get("supabase_outbox")
-        if self.standin is not None and outbox and outbox["backlog"]:
-            v.append(f"{outbox['backlog']} status change(s) still in the outbox after the drain, Supabase up")
-        self.report.documents = len(self.expected)
-        if self.standin is not None:
-            self._check_supabase()
-        else:
-            self._check_store()
-        for proc in self.procs:
-            for path in (proc.out_path, proc.err_path):
-                if "Traceback" in path.read_text(errors="replace"):
-                    v.append(f"a traceback in {path.name}")
-
-    def _check_chunks(self, key: str, doc: Doc, chunks: list[tuple[int, int, int, str]], *, stated: int | None) -> None:
-        """chunks: (chunk_index, page_start, page_end, content)."""
-        v = self.report.violations
-        indexes = sorted(c[0] for c in chunks)
-        if indexes != list(range(len(chunks))) or not chunks:
-            v.append(f"{doc.name}: chunk indexes {indexes[:10]}... are not 0..{len(chunks) - 1}")
-        if stated != len(chunks):
-            v.append(f"{doc.name}: chunk_count says {stated}, {len(chunks)} stored")
-        text = " ".join(" ".join(c[3].split()) for c in sorted(chunks))
-        missing = [m for m in doc.markers if m not in text]
-        if missing:
-            v.append(f"{doc.name}: text of {len(missing)} page(s) missing, e.g. {missing[0]!r}")
-        if "\x00" in text:
-            v.append(f"{doc.name}: a NUL character was stored")
-        self.report.pages += doc.pages
-        self.report.chunks += len(chunks)
-
-    def _check_store(self) -> None:
-        v = self.report.violations
-        with sqlite3.connect(self.workdir / "docutrain.db") as conn:
-            for key in sorted(self.expected):
-                doc = self.docs[key]
-                rows = conn.execute(
-                    "SELECT id, status, chunk_count, page_count FROM documents WHERE document_key = ?", (key,)
-                ).fetchall()
-                if len(rows) != 1 or rows[0][1] != "ready":
-                    v.append(f"{doc.name}: not ready exactly once: {rows}")
-                    continue
-                doc_id, _, stated, page_count = rows[0]
-                if page_count != doc.pages:
-                    v.append(f"{doc.name}: page_count {page_count}, made with {doc.pages}")
-                chunks = conn.execute(
-                    "SELECT chunk_index, page_start, page_end, content FROM chunks WHERE document_id = ?", (doc_id,)
-                ).fetchall()
-                self._check_chunks(key, doc, chunks, stated=stated)
-
-    def _check_supabase(self) -> None:
-        v = self.report.violations
-        project = self.standin.project
-        chunks_by_doc = collections.defaultdict(list)
-        for row in project.rows("document_chunks"):
-            chunks_by_doc[row["user_document_id"]].append(
-                (row["chunk_index"], row["page_start"], row["page_end"], row["content"])
-            )
-        for key in sorted(self.expected):
-            doc = self.docs[key]
-            row = project.document(key)
-            if row["status"] != "ready":
-                v.append(f"{doc.name}: Supabase row is {row['status']!r}, not ready ({row.get('error_message')})")
-                continue
-            if row["page_count"] != doc.pages:
-                v.append(f"{doc.name}: page_count {row['page_count']}, made with {doc.pages}")
-            self._check_chunks(key, doc, chunks_by_doc.get(key, []), stated=row["chunk_count"])
-        regressed = [t for t in self.transitions if t[1] in ("ready", "error") and t[2] == "processing"]
-        for doc_id, old, new in regressed[:5]:
-            v.append(f"{self.docs[doc_id].name if doc_id in self.docs else doc_id}: status went {old} -> {new}")
 
 
 def _kill(pid: int) -> None:
