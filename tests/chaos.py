@@ -83,6 +83,9 @@ class Report:
     outages: int = 0
     outage_seconds: float = 0.0
     drain_seconds: float = 0.0
+    pools_replaced: int = 0  # broken pools the runners replaced
+    jobs_returned: int = 0  # jobs a stop or a broken pool gave back uncharged
+    worker_crashes: int = 0  # attempts charged to a killed worker
     violations: list[str] = dataclasses.field(default_factory=list)
 
     @property
@@ -100,6 +103,10 @@ class Report:
         ]
         if self.supabase:
             out.append(f"  supabase outages: {self.outages}, {self.outage_seconds:.0f} s in all")
+        out.append(
+            f"  runners' logs: {self.pools_replaced} broken pools replaced, {self.jobs_returned} jobs returned "
+            f"uncharged, {self.worker_crashes} attempts charged to killed workers"
+        )
         out.append(f"  final drain: {self.drain_seconds:.1f} s")
         out.append("  invariants: " + ("all held" if self.ok else f"{len(self.violations)} VIOLATED"))
         out += [f"  ! {v}" for v in self.violations]
@@ -371,7 +378,7 @@ class Chaos(Invariants):
                 ))
             else:
                 path = folder / f"doc{n}.pdf"
-                pages = rng.choice([1, 2, 3, 5, 8, 12, 40])
+                pages = rng.choice([1, 2, 3, 5, 8, 12, 40, 150])  # long ones: kills land mid-job
                 texts = [
                     f"Page {p} heading.\n\n" + ("\x00 " if kind < 0.25 else "")
                     + " ".join(pdfs.sentence(n * 100_000 + p * 100 + s) for s in range(12))

@@ -31,8 +31,12 @@ class Invariants:
             self._check_store()
         for proc in self.procs:
             for path in (proc.out_path, proc.err_path):
-                if "Traceback" in path.read_text(errors="replace"):
+                text = path.read_text(errors="replace")
+                if "Traceback" in text:
                     v.append(f"a traceback in {path.name}")
+                self.report.pools_replaced += text.count("worker pool broken")
+                self.report.jobs_returned += text.count("to the queue\n")
+                self.report.worker_crashes += text.count("worker crashed (")
 
     def _check_chunks(self, key: str, doc: Doc, chunks: list[tuple[int, int, int, str]], *, stated: int | None) -> None:
         """chunks: (chunk_index, page_start, page_end, content)."""

@@ -533,6 +533,13 @@ class _Server(ThreadingHTTPServer):
             self._open.discard(request)
         super().shutdown_request(request)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # the client went away mid-request (killed): nothing to answer
+        super().handle_error(request, client_address)
+
     def cut_connections(self) -> None:
         import socket
 
@@ -582,6 +589,9 @@ class _Handler(BaseHTTPRequestHandler):
         standin, project = self.standin, self.standin.project
         length = int(self.headers.get("Content-Length") or 0)
         raw_body = self.rfile.read(length) if length else b""
+        if len(raw_body) < length:  # the client went away mid-body (killed)
+            self.close_connection = True
+            return
         split = urlsplit(self.path)
         path = unquote(split.path)
         params = parse_qsl(split.query, keep_blank_values=True)
