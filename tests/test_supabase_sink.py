@@ -229,3 +229,22 @@ def test_doctor_finds_a_vector_size_mismatch(supabase_standin, supabase_settings
     SupabaseSink(supabase_settings).replace_chunks(doc, None, chunks(1))  # 4-d vectors
     check = {c.name: c for c in run_checks(supabase_settings)}["vector size"]
     assert not check.ok and "4-dimension" in check.detail and "384" in check.detail
+
+
+def test_processing_never_takes_a_finished_row_back(supabase_standin, supabase_settings):
+    """A document run again after it finished (at-least-once delivery, or a
+    pull that saw the row `pending` while its `ready` waited in the outbox):
+    the app never sees ready/error go back to processing."""
+    project = supabase_standin.project
+    recorder = StatusRecorder(supabase_settings)
+    for finished in ("ready", "error"):
+        doc = project.add_document(finished)
+        recorder.processing(Job(id=1, source="supabase://documents/x.pdf", document_id=doc))
+        recorder.flush()
+        assert project.document(doc)["status"] == finished
+        assert recorder.backlog() == 0  # delivered as "matched no row", not kept
+    doc = project.add_document("pending")
+    recorder.processing(Job(id=2, source="supabase://documents/y.pdf", document_id=doc))
+    recorder.flush()
+    assert project.document(doc)["status"] == "processing"
+    recorder.close()
