@@ -254,6 +254,7 @@ class Runner:
                 return
             except PoolStartError as exc:
                 self._count_pool_failure(str(exc))
+                self.observer.pool_replaced(f"it could not start: {exc}")
             if self._stop_reason is not None:
                 return  # stopping: no pool needed any more
             time.sleep(min(0.5 * 2 ** (self._pool_failures - 1), 5.0))  # let the machine recover

@@ -206,9 +206,11 @@ def test_leases_are_extended_while_a_long_job_runs_and_through_a_stops_grace_per
     def started_at():
         if not output.exists():
             return None
-        with sqlite3.connect(output) as conn:
-            row = conn.execute("SELECT min(at) FROM runs").fetchone()
-        return row[0]
+        try:
+            with sqlite3.connect(output) as conn:
+                return conn.execute("SELECT min(at) FROM runs").fetchone()[0]
+        except sqlite3.OperationalError:  # the worker is creating the table right now
+            return None
 
     began = f.wait_for(started_at, timeout=60, what="the job to start")
     other = f.start("run", "--workers", "1")  # takes any job whose lease lapses
