@@ -79,14 +79,20 @@ class Docutrain:
     def output_rows(self) -> list[tuple]:
         if not self.output.exists():
             return []
-        with sqlite3.connect(self.output) as conn:
-            return conn.execute("SELECT document, job FROM output ORDER BY job").fetchall()
+        try:
+            with sqlite3.connect(self.output) as conn:
+                return conn.execute("SELECT document, job FROM output ORDER BY job").fetchall()
+        except sqlite3.OperationalError:  # a worker is creating the tables right now
+            return []
 
     def runs(self) -> list[tuple]:
         if not self.output.exists():
             return []
-        with sqlite3.connect(self.output) as conn:
-            return conn.execute("SELECT job, attempt FROM runs ORDER BY at").fetchall()
+        try:
+            with sqlite3.connect(self.output) as conn:
+                return conn.execute("SELECT job, attempt FROM runs ORDER BY at").fetchall()
+        except sqlite3.OperationalError:  # a worker is creating the tables right now
+            return []
 
 
 @pytest.fixture
