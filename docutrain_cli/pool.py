@@ -31,7 +31,7 @@ import time
 from docutrain_cli.config import Settings
 from docutrain_cli.errors import DocutrainError
 from docutrain_cli.jobs import Job
-from docutrain_cli.worker import init_worker, run_job, worker_modules
+from docutrain_cli.worker import WorkerContext, init_worker, load_processor, run_job, run_with, worker_modules
 
 
 class PoolStartError(Exception):
@@ -69,7 +69,7 @@ class WorkerPool:
         pool = ProcessPool(
             max_workers=self.settings.workers,
             initializer=init_worker,
-            initargs=(self.settings,),
+            initargs=(self.settings, os.getpid()),
             context=context,
         )
         try:
@@ -105,6 +105,39 @@ class WorkerPool:
         if self._pool is not None:
             _stop(self._pool)
             self._pool = None
+
+
+class InProcessPool:
+    """WorkerPool's interface, running each job at once in the calling
+    process (see Runner's `in_process`). Futures come back finished, so the
+    dispatch loop settles them on its next wait. It never breaks."""
+
+    started_at = 0.0
+
+    def __init__(self, settings: Settings):
+        self._processor = load_processor(settings.processor)
+        self._context: WorkerContext | None = None
+        self.settings = settings
+
+    def start(self) -> None:
+        self._context = WorkerContext(self.settings)
+
+    def schedule(self, job: Job) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        future.set_running_or_notify_cancel()
+        try:
+            future.set_result(run_with(self._processor, job, self._context))
+        except Exception as exc:  # noqa: BLE001 - settled like a worker's failure
+            future.set_exception(exc)
+        return future
+
+    def broken(self) -> str | None:
+        return None
+
+    def stop(self) -> None:
+        if self._context is not None:
+            self._context.close()
+            self._context = None
 
 
 def _start_forkserver() -> None:

@@ -20,9 +20,9 @@ from typing import Any, Callable, Protocol
 
 from docutrain_cli.config import Settings
 from docutrain_cli.errors import ExitCode, PermanentError, TransientError
-from docutrain_cli.jobs import Job, RetryPolicy
+from docutrain_cli.jobs import Job, JobResult, RetryPolicy
 from docutrain_cli.queues.base import JobQueue, QueueStats
-from docutrain_cli.pool import PoolBroken, PoolStartError, WorkerPool, WorkerPoolError
+from docutrain_cli.pool import InProcessPool, PoolBroken, PoolStartError, WorkerPool, WorkerPoolError
 from docutrain_cli.worker import load_processor
 
 TICK = 0.2  # how often the loop wakes up to look at flags and timers
@@ -31,7 +31,7 @@ HOUSEKEEP_AFTER = 1000  # finished jobs, whichever comes first: keeps the queue 
 FLUSH_EVERY = 2.0  # the outbox's own backoff decides whether a flush sends anything
 POOL_STARTS = 3  # fresh pools that may fail in a row before the run gives up
 POOL_PROVEN_AFTER = 10.0  # seconds up (or one job finished) and a pool counts as started
-SUMMED_RESULT_KEYS = ("pages", "chunks", "tokens_embedded", "tokens_cached")
+SUMMED_RESULT_FIELDS = ("pages", "chunks", "tokens_embedded", "tokens_cached")
 
 
 class RunObserver:
@@ -46,11 +46,12 @@ class RunObserver:
     def finished(self, summary: "RunSummary") -> None: ...
 
 
-class StatusSink(Protocol):
-    """Where document status changes go (local store, Supabase outbox)."""
+class StatusListener(Protocol):
+    """Receives document status changes; by default a
+    recorder.StatusRecorder (local store, plus the Supabase outbox)."""
 
     def processing(self, job: Job) -> None: ...
-    def ready(self, job: Job, result: dict) -> None: ...
+    def ready(self, job: Job, result: JobResult) -> None: ...
     def error(self, job: Job, message: str) -> None: ...
     def flush(self, *, force: bool = False) -> int: ...  # force: ignore the outage backoff
     def close(self) -> None: ...
@@ -86,11 +87,27 @@ class RunSummary:
     elapsed: float = 0.0
     stop_reason: str = "drained"  # drained | max-time | interrupted | terminated
     totals: dict[str, int] = dataclasses.field(
-        default_factory=lambda: {k: 0 for k in SUMMED_RESULT_KEYS}
+        default_factory=lambda: {k: 0 for k in SUMMED_RESULT_FIELDS}
     )
     embedders: set[str] = dataclasses.field(default_factory=set)
     tokens_by_model: dict[str, int] = dataclasses.field(default_factory=dict)
+    # Summed from the processors' results; None once a job's cost is unknown.
+    cost_usd: float | None = 0.0
     remaining: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def add(self, result: JobResult) -> None:
+        """Count one finished job's result."""
+        self.done += 1
+        for name in SUMMED_RESULT_FIELDS:
+            self.totals[name] += int(getattr(result, name) or 0)
+        if result.model:
+            self.embedders.add(f"{result.embedder} ({result.model})")
+            tokens = int(result.tokens_embedded or 0)
+            self.tokens_by_model[result.model] = self.tokens_by_model.get(result.model, 0) + tokens
+            if result.cost_usd is None:
+                self.cost_usd = None
+            elif self.cost_usd is not None:
+                self.cost_usd += result.cost_usd
 
     @property
     def exit_code(self) -> ExitCode:
@@ -98,23 +115,9 @@ class RunSummary:
             return ExitCode.INTERRUPTED
         return ExitCode.PARTIAL if self.dead else ExitCode.OK
 
-    @property
-    def cost_usd(self) -> float | None:
-        """What the embedded tokens cost at list price; None if a model is unknown."""
-        from docutrain_cli.pipeline.embed import price_per_million_tokens
-
-        total = 0.0
-        for model, tokens in self.tokens_by_model.items():
-            price = price_per_million_tokens(model)
-            if price is None:
-                return None
-            total += tokens * price / 1e6
-        return total
-
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["embedders"] = sorted(self.embedders)
-        data["cost_usd"] = self.cost_usd
         data["exit_code"] = int(self.exit_code)
         return data
 
@@ -145,16 +148,23 @@ class Runner:
         settings: Settings,
         queue: JobQueue,
         observer: RunObserver | None = None,
-        status: StatusSink | None = None,
+        status: StatusListener | None = None,
+        *,
+        in_process: bool = False,
     ):
         """`status` receives document status changes; by default a
-        StatusRecorder (local store, plus the Supabase outbox if configured)."""
+        StatusRecorder (local store, plus the Supabase outbox if configured).
+
+        `in_process=True` runs each job in this process, one at a time, with
+        no worker pool (like rq's SimpleWorker): for tests and debugging,
+        where a subprocess adds nothing. A crash or hang then takes the
+        runner with it, so production runs always use the pool."""
         self.settings = settings
         self.queue = queue
         self.observer = observer or RunObserver()
         self._owns_status = status is None
         if status is None:  # the local store (+ Supabase outbox) by default
-            from docutrain_cli.status import StatusRecorder
+            from docutrain_cli.recorder import StatusRecorder
 
             status = StatusRecorder(settings)
         self.status = status
@@ -163,7 +173,8 @@ class Runner:
         self._stop_reason: str | None = None
         self._force = False
         self._in_flight: dict[concurrent.futures.Future, Job] = {}
-        self._pool = WorkerPool(settings)
+        # in_process: each job runs here, one at a time (tests, debugging).
+        self._pool = InProcessPool(settings) if in_process else WorkerPool(settings)
         self._pool_failures = 0  # fresh pools that failed in a row
         self._pool_proven = False  # the current pool finished a job
         self._housekept_at = 0  # finished-job count at the last housekeeping
@@ -189,12 +200,14 @@ class Runner:
     def run(self, drain: bool = False, max_time: float | None = None) -> RunSummary:
         load_processor(self.settings.processor)  # fail fast, before the pool starts
         started = time.monotonic()
-        deadline = started + max_time if max_time else None
         with self.queue.runner_lock():
             self.summary.recovered = self.queue.recover()
             self.observer.started(self, self.queue.stats(time.time()))
             try:
                 self._start_pool()
+                # --max-time counts from here: the pool starts before the
+                # first job (seconds on a loaded machine), as it used to.
+                deadline = time.monotonic() + max_time if max_time else None
                 self._loop(drain, deadline)
                 self._wind_down()
             finally:
@@ -329,6 +342,10 @@ class Runner:
     def _work_left(self, deadline: float | None) -> bool:
         """In drain mode: is there anything we should still wait for?"""
         stats = self.queue.stats(time.time())
+        if not stats.known:
+            # Only the unfinished total is known (Cloudflare's backlog: queued,
+            # leased elsewhere and waiting retries alike): wait while it lasts.
+            return bool(stats.unfinished)
         if stats.counts["queued"]:
             return True  # e.g. enqueued a moment ago, or a retry just came due
         if not self.queue.exclusive and stats.counts["running"]:
@@ -401,19 +418,12 @@ class Runner:
             return self._stop_reason is not None or self._pool.broken() is not None
         return False
 
-    def _succeed(self, job: Job, result: dict) -> None:
+    def _succeed(self, job: Job, result: JobResult) -> None:
         job.result = result
         job.finished_at = time.time()
         self.status.ready(job, result)  # chunks are stored: the worker did it
         self.queue.complete(job)
-        self.summary.done += 1
-        for key in SUMMED_RESULT_KEYS:
-            self.summary.totals[key] += int(result.get(key) or 0)
-        model = result.get("embedding_model")
-        if model:
-            self.summary.embedders.add(f"{result.get('embedder')} ({model})")
-            tokens = int(result.get("tokens_embedded") or 0)
-            self.summary.tokens_by_model[model] = self.summary.tokens_by_model.get(model, 0) + tokens
+        self.summary.add(result)
         self.observer.job_finished(job, "done", None)
 
     def _fail(self, job: Job, exc: BaseException) -> None:

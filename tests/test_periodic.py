@@ -19,7 +19,7 @@ from docutrain_cli.config import Settings
 from docutrain_cli.jobs import Job
 from docutrain_cli.queues.local import LocalQueue
 from docutrain_cli.runner import Runner
-from docutrain_cli.status import StatusRecorder
+from docutrain_cli.recorder import StatusRecorder
 
 
 class Watched:

@@ -1,9 +1,10 @@
 """Embedders: OpenAI (or any OpenAI-compatible server) and an offline one.
 
-`get_embedder(settings)` builds the embedder once per process and caches it:
-clients must be created in the worker, never inherited through fork. The
-`openai` package is imported only when an OpenAI embedder is built, so
-importing this module stays cheap.
+`make_embedder(settings)` builds one; each worker keeps its own in its
+WorkerContext (clients must be created in the worker, never inherited
+through fork). The `openai` package is imported only when an OpenAI
+embedder is built, so importing this module stays cheap. The models table
+(prices, sizes) is pipeline/models.py.
 """
 
 from __future__ import annotations
@@ -14,27 +15,14 @@ import zlib
 from collections import deque
 from typing import Iterator, Protocol, Sequence
 
-from docutrain_cli.errors import PermanentError, TransientError
+from docutrain_cli.errors import JobError, PermanentError, TransientError
+from docutrain_cli.pipeline.models import DEFAULT_DIMENSIONS, OFFLINE_DIMENSIONS, OFFLINE_MODEL
 from docutrain_cli.pipeline.tokens import TokenCounter, counter_for, EstimatingCounter
 
 # OpenAI's limits for one embeddings request and one input.
 MAX_INPUTS_PER_REQUEST = 2048
 MAX_TOKENS_PER_REQUEST = 300_000
 MAX_INPUT_TOKENS = 8191
-
-# US$ per million input tokens (list prices).
-PRICES = {
-    "text-embedding-3-small": 0.02,
-    "text-embedding-3-large": 0.13,
-    "text-embedding-ada-002": 0.10,
-}
-DEFAULT_DIMENSIONS = {
-    "text-embedding-3-small": 1536,
-    "text-embedding-3-large": 3072,
-    "text-embedding-ada-002": 1536,
-}
-OFFLINE_MODEL = "offline-hash-v1"
-OFFLINE_DIMENSIONS = 384
 
 
 class Embedder(Protocol):
@@ -51,13 +39,6 @@ class Embedder(Protocol):
     def embed_batches(
         self, texts: list[str], token_counts: Sequence[int] | None = None
     ) -> Iterator[tuple[range, list[list[float]]]]: ...
-
-
-def price_per_million_tokens(model: str) -> float | None:
-    """List price in US$ per million tokens; 0 offline; None if unknown."""
-    if model == OFFLINE_MODEL:
-        return 0.0
-    return PRICES.get(model)
 
 
 def describe_embedder(settings) -> str:
@@ -281,29 +262,9 @@ class OpenAIEmbedder:
         except openai.BadRequestError as exc:
             if len(texts) > 1 and _about_too_many_tokens(exc):
                 return self._embed_split(texts, exc)
-            raise PermanentError(f"the embedding server refused the request (400): {self._clean(exc)}") from None
-        except openai.AuthenticationError:
-            raise PermanentError("OpenAI rejected the API key (401): check OPENAI_API_KEY") from None
-        except openai.PermissionDeniedError as exc:
-            raise PermanentError(f"OpenAI denied access (403): {self._clean(exc)}") from None
-        except openai.NotFoundError:
-            raise PermanentError(
-                f"embedding model {self.model!r} not found (404) at the configured endpoint"
-            ) from None
-        except openai.RateLimitError as exc:
-            if _code(exc) == "insufficient_quota":
-                raise PermanentError("OpenAI quota exhausted (429 insufficient_quota): check billing") from None
-            raise TransientError("rate limited by the embedding server (429)") from None
-        except openai.APITimeoutError:
-            raise TransientError("the embedding server timed out") from None
-        except openai.APIConnectionError:
-            raise TransientError("cannot reach the embedding server") from None
-        except openai.APIStatusError as exc:
-            if exc.status_code >= 500 or exc.status_code in (408, 409):
-                raise TransientError(f"embedding server error ({exc.status_code})") from None
-            raise PermanentError(
-                f"the embedding server refused the request ({exc.status_code}): {self._clean(exc)}"
-            ) from None
+            raise self.classify(exc) from None
+        except openai.OpenAIError as exc:
+            raise self.classify(exc) from None
         return self._vectors(response, texts)
 
     def _vectors(self, response, texts: list[str]) -> list[list[float]]:
@@ -328,6 +289,34 @@ class OpenAIEmbedder:
         self.tokens_used += used if used else sum(self.counter.count(t) for t in texts)
         return vectors
 
+    def classify(self, exc: Exception) -> JobError:
+        """An openai exception as PermanentError or TransientError, with a
+        message a user can act on and no key in it (also used by doctor)."""
+        openai = self._openai
+        if isinstance(exc, openai.AuthenticationError):
+            return PermanentError("OpenAI rejected the API key (401): check OPENAI_API_KEY")
+        if isinstance(exc, openai.PermissionDeniedError):
+            return PermanentError(f"OpenAI denied access (403): {self._clean(exc)}")
+        if isinstance(exc, openai.NotFoundError):
+            return PermanentError(f"embedding model {self.model!r} not found (404) at the configured endpoint")
+        if isinstance(exc, openai.RateLimitError):
+            if _code(exc) == "insufficient_quota":
+                return PermanentError("OpenAI quota exhausted (429 insufficient_quota): check billing")
+            return TransientError("rate limited by the embedding server (429)")
+        if isinstance(exc, openai.BadRequestError):
+            return PermanentError(f"the embedding server refused the request (400): {self._clean(exc)}")
+        if isinstance(exc, openai.APITimeoutError):
+            return TransientError("the embedding server timed out")
+        if isinstance(exc, openai.APIConnectionError):
+            return TransientError("cannot reach the embedding server")
+        if isinstance(exc, openai.APIStatusError):
+            if exc.status_code >= 500 or exc.status_code in (408, 409):
+                return TransientError(f"embedding server error ({exc.status_code})")
+            return PermanentError(
+                f"the embedding server refused the request ({exc.status_code}): {self._clean(exc)}"
+            )
+        return TransientError(f"embedding request failed: {type(exc).__name__}")
+
     def _clean(self, exc: Exception) -> str:
         """The server's message, without anything that looks like a key."""
         body = getattr(exc, "body", None)
@@ -351,32 +340,11 @@ def _about_too_many_tokens(exc: Exception) -> bool:
     return "token" in text and any(w in text for w in ("maximum", "max", "too many", "limit", "exceed"))
 
 
-# -- one per process ----------------------------------------------------------
+# -- building one -------------------------------------------------------------
 
-_embedders: dict[tuple, Embedder] = {}
-
-
-def get_embedder(settings) -> Embedder:
-    """The process's embedder for these settings, created on first use."""
-    kind = settings.embedder_kind
-    if kind == "offline":
-        key: tuple = ("offline",)
-    else:
-        key = (
-            "openai",
-            settings.embedding_model,
-            settings.embedding_dimensions,
-            settings.openai_base_url,
-            settings.openai_api_key,
-        )
-    embedder = _embedders.get(key)
-    if embedder is None:
-        embedder = make_embedder(settings)
-        _embedders[key] = embedder
-    return embedder
-
-
-def make_embedder(settings) -> Embedder:
+def make_embedder(settings, *, timeout: float = 120.0, max_retries: int = 2) -> Embedder:
+    """A new embedder for the settings. Workers make one in their
+    WorkerContext and reuse it: its HTTP client must be made in the worker."""
     if settings.embedder_kind == "offline":
         return OfflineEmbedder()
     if not settings.openai_api_key:
@@ -386,4 +354,6 @@ def make_embedder(settings) -> Embedder:
         model=settings.embedding_model,
         dimensions=settings.embedding_dimensions,
         base_url=settings.openai_base_url,
+        timeout=timeout,
+        max_retries=max_retries,
     )
