@@ -37,10 +37,12 @@ class Job:
     sha256: str | None = None
     user_id: str | None = None
     document_id: str | None = None
+    metadata: dict[str, Any] | None = None  # the caller's, kept as given (HTTP intake)
     attempts: int = 0  # attempts started so far, this one included
     not_before: float = 0.0  # epoch seconds; a retry waits until then
     errors: list[str] = dataclasses.field(default_factory=list)
     enqueued_at: float = dataclasses.field(default_factory=time.time)
+    queued_at: float | None = None  # when `retry` last put it back (None: never); status ages count from it
     started_at: float | None = None
     finished_at: float | None = None
     state: JobState = JobState.QUEUED

@@ -178,6 +178,9 @@ class Runner:
         self._pool_failures = 0  # fresh pools that failed in a row
         self._pool_proven = False  # the current pool finished a job
         self._housekept_at = 0  # finished-job count at the last housekeeping
+        self._seen_running: set[concurrent.futures.Future] = set()
+        self._waiter = None  # set while running: wakes the idle loop on new jobs
+        self.reconciler = None  # set while running as a service with Supabase
         self._timers = self._periodic_tasks()
 
     # Called from signal handlers: set flags only.
@@ -194,8 +197,8 @@ class Runner:
 
     @property
     def running(self) -> list[Job]:
-        """Jobs a worker is busy with right now."""
-        return [job for future, job in list(self._in_flight.items()) if future.running()]
+        """Jobs a worker is busy with (as of the last tick, which set their started_at)."""
+        return [job for future, job in list(self._in_flight.items()) if future in self._seen_running]
 
     def run(self, drain: bool = False, max_time: float | None = None) -> RunSummary:
         load_processor(self.settings.processor)  # fail fast, before the pool starts
@@ -203,6 +206,9 @@ class Runner:
         with self.queue.runner_lock():
             self.summary.recovered = self.queue.recover()
             self.observer.started(self, self.queue.stats(time.time()))
+            self._waiter = self.queue.waiter()
+            if not drain and self.settings.supabase_enabled:
+                self.reconciler = self._make_reconciler()
             try:
                 self._start_pool()
                 # --max-time counts from here: the pool starts before the
@@ -211,6 +217,7 @@ class Runner:
                 self._loop(drain, deadline)
                 self._wind_down()
             finally:
+                self._waiter.close()
                 self._pool.stop()
                 self._settle_done()  # anything that finished while stopping
                 for future, job in list(self._in_flight.items()):
@@ -236,6 +243,9 @@ class Runner:
                 due_early=lambda: self._finished() - self._housekept_at >= HOUSEKEEP_AFTER,
             ),
         ]
+        # The reconciler keeps its own schedule (at start, then every few
+        # minutes); checked every tick, so an idle service runs it on time.
+        tasks.append(Periodic("reconcile", TICK, self._reconcile))
         if not self.queue.exclusive:  # other runners take jobs whose lease lapses
             tasks.append(Periodic("lease extension", self.settings.visibility_timeout / 3, self._extend_leases))
         return tasks
@@ -251,6 +261,12 @@ class Runner:
     def _housekeep(self) -> None:
         self.queue.housekeep()
         self._housekept_at = self._finished()
+
+    def _reconcile(self) -> None:
+        now = time.monotonic()
+        if self.reconciler is not None and self.reconciler.due(now):
+            self._flush_status()  # so rows that just finished here are not `pending` any more
+            self.reconciler.run(now)
 
     def _extend_leases(self) -> None:
         if self._in_flight:
@@ -363,12 +379,33 @@ class Runner:
         )
         for future in done:
             self._settle(future, self._in_flight.pop(future))
+        self._note_started()
+
+    def _note_started(self) -> None:
+        """A leased job may wait in the pool's backlog before a worker takes
+        it: its start time is when we first see it running (within a TICK),
+        so displays and records show how long it really ran."""
+        for future, job in list(self._in_flight.items()):
+            if future not in self._seen_running and future.running():
+                self._seen_running.add(future)
+                job.started_at = time.time()
+        self._seen_running.intersection_update(self._in_flight)
 
     def _sleep(self, seconds: float) -> None:
+        """Idle: wait for the poll interval, or less when a producer
+        announces new jobs (a queued HTTP upload starts at once)."""
         end = time.monotonic() + seconds
         while self._stop_reason is None and time.monotonic() < end:
-            time.sleep(min(TICK, max(end - time.monotonic(), 0)))
-            self._tick()
+            woken = self._waiter.wait(min(TICK, max(end - time.monotonic(), 0)))
+            self._tick()  # periodic work goes on while idle
+            if woken:
+                return
+
+    def _make_reconciler(self):
+        from docutrain_cli.reconcile import Reconciler
+
+        waiting = getattr(self.status, "waiting_document_ids", None) or set
+        return Reconciler(self.settings, self.queue, waiting)
 
     def _wind_down(self) -> None:
         """Stop taking jobs; let running ones finish within the grace period."""
