@@ -55,3 +55,10 @@ class TransientError(JobError):
     """Temporary trouble (network, rate limit, server error): retry later."""
 
     exit_code = ExitCode.UNAVAILABLE  # when it reaches the CLI outside a job
+
+
+def one_line(exc: BaseException, limit: int = 120) -> str:
+    """An exception's message on one line, cut to `limit` characters, for
+    reasons that quote a library's complaint."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

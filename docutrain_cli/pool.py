@@ -52,6 +52,7 @@ class WorkerPool:
         self._pool = None
         self._forkserver: int | None = None  # the process our workers were forked from
         self.started_at = 0.0
+        self.progress_address: str | None = None  # the runner's progress inbox
 
     def start(self) -> None:
         """Start a fresh pebble pool and its workers now (not at the first
@@ -69,7 +70,7 @@ class WorkerPool:
         pool = ProcessPool(
             max_workers=self.settings.workers,
             initializer=init_worker,
-            initargs=(self.settings, os.getpid()),
+            initargs=(self.settings, os.getpid(), self.progress_address),
             context=context,
         )
         try:
@@ -118,9 +119,10 @@ class InProcessPool:
         self._processor = load_processor(settings.processor)
         self._context: WorkerContext | None = None
         self.settings = settings
+        self.progress_address: str | None = None
 
     def start(self) -> None:
-        self._context = WorkerContext(self.settings)
+        self._context = WorkerContext(self.settings, self.progress_address)
 
     def schedule(self, job: Job) -> concurrent.futures.Future:
         future: concurrent.futures.Future = concurrent.futures.Future()

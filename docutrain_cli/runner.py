@@ -31,7 +31,7 @@ HOUSEKEEP_AFTER = 1000  # finished jobs, whichever comes first: keeps the queue 
 FLUSH_EVERY = 2.0  # the outbox's own backoff decides whether a flush sends anything
 POOL_STARTS = 3  # fresh pools that may fail in a row before the run gives up
 POOL_PROVEN_AFTER = 10.0  # seconds up (or one job finished) and a pool counts as started
-SUMMED_RESULT_FIELDS = ("pages", "chunks", "tokens_embedded", "tokens_cached")
+SUMMED_RESULT_FIELDS = ("pages", "chunks", "tokens_embedded", "tokens_cached", "ocr_pages")
 
 
 class RunObserver:
@@ -39,6 +39,7 @@ class RunObserver:
 
     def started(self, runner: "Runner", stats: QueueStats) -> None: ...
     def job_started(self, job: Job) -> None: ...
+    def job_progress(self, job: Job, message: str) -> None: ...
     def job_finished(self, job: Job, outcome: str, detail: str | None) -> None: ...
     def stopping(self, reason: str) -> None: ...
     def pool_replaced(self, reason: str) -> None: ...
@@ -89,6 +90,7 @@ class RunSummary:
     totals: dict[str, int] = dataclasses.field(
         default_factory=lambda: {k: 0 for k in SUMMED_RESULT_FIELDS}
     )
+    ocr_seconds: float = 0.0  # time workers spent in OCR (ocr_pages is in totals)
     embedders: set[str] = dataclasses.field(default_factory=set)
     tokens_by_model: dict[str, int] = dataclasses.field(default_factory=dict)
     # Summed from the processors' results; None once a job's cost is unknown.
@@ -100,6 +102,7 @@ class RunSummary:
         self.done += 1
         for name in SUMMED_RESULT_FIELDS:
             self.totals[name] += int(getattr(result, name) or 0)
+        self.ocr_seconds += float(result.ocr_seconds or 0)
         if result.model:
             self.embedders.add(f"{result.embedder} ({result.model})")
             tokens = int(result.tokens_embedded or 0)
@@ -178,6 +181,8 @@ class Runner:
         self._pool_failures = 0  # fresh pools that failed in a row
         self._pool_proven = False  # the current pool finished a job
         self._housekept_at = 0  # finished-job count at the last housekeeping
+        self.progress: dict[int, str] = {}  # job id -> what its worker last reported
+        self._inbox = None
         self._seen_running: set[concurrent.futures.Future] = set()
         self._waiter = None  # set while running: wakes the idle loop on new jobs
         self.reconciler = None  # set while running as a service with Supabase
@@ -201,9 +206,13 @@ class Runner:
         return [job for future, job in list(self._in_flight.items()) if future in self._seen_running]
 
     def run(self, drain: bool = False, max_time: float | None = None) -> RunSummary:
+        from docutrain_cli.progress_channel import ProgressInbox
+
         load_processor(self.settings.processor)  # fail fast, before the pool starts
         started = time.monotonic()
         with self.queue.runner_lock():
+            self._inbox = ProgressInbox()
+            self._pool.progress_address = self._inbox.address  # workers report progress here
             self.summary.recovered = self.queue.recover()
             self.observer.started(self, self.queue.stats(time.time()))
             self._waiter = self.queue.waiter()
@@ -226,6 +235,7 @@ class Runner:
                 # back, and nothing else would push these until the next run.
                 self.status.flush(force=True)
                 self.queue.housekeep()
+                self._inbox.close()
             self.summary.elapsed = time.monotonic() - started
             self.summary.remaining = self.queue.stats(time.time()).counts
         if self._owns_status:
@@ -377,6 +387,7 @@ class Runner:
         done, _ = concurrent.futures.wait(
             list(self._in_flight), timeout=timeout, return_when=concurrent.futures.FIRST_COMPLETED
         )
+        self._read_progress()  # before settling: a job's last message still finds it
         for future in done:
             self._settle(future, self._in_flight.pop(future))
         self._note_started()
@@ -390,6 +401,16 @@ class Runner:
                 self._seen_running.add(future)
                 job.started_at = time.time()
         self._seen_running.intersection_update(self._in_flight)
+
+    def _read_progress(self) -> None:
+        if self._inbox is None:
+            return
+        by_id = {job.id: job for job in self._in_flight.values()}
+        for job_id, message in self._inbox.drain():
+            job = by_id.get(job_id)
+            if job is not None:  # a late message from a finished job is dropped
+                self.progress[job_id] = message
+                self.observer.job_progress(job, message)
 
     def _sleep(self, seconds: float) -> None:
         """Idle: wait for the poll interval, or less when a producer
@@ -456,6 +477,7 @@ class Runner:
         return False
 
     def _succeed(self, job: Job, result: JobResult) -> None:
+        self.progress.pop(job.id, None)
         job.result = result
         job.finished_at = time.time()
         self.status.ready(job, result)  # chunks are stored: the worker did it
@@ -464,6 +486,7 @@ class Runner:
         self.observer.job_finished(job, "done", None)
 
     def _fail(self, job: Job, exc: BaseException) -> None:
+        self.progress.pop(job.id, None)
         message, permanent = describe_failure(job, exc, self.settings)
         if permanent or self.policy.gives_up(job.attempts):
             if not permanent:
@@ -480,6 +503,7 @@ class Runner:
 
     def _release(self, future: concurrent.futures.Future, job: Job) -> None:
         self._in_flight.pop(future, None)
+        self.progress.pop(job.id, None)
         self.queue.release(job)
         self.summary.released += 1
         self.observer.job_finished(job, "released", None)
