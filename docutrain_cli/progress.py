@@ -68,6 +68,9 @@ class LogObserver(RunObserver):
     def stopping(self, reason: str) -> None:
         self.log(f"stopping ({reason}): no new jobs; waiting for running ones")
 
+    def pool_replaced(self, reason: str) -> None:
+        self.log(f"worker pool broken ({reason}): its jobs go back to the queue uncharged; starting a fresh pool")
+
     def finished(self, summary: RunSummary) -> None:
         self.log("run finished: " + summary_line(summary))
 
@@ -166,6 +169,9 @@ class RichObserver(RunObserver):
 
     def idle(self, stats: QueueStats) -> None:
         self.remaining = stats.pending
+
+    def pool_replaced(self, reason: str) -> None:
+        self.console.print(f"[yellow]worker pool broken[/] ({reason}): its jobs go back to the queue; starting a fresh pool")
 
     def stopping(self, reason: str) -> None:
         self.console.print(f"[yellow]stopping ({reason})[/]: waiting for running jobs; Ctrl-C again to stop now")
