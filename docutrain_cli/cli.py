@@ -211,6 +211,9 @@ def run(
         _emit_json(summary.to_dict())
     elif interactive:
         print(summary_line(summary))
+    if summary.stop_reason == "account":
+        left = summary.remaining.get("queued", 0) + summary.remaining.get("retrying", 0)
+        _error_line(f"{summary.account_problem}; then run again ({left} jobs wait in the queue, none charged)")
     if summary.exit_code:
         raise typer.Exit(summary.exit_code)
 
@@ -233,9 +236,11 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     with _queue(settings) as queue:
         stats = queue.stats(time.time())
         queue_exclusive = queue.exclusive
+    from docutrain_cli.pipeline.ratelimit import budget_status
     from docutrain_cli.status import outbox_status
 
     outbox = outbox_status(settings)
+    budgets = budget_status(settings)
     data = {
         **stats.counts,
         "oldest_queued_age_seconds": stats.oldest_queued_age,
@@ -243,6 +248,7 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
         "runner": stats.runner,
         "queue_details": stats.details,
         "supabase_outbox": outbox,
+        "embedding_budget": budgets,
     }
     if as_json:
         _emit_json(data)
@@ -274,6 +280,12 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
         if outbox.get("last_error"):
             line += f", last error at {_when(outbox.get('last_error_at'))}: {outbox['last_error']}"
         print(line)
+    from docutrain_cli.progress import budget_line
+
+    for budget in budgets:
+        print(f"embedding {budget['key'].split(' key#')[0]}: {budget_line(budget)}")
+        if budget["problem"]:
+            print(f"  stopped at {_when(budget['problem_at'])}: {budget['problem']}")
     if c["dead"]:
         print("see dead jobs with `docutrain jobs --state dead`; retry them with `docutrain retry --all-dead`")
 

@@ -80,9 +80,9 @@ def go_duration(seconds: float) -> str:
 class Bucket:
     """One minute of capacity, refilled continuously (what OpenAI enforces)."""
 
-    def __init__(self, per_minute: int, full: bool = True, clock=time.monotonic):
+    def __init__(self, per_minute: int, level: float = 1.0, clock=time.monotonic):
         self.limit = per_minute
-        self.level = float(per_minute if full else 0)
+        self.level = per_minute * level  # a fraction of a full bucket
         self.clock = clock
         self.at = clock()
 
@@ -130,12 +130,12 @@ class StandIn:
     accepted: list[tuple[float, int]] = field(default_factory=list)  # (monotonic time, tokens)
 
     def limit(self, tpm: int | None = None, rpm: int | None = None, latency: float | None = None,
-              full: bool = True) -> None:
+              level: float = 1.0) -> None:
         """Enforce an account limit from now on: full buckets, as for an idle
-        account, or empty ones (`full=False`), as for one another client just used up."""
+        account, or partly used ones (`level` < 1), as for one another client just used."""
         with self.lock:
-            self.token_bucket = Bucket(tpm, full) if tpm else None
-            self.request_bucket = Bucket(rpm, full) if rpm else None
+            self.token_bucket = Bucket(tpm, level) if tpm else None
+            self.request_bucket = Bucket(rpm, level) if rpm else None
             if latency is not None:
                 self.latency = latency
 

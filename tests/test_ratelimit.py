@@ -103,3 +103,69 @@ def test_the_standin_counts_tokens_per_minute(openai_standin):
     assert time.monotonic() - started >= 0.25  # the latency is real
     assert openai_standin.successes == 5
     assert openai_standin.tokens_per_minute(since=started, until=time.monotonic()) > 0
+
+
+# -- what the server says ---------------------------------------------------------------
+
+
+def test_reset_durations_and_how_long_a_refusal_asks_to_wait():
+    assert parse_reset("6m0s") == 360 and parse_reset("12ms") == 0.012 and parse_reset("1.5s") == 1.5
+    assert parse_reset("1h2m3s") == 3723 and parse_reset("soon") is None and parse_reset("") is None
+    assert refusal_wait({"retry-after-ms": "250", "retry-after": "1"}, None) == 0.25
+    assert refusal_wait({"retry-after": "3"}, "Please try again in 20ms.") == 3.0
+    assert refusal_wait({}, "Limit 100, Used 100, Requested 5. Please try again in 1m30s. Visit") == 90
+    assert refusal_wait({"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "2s",
+                         "x-ratelimit-remaining-requests": "7", "x-ratelimit-reset-requests": "9s"}, None) == 2
+    assert refusal_wait({}, "Rate limit reached") is None
+
+
+# -- the budget ---------------------------------------------------------------------------
+
+
+def test_the_budget_key_names_the_account_without_the_key():
+    key = budget_key(None, KEY, "text-embedding-3-small")
+    assert KEY not in key and KEY[3:12] not in key
+    assert key == budget_key("https://api.openai.com/v1/", KEY, "text-embedding-3-small")
+    assert key != budget_key(None, KEY + "x", "text-embedding-3-small")
+
+
+def test_reservations_take_turns_at_the_refill_rate(tmp_path):
+    store = SQLiteBudgetStore(tmp_path / "queue.db.budget")
+    budget = RateBudget(store, "k", tpm=6000, margin=0.0)  # 100 tokens a second
+    first = budget.reserve(6000)  # a full bucket covers the first minute's burst
+    assert first.wait == 0
+    # Then each reservation waits for its own share, in order: no herd.
+    waits = [budget.reserve(100).wait for _ in range(3)]
+    assert waits == pytest.approx([1, 2, 3], abs=0.05)
+    # Another process (another handle on the file) sees the same queue.
+    other = RateBudget(SQLiteBudgetStore(tmp_path / "queue.db.budget"), "k", tpm=6000, margin=0.0)
+    assert other.reserve(100).wait == pytest.approx(4, abs=0.05)
+    # The server counted less than reserved: the difference comes back.
+    budget.settle(first, 5500, None, waited=0.0)
+    assert other.reserve(100).wait == pytest.approx(0, abs=0.05)
+    assert budget.snapshot()["tokens_total"] == 5500
+
+
+def test_a_refusal_holds_everyone_off_and_the_remaining_header_corrects_the_level(tmp_path):
+    budget = RateBudget(SQLiteBudgetStore(tmp_path / "b"), "k", tpm=60_000, margin=0.0)
+    budget.refused(2.0, None, waited=0.0)
+    assert budget.reserve(10).wait == pytest.approx(2.0, abs=0.05)
+    # Someone else used the key: the server has 600 left where we thought 60,000.
+    fresh = RateBudget(SQLiteBudgetStore(tmp_path / "c"), "k", tpm=60_000, margin=0.0)
+    r = fresh.reserve(10)
+    fresh.settle(r, 10, {"x-ratelimit-remaining-tokens": "600"}, waited=0.0)
+    assert fresh.reserve(1600).wait == pytest.approx(1.0, abs=0.05)  # 1,000 short at 1,000/s
+
+
+def test_limits_are_learned_from_the_headers_when_not_set(tmp_path):
+    budget = RateBudget(SQLiteBudgetStore(tmp_path / "b"), "k")  # embedding_tpm = rpm = 0
+    r = budget.reserve(10**9)
+    assert r.wait == 0  # nothing known yet: nobody waits
+    budget.settle(r, 100, {"x-ratelimit-limit-tokens": "6000", "x-ratelimit-remaining-tokens": "5900",
+                           "x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "59"}, 0.0)
+    view = budget.snapshot()
+    assert (view["tokens_per_minute_limit"], view["requests_per_minute_limit"], view["limit_source"]) == (
+        6000, 60, "headers")
+    # 5,900 were left, less the margin (3 %: 180): 180 short at 5,820 a minute.
+    assert budget.reserve(5900).wait == pytest.approx(180 * 60 / 5820, abs=0.1)
+    assert budget.request_ceiling() == int(6000 * 0.97 / 4)

@@ -9,12 +9,16 @@ importing this module stays cheap.
 from __future__ import annotations
 
 import math
+import random
 import re
+import sys
+import time
 import zlib
 from collections import deque
 from typing import Iterator, Protocol, Sequence
 
-from docutrain_cli.errors import PermanentError, TransientError
+from docutrain_cli.errors import AccountError, PermanentError, RateLimitedError, TransientError
+from docutrain_cli.pipeline.ratelimit import RateBudget, refusal_wait
 from docutrain_cli.pipeline.tokens import TokenCounter, counter_for, EstimatingCounter
 
 # OpenAI's limits for one embeddings request and one input.
@@ -45,6 +49,9 @@ class Embedder(Protocol):
     counter: TokenCounter
     max_input_tokens: int
     tokens_used: int  # running total of tokens sent
+    rate_limited: int  # running total of 429 answers
+    waited: float  # running total of seconds spent waiting for the rate budget
+    deadline: float | None  # monotonic time by which waiting for the budget must stop
 
     def embed(self, texts: list[str], token_counts: Sequence[int] | None = None) -> list[list[float]]: ...
 
@@ -98,7 +105,9 @@ def request_tokens(texts: Sequence[str], scale: float = 1.0) -> list[int]:
     return [math.ceil(len(t.encode("utf-8")) * scale / 4) for t in texts]
 
 
-_REQUESTED_TOKENS = re.compile(r"requested\s+(\d+)\s+tokens", re.IGNORECASE)
+# "Requested 9000 tokens, max 8192" (400) and "Limit 3000, Requested 4100." (429 too large)
+_REQUESTED_TOKENS = re.compile(r"requested\s+(\d+)", re.IGNORECASE)
+_REQUEST_TOO_LARGE = "request too large"
 
 
 # -- offline ------------------------------------------------------------------
@@ -129,6 +138,9 @@ class OfflineEmbedder:
     def __init__(self) -> None:
         self.counter = EstimatingCounter()
         self.tokens_used = 0
+        self.rate_limited = 0  # no rate limit offline
+        self.waited = 0.0
+        self.deadline = None
 
     def embed(self, texts: list[str], token_counts: Sequence[int] | None = None) -> list[list[float]]:
         counts = token_counts if token_counts is not None else [self.counter.count(t) for t in texts]
@@ -187,14 +199,24 @@ class OpenAIEmbedder:
         timeout: float = 120.0,
         max_inputs: int = MAX_INPUTS_PER_REQUEST,
         max_tokens: int = MAX_TOKENS_PER_REQUEST,
+        budget: "RateBudget | None" = None,
+        patience: float = 600.0,
     ) -> None:
         import openai  # heavy: only workers get here
 
         self._openai = openai
         self._api_key = api_key
-        self.client = openai.OpenAI(
-            api_key=api_key, base_url=base_url, max_retries=max_retries, timeout=timeout
-        )
+        # max_retries=0: the SDK would retry a 429 on its own, blind to the
+        # shared budget; we handle 429s (and retry 5xx) in _embed_batch.
+        self.client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout)
+        self.max_retries = max_retries  # for network trouble and 5xx
+        self.budget = budget
+        self.patience = patience  # how long 429s may go on before the job is given back
+        self.deadline: float | None = None  # monotonic time by which waiting must stop (the job's)
+        self.rate_limited = 0  # 429 answers received
+        self.waited = 0.0  # seconds spent waiting for the budget or after a 429
+        self._reported_wait = 0.0
+        self._blind_refusals = 0
         self.model = model
         self.requested_dimensions = dimensions
         self.dimensions = dimensions or DEFAULT_DIMENSIONS.get(model)
@@ -230,7 +252,7 @@ class OpenAIEmbedder:
         while done < len(texts):
             scale, planned_from = self._request_scale, done
             weights = self._weights(texts[done:], None if token_counts is None else token_counts[done:])
-            for part in plan_batches(weights, max_inputs=self.max_inputs, max_tokens=self.max_tokens):
+            for part in plan_batches(weights, max_inputs=self.max_inputs, max_tokens=self._max_request_tokens):
                 batch = range(planned_from + part.start, planned_from + part.stop)
                 vectors = self._embed_batch(texts[batch.start : batch.stop])
                 done = batch.stop
@@ -261,7 +283,7 @@ class OpenAIEmbedder:
         match = _REQUESTED_TOKENS.search(str(getattr(exc, "message", "") or exc))
         if match:
             self._learn_density(int(match.group(1)), texts)
-        parts = list(plan_batches(self._weights(texts), max_inputs=self.max_inputs, max_tokens=self.max_tokens))
+        parts = list(plan_batches(self._weights(texts), max_inputs=self.max_inputs, max_tokens=self._max_request_tokens))
         if len(parts) < 2:
             half = len(texts) // 2
             parts = [range(0, half), range(half, len(texts))]
@@ -271,40 +293,163 @@ class OpenAIEmbedder:
         return vectors
 
     def _embed_batch(self, texts: list[str]) -> list[list[float]]:
+        """One request, at the budget's pace. A 429 is a wait, never a
+        failure: the worker waits what the server asks (the budget makes
+        everyone else wait too) and tries again, until `patience` runs out
+        or the job's deadline nears; then the job goes back to the queue
+        unharmed (RateLimitedError)."""
         openai = self._openai
         kwargs = {"model": self.model, "input": texts, "encoding_format": "float"}
         if self.requested_dimensions:
             kwargs["dimensions"] = self.requested_dimensions
-        try:
-            self.requests += 1
-            response = self.client.embeddings.create(**kwargs)
-        except openai.BadRequestError as exc:
-            if len(texts) > 1 and _about_too_many_tokens(exc):
-                return self._embed_split(texts, exc)
-            raise PermanentError(f"the embedding server refused the request (400): {self._clean(exc)}") from None
-        except openai.AuthenticationError:
-            raise PermanentError("OpenAI rejected the API key (401): check OPENAI_API_KEY") from None
-        except openai.PermissionDeniedError as exc:
-            raise PermanentError(f"OpenAI denied access (403): {self._clean(exc)}") from None
-        except openai.NotFoundError:
-            raise PermanentError(
-                f"embedding model {self.model!r} not found (404) at the configured endpoint"
+        estimate = sum(self._weights(texts))
+        refused_since: float | None = None
+        failures = 0
+        while True:
+            reservation = self._wait_for_budget(estimate, refused_since)
+            started = time.monotonic()
+            try:
+                self.requests += 1
+                raw = self.client.embeddings.with_raw_response.create(**kwargs)
+                response = raw.parse()
+            except openai.RateLimitError as exc:
+                self._cancel(reservation)
+                if _code(exc) == "insufficient_quota":
+                    raise self._account_problem(
+                        "the OpenAI quota is exhausted (429 insufficient_quota): add credit or raise the "
+                        "usage limit at https://platform.openai.com/settings/organization/billing"
+                    ) from None
+                message = str(getattr(exc, "message", "") or exc)
+                if _REQUEST_TOO_LARGE in message.lower():
+                    return self._too_large_for_the_limit(texts, exc)
+                refused_since = refused_since or time.monotonic()
+                self._refused(exc, message, refused_since)
+                continue
+            except openai.BadRequestError as exc:
+                self._cancel(reservation)
+                if len(texts) > 1 and _about_too_many_tokens(exc):
+                    return self._embed_split(texts, exc)
+                raise PermanentError(f"the embedding server refused the request (400): {self._clean(exc)}") from None
+            except openai.AuthenticationError:
+                self._cancel(reservation)
+                raise self._account_problem(
+                    "the embedding API rejected the key (401): set a valid key in OPENAI_API_KEY "
+                    "(setting openai_api_key)"
+                ) from None
+            except openai.PermissionDeniedError as exc:
+                self._cancel(reservation)
+                raise self._account_problem(
+                    f"the embedding API denied access (403): {self._clean(exc)}; check that the key in "
+                    f"OPENAI_API_KEY may use {self.model}"
+                ) from None
+            except openai.NotFoundError:
+                self._cancel(reservation)
+                raise PermanentError(
+                    f"embedding model {self.model!r} not found (404) at the configured endpoint"
+                ) from None
+            except (openai.APITimeoutError, openai.APIConnectionError, openai.APIStatusError) as exc:
+                self._cancel(reservation)
+                problem = _transient_problem(exc)
+                if problem is None:
+                    raise PermanentError(
+                        f"the embedding server refused the request ({exc.status_code}): {self._clean(exc)}"
+                    ) from None
+                failures += 1
+                if failures > self.max_retries:
+                    raise TransientError(problem) from None
+                # The client's own retries are off (they would fight the
+                # budget over 429s), so a flaky server gets ours: short, jittered.
+                response_headers = getattr(getattr(exc, "response", None), "headers", None)
+                pause = refusal_wait(response_headers, None) or 0.5 * 2 ** (failures - 1)
+                time.sleep(min(pause, 8.0) * random.uniform(0.8, 1.2))
+                continue
+            vectors = self._vectors(response, texts)
+            if self.budget is not None:
+                used = _usage(response) or estimate
+                self.budget.settle(reservation, used, raw.headers, self._unreported_wait())
+            return vectors
+
+    # -- the shared budget --------------------------------------------------
+    def _wait_for_budget(self, tokens: int, refused_since: float | None):
+        """Reserve this request's tokens and sleep until they are covered."""
+        if self.budget is None:
+            return None
+        reservation = self.budget.reserve(tokens)
+        if reservation.wait > 0:
+            now = time.monotonic()
+            give_up = self._give_up_at(refused_since)
+            if give_up is not None and now + reservation.wait > give_up:
+                self.budget.cancel(reservation)
+                raise RateLimitedError(
+                    f"the embedding API's rate limit left no room for {reservation.wait:.0f} s; "
+                    "the job goes back to the queue",
+                    retry_after=reservation.wait,
+                )
+            time.sleep(reservation.wait)
+            self.waited += reservation.wait
+        return reservation
+
+    def _give_up_at(self, refused_since: float | None) -> float | None:
+        """When waiting for the budget must stop: `patience` after the first
+        refusal, and well before the job's own timeout would kill it."""
+        limits = [t for t in (self.deadline,) if t is not None]
+        if refused_since is not None:
+            limits.append(refused_since + self.patience)
+        return min(limits) if limits else None
+
+    def _refused(self, exc: Exception, message: str, refused_since: float) -> None:
+        """A 429: wait what the server says, with jitter, and tell the budget."""
+        headers = getattr(getattr(exc, "response", None), "headers", None)
+        wait = refusal_wait(headers, message)
+        if wait is None:
+            self._blind_refusals += 1
+            wait = min(60.0, 2.0 ** self._blind_refusals)
+        else:
+            self._blind_refusals = 0
+        wait = wait * random.uniform(1.0, 1.15) + 0.01
+        self.rate_limited += 1
+        give_up = self._give_up_at(refused_since)
+        if give_up is not None and time.monotonic() + wait > give_up:
+            raise RateLimitedError(
+                f"the embedding API kept refusing (429 rate limit) for "
+                f"{time.monotonic() - refused_since:.0f} s; the job goes back to the queue",
+                retry_after=wait,
             ) from None
-        except openai.RateLimitError as exc:
-            if _code(exc) == "insufficient_quota":
-                raise PermanentError("OpenAI quota exhausted (429 insufficient_quota): check billing") from None
-            raise TransientError("rate limited by the embedding server (429)") from None
-        except openai.APITimeoutError:
-            raise TransientError("the embedding server timed out") from None
-        except openai.APIConnectionError:
-            raise TransientError("cannot reach the embedding server") from None
-        except openai.APIStatusError as exc:
-            if exc.status_code >= 500 or exc.status_code in (408, 409):
-                raise TransientError(f"embedding server error ({exc.status_code})") from None
-            raise PermanentError(
-                f"the embedding server refused the request ({exc.status_code}): {self._clean(exc)}"
-            ) from None
-        return self._vectors(response, texts)
+        if self.budget is not None:
+            self.budget.refused(wait, headers, self._unreported_wait())
+        else:
+            time.sleep(wait)
+            self.waited += wait
+
+    def _unreported_wait(self) -> float:
+        """Seconds waited since the budget was last told (it keeps the total)."""
+        new = self.waited - self._reported_wait
+        self._reported_wait = self.waited
+        return new
+
+    def _cancel(self, reservation) -> None:
+        if reservation is not None and self.budget is not None:
+            self.budget.cancel(reservation)
+
+    def _account_problem(self, message: str) -> AccountError:
+        if self.budget is not None:
+            self.budget.report_problem(message)
+        return AccountError(message)
+
+    def _too_large_for_the_limit(self, texts: list[str], exc: Exception) -> list[list[float]]:
+        """More tokens in one request than the account allows in a minute:
+        waiting never helps, smaller requests do."""
+        if len(texts) > 1:
+            return self._embed_split(texts, exc)
+        raise self._account_problem(
+            "one chunk is larger than the account's whole tokens-per-minute limit: "
+            "lower chunk_tokens (or raise the limit)"
+        )
+
+    @property
+    def _max_request_tokens(self) -> int:
+        ceiling = self.budget.request_ceiling() if self.budget is not None else None
+        return min(self.max_tokens, ceiling) if ceiling else self.max_tokens
 
     def _vectors(self, response, texts: list[str]) -> list[list[float]]:
         expected = len(texts)
@@ -321,8 +466,7 @@ class OpenAIEmbedder:
                 f"expected {self.dimensions}: check embedding_model / embedding_dimensions"
             )
         self.dimensions = sizes.pop()
-        usage = getattr(response, "usage", None)
-        used = getattr(usage, "total_tokens", None) or getattr(usage, "prompt_tokens", None)
+        used = _usage(response)
         if used:
             self._learn_density(used, texts)
         self.tokens_used += used if used else sum(self.counter.count(t) for t in texts)
@@ -337,6 +481,23 @@ class OpenAIEmbedder:
             text = text.replace(self._api_key, "…")
         text = _KEY_LIKE.sub(r"\1…", text)
         return text[:200]
+
+
+def _usage(response) -> int | None:
+    usage = getattr(response, "usage", None)
+    return getattr(usage, "total_tokens", None) or getattr(usage, "prompt_tokens", None)
+
+
+def _transient_problem(exc: Exception) -> str | None:
+    """What went wrong, if retrying may help; None for a refusal that stays."""
+    openai = sys.modules["openai"]
+    if isinstance(exc, openai.APITimeoutError):
+        return "the embedding server timed out"
+    if isinstance(exc, openai.APIConnectionError):
+        return "cannot reach the embedding server"
+    if exc.status_code >= 500 or exc.status_code in (408, 409):
+        return f"embedding server error ({exc.status_code})"
+    return None
 
 
 def _code(exc: Exception) -> str | None:
@@ -381,9 +542,13 @@ def make_embedder(settings) -> Embedder:
         return OfflineEmbedder()
     if not settings.openai_api_key:
         raise PermanentError("embedder is 'openai' but OPENAI_API_KEY is not set")
+    from docutrain_cli.pipeline.ratelimit import open_budget
+
     return OpenAIEmbedder(
         api_key=settings.openai_api_key,
         model=settings.embedding_model,
         dimensions=settings.embedding_dimensions,
         base_url=settings.openai_base_url,
+        budget=open_budget(settings),
+        patience=settings.rate_limit_patience,
     )

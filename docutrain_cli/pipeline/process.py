@@ -38,6 +38,16 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _waiting_deadline(job, settings) -> float | None:
+    """Monotonic time by which waiting for the rate budget must give up, so
+    the job goes back to the queue unharmed instead of being killed by its
+    timeout (which costs an attempt). Keeps 15 % of the timeout for storing."""
+    if not job.started_at:
+        return None
+    left = settings.job_timeout * 0.85 - (time.time() - job.started_at)
+    return time.monotonic() + max(left, 0.0)
+
+
 def process_job(job, settings) -> dict:
     started = time.monotonic()
     loaded = load_source(job.source, max_file_mb=settings.max_file_mb, settings=settings)
@@ -77,6 +87,8 @@ def process_job(job, settings) -> dict:
             to_send[text_hash] = (chunk.content, chunk.token_count)
     pending = list(to_send)
     tokens_before = embedder.tokens_used
+    limited_before, waited_before = embedder.rate_limited, embedder.waited
+    embedder.deadline = _waiting_deadline(job, settings)
     texts = [text for text, _ in to_send.values()]
     counts = [count for _, count in to_send.values()]
     for batch, embedded in embedder.embed_batches(texts, counts):
@@ -87,6 +99,7 @@ def process_job(job, settings) -> dict:
             store.put_cached_embeddings(embedder.model, cache_dims, fresh)
         vectors.update(fresh)
     tokens_embedded = embedder.tokens_used - tokens_before
+    embedder.deadline = None
     tokens_cached = sum(c.token_count for c, h in zip(chunks, hashes) if h not in to_send)
 
     dimensions = len(vectors[hashes[0]])
@@ -127,5 +140,7 @@ def process_job(job, settings) -> dict:
         "embedding_model": embedder.model,
         "embedding_dimensions": dimensions,
         "cost_usd": None if price is None else tokens_embedded * price / 1_000_000,
+        "rate_limited": embedder.rate_limited - limited_before,
+        "rate_wait_seconds": round(embedder.waited - waited_before, 3),
         "seconds": seconds,
     }

@@ -353,7 +353,7 @@ class PgmqQueue(JobQueue):
 
         self._db(work)
 
-    def release(self, job: Job) -> None:
+    def release(self, job: Job, not_before: float | None = None) -> None:
         def work(conn) -> None:
             with conn.transaction(), conn.cursor() as cur:
                 found = self._locked(cur, job)
@@ -365,9 +365,12 @@ class PgmqQueue(JobQueue):
                 job.started_at = None
                 job.state = JobState.QUEUED if job.attempts == 0 else JobState.RETRYING
                 data = {**message, "uncounted_reads": uncounted, "returned_at_read": read_ct}
+                if not_before is not None:
+                    job.not_before = data["not_before"] = not_before
                 cur.execute(
-                    f"UPDATE {self._q} SET message = %s, vt = clock_timestamp() WHERE msg_id = %s",
-                    (self._json(data), msg_id),
+                    f"UPDATE {self._q} SET message = %s,"
+                    " vt = greatest(clock_timestamp(), to_timestamp(%s)) WHERE msg_id = %s",
+                    (self._json(data), not_before or 0, msg_id),
                 )
 
         self._db(work)
