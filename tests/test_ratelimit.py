@@ -169,3 +169,41 @@ def test_limits_are_learned_from_the_headers_when_not_set(tmp_path):
     # 5,900 were left, less the margin (3 %: 180): 180 short at 5,820 a minute.
     assert budget.reserve(5900).wait == pytest.approx(180 * 60 / 5820, abs=0.1)
     assert budget.request_ceiling() == int(6000 * 0.97 / 4)
+
+
+# -- showing it -----------------------------------------------------------------------------
+
+
+def test_the_live_display_log_lines_and_summary_show_the_budget(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from docutrain_cli.progress import LogObserver, RichObserver, budget_line, summary_line
+    from docutrain_cli.runner import RunSummary
+
+    budget = RateBudget(SQLiteBudgetStore(tmp_path / "b"), budget_key(None, KEY, "text-embedding-3-small"),
+                        tpm=120_000)
+    r = budget.reserve(1000)
+    budget.settle(r, 900, None, waited=12.5)
+    view = budget.snapshot() | {"run_wait_seconds": 12.5, "run_rate_limited": 2, "run_tokens_per_minute": 90_000}
+    assert view["tokens_last_minute"] == 900
+    line = budget_line(view)
+    assert line.startswith("900 tokens in the last minute, limit 120,000/min (settings)")
+    assert "waited 12 s for the budget; 2 answers 429" in line
+
+    console = Console(file=io.StringIO(), width=200, no_color=True, highlight=False)
+    live = RichObserver(console)
+    live.budget(view)
+    console.print(live._render())
+    assert "limit 120,000/min" in console.file.getvalue()
+
+    stream = io.StringIO()
+    LogObserver(stream).budget(view)
+    assert "embedding: 900 tokens in the last minute" in stream.getvalue()
+
+    summary = RunSummary(done=1, elapsed=60.0, budget=view)
+    summary.totals["tokens_embedded"] = 900
+    assert "embedding: 90,000 tokens/min over the run, limit 120,000/min" in summary_line(summary)
+    data = summary.to_dict()
+    assert data["tokens_per_minute"] == 900 and data["budget"]["tokens_per_minute_limit"] == 120_000

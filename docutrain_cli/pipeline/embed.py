@@ -17,7 +17,8 @@ import zlib
 from collections import deque
 from typing import Iterator, Protocol, Sequence
 
-from docutrain_cli.errors import AccountError, PermanentError, RateLimitedError, TransientError
+from docutrain_cli.errors import PermanentError, TransientError
+from docutrain_cli.pipeline.pacing import Pacer
 from docutrain_cli.pipeline.ratelimit import RateBudget, refusal_wait
 from docutrain_cli.pipeline.tokens import TokenCounter, counter_for, EstimatingCounter
 
@@ -210,13 +211,9 @@ class OpenAIEmbedder:
         # shared budget; we handle 429s (and retry 5xx) in _embed_batch.
         self.client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout)
         self.max_retries = max_retries  # for network trouble and 5xx
-        self.budget = budget
-        self.patience = patience  # how long 429s may go on before the job is given back
-        self.deadline: float | None = None  # monotonic time by which waiting must stop (the job's)
-        self.rate_limited = 0  # 429 answers received
-        self.waited = 0.0  # seconds spent waiting for the budget or after a 429
-        self._reported_wait = 0.0
-        self._blind_refusals = 0
+        # The shared rate budget's pace; `patience`: how long 429s may go
+        # on before the job is given back.
+        self.pacer = Pacer(budget, patience)
         self.model = model
         self.requested_dimensions = dimensions
         self.dimensions = dimensions or DEFAULT_DIMENSIONS.get(model)
@@ -228,6 +225,23 @@ class OpenAIEmbedder:
         # Server tokens per request_tokens() token, from recent usage reports
         # and refusals: requests are planned at the density the server counts.
         self._densities: deque[float] = deque(maxlen=8)
+
+    # What the job's result reports, and when waiting must stop (see Pacer).
+    @property
+    def rate_limited(self) -> int:
+        return self.pacer.rate_limited
+
+    @property
+    def waited(self) -> float:
+        return self.pacer.waited
+
+    @property
+    def deadline(self) -> float | None:
+        return self.pacer.deadline
+
+    @deadline.setter
+    def deadline(self, value: float | None) -> None:
+        self.pacer.deadline = value
 
     def embed(self, texts: list[str], token_counts: Sequence[int] | None = None) -> list[list[float]]:
         vectors: list[list[float]] = []
@@ -306,16 +320,16 @@ class OpenAIEmbedder:
         refused_since: float | None = None
         failures = 0
         while True:
-            reservation = self._wait_for_budget(estimate, refused_since)
+            reservation = self.pacer.turn(estimate, refused_since)
             started = time.monotonic()
             try:
                 self.requests += 1
                 raw = self.client.embeddings.with_raw_response.create(**kwargs)
                 response = raw.parse()
             except openai.RateLimitError as exc:
-                self._cancel(reservation)
+                self.pacer.cancel(reservation)
                 if _code(exc) == "insufficient_quota":
-                    raise self._account_problem(
+                    raise self.pacer.account_problem(
                         "the OpenAI quota is exhausted (429 insufficient_quota): add credit or raise the "
                         "usage limit at https://platform.openai.com/settings/organization/billing"
                     ) from None
@@ -323,32 +337,32 @@ class OpenAIEmbedder:
                 if _REQUEST_TOO_LARGE in message.lower():
                     return self._too_large_for_the_limit(texts, exc)
                 refused_since = refused_since or time.monotonic()
-                self._refused(exc, message, refused_since)
+                self.pacer.refused(getattr(exc.response, "headers", None), message, refused_since)
                 continue
             except openai.BadRequestError as exc:
-                self._cancel(reservation)
+                self.pacer.cancel(reservation)
                 if len(texts) > 1 and _about_too_many_tokens(exc):
                     return self._embed_split(texts, exc)
                 raise PermanentError(f"the embedding server refused the request (400): {self._clean(exc)}") from None
             except openai.AuthenticationError:
-                self._cancel(reservation)
-                raise self._account_problem(
+                self.pacer.cancel(reservation)
+                raise self.pacer.account_problem(
                     "the embedding API rejected the key (401): set a valid key in OPENAI_API_KEY "
                     "(setting openai_api_key)"
                 ) from None
             except openai.PermissionDeniedError as exc:
-                self._cancel(reservation)
-                raise self._account_problem(
+                self.pacer.cancel(reservation)
+                raise self.pacer.account_problem(
                     f"the embedding API denied access (403): {self._clean(exc)}; check that the key in "
                     f"OPENAI_API_KEY may use {self.model}"
                 ) from None
             except openai.NotFoundError:
-                self._cancel(reservation)
+                self.pacer.cancel(reservation)
                 raise PermanentError(
                     f"embedding model {self.model!r} not found (404) at the configured endpoint"
                 ) from None
             except (openai.APITimeoutError, openai.APIConnectionError, openai.APIStatusError) as exc:
-                self._cancel(reservation)
+                self.pacer.cancel(reservation)
                 problem = _transient_problem(exc)
                 if problem is None:
                     raise PermanentError(
@@ -364,91 +378,22 @@ class OpenAIEmbedder:
                 time.sleep(min(pause, 8.0) * random.uniform(0.8, 1.2))
                 continue
             vectors = self._vectors(response, texts)
-            if self.budget is not None:
-                used = _usage(response) or estimate
-                self.budget.settle(reservation, used, raw.headers, self._unreported_wait())
+            self.pacer.settle(reservation, _usage(response) or estimate, raw.headers)
             return vectors
-
-    # -- the shared budget --------------------------------------------------
-    def _wait_for_budget(self, tokens: int, refused_since: float | None):
-        """Reserve this request's tokens and sleep until they are covered."""
-        if self.budget is None:
-            return None
-        reservation = self.budget.reserve(tokens)
-        if reservation.wait > 0:
-            now = time.monotonic()
-            give_up = self._give_up_at(refused_since)
-            if give_up is not None and now + reservation.wait > give_up:
-                self.budget.cancel(reservation)
-                raise RateLimitedError(
-                    f"the embedding API's rate limit left no room for {reservation.wait:.0f} s; "
-                    "the job goes back to the queue",
-                    retry_after=reservation.wait,
-                )
-            time.sleep(reservation.wait)
-            self.waited += reservation.wait
-        return reservation
-
-    def _give_up_at(self, refused_since: float | None) -> float | None:
-        """When waiting for the budget must stop: `patience` after the first
-        refusal, and well before the job's own timeout would kill it."""
-        limits = [t for t in (self.deadline,) if t is not None]
-        if refused_since is not None:
-            limits.append(refused_since + self.patience)
-        return min(limits) if limits else None
-
-    def _refused(self, exc: Exception, message: str, refused_since: float) -> None:
-        """A 429: wait what the server says, with jitter, and tell the budget."""
-        headers = getattr(getattr(exc, "response", None), "headers", None)
-        wait = refusal_wait(headers, message)
-        if wait is None:
-            self._blind_refusals += 1
-            wait = min(60.0, 2.0 ** self._blind_refusals)
-        else:
-            self._blind_refusals = 0
-        wait = wait * random.uniform(1.0, 1.15) + 0.01
-        self.rate_limited += 1
-        give_up = self._give_up_at(refused_since)
-        if give_up is not None and time.monotonic() + wait > give_up:
-            raise RateLimitedError(
-                f"the embedding API kept refusing (429 rate limit) for "
-                f"{time.monotonic() - refused_since:.0f} s; the job goes back to the queue",
-                retry_after=wait,
-            ) from None
-        if self.budget is not None:
-            self.budget.refused(wait, headers, self._unreported_wait())
-        else:
-            time.sleep(wait)
-            self.waited += wait
-
-    def _unreported_wait(self) -> float:
-        """Seconds waited since the budget was last told (it keeps the total)."""
-        new = self.waited - self._reported_wait
-        self._reported_wait = self.waited
-        return new
-
-    def _cancel(self, reservation) -> None:
-        if reservation is not None and self.budget is not None:
-            self.budget.cancel(reservation)
-
-    def _account_problem(self, message: str) -> AccountError:
-        if self.budget is not None:
-            self.budget.report_problem(message)
-        return AccountError(message)
 
     def _too_large_for_the_limit(self, texts: list[str], exc: Exception) -> list[list[float]]:
         """More tokens in one request than the account allows in a minute:
         waiting never helps, smaller requests do."""
         if len(texts) > 1:
             return self._embed_split(texts, exc)
-        raise self._account_problem(
+        raise self.pacer.account_problem(
             "one chunk is larger than the account's whole tokens-per-minute limit: "
             "lower chunk_tokens (or raise the limit)"
         )
 
     @property
     def _max_request_tokens(self) -> int:
-        ceiling = self.budget.request_ceiling() if self.budget is not None else None
+        ceiling = self.pacer.request_ceiling()
         return min(self.max_tokens, ceiling) if ceiling else self.max_tokens
 
     def _vectors(self, response, texts: list[str]) -> list[list[float]]:

@@ -32,12 +32,23 @@ def _column(field: dataclasses.Field) -> str:
 CREATE = f"CREATE TABLE IF NOT EXISTS {TABLE} ({', '.join(_column(f) for f in dataclasses.fields(BudgetRow))})"
 
 
+def _ensure_table(conn) -> None:
+    import psycopg
+
+    if conn.execute("SELECT to_regclass(%s)", (TABLE,)).fetchone()[0]:
+        return
+    try:
+        conn.execute(CREATE)
+    except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
+        pass  # workers of two runners raced to create it: it is there now
+
+
 class PostgresBudgetStore:
     def __init__(self, url: str, *, create: bool = True):
         self.url = url
         self._conn = self._connect()
         if create:
-            self._run(lambda conn: conn.execute(CREATE))
+            self._run(_ensure_table)
 
     def _connect(self):
         import psycopg
