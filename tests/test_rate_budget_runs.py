@@ -54,8 +54,9 @@ def test_workers_together_stay_under_the_limit_and_learn_it(docutrain, tmp_path,
     summary = json.loads(result.stdout)
     assert (summary["done"], summary["dead"], summary["retried"]) == (12, 0, 0)
     assert openai_standin.tokens > 6_000 + 3_000  # well over what the bucket held: pacing was needed
-    assert summary["rate_wait_seconds"] > 1  # workers waited for the budget ...
-    assert openai_standin.rate_limited <= 2  # ... instead of being refused
+    assert openai_standin.rate_limited <= 2  # paced instead of refused
+    # (How much they wait depends on how fast this machine extracts: see
+    # test_ratelimit's worker processes for pacing under pressure.)
     status = docutrain.status()
     [budget] = status["embedding_budget"]
     assert (budget["tokens_per_minute_limit"], budget["limit_source"]) == (60_000, "headers")

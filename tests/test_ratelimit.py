@@ -157,6 +157,27 @@ def test_a_refusal_holds_everyone_off_and_the_remaining_header_corrects_the_leve
     assert fresh.reserve(1600).wait == pytest.approx(1.0, abs=0.05)  # 1,000 short at 1,000/s
 
 
+def test_the_first_request_goes_alone_until_its_answer_tells_the_limit(tmp_path):
+    budget = RateBudget(SQLiteBudgetStore(tmp_path / "b"), "k")
+    first = budget.reserve(5000)
+    assert (first.wait, first.again) == (0, False)
+    held = budget.reserve(5000)  # another worker: wait for the first answer, then ask again
+    assert held.again and 0 < held.wait <= 0.1
+    budget.settle(first, 5000, {"x-ratelimit-limit-tokens": "6000", "x-ratelimit-remaining-tokens": "1000"}, 0.0)
+    after = budget.reserve(5000)
+    assert not after.again and after.wait > 30  # learned: 6,000 a minute, 1,000 left less the margin
+    # A server that reports no limits: after its first answer nobody waits.
+    open_server = RateBudget(SQLiteBudgetStore(tmp_path / "c"), "k")
+    r = open_server.reserve(10)
+    assert open_server.reserve(10).again
+    open_server.settle(r, 10, {}, 0.0)
+    assert [open_server.reserve(10**6).wait for _ in range(3)] == [0, 0, 0]
+    # A first request that failed lets the next one try at once.
+    failing = RateBudget(SQLiteBudgetStore(tmp_path / "d"), "k")
+    failing.cancel(failing.reserve(10))
+    assert not failing.reserve(10).again
+
+
 def test_limits_are_learned_from_the_headers_when_not_set(tmp_path):
     budget = RateBudget(SQLiteBudgetStore(tmp_path / "b"), "k")  # embedding_tpm = rpm = 0
     r = budget.reserve(10**9)
@@ -166,9 +187,29 @@ def test_limits_are_learned_from_the_headers_when_not_set(tmp_path):
     view = budget.snapshot()
     assert (view["tokens_per_minute_limit"], view["requests_per_minute_limit"], view["limit_source"]) == (
         6000, 60, "headers")
-    # 5,900 were left, less the margin (3 %: 180): 180 short at 5,820 a minute.
-    assert budget.reserve(5900).wait == pytest.approx(180 * 60 / 5820, abs=0.1)
+    # 5,900 were left, but our bucket holds at most 5,820 (3 % under): 80 short.
+    assert budget.reserve(5900).wait == pytest.approx(80 * 60 / 5820, abs=0.1)
     assert budget.request_ceiling() == int(6000 * 0.97 / 4)
+
+
+# -- worker processes sharing one budget --------------------------------------------------
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["one budget", "no budget (control)"])
+def test_worker_processes_sharing_one_budget_stay_under_the_limit(openai_standin, tmp_path, shared):
+    from budget_workers import run_workers
+
+    # 6 processes x 3 requests x 50 tokens against 6,000 a minute, the
+    # account's bucket 5 % full: 600 tokens must be paced (about 6 s), far
+    # slower than the processes would send them even on a loaded machine.
+    openai_standin.limit(tpm=6_000, level=0.05)
+    spec = ("sqlite", str(tmp_path / "queue.db.budget")) if shared else ("none", "")
+    run_workers(openai_standin.base_url, [spec] * 6, requests=3, words=50)
+    assert openai_standin.successes == 18 and openai_standin.tokens == 900
+    if shared:
+        assert openai_standin.rate_limited <= 1
+    else:  # each process fires at will and learns of the limit from refusals only
+        assert openai_standin.rate_limited > 1, openai_standin.rate_limited
 
 
 # -- showing it -----------------------------------------------------------------------------

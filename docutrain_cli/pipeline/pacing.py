@@ -37,6 +37,10 @@ class Pacer:
         if self.budget is None:
             return None
         reservation = self.budget.reserve(tokens)
+        while reservation.again:  # another worker's first request is out: its answer tells the limit
+            time.sleep(reservation.wait)
+            self.waited += reservation.wait
+            reservation = self.budget.reserve(tokens)
         if reservation.wait > 0:
             give_up = self._give_up_at(refused_since)
             if give_up is not None and time.monotonic() + reservation.wait > give_up:

@@ -39,6 +39,8 @@ from typing import Any, Callable, Mapping, Protocol, TypeVar
 from docutrain_cli.sqlite_wal import use_wal
 
 MARGIN = 0.03  # we aim this far under the server's limit: latency jitter and estimates drift
+PROBE_TIMEOUT = 30.0  # seconds the others wait for the first answer before going ahead anyway
+RECHECK = 0.1  # seconds between looks while the first request is out
 BUSY_TIMEOUT = 30.0
 T = TypeVar("T")
 
@@ -55,6 +57,8 @@ class BudgetRow:
     request_level: float = 0.0
     at: float = 0.0  # when the levels were last refilled
     blocked_until: float = 0.0  # a 429 asked everyone to wait until then
+    answered: int = 0  # 1 once an answer (or refusal) came back: what it said about limits is known
+    probe_until: float = 0.0  # the first request goes alone, until its answer or then
     tokens_total: int = 0
     requests_total: int = 0
     refusals_total: int = 0  # 429 rate_limit answers
@@ -83,6 +87,7 @@ class BudgetStore(Protocol):
 class Reservation:
     tokens: int
     wait: float  # seconds the caller must sleep before sending
+    again: bool = False  # after the wait, ask again instead of sending (nothing was reserved)
 
 
 def budget_key(base_url: str | None, api_key: str | None, model: str) -> str:
@@ -131,6 +136,7 @@ class RateBudget:
 
     def _learn(self, row: BudgetRow, headers: Mapping[str, str] | None) -> None:
         """Take limits (when not configured) and the server's remaining counts from an answer."""
+        row.answered, row.probe_until = 1, 0.0
         if not headers:
             return
         for kind, limit_field, level_field in (("tokens", "tpm", "token_level"), ("requests", "rpm", "request_level")):
@@ -147,8 +153,8 @@ class RateBudget:
                 # The server saw less left than we think (another client on the
                 # key, or estimates that ran low): believe it. Never raise our
                 # level from it: the server has not yet seen what is reserved.
-                ceiling = remaining - self.margin * limit
-                setattr(row, level_field, min(getattr(row, level_field), ceiling))
+                # (No margin here: our slower refill already keeps us under.)
+                setattr(row, level_field, min(getattr(row, level_field), float(remaining)))
         self.tpm, self.rpm = row.tpm, row.rpm
 
     # -- what workers call --------------------------------------------------
@@ -156,9 +162,17 @@ class RateBudget:
         """Take `tokens` and one request from the budget; returns how long to wait first."""
 
         def work(row: BudgetRow, now: float) -> Reservation:
+            if not (row.tpm or row.rpm or any(self.configured)):
+                if not row.answered:
+                    # Nothing known yet: the first request goes alone and its
+                    # answer's headers tell the limit. Without this, a fresh
+                    # run's workers all fire at once and may be refused.
+                    if row.probe_until > now:
+                        return Reservation(tokens, min(RECHECK, row.probe_until - now), again=True)
+                    row.probe_until = now + PROBE_TIMEOUT
+                    return Reservation(tokens, 0.0)
+                return Reservation(tokens, max(0.0, row.blocked_until - now))  # no limit reported: a read
             self._refill(row, now)
-            if not row.tpm and not row.rpm:
-                return Reservation(tokens, max(0.0, row.blocked_until - now))
             if row.tpm:
                 row.token_level -= tokens
             if row.rpm:
@@ -171,6 +185,9 @@ class RateBudget:
         """Give an unused reservation back (the job is given up)."""
 
         def work(row: BudgetRow, now: float) -> None:
+            row.probe_until = 0.0  # a failed first request: let the next one try
+            if not (row.tpm or row.rpm):
+                return
             self._refill(row, now)
             row.token_level += reservation.tokens if row.tpm else 0
             row.request_level += 1 if row.rpm else 0
@@ -325,6 +342,10 @@ class SQLiteBudgetStore:
         self._db.execute("PRAGMA synchronous=NORMAL")  # a lost update costs a few tokens of pacing, not data
         columns = ", ".join(f"{name} {'TEXT PRIMARY KEY' if name == 'key' else ''}" for name in FIELDS)
         self._db.execute(f"CREATE TABLE IF NOT EXISTS rate_budget ({columns})")
+        present = {r[1] for r in self._db.execute("PRAGMA table_info(rate_budget)")}
+        for name in FIELDS:
+            if name not in present:  # a file from an older docutrain
+                self._db.execute(f"ALTER TABLE rate_budget ADD COLUMN {name}")
 
     def transact(self, key: str, work: Callable[[BudgetRow, float], T]) -> T:
         db = self._db

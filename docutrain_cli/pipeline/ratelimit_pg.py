@@ -35,12 +35,18 @@ CREATE = f"CREATE TABLE IF NOT EXISTS {TABLE} ({', '.join(_column(f) for f in da
 def _ensure_table(conn) -> None:
     import psycopg
 
-    if conn.execute("SELECT to_regclass(%s)", (TABLE,)).fetchone()[0]:
-        return
-    try:
-        conn.execute(CREATE)
-    except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
-        pass  # workers of two runners raced to create it: it is there now
+    if not conn.execute("SELECT to_regclass(%s)", (TABLE,)).fetchone()[0]:
+        try:
+            conn.execute(CREATE)
+        except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
+            pass  # workers of two runners raced to create it: it is there now
+    present = {r[0] for r in conn.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+        (TABLE,),
+    )}
+    for field in dataclasses.fields(BudgetRow):
+        if field.name not in present:  # a table from an older docutrain
+            conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS {_column(field)}")
 
 
 class PostgresBudgetStore:
