@@ -474,6 +474,11 @@ def get_embedder(settings) -> Embedder:
             settings.embedding_dimensions,
             settings.openai_base_url,
             settings.openai_api_key,
+            # the rate budget's: where it lives and what it allows
+            settings.queue,
+            settings.embedding_tpm,
+            settings.embedding_rpm,
+            settings.rate_limit_patience,
         )
     embedder = _embedders.get(key)
     if embedder is None:
