@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import hashlib
 import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
-# What a folder scan picks up. A file named explicitly is queued whatever its
-# type, so an unsupported one ends as a visible dead job with the reason.
-SUPPORTED_SUFFIXES = {".pdf", ".epub", ".xps", ".oxps", ".mobi", ".fb2", ".cbz", ".txt", ".md"}
-HASH_BLOCK = 1 << 20
+from docutrain_cli.pipeline.formats import SUPPORTED_SUFFIXES
+from docutrain_cli.pipeline.load import sha256_file
+
+# A folder scan picks up SUPPORTED_SUFFIXES. A file named explicitly is queued
+# whatever its type, so an unsupported one ends as a visible dead job with the reason.
 
 
 @dataclasses.dataclass
@@ -37,14 +37,6 @@ def _walk(folder: Path) -> Iterator[Path]:
         for name in sorted(files):
             if not name.startswith(".") and Path(name).suffix.lower() in SUPPORTED_SUFFIXES:
                 yield Path(root) / name
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _why(exc: OSError) -> str:

@@ -6,51 +6,25 @@ keys only ever appear redacted.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 from typing import Callable
 
 from docutrain_cli.config import Settings, redact
-from docutrain_cli.errors import DocutrainError, PermanentError, TransientError
+from docutrain_cli.errors import DocutrainError, TransientError
+from docutrain_cli.pipeline.models import embedding_model, vector_dimensions
+from docutrain_cli.supabase.checks import CHUNK_COLUMNS, DOCUMENT_COLUMNS, Check
+from docutrain_cli.supabase.client import SCHEMA_FIX
 
 TIMEOUT = 8.0
-DOCUMENT_COLUMNS = (
-    "id", "user_id", "status", "storage_path", "error_message",
-    "page_count", "chunk_count", "processed_at", "updated_at",
-)
-CHUNK_COLUMNS = (
-    "id", "user_document_id", "user_id", "chunk_index", "content",
-    "page_start", "page_end", "token_count", "embedding",
-)
-SCHEMA_FIX = "apply the SQL from `docutrain schema` in the Supabase SQL editor"
 
-
-@dataclasses.dataclass(frozen=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    fix: str | None = None
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+__all__ = ["Check", "run_checks"]
 
 
 def run_checks(settings: Settings, *, timeout: float = TIMEOUT) -> list[Check]:
     checks = [_embedding_config(settings)]
     if settings.supabase_enabled:
-        key_check = _supabase_key(settings)
-        checks.append(key_check)
-        reach = _guard("Supabase reachable", lambda: _reachable(settings, timeout))
-        checks.append(reach)
-        if reach.ok:
-            checks += [
-                _guard(f"table {settings.documents_table}", lambda: _columns(settings, settings.documents_table, DOCUMENT_COLUMNS, timeout)),
-                _guard(f"table {settings.chunks_table}", lambda: _columns(settings, settings.chunks_table, CHUNK_COLUMNS, timeout)),
-                _guard("function match_document_chunks", lambda: _match_function(settings, timeout)),
-                _guard("vector size", lambda: _vector_size(settings, timeout)),
-                _guard(f"storage bucket {settings.storage_bucket}", lambda: _bucket(settings, timeout)),
-            ]
+        checks.append(_supabase_key(settings))
+        checks += _supabase_checks(settings, timeout)
     else:
         checks.append(
             Check(
@@ -63,6 +37,31 @@ def run_checks(settings: Settings, *, timeout: float = TIMEOUT) -> list[Check]:
     if settings.embedder_kind == "openai":
         checks.append(_guard("OpenAI embeddings", lambda: _openai(settings, timeout)))
     return checks
+
+
+def _supabase_checks(settings: Settings, timeout: float) -> list[Check]:
+    from docutrain_cli.supabase import checks as supabase
+    from docutrain_cli.supabase.client import close_client, make_client
+
+    try:
+        client = make_client(settings, timeout)
+    except DocutrainError as exc:
+        return [Check("Supabase reachable", False, str(exc), _fix_for(str(exc)))]
+    try:
+        reach = _guard("Supabase reachable", lambda: supabase.reachable(settings, client))
+        if not reach.ok:
+            return [reach]
+        documents, chunks = settings.documents_table, settings.chunks_table
+        return [
+            reach,
+            _guard(f"table {documents}", lambda: supabase.columns(settings, client, documents, DOCUMENT_COLUMNS)),
+            _guard(f"table {chunks}", lambda: supabase.columns(settings, client, chunks, CHUNK_COLUMNS)),
+            _guard("function match_document_chunks", lambda: supabase.match_function(settings, client)),
+            _guard("vector size", lambda: supabase.vector_size(settings, client)),
+            _guard(f"storage bucket {settings.storage_bucket}", lambda: supabase.bucket(settings, client)),
+        ]
+    finally:
+        close_client(client)
 
 
 def _guard(name: str, check: Callable[[], Check]) -> Check:
@@ -89,8 +88,6 @@ def _fix_for(message: str) -> str | None:
 # -- configuration -------------------------------------------------------------
 
 def _embedding_config(settings: Settings) -> Check:
-    from docutrain_cli.schema import embedding_model, vector_dimensions
-
     try:
         dims = vector_dimensions(settings)
     except DocutrainError as exc:
@@ -131,140 +128,24 @@ def _supabase_key(settings: Settings) -> Check:
     return Check("Supabase settings", True, shown + (f" (role {role})" if role else ""))
 
 
-# -- Supabase ------------------------------------------------------------------
-
-def _sink(settings: Settings, timeout: float):
-    from docutrain_cli.sinks.supabase import SupabaseSink
-
-    return SupabaseSink(settings, timeout=timeout)
-
-
-def _select(settings: Settings, table: str, columns: str, timeout: float):
-    from docutrain_cli.supabase_client import classify
-
-    try:
-        return _sink(settings, timeout)._table(table).select(columns).limit(0).execute()
-    except Exception as exc:  # noqa: BLE001
-        raise classify(exc, f"select from {table}") from None
-
-
-def _reachable(settings: Settings, timeout: float) -> Check:
-    try:
-        _select(settings, settings.documents_table, "id", timeout)
-    except PermanentError as exc:
-        if "does not exist" not in str(exc):
-            raise
-        # Reached it: the table question is the next check's to answer.
-    return Check("Supabase reachable", True, f"{settings.supabase_url} answers")
-
-
-def _columns(settings: Settings, table: str, expected: tuple[str, ...], timeout: float) -> Check:
-    name = f"table {table}"
-    try:
-        _select(settings, table, ",".join(expected), timeout)
-        return Check(name, True, f"has {', '.join(expected)}")
-    except PermanentError as exc:
-        if "table does not exist" in str(exc):
-            return Check(name, False, f"table {table} does not exist", SCHEMA_FIX)
-        if "column does not exist" not in str(exc):
-            raise
-    missing = []
-    for column in expected:  # one at a time, to name each missing one
-        try:
-            _select(settings, table, column, timeout)
-        except PermanentError as exc:
-            if "does not exist" not in str(exc):
-                raise
-            missing.append(column)
-    return Check(name, False, f"missing column(s): {', '.join(missing)}", SCHEMA_FIX)
-
-
-def _match_function(settings: Settings, timeout: float) -> Check:
-    from docutrain_cli.schema import vector_dimensions
-    from docutrain_cli.supabase_client import classify
-
-    name = "function match_document_chunks"
-    params = {"query_embedding": [0.0] * vector_dimensions(settings), "match_count": 0}
-    try:
-        _sink(settings, timeout).client.rpc("match_document_chunks", params).execute()
-    except Exception as exc:  # noqa: BLE001
-        error = classify(exc, "call match_document_chunks")
-        if "does not exist" in str(error):
-            return Check(name, False, "function match_document_chunks does not exist", SCHEMA_FIX)
-        raise error from None
-    return Check(name, True, "callable")
-
-
-def _vector_size(settings: Settings, timeout: float) -> Check:
-    from docutrain_cli.schema import vector_dimensions
-
-    want = vector_dimensions(settings)
-    table = settings.chunks_table
-    from docutrain_cli.supabase_client import classify
-
-    try:
-        rows = _sink(settings, timeout)._table(table).select("embedding").limit(1).execute().data
-    except Exception as exc:  # noqa: BLE001
-        error = classify(exc, f"select from {table}")
-        if "does not exist" in str(error):
-            return Check("vector size", False, f"cannot read {table}.embedding", SCHEMA_FIX)
-        raise error from None
-    if not rows:
-        return Check("vector size", True, f"expecting {want}; {table} has no rows yet to compare")
-    value = rows[0].get("embedding")
-    have = len(json.loads(value) if isinstance(value, str) else value or [])
-    if have != want:
-        return Check(
-            "vector size", False,
-            f"{table}.embedding holds {have}-dimension vectors, this configuration makes {want}",
-            "use the embedding model the table was made for, or re-create the column with `docutrain schema`'s size",
-        )
-    return Check("vector size", True, f"{want} dimensions, matches {table}")
-
-
-def _bucket(settings: Settings, timeout: float) -> Check:
-    from docutrain_cli.supabase_client import classify
-
-    name = f"storage bucket {settings.storage_bucket}"
-    try:
-        _sink(settings, timeout).client.storage.get_bucket(settings.storage_bucket)
-    except Exception as exc:  # noqa: BLE001
-        error = classify(exc, f"get storage bucket {settings.storage_bucket!r}")
-        if isinstance(error, PermanentError) and ("404" in str(error) or "not found" in str(error).lower()):
-            return Check(
-                name, False, f"bucket {settings.storage_bucket!r} does not exist",
-                "create it in Supabase Storage, or set storage_bucket (DOCUTRAIN_STORAGE_BUCKET) to the bucket uploads go to",
-            )
-        raise error from None
-    return Check(name, True, "exists")
-
-
 # -- OpenAI --------------------------------------------------------------------
 
 def _openai(settings: Settings, timeout: float) -> Check:
-    import openai
-
-    from docutrain_cli.schema import vector_dimensions
+    """One tiny input (a few tokens) through the embedder the workers use:
+    proves key, model and vector size at once, with its error messages."""
+    from docutrain_cli.errors import PermanentError
+    from docutrain_cli.pipeline.embed import make_embedder
 
     name = "OpenAI embeddings"
-    client = openai.OpenAI(
-        api_key=settings.openai_api_key, base_url=settings.openai_base_url, timeout=timeout, max_retries=0
-    )
-    kwargs = {"dimensions": settings.embedding_dimensions} if settings.embedding_dimensions else {}
+    embedder = make_embedder(settings, timeout=timeout, max_retries=0)
     try:
-        # One tiny input (a few tokens): proves key, model and vector size at once.
-        response = client.embeddings.create(
-            model=settings.embedding_model, input=["docutrain doctor"], encoding_format="float", **kwargs
-        )
-    except openai.AuthenticationError:
-        return Check(name, False, f"key {redact(settings.openai_api_key or '')} was refused", "set OPENAI_API_KEY to a valid key")
-    except openai.NotFoundError as exc:
-        return Check(name, False, f"model {settings.embedding_model!r} not found ({exc.status_code})", "set embedding_model")
-    except (openai.APIConnectionError, openai.APITimeoutError) as exc:
-        return Check(name, False, f"cannot reach {settings.openai_base_url or 'api.openai.com'}: {type(exc).__name__}", "check the network / OPENAI_BASE_URL")
-    except openai.APIStatusError as exc:
-        return Check(name, False, f"HTTP {exc.status_code}: {exc.message}", None)
-    size = len(response.data[0].embedding)
+        [vector] = embedder.embed(["docutrain doctor"])
+    except TransientError as exc:
+        where = settings.openai_base_url or "api.openai.com"
+        return Check(name, False, f"{where}: {exc}", "check the network / OPENAI_BASE_URL, then retry")
+    except PermanentError as exc:
+        return Check(name, False, str(exc), _openai_fix(str(exc)))
+    size = len(vector)
     try:
         want = vector_dimensions(settings)
     except DocutrainError:
@@ -272,3 +153,13 @@ def _openai(settings: Settings, timeout: float) -> Check:
     if size != want:
         return Check(name, False, f"model {settings.embedding_model} returned {size} dimensions, expected {want}", "set embedding_dimensions to match")
     return Check(name, True, f"model {settings.embedding_model} answers with {size} dimensions")
+
+
+def _openai_fix(message: str) -> str | None:
+    if "API key" in message:
+        return "set OPENAI_API_KEY to a valid key"
+    if "not found" in message:
+        return "set embedding_model"
+    if "dimensions" in message:
+        return "set embedding_dimensions to match"
+    return None

@@ -1,7 +1,8 @@
-"""The job record, its states, and the retry schedule.
+"""The job record, its states, its result, and the retry schedule.
 
 A job is plain data: it is pickled to worker processes and stored as JSON in
-the queue, so it holds only str/int/float/list/dict values.
+the queue, so it holds only str/int/float/list/dict values (its JobResult
+is stored as a dict, see `JobResult.to_dict`).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class Job:
     started_at: float | None = None
     finished_at: float | None = None
     state: JobState = JobState.QUEUED
-    result: dict[str, Any] | None = None
+    result: "JobResult | None" = None
 
     @property
     def last_error(self) -> str | None:
@@ -60,13 +61,16 @@ class Job:
         # in the dispatcher. Values are plain JSON types; copy the containers.
         data = {name: getattr(self, name) for name in _PAYLOAD_FIELDS}
         data["errors"] = list(self.errors)
-        data["result"] = dict(self.result) if self.result is not None else None
+        data["result"] = self.result.to_dict() if self.result is not None else None
         return data
 
     @classmethod
     def from_payload(cls, job_id: int, state: JobState, data: dict[str, Any]) -> "Job":
         known = {f.name for f in dataclasses.fields(cls)} - {"id", "state"}
-        return cls(id=job_id, state=state, **{k: v for k, v in data.items() if k in known})
+        fields = {k: v for k, v in data.items() if k in known}
+        if fields.get("result") is not None:
+            fields["result"] = JobResult.from_dict(fields["result"])
+        return cls(id=job_id, state=state, **fields)
 
     def record_error(self, message: str) -> None:
         self.errors = (self.errors + [message])[-MAX_ERROR_HISTORY:]
@@ -74,8 +78,54 @@ class Job:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["state"] = self.state.value
+        data["result"] = self.result.to_dict() if self.result is not None else None
         return data
 
+
+@dataclasses.dataclass
+class JobResult:
+    """What a processor returns for a finished job; the runner sums these.
+
+    Every field has a default, so a processor fills what it knows and a new
+    field (e.g. seconds waited for a rate budget) is one line here plus the
+    runner's sum if it should be summed.
+    """
+
+    pages: int = 0
+    chunks: int = 0
+    tokens_embedded: int = 0
+    tokens_cached: int = 0  # tokens whose vectors came from the embedding cache
+    embedder: str | None = None  # "openai" | "offline"
+    model: str | None = None  # the embedding model
+    dimensions: int | None = None
+    cost_usd: float | None = None  # at list price; None when the model has no known price
+    rate_limited: int = 0  # 429 answers the embedding API gave this job (waits, never failures)
+    rate_wait_seconds: float = 0.0  # time spent waiting for the shared rate budget or after a 429
+    document_id: int | None = None  # the local store's row id
+    document_key: str | None = None
+    sha256: str | None = None  # of the file's bytes
+    unreadable_pages: list[int] = dataclasses.field(default_factory=list)
+    seconds: float | None = None  # wall time in the worker
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able, for the queue record and `--json` output."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["unreadable_pages"] = list(self.unreadable_pages)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "JobResult":
+        """Also reads the untyped dicts older versions stored (their
+        `embedding_model` / `embedding_dimensions` keys); unknown keys are ignored."""
+        data = dict(data)
+        for old, new in _OLD_RESULT_KEYS.items():
+            if old in data and new not in data:
+                data[new] = data.pop(old)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known and v is not None})
+
+
+_OLD_RESULT_KEYS = {"embedding_model": "model", "embedding_dimensions": "dimensions"}
 
 _PAYLOAD_FIELDS = [f.name for f in dataclasses.fields(Job) if f.name not in ("id", "state")]
 

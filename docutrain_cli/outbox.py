@@ -1,9 +1,15 @@
 """The status outbox: every status change is committed to a local SQLite file
-first, then pushed to Supabase in batches, and retried until delivered.
+first, then pushed to its destination in batches, and retried until delivered.
+
+The outbox knows nothing about where changes go: `flush` hands each one to
+a `Delivery` (today Supabase's `user_documents`, supabase/status.py). A
+second destination (e.g. signed HTTP webhooks) is a second Delivery with its
+own outbox file, and gets the same ordering, backoff and guarantees without
+touching this module. That is also why it lives at the top, not in supabase/.
 
 Guarantees and how they are kept:
 - Nothing is lost: a change is one committed INSERT (WAL, synchronous=FULL)
-  before anyone tries to send it; a row is deleted only after Supabase has
+  before anyone tries to send it; a row is deleted only after the destination has
   taken it. A killed process loses nothing; the next flush resumes.
 - Order per document, last state wins: every change gets a sequence number
   from AUTOINCREMENT (never reused, so always increasing). A flush sends only
@@ -15,7 +21,7 @@ Guarantees and how they are kept:
   could otherwise read the same old state and send it after the other one
   sent a newer one. A flush that finds the lock taken does nothing.
 
-The file lives next to the store (`<store>.outbox`), not inside it: workers
+The Supabase outbox lives next to the store (`<store>.outbox`), not inside it: workers
 hold the store's write lock while they replace chunk sets, and the runner's
 status writes should not queue behind them.
 """
@@ -23,26 +29,24 @@ status writes should not queue behind them.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import logging
 import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from docutrain_cli import sqlite
 from docutrain_cli.errors import PermanentError, TransientError
-from docutrain_cli.sqlite_wal import use_wal
 
 log = logging.getLogger("docutrain.outbox")
 
-BUSY_TIMEOUT_MS = 30_000
 DEFAULT_BATCH = 100
 # After a transient failure automatic flushes wait, doubling up to a cap, so
 # an outage costs the runner one failed request per interval, not per tick.
 BACKOFF_FIRST = 5.0
 BACKOFF_MAX = 120.0
-# A change Supabase refuses for good (e.g. a column missing) is retried too:
+# A change the destination refuses for good (e.g. a column missing) is retried too:
 # fixing the schema must be enough to deliver it. But slowly.
 REFUSED_FIRST = 60.0
 REFUSED_MAX = 3600.0
@@ -68,6 +72,31 @@ CREATE TABLE IF NOT EXISTS outbox_state (
 """
 
 
+@dataclasses.dataclass(frozen=True)
+class StatusChange:
+    """One document status change, as recorded and as handed to a Delivery."""
+
+    document_id: str
+    status: str  # processing | ready | error
+    at: float  # epoch seconds when the change happened (not when it is sent)
+    error_message: str | None = None
+    page_count: int | None = None
+    chunk_count: int | None = None
+
+
+class Delivery(Protocol):
+    """A destination for status changes.
+
+    `deliver` returns True when the destination took the change, False when
+    it had nothing to apply it to (e.g. the row is gone); both count as
+    delivered. It raises TransientError to stop the flush and back off, or
+    PermanentError to set this change aside and retry it slowly."""
+
+    destination: str  # names it in log lines, e.g. "Supabase user_documents"
+
+    def deliver(self, change: StatusChange) -> bool: ...
+
+
 def outbox_path(store_path: str | os.PathLike[str]) -> Path:
     path = Path(store_path)
     return path.with_name(path.name + ".outbox")
@@ -75,7 +104,7 @@ def outbox_path(store_path: str | os.PathLike[str]) -> Path:
 
 @dataclasses.dataclass(frozen=True)
 class FlushResult:
-    delivered: int = 0  # changes Supabase took (rows matched)
+    delivered: int = 0  # changes the destination took (rows matched)
     dropped: int = 0  # no row matched: document deleted, or a stale `processing`
     refused: int = 0  # permanent errors this time (kept, retried later)
     error: str | None = None  # the transient error that stopped the flush
@@ -101,13 +130,9 @@ class Outbox:
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():  # never reuse across fork
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            use_wal(conn, BUSY_TIMEOUT_MS / 1000)
-            conn.execute("PRAGMA synchronous = FULL")  # a status change must survive
-            conn.executescript(SCHEMA)
-            self._conn, self._pid = conn, os.getpid()
+            # synchronous=FULL: a status change must survive a power cut.
+            self._conn = sqlite.connect(self.path, synchronous="FULL", schema=SCHEMA)
+            self._pid = os.getpid()
         return self._conn
 
     def close(self) -> None:
@@ -143,10 +168,10 @@ class Outbox:
 
     # -- reading -------------------------------------------------------------
 
-    def due(self, limit: int = DEFAULT_BATCH, now: float | None = None, *, skip: set[str] = frozenset()) -> list[tuple[int, Any]]:
+    def due(
+        self, limit: int = DEFAULT_BATCH, now: float | None = None, *, skip: set[str] = frozenset()
+    ) -> list[tuple[int, StatusChange]]:
         """(seq, StatusChange) for the newest change of each document, oldest first."""
-        from docutrain_cli.sinks.supabase import StatusChange
-
         now = time.time() if now is None else now
         rows = self.conn.execute(
             """SELECT o.seq, o.document_id, o.status, o.at, o.error_message, o.page_count, o.chunk_count
@@ -167,7 +192,7 @@ class Outbox:
         return out
 
     def backlog(self) -> int:
-        """Documents whose newest status has not reached Supabase yet."""
+        """Documents whose newest status has not been delivered yet."""
         return self.conn.execute("SELECT count(DISTINCT document_id) FROM status_outbox").fetchone()[0]
 
     def pending_changes(self) -> int:
@@ -199,15 +224,15 @@ class Outbox:
 
     def flush(
         self,
-        sink: Any,
+        delivery: Delivery,
         *,
         deadline_seconds: float = 5.0,
         batch_size: int = DEFAULT_BATCH,
         force: bool = False,
     ) -> FlushResult:
-        """Push due changes through `sink.push_status(change) -> bool` until
-        done, out of time, or Supabase fails transiently. Never raises for
-        Supabase trouble; the result (and `info()`) says what happened.
+        """Hand due changes to `delivery` until done, out of time, or the
+        destination fails transiently. Never raises for the destination's
+        trouble; the result (and `info()`) says what happened.
         `force` ignores the backoff (e.g. `docutrain sync`)."""
         now = time.time()
         retry_after = _float(self._state().get("retry_after")) or 0.0
@@ -215,15 +240,15 @@ class Outbox:
             return FlushResult(skipped=f"backing off until {time.strftime('%H:%M:%S', time.localtime(retry_after))}")
         if not self.conn.execute("SELECT 1 FROM status_outbox LIMIT 1").fetchone():
             return FlushResult()
-        lock = _try_lock(self.path.with_name(self.path.name + ".lock"))
+        lock = sqlite.try_lock(self.path.with_name(self.path.name + ".lock"))
         if lock is None:
             return FlushResult(skipped="another process is syncing this outbox")
         try:
-            return self._flush_locked(sink, time.monotonic() + deadline_seconds, batch_size, force)
+            return self._flush_locked(delivery, time.monotonic() + deadline_seconds, batch_size, force)
         finally:
             os.close(lock)
 
-    def _flush_locked(self, sink: Any, deadline: float, batch_size: int, force: bool) -> FlushResult:
+    def _flush_locked(self, delivery: Delivery, deadline: float, batch_size: int, force: bool) -> FlushResult:
         delivered = dropped = refused = 0
         refused_docs: set[str] = set()
         error: str | None = None
@@ -235,7 +260,7 @@ class Outbox:
                 if time.monotonic() >= deadline:
                     break
                 try:
-                    applied = sink.push_status(change)
+                    applied = delivery.deliver(change)
                 except TransientError as exc:
                     error = str(exc)
                     break
@@ -243,8 +268,8 @@ class Outbox:
                     refused += 1
                     refused_docs.add(change.document_id)
                     self._refuse(seq, str(exc))
-                    self._note_error(str(exc))
-                    log.warning("status for document %s refused: %s", change.document_id, exc)
+                    self.note_error(str(exc))
+                    log.warning("status for document %s refused by %s: %s", change.document_id, delivery.destination, exc)
                     continue
                 # Delivered: only now forget it and everything older for this document.
                 self.conn.execute(
@@ -256,8 +281,8 @@ class Outbox:
                 else:
                     dropped += 1
                     log.warning(
-                        "status %r for document %s matched no %s row (deleted, or already finished elsewhere)",
-                        change.status, change.document_id, "user_documents",
+                        "status %r for document %s matched nothing in %s (deleted, or already finished elsewhere)",
+                        change.status, change.document_id, delivery.destination,
                     )
             if error:
                 break
@@ -285,7 +310,7 @@ class Outbox:
                 failures=failures,
                 retry_after=now + min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (failures - 1)),
             )
-            self._note_error(error)
+            self.note_error(error)
             log.warning("status sync failed, %d document(s) waiting: %s", self.backlog(), error)
         else:
             updates.update(failures=0, retry_after=None)
@@ -293,7 +318,8 @@ class Outbox:
                 updates.update(last_error=None, last_error_at=None)  # all caught up
         self._set_state(updates)
 
-    def _note_error(self, message: str) -> None:
+    def note_error(self, message: str) -> None:
+        """Remember why delivery failed, for `info()` and `docutrain status`."""
         self._set_state({"last_error": message, "last_error_at": time.time()})
 
     # -- state ---------------------------------------------------------------
@@ -307,16 +333,6 @@ class Outbox:
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             [(k, None if v is None else str(v)) for k, v in values.items()],
         )
-
-
-def _try_lock(path: Path) -> int | None:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
 
 
 def _float(value: str | None) -> float | None:

@@ -57,9 +57,11 @@ class LogObserver(RunObserver):
     def started(self, runner: Runner, stats: QueueStats) -> None:
         c = stats.counts
         recovered = f", {runner.summary.recovered} recovered from a stopped run" if runner.summary.recovered else ""
+        waiting = (f"{c['queued']} queued, {c['retrying']} retrying" if stats.known
+                   else f"{_unknown(stats.unfinished)} unfinished (not told apart by this queue)")
         self.log(
-            f"run started: {runner.settings.workers} workers, {c['queued']} queued, "
-            f"{c['retrying']} retrying{recovered}; embedder: {describe_embedder(runner.settings)}"
+            f"run started: {runner.settings.workers} workers, {waiting}{recovered}; "
+            f"embedder: {describe_embedder(runner.settings)}"
         )
 
     def job_started(self, job: Job) -> None:
@@ -67,9 +69,9 @@ class LogObserver(RunObserver):
 
     def job_finished(self, job: Job, outcome: str, detail: str | None) -> None:
         if outcome == "done":
-            r = job.result or {}
+            r = job.result
             took = (job.finished_at or time.time()) - (job.started_at or time.time())
-            facts = ", ".join(f"{r[k]} {k}" for k in ("pages", "chunks") if k in r)
+            facts = ", ".join(f"{getattr(r, k)} {k}" for k in ("pages", "chunks") if r and getattr(r, k))
             self.log(f"done  job {job.id} {job.source}" + (f" ({facts})" if facts else "") + f" in {took:.1f}s")
         elif outcome == "released":
             self.log(f"returned job {job.id} {job.source} to the queue" + (f": {detail}" if detail else ""))
@@ -175,6 +177,10 @@ class RichObserver(RunObserver):
         self.runner = None
         self._refresh()
         self.live.stop()
+
+
+def _unknown(value: int | None) -> str:
+    return "unknown" if value is None else str(value)
 
 
 def describe_embedder(settings) -> str:

@@ -11,21 +11,22 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import multiprocessing
+import os
 import time
 from typing import Any, Protocol
 
 from docutrain_cli.config import Settings
 from docutrain_cli.errors import AccountError, ExitCode, PermanentError, RateLimitedError, TransientError
-from docutrain_cli.jobs import Job, RetryPolicy
+from docutrain_cli.jobs import Job, JobResult, RetryPolicy
 from docutrain_cli.queues.base import JobQueue, QueueStats
-from docutrain_cli.worker import init_worker, load_processor, run_job, worker_modules
+from docutrain_cli.worker import WorkerContext, init_worker, load_processor, run_job, run_with, worker_modules
 
 TICK = 0.2  # how often the loop wakes up to look at flags and timers
 HOUSEKEEP_EVERY = 30.0  # seconds, or
 HOUSEKEEP_AFTER = 1000  # finished jobs, whichever comes first: keeps the queue table small
 FLUSH_EVERY = 2.0
 BUDGET_EVERY = 5.0  # how often the display learns the rate budget's figures
-SUMMED_RESULT_KEYS = ("pages", "chunks", "tokens_embedded", "tokens_cached", "rate_limited")
+SUMMED_RESULT_FIELDS = ("pages", "chunks", "tokens_embedded", "tokens_cached", "rate_limited")
 
 
 class RunObserver:
@@ -41,11 +42,12 @@ class RunObserver:
     def finished(self, summary: "RunSummary") -> None: ...
 
 
-class StatusSink(Protocol):
-    """Where document status changes go (local store, Supabase outbox)."""
+class StatusListener(Protocol):
+    """Receives document status changes; by default a
+    recorder.StatusRecorder (local store, plus the Supabase outbox)."""
 
     def processing(self, job: Job) -> None: ...
-    def ready(self, job: Job, result: dict) -> None: ...
+    def ready(self, job: Job, result: JobResult) -> None: ...
     def error(self, job: Job, message: str) -> None: ...
     def flush(self) -> int: ...
     def close(self) -> None: ...
@@ -65,11 +67,28 @@ class RunSummary:
     account_problem: str | None = None  # quota or key trouble that stopped (or paused) the run
     budget: dict | None = None  # the rate budget's figures at the end
     totals: dict[str, int] = dataclasses.field(
-        default_factory=lambda: {k: 0 for k in SUMMED_RESULT_KEYS}
+        default_factory=lambda: {k: 0 for k in SUMMED_RESULT_FIELDS}
     )
     embedders: set[str] = dataclasses.field(default_factory=set)
     tokens_by_model: dict[str, int] = dataclasses.field(default_factory=dict)
+    # Summed from the processors' results; None once a job's cost is unknown.
+    cost_usd: float | None = 0.0
     remaining: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def add(self, result: JobResult) -> None:
+        """Count one finished job's result."""
+        self.done += 1
+        for name in SUMMED_RESULT_FIELDS:
+            self.totals[name] += int(getattr(result, name) or 0)
+        self.rate_wait_seconds += float(result.rate_wait_seconds or 0.0)
+        if result.model:
+            self.embedders.add(f"{result.embedder} ({result.model})")
+            tokens = int(result.tokens_embedded or 0)
+            self.tokens_by_model[result.model] = self.tokens_by_model.get(result.model, 0) + tokens
+            if result.cost_usd is None:
+                self.cost_usd = None
+            elif self.cost_usd is not None:
+                self.cost_usd += result.cost_usd
 
     @property
     def exit_code(self) -> ExitCode:
@@ -80,19 +99,6 @@ class RunSummary:
         return ExitCode.PARTIAL if self.dead else ExitCode.OK
 
     @property
-    def cost_usd(self) -> float | None:
-        """What the embedded tokens cost at list price; None if a model is unknown."""
-        from docutrain_cli.pipeline.embed import price_per_million_tokens
-
-        total = 0.0
-        for model, tokens in self.tokens_by_model.items():
-            price = price_per_million_tokens(model)
-            if price is None:
-                return None
-            total += tokens * price / 1e6
-        return total
-
-    @property
     def tokens_per_minute(self) -> float:
         """Embedding tokens sent per minute over the run."""
         return self.totals["tokens_embedded"] * 60.0 / self.elapsed if self.elapsed > 0 else 0.0
@@ -100,7 +106,6 @@ class RunSummary:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["embedders"] = sorted(self.embedders)
-        data["cost_usd"] = self.cost_usd
         data["tokens_per_minute"] = round(self.tokens_per_minute)
         data["exit_code"] = int(self.exit_code)
         return data
@@ -132,16 +137,23 @@ class Runner:
         settings: Settings,
         queue: JobQueue,
         observer: RunObserver | None = None,
-        status: StatusSink | None = None,
+        status: StatusListener | None = None,
+        *,
+        in_process: bool = False,
     ):
         """`status` receives document status changes; by default a
-        StatusRecorder (local store, plus the Supabase outbox if configured)."""
+        StatusRecorder (local store, plus the Supabase outbox if configured).
+
+        `in_process=True` runs each job in this process, one at a time, with
+        no worker pool (like rq's SimpleWorker): for tests and debugging,
+        where a subprocess adds nothing. A crash or hang then takes the
+        runner with it, so production runs always use the pool."""
         self.settings = settings
         self.queue = queue
         self.observer = observer or RunObserver()
         self._owns_status = status is None
         if status is None:  # the local store (+ Supabase outbox) by default
-            from docutrain_cli.status import StatusRecorder
+            from docutrain_cli.recorder import StatusRecorder
 
             status = StatusRecorder(settings)
         self.status = status
@@ -150,6 +162,7 @@ class Runner:
         self._stop_reason: str | None = None
         self._force = False
         self._in_flight: dict[concurrent.futures.Future, Job] = {}
+        self._in_process = in_process
         self._drain = False
         self._paused_until = 0.0  # a service waits out account trouble until then (monotonic)
         self._budget = None  # the embedding rate budget, read for the display
@@ -204,6 +217,8 @@ class Runner:
 
     # -- the loop ----------------------------------------------------------
     def _start_pool(self):
+        if self._in_process:
+            return InProcessPool(self.settings)
         from pebble import ProcessPool
 
         # forkserver: workers never inherit our clients, threads or locks. The
@@ -215,7 +230,7 @@ class Runner:
         return ProcessPool(
             max_workers=self.settings.workers,
             initializer=init_worker,
-            initargs=(self.settings,),
+            initargs=(self.settings, os.getpid()),
             context=context,
         )
 
@@ -289,6 +304,10 @@ class Runner:
     def _work_left(self, deadline: float | None) -> bool:
         """In drain mode: is there anything we should still wait for?"""
         stats = self.queue.stats(time.time())
+        if not stats.known:
+            # Only the unfinished total is known (Cloudflare's backlog: queued,
+            # leased elsewhere and waiting retries alike): wait while it lasts.
+            return bool(stats.unfinished)
         if stats.counts["queued"]:
             return True  # e.g. enqueued a moment ago, or a retry just came due
         if not self.queue.exclusive and stats.counts["running"]:
@@ -341,20 +360,12 @@ class Runner:
             return self._fail(job, exc)
         self._succeed(job, result)
 
-    def _succeed(self, job: Job, result: dict) -> None:
+    def _succeed(self, job: Job, result: JobResult) -> None:
         job.result = result
         job.finished_at = time.time()
         self.status.ready(job, result)  # chunks are stored: the worker did it
         self.queue.complete(job)
-        self.summary.done += 1
-        for key in SUMMED_RESULT_KEYS:
-            self.summary.totals[key] += int(result.get(key) or 0)
-        self.summary.rate_wait_seconds += float(result.get("rate_wait_seconds") or 0.0)
-        model = result.get("embedding_model")
-        if model:
-            self.summary.embedders.add(f"{result.get('embedder')} ({model})")
-            tokens = int(result.get("tokens_embedded") or 0)
-            self.summary.tokens_by_model[model] = self.summary.tokens_by_model.get(model, 0) + tokens
+        self.summary.add(result)
         self.observer.job_finished(job, "done", None)
 
     def _fail(self, job: Job, exc: BaseException) -> None:
@@ -424,3 +435,31 @@ def _killed_by_stop(exc: BaseException) -> bool:
     from pebble import ProcessExpired
 
     return isinstance(exc, (ProcessExpired, BrokenProcessPool))
+
+
+class InProcessPool:
+    """The part of pebble's ProcessPool the runner uses, running each job at
+    once in the calling process (see Runner's `in_process`). Futures come
+    back finished, so the dispatch loop settles them on its next wait."""
+
+    def __init__(self, settings: Settings):
+        self._processor = load_processor(settings.processor)
+        self._context = WorkerContext(settings)
+
+    def schedule(self, function, args=(), timeout=None) -> concurrent.futures.Future:
+        # `function` is worker.run_job, which needs init_worker's globals;
+        # here the same work runs with this pool's processor and context.
+        (job,) = args
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        future.set_running_or_notify_cancel()
+        try:
+            future.set_result(run_with(self._processor, job, self._context))
+        except Exception as exc:  # noqa: BLE001 - settled like a worker's failure
+            future.set_exception(exc)
+        return future
+
+    def stop(self) -> None:
+        self._context.close()
+
+    def join(self, timeout: float | None = None) -> None:
+        pass

@@ -1,28 +1,113 @@
 """What runs inside each worker process.
 
 Workers are started by the runner's process pool (forkserver, so they never
-inherit the parent's network clients or threads). Each one loads the
-configured processor once and then runs one job at a time.
+inherit the parent's network clients or threads). `init_worker` loads the
+configured processor once and builds the process's one WorkerContext; each
+job is then `processor(job, context) -> JobResult | None`.
 """
 
 from __future__ import annotations
 
-import ctypes
 import importlib
+import os
+import select
 import signal
-import sys
-from typing import Any, Callable
+import threading
+import time
+from typing import Any, Callable, Optional
 
 from docutrain_cli.config import Settings
 from docutrain_cli.errors import ConfigError
-from docutrain_cli.jobs import Job
+from docutrain_cli.jobs import Job, JobResult
 
-Processor = Callable[[Job, Settings], dict]
+class WorkerContext:
+    """Everything a processor reuses from one job to the next in its process.
 
-_settings: Settings | None = None
+    The store, the embedder and the Supabase client are made on first use,
+    in the process that uses them (clients never cross a fork), and kept for
+    the process's later jobs. So is the embedding API's rate budget, shared
+    by all workers (and all runners on a shared queue): every processor
+    reaches it the same way.
+    """
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._store = None
+        self._embedder = None
+        self._supabase = None
+        self._downloads = None
+        self._budget = None
+
+    @property
+    def store(self):
+        """The local store (docutrain_cli.store.local.LocalStore)."""
+        if self._store is None:
+            from docutrain_cli.store.local import LocalStore
+
+            self._store = LocalStore(self.settings.store)
+        return self._store
+
+    @property
+    def embedder(self):
+        """The embedder the settings name (docutrain_cli.pipeline.embed)."""
+        if self._embedder is None:
+            from docutrain_cli.pipeline.embed import make_embedder
+
+            self._embedder = make_embedder(self.settings, budget=self.budget)
+        return self._embedder
+
+    @property
+    def budget(self):
+        """The embedding API's shared rate budget (docutrain_cli.pipeline.ratelimit),
+        or None with the offline embedder, which has no limit."""
+        if self._budget is None and self.settings.embedder_kind == "openai":
+            from docutrain_cli.pipeline.ratelimit import open_budget
+
+            self._budget = open_budget(self.settings)
+        return self._budget
+
+    @property
+    def supabase(self):
+        """A Supabase client for this process (raises PermanentError when
+        Supabase is not configured)."""
+        if self._supabase is None:
+            from docutrain_cli.supabase.chunks import WORKER_TIMEOUT
+            from docutrain_cli.supabase.client import make_client
+
+            self._supabase = make_client(self.settings, WORKER_TIMEOUT)
+        return self._supabase
+
+    @property
+    def downloads(self):
+        """This worker's Storage downloads (at most one file on disk)."""
+        if self._downloads is None:
+            from docutrain_cli.supabase.storage import Downloads
+
+            self._downloads = Downloads()
+        return self._downloads
+
+    def close(self) -> None:
+        """Release what was made (in-process runs and tests; a worker
+        process simply exits)."""
+        if self._store is not None:
+            self._store.close()
+        if self._supabase is not None:
+            from docutrain_cli.supabase.client import close_client
+
+            close_client(self._supabase)
+        if self._downloads is not None:
+            self._downloads.clear()
+        if self._budget is not None:
+            self._budget.store.close()
+        self._store = self._embedder = self._supabase = self._downloads = self._budget = None
+
+
+Processor = Callable[[Job, WorkerContext], Optional[JobResult]]
+
+# The pool calls run_job(job) with nothing else, so the worker's processor
+# and context live here, set once by init_worker: truly per process.
 _processor: Processor | None = None
-
-PR_SET_PDEATHSIG = 1
+_context: WorkerContext | None = None
 
 
 def load_processor(spec: str) -> Processor:
@@ -43,30 +128,67 @@ def worker_modules(spec: str) -> list[str]:
     return list(dict.fromkeys([__name__, module_name, *declared]))
 
 
-def _die_with_parent() -> None:
-    # If the runner is killed (even kill -9) its workers must not linger and
-    # keep writing: ask Linux to SIGKILL us when our parent goes away.
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        except (OSError, AttributeError):  # pragma: no cover - exotic libc
-            pass
+def _die_with_runner(runner_pid: int) -> None:
+    """If the runner is killed (even kill -9) its workers must not linger and
+    keep writing. A worker's parent is the forkserver, not the runner, and
+    the forkserver outlives the runner while any worker is busy (each worker
+    holds its liveness pipe), so PR_SET_PDEATHSIG alone never fired for busy
+    workers. Watch the runner itself: a pidfd becomes readable when it exits
+    (Linux 5.3+); elsewhere poll its pid."""
+    try:
+        pidfd = os.pidfd_open(runner_pid)
+    except ProcessLookupError:
+        os.kill(os.getpid(), signal.SIGKILL)  # already gone
+        return
+    except (AttributeError, OSError):  # pragma: no cover - old kernel or not Linux
+        pidfd = None
+
+    def watch() -> None:
+        if pidfd is not None:
+            select.select([pidfd], [], [])
+        else:  # pragma: no cover
+            while _alive(runner_pid):
+                time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="docutrain-die-with-runner", daemon=True).start()
 
 
-def init_worker(settings: Settings) -> None:
+def _alive(pid: int) -> bool:  # pragma: no cover - only without pidfd
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def init_worker(settings: Settings, runner_pid: int | None = None) -> None:
     """Pool initializer: Ctrl-C is the runner's business, not the workers'."""
-    global _settings, _processor
+    global _processor, _context
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent()
-    _settings = settings
+    if runner_pid is not None:
+        _die_with_runner(runner_pid)
     _processor = load_processor(settings.processor)
+    _context = WorkerContext(settings)
 
 
-def run_job(job: Job) -> dict[str, Any]:
-    assert _processor is not None and _settings is not None, "init_worker not called"
-    return _processor(job, _settings) or {}
+def run_job(job: Job) -> JobResult:
+    assert _processor is not None and _context is not None, "init_worker not called"
+    return run_with(_processor, job, _context)
 
 
-def noop(job: Job, settings: Settings) -> dict[str, Any]:
+def run_with(processor: Processor, job: Job, context: WorkerContext) -> JobResult:
+    """One job through a processor; None (nothing to report) is an empty
+    result, and a plain dict (a processor written before JobResult) is read
+    like an old queue record."""
+    result: Any = processor(job, context)
+    if result is None:
+        return JobResult()
+    return JobResult.from_dict(result) if isinstance(result, dict) else result
+
+
+def noop(job: Job, context: WorkerContext) -> None:
     """A processor that does nothing: measures the dispatcher's own cost."""
-    return {}
+    return None

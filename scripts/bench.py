@@ -709,14 +709,21 @@ def _raw_extract(path: str) -> int:
     return pages
 
 
+_pool_contexts: dict = {}  # store -> WorkerContext: one per pool process, as a worker keeps
+
+
 def _pool_process_job(task: tuple[str, str]) -> int:
     from docutrain_cli.config import load_settings
     from docutrain_cli.jobs import Job
     from docutrain_cli.pipeline.process import process_job
+    from docutrain_cli.worker import WorkerContext
 
     store, path = task
-    settings = load_settings({"store": store, "embedder": "offline"}, environ={})
-    return process_job(Job(id=0, source=path), settings)["pages"]
+    context = _pool_contexts.get(store)
+    if context is None:
+        settings = load_settings({"store": store, "embedder": "offline"}, environ={})
+        context = _pool_contexts[store] = WorkerContext(settings)
+    return process_job(Job(id=0, source=path), context).pages
 
 
 def _spin(n: int) -> int:
@@ -802,10 +809,11 @@ def _child_main(argv: list[str]) -> None:
             from docutrain_cli.config import load_settings
             from docutrain_cli.jobs import Job
             from docutrain_cli.pipeline.process import process_job
+            from docutrain_cli.worker import WorkerContext
 
             settings = load_settings({"store": store, "embedder": "offline"}, environ={})
-            result = process_job(Job(id=1, source=path), settings)
-            pages = result["pages"]
+            result = process_job(Job(id=1, source=path), WorkerContext(settings))
+            pages = result.pages
         else:
             pages = _raw_extract(path)
         # VmHWM: the peak RSS of this address space. ru_maxrss is not used on

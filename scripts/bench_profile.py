@@ -43,9 +43,10 @@ def _best(fn, n: int = 5) -> float:
 def pipeline(work: Path) -> None:
     from docutrain_cli.jobs import Job
     from docutrain_cli.pipeline.process import process_job
+    from docutrain_cli.worker import WorkerContext
 
     pdf = bench.write_pdf(work / "p200.pdf", 200, 100)
-    settings = _settings(work)
+    settings = WorkerContext(_settings(work))  # as a worker keeps it for all its jobs
     job = Job(id=1, source=str(pdf))
     process_job(job, settings)  # warm up: imports, store schema
     t_job = _best(lambda: process_job(job, settings))
@@ -67,17 +68,18 @@ def stages(work: Path) -> None:
 
     from docutrain_cli.jobs import Job
     from docutrain_cli.pipeline.chunk import chunk_pages
-    from docutrain_cli.pipeline.embed import get_embedder
     from docutrain_cli.pipeline.extract import Extraction
-    from docutrain_cli.pipeline.process import get_store, process_job
-    from docutrain_cli.store import ChunkRow
+    from docutrain_cli.pipeline.process import process_job
+    from docutrain_cli.store.local import ChunkRow
+    from docutrain_cli.worker import WorkerContext
 
     pdf = bench.write_pdf(work / "p200.pdf", 200, 100)
-    settings = _settings(work)
-    embedder = get_embedder(settings)
-    store = get_store(settings.store)
+    context = WorkerContext(_settings(work))
+    settings = context.settings
+    embedder = context.embedder
+    store = context.store
     job = Job(id=1, source=str(pdf))
-    process_job(job, settings)  # warm up
+    process_job(job, context)  # warm up
 
     def extract():
         with Extraction(pdf) as doc:
@@ -104,7 +106,7 @@ def stages(work: Path) -> None:
         "  of which: one estimate pass over the page text": _best(count),
         "embed (offline embedder)": _best(embed),
         "store (replace_chunks, one transaction)": _best(write),
-        "process_job total": _best(lambda: process_job(job, settings)),
+        "process_job total": _best(lambda: process_job(job, context)),
     }
     print(f"200 pages, {len(chunks)} chunks, one process, best of 5:")
     for name, seconds in times.items():
@@ -115,7 +117,7 @@ def _dispatch(work: Path, n: int, profile: cProfile.Profile | None = None) -> fl
     from docutrain_cli.jobs import Job
     from docutrain_cli.queues.local import LocalQueue
     from docutrain_cli.runner import Runner
-    from docutrain_cli.status import StatusRecorder
+    from docutrain_cli.recorder import StatusRecorder
 
     run_dir = bench.fresh_dir(work, f"dispatch-{n}")
     (run_dir / "f.txt").write_text("x")

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from docutrain_cli.jobs import Job
+from docutrain_cli.jobs import Job, JobResult
 from docutrain_cli.queues.local import LocalQueue
 
 
@@ -23,7 +23,7 @@ def main(target: str = "queue.db.example") -> None:
     queue.enqueue(jobs)
     now = time.time()
     done, dead, flaky = queue.lease(3, now)
-    done.result = {"pages": 3, "chunks": 4, "embedder": "offline", "embedding_model": "offline-hash-v1"}
+    done.result = JobResult(pages=3, chunks=4, embedder="offline", model="offline-hash-v1")
     queue.complete(done)
     queue.bury(dead, "uploads/handbook.pdf: encrypted: needs a password")
     queue.retry_later(flaky, "uploads/scan.pdf: OpenAI answered 429 (rate limited)", now + 3600)

@@ -16,16 +16,13 @@ def _embed_loop(base_url: str, store_spec: tuple[str, str], requests: int, words
     from docutrain_cli.pipeline.ratelimit import RateBudget, SQLiteBudgetStore, budget_key
 
     kind, where = store_spec
-    if kind == "none":  # the control: every process on its own, only 429s to go by
-        budget = None
+    if kind == "sqlite":
+        store = SQLiteBudgetStore(where)
     else:
-        if kind == "sqlite":
-            store = SQLiteBudgetStore(where)
-        else:
-            from docutrain_cli.pipeline.ratelimit_pg import PostgresBudgetStore
+        from docutrain_cli.pipeline.ratelimit_pg import PostgresBudgetStore
 
-            store = PostgresBudgetStore(where)
-        budget = RateBudget(store, budget_key(base_url, KEY, "text-embedding-3-small"))
+        store = PostgresBudgetStore(where)
+    budget = RateBudget(store, budget_key(base_url, KEY, "text-embedding-3-small"))
     embedder = OpenAIEmbedder(api_key=KEY, base_url=base_url, dimensions=4, budget=budget, timeout=30)
     barrier.wait()
     for i in range(requests):

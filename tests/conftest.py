@@ -68,25 +68,42 @@ class Docutrain:
         return json.loads(result.stdout)
 
     def wait_for(self, predicate, timeout: float = 60.0, what: str = "condition"):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}")
+        return wait_for(predicate, timeout, what)
 
     def output_rows(self) -> list[tuple]:
-        if not self.output.exists():
-            return []
-        with sqlite3.connect(self.output) as conn:
-            return conn.execute("SELECT document, job FROM output ORDER BY job").fetchall()
+        return self._output("SELECT document, job FROM output ORDER BY job")
 
     def runs(self) -> list[tuple]:
+        return self._output("SELECT job, attempt FROM runs ORDER BY at")
+
+    def worker_pids(self) -> set[int]:
+        """The processes that ran jobs so far."""
+        return {pid for (pid,) in self._output("SELECT DISTINCT pid FROM runs")}
+
+    def _output(self, sql: str) -> list[tuple]:
+        """What tests/processors.py recorded; nothing before a worker made the file."""
         if not self.output.exists():
             return []
         with sqlite3.connect(self.output) as conn:
-            return conn.execute("SELECT job, attempt FROM runs ORDER BY at").fetchall()
+            try:
+                return conn.execute(sql).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "no such table" not in str(exc):
+                    raise
+                return []  # a worker is creating the tables right now
+
+
+def wait_for(predicate, timeout: float = 60.0, what: str = "condition", interval: float = 0.05):
+    """Poll until `predicate()` is truthy and return its value; fail the
+    test naming `what` after `timeout` seconds. Tests wait for observable
+    state with this, never for a fixed time."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -127,13 +144,10 @@ def supabase_standin():
     """A real PostgREST + Storage speaking server on 127.0.0.1 (see tests/supabase_standin.py)."""
     from supabase_standin import StandIn
 
-    from docutrain_cli.supabase_client import reset_clients
-
     server = StandIn()
     try:
         yield server
     finally:
-        reset_clients()  # this process's clients point at a port that goes away
         server.close()
 
 
@@ -173,7 +187,7 @@ def pg_url(pg_admin):
     """A fresh database for this test session with pgmq installed from the bundled SQL."""
     import pg
 
-    from docutrain_cli.queues.pgmq import bundled_sql
+    from docutrain_cli.queues.pgmq_setup import bundled_sql
 
     with pg.fresh_database(*pg_admin) as db_url:
         path, _ = bundled_sql()
@@ -186,7 +200,7 @@ def pgmq_queue_name(pg_url):
     """A new, empty pgmq queue (and its dead-letter queue) in the session database."""
     import pg
 
-    from docutrain_cli.queues.pgmq import init_queue
+    from docutrain_cli.queues.pgmq_setup import init_queue
 
     name = pg.new_queue_name()
     init_queue(pg_url, name)
@@ -195,3 +209,13 @@ def pgmq_queue_name(pg_url):
 
 
 # --- end of PostgreSQL / pgmq fixtures ---
+
+
+@pytest.fixture
+def cloudflare():
+    """A running stand-in for Cloudflare Queues' REST API (tests/cloudflare_standin.py)."""
+    from cloudflare_standin import CloudflareStandin
+
+    standin = CloudflareStandin().start()
+    yield standin
+    standin.stop()

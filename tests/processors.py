@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from docutrain_cli.errors import PermanentError, TransientError
+from docutrain_cli.jobs import JobResult
 
 
 def _db() -> sqlite3.Connection:
@@ -27,11 +28,11 @@ def _db() -> sqlite3.Connection:
     return conn
 
 
-def _record(job) -> dict:
+def _record(job) -> JobResult:
     conn = _db()
     conn.execute("INSERT OR REPLACE INTO output VALUES (?, ?, ?)", (job.document_key, job.id, os.getpid()))
     conn.close()
-    return {"pages": 1, "chunks": 1}
+    return JobResult(pages=1, chunks=1)
 
 
 def _note_run(job) -> None:
@@ -40,16 +41,17 @@ def _note_run(job) -> None:
     conn.close()
 
 
-def record(job, settings) -> dict:
+def record(job, context) -> JobResult:
     """Succeeds after an optional pause (DOCUTRAIN_TEST_SLEEP seconds)."""
     _note_run(job)
     time.sleep(float(os.environ.get("DOCUTRAIN_TEST_SLEEP", "0")))
     return _record(job)
 
 
-def by_name(job, settings) -> dict:
+def by_name(job, context) -> JobResult:
     """Does what the file's name says: crash-kill, crash-segv, crash-exit,
-    hang, transient-N (fails the first N attempts), permanent, sleep-S."""
+    hang, transient-N (fails the first N attempts), permanent, sleep-S,
+    wait (until the test creates <name>.go next to the file: no timing guess)."""
     _note_run(job)
     name = Path(job.source).stem
     if name.startswith("crash-kill"):
@@ -66,6 +68,11 @@ def by_name(job, settings) -> dict:
             raise TransientError(f"service unavailable (attempt {job.attempts})")
     if name.startswith("permanent"):
         raise PermanentError("not a PDF: cannot open")
-    if name.startswith("sleep-"):
-        time.sleep(float(name.split("-")[1]))
+    if name.startswith("wait"):
+        go = Path(job.source).with_suffix(".go")
+        deadline = time.monotonic() + 120
+        while not go.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    if "sleep-" in name:  # sleep-S, or a-sleep-S to choose the queue order
+        time.sleep(float(name.split("sleep-")[1].split("-")[0]))
     return _record(job)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, make_files
+from docutrain_cli.jobs import STATES
 
-STATES = ("queued", "running", "retrying", "done", "dead")
 COMMANDS = ["enqueue", "run", "status", "jobs", "retry", "search", "schema", "sync", "doctor", "queue init"]
 
 
@@ -141,19 +141,49 @@ def test_config_file_and_flags_take_priority_in_order(docutrain, tmp_path):
     assert (tmp_path / "from-flag.db").exists()
 
 
-def test_secrets_never_appear_in_output(docutrain, tmp_path):
-    secret = "sk-test-this-must-never-be-printed-0123456789"
-    make_files(tmp_path, ["a.txt"])
-    docutrain("enqueue", "a.txt")
+def test_secrets_never_appear_in_output(docutrain, tmp_path, openai_standin, supabase_standin):
+    # Every command that handles a key, through the real openai and supabase
+    # clients against the stand-ins, with the failures that produce error
+    # messages: a refused key, 5xx from OpenAI, status and chunk writes failing.
+    openai_key = "sk-test-this-must-never-be-printed-0123456789"
+    wrong_key = "sk-test-a-wrong-key-also-never-printed-98765"
+    supabase_key = supabase_standin.key
+    openai_standin.required_key = openai_key
+    project = supabase_standin.project
+    for i in range(3):
+        project.put_object("documents", f"u/{i}.txt", f"Document {i} says hello to the tenant.".encode())
+        project.add_document("pending", storage_path=f"u/{i}.txt")
+    env = dict(
+        OPENAI_API_KEY=openai_key, OPENAI_BASE_URL=openai_standin.base_url, DOCUTRAIN_EMBEDDING_DIMENSIONS="8",
+        SUPABASE_URL=supabase_standin.url, SUPABASE_SERVICE_ROLE_KEY=supabase_key, DOCUTRAIN_WORKERS="1",
+    )
     outputs = []
-    for args in (("status",), ("jobs",), ("run", "--drain", "--workers", "1", "--json")):
-        result = docutrain(
-            *args, OPENAI_API_KEY=secret, OPENAI_BASE_URL="http://127.0.0.1:9/v1",
-            DOCUTRAIN_PROCESSOR="tests.processors:record",
-        )
-        outputs.append(result.stdout + result.stderr)
-    assert all(secret not in text for text in outputs)
-    assert all(secret[4:20] not in text for text in outputs)
+
+    def run(*args, **extra):
+        result = docutrain(*args, **{**env, **extra})
+        outputs.append(" ".join(args) + "\n" + result.stdout + result.stderr)
+        return result
+
+    assert run("enqueue", "--from-supabase").returncode == 0
+    first = run("run", "--drain", "--json", OPENAI_API_KEY=wrong_key)  # 401: the run stops, jobs stay queued
+    assert first.returncode == 5 and "rejected the API key" in first.stderr
+    assert json.loads(run("status", "--json").stdout)["queued"] == 3
+    openai_standin.fail_next(2, status=500)  # retried by the embedder (twice), else by the job
+    supabase_standin.fail("PATCH", "/rest/v1/user_documents", 503)
+    supabase_standin.fail("POST", "/rest/v1/document_chunks", 500, times=1)
+    second = run("run", "--drain", "--json")
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["done"] == 3
+    for args in (("status",), ("status", "--json"), ("jobs", "--json"), ("jobs", "show", "1"), ("sync",), ("doctor",)):
+        run(*args)
+    supabase_standin.heal()
+    for args in (("sync", "--json"), ("doctor", "--json"), ("search", "hello tenant"), ("run", "--drain", "--traceback")):
+        run(*args)
+    assert {r["status"] for r in project.rows("user_documents")} == {"ready"}
+    text = "\n".join(outputs)
+    assert "Supabase" in text and "OpenAI" in text  # the outputs do talk about both
+    for secret in (openai_key, wrong_key, supabase_key):
+        assert secret not in text and secret[4:20] not in text, secret
 
 
 def test_queue_db_example_is_readable_by_the_current_code(docutrain, tmp_path):
@@ -167,6 +197,9 @@ def test_queue_db_example_is_readable_by_the_current_code(docutrain, tmp_path):
     assert {k: before[k] for k in STATES} == {k: status[k] for k in STATES}
     dead = json.loads(docutrain("--queue", str(example), "jobs", "--state", "dead", "--json").stdout)
     assert dead and dead[0]["errors"]
+    done = json.loads(docutrain("--queue", str(example), "jobs", "--state", "done", "--json").stdout)
+    # Results stored as untyped dicts by older versions read as JobResults.
+    assert done[0]["result"]["model"] == "offline-hash-v1" and done[0]["result"]["chunks"] == 4
 
 
 def test_housekeeping_clears_finished_rows_but_keeps_the_record(docutrain, tmp_path):

@@ -14,10 +14,10 @@ from docutrain_cli.pipeline.embed import (
     OFFLINE_DIMENSIONS,
     OfflineEmbedder,
     OpenAIEmbedder,
-    get_embedder,
     plan_batches,
-    price_per_million_tokens,
 )
+from docutrain_cli.pipeline.models import price_per_million_tokens
+from docutrain_cli.worker import WorkerContext
 from openai_standin import fake_vector
 
 KEY = "sk-test-0123456789abcdefghij"
@@ -199,11 +199,13 @@ def test_prices():
     assert price_per_million_tokens("nomic-embed-text") is None
 
 
-def test_one_embedder_per_process_and_settings(openai_standin):
-    offline = Settings(embedder="offline")
-    assert get_embedder(offline) is get_embedder(offline)
+def test_a_worker_context_makes_its_embedder_once_on_first_use(openai_standin):
+    offline = WorkerContext(Settings(embedder="offline"))
+    assert offline._embedder is None  # nothing made before a job needs it
+    assert offline.embedder is offline.embedder and offline.embedder.kind == "offline"
     online = Settings(openai_api_key=KEY, openai_base_url=openai_standin.base_url, embedding_dimensions=8)
-    embedder = get_embedder(online)
-    assert embedder.kind == "openai" and embedder is get_embedder(online)
-    assert get_embedder(online.replace(embedding_dimensions=16)) is not embedder
+    context = WorkerContext(online)
+    embedder = context.embedder
+    assert embedder.kind == "openai" and embedder is context.embedder
+    assert WorkerContext(online.replace(embedding_dimensions=16)).embedder.requested_dimensions == 16
     assert KEY not in repr(online)

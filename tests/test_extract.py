@@ -156,3 +156,23 @@ def test_load_hashes_the_bytes(tmp_path):
     loaded = load_source(str(path), max_file_mb=5)
     assert loaded.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert loaded.size_bytes == path.stat().st_size
+
+
+def test_a_folder_scan_finds_every_format_extraction_reads(tmp_path):
+    # One formats table drives both: `enqueue folder/` used to skip .markdown and .text.
+    from docutrain_cli.discover import discover
+    from docutrain_cli.pipeline.formats import SUPPORTED_SUFFIXES, TEXT_SUFFIXES
+
+    folder = tmp_path / "uploads"
+    folder.mkdir()
+    for suffix in sorted(TEXT_SUFFIXES):
+        (folder / f"note{suffix}").write_text(f"A note saved as {suffix}.")
+    pdfs.multi_page(folder / "contract.pdf", pages=1)
+    (folder / "notes.docx").write_text("not a format we read")
+    found, refused = discover([str(folder)])
+    suffixes = {"." + f.path.rsplit(".", 1)[1] for f in found}
+    assert suffixes == TEXT_SUFFIXES | {".pdf"} and not refused
+    assert suffixes <= SUPPORTED_SUFFIXES
+    for item in found:
+        assert load_source(item.path, max_file_mb=1).sha256 == item.sha256  # one hashing function
+        assert pages_of(item.path)

@@ -11,10 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-from docutrain_cli.jobs import Job
+from docutrain_cli.jobs import Job, JobResult
 from docutrain_cli.outbox import Outbox, outbox_path
-from docutrain_cli.sinks.supabase import SupabaseSink
-from docutrain_cli.status import StatusRecorder, sync
+from docutrain_cli.supabase.status import SupabaseStatusDelivery
+from docutrain_cli.recorder import StatusRecorder, sync
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,18 +28,24 @@ def statuses_sent(standin, doc: str) -> list[str]:
     ]
 
 
-def test_coalesces_to_the_newest_change_per_document(supabase_standin, supabase_settings):
-    project = supabase_standin.project
-    docs = [project.add_document("pending") for _ in range(3)]
-    outbox = Outbox.for_store(supabase_settings.store)
+def processing(project, settings, count: int) -> tuple[list[str], Outbox]:
+    """`count` pending documents and an outbox holding a `processing` change for each."""
+    docs = [project.add_document("pending") for _ in range(count)]
+    outbox = Outbox.for_store(settings.store)
     for doc in docs:
         outbox.record(doc, "processing")
+    return docs, outbox
+
+
+def test_coalesces_to_the_newest_change_per_document(supabase_standin, supabase_settings):
+    project = supabase_standin.project
+    docs, outbox = processing(project, supabase_settings, 3)
     outbox.record(docs[0], "error", error_message="attempt 1 failed")
     outbox.record(docs[0], "processing")
     outbox.record(docs[0], "ready", page_count=2, chunk_count=5)
     assert outbox.backlog() == 3 and outbox.pending_changes() == 6
 
-    result = outbox.flush(SupabaseSink(supabase_settings))
+    result = outbox.flush(SupabaseStatusDelivery(supabase_settings))
     assert (result.delivered, result.error) == (3, None)
     assert statuses_sent(supabase_standin, docs[0]) == ["ready"]
     assert [project.document(d)["status"] for d in docs] == ["ready", "processing", "processing"]
@@ -69,7 +75,7 @@ def test_supabase_down_for_a_whole_run_then_back_loses_nothing_and_regresses_not
             recorder.error(job, f"/u/{i}.pdf: not a PDF")
             expected[job.document_id] = "error"
         else:
-            recorder.ready(job, {"pages": i + 1, "chunks": 2 * i + 1})
+            recorder.ready(job, JobResult(pages=i + 1, chunks=2 * i + 1))
             expected[job.document_id] = "ready"
     assert recorder.backlog() == 20
     message, at = recorder.last_error()
@@ -97,13 +103,10 @@ def test_supabase_down_for_a_whole_run_then_back_loses_nothing_and_regresses_not
 
 def test_a_5xx_in_the_middle_of_a_batch_keeps_the_rest_in_order(supabase_standin, supabase_settings):
     project = supabase_standin.project
-    docs = [project.add_document("pending") for _ in range(6)]
-    outbox = Outbox.for_store(supabase_settings.store)
-    for doc in docs:
-        outbox.record(doc, "processing")
-    sink = SupabaseSink(supabase_settings)
+    docs, outbox = processing(project, supabase_settings, 6)
+    delivery = SupabaseStatusDelivery(supabase_settings)
     # Let three through, then answer 503 to everything.
-    original = sink.push_status
+    original = delivery.deliver
     calls = []
 
     def push(change):
@@ -112,14 +115,14 @@ def test_a_5xx_in_the_middle_of_a_batch_keeps_the_rest_in_order(supabase_standin
             supabase_standin.fail("PATCH", "/rest/v1/user_documents", 503)
         return original(change)
 
-    sink.push_status = push
-    result = outbox.flush(sink)
+    delivery.deliver = push
+    result = outbox.flush(delivery)
     assert result.delivered == 3 and "503" in result.error
     assert outbox.backlog() == 3
     for doc in docs[3:]:
         outbox.record(doc, "ready", page_count=1, chunk_count=1)
     supabase_standin.heal()
-    result = outbox.flush(SupabaseSink(supabase_settings), force=True)
+    result = outbox.flush(SupabaseStatusDelivery(supabase_settings), force=True)
     assert result.delivered == 3 and result.error is None
     assert [project.document(d)["status"] for d in docs] == ["processing"] * 3 + ["ready"] * 3
     # The one that failed was tried again with its newest state; the flush
@@ -137,15 +140,15 @@ def test_a_stale_processing_from_another_machine_does_not_overwrite_ready(supaba
     started_on_a = time.time() - 30  # A began, lost its lease and its network
     machine_b.record(doc, "processing", at=started_on_a + 5)
     machine_b.record(doc, "ready", page_count=1, chunk_count=3, at=started_on_a + 20)
-    assert machine_b.flush(SupabaseSink(supabase_settings)).delivered == 1
+    assert machine_b.flush(SupabaseStatusDelivery(supabase_settings)).delivered == 1
     machine_a.record(doc, "processing", at=started_on_a)
-    result = machine_a.flush(SupabaseSink(supabase_settings))
+    result = machine_a.flush(SupabaseStatusDelivery(supabase_settings))
     assert (result.delivered, result.dropped) == (0, 1)
     assert project.document(doc)["status"] == "ready"
     assert machine_a.backlog() == 0  # superseded: nothing left to retry
     # A genuinely new attempt (the app set the row back to pending) goes through.
     machine_a.record(doc, "processing")
-    assert machine_a.flush(SupabaseSink(supabase_settings)).delivered == 1
+    assert machine_a.flush(SupabaseStatusDelivery(supabase_settings)).delivered == 1
     assert project.document(doc)["status"] == "processing"
 
 
@@ -155,19 +158,19 @@ def test_a_refused_change_is_kept_and_delivered_once_the_schema_is_fixed(supabas
     column = project.tables["user_documents"].columns.pop("error_message")
     outbox = Outbox.for_store(supabase_settings.store)
     outbox.record(doc, "error", error_message="bad file")
-    result = outbox.flush(SupabaseSink(supabase_settings))
+    result = outbox.flush(SupabaseStatusDelivery(supabase_settings))
     assert result.refused == 1 and outbox.backlog() == 1
     assert "error_message" in outbox.info()["last_error"]
     outbox.record(ok_doc, "processing")  # other documents still flow
     # error_message is part of every body, so this one is refused too, and kept.
-    assert outbox.flush(SupabaseSink(supabase_settings)).refused == 1
+    assert outbox.flush(SupabaseStatusDelivery(supabase_settings)).refused == 1
     assert outbox.backlog() == 2
 
     project.tables["user_documents"].columns["error_message"] = column
     before = supabase_standin.count("PATCH")
-    outbox.flush(SupabaseSink(supabase_settings))  # refused rows wait (backoff)...
+    outbox.flush(SupabaseStatusDelivery(supabase_settings))  # refused rows wait (backoff)...
     assert supabase_standin.count("PATCH") == before
-    result = outbox.flush(SupabaseSink(supabase_settings), force=True)  # ...`docutrain sync` does not
+    result = outbox.flush(SupabaseStatusDelivery(supabase_settings), force=True)  # ...`docutrain sync` does not
     assert result.delivered == 2 and outbox.backlog() == 0
     assert project.document(doc)["error_message"] == "bad file"
 
@@ -175,7 +178,7 @@ def test_a_refused_change_is_kept_and_delivered_once_the_schema_is_fixed(supabas
 def test_a_deleted_row_is_dropped_not_retried_forever(supabase_standin, supabase_settings):
     outbox = Outbox.for_store(supabase_settings.store)
     outbox.record("0f8fad5b-d9cb-469f-a165-70867728950e", "ready", page_count=1, chunk_count=1)
-    result = outbox.flush(SupabaseSink(supabase_settings))
+    result = outbox.flush(SupabaseStatusDelivery(supabase_settings))
     assert (result.delivered, result.dropped, outbox.backlog()) == (0, 1, 0)
 
 
@@ -208,19 +211,19 @@ def test_one_flusher_at_a_time(supabase_standin, supabase_settings):
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
-        result = outbox.flush(SupabaseSink(supabase_settings), force=True)
+        result = outbox.flush(SupabaseStatusDelivery(supabase_settings), force=True)
         assert result.sent == 0 and "another process" in result.skipped
         assert supabase_standin.count() == 0
     finally:
         os.close(fd)
-    assert outbox.flush(SupabaseSink(supabase_settings)).delivered == 1
+    assert outbox.flush(SupabaseStatusDelivery(supabase_settings)).delivered == 1
 
 
 def test_info_for_docutrain_status(supabase_standin, supabase_settings):
     supabase_standin.down()
     outbox = Outbox.for_store(supabase_settings.store)
     outbox.record("0f8fad5b-d9cb-469f-a165-70867728950e", "processing", at=time.time() - 90)
-    outbox.flush(SupabaseSink(supabase_settings, timeout=2))
+    outbox.flush(SupabaseStatusDelivery(supabase_settings, timeout=2))
     info = outbox.info()
     assert info["backlog"] == 1 and info["pending_changes"] == 1
     assert info["oldest_change_age_seconds"] >= 89

@@ -12,11 +12,13 @@ import psycopg
 import pytest
 
 import pg
+from conftest import wait_for
 from docutrain_cli.config import Settings
 from docutrain_cli.errors import ConfigError, DocutrainError, ServiceUnavailableError
-from docutrain_cli.jobs import Job, JobState
+from docutrain_cli.jobs import Job, JobResult, JobState
 from docutrain_cli.queues import open_queue
-from docutrain_cli.queues.pgmq import ENABLE_HINT, PgmqQueue, init_queue, looks_like_supabase
+from docutrain_cli.queues.pgmq import PgmqQueue
+from docutrain_cli.queues.pgmq_setup import ENABLE_HINT, init_queue, looks_like_supabase
 
 
 def make_jobs(n: int) -> list[Job]:
@@ -137,16 +139,16 @@ def test_a_message_is_leased_by_one_handle_at_a_time(open_pgmq):
 
 @pytest.mark.postgres
 def test_extend_lease_keeps_a_long_job_hidden(open_pgmq):
-    runner, other = open_pgmq(visibility_timeout=1), open_pgmq(visibility_timeout=1)
+    runner, other = open_pgmq(visibility_timeout=2), open_pgmq(visibility_timeout=2)
     (job_id,) = runner.enqueue(make_jobs(1))
     (job,) = runner.lease(1, time.time())
-    for _ in range(3):  # 1.8 s in all, well past the 1 s timeout
+    for _ in range(4):  # 2.4 s in all, past the 2 s timeout; each extension has 1.4 s to spare
         time.sleep(0.6)
-        runner.extend_lease([job], 1)
+        runner.extend_lease([job], 2)
         assert other.lease(1, time.time()) == []
         assert other.job(job_id).state == JobState.RUNNING
-    time.sleep(1.3)  # stopped extending: it comes back
-    (again,) = other.lease(1, time.time())
+    # Stopped extending: it comes back.
+    (again,) = wait_for(lambda: other.lease(1, time.time()), timeout=10, what="the lease to lapse")
     assert (again.id, again.attempts) == (job_id, 2)
 
 
@@ -155,16 +157,15 @@ def test_a_lapsed_lease_does_not_overwrite_the_new_owner(open_pgmq):
     slow, fast = open_pgmq(visibility_timeout=1), open_pgmq(visibility_timeout=30)
     (job_id,) = slow.enqueue(make_jobs(1))
     (stale,) = slow.lease(1, time.time())
-    time.sleep(1.3)
-    (owned,) = fast.lease(1, time.time())
+    (owned,) = wait_for(lambda: fast.lease(1, time.time()), timeout=10, what="the slow lease to lapse")
     assert owned.attempts == 2
     slow.bury(stale, "slow runner gave up")  # too late: fast owns it now
     slow.retry_later(stale, "late", time.time() + 3600)
     assert fast.job(job_id).state == JobState.RUNNING
-    owned.result = {"chunks": 3}
+    owned.result = JobResult(chunks=3)
     fast.complete(owned)
     done = fast.job(job_id)
-    assert (done.state, done.result, done.errors) == (JobState.DONE, {"chunks": 3}, [])
+    assert (done.state, done.result, done.errors) == (JobState.DONE, JobResult(chunks=3), [])
     assert fast.stats(time.time()).counts["dead"] == 0
 
 

@@ -24,6 +24,7 @@ import psycopg
 import pytest
 
 import pdfs
+from conftest import wait_for
 
 pytestmark = pytest.mark.postgres
 
@@ -86,15 +87,6 @@ class Fleet:
         )
         return dict(rows)
 
-    def wait_for(self, predicate, timeout: float, what: str):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}")
-
     def stop_all(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
@@ -128,7 +120,7 @@ def test_runners_drain_one_queue_and_finish_a_killed_runners_jobs(fleet, tmp_pat
     runners = [f.start("run", "--workers", "2", "--drain", "--json") for _ in range(3)]
     victim = runners[0]
     # Kill when the victim is surely holding jobs and most work is still ahead.
-    f.wait_for(lambda: len(f.archived()) >= 20, timeout=120, what="some documents done")
+    wait_for(lambda: len(f.archived()) >= 20, timeout=120, what="some documents done")
     f.kill_machine(victim)
     held_at_kill = f.held()
     done_at_kill = len(f.archived())
@@ -178,7 +170,7 @@ def test_drain_waits_for_the_jobs_a_dead_runner_left(fleet, tmp_path):
     slow = fleet(DOCUTRAIN_PROCESSOR="tests.processors:record", DOCUTRAIN_TEST_SLEEP="60")
     assert slow("enqueue", str(source)).returncode == 0
     victim = slow.start("run", "--workers", "1")
-    slow.wait_for(lambda: slow.held(), timeout=60, what="the first runner to lease the job")
+    wait_for(lambda: slow.held(), timeout=60, what="the first runner to lease the job")
     slow.kill_machine(victim)
 
     quick = fleet(DOCUTRAIN_PROCESSOR="tests.processors:record", DOCUTRAIN_TEST_SLEEP="0")

@@ -20,7 +20,8 @@ import pytest
 
 from docutrain_cli.config import Settings
 from docutrain_cli.errors import ConfigError
-from docutrain_cli.schema import render_schema, vector_dimensions
+from docutrain_cli.pipeline.models import vector_dimensions
+from docutrain_cli.supabase.schema import render_schema
 
 DSN = os.environ.get("DOCUTRAIN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 

@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from docutrain_cli.store import ChunkRow, LocalStore, unpack_vector
+from docutrain_cli.store.local import ChunkRow, LocalStore, unpack_vector
 
 
 def rows(n: int, dims: int = 4, text: str = "chunk") -> list[ChunkRow]:

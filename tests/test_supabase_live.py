@@ -25,9 +25,12 @@ import pytest
 from docutrain_cli.config import load_settings
 from docutrain_cli.doctor import run_checks
 from docutrain_cli.outbox import Outbox
-from docutrain_cli.schema import vector_dimensions
-from docutrain_cli.sinks.supabase import SupabaseSink
-from docutrain_cli.store import ChunkRow
+from docutrain_cli.pipeline.models import vector_dimensions
+from docutrain_cli.supabase.chunks import SupabaseChunks
+from docutrain_cli.supabase.client import make_client
+from docutrain_cli.supabase.status import SupabaseStatusDelivery
+from docutrain_cli.supabase.storage import download
+from docutrain_cli.store.local import ChunkRow
 
 pytestmark = [
     pytest.mark.live,
@@ -42,8 +45,9 @@ def test_live_round_trip(tmp_path):
     settings = load_settings({"store": str(tmp_path / "docutrain.db")})
     failed = [c for c in run_checks(settings) if not c.ok]
     assert not failed, failed
-    sink = SupabaseSink(settings)
-    table = sink._table(settings.documents_table)
+    client = make_client(settings)
+    sink = SupabaseChunks(settings, client)
+    table = client.table(settings.documents_table)
     doc = table.insert({"status": "pending", "storage_path": "docutrain-live-test/none.pdf"}).execute().data[0]["id"]
     try:
         dims = vector_dimensions(settings)
@@ -51,7 +55,7 @@ def test_live_round_trip(tmp_path):
         assert sink.replace_chunks(doc, None, rows) == 3
         assert sink.replace_chunks(doc, None, rows[:2]) == 2
         assert [r["chunk_index"] for r in sink.chunk_rows(doc)] == [0, 1]
-        hits = sink.client.rpc(
+        hits = client.rpc(
             "match_document_chunks",
             {"query_embedding": rows[1].embedding, "match_count": 1, "filter_document_id": doc},
         ).execute().data
@@ -60,16 +64,16 @@ def test_live_round_trip(tmp_path):
         outbox = Outbox(tmp_path / "live.outbox")
         outbox.record(doc, "processing")
         outbox.record(doc, "ready", page_count=1, chunk_count=2)
-        assert outbox.flush(sink).delivered == 1
+        assert outbox.flush(SupabaseStatusDelivery(settings)).delivered == 1
         row = table.select("status,chunk_count").eq("id", doc).execute().data[0]
         assert row == {"status": "ready", "chunk_count": 2}
 
         bucket = settings.storage_bucket
         name = f"docutrain-live-test/{uuid.uuid4()}.txt"
-        storage = sink.client.storage.from_(bucket)
+        storage = client.storage.from_(bucket)
         storage.upload(name, b"docutrain live test " + str(time.time()).encode())
         try:
-            assert sink.download(name, dest_dir=tmp_path).read_bytes().startswith(b"docutrain live test")
+            assert download(client, name, bucket=bucket, dest_dir=tmp_path).read_bytes().startswith(b"docutrain live test")
         finally:
             storage.remove([name])
     finally:

@@ -1,9 +1,10 @@
 """Embedders: OpenAI (or any OpenAI-compatible server) and an offline one.
 
-`get_embedder(settings)` builds the embedder once per process and caches it:
-clients must be created in the worker, never inherited through fork. The
-`openai` package is imported only when an OpenAI embedder is built, so
-importing this module stays cheap.
+`make_embedder(settings)` builds one; each worker keeps its own in its
+WorkerContext (clients must be created in the worker, never inherited
+through fork). The `openai` package is imported only when an OpenAI
+embedder is built, so importing this module stays cheap. The models table
+(prices, sizes) is pipeline/models.py.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ from __future__ import annotations
 import math
 import random
 import re
-import sys
 import time
 import zlib
 from collections import deque
 from typing import Iterator, Protocol, Sequence
 
-from docutrain_cli.errors import PermanentError, TransientError
+from docutrain_cli.errors import AccountError, JobError, PermanentError, TransientError
+from docutrain_cli.pipeline.models import DEFAULT_DIMENSIONS, OFFLINE_DIMENSIONS, OFFLINE_MODEL
 from docutrain_cli.pipeline.pacing import Pacer
 from docutrain_cli.pipeline.ratelimit import RateBudget, refusal_wait
 from docutrain_cli.pipeline.tokens import TokenCounter, counter_for, EstimatingCounter
@@ -26,20 +27,6 @@ from docutrain_cli.pipeline.tokens import TokenCounter, counter_for, EstimatingC
 MAX_INPUTS_PER_REQUEST = 2048
 MAX_TOKENS_PER_REQUEST = 300_000
 MAX_INPUT_TOKENS = 8191
-
-# US$ per million input tokens (list prices).
-PRICES = {
-    "text-embedding-3-small": 0.02,
-    "text-embedding-3-large": 0.13,
-    "text-embedding-ada-002": 0.10,
-}
-DEFAULT_DIMENSIONS = {
-    "text-embedding-3-small": 1536,
-    "text-embedding-3-large": 3072,
-    "text-embedding-ada-002": 1536,
-}
-OFFLINE_MODEL = "offline-hash-v1"
-OFFLINE_DIMENSIONS = 384
 
 
 class Embedder(Protocol):
@@ -59,13 +46,6 @@ class Embedder(Protocol):
     def embed_batches(
         self, texts: list[str], token_counts: Sequence[int] | None = None
     ) -> Iterator[tuple[range, list[list[float]]]]: ...
-
-
-def price_per_million_tokens(model: str) -> float | None:
-    """List price in US$ per million tokens; 0 offline; None if unknown."""
-    if model == OFFLINE_MODEL:
-        return 0.0
-    return PRICES.get(model)
 
 
 def describe_embedder(settings) -> str:
@@ -316,24 +296,22 @@ class OpenAIEmbedder:
         kwargs = {"model": self.model, "input": texts, "encoding_format": "float"}
         if self.requested_dimensions:
             kwargs["dimensions"] = self.requested_dimensions
-        estimate = sum(self._weights(texts))
+        # The budget applies the density the server showed all workers, so it
+        # gets the plain estimate (or the exact count), not this process's scale.
+        estimate = sum(self._weights(texts)) if self.counter.exact else sum(request_tokens(texts))
         refused_since: float | None = None
         failures = 0
         while True:
             reservation = self.pacer.turn(estimate, refused_since)
-            started = time.monotonic()
             try:
                 self.requests += 1
                 raw = self.client.embeddings.with_raw_response.create(**kwargs)
                 response = raw.parse()
             except openai.RateLimitError as exc:
                 self.pacer.cancel(reservation)
-                if _code(exc) == "insufficient_quota":
-                    raise self.pacer.account_problem(
-                        "the OpenAI quota is exhausted (429 insufficient_quota): add credit or raise the "
-                        "usage limit at https://platform.openai.com/settings/organization/billing"
-                    ) from None
                 message = str(getattr(exc, "message", "") or exc)
+                if _code(exc) == "insufficient_quota":
+                    raise self._classified(exc) from None
                 if _REQUEST_TOO_LARGE in message.lower():
                     return self._too_large_for_the_limit(texts, exc)
                 refused_since = refused_since or time.monotonic()
@@ -343,43 +321,29 @@ class OpenAIEmbedder:
                 self.pacer.cancel(reservation)
                 if len(texts) > 1 and _about_too_many_tokens(exc):
                     return self._embed_split(texts, exc)
-                raise PermanentError(f"the embedding server refused the request (400): {self._clean(exc)}") from None
-            except openai.AuthenticationError:
+                raise self._classified(exc) from None
+            except openai.OpenAIError as exc:
                 self.pacer.cancel(reservation)
-                raise self.pacer.account_problem(
-                    "the embedding API rejected the key (401): set a valid key in OPENAI_API_KEY "
-                    "(setting openai_api_key)"
-                ) from None
-            except openai.PermissionDeniedError as exc:
-                self.pacer.cancel(reservation)
-                raise self.pacer.account_problem(
-                    f"the embedding API denied access (403): {self._clean(exc)}; check that the key in "
-                    f"OPENAI_API_KEY may use {self.model}"
-                ) from None
-            except openai.NotFoundError:
-                self.pacer.cancel(reservation)
-                raise PermanentError(
-                    f"embedding model {self.model!r} not found (404) at the configured endpoint"
-                ) from None
-            except (openai.APITimeoutError, openai.APIConnectionError, openai.APIStatusError) as exc:
-                self.pacer.cancel(reservation)
-                problem = _transient_problem(exc)
-                if problem is None:
-                    raise PermanentError(
-                        f"the embedding server refused the request ({exc.status_code}): {self._clean(exc)}"
-                    ) from None
+                error = self._classified(exc)
                 failures += 1
-                if failures > self.max_retries:
-                    raise TransientError(problem) from None
+                if not isinstance(error, TransientError) or failures > self.max_retries:
+                    raise error from None
                 # The client's own retries are off (they would fight the
                 # budget over 429s), so a flaky server gets ours: short, jittered.
-                response_headers = getattr(getattr(exc, "response", None), "headers", None)
-                pause = refusal_wait(response_headers, None) or 0.5 * 2 ** (failures - 1)
+                headers = getattr(getattr(exc, "response", None), "headers", None)
+                pause = refusal_wait(headers, None) or 0.5 * 2 ** (failures - 1)
                 time.sleep(min(pause, 8.0) * random.uniform(0.8, 1.2))
                 continue
             vectors = self._vectors(response, texts)
-            self.pacer.settle(reservation, _usage(response) or estimate, raw.headers)
+            self.pacer.settle(reservation, _usage(response), raw.headers)
             return vectors
+
+    def _classified(self, exc: Exception) -> JobError:
+        """`classify`, and an account problem recorded where `status` shows it."""
+        error = self.classify(exc)
+        if isinstance(error, AccountError):
+            self.pacer.account_problem(str(error))
+        return error
 
     def _too_large_for_the_limit(self, texts: list[str], exc: Exception) -> list[list[float]]:
         """More tokens in one request than the account allows in a minute:
@@ -417,6 +381,44 @@ class OpenAIEmbedder:
         self.tokens_used += used if used else sum(self.counter.count(t) for t in texts)
         return vectors
 
+    def classify(self, exc: Exception) -> JobError:
+        """An openai exception as PermanentError, TransientError or
+        AccountError, with a message a user can act on and no key in it
+        (also used by doctor)."""
+        openai = self._openai
+        # Not a document's fault: AccountError stops the run and leaves the jobs queued.
+        if isinstance(exc, openai.AuthenticationError):
+            return AccountError(
+                "OpenAI rejected the API key (401): set a valid key in OPENAI_API_KEY (setting openai_api_key)"
+            )
+        if isinstance(exc, openai.PermissionDeniedError):
+            return AccountError(
+                f"OpenAI denied access (403): {self._clean(exc)}; check that the key in OPENAI_API_KEY "
+                f"may use {self.model}"
+            )
+        if isinstance(exc, openai.NotFoundError):
+            return PermanentError(f"embedding model {self.model!r} not found (404) at the configured endpoint")
+        if isinstance(exc, openai.RateLimitError):
+            if _code(exc) == "insufficient_quota":
+                return AccountError(
+                    "the OpenAI quota is exhausted (429 insufficient_quota): add credit or raise the "
+                    "usage limit at https://platform.openai.com/settings/organization/billing"
+                )
+            return TransientError("rate limited by the embedding server (429)")
+        if isinstance(exc, openai.BadRequestError):
+            return PermanentError(f"the embedding server refused the request (400): {self._clean(exc)}")
+        if isinstance(exc, openai.APITimeoutError):
+            return TransientError("the embedding server timed out")
+        if isinstance(exc, openai.APIConnectionError):
+            return TransientError("cannot reach the embedding server")
+        if isinstance(exc, openai.APIStatusError):
+            if exc.status_code >= 500 or exc.status_code in (408, 409):
+                return TransientError(f"embedding server error ({exc.status_code})")
+            return PermanentError(
+                f"the embedding server refused the request ({exc.status_code}): {self._clean(exc)}"
+            )
+        return TransientError(f"embedding request failed: {type(exc).__name__}")
+
     def _clean(self, exc: Exception) -> str:
         """The server's message, without anything that looks like a key."""
         body = getattr(exc, "body", None)
@@ -433,18 +435,6 @@ def _usage(response) -> int | None:
     return getattr(usage, "total_tokens", None) or getattr(usage, "prompt_tokens", None)
 
 
-def _transient_problem(exc: Exception) -> str | None:
-    """What went wrong, if retrying may help; None for a refusal that stays."""
-    openai = sys.modules["openai"]
-    if isinstance(exc, openai.APITimeoutError):
-        return "the embedding server timed out"
-    if isinstance(exc, openai.APIConnectionError):
-        return "cannot reach the embedding server"
-    if exc.status_code >= 500 or exc.status_code in (408, 409):
-        return f"embedding server error ({exc.status_code})"
-    return None
-
-
 def _code(exc: Exception) -> str | None:
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
@@ -457,48 +447,30 @@ def _about_too_many_tokens(exc: Exception) -> bool:
     return "token" in text and any(w in text for w in ("maximum", "max", "too many", "limit", "exceed"))
 
 
-# -- one per process ----------------------------------------------------------
+# -- building one -------------------------------------------------------------
 
-_embedders: dict[tuple, Embedder] = {}
-
-
-def get_embedder(settings) -> Embedder:
-    """The process's embedder for these settings, created on first use."""
-    kind = settings.embedder_kind
-    if kind == "offline":
-        key: tuple = ("offline",)
-    else:
-        key = (
-            "openai",
-            settings.embedding_model,
-            settings.embedding_dimensions,
-            settings.openai_base_url,
-            settings.openai_api_key,
-            # the rate budget's: where it lives and what it allows
-            settings.queue,
-            settings.embedding_tpm,
-            settings.embedding_rpm,
-            settings.rate_limit_patience,
-        )
-    embedder = _embedders.get(key)
-    if embedder is None:
-        embedder = make_embedder(settings)
-        _embedders[key] = embedder
-    return embedder
-
-
-def make_embedder(settings) -> Embedder:
+def make_embedder(
+    settings, *, timeout: float = 120.0, max_retries: int = 2, budget: RateBudget | None = None
+) -> Embedder:
+    """A new embedder for the settings. Workers make one in their
+    WorkerContext and reuse it: its HTTP client must be made in the worker.
+    An OpenAI embedder paces itself by the account's shared rate budget
+    (the context's, or one opened here)."""
     if settings.embedder_kind == "offline":
         return OfflineEmbedder()
     if not settings.openai_api_key:
         raise PermanentError("embedder is 'openai' but OPENAI_API_KEY is not set")
-    from docutrain_cli.pipeline.ratelimit import open_budget
+    if budget is None:
+        from docutrain_cli.pipeline.ratelimit import open_budget
 
+        budget = open_budget(settings)
     return OpenAIEmbedder(
         api_key=settings.openai_api_key,
         model=settings.embedding_model,
         dimensions=settings.embedding_dimensions,
         base_url=settings.openai_base_url,
-        budget=open_budget(settings),
+        timeout=timeout,
+        max_retries=max_retries,
+        budget=budget,
         patience=settings.rate_limit_patience,
     )

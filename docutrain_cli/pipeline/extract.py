@@ -15,28 +15,17 @@ from typing import Iterator
 import pymupdf
 
 from docutrain_cli.errors import PermanentError
+from docutrain_cli.pipeline.formats import PYMUPDF_FORMATS, SUPPORTED_SUFFIXES, TEXT_SUFFIXES
 
 log = logging.getLogger(__name__)
 
-# Formats MuPDF opens (besides PDF) and their names in error messages.
-PYMUPDF_FORMATS = {
-    ".pdf": "PDF",
-    ".epub": "EPUB",
-    ".xps": "XPS",
-    ".oxps": "XPS",
-    ".mobi": "MOBI",
-    ".fb2": "FB2",
-    ".cbz": "CBZ",
-}
-TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".text"}
-SUPPORTED_SUFFIXES = set(PYMUPDF_FORMATS) | TEXT_SUFFIXES
 # A plain-text "page" is cut at form feeds; very long ones are yielded in
 # pieces of about this size (at line ends) so memory stays bounded.
 TEXT_SEGMENT_CHARS = 1_000_000
 # Drop MuPDF's resource cache every so many pages.
 SHRINK_EVERY = 100
 
-_quiet = False
+_quiet = False  # MuPDF's message settings are global to the process, so is this flag
 
 
 def _quiet_mupdf() -> None:

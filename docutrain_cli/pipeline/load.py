@@ -14,8 +14,8 @@ from pathlib import Path
 
 from docutrain_cli.errors import PermanentError
 
-REMOTE_PREFIX = "supabase://"
-_HASH_BLOCK = 1 << 20
+REMOTE_PREFIX = "supabase://"  # supabase://bucket/path, see supabase/storage.py
+HASH_BLOCK = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,17 +25,17 @@ class LoadedFile:
     sha256: str
 
 
-def load_source(source: str, *, max_file_mb: float, settings=None) -> LoadedFile:
+def load_source(source: str, *, max_file_mb: float, context=None) -> LoadedFile:
+    """`context` (the worker's WorkerContext) is needed for supabase:// sources."""
     if source.startswith(REMOTE_PREFIX):
         # Supabase Storage (issue 4): download into a temporary file in this
         # worker, then check it like any local file.
-        if settings is None or not settings.supabase_enabled:
+        if context is None or not context.settings.supabase_enabled:
             raise PermanentError(
                 "supabase:// source but Supabase is not configured: set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY"
             )
-        from docutrain_cli.sinks.supabase import download_source
-
-        path = download_source(settings, source, max_bytes=int(max_file_mb * 1024 * 1024))
+        max_bytes = int(max_file_mb * 1024 * 1024)
+        path = context.downloads.fetch(context.supabase, source, max_bytes=max_bytes)
         return load_local(path, max_file_mb=max_file_mb)
     return load_local(Path(source), max_file_mb=max_file_mb)
 
@@ -60,17 +60,20 @@ def load_local(path: Path, *, max_file_mb: float) -> LoadedFile:
         raise PermanentError("empty file")
     if not os.access(path, os.R_OK):
         raise PermanentError("cannot read the file: permission denied")
-    return LoadedFile(path=path, size_bytes=stat.st_size, sha256=file_sha256(path))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as fh:
-            while block := fh.read(_HASH_BLOCK):
-                digest.update(block)
+        sha256 = sha256_file(path)
     except PermissionError:
         raise PermanentError("cannot read the file: permission denied") from None
+    return LoadedFile(path=path, size_bytes=stat.st_size, sha256=sha256)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The hex SHA-256 of a file's bytes, read in blocks (the one hashing
+    function: `enqueue` hashes with it too, so duplicates match)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(HASH_BLOCK):
+            digest.update(block)
     return digest.hexdigest()
 
 

@@ -77,9 +77,11 @@ class Pacer:
             time.sleep(wait)
             self.waited += wait
 
-    def settle(self, reservation: Reservation | None, used: int, headers: Mapping[str, str] | None) -> None:
+    def settle(self, reservation: Reservation | None, used: int | None, headers: Mapping[str, str] | None) -> None:
+        """The request succeeded; `used` is what the server counted (None: not reported)."""
         if reservation is not None and self.budget is not None:
-            self.budget.settle(reservation, used, headers, self._unreported_wait())
+            counted = used if used else reservation.tokens
+            self.budget.settle(reservation, counted, headers, self._unreported_wait())
 
     def cancel(self, reservation: Reservation | None) -> None:
         """The request was not counted (refused, failed): give its tokens back."""

@@ -1,44 +1,37 @@
 """What a worker does with one job: load, extract, chunk, embed, store.
 
-Runs inside a worker process, one job at a time. The store connection and the
-embedder (with its HTTP client) are made on first use in that process and
-reused for its later jobs. The job is idempotent: the document's chunk set is
+Runs inside a worker process, one job at a time. The store connection, the
+embedder (with its HTTP client) and the Supabase client come from the
+worker's WorkerContext, which makes them on first use in that process and
+keeps them for its later jobs. The job is idempotent: the document's chunk set is
 replaced in one transaction, so a second delivery leaves one set.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from array import array
+from typing import TYPE_CHECKING
 
 from docutrain_cli.errors import PermanentError
+from docutrain_cli.jobs import Job, JobResult
 from docutrain_cli.pipeline.chunk import chunk_pages
-from docutrain_cli.pipeline.embed import get_embedder, price_per_million_tokens
 from docutrain_cli.pipeline.load import load_source
-from docutrain_cli.store import ChunkRow, LocalStore
+from docutrain_cli.pipeline.models import cost_usd
+from docutrain_cli.store.local import ChunkRow
+
+if TYPE_CHECKING:  # the worker runs us; we only read its context
+    from docutrain_cli.worker import WorkerContext
 
 # Imported lazily below; the runner's forkserver imports it once for all workers.
 WORKER_PRELOAD = ("docutrain_cli.pipeline.extract",)
-
-_stores: dict[str, LocalStore] = {}
-
-
-def get_store(path: str) -> LocalStore:
-    """The process's store for this path, opened on first use."""
-    key = os.path.abspath(path)
-    store = _stores.get(key)
-    if store is None:
-        store = _stores[key] = LocalStore(key)
-    return store
-
 
 def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _waiting_deadline(job, settings) -> float | None:
+def _waiting_deadline(job: Job, settings) -> float | None:
     """Monotonic time by which waiting for the rate budget must give up, so
     the job goes back to the queue unharmed instead of being killed by its
     timeout (which costs an attempt). Keeps 15 % of the timeout for storing."""
@@ -48,11 +41,12 @@ def _waiting_deadline(job, settings) -> float | None:
     return time.monotonic() + max(left, 0.0)
 
 
-def process_job(job, settings) -> dict:
+def process_job(job: Job, context: "WorkerContext") -> JobResult:
+    settings = context.settings
     started = time.monotonic()
-    loaded = load_source(job.source, max_file_mb=settings.max_file_mb, settings=settings)
-    embedder = get_embedder(settings)
-    store = get_store(settings.store)
+    loaded = load_source(job.source, max_file_mb=settings.max_file_mb, context=context)
+    embedder = context.embedder
+    store = context.store
 
     # PyMuPDF only in workers: the runner imports this module to check the
     # processor, and its start-up should not pay for PyMuPDF.
@@ -123,24 +117,23 @@ def process_job(job, settings) -> dict:
         # Supabase (issue 4): the chunks go up before the job reports success,
         # so the runner's `ready` status can never run ahead of them. A
         # failure raises TransientError (the job retries) or PermanentError.
-        from docutrain_cli.sinks.supabase import upload_chunks
+        from docutrain_cli.supabase.chunks import SupabaseChunks
 
-        upload_chunks(settings, job, rows)
-    price = price_per_million_tokens(embedder.model)
-    return {
-        "document_id": document_id,
-        "document_key": job.document_key,
-        "sha256": loaded.sha256,
-        "pages": page_count,
-        "unreadable_pages": unreadable_pages,
-        "chunks": len(rows),
-        "tokens_embedded": tokens_embedded,
-        "tokens_cached": tokens_cached,
-        "embedder": embedder.kind,
-        "embedding_model": embedder.model,
-        "embedding_dimensions": dimensions,
-        "cost_usd": None if price is None else tokens_embedded * price / 1_000_000,
-        "rate_limited": embedder.rate_limited - limited_before,
-        "rate_wait_seconds": round(embedder.waited - waited_before, 3),
-        "seconds": seconds,
-    }
+        SupabaseChunks(settings, context.supabase).replace_chunks(str(job.document_id), job.user_id, rows)
+    return JobResult(
+        pages=page_count,
+        chunks=len(rows),
+        tokens_embedded=tokens_embedded,
+        tokens_cached=tokens_cached,
+        embedder=embedder.kind,
+        model=embedder.model,
+        dimensions=dimensions,
+        cost_usd=cost_usd(embedder.model, tokens_embedded),
+        rate_limited=embedder.rate_limited - limited_before,
+        rate_wait_seconds=round(embedder.waited - waited_before, 3),
+        document_id=document_id,
+        document_key=job.document_key,
+        sha256=loaded.sha256,
+        unreadable_pages=unreadable_pages,
+        seconds=seconds,
+    )

@@ -31,17 +31,15 @@ import dataclasses
 import hashlib
 import math
 import re
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, TypeVar
 
-from docutrain_cli.sqlite_wal import use_wal
+from docutrain_cli import sqlite
 
 MARGIN = 0.03  # we aim this far under the server's limit: latency jitter and estimates drift
 PROBE_TIMEOUT = 30.0  # seconds the others wait for the first answer before going ahead anyway
 RECHECK = 0.1  # seconds between looks while the first request is out
-BUSY_TIMEOUT = 30.0
 T = TypeVar("T")
 
 
@@ -57,6 +55,7 @@ class BudgetRow:
     request_level: float = 0.0
     at: float = 0.0  # when the levels were last refilled
     blocked_until: float = 0.0  # a 429 asked everyone to wait until then
+    density: float = 0.0  # tokens the server counts per estimated token (0: not known yet)
     answered: int = 0  # 1 once an answer (or refusal) came back: what it said about limits is known
     probe_until: float = 0.0  # the first request goes alone, until its answer or then
     tokens_total: int = 0
@@ -85,9 +84,10 @@ class BudgetStore(Protocol):
 
 @dataclasses.dataclass
 class Reservation:
-    tokens: int
+    tokens: int  # taken from the budget: the estimate at the server's density
     wait: float  # seconds the caller must sleep before sending
     again: bool = False  # after the wait, ask again instead of sending (nothing was reserved)
+    estimate: int = 0  # the caller's own estimate, before the density
 
 
 def budget_key(base_url: str | None, api_key: str | None, model: str) -> str:
@@ -158,26 +158,31 @@ class RateBudget:
         self.tpm, self.rpm = row.tpm, row.rpm
 
     # -- what workers call --------------------------------------------------
-    def reserve(self, tokens: int) -> Reservation:
-        """Take `tokens` and one request from the budget; returns how long to wait first."""
+    def reserve(self, estimate: int) -> Reservation:
+        """Take a request's tokens and one request from the budget; returns how
+        long to wait first. `estimate` is the caller's guess; the budget
+        reserves it at the density the server's answers showed, which all
+        workers share: a reservation far above what the server then counts
+        would make every worker behind it wait for nothing."""
 
         def work(row: BudgetRow, now: float) -> Reservation:
+            tokens = math.ceil(estimate * (row.density or 1.0))
             if not (row.tpm or row.rpm or any(self.configured)):
                 if not row.answered:
                     # Nothing known yet: the first request goes alone and its
                     # answer's headers tell the limit. Without this, a fresh
                     # run's workers all fire at once and may be refused.
                     if row.probe_until > now:
-                        return Reservation(tokens, min(RECHECK, row.probe_until - now), again=True)
+                        return Reservation(tokens, min(RECHECK, row.probe_until - now), True, estimate)
                     row.probe_until = now + PROBE_TIMEOUT
-                    return Reservation(tokens, 0.0)
-                return Reservation(tokens, max(0.0, row.blocked_until - now))  # no limit reported: a read
+                    return Reservation(tokens, 0.0, False, estimate)
+                return Reservation(tokens, max(0.0, row.blocked_until - now), False, estimate)  # a read
             self._refill(row, now)
             if row.tpm:
                 row.token_level -= tokens
             if row.rpm:
                 row.request_level -= 1
-            return Reservation(tokens, self._wait(row, now))
+            return Reservation(tokens, self._wait(row, now), False, estimate)
 
         return self.store.transact(self.key, work)
 
@@ -201,6 +206,9 @@ class RateBudget:
             self._refill(row, now)
             if row.tpm:
                 row.token_level += reservation.tokens - used
+            if reservation.estimate:
+                seen = used / reservation.estimate
+                row.density = seen if not row.density else 0.7 * row.density + 0.3 * seen
             self._learn(row, headers)
             row.tokens_total += used
             row.requests_total += 1
@@ -335,11 +343,8 @@ class SQLiteBudgetStore:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
-        self._db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
-        use_wal(self._db, BUSY_TIMEOUT)
-        self._db.execute("PRAGMA synchronous=NORMAL")  # a lost update costs a few tokens of pacing, not data
+        # NORMAL: a lost update after a power cut costs a few tokens of pacing, not data.
+        self._db = sqlite.connect(self.path, synchronous="NORMAL")
         columns = ", ".join(f"{name} {'TEXT PRIMARY KEY' if name == 'key' else ''}" for name in FIELDS)
         self._db.execute(f"CREATE TABLE IF NOT EXISTS rate_budget ({columns})")
         present = {r[1] for r in self._db.execute("PRAGMA table_info(rate_budget)")}
@@ -348,9 +353,7 @@ class SQLiteBudgetStore:
                 self._db.execute(f"ALTER TABLE rate_budget ADD COLUMN {name}")
 
     def transact(self, key: str, work: Callable[[BudgetRow, float], T]) -> T:
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with sqlite.transaction(self._db) as db:
             found = db.execute(f"SELECT {', '.join(FIELDS)} FROM rate_budget WHERE key = ?", (key,)).fetchone()
             row = BudgetRow(*found) if found else BudgetRow(key)
             before = dataclasses.astuple(row)
@@ -362,11 +365,7 @@ class SQLiteBudgetStore:
                     f"INSERT OR REPLACE INTO rate_budget ({', '.join(FIELDS)}) VALUES ({', '.join('?' * len(FIELDS))})",
                     dataclasses.astuple(row),
                 )
-            db.execute("COMMIT")
             return result
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def rows(self) -> list[BudgetRow]:
         return [BudgetRow(*r) for r in self._db.execute(f"SELECT {', '.join(FIELDS)} FROM rate_budget")]
@@ -375,9 +374,14 @@ class SQLiteBudgetStore:
         self._db.close()
 
 
-def local_budget_path(queue_path: str) -> Path:
-    """Beside the queue file: every worker of the runner that holds it shares it."""
-    return Path(queue_path + ".budget")
+def local_budget_path(settings) -> Path:
+    """Beside the queue file: every worker of the runner that holds it shares
+    it. A Cloudflare queue has no database of ours to hold a shared row, so
+    each machine keeps its own beside the store (set embedding_tpm to the
+    machine's share of the limit when several drain one queue)."""
+    if settings.queue_is_cloudflare:
+        return Path(settings.store + ".budget")
+    return Path(settings.queue + ".budget")
 
 
 def open_store(settings) -> BudgetStore:
@@ -385,7 +389,7 @@ def open_store(settings) -> BudgetStore:
         from docutrain_cli.pipeline.ratelimit_pg import PostgresBudgetStore
 
         return PostgresBudgetStore(settings.queue)
-    return SQLiteBudgetStore(local_budget_path(settings.queue))
+    return SQLiteBudgetStore(local_budget_path(settings))
 
 
 def open_budget(settings, store: BudgetStore | None = None) -> RateBudget:
@@ -404,7 +408,7 @@ def budget_status(settings) -> list[dict[str, Any]]:
 
         store: BudgetStore = PostgresBudgetStore(settings.queue, create=False)
     else:
-        path = local_budget_path(settings.queue)
+        path = local_budget_path(settings)
         if not path.exists():
             return []
         store = SQLiteBudgetStore(path)

@@ -133,6 +133,8 @@ def _cached_tiktoken(encoding_name: str):
         return None
 
 
+# A process-wide cache on purpose: a counter holds no client or connection
+# (a tiktoken encoding is immutable data), so sharing it is safe, even across fork.
 @functools.lru_cache(maxsize=None)
 def counter_for(model: str) -> TokenCounter:
     """The best counter available offline for an embedding model."""

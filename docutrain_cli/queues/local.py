@@ -30,14 +30,13 @@ from persistqueue.sqlackqueue import AckStatus, SQLiteAckQueue
 
 from docutrain_cli.errors import ConfigError, DocutrainError
 from docutrain_cli.jobs import STATES, Job, JobState
-from docutrain_cli.lock import RunnerLock
+from docutrain_cli.queues.lock import RunnerLock
 from docutrain_cli.queues.base import JobQueue, QueueStats
-from docutrain_cli.sqlite_wal import use_wal
+from docutrain_cli import sqlite
 
 TABLE = "ack_queue_default"  # persist-queue's table for name="default"
 DONE_TABLE = "docutrain_done"
 KEEP_DONE_RECORDS = 100_000
-BUSY_TIMEOUT = 30.0
 
 READY = (int(AckStatus.inited), int(AckStatus.ready))
 RUNNING = int(AckStatus.unack)
@@ -49,16 +48,6 @@ _NOT_BEFORE = "coalesce(json_extract(CAST(data AS TEXT), '$.not_before'), 0)"
 _SHA256 = "json_extract(CAST(data AS TEXT), '$.sha256')"
 
 
-def _tune(conn: sqlite3.Connection) -> sqlite3.Connection:
-    # WAL + synchronous=NORMAL: a commit survives a killed process (even
-    # kill -9); only a power loss can drop the last few commits. FULL would
-    # fsync on every put/get/ack and cap enqueue at a few hundred jobs/s.
-    conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
-    use_wal(conn, BUSY_TIMEOUT)
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
-
-
 class _AckQueue(SQLiteAckQueue):
     """persist-queue's ack queue with our connection pragmas."""
 
@@ -68,7 +57,10 @@ class _AckQueue(SQLiteAckQueue):
         conn = sqlite3.connect(
             os.path.join(path, self.db_file_name), timeout=timeout, check_same_thread=not multithreading
         )
-        return _tune(conn)
+        # WAL + synchronous=NORMAL: a commit survives a killed process (even
+        # kill -9); only a power loss can drop the last few commits. FULL would
+        # fsync on every put/get/ack and cap enqueue at a few hundred jobs/s.
+        return sqlite.configure(conn)
 
 
 class LocalQueue(JobQueue):
@@ -86,9 +78,9 @@ class LocalQueue(JobQueue):
                 db_file_name=self.path.name,
                 auto_resume=False,  # never reset a live runner's jobs
                 serializer=json_serializer,
-                timeout=BUSY_TIMEOUT,
+                timeout=sqlite.BUSY_TIMEOUT,
             )
-            self._db = _tune(sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None))
+            self._db = sqlite.connect(self.path)
             self._db.execute(
                 f"CREATE TABLE IF NOT EXISTS {DONE_TABLE} ("
                 " id INTEGER PRIMARY KEY, data TEXT NOT NULL, finished_at REAL NOT NULL)"

@@ -29,32 +29,25 @@ Only SQL functions that pgmq has had since 1.4 (what Supabase ships) are used.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import json
 import math
-import re
 import time
-from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 from docutrain_cli.config import redact_url
-from docutrain_cli.errors import ConfigError, DocutrainError, ServiceUnavailableError
+from docutrain_cli.errors import ConfigError, ServiceUnavailableError
 from docutrain_cli.jobs import STATES, Job, JobState
 from docutrain_cli.queues.base import JobQueue, QueueStats
-
-KEEP_DONE_RECORDS = 100_000
-CONNECT_TIMEOUT = 10  # seconds
-SEND_BATCH = 1_000  # messages per pgmq.send_batch call
-DEAD_SUFFIX = "_dead"
-# pgmq caps names at 47 characters; leave room for the dead-letter suffix.
-_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,%d}$" % (46 - len(DEAD_SUFFIX)))
-
-ENABLE_HINT = (
-    "enable pgmq: on Supabase open Dashboard -> Integrations -> Queues and enable it "
-    "(or run `create extension pgmq;` in the SQL editor); on your own Postgres install "
-    "the pgmq extension, or run `docutrain queue init` as a role that may create schemas"
+from docutrain_cli.queues.pgmq_setup import (
+    DEAD_SUFFIX,
+    check_name,
+    connect,
+    one_line,
+    psycopg_module,
+    scrub,
 )
 
+KEEP_DONE_RECORDS = 100_000
+SEND_BATCH = 1_000  # messages per pgmq.send_batch call
 T = TypeVar("T")
 
 # -- the message fields we add, read in SQL --------------------------------
@@ -72,55 +65,6 @@ _STATE = (
 )
 
 
-def _psycopg():
-    # Imported here, not at module level: only postgres URLs need it.
-    try:
-        import psycopg
-    except ImportError:  # pragma: no cover - depends on the install
-        raise ConfigError(
-            "a postgresql:// queue needs psycopg: pip install 'docutrain[postgres]'"
-        ) from None
-    return psycopg
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
-
-
-def _check_name(queue_name: str) -> str:
-    if not _NAME.match(queue_name or ""):
-        raise ConfigError(
-            f"queue_name: expected lowercase letters, digits and _ (at most "
-            f"{46 - len(DEAD_SUFFIX) + 1} characters), got {queue_name!r}"
-        )
-    return queue_name
-
-
-def _connect(url: str):
-    psycopg = _psycopg()
-    try:
-        # prepare_threshold=None: no server-side prepared statements, so the
-        # Supabase transaction pooler (port 6543) works as well as a direct
-        # connection or the session pooler.
-        return psycopg.connect(
-            url, autocommit=True, prepare_threshold=None, connect_timeout=CONNECT_TIMEOUT
-        )
-    except psycopg.OperationalError as exc:
-        raise ServiceUnavailableError(
-            f"cannot reach the queue database {redact_url(url)}: {_scrub(_one_line(exc), url)}"
-        ) from None
-    except psycopg.ProgrammingError as exc:  # a malformed URL
-        raise ConfigError(f"queue: not a usable postgresql:// URL {redact_url(url)}: "
-                          f"{_scrub(_one_line(exc), url)}") from None
-
-
-def _scrub(text: str, url: str) -> str:
-    """libpq does not echo passwords, but make sure of it."""
-    match = re.search(r"://[^:/@]+:([^@]*)@", url)
-    return text.replace(match.group(1), "…") if match and match.group(1) else text
-
-
 def _epoch(value) -> float | None:
     return None if value is None else value.timestamp()
 
@@ -131,7 +75,7 @@ class PgmqQueue(JobQueue):
 
     def __init__(self, url: str, queue_name: str = "docutrain", visibility_timeout: float = 120.0):
         self.url = url
-        self.name = _check_name(queue_name)
+        self.name = check_name(queue_name)
         self.dead_name = queue_name + DEAD_SUFFIX
         self.visibility_timeout = visibility_timeout
         self._q = f"pgmq.q_{self.name}"  # pgmq's tables; the name is checked above
@@ -140,7 +84,7 @@ class PgmqQueue(JobQueue):
         # msg_id and read_ct of what this handle leased: a settle only acts
         # on the message if nobody has read it since (see _locked).
         self._leases: dict[int, tuple[int, int]] = {}
-        self._conn = _connect(url)
+        self._conn = connect(url)
         self._check_installed()
 
     def __repr__(self) -> str:
@@ -171,7 +115,7 @@ class PgmqQueue(JobQueue):
         documents twice (processing is idempotent), and a read whose answer
         was lost only hides messages until their timeout.
         """
-        psycopg = _psycopg()
+        psycopg = psycopg_module()
         try:
             return work(self._conn)
         except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction):
@@ -184,12 +128,12 @@ class PgmqQueue(JobQueue):
                 raise
         with contextlib.suppress(Exception):
             self._conn.close()
-        self._conn = _connect(self.url)
+        self._conn = connect(self.url)
         try:
             return work(self._conn)
         except psycopg.OperationalError as exc:
             raise ServiceUnavailableError(
-                f"lost the queue database {redact_url(self.url)}: {_scrub(_one_line(exc), self.url)}"
+                f"lost the queue database {redact_url(self.url)}: {scrub(one_line(exc), self.url)}"
             ) from None
 
     def _json(self, data: dict[str, Any]):
@@ -296,84 +240,78 @@ class PgmqQueue(JobQueue):
             ).fetchone()
         )
 
-    def complete(self, job: Job) -> None:
-        job.state = JobState.DONE
-        job.finished_at = job.finished_at or time.time()
+    def _settle(self, job: Job, change: Callable[[Any, int, int, dict], None]) -> None:
+        """Run `change(cur, msg_id, read_ct, message)` in one transaction on
+        the job's message, if this runner still holds it; otherwise another
+        runner holds it now and will settle it (a lapsed lease is not ours)."""
 
         def work(conn) -> None:
             with conn.transaction(), conn.cursor() as cur:
                 found = self._locked(cur, job)
-                if found is None:
-                    return  # another runner holds it now and will settle it
-                msg_id, _, message = found
-                keep = {k: message[k] for k in ("uncounted_reads",) if k in message}
-                cur.execute(
-                    f"UPDATE {self._q} SET message = %s WHERE msg_id = %s",
-                    (self._json(self._message(job, **keep)), msg_id),
-                )
-                cur.execute("SELECT pgmq.archive(%s, %s::bigint)", (self.name, msg_id))
+                if found is not None:
+                    change(cur, *found)
 
         self._db(work)
+
+    def complete(self, job: Job) -> None:
+        job.state = JobState.DONE
+        job.finished_at = job.finished_at or time.time()
+
+        def change(cur, msg_id: int, read_ct: int, message: dict) -> None:
+            keep = {k: message[k] for k in ("uncounted_reads",) if k in message}
+            cur.execute(
+                f"UPDATE {self._q} SET message = %s WHERE msg_id = %s",
+                (self._json(self._message(job, **keep)), msg_id),
+            )
+            cur.execute("SELECT pgmq.archive(%s, %s::bigint)", (self.name, msg_id))
+
+        self._settle(job, change)
 
     def retry_later(self, job: Job, error: str, not_before: float) -> None:
         job.record_error(error)
         job.not_before = not_before
         job.state = JobState.RETRYING
 
-        def work(conn) -> None:
-            with conn.transaction(), conn.cursor() as cur:
-                found = self._locked(cur, job)
-                if found is None:
-                    return
-                msg_id, read_ct, message = found
-                data = self._message(
-                    job,
-                    uncounted_reads=int(message.get("uncounted_reads") or 0),
-                    returned_at_read=read_ct,
-                )
-                cur.execute(
-                    f"UPDATE {self._q} SET message = %s, vt = to_timestamp(%s) WHERE msg_id = %s",
-                    (self._json(data), not_before, msg_id),
-                )
+        def change(cur, msg_id: int, read_ct: int, message: dict) -> None:
+            data = self._message(
+                job,
+                uncounted_reads=int(message.get("uncounted_reads") or 0),
+                returned_at_read=read_ct,
+            )
+            cur.execute(
+                f"UPDATE {self._q} SET message = %s, vt = to_timestamp(%s) WHERE msg_id = %s",
+                (self._json(data), not_before, msg_id),
+            )
 
-        self._db(work)
+        self._settle(job, change)
 
     def bury(self, job: Job, error: str) -> None:
         job.record_error(error)
         job.state = JobState.DEAD
         job.finished_at = time.time()
 
-        def work(conn) -> None:
-            with conn.transaction(), conn.cursor() as cur:
-                found = self._locked(cur, job)
-                if found is None:
-                    return
-                cur.execute("SELECT pgmq.send(%s, %s, 0)", (self.dead_name, self._json(self._message(job))))
-                cur.execute("SELECT pgmq.delete(%s, %s::bigint)", (self.name, found[0]))
+        def change(cur, msg_id: int, read_ct: int, message: dict) -> None:
+            cur.execute("SELECT pgmq.send(%s, %s, 0)", (self.dead_name, self._json(self._message(job))))
+            cur.execute("SELECT pgmq.delete(%s, %s::bigint)", (self.name, msg_id))
 
-        self._db(work)
+        self._settle(job, change)
 
     def release(self, job: Job, not_before: float | None = None) -> None:
-        def work(conn) -> None:
-            with conn.transaction(), conn.cursor() as cur:
-                found = self._locked(cur, job)
-                if found is None:
-                    return
-                msg_id, read_ct, message = found
-                uncounted = int(message.get("uncounted_reads") or 0) + 1
-                job.attempts = max(read_ct - uncounted, 0)
-                job.started_at = None
-                job.state = JobState.QUEUED if job.attempts == 0 else JobState.RETRYING
-                data = {**message, "uncounted_reads": uncounted, "returned_at_read": read_ct}
-                if not_before is not None:
-                    job.not_before = data["not_before"] = not_before
-                cur.execute(
-                    f"UPDATE {self._q} SET message = %s,"
-                    " vt = greatest(clock_timestamp(), to_timestamp(%s)) WHERE msg_id = %s",
-                    (self._json(data), not_before or 0, msg_id),
-                )
+        def change(cur, msg_id: int, read_ct: int, message: dict) -> None:
+            uncounted = int(message.get("uncounted_reads") or 0) + 1
+            job.attempts = max(read_ct - uncounted, 0)
+            job.started_at = None
+            job.state = JobState.QUEUED if job.attempts == 0 else JobState.RETRYING
+            data = {**message, "uncounted_reads": uncounted, "returned_at_read": read_ct}
+            if not_before is not None:
+                job.not_before = data["not_before"] = not_before
+            cur.execute(
+                f"UPDATE {self._q} SET message = %s,"
+                " vt = greatest(clock_timestamp(), to_timestamp(%s)) WHERE msg_id = %s",
+                (self._json(data), not_before or 0, msg_id),
+            )
 
-        self._db(work)
+        self._settle(job, change)
 
     def housekeep(self) -> None:
         """Keep the latest KEEP_DONE_RECORDS done records in the archive."""
@@ -510,95 +448,4 @@ class PgmqQueue(JobQueue):
         self._conn.close()
 
 
-# -- docutrain queue init ---------------------------------------------------
-def looks_like_supabase(url: str) -> bool:
-    """Supabase hosts: db.<ref>.supabase.co and <region>.pooler.supabase.com."""
-    host = re.sub(r"^[a-z]+://(?:[^@/]*@)?", "", url).split("/", 1)[0].split("?", 1)[0]
-    host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    return host.endswith((".supabase.co", ".supabase.com"))
-
-
-def bundled_sql() -> tuple[Path, str]:
-    """The SQL-only pgmq install shipped in the `pgmq` PyPI package, and its version.
-
-    Found without importing the package (its __init__ pulls in a client we
-    do not use)."""
-    spec = importlib.util.find_spec("pgmq")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(
-            "pgmq is not installed in this database and the `pgmq` Python package that "
-            f"bundles its SQL is missing: pip install 'docutrain[postgres]', or {ENABLE_HINT}"
-        )
-    folder = Path(list(spec.submodule_search_locations)[0]) / "sql"
-    path = folder / "pgmq.sql"
-    if not path.is_file():
-        raise ConfigError(f"{path}: missing from the pgmq package; {ENABLE_HINT}")
-    version = "unknown"
-    with contextlib.suppress(OSError):
-        lines = [l.strip() for l in (folder / "VERSION").read_text().splitlines()]
-        version = next((l for l in lines if l and not l.startswith("#")), version)
-    return path, version
-
-
-def _pgmq_version(conn) -> str | None:
-    """The installed pgmq's version, '' for a SQL-only install, None when absent."""
-    row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'pgmq'").fetchone()
-    if row:
-        return row[0]
-    (present,) = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'read'"
-        " AND pronamespace = to_regnamespace('pgmq'))"
-    ).fetchone()
-    return "" if present else None
-
-
-def init_queue(url: str, queue_name: str = "docutrain") -> str:
-    """Make `url` ready for PgmqQueue: pgmq present, queue and dead-letter
-    queue created. Safe to run again. Returns a short summary of what it did."""
-    psycopg = _psycopg()
-    name = _check_name(queue_name)
-    where = redact_url(url)
-    done: list[str] = []
-    with contextlib.closing(_connect(url)) as conn:
-        version = _pgmq_version(conn)
-        if version is None:
-            (available,) = conn.execute(
-                "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pgmq')"
-            ).fetchone()
-            try:
-                if available:  # Supabase, or a Postgres with the extension packaged
-                    conn.execute("CREATE EXTENSION IF NOT EXISTS pgmq")
-                    version = _pgmq_version(conn) or "?"
-                    done.append(f"enabled the pgmq extension {version}")
-                elif looks_like_supabase(url):
-                    raise DocutrainError(f"pgmq is not enabled in {where}: {ENABLE_HINT}")
-                else:
-                    path, version = bundled_sql()
-                    with conn.transaction():
-                        conn.execute(path.read_text(encoding="utf-8"))
-                    done.append(f"installed pgmq {version} (SQL-only, from the pgmq package)")
-            except psycopg.Error as exc:
-                raise DocutrainError(
-                    f"could not install pgmq in {where}: {_scrub(_one_line(exc), url)}; {ENABLE_HINT}"
-                ) from None
-        else:
-            done.append(f"pgmq {version or '(SQL-only install)'} already present")
-        try:
-            for queue in (name, name + DEAD_SUFFIX):
-                existed = conn.execute("SELECT to_regclass(%s)", (f"pgmq.q_{queue}",)).fetchone()[0]
-                conn.execute("SELECT pgmq.create(%s)", (queue,))
-                # job(id) looks messages up by job_id; keep that an index scan.
-                for prefix in ("q", "a"):
-                    conn.execute(
-                        f"CREATE INDEX IF NOT EXISTS {prefix}_{queue}_job_id"
-                        f" ON pgmq.{prefix}_{queue} (((message->>'job_id')::bigint))"
-                    )
-                done.append(f"queue {queue} {'already there' if existed else 'created'}")
-        except psycopg.Error as exc:
-            raise DocutrainError(
-                f"could not create queue {name!r} in {where}: {_scrub(_one_line(exc), url)}"
-            ) from None
-    return f"{where}: " + "; ".join(done)
-
-
-__all__ = ["PgmqQueue", "init_queue", "looks_like_supabase", "bundled_sql", "KEEP_DONE_RECORDS"]
+__all__ = ["PgmqQueue", "KEEP_DONE_RECORDS"]

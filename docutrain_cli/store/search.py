@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from docutrain_cli.errors import DocutrainError
-from docutrain_cli.pipeline.embed import DEFAULT_DIMENSIONS, OFFLINE_MODEL, get_embedder
-from docutrain_cli.store import Hit, LocalStore
+from docutrain_cli.pipeline.embed import make_embedder
+from docutrain_cli.pipeline.models import DEFAULT_DIMENSIONS, OFFLINE_MODEL
+from docutrain_cli.store.local import Hit, LocalStore
 
 __all__ = ["Hit", "SearchError", "search"]
 
@@ -27,7 +28,7 @@ def search(settings, query: str, top: int = 5) -> list[Hit]:
     with LocalStore(path) as store:
         model, dimensions = _stored_model(store, settings)
         settings = _settings_for(settings, model, dimensions)
-        embedder = get_embedder(settings)
+        embedder = make_embedder(settings)
         [vector] = embedder.embed([query])
         if len(vector) != dimensions:
             raise SearchError(

@@ -59,10 +59,9 @@ from array import array
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from docutrain_cli.sqlite_wal import use_wal
+from docutrain_cli import sqlite
 
 STATUSES = ("pending", "processing", "ready", "error")
-BUSY_TIMEOUT_MS = 30_000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -169,16 +168,8 @@ class LocalStore:
         return self._conn
 
     def _connect(self) -> sqlite3.Connection:
-        if self.path.parent and not self.path.parent.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: we issue BEGIN ourselves, so transactions stay short and explicit.
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        use_wal(conn, BUSY_TIMEOUT_MS / 1000)
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.executescript(SCHEMA)
-        return conn
+        # Autocommit: we BEGIN ourselves (sqlite.transaction), so transactions stay short and explicit.
+        return sqlite.connect(self.path, synchronous="NORMAL", foreign_keys=True, schema=SCHEMA)
 
     def close(self) -> None:
         if self._conn is not None and self._pid == os.getpid():
@@ -282,9 +273,7 @@ class LocalStore:
         """Replace the document's chunk set in one transaction; returns the
         document id. The document's status is left to the caller (the runner
         marks it ready once the job is acknowledged)."""
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with sqlite.transaction(self.conn) as conn:
             doc_id = self._upsert_document(
                 document_key, status=None, source=source, sha256=sha256, user_id=user_id
             )
@@ -318,10 +307,6 @@ class LocalStore:
                     WHERE id = ?""",
                 (page_count, count, embedding_model, embedding_dimensions, processing_seconds, doc_id),
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return doc_id
 
     def chunk_count(self, document_key: str | None = None) -> int:
@@ -365,18 +350,12 @@ class LocalStore:
     ) -> None:
         if not vectors:
             return
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with sqlite.transaction(self.conn) as conn:
             conn.executemany(
                 f"""INSERT OR REPLACE INTO embedding_cache (model, dimensions, text_sha256, embedding, created_at)
                     VALUES (?, ?, ?, ?, {NOW})""",
                 [(model, dimensions, h, pack_vector(v)) for h, v in vectors.items()],
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     # -- search -------------------------------------------------------------
 

@@ -1,9 +1,10 @@
-"""The official supabase client, made once per process, and error mapping.
+"""The official supabase client, and the mapping of its errors.
 
-Why a module of its own: the client does not pickle and one inherited through
-fork hung in a measured test, so every process (the runner's parent, each
-worker) builds its own on first use, keyed by pid. Nothing here runs at
-import time.
+Every process that talks to Supabase makes its own client with
+`make_client` and keeps it (a worker in its WorkerContext, the runner's
+status recorder in its delivery): the client does not pickle, and one
+inherited through fork hung in a measured test. Nothing here runs at import
+time, and nothing is cached here.
 
 We hand the client our own httpx.Client so that (1) timeouts are short and
 explicit (a slow Supabase must not stall the dispatcher), and (2) a response
@@ -14,9 +15,7 @@ what tells a retryable 503 from a permanent 400.
 
 from __future__ import annotations
 
-import os
 import threading
-from typing import Any
 
 import httpx
 
@@ -25,8 +24,8 @@ from docutrain_cli.errors import PermanentError, TransientError
 
 DEFAULT_TIMEOUT = 15.0
 
-_clients: dict[tuple, Any] = {}
-_lock = threading.Lock()
+# The last HTTP status per thread (see the docstring): process-global on
+# purpose, since the response hook has no other place to put it.
 _last = threading.local()
 
 
@@ -38,19 +37,19 @@ def last_http_status() -> int | None:
     return getattr(_last, "status", None)
 
 
-def get_client(settings: Settings, timeout: float = DEFAULT_TIMEOUT):
-    """This process's client for (url, key, timeout), created on first use."""
+def make_client(settings: Settings, timeout: float = DEFAULT_TIMEOUT):
+    """A new client for the settings' project; the caller keeps and reuses it."""
     if not settings.supabase_enabled:
         raise PermanentError("Supabase is not configured: set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY")
-    key = (os.getpid(), settings.supabase_url, settings.supabase_service_role_key, timeout)
-    with _lock:
-        client = _clients.get(key)
-        if client is None:
-            # Drop clients a forked parent left behind: never reuse them here.
-            for stale in [k for k in _clients if k[0] != os.getpid()]:
-                del _clients[stale]
-            client = _clients[key] = _create(settings, timeout)
-        return client
+    return _create(settings, timeout)
+
+
+def close_client(client) -> None:
+    """Close the client's HTTP connections (best effort)."""
+    try:
+        client.options.httpx_client.close()
+    except Exception:  # noqa: BLE001 - closing is best effort
+        pass
 
 
 def _create(settings: Settings, timeout: float):
@@ -74,17 +73,6 @@ def _create(settings: Settings, timeout: float):
         return create_client(settings.supabase_url, settings.supabase_service_role_key, options)
     except Exception as exc:  # SupabaseException: bad URL or key format
         raise PermanentError(f"Supabase client: {exc}") from None
-
-
-def reset_clients() -> None:
-    """Forget this process's clients (tests, or after a settings change)."""
-    with _lock:
-        for key in [k for k in _clients if k[0] == os.getpid()]:
-            client = _clients.pop(key)
-            try:
-                client.options.httpx_client.close()
-            except Exception:  # noqa: BLE001 - closing is best effort
-                pass
 
 
 # -- error mapping ------------------------------------------------------------

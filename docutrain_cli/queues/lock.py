@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from docutrain_cli.errors import QueueBusyError
+from docutrain_cli.sqlite import try_lock
 
 
 class RunnerLock:
@@ -23,14 +24,11 @@ class RunnerLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        fd = try_lock(self.path)
+        if fd is None:
             raise QueueBusyError(
                 f"{self.path.with_suffix('')}: queue is busy: {self.holder() or 'another runner'}"
-            ) from None
+            )
         info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)

@@ -1,4 +1,4 @@
-"""The runner's status sink: the local store, plus the Supabase outbox.
+"""The runner's status recorder: the local store, plus the Supabase outbox.
 
 Used in the runner's parent process only. Every transition is written to the
 outbox first (when the job belongs to a Supabase row), then to the local
@@ -9,12 +9,11 @@ out of here: the runner keeps processing and the backlog waits.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from docutrain_cli.config import Settings
-from docutrain_cli.jobs import Job
-from docutrain_cli.outbox import FlushResult, Outbox
-from docutrain_cli.store import LocalStore
+from docutrain_cli.jobs import Job, JobResult
+from docutrain_cli.outbox import Delivery, FlushResult, Outbox
+from docutrain_cli.store.local import LocalStore
 
 log = logging.getLogger("docutrain.status")
 
@@ -25,21 +24,25 @@ REQUEST_TIMEOUT = 5.0
 
 
 class StatusRecorder:
-    def __init__(self, settings: Settings, *, sink: Any = None, request_timeout: float = REQUEST_TIMEOUT):
+    """Implements runner.StatusListener."""
+
+    def __init__(
+        self, settings: Settings, *, delivery: Delivery | None = None, request_timeout: float = REQUEST_TIMEOUT
+    ):
         self.settings = settings
         self.store = LocalStore(settings.store)
         self.outbox = Outbox.for_store(settings.store)
-        self._sink = sink
+        self._delivery = delivery
         self._request_timeout = request_timeout
         self.last_result: FlushResult | None = None
 
     @property
-    def sink(self):
-        if self._sink is None:  # made on first flush, in this process
-            from docutrain_cli.sinks.supabase import SupabaseSink
+    def delivery(self) -> Delivery:
+        if self._delivery is None:  # its client is made on first flush, in this process
+            from docutrain_cli.supabase.status import SupabaseStatusDelivery
 
-            self._sink = SupabaseSink(self.settings, timeout=self._request_timeout)
-        return self._sink
+            self._delivery = SupabaseStatusDelivery(self.settings, timeout=self._request_timeout)
+        return self._delivery
 
     def _remote(self, job: Job) -> bool:
         return self.settings.supabase_enabled and bool(job.document_id)
@@ -53,16 +56,17 @@ class StatusRecorder:
             job.document_key, "processing", source=job.source, sha256=job.sha256, user_id=job.user_id
         )
 
-    def ready(self, job: Job, result: dict) -> None:
-        pages = _int(result.get("pages"))
-        chunks = _int(result.get("chunks"))
+    def ready(self, job: Job, result: JobResult) -> None:
+        # 0 means "not reported" (a real document has pages and chunks):
+        # None keeps what the row already holds.
+        pages, chunks = result.pages or None, result.chunks or None
         if self._remote(job):
             self.outbox.record(job.document_id, "ready", page_count=pages, chunk_count=chunks)
         self.store.set_status(
             job.document_key,
             "ready",
             source=job.source,
-            sha256=result.get("sha256") or job.sha256,
+            sha256=result.sha256 or job.sha256,
             user_id=job.user_id,
             page_count=pages,
             chunk_count=chunks,
@@ -83,10 +87,10 @@ class StatusRecorder:
         if not self.settings.supabase_enabled:
             return 0
         try:
-            result = self.outbox.flush(self.sink, deadline_seconds=deadline_seconds, force=force)
+            result = self.outbox.flush(self.delivery, deadline_seconds=deadline_seconds, force=force)
         except Exception as exc:  # noqa: BLE001 - e.g. a bad URL: keep the backlog, say why
             log.warning("status sync failed: %s", exc)
-            self.outbox._note_error(f"{type(exc).__name__}: {exc}")
+            self.outbox.note_error(f"{type(exc).__name__}: {exc}")
             result = FlushResult(error=str(exc))
         self.last_result = result
         return result.sent
@@ -101,6 +105,8 @@ class StatusRecorder:
         return self.outbox.info()
 
     def close(self) -> None:
+        if self._delivery is not None and hasattr(self._delivery, "close"):
+            self._delivery.close()
         self.outbox.close()
         self.store.close()
 
@@ -137,10 +143,3 @@ def outbox_status(settings: Settings) -> dict | None:
         return None
     with Outbox(path) as outbox:
         return {"supabase_enabled": settings.supabase_enabled, **outbox.info()}
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return None if value is None else int(value)
-    except (TypeError, ValueError):
-        return None

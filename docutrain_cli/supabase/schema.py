@@ -1,6 +1,6 @@
 """`docutrain schema`: the SQL a user applies to their Supabase project.
 
-The template ships as package data (sql/schema.sql); table names and the
+The template ships as package data (schema.sql, next to this module); table names and the
 vector size come from Settings, so the SQL always matches what this
 configuration writes.
 """
@@ -12,39 +12,13 @@ from importlib import resources
 
 from docutrain_cli.config import Settings
 from docutrain_cli.errors import ConfigError
+from docutrain_cli.pipeline.models import embedding_model, vector_dimensions
 
-# Kept here (not imported from the pipeline) so `docutrain schema` stays light.
-MODEL_DIMENSIONS = {
-    "text-embedding-3-small": 1536,
-    "text-embedding-3-large": 3072,
-    "text-embedding-ada-002": 1536,
-}
-OFFLINE_MODEL = "offline-hash-v1"
-OFFLINE_DIMENSIONS = 384
 # pgvector's HNSW index takes `vector` up to 2000 dimensions; larger vectors
 # are indexed (and compared) as halfvec, which goes to 4000.
 HNSW_VECTOR_MAX = 2000
 HALFVEC_MAX = 4000
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-
-
-def embedding_model(settings: Settings) -> str:
-    return OFFLINE_MODEL if settings.embedder_kind == "offline" else settings.embedding_model
-
-
-def vector_dimensions(settings: Settings) -> int:
-    """The size of the embedding column for this configuration."""
-    if settings.embedder_kind == "offline":
-        return OFFLINE_DIMENSIONS
-    if settings.embedding_dimensions:
-        return settings.embedding_dimensions
-    try:
-        return MODEL_DIMENSIONS[settings.embedding_model]
-    except KeyError:
-        raise ConfigError(
-            f"embedding_dimensions: unknown size for model {settings.embedding_model!r}; "
-            "set embedding_dimensions (DOCUTRAIN_EMBEDDING_DIMENSIONS)"
-        ) from None
 
 
 def _identifier(name: str, setting: str) -> str:
@@ -74,7 +48,7 @@ def render_schema(settings: Settings) -> str:
         "distance": distance,
         "index_expression": index_expression,
     }
-    text = resources.files("docutrain_cli").joinpath("sql/schema.sql").read_text(encoding="utf-8")
+    text = resources.files("docutrain_cli.supabase").joinpath("schema.sql").read_text(encoding="utf-8")
     for key, value in values.items():
         text = text.replace("{{" + key + "}}", value)
     leftover = re.search(r"\{\{\w+\}\}", text)

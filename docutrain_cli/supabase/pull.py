@@ -6,15 +6,47 @@ database this way, because a row stays 'pending' until a worker picks it up.
 from __future__ import annotations
 
 from docutrain_cli.config import Settings
-from docutrain_cli.sinks.supabase import SupabaseSink, make_source
+from docutrain_cli.supabase.client import DEFAULT_TIMEOUT, classify, close_client, make_client
+from docutrain_cli.supabase.storage import make_source
 
 
-def pending_documents(settings: Settings, limit: int | None = None) -> list[dict]:
+def pending_documents(
+    settings: Settings, limit: int | None = None, *, page_size: int = 1000, timeout: float = DEFAULT_TIMEOUT
+) -> list[dict]:
     """Rows of the documents table with status 'pending': id, user_id, storage_path.
     Raises TransientError (unreachable) or PermanentError (schema, key)."""
     if limit is not None and limit < 1:
         return []
-    return SupabaseSink(settings).pending_documents(limit)
+    client = make_client(settings, timeout)
+    try:
+        return _pending_rows(client, settings.documents_table, limit, page_size)
+    finally:
+        close_client(client)
+
+
+def _pending_rows(client, table: str, limit: int | None, page_size: int) -> list[dict]:
+    rows: list[dict] = []
+    offset = 0
+    while limit is None or len(rows) < limit:
+        size = page_size if limit is None else min(page_size, limit - len(rows))
+        try:
+            response = (
+                client.table(table)
+                .select("id,user_id,storage_path")
+                .eq("status", "pending")
+                # id only: created_at is not in every project's schema,
+                # and a total order keeps the pages stable.
+                .order("id")
+                .range(offset, offset + size - 1)
+                .execute()
+            )
+        except Exception as exc:  # noqa: BLE001
+            raise classify(exc, f"select from {table}") from None
+        rows.extend(response.data)
+        if len(response.data) < size:
+            break
+        offset += size
+    return rows
 
 
 def job_fields(row: dict, settings: Settings) -> dict | None:
