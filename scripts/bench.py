@@ -8,6 +8,7 @@ mode) and reports medians; ratios are medians of the per-repetition ratios.
     .venv/bin/python scripts/bench.py --quick          # about a minute on 2 cores
     .venv/bin/python scripts/bench.py                  # full mode
     .venv/bin/python scripts/bench.py --only 1,4 --reps 5
+    .venv/bin/python scripts/bench.py --rate-limit     # embedding at the account's limit (about 15 minutes)
 
 Writes a table to stdout, JSON to --json-out (default bench-results/bench.json)
 and a PNG chart of throughput against worker count next to it (if matplotlib
@@ -44,8 +45,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _path in (str(REPO), str(REPO / "scripts")):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 PY = sys.executable
 
@@ -895,6 +897,18 @@ def chart(pipeline: dict, path: Path) -> str:
     return f"chart written to {path}"
 
 
+def bench_rate_limits(*args) -> tuple[list[Row], dict]:
+    import bench_ratelimit
+
+    return bench_ratelimit.bench_rate_limits(*args)
+
+
+def bench_acceptance(*args) -> tuple[list[Row], dict]:
+    import bench_ratelimit
+
+    return bench_ratelimit.bench_acceptance(*args)
+
+
 BENCHES: dict[str, Callable] = {
     "1": bench_pipeline,  # also 4
     "2": bench_dispatcher,
@@ -902,7 +916,10 @@ BENCHES: dict[str, Callable] = {
     "5": bench_memory,
     "6": bench_embedding,
     "7": bench_startup,
+    "8": bench_rate_limits,  # scripts/bench_ratelimit.py; minutes per row
+    "9": bench_acceptance,
 }
+RATE_LIMIT_BENCHES = ("8", "9")
 
 
 def main() -> int:
@@ -913,6 +930,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller corpus, 3 repetitions (about a minute)")
     parser.add_argument("--reps", type=int, help="repetitions (default 3 quick, 5 full)")
     parser.add_argument("--only", help="comma-separated measurements, e.g. 1,2 (4 comes with 1)")
+    parser.add_argument("--rate-limit", action="store_true",
+                        help="only the embedding rate-limit rows (8a-8e) and issue 13's acceptance run (9): "
+                             "about 15 minutes")
     parser.add_argument("--json-out", default=str(REPO / "bench-results" / "bench.json"))
     parser.add_argument("--chart", help="PNG path (default: next to --json-out)")
     parser.add_argument("--work-dir", help="where the corpus and runs go (default: a temporary folder)")
@@ -923,7 +943,12 @@ def main() -> int:
     mode = QUICK if args.quick else FULL
     reps = args.reps or mode.reps
     ncpu = args.workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    only = [x.strip() for x in args.only.split(",")] if args.only else list(BENCHES)
+    if args.rate_limit:
+        only = list(RATE_LIMIT_BENCHES)
+    elif args.only:
+        only = [x.strip() for x in args.only.split(",")]
+    else:  # the rate-limit rows take minutes each: in full mode only
+        only = [k for k in BENCHES if not (args.quick and k in RATE_LIMIT_BENCHES)]
     only = ["1" if x == "4" else x for x in only]
     root = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="docutrain-bench-"))
     root.mkdir(parents=True, exist_ok=True)
