@@ -929,7 +929,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller corpus, 3 repetitions (about a minute)")
     parser.add_argument("--reps", type=int, help="repetitions (default 3 quick, 5 full)")
-    parser.add_argument("--only", help="comma-separated measurements, e.g. 1,2 (4 comes with 1)")
+    parser.add_argument("--only", help="comma-separated measurements, e.g. 1,2 (4 comes with 1; 8c,8e: those rows of 8)")
     parser.add_argument("--rate-limit", action="store_true",
                         help="only the embedding rate-limit rows (8a-8e) and issue 13's acceptance run (9): "
                              "about 15 minutes")
@@ -950,6 +950,12 @@ def main() -> int:
     else:  # the rate-limit rows take minutes each: in full mode only
         only = [k for k in BENCHES if not (args.quick and k in RATE_LIMIT_BENCHES)]
     only = ["1" if x == "4" else x for x in only]
+    rate_rows = {x for x in only if x.startswith("8") and len(x) > 1}  # e.g. --only 8c,8e
+    if rate_rows:
+        import bench_ratelimit
+
+        bench_ratelimit.ROWS = rate_rows
+        only = [x for x in only if x not in rate_rows] + ["8"]
     root = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="docutrain-bench-"))
     root.mkdir(parents=True, exist_ok=True)
     json_out = Path(args.json_out)
