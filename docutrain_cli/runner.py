@@ -167,6 +167,8 @@ class Runner:
         self._paused_until = 0.0  # a service waits out account trouble until then (monotonic)
         self._budget = None  # the embedding rate budget, read for the display
         self._started = time.monotonic()
+        self._waiter = None  # set while running: wakes the idle loop on new jobs
+        self.reconciler = None  # set while running as a service with Supabase
 
     # Called from signal handlers: set flags only.
     def request_stop(self, reason: str = "interrupted") -> None:
@@ -193,11 +195,15 @@ class Runner:
         with self.queue.runner_lock():
             self.summary.recovered = self.queue.recover()
             self.observer.started(self, self.queue.stats(time.time()))
+            self._waiter = self.queue.waiter()
+            if not drain and self.settings.supabase_enabled:
+                self.reconciler = self._make_reconciler()
             pool = self._start_pool()
             try:
                 self._loop(pool, drain, deadline)
                 self._wind_down(pool)
             finally:
+                self._waiter.close()
                 pool.stop()
                 pool.join(timeout=10)
                 self._settle_done()  # anything that finished while stopping
@@ -249,6 +255,9 @@ class Runner:
                 if view:
                     self.observer.budget(view)
                 last_budget = now
+            if self.reconciler is not None and self.reconciler.due(now):
+                self._flush_status()  # so rows that just finished here are not `pending` any more
+                self.reconciler.run(now)
             if now >= self._paused_until:
                 self._fill(pool, capacity)
             if not self._in_flight:
@@ -327,9 +336,20 @@ class Runner:
             self._settle(future, self._in_flight.pop(future))
 
     def _sleep(self, seconds: float) -> None:
+        """Idle: wait for the poll interval, or less when a producer
+        announces new jobs (a queued HTTP upload starts at once)."""
         end = time.monotonic() + seconds
+        if self.reconciler is not None:  # a periodic task must not wait for the poll
+            end = min(end, self.reconciler.next_at)
         while self._stop_reason is None and time.monotonic() < end:
-            time.sleep(min(TICK, max(end - time.monotonic(), 0)))
+            if self._waiter.wait(min(TICK, max(end - time.monotonic(), 0))):
+                return
+
+    def _make_reconciler(self):
+        from docutrain_cli.reconcile import Reconciler
+
+        waiting = getattr(self.status, "waiting_document_ids", None) or set
+        return Reconciler(self.settings, self.queue, waiting)
 
     def _wind_down(self, pool) -> None:
         """Stop taking jobs; let running ones finish within the grace period."""

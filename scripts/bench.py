@@ -8,7 +8,8 @@ mode) and reports medians; ratios are medians of the per-repetition ratios.
     .venv/bin/python scripts/bench.py --quick          # about a minute on 2 cores
     .venv/bin/python scripts/bench.py                  # full mode
     .venv/bin/python scripts/bench.py --only 1,4 --reps 5
-    .venv/bin/python scripts/bench.py --rate-limit     # embedding at the account's limit (about 15 minutes)
+    .venv/bin/python scripts/bench.py --http --quick   # just HTTP intake (8a, 8b)
+    .venv/bin/python scripts/bench.py --rate-limit     # embedding at the account's limit (9, 10; about 16 minutes)
 
 Writes a table to stdout, JSON to --json-out (default bench-results/bench.json)
 and a PNG chart of throughput against worker count next to it (if matplotlib
@@ -45,7 +46,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
-for _path in (str(REPO), str(REPO / "scripts")):
+for _path in (str(REPO), str(REPO / "scripts")):  # scripts/: bench_http.py, bench_ratelimit.py
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
@@ -737,6 +738,11 @@ def _spin(n: int) -> int:
 
 def _child_main(argv: list[str]) -> None:
     what, args = argv[0], argv[1:]
+    if what == "http_load":
+        from bench_http import load_child
+
+        print(json.dumps(load_child(*args)))
+        return
     if what == "rawpool":
         import multiprocessing
 
@@ -916,10 +922,11 @@ BENCHES: dict[str, Callable] = {
     "5": bench_memory,
     "6": bench_embedding,
     "7": bench_startup,
-    "8": bench_rate_limits,  # scripts/bench_ratelimit.py; minutes per row
-    "9": bench_acceptance,
+    "8": lambda *args: __import__("bench_http").bench_http(*args),  # HTTP intake: scripts/bench_http.py
+    "9": bench_rate_limits,  # scripts/bench_ratelimit.py; minutes per row
+    "10": bench_acceptance,
 }
-RATE_LIMIT_BENCHES = ("8", "9")
+RATE_LIMIT_BENCHES = ("9", "10")
 
 
 def main() -> int:
@@ -929,10 +936,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller corpus, 3 repetitions (about a minute)")
     parser.add_argument("--reps", type=int, help="repetitions (default 3 quick, 5 full)")
-    parser.add_argument("--only", help="comma-separated measurements, e.g. 1,2 (4 comes with 1; 8c,8e: those rows of 8)")
+    parser.add_argument("--only", help="comma-separated measurements, e.g. 1,2 (4 comes with 1; 9c,9e: those rows of 9)")
+    parser.add_argument("--http", action="store_true", help="only measurement 8: HTTP intake (same as --only 8)")
     parser.add_argument("--rate-limit", action="store_true",
-                        help="only the embedding rate-limit rows (8a-8e) and issue 13's acceptance run (9): "
-                             "about 15 minutes")
+                        help="only the embedding rate-limit rows (9a-9e) and issue 13's acceptance run (10): "
+                             "about 16 minutes")
     parser.add_argument("--json-out", default=str(REPO / "bench-results" / "bench.json"))
     parser.add_argument("--chart", help="PNG path (default: next to --json-out)")
     parser.add_argument("--work-dir", help="where the corpus and runs go (default: a temporary folder)")
@@ -945,17 +953,19 @@ def main() -> int:
     ncpu = args.workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     if args.rate_limit:
         only = list(RATE_LIMIT_BENCHES)
+    elif args.http:
+        only = ["8"]
     elif args.only:
         only = [x.strip() for x in args.only.split(",")]
     else:  # the rate-limit rows take minutes each: in full mode only
         only = [k for k in BENCHES if not (args.quick and k in RATE_LIMIT_BENCHES)]
     only = ["1" if x == "4" else x for x in only]
-    rate_rows = {x for x in only if x.startswith("8") and len(x) > 1}  # e.g. --only 8c,8e
+    rate_rows = {x for x in only if x.startswith("9") and len(x) > 1}  # e.g. --only 9c,9e
     if rate_rows:
         import bench_ratelimit
 
         bench_ratelimit.ROWS = rate_rows
-        only = [x for x in only if x not in rate_rows] + ["8"]
+        only = [x for x in only if x not in rate_rows] + ["9"]
     root = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="docutrain-bench-"))
     root.mkdir(parents=True, exist_ok=True)
     json_out = Path(args.json_out)
