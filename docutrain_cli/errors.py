@@ -23,6 +23,7 @@ class ExitCode(enum.IntEnum):
     QUEUE_BUSY = 4  # another runner holds this queue: nothing was done
     UNAVAILABLE = 5  # a required service (database, Supabase) cannot be reached
     INTERRUPTED = 130  # stopped by Ctrl-C / SIGTERM before the queue was drained
+    PIPE_CLOSED = 141  # stdout closed early (`| head`): stopped quietly, as Unix tools do (128 + SIGPIPE)
 
 
 class DocutrainError(Exception):
@@ -79,3 +80,10 @@ class AccountError(JobError):
     message says what to do and never contains the key."""
 
     exit_code = ExitCode.UNAVAILABLE
+
+
+def one_line(exc: BaseException, limit: int = 120) -> str:
+    """An exception's message on one line, cut to `limit` characters, for
+    reasons that quote a library's complaint."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

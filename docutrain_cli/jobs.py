@@ -42,6 +42,7 @@ class Job:
     not_before: float = 0.0  # epoch seconds; a retry waits until then
     errors: list[str] = dataclasses.field(default_factory=list)
     enqueued_at: float = dataclasses.field(default_factory=time.time)
+    queued_at: float | None = None  # when `retry` last put it back (None: never); status ages count from it
     started_at: float | None = None
     finished_at: float | None = None
     state: JobState = JobState.QUEUED
@@ -107,6 +108,9 @@ class JobResult:
     sha256: str | None = None  # of the file's bytes
     unreadable_pages: list[int] = dataclasses.field(default_factory=list)
     seconds: float | None = None  # wall time in the worker
+    ocr_pages: int = 0  # scanned pages read by OCR
+    ocr_seconds: float = 0.0  # of `seconds`, the time OCR took
+    ocr_skipped_pages: int = 0  # scanned pages left unread: OCR off or not installed
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able, for the queue record and `--json` output."""
