@@ -195,6 +195,9 @@ def run(
         _emit_json(summary.to_dict())
     elif interactive:
         print(summary_line(summary))
+    if summary.stop_reason == "account":
+        left = summary.remaining.get("queued", 0) + summary.remaining.get("retrying", 0)
+        _error_line(f"{summary.account_problem}; then run again ({left} jobs wait in the queue, none charged)")
     if summary.exit_code:
         raise typer.Exit(summary.exit_code)
 
