@@ -372,3 +372,44 @@ def test_kill_9_right_after_a_202_loses_nothing(docutrain):
     with LocalQueue(docutrain.queue) as queue:
         jobs = {job.id: job.document_id for job in queue.jobs(limit=100)}
     assert jobs == {job_id: f"k{i}" for i, job_id in enumerate(accepted)}
+
+
+def test_closing_the_handles_never_closes_one_from_under_its_call(tmp_path):
+    """Server shutdown while a request is in a queue call: that handle is
+    closed by its own thread when the call returns, the idle ones at once."""
+    import sqlite3
+    import threading
+
+    import anyio
+
+    from docutrain_cli.serve.handles import QueueHandles
+
+    def is_closed(queue) -> bool:
+        try:
+            queue.stats(time.time())
+        except sqlite3.ProgrammingError:  # "Cannot operate on a closed database."
+            return True
+        return False
+
+    handles = QueueHandles(Settings(queue=str(tmp_path / "q.db"), store=str(tmp_path / "s.db")))
+    in_call, go_on, busy, idle = threading.Event(), threading.Event(), [], []
+
+    def slow(queue):
+        busy.append(queue)
+        in_call.set()
+        go_on.wait(30)
+        return queue.stats(time.time()).counts["queued"]  # fails if closed meanwhile
+
+    async def shut_down_during_a_call():
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(handles.call, slow)
+            try:
+                await anyio.to_thread.run_sync(in_call.wait)
+                await handles.call(idle.append)  # a second handle, idle again after this
+                handles.close()
+                assert is_closed(idle[0]) and not is_closed(busy[0])
+            finally:
+                go_on.set()
+
+    anyio.run(shut_down_during_a_call)
+    assert busy[0] is not idle[0] and is_closed(busy[0])  # closed when its call returned

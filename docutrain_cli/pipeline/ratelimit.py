@@ -92,9 +92,20 @@ class Reservation:
 
 def budget_key(base_url: str | None, api_key: str | None, model: str) -> str:
     """endpoint + model + a fingerprint of the key: one account, never the key itself."""
-    endpoint = (base_url or "https://api.openai.com/v1").rstrip("/")
+    endpoint = _endpoint(base_url)
     fingerprint = hashlib.sha256(f"{endpoint}\0{api_key or ''}".encode()).hexdigest()[:12]
     return f"{model} via {endpoint} key#{fingerprint}"
+
+
+def _endpoint(base_url: str | None) -> str:
+    return (base_url or "https://api.openai.com/v1").rstrip("/")
+
+
+def key_parts(key: str) -> tuple[str, str]:
+    """(model, endpoint) of a budget key, for labels and pages."""
+    account = key.rsplit(" key#", 1)[0]
+    model, _, endpoint = account.partition(" via ")
+    return model, endpoint
 
 
 class RateBudget:
@@ -264,8 +275,11 @@ def describe(row: BudgetRow, now: float) -> dict[str, Any]:
         per_minute = row.minute_tokens  # the last full minute
     else:  # the minute before, and this one so far, weighted by time
         per_minute = round(row.last_minute_tokens * (60 - since) / 60 + row.minute_tokens)
+    model, endpoint = key_parts(row.key)
     return {
         "key": row.key,
+        "model": model,
+        "endpoint": endpoint,
         "tokens_per_minute_limit": row.tpm or None,
         "requests_per_minute_limit": row.rpm or None,
         "limit_source": ("headers" if row.learned else "settings") if (row.tpm or row.rpm) else None,
@@ -417,3 +431,19 @@ def budget_status(settings) -> list[dict[str, Any]]:
         return [describe(row, now) for row in store.rows()]
     finally:
         store.close()
+
+
+def current_budget(settings, views: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+    """The budget these settings embed with, from `budget_status` (or
+    `views`, already read): the one of this key, or else the newest one of
+    the same model and endpoint (`serve` may run without the key the runs
+    use). None with the offline embedder or before any request was made."""
+    if settings.embedder == "offline":  # "auto" without a key here may still be runs with one
+        return None
+    views = budget_status(settings) if views is None else views
+    key = budget_key(settings.openai_base_url, settings.openai_api_key, settings.embedding_model)
+    exact = [v for v in views if v["key"] == key]
+    if exact:
+        return exact[0]
+    same = [v for v in views if key_parts(v["key"]) == key_parts(key)]
+    return max(same, key=lambda v: v["updated_at"] or 0, default=None)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlencode
@@ -38,6 +39,7 @@ from docutrain_cli.activity import WorkerBoard
 from docutrain_cli.config import Settings
 from docutrain_cli.jobs import STATES, JobState
 from docutrain_cli.errors import DocutrainError
+from docutrain_cli.pipeline.ratelimit import current_budget
 from docutrain_cli.serve import metrics
 from docutrain_cli.serve import session as sess
 from docutrain_cli.serve.handles import QueueHandles
@@ -105,12 +107,13 @@ class Dashboard:
         settings: Settings,
         handles: QueueHandles,
         *,
-        budget_snapshot: Callable[[], dict[str, Any] | None] = lambda: None,
+        budget_snapshot: Callable[[], dict[str, Any] | None] | None = None,
     ):
         self.settings = settings
         self.sessions = sess.Sessions(settings.serve_token)
         self.handles = handles
-        self._budget = budget_snapshot
+        # Read afresh on each page, like everything else: the runs write it.
+        self._budget = budget_snapshot or partial(current_budget, settings)
         self.templates = make_templates()
         self.registry = metrics.registry_for(settings)
 

@@ -31,6 +31,7 @@ class QueueHandles:
         self._limiter = anyio.CapacityLimiter(size)
         self._all: list[JobQueue] = []
         self._lock = threading.Lock()
+        self._closed = False
 
     async def call(self, work: Callable[[JobQueue], T]) -> T:
         """Run `work(queue)` in a worker thread with a handle of its own."""
@@ -49,17 +50,31 @@ class QueueHandles:
             broken = False
             return result
         finally:
-            if broken:  # an error may have left it mid-transaction: do not reuse
-                with self._lock:
+            with self._lock:
+                # An error may have left it mid-transaction: do not reuse. After
+                # close() it is closed here, by the thread that used it, never
+                # from under it.
+                retire = broken or self._closed
+                if retire:
                     self._all.remove(handle)
+                else:
+                    self._idle.put(handle)
+            if retire:
                 with contextlib.suppress(Exception):
                     handle.close()
-            else:
-                self._idle.put(handle)
 
     def close(self) -> None:
+        """Close the idle handles; a handle still in use is closed when its call returns."""
         with self._lock:
-            handles, self._all = self._all, []
-        for handle in handles:
+            self._closed = True
+            idle = []
+            while True:
+                try:
+                    idle.append(self._idle.get_nowait())
+                except queue_module.Empty:
+                    break
+            for handle in idle:
+                self._all.remove(handle)
+        for handle in idle:
             with contextlib.suppress(Exception):
                 handle.close()

@@ -16,7 +16,12 @@ queue and the files next to the store at scrape time, the same sources as
   Prometheus reads as a counter reset;
 - `docutrain_outbox_backlog`: `<store>.outbox`;
 - `docutrain_runner_up`: a runner holds the local queue (pgmq: this machine
-  has live workers); `docutrain_workers`: live worker processes on this machine.
+  has live workers); `docutrain_workers`: live worker processes on this machine;
+- `docutrain_embedding_*{model,endpoint}` (limits, tokens in the last minute,
+  time waited for the budget, 429s, an account problem): the rate budget's
+  rows (pipeline/ratelimit.py), shared by every runner of the queue, as
+  `status --json`'s `embedding_budget`. Budgets of two keys on one model and
+  endpoint (a key was changed) show the newest.
 
 Names follow celery-exporter and rq-exporter: a `docutrain_` prefix, gauges
 for what is, `_total` counters for what happened, seconds as the unit.
@@ -48,7 +53,7 @@ class DocutrainCollector:
         return []  # collected at scrape time only (no scrape at registration)
 
     def collect(self) -> Iterator[Metric]:
-        from docutrain_cli.recorder import outbox_status
+        from docutrain_cli.recorder import budget_status, outbox_status
 
         queue = self._open_queue(self.settings)
         try:
@@ -60,6 +65,7 @@ class DocutrainCollector:
         with WorkerBoard.for_store(self.settings.store) as board:
             workers = board.workers()
         outbox = outbox_status(self.settings)
+        budgets = budget_status(self.settings)
 
         jobs = GaugeMetricFamily("docutrain_jobs", "Jobs in each state now.", labels=["state"])
         for state in STATES:
@@ -122,6 +128,40 @@ class DocutrainCollector:
         yield GaugeMetricFamily(
             "docutrain_workers", "Live worker processes on this machine.", value=len(workers)
         )
+        yield from _budget_metrics(budgets)
+
+
+def _budget_metrics(budgets: list[dict]) -> Iterator[Metric]:
+    newest: dict[tuple[str, str], dict] = {}
+    for view in sorted(budgets, key=lambda v: v["updated_at"] or 0):
+        newest[(view["model"], view["endpoint"])] = view
+    labels = ["model", "endpoint"]
+    families = [
+        (GaugeMetricFamily, "docutrain_embedding_tokens_per_minute_limit",
+         "The account's tokens-per-minute limit (set or learned from the API); no sample until known.",
+         "tokens_per_minute_limit"),
+        (GaugeMetricFamily, "docutrain_embedding_requests_per_minute_limit",
+         "The account's requests-per-minute limit; no sample until known.", "requests_per_minute_limit"),
+        (GaugeMetricFamily, "docutrain_embedding_tokens_last_minute",
+         "Embedding tokens the server counted in the last minute.", "tokens_last_minute"),
+        (CounterMetricFamily, "docutrain_embedding_rate_wait_seconds",
+         "Worker seconds spent waiting for the rate budget or after a 429.", "waited_seconds_total"),
+        (CounterMetricFamily, "docutrain_embedding_rate_limited",
+         "429 rate-limit answers from the embedding API.", "rate_limited_total"),
+    ]
+    for kind, name, documentation, field in families:
+        family = kind(name, documentation, labels=labels)
+        for (model, endpoint), view in sorted(newest.items()):
+            if view[field] is not None:
+                family.add_metric([model, endpoint], view[field])
+        yield family
+    problem = GaugeMetricFamily(
+        "docutrain_embedding_account_problem",
+        "1 while quota or key trouble stops the runs (see `docutrain status`).", labels=labels,
+    )
+    for (model, endpoint), view in sorted(newest.items()):
+        problem.add_metric([model, endpoint], int(bool(view["problem"])))
+    yield problem
 
 
 def _histogram(name: str, documentation: str, values: list[float]) -> HistogramMetricFamily:

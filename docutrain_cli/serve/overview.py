@@ -7,7 +7,9 @@ store, so it is right whichever process (or machine) did the work.
   queue's own records of finished jobs (`queue.finished()`), which carry
   finished_at and the job's result;
 - the workers and what each one is on: `<store>.workers` (see activity.py);
-- the Supabase outbox: `<store>.outbox`.
+- the Supabase outbox: `<store>.outbox`;
+- the embedding rate budget (limit, waits, an account problem): the budget's
+  row beside the queue (pipeline/ratelimit.py `current_budget`).
 
 Plain data only: the templates render it, /metrics reads the same sources.
 """
@@ -89,6 +91,9 @@ class Overview:
     def stuck(self) -> list[str]:
         """One line per thing an operator should look at, most urgent first."""
         c, lines = self.stats.counts, []
+        if self.budget and self.budget.get("problem"):
+            # Quota or key trouble stops every run: first. The message says what to do (never the key).
+            lines.append(f"embedding with {self.budget['model']} stopped: {self.budget['problem']}")
         if c["dead"]:
             lines.append(f"{c['dead']} dead job(s): see the reasons below and retry them when fixed")
         if self.exclusive and self.stats.known and self.stats.runner_info is None:
