@@ -187,6 +187,9 @@ def run(
     max_time: Optional[str] = typer.Option(None, "--max-time", help="Stop taking jobs after this long, e.g. 4m."),
     job_timeout: Optional[str] = typer.Option(None, "--job-timeout", help="Kill and retry a job after this long (default 10m)."),
     as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON."),
+    batch: bool = typer.Option(
+        False, "--batch", help="Embed through OpenAI's Batch API: half the price, ready within 24 h (setting embedding_mode)."
+    ),
 ) -> None:
     """Process the queue with worker processes.
 
@@ -199,7 +202,7 @@ def run(
     from docutrain_cli.progress import LogObserver, RichObserver, summary_line
     from docutrain_cli.runner import Runner
 
-    settings = _settings(ctx, workers=workers, job_timeout=job_timeout)
+    settings = _settings(ctx, workers=workers, job_timeout=job_timeout, embedding_mode="batch" if batch else None)
     seconds = parse_duration(max_time, "--max-time") if max_time else None
     interactive = sys.stdout.isatty() and not as_json
     observer = RichObserver(_console()) if interactive else LogObserver()
@@ -211,6 +214,9 @@ def run(
         _emit_json(summary.to_dict())
     elif interactive:
         print(summary_line(summary))
+    if summary.stop_reason == "account":
+        left = summary.remaining.get("queued", 0) + summary.remaining.get("retrying", 0)
+        _error_line(f"{summary.account_problem}; then run again ({left} jobs wait in the queue, none charged)")
     if summary.exit_code:
         raise typer.Exit(summary.exit_code)
 
@@ -235,7 +241,10 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
         queue_exclusive = queue.exclusive
     from docutrain_cli.recorder import outbox_status
 
+    from docutrain_cli.batch.ledger import batch_status
+
     outbox = outbox_status(settings)
+    batches = batch_status(settings.store) if Path(settings.store).exists() else None
     data = {
         **stats.counts,
         "oldest_queued_age_seconds": stats.oldest_queued_age,
@@ -243,6 +252,7 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
         "runner": stats.runner,
         "queue_details": stats.details,
         "supabase_outbox": outbox,
+        "batches": batches,
     }
     if as_json:
         _emit_json(data)
@@ -274,6 +284,16 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
         if outbox.get("last_error"):
             line += f", last error at {_when(outbox.get('last_error_at'))}: {outbox['last_error']}"
         print(line)
+    if batches:
+        from docutrain_cli.pipeline.models import cost_usd
+
+        print(f"Batch API: {batches['documents_waiting']} documents waiting for vectors, "
+              f"{len(batches['in_flight'])} batches in flight")
+        for b in batches["in_flight"]:
+            cost = cost_usd(b["model"], b["tokens"], batch=True)
+            print(f"  {b['batch_id'] or b['tag']}: {b['remote_status'] or b['state']}, requests "
+                  f"{b['completed']} completed / {b['failed']} failed of {b['requests']}, {b['inputs']} texts, "
+                  f"{b['tokens']} tokens" + (f" (about ${cost:.6f} at the batch price)" if cost is not None else ""))
     if c["dead"]:
         print("see dead jobs with `docutrain jobs --state dead`; retry them with `docutrain retry --all-dead`")
 
@@ -300,8 +320,12 @@ def jobs(
     settings = _settings(ctx)
     with _queue(settings) as queue:
         found = queue.jobs(JobState(state) if state else None, limit=limit)
+    from docutrain_cli.batch.ledger import batch_status
+
+    ledger = batch_status(settings.store) if Path(settings.store).exists() else None
+    waits = ledger["waits"] if ledger else {}
     if as_json:
-        _emit_json([j.to_dict() for j in found])
+        _emit_json([{**j.to_dict(), "waiting_on_batches": waits.get(j.document_key)} for j in found])
         return
     if not found:
         print("no jobs" + (f" in state {state}" if state else ""))
@@ -309,11 +333,16 @@ def jobs(
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False)
-    for column in ("id", "state", "attempts", "file", "last error"):
+    columns = ["id", "state", "attempts", "file", "last error"] + (["waits on batch"] if waits else [])
+    for column in columns:
         table.add_column(column, overflow="fold")
     for job in found:
         error = (job.last_error or "").removeprefix(f"{job.source}: ")  # the file is in its own column
-        table.add_row(str(job.id), job.state.value, str(job.attempts), job.source, error)
+        row = [str(job.id), job.state.value, str(job.attempts), job.source, error]
+        if waits:
+            wait = waits.get(job.document_key)
+            row.append("" if wait is None else ", ".join(wait) or "not sent yet")
+        table.add_row(*row)
     _console().print(table)
 
 

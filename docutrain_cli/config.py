@@ -64,6 +64,10 @@ class Settings:
     embedding_dimensions: int | None = None
     openai_api_key: str | None = _secret()
     openai_base_url: str | None = None
+    # sync: workers embed at once; batch: OpenAI's Batch API, half the price, within 24 h
+    embedding_mode: str = "sync"
+    batch_queue_tokens: int = 3_000_000  # the account's queued-token quota for the Batch API (tier 1)
+    batch_poll_interval: float = 60.0  # how often a running service polls its batches
     # Supabase
     supabase_url: str | None = None
     supabase_service_role_key: str | None = _secret()
@@ -135,6 +139,7 @@ _DURATION_FIELDS = {
     "grace_period",
     "poll_interval",
     "visibility_timeout",
+    "batch_poll_interval",
 }
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 
@@ -167,6 +172,12 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"max_attempts: must be at least 1, got {s.max_attempts}")
     if s.embedder not in ("auto", "openai", "offline"):
         raise ConfigError(f"embedder: expected auto, openai or offline, got {s.embedder!r}")
+    if s.embedding_mode not in ("sync", "batch"):
+        raise ConfigError(f"embedding_mode: expected sync or batch, got {s.embedding_mode!r}")
+    if s.embedding_mode == "batch" and s.embedder_kind != "openai":
+        raise ConfigError("embedding_mode 'batch' needs the OpenAI embedder: set OPENAI_API_KEY")
+    if s.batch_queue_tokens < 1:
+        raise ConfigError(f"batch_queue_tokens: must be positive, got {s.batch_queue_tokens}")
     if s.embedder == "openai" and not s.openai_api_key:
         raise ConfigError("embedder is 'openai' but OPENAI_API_KEY is not set")
     if not 16 <= s.chunk_tokens <= 8000:

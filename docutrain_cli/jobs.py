@@ -104,6 +104,10 @@ class JobResult:
     sha256: str | None = None  # of the file's bytes
     unreadable_pages: list[int] = dataclasses.field(default_factory=list)
     seconds: float | None = None  # wall time in the worker
+    # Batch API mode: distinct texts parked for a batch (the document waits
+    # in status 'embedding'), and their tokens; 0 when it is ready now.
+    batch_texts: int = 0
+    batch_tokens: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able, for the queue record and `--json` output."""

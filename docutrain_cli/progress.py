@@ -143,14 +143,34 @@ def summary_line(summary: RunSummary) -> str:
     ]
     if summary.released:
         parts.append(f"{summary.released} returned to the queue")
+    price = "list price" if summary.batch is None else "the Batch API price (half the list price)"
     if any(t.values()):
         cost = summary.cost_usd
         parts.append(
             f"{t['pages']} pages, {t['chunks']} chunks, {t['tokens_embedded']} tokens embedded, "
             f"{t['tokens_cached']} from cache"
-            + (f", ${cost:.4f} at list price" if cost is not None else ", cost unknown (no list price for the model)")
+            + (f", ${cost:.4f} at {price}" if cost is not None else ", cost unknown (no list price for the model)")
         )
+    if summary.batch is not None:
+        parts.append(batch_line(summary.batch))
     left = {k: v for k, v in summary.remaining.items() if k in ("queued", "retrying") and v}
     if left:
         parts.append("left: " + ", ".join(f"{v} {k}" for k, v in left.items()))
     return "; ".join(parts)
+
+
+def batch_line(report: dict) -> str:
+    """What the Batch API steps of a run did, in one phrase."""
+    cost = report["cost_usd"]
+    text = (
+        f"batch: {report['files']} files sent ({report['requests']} requests, {report['inputs']} texts, "
+        f"{report['tokens_submitted']} tokens), {report['batches_applied']} batches back "
+        f"({report['vectors']} vectors, {report['tokens_embedded']} tokens, "
+        + (f"${cost:.4f} at the batch price" if cost is not None else "cost unknown")
+        + f"), {report['documents_ready']} documents ready"
+    )
+    if report["documents_error"]:
+        text += f", {report['documents_error']} in error"
+    if report["problem"]:
+        text += f"; trouble: {report['problem']}"
+    return text

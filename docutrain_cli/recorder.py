@@ -60,6 +60,15 @@ class StatusRecorder:
         # 0 means "not reported" (a real document has pages and chunks):
         # None keeps what the row already holds.
         pages, chunks = result.pages or None, result.chunks or None
+        if result.batch_texts:
+            # The job is done but its vectors come from a batch: locally the
+            # document shows 'embedding'; Supabase keeps 'processing' (its
+            # schema knows no other state) until the batch step says ready.
+            self.store.set_status(
+                job.document_key, "embedding", source=job.source, sha256=result.sha256 or job.sha256,
+                user_id=job.user_id, page_count=pages,
+            )
+            return
         if self._remote(job):
             self.outbox.record(job.document_id, "ready", page_count=pages, chunk_count=chunks)
         self.store.set_status(

@@ -16,7 +16,7 @@ import time
 from typing import Any, Protocol
 
 from docutrain_cli.config import Settings
-from docutrain_cli.errors import ExitCode, PermanentError, TransientError
+from docutrain_cli.errors import AccountError, ExitCode, PermanentError, TransientError
 from docutrain_cli.jobs import Job, JobResult, RetryPolicy
 from docutrain_cli.queues.base import JobQueue, QueueStats
 from docutrain_cli.worker import WorkerContext, init_worker, load_processor, run_job, run_with, worker_modules
@@ -58,7 +58,8 @@ class RunSummary:
     released: int = 0
     recovered: int = 0
     elapsed: float = 0.0
-    stop_reason: str = "drained"  # drained | max-time | interrupted | terminated
+    stop_reason: str = "drained"  # drained | max-time | interrupted | terminated | account
+    account_problem: str | None = None  # quota or key trouble that stopped the run
     totals: dict[str, int] = dataclasses.field(
         default_factory=lambda: {k: 0 for k in SUMMED_RESULT_FIELDS}
     )
@@ -67,6 +68,9 @@ class RunSummary:
     # Summed from the processors' results; None once a job's cost is unknown.
     cost_usd: float | None = 0.0
     remaining: dict[str, int] = dataclasses.field(default_factory=dict)
+    # Batch API mode: what the batch steps did (files sent, vectors applied,
+    # documents finished, cost at the batch price); None in sync mode.
+    batch: dict | None = None
 
     def add(self, result: JobResult) -> None:
         """Count one finished job's result."""
@@ -86,6 +90,8 @@ class RunSummary:
     def exit_code(self) -> ExitCode:
         if self.stop_reason == "interrupted":
             return ExitCode.INTERRUPTED
+        if self.stop_reason == "account":
+            return ExitCode.UNAVAILABLE
         return ExitCode.PARTIAL if self.dead else ExitCode.OK
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,6 +153,7 @@ class Runner:
         self._force = False
         self._in_flight: dict[concurrent.futures.Future, Job] = {}
         self._in_process = in_process
+        self._batch = None  # the Batch API step (batch/step.py), in embedding_mode 'batch'
 
     # Called from signal handlers: set flags only.
     def request_stop(self, reason: str = "interrupted") -> None:
@@ -172,6 +179,7 @@ class Runner:
         with self.queue.runner_lock():
             self.summary.recovered = self.queue.recover()
             self.observer.started(self, self.queue.stats(time.time()))
+            self._start_batches()
             pool = self._start_pool()
             try:
                 self._loop(pool, drain, deadline)
@@ -182,6 +190,7 @@ class Runner:
                 self._settle_done()  # anything that finished while stopping
                 for future, job in list(self._in_flight.items()):
                     self._release(future, job)
+                self._end_batches()
                 self._flush_status()
                 self.queue.housekeep()
             self.summary.elapsed = time.monotonic() - started
@@ -213,13 +222,17 @@ class Runner:
     def _loop(self, pool, drain: bool, deadline: float | None) -> None:
         # A small backlog per worker hides the round trip to the dispatcher.
         capacity = self.settings.workers + max(1, self.settings.workers // 2)
-        last_housekeep = last_flush = last_extend = time.monotonic()
+        last_housekeep = last_flush = last_extend = last_batch = time.monotonic()
         finished_at_housekeep = 0
         while self._stop_reason is None:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 self._stop_reason = "max-time"
                 break
+            if self._batch is not None and now - last_batch >= self.settings.batch_poll_interval:
+                # An idle queue sends what is parked; a busy one only full files.
+                self._batch_pass(flush=not self._in_flight)
+                last_batch = now
             self._fill(pool, capacity)
             if not self._in_flight:
                 if drain and not self._work_left(deadline):
@@ -339,6 +352,38 @@ class Runner:
 
     def _flush_status(self) -> None:
         self.status.flush()
+
+    # -- Batch API mode ------------------------------------------------------
+    def _start_batches(self) -> None:
+        """Resume and poll the batches of earlier runs before taking jobs."""
+        if self.settings.embedding_mode != "batch":
+            return
+        from docutrain_cli.batch.step import BatchStep, StepReport
+
+        self._batch = BatchStep(self.settings, self.status)
+        self._batch_report = StepReport()
+        self._batch_pass(flush=True)
+
+    def _end_batches(self) -> None:
+        """Send what the workers parked, apply what is back, finish documents."""
+        if self._batch is None:
+            return
+        if self._stop_reason not in ("interrupted", "account") and not self._force:
+            self._batch_pass(flush=True)
+        self._batch.close()
+        self.summary.batch = self._batch_report.to_dict()
+        if self.summary.cost_usd is not None:
+            cost = self._batch_report.cost_usd
+            self.summary.cost_usd = None if cost is None else self.summary.cost_usd + cost
+
+    def _batch_pass(self, *, flush: bool) -> None:
+        try:
+            self._batch_report.add(self._batch.step(flush=flush))
+        except AccountError as exc:  # nothing can be sent: stop, every job stays queued
+            self.summary.account_problem = str(exc)
+            self.summary.stop_reason = "account"
+            if self._stop_reason is None:
+                self._stop_reason = "account"
 
 
 def _killed_by_stop(exc: BaseException) -> bool:
