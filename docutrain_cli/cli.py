@@ -294,6 +294,8 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
             print(f"  {b['batch_id'] or b['tag']}: {b['remote_status'] or b['state']}, requests "
                   f"{b['completed']} completed / {b['failed']} failed of {b['requests']}, {b['inputs']} texts, "
                   f"{b['tokens']} tokens" + (f" (about ${cost:.6f} at the batch price)" if cost is not None else ""))
+        if batches["finishing_problem"]:
+            print(f"  finishing documents failed last time: {batches['finishing_problem']}")
     if c["dead"]:
         print("see dead jobs with `docutrain jobs --state dead`; retry them with `docutrain retry --all-dead`")
 

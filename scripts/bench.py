@@ -895,6 +895,14 @@ def chart(pipeline: dict, path: Path) -> str:
     return f"chart written to {path}"
 
 
+def bench_batch(mode: Mode, root: Path, ncpu: int, reps: int) -> tuple[list[Row], dict]:
+    """8: the Batch API mode (scripts/bench_batch.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_batch import bench_batch as measure
+
+    return measure(mode, root, ncpu, reps, h=sys.modules[__name__])
+
+
 BENCHES: dict[str, Callable] = {
     "1": bench_pipeline,  # also 4
     "2": bench_dispatcher,
@@ -902,6 +910,7 @@ BENCHES: dict[str, Callable] = {
     "5": bench_memory,
     "6": bench_embedding,
     "7": bench_startup,
+    "8": bench_batch,
 }
 
 

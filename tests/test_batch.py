@@ -252,3 +252,59 @@ def test_an_old_store_learns_the_embedding_status(tmp_path):
     with LocalStore(path) as store:
         store.set_status("k", "embedding")
         assert store.get_document("k")["status"] == "embedding" and store.chunk_count("k") == 1
+
+
+def test_supabase_rows_stay_processing_until_the_batch_is_back_and_get_chunks_before_ready(
+    docutrain, tmp_path, batch_api, supabase_standin
+):
+    import uuid
+
+    project = supabase_standin.project
+    docs = []
+    for i in range(2):
+        path = multi_page(tmp_path / f"doc{i}.pdf", pages=2, seed=i + 1)
+        storage_path = f"{uuid.uuid4()}/doc{i}.pdf"
+        project.put_object("documents", storage_path, path.read_bytes())
+        docs.append(project.add_document("pending", storage_path=storage_path))
+    env = dict(SUPABASE_URL=supabase_standin.url, SUPABASE_SERVICE_ROLE_KEY=supabase_standin.key)
+    assert docutrain("enqueue", "--from-supabase", **env).returncode == 0
+    result, _ = run_batch(docutrain, batch_api, **env)
+    assert result.returncode == 0, result.stderr
+    assert {project.document(d)["status"] for d in docs} == {"processing"}
+    assert project.rows("document_chunks") == []
+
+    batch_api.advance(None, "completed")
+    supabase_standin.fail("POST", "/rest/v1/document_chunks", 500)  # the chunk upload fails this time
+    result, summary = run_batch(docutrain, batch_api, **env)
+    assert result.returncode == 0, result.stderr
+    assert summary["batch"]["documents_ready"] == 0 and "500" in summary["batch"]["problem"]
+    assert {project.document(d)["status"] for d in docs} == {"processing"}  # never ready without chunks
+    assert set(documents(docutrain).values()) == {"embedding"}
+    assert "finishing documents failed last time" in docutrain("status").stdout
+
+    supabase_standin.heal()
+    result, summary = run_batch(docutrain, batch_api, **env)
+    assert result.returncode == 0, result.stderr
+    assert summary["batch"]["documents_ready"] == 2
+    counts: dict[str, int] = {}
+    for row in project.rows("document_chunks"):
+        counts[row["user_document_id"]] = counts.get(row["user_document_id"], 0) + 1
+    for d in docs:
+        row = project.document(d)
+        assert (row["status"], row["chunk_count"], row["page_count"]) == ("ready", counts[d], 2)
+    assert batch_api.files_created == 1 and batch_api.batches_created == 1
+
+
+def test_a_service_polls_its_batches_on_a_timer_while_idle(docutrain, tmp_path, batch_api):
+    enqueue_pdfs(docutrain, tmp_path, n=1)
+    runner = docutrain.start("run", "--batch", "--workers", "1", **env_for(batch_api),
+                             DOCUTRAIN_BATCH_POLL_INTERVAL="0.2")
+    try:
+        docutrain.wait_for(lambda: batch_api.batch_ids(), 60, "a batch sent by the idle service")
+        batch_api.advance(None, "completed")
+        docutrain.wait_for(lambda: set(documents(docutrain).values()) == {"ready"}, 60, "the document ready")
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        out, err = runner.communicate(timeout=60)
+    assert runner.returncode == 0, err
+    assert batch_api.files_created == 1 and batch_api.batches_created == 1

@@ -410,7 +410,10 @@ def batch_status(store_path) -> dict | None:
         ledger = Ledger(store)
         in_flight = [dataclasses.asdict(b) for b in ledger.batches(IN_FLIGHT)]
         waiting = ledger.conn.execute("SELECT count(*) FROM batch_documents").fetchone()[0]
-        return {"in_flight": in_flight, "documents_waiting": waiting, "waits": ledger.waits()}
+        problem = ledger.conn.execute(
+            "SELECT problem FROM batch_documents WHERE problem IS NOT NULL LIMIT 1").fetchone()
+        return {"in_flight": in_flight, "documents_waiting": waiting, "waits": ledger.waits(),
+                "finishing_problem": problem[0] if problem else None}
     finally:
         store.close()
 

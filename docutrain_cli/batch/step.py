@@ -103,17 +103,21 @@ class BatchStep:
         """One pass (see the module docstring). Network or server trouble
         ends the pass early and is reported; an AccountError is raised."""
         report = StepReport()
-        try:
-            for batch in self.ledger.batches(IN_FLIGHT):
-                self._advance(batch, report)
-            self._finish_documents(report)
-            self._submit(report, flush=flush)
-        except AccountError:
-            raise
-        except JobError as exc:
-            report.problem = str(exc)
-            log.warning("batch step: %s", exc)
+        # Three parts, each allowed to fail alone: a Supabase outage while
+        # finishing documents must not keep new batches from being sent.
+        for part in (self._advance_all, self._finish_documents, lambda r: self._submit(r, flush=flush)):
+            try:
+                part(report)
+            except AccountError:
+                raise
+            except JobError as exc:
+                report.problem = str(exc)
+                log.warning("batch step: %s", exc)
         return report
+
+    def _advance_all(self, report: StepReport) -> None:
+        for batch in self.ledger.batches(IN_FLIGHT):
+            self._advance(batch, report)
 
     # -- one batch through its states -----------------------------------------
 
@@ -195,7 +199,11 @@ class BatchStep:
             if self._superseded(doc):
                 self.ledger.release(doc["document_key"], doc["version"])
                 continue
-            self._finish(doc, chunks, vectors)
+            try:
+                self._finish(doc, chunks, vectors)
+            except JobError as exc:
+                self.ledger.note_problem(doc["document_key"], str(exc))
+                raise  # the same trouble would meet the next document: the next step tries again
             report.documents_ready += 1
 
     def _superseded(self, doc: dict) -> bool:
