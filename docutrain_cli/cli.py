@@ -17,6 +17,7 @@ import typer
 from docutrain_cli import __version__
 from docutrain_cli.config import Settings, load_settings
 from docutrain_cli.errors import DocutrainError, ExitCode, UsageError
+from docutrain_cli.jobs import JobState
 
 app = typer.Typer(
     name="docutrain",
@@ -42,7 +43,8 @@ def _version(value: bool) -> None:
 
 
 _GLOBAL_HELP = {
-    "--queue": "Queue file (default ./queue.db) or postgresql:// URL. Env: DOCUTRAIN_QUEUE.",
+    "--queue": "Queue file (default ./queue.db), postgresql:// URL or cloudflare://<account_id>/<queue_id>. "
+    "Env: DOCUTRAIN_QUEUE.",
     "--store": "Local store file (default ./docutrain.db). Env: DOCUTRAIN_STORE.",
 }
 
@@ -124,6 +126,16 @@ def _age(seconds: float | None) -> str:
         if seconds >= size:
             return f"{seconds / size:.1f}{unit}"
     return f"{seconds:.0f}s"
+
+
+def _count(value: int | None) -> str:
+    return "unknown" if value is None else str(value)
+
+
+def _not_listable(queue, what: str) -> str:
+    """Why a backend that lists only some states cannot show `what`."""
+    states = ", ".join(sorted(s.value for s in queue.listable_states))
+    return f"{what}: this {queue.kind} queue can only show {states} jobs (it cannot read back the others)"
 
 
 def _when(epoch: float | None) -> str:
@@ -247,6 +259,7 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     batches = batch_status(settings.store) if Path(settings.store).exists() else None
     data = {
         **stats.counts,
+        "unfinished": stats.pending if stats.known else stats.unfinished,
         "oldest_queued_age_seconds": stats.oldest_queued_age,
         "next_retry_at": stats.next_retry_at,
         "runner": stats.runner,
@@ -259,10 +272,12 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
         return
     c = stats.counts
     print(
-        f"queued {c['queued']}  running {c['running']}  retrying {c['retrying']}  "
-        f"done {c['done']}  dead {c['dead']}"
+        f"queued {_count(c['queued'])}  running {_count(c['running'])}  retrying {_count(c['retrying'])}  "
+        f"done {_count(c['done'])}  dead {_count(c['dead'])}"
     )
-    if stats.oldest_queued_age is None:
+    if not stats.known:
+        pass  # the backend's own line below says what it can tell
+    elif stats.oldest_queued_age is None:
         print("oldest queued job: none queued")
     else:
         print(f"oldest queued job: {_age(stats.oldest_queued_age)} old")
@@ -279,6 +294,14 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
             f"{_age(d['oldest_message_age_seconds'])}; dead-letter queue {d['dead_letter_queue']}: "
             f"{d['dead_letter_length']}"
         )
+    if d.get("backend") == "cloudflare":
+        print(
+            f"cloudflare queue {d['queue']}: {_count(d['backlog'])} unfinished (queued, running and "
+            f"waiting to retry together), oldest {_age(d['oldest_message_age_seconds'])}; "
+            f"dead-letter queue {d['dead_letter_queue']}: {_count(d['dead_letter_backlog'])}"
+        )
+        print("Cloudflare Queues does not report queued, running, retrying or done jobs apart; "
+              "done documents are in the store")
     if outbox:
         line = f"supabase outbox: {outbox['backlog']} waiting"
         if outbox.get("last_error"):
@@ -321,6 +344,10 @@ def jobs(
         raise UsageError(f"--state: expected one of {', '.join(STATES)}, got {state!r}")
     settings = _settings(ctx)
     with _queue(settings) as queue:
+        if state and JobState(state) not in queue.listable_states:
+            raise UsageError(_not_listable(queue, f"--state {state}"))
+        if not state and len(queue.listable_states) < len(JobState):
+            print(f"docutrain: {_not_listable(queue, 'note')}", file=sys.stderr)
         found = queue.jobs(JobState(state) if state else None, limit=limit)
     from docutrain_cli.batch.ledger import batch_status
 
@@ -362,8 +389,10 @@ def jobs_show(
     settings = _settings(ctx)
     with _queue(settings) as queue:
         job = queue.job(job_id)
+        partial = len(queue.listable_states) < len(JobState)
+        why = _not_listable(queue, f"job {job_id} not found") if partial else f"job {job_id}: no such job"
     if job is None:
-        raise UsageError(f"job {job_id}: no such job")
+        raise UsageError(why)
     if as_json:
         _emit_json(job.to_dict())
         return
@@ -409,7 +438,13 @@ def retry(
         not_dead = [] if all_dead else [i for i in job_ids if i not in revived]
         for job_id in not_dead:
             job = queue.job(job_id)
-            _error_line(f"job {job_id}: " + (f"is {job.state.value}, not dead" if job else "no such job"))
+            missing = "not in the dead-letter queue" if len(queue.listable_states) < len(JobState) else "no such job"
+            if job is None:
+                _error_line(f"job {job_id}: {missing}")
+            elif job.state == JobState.DEAD:  # e.g. an unreadable Cloudflare message
+                _error_line(f"job {job_id}: cannot be retried: {job.last_error}")
+            else:
+                _error_line(f"job {job_id}: is {job.state.value}, not dead")
     if as_json:
         _emit_json({"retried": revived, "refused": not_dead})
     else:
@@ -422,11 +457,21 @@ def retry(
 @_also_after_the_command
 def queue_init(ctx: typer.Context) -> None:
     """Create the queue (pgmq: the queue and its dead-letter queue, installing or
-    enabling pgmq if needed). Safe to run again.
+    enabling pgmq if needed; Cloudflare: check the token reaches both queues,
+    which wrangler creates). Safe to run again.
 
     Example: DOCUTRAIN_QUEUE=postgresql://... docutrain queue init
     """
     settings = _settings(ctx)
+    if settings.queue_is_cloudflare:
+        # Cloudflare queues are made with wrangler (see README); check we can use them.
+        with _queue(settings) as queue:
+            d = queue.stats(time.time()).details
+        print(
+            f"cloudflare queue {d['queue']} reachable: backlog {_count(d['backlog'])}; "
+            f"dead-letter queue {d['dead_letter_queue']}: backlog {_count(d['dead_letter_backlog'])}"
+        )
+        return
     if not settings.queue_is_postgres:
         with _queue(settings):
             pass

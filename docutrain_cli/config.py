@@ -29,8 +29,10 @@ PLAIN_ENV = {
     "openai_base_url": "OPENAI_BASE_URL",
     "supabase_url": "SUPABASE_URL",
     "supabase_service_role_key": "SUPABASE_SERVICE_ROLE_KEY",
+    "cloudflare_api_token": "CLOUDFLARE_API_TOKEN",
 }
-SECRET_FIELDS = {"openai_api_key", "supabase_service_role_key", "pdf_password"}
+SECRET_FIELDS = {"openai_api_key", "supabase_service_role_key", "pdf_password", "cloudflare_api_token"}
+CLOUDFLARE_PREFIX = "cloudflare://"
 
 
 def _secret(default: Any = None) -> Any:
@@ -51,6 +53,10 @@ class Settings:
     poll_interval: float = 1.0
     visibility_timeout: float = 120.0
     processor: str = "docutrain_cli.pipeline.process:process_job"
+    # Cloudflare Queues (--queue cloudflare://<account_id>/<queue_id>)
+    cloudflare_api_url: str = "https://api.cloudflare.com/client/v4"
+    cloudflare_dead_queue: str | None = None  # the dead-letter queue's id
+    cloudflare_api_token: str | None = _secret()
     # Pipeline
     store: str = "docutrain.db"
     max_file_mb: float = 200.0
@@ -78,6 +84,10 @@ class Settings:
     @property
     def queue_is_postgres(self) -> bool:
         return self.queue.startswith(("postgres://", "postgresql://"))
+
+    @property
+    def queue_is_cloudflare(self) -> bool:
+        return self.queue.startswith(CLOUDFLARE_PREFIX)
 
     @property
     def supabase_enabled(self) -> bool:

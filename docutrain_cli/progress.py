@@ -30,9 +30,11 @@ class LogObserver(RunObserver):
     def started(self, runner: Runner, stats: QueueStats) -> None:
         c = stats.counts
         recovered = f", {runner.summary.recovered} recovered from a stopped run" if runner.summary.recovered else ""
+        waiting = (f"{c['queued']} queued, {c['retrying']} retrying" if stats.known
+                   else f"{_unknown(stats.unfinished)} unfinished (not told apart by this queue)")
         self.log(
-            f"run started: {runner.settings.workers} workers, {c['queued']} queued, "
-            f"{c['retrying']} retrying{recovered}; embedder: {describe_embedder(runner.settings)}"
+            f"run started: {runner.settings.workers} workers, {waiting}{recovered}; "
+            f"embedder: {describe_embedder(runner.settings)}"
         )
 
     def job_started(self, job: Job) -> None:
@@ -125,6 +127,10 @@ class RichObserver(RunObserver):
         self.runner = None
         self._refresh()
         self.live.stop()
+
+
+def _unknown(value: int | None) -> str:
+    return "unknown" if value is None else str(value)
 
 
 def describe_embedder(settings) -> str:

@@ -268,6 +268,10 @@ class Runner:
     def _work_left(self, deadline: float | None) -> bool:
         """In drain mode: is there anything we should still wait for?"""
         stats = self.queue.stats(time.time())
+        if not stats.known:
+            # Only the unfinished total is known (Cloudflare's backlog: queued,
+            # leased elsewhere and waiting retries alike): wait while it lasts.
+            return bool(stats.unfinished)
         if stats.counts["queued"]:
             return True  # e.g. enqueued a moment ago, or a retry just came due
         if not self.queue.exclusive and stats.counts["running"]:

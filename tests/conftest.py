@@ -209,3 +209,13 @@ def pgmq_queue_name(pg_url):
 
 
 # --- end of PostgreSQL / pgmq fixtures ---
+
+
+@pytest.fixture
+def cloudflare():
+    """A running stand-in for Cloudflare Queues' REST API (tests/cloudflare_standin.py)."""
+    from cloudflare_standin import CloudflareStandin
+
+    standin = CloudflareStandin().start()
+    yield standin
+    standin.stop()

@@ -1,4 +1,5 @@
-"""Queue backends: a local SQLite file (default) or pgmq in Postgres."""
+"""Queue backends: a local SQLite file (default), pgmq in Postgres, or
+Cloudflare Queues over its HTTP pull-consumer API."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ from docutrain_cli.queues.base import JobQueue, QueueStats
 
 
 def open_queue(settings) -> JobQueue:
-    """Open the queue the settings name: a postgresql:// URL selects pgmq."""
+    """Open the queue the settings name: a postgresql:// URL selects pgmq,
+    cloudflare://<account_id>/<queue_id> Cloudflare Queues."""
+    if settings.queue_is_cloudflare:
+        from docutrain_cli.queues.cloudflare import open_cloudflare
+
+        return open_cloudflare(settings)
     if settings.queue_is_postgres:
         from docutrain_cli.queues.pgmq import PgmqQueue
 

@@ -17,22 +17,36 @@ from docutrain_cli.jobs import STATES, Job, JobState
 
 @dataclasses.dataclass
 class QueueStats:
-    counts: dict[str, int]  # every name in jobs.STATES, always present
+    # Every name in jobs.STATES, always present; None where the backend
+    # cannot know (Cloudflare Queues tells no per-state counts).
+    counts: dict[str, int | None]
     oldest_queued_age: float | None  # seconds, None when nothing is queued
     next_retry_at: float | None  # epoch seconds of the earliest waiting retry
     runner: str | None  # who holds the queue (local backend), None when free
     # Backend figures worth showing as-is (pgmq: queue length, oldest message
     # age, dead-letter count from pgmq.metrics); empty for the local file.
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # queued + running + retrying, for a backend that knows only that total
+    # (Cloudflare's backlog); None when the counts above are known or nothing is.
+    unfinished: int | None = None
 
     @classmethod
     def empty(cls) -> "QueueStats":
         return cls({s: 0 for s in STATES}, None, None, None)
 
     @property
+    def known(self) -> bool:
+        """True when the per-state counts are known."""
+        return all(self.counts[s] is not None for s in ("queued", "running", "retrying"))
+
+    @property
     def pending(self) -> int:
-        """Jobs that still need work: queued, running or waiting to retry."""
+        """Jobs that still need work: queued, running or waiting to retry
+        (the backend's unfinished total when it cannot tell them apart; 0 if
+        it cannot tell even that)."""
         c = self.counts
+        if not self.known:
+            return self.unfinished or 0
         return c["queued"] + c["running"] + c["retrying"]
 
 
@@ -43,6 +57,8 @@ class JobQueue(abc.ABC):
     # True when one dispatcher must hold the queue exclusively (local file);
     # False when many runners may lease from it at once (pgmq).
     exclusive: bool = True
+    # The states whose jobs `jobs` and `job` can find (Cloudflare: dead only).
+    listable_states: frozenset = frozenset(JobState)
 
     # -- producers -------------------------------------------------------
     @abc.abstractmethod
