@@ -382,7 +382,10 @@ class Runner:
 
     def _batch_pass(self, *, flush: bool) -> None:
         try:
-            self._batch_report.add(self._batch.step(flush=flush))
+            report = self._batch.step(flush=flush)
+            self._batch_report.add(report)
+            if report.documents_ready or report.documents_error:
+                self._flush_status()  # an idle service would otherwise sit on these statuses
         except AccountError as exc:  # nothing can be sent: stop, every job stays queued
             self.summary.account_problem = str(exc)
             self.summary.stop_reason = "account"

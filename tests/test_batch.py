@@ -295,16 +295,29 @@ def test_supabase_rows_stay_processing_until_the_batch_is_back_and_get_chunks_be
     assert batch_api.files_created == 1 and batch_api.batches_created == 1
 
 
-def test_a_service_polls_its_batches_on_a_timer_while_idle(docutrain, tmp_path, batch_api):
-    enqueue_pdfs(docutrain, tmp_path, n=1)
-    runner = docutrain.start("run", "--batch", "--workers", "1", **env_for(batch_api),
+def test_a_service_polls_its_batches_on_a_timer_while_idle_and_tells_supabase(
+    docutrain, tmp_path, batch_api, supabase_standin
+):
+    import uuid
+
+    project = supabase_standin.project
+    path = multi_page(tmp_path / "doc.pdf", pages=2, seed=5)
+    storage_path = f"{uuid.uuid4()}/doc.pdf"
+    project.put_object("documents", storage_path, path.read_bytes())
+    doc = project.add_document("pending", storage_path=storage_path)
+    env = dict(SUPABASE_URL=supabase_standin.url, SUPABASE_SERVICE_ROLE_KEY=supabase_standin.key)
+    assert docutrain("enqueue", "--from-supabase", **env).returncode == 0
+    runner = docutrain.start("run", "--batch", "--workers", "1", **env_for(batch_api), **env,
                              DOCUTRAIN_BATCH_POLL_INTERVAL="0.2")
     try:
         docutrain.wait_for(lambda: batch_api.batch_ids(), 60, "a batch sent by the idle service")
+        assert project.document(doc)["status"] == "processing"
         batch_api.advance(None, "completed")
-        docutrain.wait_for(lambda: set(documents(docutrain).values()) == {"ready"}, 60, "the document ready")
+        docutrain.wait_for(lambda: project.document(doc)["status"] == "ready", 60, "the row ready in Supabase")
     finally:
         runner.send_signal(signal.SIGTERM)
         out, err = runner.communicate(timeout=60)
     assert runner.returncode == 0, err
+    assert len(project.rows("document_chunks")) == project.document(doc)["chunk_count"] > 0
+    assert set(documents(docutrain).values()) == {"ready"}
     assert batch_api.files_created == 1 and batch_api.batches_created == 1
