@@ -321,3 +321,31 @@ def test_a_service_polls_its_batches_on_a_timer_while_idle_and_tells_supabase(
     assert len(project.rows("document_chunks")) == project.document(doc)["chunk_count"] > 0
     assert set(documents(docutrain).values()) == {"ready"}
     assert batch_api.files_created == 1 and batch_api.batches_created == 1
+
+
+def test_a_batch_that_fails_as_a_whole_returns_its_texts_and_pauses_new_batches(tmp_path, batch_api, monkeypatch):
+    from docutrain_cli.batch import step as step_module
+    from docutrain_cli.batch.ledger import Ledger, PendingChunk
+    from docutrain_cli.batch.step import BatchStep
+    from docutrain_cli.config import load_settings
+    from docutrain_cli.recorder import StatusRecorder
+    from docutrain_cli.store.local import LocalStore
+
+    settings = load_settings({"store": str(tmp_path / "s.db")}, environ={
+        "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": batch_api.base_url})
+    store = LocalStore(settings.store)
+    Ledger(store).park("/d.pdf", [PendingChunk(0, 1, 1, 2, "some text", "t")], model="text-embedding-3-small",
+                       dimensions=0, page_count=1, remote_id=None, user_id=None, source="/d.pdf", sha256="s")
+    status = StatusRecorder(settings)
+    step = BatchStep(settings, status)
+    step.step(flush=True)
+    batch_api.advance(None, "failed", failure=("token_limit_exceeded", "Enqueued token limit reached."))
+    report = step.step(flush=True)
+    assert report.batches_applied == 1 and report.files == 0
+    assert "token_limit_exceeded" in report.problem and batch_api.batches_created == 1
+    assert step.step(flush=True).files == 0  # still paused
+    monkeypatch.setattr(step_module, "FAILED_BATCH_PAUSE", 0.0)  # the pause is over: the text goes again
+    assert step.step(flush=True).files == 1
+    batch_api.advance(None, "completed")
+    assert step.step(flush=True).documents_ready == 1
+    step.close(), status.close(), store.close()

@@ -293,6 +293,16 @@ class Ledger:
         )
         return self.batch(batch.id)
 
+    def recent_failure(self, seconds: float) -> str | None:
+        """Why a batch failed as a whole within the last `seconds`, if one did."""
+        row = self.conn.execute(
+            f"""SELECT coalesce(error, 'the batch failed') FROM batches
+                WHERE remote_status = 'failed' AND updated_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)
+                ORDER BY id DESC LIMIT 1""",
+            (f"-{seconds} seconds",),
+        ).fetchone()
+        return row[0] if row else None
+
     def note(self, batch: BatchRow, *, remote_status: str, completed: int, failed: int, error: str | None) -> None:
         """What the last poll said, for `status`."""
         self.conn.execute(

@@ -37,6 +37,8 @@ from docutrain_cli.store.local import ChunkRow, LocalStore
 
 log = logging.getLogger("docutrain.batch")
 
+FAILED_BATCH_PAUSE = 600.0  # seconds without new batches after one failed as a whole
+
 
 @dataclasses.dataclass
 class StepReport:
@@ -242,6 +244,12 @@ class BatchStep:
     # -- new batches -----------------------------------------------------------
 
     def _submit(self, report: StepReport, *, flush: bool) -> None:
+        failure = self.ledger.recent_failure(FAILED_BATCH_PAUSE)
+        if failure:
+            # A batch failed as a whole (its file refused, or the queued-token
+            # quota full): its texts wait, rather than a new file every poll.
+            report.problem = f"a batch failed ({failure}); new batches wait {FAILED_BATCH_PAUSE / 60:.0f} min"
+            return
         in_flight = sum(b.tokens for b in self.ledger.batches(IN_FLIGHT))
         for model, dimensions in self.ledger.waiting_models():
             texts = self.ledger.waiting_texts(model, dimensions)
