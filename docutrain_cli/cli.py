@@ -256,7 +256,7 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     from docutrain_cli.batch.ledger import batch_status
 
     outbox = outbox_status(settings)
-    batches = batch_status(settings.store) if Path(settings.store).exists() else None
+    batches = batch_status(settings.store)
     data = {
         **stats.counts,
         "unfinished": stats.pending if stats.known else stats.unfinished,
@@ -308,17 +308,9 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
             line += f", last error at {_when(outbox.get('last_error_at'))}: {outbox['last_error']}"
         print(line)
     if batches:
-        from docutrain_cli.pipeline.models import cost_usd
+        from docutrain_cli.progress import batch_status_lines
 
-        print(f"Batch API: {batches['documents_waiting']} documents waiting for vectors, "
-              f"{len(batches['in_flight'])} batches in flight")
-        for b in batches["in_flight"]:
-            cost = cost_usd(b["model"], b["tokens"], batch=True)
-            print(f"  {b['batch_id'] or b['tag']}: {b['remote_status'] or b['state']}, requests "
-                  f"{b['completed']} completed / {b['failed']} failed of {b['requests']}, {b['inputs']} texts, "
-                  f"{b['tokens']} tokens" + (f" (about ${cost:.6f} at the batch price)" if cost is not None else ""))
-        if batches["finishing_problem"]:
-            print(f"  finishing documents failed last time: {batches['finishing_problem']}")
+        print("\n".join(batch_status_lines(batches)))
     if c["dead"]:
         print("see dead jobs with `docutrain jobs --state dead`; retry them with `docutrain retry --all-dead`")
 
@@ -351,7 +343,7 @@ def jobs(
         found = queue.jobs(JobState(state) if state else None, limit=limit)
     from docutrain_cli.batch.ledger import batch_status
 
-    ledger = batch_status(settings.store) if Path(settings.store).exists() else None
+    ledger = batch_status(settings.store)
     waits = ledger["waits"] if ledger else {}
     if as_json:
         _emit_json([{**j.to_dict(), "waiting_on_batches": waits.get(j.document_key)} for j in found])

@@ -180,3 +180,21 @@ def batch_line(report: dict) -> str:
     if report["problem"]:
         text += f"; trouble: {report['problem']}"
     return text
+
+
+def batch_status_lines(batches: dict) -> list[str]:
+    """`docutrain status`: the batches in flight with their request_counts."""
+    from docutrain_cli.pipeline.models import cost_usd
+
+    lines = [f"Batch API: {batches['documents_waiting']} documents waiting for vectors, "
+             f"{len(batches['in_flight'])} batches in flight"]
+    for b in batches["in_flight"]:
+        cost = cost_usd(b["model"], b["tokens"], batch=True)
+        lines.append(
+            f"  {b['batch_id'] or b['tag']}: {b['remote_status'] or b['state']}, requests "
+            f"{b['completed']} completed / {b['failed']} failed of {b['requests']}, {b['inputs']} texts, "
+            f"{b['tokens']} tokens" + (f" (about ${cost:.6f} at the batch price)" if cost is not None else "")
+        )
+    if batches["finishing_problem"]:
+        lines.append(f"  finishing documents failed last time: {batches['finishing_problem']}")
+    return lines

@@ -311,7 +311,7 @@ def test_a_service_polls_its_batches_on_a_timer_while_idle_and_tells_supabase(
                              DOCUTRAIN_BATCH_POLL_INTERVAL="0.2")
     try:
         docutrain.wait_for(lambda: batch_api.batch_ids(), 60, "a batch sent by the idle service")
-        assert project.document(doc)["status"] == "processing"
+        assert project.document(doc)["status"] != "ready"  # ('processing' reaches it when the outbox flushes)
         batch_api.advance(None, "completed")
         docutrain.wait_for(lambda: project.document(doc)["status"] == "ready", 60, "the row ready in Supabase")
     finally:
@@ -349,3 +349,14 @@ def test_a_batch_that_fails_as_a_whole_returns_its_texts_and_pauses_new_batches(
     batch_api.advance(None, "completed")
     assert step.step(flush=True).documents_ready == 1
     step.close(), status.close(), store.close()
+
+
+def test_an_exhausted_quota_stops_the_run_with_exit_5_and_keeps_the_parked_chunks(docutrain, tmp_path, batch_api):
+    enqueue_pdfs(docutrain, tmp_path, n=1)
+    batch_api.quota_exhausted = True
+    result, summary = run_batch(docutrain, batch_api)
+    assert result.returncode == 5 and "quota" in summary["account_problem"], result.stderr
+    assert "quota" in result.stderr and batch_api.files_created == 0
+    batch_api.quota_exhausted = False
+    result, summary = run_batch(docutrain, batch_api)
+    assert result.returncode == 0 and summary["batch"]["files"] == 1

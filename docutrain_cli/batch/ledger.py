@@ -28,9 +28,9 @@ Tables (in the store file)::
 from __future__ import annotations
 
 import dataclasses
-import json
 import secrets
 import sqlite3
+from pathlib import Path
 from typing import Iterable, Sequence
 
 from docutrain_cli import sqlite
@@ -412,6 +412,8 @@ class Ledger:
 
 def batch_status(store_path) -> dict | None:
     """`status` and `jobs`: batches in flight, documents waiting and on what; None if never used."""
+    if not Path(store_path).exists():
+        return None
     store = LocalStore(store_path)
     try:
         names = {r[0] for r in store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -426,7 +428,3 @@ def batch_status(store_path) -> dict | None:
                 "finishing_problem": problem[0] if problem else None}
     finally:
         store.close()
-
-
-def dumps(value) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

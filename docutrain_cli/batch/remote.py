@@ -17,7 +17,7 @@ import signal
 
 from docutrain_cli.batch.plan import COMPLETION_WINDOW, ENDPOINT
 from docutrain_cli.config import environ_flag
-from docutrain_cli.errors import AccountError, JobError, PermanentError
+from docutrain_cli.errors import AccountError, JobError
 
 TAG_KEY = "docutrain_tag"
 OVER = ("completed", "failed", "expired", "cancelled")  # OpenAI's final statuses
@@ -62,14 +62,15 @@ class BatchAPI:
             raise self.classify(exc, what) from None
 
     def classify(self, exc: Exception, what: str) -> JobError:
+        """The embedder's mapping and message; a rejected key, a denied
+        model or an empty quota is an AccountError: nothing can be sent, so
+        the run stops instead of trying every batch."""
         mapped = self.embedder.classify(exc)
-        if isinstance(mapped, AccountError):
-            return mapped
-        text = str(mapped)
-        # A rejected key or an empty quota stops the run: nothing can be sent.
-        if isinstance(mapped, PermanentError) and ("(401)" in text or "quota" in text or "(403)" in text):
-            return AccountError(f"{what}: {text}")
-        return type(mapped)(f"{what}: {text}")
+        openai = self.openai
+        account = isinstance(mapped, AccountError) or isinstance(
+            exc, (openai.AuthenticationError, openai.PermissionDeniedError)
+        ) or (isinstance(exc, openai.RateLimitError) and getattr(exc, "code", None) == "insufficient_quota")
+        return (AccountError if account else type(mapped))(f"{what}: {mapped}")
 
     # -- files ----------------------------------------------------------------
 
