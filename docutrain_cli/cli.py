@@ -239,6 +239,25 @@ def _install_stop_handlers(runner) -> None:
     signal.signal(signal.SIGTERM, lambda *_: runner.request_stop("terminated"))
 
 
+# -- serve --------------------------------------------------------------------
+@app.command()
+@_also_after_the_command
+def serve(
+    ctx: typer.Context,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; other than loopback needs serve_token."),
+    port: int = typer.Option(8080, "--port", help="Port (0: any free port; the address is printed)."),
+    allow_local_paths: bool = typer.Option(False, "--allow-local-paths", help="Let requests name files on this machine."),
+    access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
+) -> None:
+    """Accept documents over HTTP (POST /v1/documents, Supabase webhooks) into the queue.
+
+    Example: DOCUTRAIN_SERVE_TOKEN=... docutrain serve --host 0.0.0.0 --port 8080
+    """
+    from docutrain_cli.serve import ServeOptions, serve as serve_http
+
+    serve_http(_settings(ctx), host, port, ServeOptions(allow_local_paths=allow_local_paths), access_log)
+
+
 # -- status -------------------------------------------------------------------
 @app.command()
 @_also_after_the_command
@@ -247,26 +266,14 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
 
     Example: docutrain status --json
     """
+    from docutrain_cli.recorder import status_report
+
     settings = _settings(ctx)
     with _queue(settings) as queue:
         stats = queue.stats(time.time())
         queue_exclusive = queue.exclusive
-    from docutrain_cli.recorder import outbox_status
-
-    from docutrain_cli.batch.ledger import batch_status
-
-    outbox = outbox_status(settings)
-    batches = batch_status(settings.store)
-    data = {
-        **stats.counts,
-        "unfinished": stats.pending if stats.known else stats.unfinished,
-        "oldest_queued_age_seconds": stats.oldest_queued_age,
-        "next_retry_at": stats.next_retry_at,
-        "runner": stats.runner,
-        "queue_details": stats.details,
-        "supabase_outbox": outbox,
-        "batches": batches,
-    }
+    data = status_report(settings, stats)
+    outbox = data["supabase_outbox"]
     if as_json:
         _emit_json(data)
         return
@@ -307,6 +314,13 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
         if outbox.get("last_error"):
             line += f", last error at {_when(outbox.get('last_error_at'))}: {outbox['last_error']}"
         print(line)
+    hooks = data["status_webhook_outbox"]
+    if hooks:
+        line = f"status webhook outbox: {hooks['backlog']} waiting"
+        if hooks.get("last_error"):
+            line += f", last error at {_when(hooks.get('last_error_at'))}: {hooks['last_error']}"
+        print(line)
+    batches = data["batches"]
     if batches:
         from docutrain_cli.progress import batch_status_lines
 
@@ -343,7 +357,7 @@ def jobs(
         found = queue.jobs(JobState(state) if state else None, limit=limit)
     from docutrain_cli.batch.ledger import batch_status
 
-    ledger = batch_status(settings.store)
+    ledger = batch_status(settings.store, waits=True)
     waits = ledger["waits"] if ledger else {}
     if as_json:
         _emit_json([{**j.to_dict(), "waiting_on_batches": waits.get(j.document_key)} for j in found])
@@ -506,10 +520,17 @@ def sync(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=
             f"delivered {result['delivered']}, dropped {result['dropped']} (row gone), "
             f"refused {result['refused']}; {result['backlog']} still waiting"
         )
-    if result.get("enabled") and result.get("error"):
-        _error_line(f"Supabase: {result['error']}")
+    hooks = result.get("status_webhooks")
+    if hooks and not as_json:
+        print(f"status webhooks: delivered {hooks['delivered']}, dropped {hooks['dropped']}, "
+              f"refused {hooks['refused']}; {hooks['backlog']} still waiting")
+    failed = [("status webhook", hooks)] if hooks and hooks.get("error") else []
+    failed += [("Supabase", result)] if result.get("enabled") and result.get("error") else []
+    for name, outcome in failed:
+        _error_line(f"{name}: {outcome['error']}")
+    if failed:
         raise typer.Exit(ExitCode.UNAVAILABLE)
-    if result.get("enabled") and result.get("backlog"):
+    if (result.get("enabled") and result.get("backlog")) or (hooks and hooks["backlog"]):
         raise typer.Exit(ExitCode.PARTIAL)
 
 

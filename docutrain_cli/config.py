@@ -31,7 +31,14 @@ PLAIN_ENV = {
     "supabase_service_role_key": "SUPABASE_SERVICE_ROLE_KEY",
     "cloudflare_api_token": "CLOUDFLARE_API_TOKEN",
 }
-SECRET_FIELDS = {"openai_api_key", "supabase_service_role_key", "pdf_password", "cloudflare_api_token"}
+SECRET_FIELDS = {
+    "openai_api_key",
+    "supabase_service_role_key",
+    "pdf_password",
+    "cloudflare_api_token",
+    "serve_token",
+    "status_webhook_secret",
+}
 CLOUDFLARE_PREFIX = "cloudflare://"
 
 
@@ -80,6 +87,13 @@ class Settings:
     documents_table: str = "user_documents"
     chunks_table: str = "document_chunks"
     storage_bucket: str = "documents"
+    # A service runner queues pending rows no webhook announced this often.
+    reconcile_interval: float = 300.0
+    # HTTP intake (`docutrain serve`): the bearer token clients send.
+    serve_token: str | None = _secret()
+    # Status changes POSTed to the app, signed with HMAC-SHA256.
+    status_webhook_url: str | None = None
+    status_webhook_secret: str | None = _secret()
 
     @property
     def queue_is_postgres(self) -> bool:
@@ -150,6 +164,7 @@ _DURATION_FIELDS = {
     "poll_interval",
     "visibility_timeout",
     "batch_poll_interval",
+    "reconcile_interval",
 }
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 
@@ -201,6 +216,10 @@ def _validate(s: Settings) -> None:
     if bool(s.supabase_url) != bool(s.supabase_service_role_key):
         missing = "SUPABASE_SERVICE_ROLE_KEY" if s.supabase_url else "SUPABASE_URL"
         raise ConfigError(f"Supabase is half configured: {missing} is not set")
+    if s.status_webhook_url and not s.status_webhook_url.startswith(("http://", "https://")):
+        raise ConfigError(f"status_webhook_url: expected an http:// or https:// URL, got {s.status_webhook_url!r}")
+    if s.status_webhook_url and not s.status_webhook_secret:
+        raise ConfigError("status_webhook_url is set but status_webhook_secret is not: the app could not verify the calls")
     if ":" not in s.processor:
         raise ConfigError(f"processor: expected 'module:function', got {s.processor!r}")
 

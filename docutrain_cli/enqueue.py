@@ -54,27 +54,28 @@ def enqueue_paths(
     return report
 
 
+def enqueue_document(queue: JobQueue, job: Job) -> bool:
+    """Queue one document's job unless a job for the same document id is
+    queued, running or retrying; atomic against concurrent callers in any
+    process. Sets `job.id` (the new or the existing job's) and returns True
+    if a new job was queued."""
+    job.id, created = queue.enqueue_unique(job)
+    return created
+
+
 def enqueue_jobs(queue: JobQueue, jobs: list[Job], force: bool = False) -> EnqueueReport:
-    """Queue ready-made jobs (e.g. pulled from Supabase), skipping active duplicates
-    by document id or content hash."""
+    """Queue ready-made jobs (e.g. pulled from Supabase), skipping documents
+    that already have a job queued, running or retrying (unless `force`)."""
     report = EnqueueReport()
-    active_docs = set() if force else _active_document_ids(queue)
-    batch = []
+    plain = []
     for job in jobs:
-        if job.document_id and job.document_id in active_docs:
-            report.duplicates.append(job)
+        if force or not job.document_id:
+            plain.append(job)
+        elif enqueue_document(queue, job):
+            report.queued.append(job)
         else:
-            batch.append(job)
-    for job, job_id in zip(batch, queue.enqueue(batch)):
+            report.duplicates.append(job)
+    for job, job_id in zip(plain, queue.enqueue(plain)):
         job.id = job_id
         report.queued.append(job)
     return report
-
-
-def _active_document_ids(queue: JobQueue) -> set[str]:
-    from docutrain_cli.jobs import JobState
-
-    ids = set()
-    for state in (JobState.QUEUED, JobState.RUNNING, JobState.RETRYING):
-        ids |= {j.document_id for j in queue.jobs(state, limit=1_000_000) if j.document_id}
-    return ids

@@ -37,6 +37,7 @@ class Job:
     sha256: str | None = None
     user_id: str | None = None
     document_id: str | None = None
+    metadata: dict[str, Any] | None = None  # the caller's, kept as given (HTTP intake)
     attempts: int = 0  # attempts started so far, this one included
     not_before: float = 0.0  # epoch seconds; a retry waits until then
     errors: list[str] = dataclasses.field(default_factory=list)

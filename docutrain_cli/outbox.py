@@ -195,6 +195,10 @@ class Outbox:
         """Documents whose newest status has not been delivered yet."""
         return self.conn.execute("SELECT count(DISTINCT document_id) FROM status_outbox").fetchone()[0]
 
+    def document_ids(self) -> set[str]:
+        """Documents whose newest status has not reached Supabase yet."""
+        return {doc for (doc,) in self.conn.execute("SELECT DISTINCT document_id FROM status_outbox")}
+
     def pending_changes(self) -> int:
         """Rows in the outbox (a document can have several before coalescing)."""
         return self.conn.execute("SELECT count(*) FROM status_outbox").fetchone()[0]

@@ -1,19 +1,24 @@
-"""The runner's status recorder: the local store, plus the Supabase outbox.
+"""The runner's status recorder: the local store, plus the Supabase outbox
+and the status-webhook outbox.
 
 Used in the runner's parent process only. Every transition is written to the
-outbox first (when the job belongs to a Supabase row), then to the local
-store; `flush` pushes the outbox to Supabase. Supabase trouble never raises
-out of here: the runner keeps processing and the backlog waits.
+outboxes first (when the job belongs to a document id and that destination is
+configured), then to the local store; `flush` pushes each outbox to its
+destination. Their trouble never raises out of here: the runner keeps
+processing and the backlog waits.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from docutrain_cli.config import Settings
 from docutrain_cli.jobs import Job, JobResult
 from docutrain_cli.outbox import Delivery, FlushResult, Outbox
+from docutrain_cli.queues.base import QueueStats
 from docutrain_cli.store.local import LocalStore
+from docutrain_cli.webhooks import WebhookDelivery, webhook_outbox_path
 
 log = logging.getLogger("docutrain.status")
 
@@ -35,6 +40,10 @@ class StatusRecorder:
         self._delivery = delivery
         self._request_timeout = request_timeout
         self.last_result: FlushResult | None = None
+        # Status webhooks: a second outbox file with its own delivery.
+        self.webhook_outbox = Outbox(webhook_outbox_path(settings.store)) if settings.status_webhook_url else None
+        self._webhook_delivery: WebhookDelivery | None = None
+        self.last_webhook_result: FlushResult | None = None
 
     @property
     def delivery(self) -> Delivery:
@@ -49,7 +58,12 @@ class StatusRecorder:
 
     # -- transitions ---------------------------------------------------------
 
+    def _to_webhooks(self, job: Job, status: str, **fields: Any) -> None:
+        if self.webhook_outbox is not None and job.document_id:
+            self.webhook_outbox.record(job.document_id, status, **fields)
+
     def processing(self, job: Job) -> None:
+        self._to_webhooks(job, "processing")
         if self._remote(job):
             self.outbox.record(job.document_id, "processing")
         self.store.set_status(
@@ -69,6 +83,7 @@ class StatusRecorder:
                 user_id=job.user_id, page_count=pages,
             )
             return
+        self._to_webhooks(job, "ready", page_count=pages, chunk_count=chunks)
         if self._remote(job):
             self.outbox.record(job.document_id, "ready", page_count=pages, chunk_count=chunks)
         self.store.set_status(
@@ -82,6 +97,7 @@ class StatusRecorder:
         )
 
     def error(self, job: Job, message: str) -> None:
+        self._to_webhooks(job, "error", error_message=message)
         if self._remote(job):
             self.outbox.record(job.document_id, "error", error_message=message)
         self.store.set_status(
@@ -91,8 +107,25 @@ class StatusRecorder:
     # -- delivery ------------------------------------------------------------
 
     def flush(self, deadline_seconds: float = FLUSH_DEADLINE, *, force: bool = False) -> int:
-        """Push what the outbox holds; returns how many changes were sent.
-        Never raises for Supabase trouble (see `last_error()` / `backlog()`)."""
+        """Push what the outboxes hold; returns how many changes were sent.
+        Never raises for Supabase or webhook trouble (see `last_error()` / `backlog()`)."""
+        return self.flush_supabase(deadline_seconds, force) + self.flush_webhooks(deadline_seconds, force=force)
+
+    def flush_webhooks(self, deadline_seconds: float = FLUSH_DEADLINE, *, force: bool = False) -> int:
+        if self.webhook_outbox is None:
+            return 0
+        try:
+            if self._webhook_delivery is None:
+                self._webhook_delivery = WebhookDelivery(self.settings, timeout=self._request_timeout)
+            result = self.webhook_outbox.flush(self._webhook_delivery, deadline_seconds=deadline_seconds, force=force)
+        except Exception as exc:  # noqa: BLE001 - keep the backlog, say why
+            log.warning("status webhooks failed: %s", exc)
+            self.webhook_outbox.note_error(f"{type(exc).__name__}: {exc}")
+            result = FlushResult(error=str(exc))
+        self.last_webhook_result = result
+        return result.sent
+
+    def flush_supabase(self, deadline_seconds: float = FLUSH_DEADLINE, force: bool = False) -> int:
         if not self.settings.supabase_enabled:
             return 0
         try:
@@ -107,6 +140,10 @@ class StatusRecorder:
     def backlog(self) -> int:
         return self.outbox.backlog()
 
+    def waiting_document_ids(self) -> set[str]:
+        """Documents whose status Supabase has not received yet."""
+        return self.outbox.document_ids()
+
     def last_error(self) -> tuple[str, float] | None:
         return self.outbox.last_error()
 
@@ -114,6 +151,10 @@ class StatusRecorder:
         return self.outbox.info()
 
     def close(self) -> None:
+        if self._webhook_delivery is not None:
+            self._webhook_delivery.close()
+        if self.webhook_outbox is not None:
+            self.webhook_outbox.close()
         if self._delivery is not None and hasattr(self._delivery, "close"):
             self._delivery.close()
         self.outbox.close()
@@ -125,11 +166,18 @@ def sync(settings: Settings, *, deadline_seconds: float = 60.0) -> dict:
     the flush result and the outbox info after it."""
     recorder = StatusRecorder(settings, request_timeout=15.0)
     try:
+        webhooks = None
+        if recorder.webhook_outbox is not None:
+            recorder.flush_webhooks(deadline_seconds, force=True)
+            done = recorder.last_webhook_result or FlushResult()
+            webhooks = {"delivered": done.delivered, "dropped": done.dropped, "refused": done.refused,
+                        "error": done.error, "backlog": recorder.webhook_outbox.backlog()}
         if not settings.supabase_enabled:
-            return {"enabled": False, **recorder.info()}
-        recorder.flush(deadline_seconds, force=True)
+            return {"enabled": False, "status_webhooks": webhooks, **recorder.info()}
+        recorder.flush_supabase(deadline_seconds, True)
         result = recorder.last_result or FlushResult()
         return {
+            "status_webhooks": webhooks,
             "enabled": True,
             "delivered": result.delivered,
             "dropped": result.dropped,
@@ -142,6 +190,23 @@ def sync(settings: Settings, *, deadline_seconds: float = 60.0) -> dict:
         recorder.close()
 
 
+def status_report(settings: Settings, stats: QueueStats) -> dict:
+    """The object `docutrain status --json` prints and `GET /v1/status` answers."""
+    from docutrain_cli.batch.ledger import batch_status
+
+    return {
+        **stats.counts,
+        "unfinished": stats.pending if stats.known else stats.unfinished,
+        "oldest_queued_age_seconds": stats.oldest_queued_age,
+        "next_retry_at": stats.next_retry_at,
+        "runner": stats.runner,
+        "queue_details": stats.details,
+        "supabase_outbox": outbox_status(settings),
+        "status_webhook_outbox": webhook_outbox_status(settings),
+        "batches": batch_status(settings.store),
+    }
+
+
 def outbox_status(settings: Settings) -> dict | None:
     """The outbox fields for `docutrain status`, or None when there is no
     outbox yet (nothing was ever recorded for Supabase). Read-only otherwise."""
@@ -152,3 +217,14 @@ def outbox_status(settings: Settings) -> dict | None:
         return None
     with Outbox(path) as outbox:
         return {"supabase_enabled": settings.supabase_enabled, **outbox.info()}
+
+
+def webhook_outbox_status(settings: Settings) -> dict | None:
+    """The status-webhook outbox fields for `docutrain status`, or None when
+    webhooks were never used here."""
+    path = webhook_outbox_path(settings.store)
+    if not path.exists():
+        return None
+    with Outbox(path) as outbox:
+        return {"url_configured": bool(settings.status_webhook_url), **outbox.info()}
+

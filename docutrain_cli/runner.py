@@ -154,6 +154,8 @@ class Runner:
         self._in_flight: dict[concurrent.futures.Future, Job] = {}
         self._in_process = in_process
         self._batch = None  # the Batch API step (batch/step.py), in embedding_mode 'batch'
+        self._waiter = None  # set while running: wakes the idle loop on new jobs
+        self.reconciler = None  # set while running as a service with Supabase
 
     # Called from signal handlers: set flags only.
     def request_stop(self, reason: str = "interrupted") -> None:
@@ -179,12 +181,16 @@ class Runner:
         with self.queue.runner_lock():
             self.summary.recovered = self.queue.recover()
             self.observer.started(self, self.queue.stats(time.time()))
+            self._waiter = self.queue.waiter()
+            if not drain and self.settings.supabase_enabled:
+                self.reconciler = self._make_reconciler()
             self._start_batches()
             pool = self._start_pool()
             try:
                 self._loop(pool, drain, deadline)
                 self._wind_down(pool)
             finally:
+                self._waiter.close()
                 pool.stop()
                 pool.join(timeout=10)
                 self._settle_done()  # anything that finished while stopping
@@ -233,6 +239,9 @@ class Runner:
                 # An idle queue sends what is parked; a busy one only full files.
                 self._batch_pass(flush=not self._in_flight)
                 last_batch = now
+            if self.reconciler is not None and self.reconciler.due(now):
+                self._flush_status()  # so rows that just finished here are not `pending` any more
+                self.reconciler.run(now)
             self._fill(pool, capacity)
             if not self._in_flight:
                 if drain and not self._work_left(deadline):
@@ -291,9 +300,20 @@ class Runner:
             self._settle(future, self._in_flight.pop(future))
 
     def _sleep(self, seconds: float) -> None:
+        """Idle: wait for the poll interval, or less when a producer
+        announces new jobs (a queued HTTP upload starts at once)."""
         end = time.monotonic() + seconds
+        if self.reconciler is not None:  # a periodic task must not wait for the poll
+            end = min(end, self.reconciler.next_at)
         while self._stop_reason is None and time.monotonic() < end:
-            time.sleep(min(TICK, max(end - time.monotonic(), 0)))
+            if self._waiter.wait(min(TICK, max(end - time.monotonic(), 0))):
+                return
+
+    def _make_reconciler(self):
+        from docutrain_cli.reconcile import Reconciler
+
+        waiting = getattr(self.status, "waiting_document_ids", None) or set
+        return Reconciler(self.settings, self.queue, waiting)
 
     def _wind_down(self, pool) -> None:
         """Stop taking jobs; let running ones finish within the grace period."""

@@ -27,14 +27,19 @@ def connect(
     synchronous: str = "NORMAL",
     foreign_keys: bool = False,
     schema: str | None = None,
+    check_same_thread: bool = True,
 ) -> sqlite3.Connection:
     """Open `path` (making its folder) for sharing between processes:
     autocommit mode (transactions are explicit, see `transaction`), the busy
     timeout, WAL, and `synchronous` (FULL where a committed row must survive
-    a power cut, NORMAL where WAL's guarantee is enough)."""
+    a power cut, NORMAL where WAL's guarantee is enough). check_same_thread=False
+    for a connection that moves between threads, never used by two at once."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = configure(sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None), synchronous)
+    conn = configure(
+        sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=check_same_thread),
+        synchronous,
+    )
     if foreign_keys:
         conn.execute("PRAGMA foreign_keys = ON")
     if schema:

@@ -8,6 +8,7 @@ mode) and reports medians; ratios are medians of the per-repetition ratios.
     .venv/bin/python scripts/bench.py --quick          # about a minute on 2 cores
     .venv/bin/python scripts/bench.py                  # full mode
     .venv/bin/python scripts/bench.py --only 1,4 --reps 5
+    .venv/bin/python scripts/bench.py --http --quick   # just HTTP intake (8a, 8b)
 
 Writes a table to stdout, JSON to --json-out (default bench-results/bench.json)
 and a PNG chart of throughput against worker count next to it (if matplotlib
@@ -44,8 +45,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _path in (str(REPO), str(REPO / "scripts")):  # scripts/: bench_http.py
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 PY = sys.executable
 
@@ -735,6 +737,11 @@ def _spin(n: int) -> int:
 
 def _child_main(argv: list[str]) -> None:
     what, args = argv[0], argv[1:]
+    if what == "http_load":
+        from bench_http import load_child
+
+        print(json.dumps(load_child(*args)))
+        return
     if what == "rawpool":
         import multiprocessing
 
@@ -896,7 +903,7 @@ def chart(pipeline: dict, path: Path) -> str:
 
 
 def bench_batch(mode: Mode, root: Path, ncpu: int, reps: int) -> tuple[list[Row], dict]:
-    """8: the Batch API mode (scripts/bench_batch.py)."""
+    """9: the Batch API mode (scripts/bench_batch.py)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_batch import bench_batch as measure
 
@@ -910,7 +917,8 @@ BENCHES: dict[str, Callable] = {
     "5": bench_memory,
     "6": bench_embedding,
     "7": bench_startup,
-    "8": bench_batch,
+    "8": lambda *args: __import__("bench_http").bench_http(*args),  # HTTP intake: scripts/bench_http.py
+    "9": bench_batch,  # Batch API mode: scripts/bench_batch.py
 }
 
 
@@ -922,6 +930,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller corpus, 3 repetitions (about a minute)")
     parser.add_argument("--reps", type=int, help="repetitions (default 3 quick, 5 full)")
     parser.add_argument("--only", help="comma-separated measurements, e.g. 1,2 (4 comes with 1)")
+    parser.add_argument("--http", action="store_true", help="only measurement 8: HTTP intake (same as --only 8)")
+    parser.add_argument("--batch", action="store_true", help="only measurement 9: Batch API mode (same as --only 9)")
     parser.add_argument("--json-out", default=str(REPO / "bench-results" / "bench.json"))
     parser.add_argument("--chart", help="PNG path (default: next to --json-out)")
     parser.add_argument("--work-dir", help="where the corpus and runs go (default: a temporary folder)")
@@ -933,6 +943,10 @@ def main() -> int:
     reps = args.reps or mode.reps
     ncpu = args.workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     only = [x.strip() for x in args.only.split(",")] if args.only else list(BENCHES)
+    if args.http:
+        only = ["8"]
+    if args.batch:
+        only = ["9"]
     only = ["1" if x == "4" else x for x in only]
     root = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="docutrain-bench-"))
     root.mkdir(parents=True, exist_ok=True)

@@ -137,6 +137,16 @@ def settle_one_of_each(queue) -> dict[str, int]:
 
 
 # -- producers ---------------------------------------------------------------
+def test_enqueue_unique_on_cloudflare_always_sends_and_finds_nothing(queue):
+    if queue.kind != "cloudflare":
+        pytest.skip("the other backends keep one job per active document (tests above)")
+    first, created = queue.enqueue_unique(Job(id=0, source="/data/a.pdf", document_id="d0"))
+    second, created_again = queue.enqueue_unique(Job(id=0, source="/data/a.pdf", document_id="d0"))
+    assert created and created_again and first != second
+    assert sorted(j.document_id for j in lease_all(queue)) == ["d0", "d0"]
+    assert queue.document_jobs("d0") == []
+
+
 def test_enqueue_returns_new_ids_in_order_and_jobs_start_queued(queue):
     ids = queue.enqueue(make_jobs(3))
     assert len(set(ids)) == 3 and ids == sorted(ids)
@@ -156,6 +166,65 @@ def test_another_handle_sees_new_jobs(backend):
     producer, consumer = backend.open(), backend.open()
     ids = producer.enqueue(make_jobs(2))
     assert sorted(j.id for j in lease_all(consumer)) == ids
+
+
+def test_enqueue_unique_makes_one_job_per_active_document(queue):
+    if queue.kind == "cloudflare":
+        pytest.skip("Cloudflare cannot list queued messages: enqueue_unique always sends (none is claimed)")
+    [job] = make_jobs(1)
+    first, created = queue.enqueue_unique(job)
+    assert created
+    for state_change in ("lease", "retry", "lease", "complete"):
+        again = Job(id=0, source="/data/other.pdf", document_id="d0")
+        job_id, created = queue.enqueue_unique(again)
+        assert (job_id, created) == (first, False), state_change  # queued, running or retrying: the same job
+        if state_change == "lease":
+            [leased] = lease_all(queue)
+        elif state_change == "retry":
+            queue.retry_later(leased, "boom", 0)
+        else:
+            queue.complete(leased)
+    after_done, created = queue.enqueue_unique(Job(id=0, source="/data/doc0.pdf", document_id="d0"))
+    assert created and after_done > first  # a finished document may be processed again
+    [leased] = lease_all(queue)
+    queue.bury(leased, "corrupt")
+    after_dead, created = queue.enqueue_unique(Job(id=0, source="/data/doc0.pdf", document_id="d0"))
+    assert created and after_dead > after_done
+    assert [j.id for j in queue.document_jobs("d0")] == [after_dead, after_done, first]  # newest first
+    assert [j.state for j in queue.document_jobs("d0")] == [JobState.QUEUED, JobState.DEAD, JobState.DONE]
+    assert queue.document_jobs("nobody") == []
+
+
+def test_enqueue_unique_is_atomic_across_processes(backend):
+    """Four processes queue the same 25 documents at once: 25 jobs."""
+    if backend.kind == "cloudflare":
+        pytest.skip("Cloudflare cannot list queued messages: enqueue_unique always sends (none is claimed)")
+    if backend.kind == "local":
+        opener = f"LocalQueue({str(backend.path)!r})"
+    else:
+        opener = f"PgmqQueue({backend.url!r}, {backend.name!r})"
+    code = (
+        "import sys\n"
+        "from docutrain_cli.jobs import Job\n"
+        "from docutrain_cli.queues.local import LocalQueue\n"
+        "from docutrain_cli.queues.pgmq import PgmqQueue\n"
+        f"q = {opener}\n"
+        "sys.stdin.readline()  # start together\n"
+        "for i in range(25):\n"
+        "    q.enqueue_unique(Job(id=0, source=f'/data/{i}.pdf', document_id=f'doc-{i}'))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdin=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    for proc in procs:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    for proc in procs:
+        proc.stdin.close()
+        assert proc.wait(60) == 0
+    queue = backend.open()
+    jobs = queue.jobs(limit=1000)
+    assert sorted(j.document_id for j in jobs) == sorted(f"doc-{i}" for i in range(25))
 
 
 # -- lease ---------------------------------------------------------------------

@@ -410,8 +410,9 @@ class Ledger:
         return waits
 
 
-def batch_status(store_path) -> dict | None:
-    """`status` and `jobs`: batches in flight, documents waiting and on what; None if never used."""
+def batch_status(store_path, *, waits: bool = False) -> dict | None:
+    """`status`: batches in flight and documents waiting; with `waits`
+    (`jobs`), which batches each document waits on. None if never used."""
     if not Path(store_path).exists():
         return None
     store = LocalStore(store_path)
@@ -424,7 +425,7 @@ def batch_status(store_path) -> dict | None:
         waiting = ledger.conn.execute("SELECT count(*) FROM batch_documents").fetchone()[0]
         problem = ledger.conn.execute(
             "SELECT problem FROM batch_documents WHERE problem IS NOT NULL LIMIT 1").fetchone()
-        return {"in_flight": in_flight, "documents_waiting": waiting, "waits": ledger.waits(),
+        return {"in_flight": in_flight, "documents_waiting": waiting, "waits": ledger.waits() if waits else None,
                 "finishing_problem": problem[0] if problem else None}
     finally:
         store.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
+import time
 from typing import Any, Iterator, Sequence
 
 from docutrain_cli.jobs import STATES, Job, JobState
@@ -50,6 +51,18 @@ class QueueStats:
         return c["queued"] + c["running"] + c["retrying"]
 
 
+class Waiter:
+    """Sleeps; a backend that can hear about new jobs wakes it early."""
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to `timeout` seconds; True if woken by new work."""
+        time.sleep(max(timeout, 0.0))
+        return False
+
+    def close(self) -> None:
+        pass
+
+
 class JobQueue(abc.ABC):
     """A persistent job queue. All methods are called from one thread."""
 
@@ -64,6 +77,15 @@ class JobQueue(abc.ABC):
     @abc.abstractmethod
     def enqueue(self, jobs: Sequence[Job]) -> list[int]:
         """Store new jobs (their `id` is ignored); return the new ids in order."""
+
+    @abc.abstractmethod
+    def enqueue_unique(self, job: Job) -> tuple[int, bool]:
+        """Store `job` unless a job for the same `document_id` is queued,
+        running or retrying. Atomic against other processes doing the same
+        (HTTP requests, webhooks, reconcile, `enqueue --from-supabase`).
+        Returns (job id, True) for a new job, (existing id, False) otherwise.
+        A backend that cannot see its queued jobs (Cloudflare) always sends
+        and says so in its docstring."""
 
     @abc.abstractmethod
     def active_hashes(self) -> set[str]:
@@ -86,6 +108,11 @@ class JobQueue(abc.ABC):
 
     def extend_lease(self, jobs: Sequence[Job], seconds: float) -> None:
         """Keep leased jobs invisible to other runners a while longer."""
+
+    def waiter(self) -> "Waiter":
+        """What an idle runner sleeps on: it returns early when a producer
+        announces new jobs (see queues/wake.py). Called under runner_lock."""
+        return Waiter()
 
     @abc.abstractmethod
     def complete(self, job: Job) -> None:
@@ -117,6 +144,10 @@ class JobQueue(abc.ABC):
 
     @abc.abstractmethod
     def job(self, job_id: int) -> Job | None: ...
+
+    @abc.abstractmethod
+    def document_jobs(self, document_id: str, limit: int = 20) -> list[Job]:
+        """The jobs for one document id, in any state, newest first."""
 
     @abc.abstractmethod
     def revive(self, job_ids: Sequence[int] | None = None) -> list[int]:

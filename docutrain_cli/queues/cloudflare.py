@@ -141,6 +141,13 @@ class CloudflareQueue(JobQueue):
         possible, so none is claimed (processing is idempotent)."""
         return set()
 
+    def enqueue_unique(self, job: Job) -> tuple[int, bool]:
+        """Cloudflare cannot list queued messages, so it cannot tell whether
+        the document already has a job: the job is always sent, and a second
+        delivery of a document replaces the same chunks (processing is
+        idempotent). `docutrain serve` says `created: true` each time."""
+        return self.enqueue([job])[0], True
+
     # -- the runner ------------------------------------------------------
     def recover(self) -> int:
         """Nothing to do, and nothing to count: a dead runner's messages come
@@ -392,6 +399,11 @@ class CloudflareQueue(JobQueue):
         taken = self._read_dead()
         self._settle_dead(taken, set())
         return next((job for _, job, _ in taken if job.id == job_id), None)
+
+    def document_jobs(self, document_id: str, limit: int = 20) -> list[Job]:
+        """Nothing: Cloudflare cannot look messages up, and reading the
+        dead-letter queue means pulling and re-sending all of it."""
+        return []
 
     def revive(self, job_ids: Sequence[int] | None = None) -> list[int]:
         taken = self._read_dead()

@@ -12,7 +12,11 @@ persist-queue is used in one way only (see docs/design notes in README):
   written with update(); dead jobs are persist-queue's ack_failed rows;
 - counts come from SQL, never qsize() (an in-process counter);
 - acked rows are deleted (clear_acked_data) so get() stays fast; a small
-  `docutrain_done` table in the same file keeps the record of finished jobs.
+  `docutrain_done` table in the same file keeps the record of finished jobs;
+- `enqueue_unique` (one job per active document id) checks and inserts under
+  BEGIN IMMEDIATE, writing the row as persist-queue's put() would: its put
+  commits on its own connection, so it cannot share our transaction;
+- producers wake the lock holder through `<file>.wake` (queues/wake.py).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from docutrain_cli.jobs import STATES, Job, JobState
 from docutrain_cli.queues.lock import RunnerLock
 from docutrain_cli.queues.base import JobQueue, QueueStats
 from docutrain_cli import sqlite
+from docutrain_cli.queues.wake import Poker, SocketWaiter, wake_path
 
 TABLE = "ack_queue_default"  # persist-queue's table for name="default"
 DONE_TABLE = "docutrain_done"
@@ -46,6 +51,8 @@ DEAD = int(AckStatus.ack_failed)
 _ATTEMPTS = "coalesce(json_extract(CAST(data AS TEXT), '$.attempts'), 0)"
 _NOT_BEFORE = "coalesce(json_extract(CAST(data AS TEXT), '$.not_before'), 0)"
 _SHA256 = "json_extract(CAST(data AS TEXT), '$.sha256')"
+_DOCUMENT_ID = "json_extract(CAST(data AS TEXT), '$.document_id')"
+_DONE_DOCUMENT_ID = "json_extract(data, '$.document_id')"
 
 
 class _AckQueue(SQLiteAckQueue):
@@ -54,9 +61,9 @@ class _AckQueue(SQLiteAckQueue):
     def _new_db_connection(self, path, multithreading, timeout):  # noqa: D401
         # Not super(): it switches to WAL without waiting for the lock, which
         # fails when processes open a fresh file together (see use_wal).
-        conn = sqlite3.connect(
-            os.path.join(path, self.db_file_name), timeout=timeout, check_same_thread=not multithreading
-        )
+        # check_same_thread=False: a handle may move between threads (serve
+        # lends handles to request threads) but is never used by two at once.
+        conn = sqlite3.connect(os.path.join(path, self.db_file_name), timeout=timeout, check_same_thread=False)
         # WAL + synchronous=NORMAL: a commit survives a killed process (even
         # kill -9); only a power loss can drop the last few commits. FULL would
         # fsync on every put/get/ack and cap enqueue at a few hundred jobs/s.
@@ -80,7 +87,7 @@ class LocalQueue(JobQueue):
                 serializer=json_serializer,
                 timeout=sqlite.BUSY_TIMEOUT,
             )
-            self._db = sqlite.connect(self.path)
+            self._db = sqlite.connect(self.path, check_same_thread=False)
             self._db.execute(
                 f"CREATE TABLE IF NOT EXISTS {DONE_TABLE} ("
                 " id INTEGER PRIMARY KEY, data TEXT NOT NULL, finished_at REAL NOT NULL)"
@@ -91,13 +98,47 @@ class LocalQueue(JobQueue):
                 f"CREATE INDEX IF NOT EXISTS docutrain_waiting ON {TABLE} (_id)"
                 f" WHERE status IN ({READY[0]}, {READY[1]})"
             )
+            # Jobs by document id: the uniqueness check of enqueue_unique and
+            # GET /v1/documents/<id> stay index lookups however long the queue.
+            self._db.execute(f"CREATE INDEX IF NOT EXISTS docutrain_document ON {TABLE} ({_DOCUMENT_ID})")
+            self._db.execute(
+                f"CREATE INDEX IF NOT EXISTS docutrain_done_document ON {DONE_TABLE} ({_DONE_DOCUMENT_ID})"
+            )
         except sqlite3.DatabaseError as exc:
             raise DocutrainError(f"{self.path}: not a docutrain queue file: {exc}") from None
         self._lock = RunnerLock(str(self.path) + ".lock")
+        self._poker = Poker(wake_path(self.path))
 
     # -- producers -------------------------------------------------------
     def enqueue(self, jobs: Sequence[Job]) -> list[int]:
-        return [self._q.put(job.payload()) for job in jobs]
+        ids = [self._q.put(job.payload()) for job in jobs]
+        if ids:
+            self._poker.poke()
+        return ids
+
+    def enqueue_unique(self, job: Job) -> tuple[int, bool]:
+        # BEGIN IMMEDIATE takes the file's write lock before the check, so
+        # check and insert are one step for every process that writes this
+        # file; the row goes into persist-queue's table exactly as its put()
+        # writes it (JSON bytes, status inited).
+        if not job.document_id:
+            raise ValueError("enqueue_unique needs a job with a document_id")
+        with sqlite.transaction(self._db):
+            row = self._db.execute(
+                f"SELECT _id FROM {TABLE} INDEXED BY docutrain_document"
+                f" WHERE {_DOCUMENT_ID} = ? AND status IN ({READY[0]}, {READY[1]}, {RUNNING})"
+                " ORDER BY _id LIMIT 1",
+                (job.document_id,),
+            ).fetchone()
+            if row is None:
+                cursor = self._db.execute(
+                    f"INSERT INTO {TABLE} (data, timestamp, status) VALUES (?, ?, ?)",
+                    (json_serializer.dumps(job.payload()), time.time(), READY[0]),
+                )
+        if row is not None:
+            return row[0], False
+        self._poker.poke()
+        return cursor.lastrowid, True
 
     def active_hashes(self) -> set[str]:
         rows = self._db.execute(
@@ -110,6 +151,9 @@ class LocalQueue(JobQueue):
     def runner_lock(self) -> Iterator[None]:
         with self._lock:
             yield
+
+    def waiter(self) -> SocketWaiter:
+        return SocketWaiter(wake_path(self.path))
 
     def recover(self) -> int:
         (count,) = self._db.execute(f"SELECT count(*) FROM {TABLE} WHERE status = ?", (RUNNING,)).fetchone()
@@ -240,6 +284,24 @@ class LocalQueue(JobQueue):
         row = self._db.execute(f"SELECT id, data FROM {DONE_TABLE} WHERE id = ?", (job_id,)).fetchone()
         return self._from_row(row[0], "done", row[1]) if row else None
 
+    def document_jobs(self, document_id: str, limit: int = 20) -> list[Job]:
+        found = [
+            self._from_row(*row)
+            for row in self._db.execute(
+                f"SELECT _id, {self._STATE_SQL}, data FROM {TABLE} INDEXED BY docutrain_document"
+                f" WHERE {_DOCUMENT_ID} = ? AND status != {int(AckStatus.acked)} ORDER BY _id DESC LIMIT ?",
+                (document_id, limit),
+            )
+        ]
+        found += [
+            self._from_row(i, "done", d)
+            for i, d in self._db.execute(
+                f"SELECT id, data FROM {DONE_TABLE} WHERE {_DONE_DOCUMENT_ID} = ? ORDER BY id DESC LIMIT ?",
+                (document_id, limit),
+            )
+        ]
+        return sorted(found, key=lambda j: j.id, reverse=True)[:limit]
+
     def revive(self, job_ids: Sequence[int] | None = None) -> list[int]:
         if job_ids is None:
             job_ids = [i for (i,) in self._db.execute(f"SELECT _id FROM {TABLE} WHERE status = ?", (DEAD,))]
@@ -252,9 +314,12 @@ class LocalQueue(JobQueue):
             self._q.update(job.payload(), id=job_id)
             self._q.nack(id=job_id)  # ack_failed -> ready
             revived.append(job_id)
+        if revived:
+            self._poker.poke()
         return revived
 
     def close(self) -> None:
+        self._poker.close()
         self._lock.release()
         self._q.close()
         self._db.close()

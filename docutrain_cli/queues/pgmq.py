@@ -21,6 +21,10 @@ What pgmq does not have is kept in the message JSON (`Job.payload()` plus):
   retry (retrying) from a leased job (running) without an extra write at
   lease time.
 
+Producers NOTIFY `docutrain_<name>` in the transaction that sends; idle
+runners LISTEN (NotifyWaiter), so a new job starts without a poll delay.
+`enqueue_unique` holds a transaction-scoped advisory lock on the document id.
+
 pgmq has no "update message" function, so those fields are written with an
 UPDATE on pgmq's own table, in the same transaction as the move they go with.
 Only SQL functions that pgmq has had since 1.4 (what Supabase ships) are used.
@@ -36,7 +40,7 @@ from typing import Any, Callable, Sequence, TypeVar
 from docutrain_cli.config import redact_url
 from docutrain_cli.errors import ConfigError, ServiceUnavailableError
 from docutrain_cli.jobs import STATES, Job, JobState
-from docutrain_cli.queues.base import JobQueue, QueueStats
+from docutrain_cli.queues.base import JobQueue, QueueStats, Waiter
 from docutrain_cli.queues.pgmq_setup import (
     DEAD_SUFFIX,
     check_name,
@@ -53,6 +57,7 @@ T = TypeVar("T")
 # -- the message fields we add, read in SQL --------------------------------
 _ATTEMPTS = "(read_ct - coalesce((message->>'uncounted_reads')::int, 0))"
 _HELD = "(read_ct > coalesce((message->>'returned_at_read')::int, 0))"
+_DOCUMENT_ID = "(message->>'document_id')"
 # Every message we write carries job_id (enqueue adds it in the sending
 # transaction); the same expression is indexed by init_queue.
 _JOB_ID = "((message->>'job_id')::bigint)"
@@ -184,10 +189,53 @@ class PgmqQueue(JobQueue):
                     " WHERE msg_id = ANY(%s)",
                     (ids,),
                 )
+                self._notify(cur)
             return ids
 
         ids = self._db(work) if jobs else []
         return sorted(ids)  # send_batch inserts in order; the ids are too
+
+    def enqueue_unique(self, job: Job) -> tuple[int, bool]:
+        # A transaction-scoped advisory lock on (queue, document id) makes the
+        # check and the send one step for every machine using this database;
+        # every message in the main queue is queued, running or retrying
+        # (done ones are archived, dead ones moved to the dead-letter queue).
+        if not job.document_id:
+            raise ValueError("enqueue_unique needs a job with a document_id")
+
+        def work(conn) -> tuple[int, bool]:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                    (f"docutrain:{self.name}:{job.document_id}",),
+                )
+                row = cur.execute(
+                    f"SELECT {_JOB_ID} FROM {self._q} WHERE {_DOCUMENT_ID} = %s ORDER BY msg_id LIMIT 1",
+                    (job.document_id,),
+                ).fetchone()
+                if row:
+                    return int(row[0]), False
+                (msg_id,) = cur.execute(
+                    "SELECT * FROM pgmq.send(%s, %s, 0)", (self.name, self._json(job.payload()))
+                ).fetchone()
+                cur.execute(
+                    f"UPDATE {self._q} SET message = message || jsonb_build_object('job_id', msg_id)"
+                    " WHERE msg_id = %s",
+                    (msg_id,),
+                )
+                self._notify(cur)
+            return int(msg_id), True
+
+        return self._db(work)
+
+    @property
+    def channel(self) -> str:
+        """The LISTEN/NOTIFY channel producers announce new jobs on."""
+        return f"docutrain_{self.name}"
+
+    def _notify(self, cur) -> None:
+        # Delivered at commit, and only if the transaction commits.
+        cur.execute("SELECT pg_notify(%s, '')", (self.channel,))
 
     def active_hashes(self) -> set[str]:
         rows = self._db(
@@ -227,6 +275,11 @@ class PgmqQueue(JobQueue):
             self._leases[job.id] = (msg_id, read_ct)
             leased.append(job)
         return leased
+
+    def waiter(self) -> Waiter:
+        from docutrain_cli.queues.wake import NotifyWaiter
+
+        return NotifyWaiter(self.url, self.channel)
 
     def extend_lease(self, jobs: Sequence[Job], seconds: float) -> None:
         msg_ids = [self._leases[j.id][0] for j in jobs if j.id in self._leases]
@@ -414,6 +467,18 @@ class PgmqQueue(JobQueue):
 
         return self._db(work)
 
+    def document_jobs(self, document_id: str, limit: int = 20) -> list[Job]:
+        def work(conn) -> list[Job]:
+            with conn.transaction(), conn.cursor() as cur:
+                where, params = f"{_DOCUMENT_ID} = %s", (document_id,)
+                return (
+                    self._main_jobs(cur, where, params, limit)
+                    + self._archived_jobs(cur, self._dq, JobState.DEAD, where, params, limit)
+                    + self._archived_jobs(cur, self._a, JobState.DONE, where, params, limit)
+                )
+
+        return sorted(self._db(work), key=lambda j: j.id, reverse=True)[:limit]
+
     def revive(self, job_ids: Sequence[int] | None = None) -> list[int]:
         def work(conn) -> list[int]:
             with conn.transaction(), conn.cursor() as cur:
@@ -437,6 +502,7 @@ class PgmqQueue(JobQueue):
                 cur.execute(
                     "SELECT * FROM pgmq.delete(%s, %s::bigint[])", (self.dead_name, [r[0] for r in rows])
                 )
+                self._notify(cur)
             return revived
 
         return self._db(work)

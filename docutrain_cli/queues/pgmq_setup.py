@@ -153,11 +153,16 @@ def init_queue(url: str, queue_name: str = "docutrain") -> str:
             for queue in (name, name + DEAD_SUFFIX):
                 existed = conn.execute("SELECT to_regclass(%s)", (f"pgmq.q_{queue}",)).fetchone()[0]
                 conn.execute("SELECT pgmq.create(%s)", (queue,))
-                # job(id) looks messages up by job_id; keep that an index scan.
+                # job(id) looks messages up by job_id, enqueue_unique and
+                # document_jobs by document_id; keep those index scans.
                 for prefix in ("q", "a"):
                     conn.execute(
                         f"CREATE INDEX IF NOT EXISTS {prefix}_{queue}_job_id"
                         f" ON pgmq.{prefix}_{queue} (((message->>'job_id')::bigint))"
+                    )
+                    conn.execute(
+                        f"CREATE INDEX IF NOT EXISTS {prefix}_{queue}_document_id"
+                        f" ON pgmq.{prefix}_{queue} ((message->>'document_id'))"
                     )
                 done.append(f"queue {queue} {'already there' if existed else 'created'}")
         except psycopg.Error as exc:

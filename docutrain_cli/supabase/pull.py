@@ -49,6 +49,21 @@ def _pending_rows(client, table: str, limit: int | None, page_size: int) -> list
     return rows
 
 
+def document_row(settings: Settings, document_id: str, *, timeout: float = DEFAULT_TIMEOUT) -> dict | None:
+    """One row of the documents table (id, user_id, status, storage_path), or
+    None. Raises TransientError (unreachable) or PermanentError (schema, key,
+    an id the column cannot hold)."""
+    table = settings.documents_table
+    client = make_client(settings, timeout)
+    try:
+        response = client.table(table).select("id,user_id,status,storage_path").eq("id", document_id).limit(1).execute()
+    except Exception as exc:  # noqa: BLE001
+        raise classify(exc, f"select from {table}") from None
+    finally:
+        close_client(client)
+    return response.data[0] if response.data else None
+
+
 def job_fields(row: dict, settings: Settings) -> dict | None:
     """The enqueue arguments for one pending row: source, document_id, user_id.
     None when the row has no storage_path (nothing to download)."""

@@ -1,0 +1,45 @@
+"""Running the app: one uvicorn process on a socket we bind ourselves, so
+`--port 0` works and the real address is printed before the first request."""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+from docutrain_cli.config import Settings, redact_url
+from docutrain_cli.serve.app import ServeOptions, create_app
+from docutrain_cli.serve.auth import check_bind
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        from docutrain_cli.errors import ConfigError
+
+        raise ConfigError(f"serve: cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    return sock
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080,
+          options: ServeOptions = ServeOptions(), access_log: bool = False) -> None:
+    """Serve until SIGINT/SIGTERM (uvicorn finishes the requests in progress)."""
+    import uvicorn
+
+    check_bind(host, settings.serve_token)
+    app = create_app(settings, options)
+    sock = bind(host, port)
+    address = sock.getsockname()
+    shown = f"[{address[0]}]" if sock.family == socket.AF_INET6 else address[0]
+    queue = redact_url(settings.queue) if settings.queue_is_postgres else settings.queue
+    print(f"docutrain serve: listening on http://{shown}:{address[1]} (queue {queue})", file=sys.stderr, flush=True)
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=access_log, server_header=False, lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    uvicorn.Server(config).run(sockets=[sock])

@@ -1,0 +1,67 @@
+"""Where a document sent over HTTP is read from.
+
+`storage_path` names an object in Supabase Storage (the bucket is the
+`storage_bucket` setting, or give `supabase://bucket/path`); a path on this
+machine must look like one (absolute, `./`, `~` or `file://`). Without it, the
+path is looked up in the document's `user_documents` row. A local file path
+is refused unless the operator started `serve --allow-local-paths`: a web
+request must not make the server read whatever file it names.
+"""
+
+from __future__ import annotations
+
+import os
+
+from docutrain_cli.config import Settings
+from docutrain_cli.discover import sha256_file
+from docutrain_cli.serve.errors import ApiError
+
+
+def _is_local(path: str) -> bool:
+    # A relative path is a Storage path: local ones must say so.
+    return path.startswith(("/", "./", "../", "~", "file:"))
+
+
+def resolve_source(settings: Settings, document_id: str, storage_path: str | None,
+                   allow_local_paths: bool) -> tuple[str, str | None]:
+    """(job source, sha256 or None) for a document; ApiError(422) when it
+    cannot be read from where the request says. Blocks: call in a thread."""
+    from docutrain_cli.supabase.storage import REMOTE_PREFIX, make_source, parse_source
+
+    if storage_path is None:
+        if not settings.supabase_enabled:
+            raise ApiError(422, "storage_path is required (Supabase is not configured to look it up)")
+        storage_path = _storage_path_of_row(settings, document_id)
+    if storage_path.startswith(REMOTE_PREFIX):
+        try:
+            parse_source(storage_path)
+        except Exception as exc:  # noqa: BLE001 - PermanentError with the reason
+            raise ApiError(422, f"storage_path: {exc}") from None
+        return storage_path, None
+    if not _is_local(storage_path):
+        return make_source(settings.storage_bucket, storage_path), None
+    if not allow_local_paths:
+        raise ApiError(
+            422,
+            "storage_path: local file paths are refused; give a Supabase Storage path, "
+            "or start `docutrain serve --allow-local-paths`",
+        )
+    path = os.path.abspath(os.path.expanduser(storage_path.removeprefix("file://")))
+    if not os.path.isfile(path):
+        raise ApiError(422, f"storage_path: {path}: no such file")
+    try:
+        return path, sha256_file(path)
+    except OSError as exc:
+        raise ApiError(422, f"storage_path: {path}: {(exc.strerror or str(exc)).lower()}") from None
+
+
+def _storage_path_of_row(settings: Settings, document_id: str) -> str:
+    from docutrain_cli.supabase.pull import document_row
+
+    row = document_row(settings, document_id)
+    if row is None:
+        raise ApiError(422, f"no {settings.documents_table} row with id {document_id}; send storage_path")
+    path = (row.get("storage_path") or "").strip()
+    if not path:
+        raise ApiError(422, f"{settings.documents_table} row {document_id} has no storage_path; send it")
+    return path

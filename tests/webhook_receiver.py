@@ -1,0 +1,77 @@
+"""A stand-in for the app that receives status webhooks: a real HTTP server
+on 127.0.0.1 that records every request it answers, and can be told to
+answer errors or to stop listening (connections refused), on the same port."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    headers: dict  # names lower-cased
+    body: bytes  # raw, as signed
+    answered: int
+
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+
+class Receiver:
+    def __init__(self):
+        self.calls: list[Call] = []
+        self._answers: list[int] = []  # statuses to answer next, then 204
+        self._lock = threading.Lock()
+        self.port = 0
+        self._server: ThreadingHTTPServer | None = None
+        self.up()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/docutrain?source=test"
+
+    def answer(self, status: int, times: int = 1) -> None:
+        with self._lock:
+            self._answers += [status] * times
+
+    def delivered(self) -> list[Call]:
+        with self._lock:
+            return [c for c in self.calls if 200 <= c.answered < 300]
+
+    def up(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver._lock:
+                    status = receiver._answers.pop(0) if receiver._answers else 204
+                    receiver.calls.append(Call({k.lower(): v for k, v in self.headers.items()}, body, status))
+                self.send_response(status)
+                # One request per connection, so down() really cuts the app off.
+                self.send_header("Connection", "close")
+                self.close_connection = True
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def down(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def close(self) -> None:
+        self.down()
