@@ -325,6 +325,12 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
         from docutrain_cli.progress import batch_status_lines
 
         print("\n".join(batch_status_lines(batches)))
+    from docutrain_cli.progress import budget_line
+
+    for budget in data["embedding_budget"]:
+        print(f"embedding {budget['key'].split(' key#')[0]}: {budget_line(budget)}")
+        if budget["problem"]:
+            print(f"  stopped at {_when(budget['problem_at'])}: {budget['problem']}")
     if c["dead"]:
         print("see dead jobs with `docutrain jobs --state dead`; retry them with `docutrain retry --all-dead`")
 

@@ -17,11 +17,38 @@ def _name(job: Job) -> str:
     return Path(job.source).name or job.source
 
 
+BUDGET_LOG_EVERY = 30.0  # seconds between log lines about the rate budget
+
+
+def budget_line(view: dict, *, over_the_run: bool = False) -> str:
+    """The rate budget in a few words: tokens/min against the limit, waits, 429s.
+
+    Live, the rate is the last minute's (what the server's bucket sees); in
+    the summary it is the average over the run, which the first minute's
+    burst (a full bucket at start) may lift above the limit."""
+    limit = view.get("tokens_per_minute_limit")
+    if over_the_run:
+        rate, label = view.get("run_tokens_per_minute") or 0, "tokens/min over the run"
+    else:
+        rate, label = view.get("tokens_last_minute") or 0, "tokens in the last minute"
+    if limit:
+        text = f"{rate:,} {label}, limit {limit:,}/min ({view['limit_source']})"
+    else:
+        text = f"{rate:,} {label} (no limit known yet)"
+    if view.get("requests_per_minute_limit"):
+        text += f", {view['requests_per_minute_limit']:,} requests/min"
+    waited = view.get("run_wait_seconds", view.get("waited_seconds_total") or 0)
+    refusals = view.get("run_rate_limited", view.get("rate_limited_total", 0))
+    text += f"; workers waited {waited:,.0f} s for the budget; {refusals} answers 429"
+    return text
+
+
 class LogObserver(RunObserver):
     """One plain line per event, timestamped: greppable and cron-friendly."""
 
     def __init__(self, stream: TextIO | None = None):
         self.stream = stream or sys.stderr
+        self._budget_logged = 0.0
 
     def log(self, message: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -47,12 +74,20 @@ class LogObserver(RunObserver):
             facts = ", ".join(f"{getattr(r, k)} {k}" for k in ("pages", "chunks") if r and getattr(r, k))
             self.log(f"done  job {job.id} {job.source}" + (f" ({facts})" if facts else "") + f" in {took:.1f}s")
         elif outcome == "released":
-            self.log(f"returned job {job.id} {job.source} to the queue")
+            self.log(f"returned job {job.id} {job.source} to the queue" + (f": {detail}" if detail else ""))
         else:
             self.log(f"{outcome:<5} job {job.id} {detail}")
 
     def stopping(self, reason: str) -> None:
         self.log(f"stopping ({reason}): no new jobs; waiting for running ones")
+
+    def budget(self, view: dict) -> None:
+        if time.monotonic() - self._budget_logged >= BUDGET_LOG_EVERY and view.get("requests_total"):
+            self._budget_logged = time.monotonic()
+            self.log("embedding: " + budget_line(view))
+
+    def paused(self, reason: str, seconds: float) -> None:
+        self.log(f"paused: {reason}; jobs stay queued; trying again in {seconds:.0f} s")
 
     def finished(self, summary: RunSummary) -> None:
         self.log("run finished: " + summary_line(summary))
@@ -69,6 +104,8 @@ class RichObserver(RunObserver):
         self.remaining = 0
         self.started_at = time.monotonic()
         self.runner: Runner | None = None
+        self.budget_view: dict | None = None
+        self.paused_reason: str | None = None
         self.live = Live(self._render(), console=console, refresh_per_second=4, transient=False)
 
     def _render(self):
@@ -86,11 +123,16 @@ class RichObserver(RunObserver):
             f"[green]{self.done} done[/] [red]{self.failed} failed[/] {self.remaining} remaining"
             f"  {rate:.1f} docs/s  ETA {eta}",
         )
+        lines = []
+        if self.budget_view and self.budget_view.get("requests_total"):
+            lines.append(f"[dim]embedding:[/] {budget_line(self.budget_view)}")
+        if self.paused_reason:
+            lines.append(f"[yellow]paused:[/] {self.paused_reason}")
         workers = Table.grid(padding=(0, 2))
         for job in self.runner.running if self.runner else []:
             took = time.time() - (job.started_at or time.time())
             workers.add_row(f"[dim]job {job.id}[/]", _name(job), f"{took:4.0f}s")
-        return Group(head, workers)
+        return Group(head, *lines, workers)
 
     def _refresh(self) -> None:
         self.live.update(self._render())
@@ -118,6 +160,14 @@ class RichObserver(RunObserver):
 
     def idle(self, stats: QueueStats) -> None:
         self.remaining = stats.pending
+        self._refresh()
+
+    def budget(self, view: dict) -> None:
+        self.budget_view = view
+        self._refresh()
+
+    def paused(self, reason: str, seconds: float) -> None:
+        self.paused_reason = f"{reason}; trying again in {seconds:.0f} s"
         self._refresh()
 
     def stopping(self, reason: str) -> None:
@@ -150,6 +200,8 @@ def summary_line(summary: RunSummary) -> str:
     if summary.released:
         parts.append(f"{summary.released} returned to the queue")
     price = "list price" if summary.batch is None else "the Batch API price (half the list price)"
+    if summary.given_back:
+        parts.append(f"{summary.given_back} given back to the queue by the rate limit (no attempt charged)")
     if any(t.values()):
         cost = summary.cost_usd
         parts.append(
@@ -159,6 +211,8 @@ def summary_line(summary: RunSummary) -> str:
         )
     if summary.batch is not None:
         parts.append(batch_line(summary.batch))
+    if summary.budget and summary.budget.get("requests_total"):
+        parts.append("embedding: " + budget_line(summary.budget, over_the_run=True))
     left = {k: v for k, v in summary.remaining.items() if k in ("queued", "retrying") and v}
     if left:
         parts.append("left: " + ", ".join(f"{v} {k}" for k, v in left.items()))

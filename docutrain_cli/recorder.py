@@ -193,6 +193,7 @@ def sync(settings: Settings, *, deadline_seconds: float = 60.0) -> dict:
 def status_report(settings: Settings, stats: QueueStats) -> dict:
     """The object `docutrain status --json` prints and `GET /v1/status` answers."""
     from docutrain_cli.batch.ledger import batch_status
+    from docutrain_cli.pipeline.ratelimit import budget_status
 
     return {
         **stats.counts,
@@ -203,6 +204,7 @@ def status_report(settings: Settings, stats: QueueStats) -> dict:
         "queue_details": stats.details,
         "supabase_outbox": outbox_status(settings),
         "status_webhook_outbox": webhook_outbox_status(settings),
+        "embedding_budget": budget_status(settings),
         "batches": batch_status(settings.store),
     }
 

@@ -16,7 +16,7 @@ import time
 from typing import Any, Protocol
 
 from docutrain_cli.config import Settings
-from docutrain_cli.errors import AccountError, ExitCode, PermanentError, TransientError
+from docutrain_cli.errors import AccountError, ExitCode, PermanentError, RateLimitedError, TransientError
 from docutrain_cli.jobs import Job, JobResult, RetryPolicy
 from docutrain_cli.queues.base import JobQueue, QueueStats
 from docutrain_cli.worker import WorkerContext, init_worker, load_processor, run_job, run_with, worker_modules
@@ -25,7 +25,8 @@ TICK = 0.2  # how often the loop wakes up to look at flags and timers
 HOUSEKEEP_EVERY = 30.0  # seconds, or
 HOUSEKEEP_AFTER = 1000  # finished jobs, whichever comes first: keeps the queue table small
 FLUSH_EVERY = 2.0
-SUMMED_RESULT_FIELDS = ("pages", "chunks", "tokens_embedded", "tokens_cached")
+BUDGET_EVERY = 5.0  # how often the display learns the rate budget's figures
+SUMMED_RESULT_FIELDS = ("pages", "chunks", "tokens_embedded", "tokens_cached", "rate_limited")
 
 
 class RunObserver:
@@ -36,6 +37,8 @@ class RunObserver:
     def job_finished(self, job: Job, outcome: str, detail: str | None) -> None: ...
     def stopping(self, reason: str) -> None: ...
     def idle(self, stats: QueueStats) -> None: ...
+    def budget(self, view: dict) -> None: ...
+    def paused(self, reason: str, seconds: float) -> None: ...
     def finished(self, summary: "RunSummary") -> None: ...
 
 
@@ -59,7 +62,10 @@ class RunSummary:
     recovered: int = 0
     elapsed: float = 0.0
     stop_reason: str = "drained"  # drained | max-time | interrupted | terminated | account
-    account_problem: str | None = None  # quota or key trouble that stopped the run
+    given_back: int = 0  # jobs returned unharmed because the rate limit left no room
+    rate_wait_seconds: float = 0.0  # worker time spent waiting for the embedding rate budget
+    account_problem: str | None = None  # quota or key trouble that stopped (or paused) the run
+    budget: dict | None = None  # the rate budget's figures at the end
     totals: dict[str, int] = dataclasses.field(
         default_factory=lambda: {k: 0 for k in SUMMED_RESULT_FIELDS}
     )
@@ -77,6 +83,7 @@ class RunSummary:
         self.done += 1
         for name in SUMMED_RESULT_FIELDS:
             self.totals[name] += int(getattr(result, name) or 0)
+        self.rate_wait_seconds += float(result.rate_wait_seconds or 0.0)
         if result.model:
             self.embedders.add(f"{result.embedder} ({result.model})")
             tokens = int(result.tokens_embedded or 0)
@@ -94,9 +101,15 @@ class RunSummary:
             return ExitCode.UNAVAILABLE
         return ExitCode.PARTIAL if self.dead else ExitCode.OK
 
+    @property
+    def tokens_per_minute(self) -> float:
+        """Embedding tokens sent per minute over the run."""
+        return self.totals["tokens_embedded"] * 60.0 / self.elapsed if self.elapsed > 0 else 0.0
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["embedders"] = sorted(self.embedders)
+        data["tokens_per_minute"] = round(self.tokens_per_minute)
         data["exit_code"] = int(self.exit_code)
         return data
 
@@ -156,6 +169,10 @@ class Runner:
         self._batch = None  # the Batch API step (batch/step.py), in embedding_mode 'batch'
         self._waiter = None  # set while running: wakes the idle loop on new jobs
         self.reconciler = None  # set while running as a service with Supabase
+        self._drain = False
+        self._paused_until = 0.0  # a service waits out account trouble until then (monotonic)
+        self._budget = None  # the embedding rate budget, read for the display
+        self._started = time.monotonic()
 
     # Called from signal handlers: set flags only.
     def request_stop(self, reason: str = "interrupted") -> None:
@@ -176,7 +193,8 @@ class Runner:
 
     def run(self, drain: bool = False, max_time: float | None = None) -> RunSummary:
         load_processor(self.settings.processor)  # fail fast, before the pool starts
-        started = time.monotonic()
+        self._drain = drain
+        started = self._started = time.monotonic()
         deadline = started + max_time if max_time else None
         with self.queue.runner_lock():
             self.summary.recovered = self.queue.recover()
@@ -201,6 +219,9 @@ class Runner:
                 self.queue.housekeep()
             self.summary.elapsed = time.monotonic() - started
             self.summary.remaining = self.queue.stats(time.time()).counts
+            self.summary.budget = self._budget_view()
+            if self._budget is not None:
+                self._budget.store.close()
         if self._owns_status:
             self.status.close()
         self.observer.finished(self.summary)
@@ -228,21 +249,28 @@ class Runner:
     def _loop(self, pool, drain: bool, deadline: float | None) -> None:
         # A small backlog per worker hides the round trip to the dispatcher.
         capacity = self.settings.workers + max(1, self.settings.workers // 2)
-        last_housekeep = last_flush = last_extend = last_batch = time.monotonic()
+        last_housekeep = last_flush = last_extend = last_budget = last_batch = time.monotonic()
         finished_at_housekeep = 0
         while self._stop_reason is None:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 self._stop_reason = "max-time"
                 break
+            if now - last_budget >= BUDGET_EVERY:
+                view = self._budget_view()
+                if view:
+                    self.observer.budget(view)
+                last_budget = now
             if self._batch is not None and now - last_batch >= self.settings.batch_poll_interval:
                 # An idle queue sends what is parked; a busy one only full files.
-                self._batch_pass(flush=not self._in_flight)
+                if now >= self._paused_until:
+                    self._batch_pass(flush=not self._in_flight)
                 last_batch = now
             if self.reconciler is not None and self.reconciler.due(now):
                 self._flush_status()  # so rows that just finished here are not `pending` any more
                 self.reconciler.run(now)
-            self._fill(pool, capacity)
+            if now >= self._paused_until:
+                self._fill(pool, capacity)
             if not self._in_flight:
                 if drain and not self._work_left(deadline):
                     break
@@ -273,6 +301,25 @@ class Runner:
             self._in_flight[future] = job
             self.status.processing(job)
             self.observer.job_started(job)
+
+    def _budget_view(self) -> dict | None:
+        """The rate budget's figures (tokens/min against the limit, waits),
+        or None with the offline embedder or before any request was made."""
+        if self.settings.embedder_kind != "openai":
+            return None
+        try:
+            if self._budget is None:
+                from docutrain_cli.pipeline.ratelimit import open_budget
+
+                self._budget = open_budget(self.settings)
+            view = self._budget.snapshot()
+        except Exception:  # noqa: BLE001 - the display must never stop the run
+            return None
+        elapsed = time.monotonic() - self._started
+        view["run_tokens_per_minute"] = round(self.summary.totals["tokens_embedded"] * 60.0 / max(elapsed, 1e-9))
+        view["run_wait_seconds"] = round(self.summary.rate_wait_seconds, 1)
+        view["run_rate_limited"] = self.summary.totals["rate_limited"]
+        return view
 
     def _work_left(self, deadline: float | None) -> bool:
         """In drain mode: is there anything we should still wait for?"""
@@ -317,12 +364,7 @@ class Runner:
 
     def _wind_down(self, pool) -> None:
         """Stop taking jobs; let running ones finish within the grace period."""
-        for future in list(self._in_flight):
-            # pebble's cancel() also kills a running task: only cancel the
-            # ones no worker has picked up yet.
-            if not future.running() and not future.done() and future.cancel():
-                self.queue.release(self._in_flight.pop(future))
-                self.summary.released += 1
+        self._return_unstarted()
         end = time.monotonic() + self.settings.grace_period
         while self._in_flight and not self._force and time.monotonic() < end:
             self._wait(TICK)
@@ -342,6 +384,10 @@ class Runner:
         except BaseException as exc:  # noqa: BLE001 - every failure is classified
             if self._stop_reason and _killed_by_stop(exc):
                 return self._release(future, job)
+            if isinstance(exc, RateLimitedError):
+                return self._give_back(job, exc)
+            if isinstance(exc, AccountError):
+                return self._account_trouble(future, job, exc)
             return self._fail(job, exc)
         self._succeed(job, result)
 
@@ -367,6 +413,44 @@ class Runner:
             self.queue.retry_later(job, message, time.time() + delay)
             self.summary.retried += 1
             self.observer.job_finished(job, "retry", f"{message} (retry in {delay:.0f} s)")
+
+    def _give_back(self, job: Job, exc: RateLimitedError) -> None:
+        """The rate limit left no room for this job for too long: back to the
+        queue, no attempt charged, due again when the server suggested."""
+        self.queue.release(job, not_before=time.time() + exc.retry_after)
+        self.summary.given_back += 1
+        self.observer.job_finished(job, "released", str(exc))
+
+    def _account_trouble(self, future: concurrent.futures.Future, job: Job, exc: AccountError) -> None:
+        """Quota or key trouble is nobody's document's fault: return the job
+        (and every job not yet started) unharmed and stop leasing. `--drain`
+        ends the run (exit 5); a service pauses and tries again later."""
+        self._release(future, job)
+        self._account_problem(exc)
+
+    def _account_problem(self, exc: AccountError) -> None:
+        """Stop (`--drain`) or pause (a service) for quota or key trouble,
+        whether a worker or the batch step met it."""
+        first = self.summary.account_problem is None
+        self.summary.account_problem = str(exc)
+        if self._drain:
+            if self._stop_reason is None:
+                self._stop_reason = "account"
+            return
+        if time.monotonic() >= self._paused_until:
+            self._paused_until = time.monotonic() + self.settings.account_retry_interval
+            self._return_unstarted()
+            self.observer.paused(str(exc), self.settings.account_retry_interval)
+        elif first:
+            self.observer.paused(str(exc), self._paused_until - time.monotonic())
+
+    def _return_unstarted(self) -> None:
+        for future in list(self._in_flight):
+            # pebble's cancel() also kills a running task: only cancel the
+            # ones no worker has picked up yet.
+            if not future.running() and not future.done() and future.cancel():
+                self.queue.release(self._in_flight.pop(future))
+                self.summary.released += 1
 
     def _release(self, future: concurrent.futures.Future, job: Job) -> None:
         self._in_flight.pop(future, None)
@@ -406,11 +490,10 @@ class Runner:
             self._batch_report.add(report)
             if report.documents_ready or report.documents_error:
                 self._flush_status()  # an idle service would otherwise sit on these statuses
-        except AccountError as exc:  # nothing can be sent: stop, every job stays queued
-            self.summary.account_problem = str(exc)
-            self.summary.stop_reason = "account"
-            if self._stop_reason is None:
-                self._stop_reason = "account"
+        except AccountError as exc:  # nothing can be sent: every job and parked chunk stays
+            self._account_problem(exc)
+            if self._drain:
+                self.summary.stop_reason = "account"  # also when met after the loop (the last pass)
 
 
 def _killed_by_stop(exc: BaseException) -> bool:

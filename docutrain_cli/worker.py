@@ -25,9 +25,9 @@ class WorkerContext:
 
     The store, the embedder and the Supabase client are made on first use,
     in the process that uses them (clients never cross a fork), and kept for
-    the process's later jobs. The rate budget that issue 13 adds, shared by
-    all workers, belongs here too: one more lazily made attribute, so every
-    processor reaches it the same way.
+    the process's later jobs. So is the embedding API's rate budget, shared
+    by all workers (and all runners on a shared queue): every processor
+    reaches it the same way.
     """
 
     def __init__(self, settings: Settings):
@@ -36,6 +36,7 @@ class WorkerContext:
         self._embedder = None
         self._supabase = None
         self._downloads = None
+        self._budget = None
 
     @property
     def store(self):
@@ -52,8 +53,18 @@ class WorkerContext:
         if self._embedder is None:
             from docutrain_cli.pipeline.embed import make_embedder
 
-            self._embedder = make_embedder(self.settings)
+            self._embedder = make_embedder(self.settings, budget=self.budget)
         return self._embedder
+
+    @property
+    def budget(self):
+        """The embedding API's shared rate budget (docutrain_cli.pipeline.ratelimit),
+        or None with the offline embedder, which has no limit."""
+        if self._budget is None and self.settings.embedder_kind == "openai":
+            from docutrain_cli.pipeline.ratelimit import open_budget
+
+            self._budget = open_budget(self.settings)
+        return self._budget
 
     @property
     def supabase(self):
@@ -86,7 +97,9 @@ class WorkerContext:
             close_client(self._supabase)
         if self._downloads is not None:
             self._downloads.clear()
-        self._store = self._embedder = self._supabase = self._downloads = None
+        if self._budget is not None:
+            self._budget.store.close()
+        self._store = self._embedder = self._supabase = self._downloads = self._budget = None
 
 
 Processor = Callable[[Job, WorkerContext], Optional[JobResult]]

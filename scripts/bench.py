@@ -9,6 +9,8 @@ mode) and reports medians; ratios are medians of the per-repetition ratios.
     .venv/bin/python scripts/bench.py                  # full mode
     .venv/bin/python scripts/bench.py --only 1,4 --reps 5
     .venv/bin/python scripts/bench.py --http --quick   # just HTTP intake (8a, 8b)
+    .venv/bin/python scripts/bench.py --rate-limit     # embedding at the account's limit: 9a-9e and 10 (about 15 minutes)
+    .venv/bin/python scripts/bench.py --batch --quick  # just the Batch API mode (11a-11c)
 
 Writes a table to stdout, JSON to --json-out (default bench-results/bench.json)
 and a PNG chart of throughput against worker count next to it (if matplotlib
@@ -903,11 +905,23 @@ def chart(pipeline: dict, path: Path) -> str:
 
 
 def bench_batch(mode: Mode, root: Path, ncpu: int, reps: int) -> tuple[list[Row], dict]:
-    """9: the Batch API mode (scripts/bench_batch.py)."""
+    """11: the Batch API mode (scripts/bench_batch.py)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_batch import bench_batch as measure
 
     return measure(mode, root, ncpu, reps, h=sys.modules[__name__])
+
+
+def bench_rate_limits(*args) -> tuple[list[Row], dict]:
+    import bench_ratelimit
+
+    return bench_ratelimit.bench_rate_limits(*args)
+
+
+def bench_acceptance(*args) -> tuple[list[Row], dict]:
+    import bench_ratelimit
+
+    return bench_ratelimit.bench_acceptance(*args)
 
 
 BENCHES: dict[str, Callable] = {
@@ -918,8 +932,11 @@ BENCHES: dict[str, Callable] = {
     "6": bench_embedding,
     "7": bench_startup,
     "8": lambda *args: __import__("bench_http").bench_http(*args),  # HTTP intake: scripts/bench_http.py
-    "9": bench_batch,  # Batch API mode: scripts/bench_batch.py
+    "9": bench_rate_limits,  # scripts/bench_ratelimit.py; minutes per row
+    "10": bench_acceptance,
+    "11": bench_batch,  # Batch API mode: scripts/bench_batch.py
 }
+RATE_LIMIT_BENCHES = ("9", "10")
 
 
 def main() -> int:
@@ -931,7 +948,10 @@ def main() -> int:
     parser.add_argument("--reps", type=int, help="repetitions (default 3 quick, 5 full)")
     parser.add_argument("--only", help="comma-separated measurements, e.g. 1,2 (4 comes with 1)")
     parser.add_argument("--http", action="store_true", help="only measurement 8: HTTP intake (same as --only 8)")
-    parser.add_argument("--batch", action="store_true", help="only measurement 9: Batch API mode (same as --only 9)")
+    parser.add_argument("--batch", action="store_true", help="only measurement 11: Batch API mode (same as --only 11)")
+    parser.add_argument("--rate-limit", action="store_true",
+                        help="only the embedding rate-limit rows (9a-9e) and issue 13's acceptance run (10): "
+                             "about 15 minutes")
     parser.add_argument("--json-out", default=str(REPO / "bench-results" / "bench.json"))
     parser.add_argument("--chart", help="PNG path (default: next to --json-out)")
     parser.add_argument("--work-dir", help="where the corpus and runs go (default: a temporary folder)")
@@ -942,11 +962,16 @@ def main() -> int:
     mode = QUICK if args.quick else FULL
     reps = args.reps or mode.reps
     ncpu = args.workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    only = [x.strip() for x in args.only.split(",")] if args.only else list(BENCHES)
-    if args.http:
+    if args.rate_limit:
+        only = list(RATE_LIMIT_BENCHES)
+    elif args.http:
         only = ["8"]
-    if args.batch:
-        only = ["9"]
+    elif args.batch:
+        only = ["11"]
+    elif args.only:
+        only = [x.strip() for x in args.only.split(",")]
+    else:  # the rate-limit rows take minutes each: in full mode only
+        only = [k for k in BENCHES if not (args.quick and k in RATE_LIMIT_BENCHES)]
     only = ["1" if x == "4" else x for x in only]
     root = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="docutrain-bench-"))
     root.mkdir(parents=True, exist_ok=True)

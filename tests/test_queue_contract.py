@@ -352,6 +352,23 @@ def test_release_gives_a_job_back_without_costing_an_attempt(queue):
     assert job.attempts == 2 and job.errors == ["flaky"]
 
 
+def test_release_with_a_delay_costs_no_attempt_and_hides_the_job_until_then(queue):
+    """What the runner does when the embedding API's rate limit left no room."""
+    (job_id,) = queue.enqueue(make_jobs(1))
+    (job,) = lease_all(queue)
+    queue.release(job, not_before=time.time() + 2.0)
+    if lists(queue, "queued"):
+        back = queue.job(job_id)
+        assert (back.state, back.attempts) == (JobState.QUEUED, 0)
+    assert queue.lease(5, time.time()) == []  # not due yet: nobody gets it
+    deadline = time.monotonic() + 10
+    leased = []
+    while not leased and time.monotonic() < deadline:
+        time.sleep(0.2)
+        leased = queue.lease(5, time.time())
+    assert [j.id for j in leased] == [job_id] and leased[0].attempts == 1
+
+
 # -- crash recovery ----------------------------------------------------------------
 def test_a_job_leased_by_a_killed_process_comes_back(backend):
     queue = backend.open()

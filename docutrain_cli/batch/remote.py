@@ -17,7 +17,7 @@ import signal
 
 from docutrain_cli.batch.plan import COMPLETION_WINDOW, ENDPOINT
 from docutrain_cli.config import environ_flag
-from docutrain_cli.errors import AccountError, JobError
+from docutrain_cli.errors import JobError, TransientError
 
 TAG_KEY = "docutrain_tag"
 OVER = ("completed", "failed", "expired", "cancelled")  # OpenAI's final statuses
@@ -62,15 +62,13 @@ class BatchAPI:
             raise self.classify(exc, what) from None
 
     def classify(self, exc: Exception, what: str) -> JobError:
-        """The embedder's mapping and message; a rejected key, a denied
-        model or an empty quota is an AccountError: nothing can be sent, so
-        the run stops instead of trying every batch."""
+        """The embedder's own mapping (a rejected key, a denied model or an
+        empty quota is an AccountError, which stops the run), saying which
+        call failed. A 404 here is a file or batch, not the model."""
+        if isinstance(exc, self.openai.NotFoundError):
+            return TransientError(f"{what}: not found (404): {self.embedder._clean(exc)}")
         mapped = self.embedder.classify(exc)
-        openai = self.openai
-        account = isinstance(mapped, AccountError) or isinstance(
-            exc, (openai.AuthenticationError, openai.PermissionDeniedError)
-        ) or (isinstance(exc, openai.RateLimitError) and getattr(exc, "code", None) == "insufficient_quota")
-        return (AccountError if account else type(mapped))(f"{what}: {mapped}")
+        return type(mapped)(f"{what}: {mapped}")
 
     # -- files ----------------------------------------------------------------
 

@@ -127,8 +127,10 @@ class JobQueue(abc.ABC):
         """The job failed for good: keep it as dead until someone retries it."""
 
     @abc.abstractmethod
-    def release(self, job: Job) -> None:
-        """Give an unfinished job back without costing it an attempt (stop)."""
+    def release(self, job: Job, not_before: float | None = None) -> None:
+        """Give an unfinished job back without costing it an attempt (a stop,
+        account trouble, or a rate limit that left no room: then not before
+        `not_before`, epoch seconds)."""
 
     @abc.abstractmethod
     def housekeep(self) -> None:

@@ -203,9 +203,11 @@ class LocalQueue(JobQueue):
         self._q.update(job.payload(), id=job.id)
         self._q.ack_failed(id=job.id)
 
-    def release(self, job: Job) -> None:
+    def release(self, job: Job, not_before: float | None = None) -> None:
         job.attempts = max(job.attempts - 1, 0)
         job.started_at = None
+        if not_before is not None:
+            job.not_before = not_before
         job.state = JobState.QUEUED if job.attempts == 0 else JobState.RETRYING
         self._q.update(job.payload(), id=job.id)
         self._q.nack(id=job.id)

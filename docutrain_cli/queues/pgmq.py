@@ -349,16 +349,19 @@ class PgmqQueue(JobQueue):
 
         self._settle(job, change)
 
-    def release(self, job: Job) -> None:
+    def release(self, job: Job, not_before: float | None = None) -> None:
         def change(cur, msg_id: int, read_ct: int, message: dict) -> None:
             uncounted = int(message.get("uncounted_reads") or 0) + 1
             job.attempts = max(read_ct - uncounted, 0)
             job.started_at = None
             job.state = JobState.QUEUED if job.attempts == 0 else JobState.RETRYING
             data = {**message, "uncounted_reads": uncounted, "returned_at_read": read_ct}
+            if not_before is not None:
+                job.not_before = data["not_before"] = not_before
             cur.execute(
-                f"UPDATE {self._q} SET message = %s, vt = clock_timestamp() WHERE msg_id = %s",
-                (self._json(data), msg_id),
+                f"UPDATE {self._q} SET message = %s,"
+                " vt = greatest(clock_timestamp(), to_timestamp(%s)) WHERE msg_id = %s",
+                (self._json(data), not_before or 0, msg_id),
             )
 
         self._settle(job, change)
