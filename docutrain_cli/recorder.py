@@ -193,7 +193,6 @@ def sync(settings: Settings, *, deadline_seconds: float = 60.0) -> dict:
 def status_report(settings: Settings, stats: QueueStats) -> dict:
     """The object `docutrain status --json` prints and `GET /v1/status` answers."""
     from docutrain_cli.batch.ledger import batch_status
-    from docutrain_cli.pipeline.ratelimit import budget_status
 
     return {
         **stats.counts,
@@ -207,6 +206,13 @@ def status_report(settings: Settings, stats: QueueStats) -> dict:
         "embedding_budget": budget_status(settings),
         "batches": batch_status(settings.store),
     }
+
+
+def budget_status(settings: Settings) -> list[dict]:
+    """The embedding rate budget(s) this queue has seen (docutrain_cli.pipeline.ratelimit)."""
+    from docutrain_cli.pipeline.ratelimit import budget_status as read
+
+    return read(settings)
 
 
 def outbox_status(settings: Settings) -> dict | None:

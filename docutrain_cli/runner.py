@@ -167,12 +167,12 @@ class Runner:
         self._in_flight: dict[concurrent.futures.Future, Job] = {}
         self._in_process = in_process
         self._batch = None  # the Batch API step (batch/step.py), in embedding_mode 'batch'
-        self._waiter = None  # set while running: wakes the idle loop on new jobs
-        self.reconciler = None  # set while running as a service with Supabase
         self._drain = False
         self._paused_until = 0.0  # a service waits out account trouble until then (monotonic)
         self._budget = None  # the embedding rate budget, read for the display
         self._started = time.monotonic()
+        self._waiter = None  # set while running: wakes the idle loop on new jobs
+        self.reconciler = None  # set while running as a service with Supabase
 
     # Called from signal handlers: set flags only.
     def request_stop(self, reason: str = "interrupted") -> None:
