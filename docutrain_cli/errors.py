@@ -23,6 +23,7 @@ class ExitCode(enum.IntEnum):
     QUEUE_BUSY = 4  # another runner holds this queue: nothing was done
     UNAVAILABLE = 5  # a required service (database, Supabase) cannot be reached
     INTERRUPTED = 130  # stopped by Ctrl-C / SIGTERM before the queue was drained
+    PIPE_CLOSED = 141  # stdout closed early (`| head`): stopped quietly, as Unix tools do (128 + SIGPIPE)
 
 
 class DocutrainError(Exception):

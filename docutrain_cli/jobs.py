@@ -42,6 +42,7 @@ class Job:
     not_before: float = 0.0  # epoch seconds; a retry waits until then
     errors: list[str] = dataclasses.field(default_factory=list)
     enqueued_at: float = dataclasses.field(default_factory=time.time)
+    queued_at: float | None = None  # when `retry` last put it back (None: never); status ages count from it
     started_at: float | None = None
     finished_at: float | None = None
     state: JobState = JobState.QUEUED

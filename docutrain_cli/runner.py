@@ -165,6 +165,7 @@ class Runner:
         self._stop_reason: str | None = None
         self._force = False
         self._in_flight: dict[concurrent.futures.Future, Job] = {}
+        self._seen_running: set[concurrent.futures.Future] = set()
         self._in_process = in_process
         self._batch = None  # the Batch API step (batch/step.py), in embedding_mode 'batch'
         self._drain = False
@@ -188,8 +189,8 @@ class Runner:
 
     @property
     def running(self) -> list[Job]:
-        """Jobs a worker is busy with right now."""
-        return [job for future, job in list(self._in_flight.items()) if future.running()]
+        """Jobs a worker is busy with (as of the last tick, which set their started_at)."""
+        return [job for future, job in list(self._in_flight.items()) if future in self._seen_running]
 
     def run(self, drain: bool = False, max_time: float | None = None) -> RunSummary:
         load_processor(self.settings.processor)  # fail fast, before the pool starts
@@ -345,6 +346,17 @@ class Runner:
         )
         for future in done:
             self._settle(future, self._in_flight.pop(future))
+        self._note_started()
+
+    def _note_started(self) -> None:
+        """A leased job may wait in the pool's backlog before a worker takes
+        it: its start time is when we first see it running (within a TICK),
+        so displays and records show how long it really ran."""
+        for future, job in list(self._in_flight.items()):
+            if future not in self._seen_running and future.running():
+                self._seen_running.add(future)
+                job.started_at = time.time()
+        self._seen_running.intersection_update(self._in_flight)
 
     def _sleep(self, seconds: float) -> None:
         """Idle: wait for the poll interval, or less when a producer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sqlite3
@@ -15,16 +16,47 @@ import pytest
 from conftest import ROOT, make_files
 from docutrain_cli.jobs import STATES
 
-COMMANDS = ["enqueue", "run", "status", "jobs", "retry", "search", "schema", "sync", "doctor", "queue init"]
+def command_paths() -> list[list[str]]:
+    """Every group and command of the real app, e.g. [], ["queue"], ["queue", "init"]."""
+    import typer.main
+
+    from docutrain_cli.cli import app
+
+    paths = []
+
+    def walk(command, path):
+        paths.append(path)
+        for name, sub in sorted(getattr(command, "commands", {}).items()):
+            walk(sub, path + [name])
+
+    walk(typer.main.get_command(app), [])
+    return paths
+
+
+# A value placeholder in help: <bool>, <list[str]>, <int>, {query}, ...
+PLACEHOLDER = re.compile(r"<[a-z_\[\], |]+>|\{[a-z_]+\}")
 
 
 def test_version_and_help_with_an_example_on_every_command(docutrain):
     version = docutrain("--version")
     assert version.returncode == 0 and version.stdout.startswith("docutrain ")
-    for command in COMMANDS + ["jobs show"]:
-        result = docutrain(*command.split(), "--help")
+    paths = command_paths()
+    assert {"queue init", "jobs show", "queue", "jobs", "search", "retry"} <= {" ".join(p) for p in paths}
+    for path in paths:
+        result = docutrain(*path, "--help", COLUMNS="120")
         assert result.returncode == 0, result.stderr
-        assert "Example:" in result.stdout, command
+        text = result.stdout
+        assert "Example:" in text, path
+        assert not PLACEHOLDER.findall(text), (path, PLACEHOLDER.findall(text))
+        for line in text.splitlines():  # flags look like flags: nothing after --json but its help
+            if re.match(r"│\s+--(json|help|drain|force|all-dead|traceback)\b", line):
+                assert re.search(r"--[a-z-]+\s+(-[a-z]\s+)?[A-Z][a-z]", line), line
+    usage = {" ".join(p): docutrain(*p, "--help", COLUMNS="120").stdout for p in (["enqueue"], ["retry"], ["search"], ["jobs", "show"], ["run"])}
+    assert "docutrain enqueue [OPTIONS] [PATH]..." in usage["enqueue"] and "PATH..." in usage["enqueue"]
+    assert "docutrain retry [OPTIONS] [JOB_ID]..." in usage["retry"] and "JOB_ID..." in usage["retry"]
+    assert "docutrain search [OPTIONS] QUESTION" in usage["search"]
+    assert "docutrain jobs show [OPTIONS] JOB_ID" in usage["jobs show"]
+    assert re.search(r"--workers\s+-w\s+N\s", usage["run"]) and re.search(r"--max-time\s+DURATION", usage["run"])
 
 
 def test_enqueue_files_folders_and_globs(docutrain, tmp_path):

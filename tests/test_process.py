@@ -141,6 +141,24 @@ def test_a_second_run_sends_no_tokens(tmp_path, openai_standin):
         assert after.chunks == before.chunks
 
 
+def test_offline_vectors_are_cached_too(tmp_path, monkeypatch):
+    # A cache hit costs ~4 us a chunk, computing an offline vector ~530 us:
+    # a re-run of unchanged text computes nothing, whichever the embedder.
+    path = pdfs.multi_page(tmp_path / "a.pdf", pages=3)
+    settings = offline(tmp_path)
+    first = process(job(path), settings)
+    assert first.tokens_cached == 0
+    from docutrain_cli.pipeline.embed import OfflineEmbedder
+
+    def must_not_compute(self, text):
+        raise AssertionError("computed a vector the cache holds")
+
+    monkeypatch.setattr(OfflineEmbedder, "vector", must_not_compute)
+    again = process(job(path), settings)
+    assert again.tokens_embedded == 0 and again.tokens_cached > 0
+    assert [r[4:] for r in stored(settings, str(path))] and again.chunks == first.chunks
+
+
 def test_a_copy_of_a_document_costs_no_tokens(tmp_path, openai_standin):
     original = pdfs.multi_page(tmp_path / "a.pdf", pages=2)
     copy = tmp_path / "copy-of-a.pdf"

@@ -330,6 +330,23 @@ def test_revive_puts_dead_jobs_back_with_fresh_attempts_and_the_same_id(queue):
         assert (stats.unfinished, stats.counts["dead"]) == (1, 0)
 
 
+def test_a_revived_job_counts_its_queued_age_from_the_retry(queue):
+    # `status` after `retry --all-dead` said "oldest queued job: 9.1m old",
+    # counting from the first enqueue. Time must really pass for this.
+    if queue.kind == "cloudflare":
+        pytest.skip("Cloudflare reports no per-state counts or job ages (a revived job is a new message there)")
+    [job_id] = queue.enqueue(make_jobs(1))
+    [job] = lease_all(queue)
+    queue.bury(job, "corrupt")
+    time.sleep(1.5)
+    revived_at = time.time()
+    assert queue.revive(None) == [job_id]
+    stats = queue.stats(time.time())
+    assert stats.counts["queued"] == 1
+    assert stats.oldest_queued_age < 1.0  # from the enqueue it would be >= 1.5
+    assert queue.job(job_id).queued_at >= revived_at
+
+
 # -- release -----------------------------------------------------------------------
 def test_release_gives_a_job_back_without_costing_an_attempt(queue):
     (job_id,) = queue.enqueue(make_jobs(1))

@@ -233,7 +233,7 @@ def test_the_live_display_log_lines_and_summary_show_the_budget(tmp_path):
     console = Console(file=io.StringIO(), width=200, no_color=True, highlight=False)
     live = RichObserver(console)
     live.budget(view)
-    console.print(live._render())
+    console.print(live.render())
     assert "limit 120,000/min" in console.file.getvalue()
 
     stream = io.StringIO()

@@ -51,6 +51,8 @@ DEAD = int(AckStatus.ack_failed)
 _ATTEMPTS = "coalesce(json_extract(CAST(data AS TEXT), '$.attempts'), 0)"
 _NOT_BEFORE = "coalesce(json_extract(CAST(data AS TEXT), '$.not_before'), 0)"
 _SHA256 = "json_extract(CAST(data AS TEXT), '$.sha256')"
+# When a job last entered the queue: a revived job's queued_at, else the put time.
+_QUEUED_AT = "coalesce(json_extract(CAST(data AS TEXT), '$.queued_at'), timestamp)"
 _DOCUMENT_ID = "json_extract(CAST(data AS TEXT), '$.document_id')"
 _DONE_DOCUMENT_ID = "json_extract(data, '$.document_id')"
 
@@ -237,7 +239,7 @@ class LocalQueue(JobQueue):
             counts[state] = n
         (counts["done"],) = self._db.execute(f"SELECT count(*) FROM {DONE_TABLE}").fetchone()
         oldest, next_retry = self._db.execute(
-            f"SELECT min(CASE WHEN {_ATTEMPTS} = 0 THEN timestamp END),"
+            f"SELECT min(CASE WHEN {_ATTEMPTS} = 0 THEN {_QUEUED_AT} END),"
             f" min(CASE WHEN {_ATTEMPTS} > 0 THEN {_NOT_BEFORE} END)"
             f" FROM {TABLE} WHERE status IN (?, ?)",
             READY,
@@ -313,6 +315,7 @@ class LocalQueue(JobQueue):
             if job is None or job.state != JobState.DEAD:
                 continue
             job.attempts, job.not_before, job.finished_at, job.started_at = 0, 0.0, None, None
+            job.queued_at = time.time()
             self._q.update(job.payload(), id=job_id)
             self._q.nack(id=job_id)  # ack_failed -> ready
             revived.append(job_id)

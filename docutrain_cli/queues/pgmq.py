@@ -499,6 +499,7 @@ class PgmqQueue(JobQueue):
                     job = Job.from_payload(int(message.get("job_id") or msg_id), JobState.QUEUED, message)
                     # A new message starts at read_ct 0: attempts start afresh.
                     job.attempts, job.not_before, job.finished_at, job.started_at = 0, 0.0, None, None
+                    job.queued_at = time.time()  # pgmq's enqueued_at of the new message agrees
                     fresh.append(self._json(self._message(job)))
                     revived.append(job.id)
                 cur.execute("SELECT * FROM pgmq.send_batch(%s, %s::jsonb[], 0)", (self.name, fresh))

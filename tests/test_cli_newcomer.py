@@ -1,0 +1,177 @@
+"""The CLI as a newcomer meets it (issue 11), through the real command:
+one-line errors, read-only commands that create nothing, tables that keep
+file names whole at 80 and 120 columns, a quiet closed pipe."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from conftest import make_files
+
+BY_NAME = {"DOCUTRAIN_PROCESSOR": "tests.processors:by_name"}
+DEEP = "uploads/customers/acme-corporation/2024/contracts/signed"
+
+
+def one_error_line(result) -> str:
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("docutrain: error: "), result.stderr
+    assert result.stdout == ""
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (("run", "--workers", "abc"), "docutrain: error: --workers: expected a whole number, got 'abc' (see `docutrain run --help`)"),
+        (("jobs", "show", "abc"), "docutrain: error: JOB_ID: expected a whole number, got 'abc'"),
+        (("--queue", "/tmp"), "docutrain: error: give a command"),
+        (("status", "--bogus"), "docutrain: error: no such option: --bogus"),
+        (("bogus",), "docutrain: error: no such command 'bogus'"),
+        (("search",), "docutrain: error: missing argument 'QUESTION'"),
+        (("retry",), "docutrain: error: give the ids of dead jobs, or --all-dead"),
+        (("retry", "1", "--all-dead"), "docutrain: error: give dead job ids or --all-dead, not both"),
+    ],
+)
+def test_usage_errors_are_one_line_with_exit_code_2(docutrain, args, expected):
+    result = docutrain(*args)
+    assert result.returncode == 2
+    assert one_error_line(result).startswith(expected)
+
+
+def test_read_only_commands_create_no_files(docutrain, tmp_path):
+    before = sorted(os.listdir(tmp_path))
+    status = docutrain("status")
+    assert status.returncode == 0 and "queued 0" in status.stdout
+    assert f"no queue at {docutrain.queue}" in status.stdout
+    assert json.loads(docutrain("status", "--json").stdout)["queued"] == 0
+    jobs = docutrain("jobs")
+    assert jobs.returncode == 0 and "no jobs" in jobs.stdout and "no queue at" in jobs.stdout
+    assert json.loads(docutrain("jobs", "--json").stdout) == []
+    assert docutrain("jobs", "show", "1").returncode == 2
+    assert docutrain("retry", "--all-dead").returncode == 0
+    search = docutrain("search", "workers crash")
+    assert search.returncode == 2
+    assert "no store at" in one_error_line(search) and "--store PATH" in search.stderr
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_after_the_demo_the_messages_say_where_its_files_are(docutrain, tmp_path):
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "queue.db").write_bytes(b"")
+    (tmp_path / "demo" / "docutrain.db").write_bytes(b"")
+    env = {k: v for k, v in docutrain.env.items() if k not in ("DOCUTRAIN_QUEUE", "DOCUTRAIN_STORE")}
+    docutrain.env = env  # the defaults: ./queue.db and ./docutrain.db, as a newcomer has them
+    status = docutrain("status")
+    assert "no queue at queue.db" in status.stdout and "--queue demo/queue.db" in status.stdout
+    search = docutrain("search", "workers crash")
+    assert search.returncode == 2 and "--store demo/docutrain.db" in search.stderr and "cd demo" in search.stderr
+    assert not (tmp_path / "queue.db").exists() and not (tmp_path / "docutrain.db").exists()
+
+
+@pytest.fixture
+def processed(docutrain, tmp_path):
+    """One document done and one dead, both deep in folders with long names."""
+    folder = tmp_path / DEEP
+    folder.mkdir(parents=True)
+    (folder / "how-workers-survive-a-crash.txt").write_text(
+        "How workers survive a crash: the pool replaces a worker that dies and retries its job.\n" * 20
+    )
+    (folder / "permanent-truncated-scan.pdf").write_text("not really a pdf")
+    assert docutrain("enqueue", DEEP).returncode == 0
+    run = docutrain("run", "--drain", "--workers", "1", DOCUTRAIN_PROCESSOR="docutrain_cli.pipeline.process:process_job")
+    assert run.returncode == 3, run.stderr  # one dead on purpose
+    return docutrain
+
+
+@pytest.mark.parametrize("columns", ["80", "120"])
+def test_jobs_and_search_keep_file_names_whole(processed, columns):
+    width = int(columns)
+    jobs = processed("jobs", COLUMNS=columns)
+    assert jobs.returncode == 0, jobs.stderr
+    lines = jobs.stdout.splitlines()
+    assert all(len(line) <= width for line in lines), jobs.stdout
+    assert "how-workers-survive-a-crash.txt" in jobs.stdout
+    assert "permanent-truncated-scan.pdf" in jobs.stdout
+    search = processed("search", "how do workers survive a crash", COLUMNS=columns)
+    assert search.returncode == 0, search.stderr
+    assert all(len(line) <= width for line in search.stdout.splitlines()), search.stdout
+    assert "how-workers-survive-a-crash.txt" in search.stdout
+
+
+def test_jobs_show_renders_the_result_as_a_table_and_json_keeps_json(processed):
+    done = json.loads(processed("jobs", "--state", "done", "--json").stdout)[0]
+    shown = processed("jobs", "show", str(done["id"]), COLUMNS="80")
+    assert shown.returncode == 0, shown.stderr
+    assert "result:" in shown.stdout and "{" not in shown.stdout
+    assert any(line.split()[-2:] == ["chunks", str(done["result"]["chunks"])] for line in shown.stdout.splitlines())
+    as_json = json.loads(processed("jobs", "show", str(done["id"]), "--json").stdout)
+    assert as_json["result"]["chunks"] == done["result"]["chunks"]
+
+
+def test_a_running_job_starts_when_a_worker_takes_it_not_when_it_was_leased(docutrain, tmp_path):
+    # With one worker the runner leases two jobs at once; the second waits in
+    # the pool's backlog until the first is done. Its start is when it ran.
+    make_files(tmp_path / "a", ["sleep-0.6.txt"], content="first")
+    make_files(tmp_path / "b", ["sleep-0.6.txt"], content="second")
+    docutrain("enqueue", "a", "b")
+    assert docutrain("run", "--drain", "--workers", "1", **BY_NAME).returncode == 0
+    first, second = sorted(json.loads(docutrain("jobs", "--json").stdout), key=lambda j: j["id"])
+    assert second["started_at"] - first["started_at"] >= 0.4
+    assert second["started_at"] >= first["finished_at"] - 0.3
+
+
+def test_retry_makes_the_oldest_queued_age_count_from_the_retry(docutrain, tmp_path):
+    make_files(tmp_path, ["permanent.txt"])
+    docutrain("enqueue", "permanent.txt")
+    docutrain("run", "--drain", "--workers", "1", **BY_NAME)
+    queued_at = json.loads(docutrain("jobs", "show", "1", "--json").stdout)["enqueued_at"]
+    docutrain.wait_for(lambda: time.time() - queued_at > 2.5, what="2.5 s to pass")
+    assert docutrain("retry", "--all-dead").returncode == 0
+    assert docutrain.status()["oldest_queued_age_seconds"] < 2.0
+
+
+def test_a_closed_pipe_ends_quietly(docutrain):
+    # `docutrain schema | head`: the reader may go away at any moment.
+    for attempt in range(12):
+        proc = subprocess.Popen(
+            docutrain.argv("schema"), cwd=docutrain.workdir, env=docutrain.env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        if attempt % 2:
+            proc.stdout.readline()  # like head -1: read a little, then close
+        proc.stdout.close()
+        stderr = proc.stderr.read()
+        code = proc.wait(timeout=60)
+        assert stderr == b"", stderr.decode()
+        # 141 when the write hit the closed pipe (128 + SIGPIPE, like other
+        # Unix tools); 0 when everything was written before the reader left.
+        assert code in (0, 141), code
+        if attempt % 2 == 0:
+            assert code == 141  # closed before a byte was read: the write must fail
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_an_error_not_silence(monkeypatch):
+    # Click would turn any EPIPE (say, a socket to Supabase) into a silent exit 1.
+    import typer
+
+    from docutrain_cli.clistyle import HelpCommand, HelpGroup, run_app
+
+    app = typer.Typer(cls=HelpGroup)
+
+    @app.command(cls=HelpCommand)
+    def push() -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    @app.command(cls=HelpCommand)
+    def other() -> None:
+        pass
+
+    errors = []
+    monkeypatch.setattr("sys.argv", ["docutrain", "push"])
+    assert run_app(app, errors.append, traceback_wanted=lambda: False) == 1
+    assert errors and "broken pipe" in errors[0]
