@@ -29,6 +29,7 @@ PLAIN_ENV = {
     "openai_base_url": "OPENAI_BASE_URL",
     "supabase_url": "SUPABASE_URL",
     "supabase_service_role_key": "SUPABASE_SERVICE_ROLE_KEY",
+    "tessdata": "TESSDATA_PREFIX",
     "cloudflare_api_token": "CLOUDFLARE_API_TOKEN",
 }
 SECRET_FIELDS = {
@@ -71,6 +72,12 @@ class Settings:
     chunk_tokens: int = 800
     chunk_overlap: int = 100
     pdf_password: str | None = _secret()
+    # OCR of scanned pages (pipeline/ocr.py)
+    ocr: str = "auto"  # auto (when Tesseract is installed) | off | force
+    ocr_language: str = "eng"  # Tesseract languages, several joined with '+'
+    ocr_dpi: int = 300
+    max_ocr_pages: int = 200  # per document; more is refused (OCR costs seconds a page)
+    tessdata: str | None = None  # Tesseract's language folder; found when unset
     # Embeddings
     embedder: str = "auto"  # auto | openai | offline
     embedding_model: str = "text-embedding-3-small"
@@ -227,6 +234,14 @@ def _validate(s: Settings) -> None:
     if bool(s.supabase_url) != bool(s.supabase_service_role_key):
         missing = "SUPABASE_SERVICE_ROLE_KEY" if s.supabase_url else "SUPABASE_URL"
         raise ConfigError(f"Supabase is half configured: {missing} is not set")
+    if s.ocr not in ("auto", "off", "force"):
+        raise ConfigError(f"ocr: expected auto, off or force, got {s.ocr!r}")
+    if not re.fullmatch(r"[\w/]+(\+[\w/]+)*", s.ocr_language):
+        raise ConfigError(f"ocr_language: expected Tesseract language names joined with '+', e.g. eng+deu, got {s.ocr_language!r}")
+    if not 72 <= s.ocr_dpi <= 1200:
+        raise ConfigError(f"ocr_dpi: must be between 72 and 1200, got {s.ocr_dpi}")
+    if s.max_ocr_pages < 1:
+        raise ConfigError(f"max_ocr_pages: must be at least 1, got {s.max_ocr_pages}")
     if s.status_webhook_url and not s.status_webhook_url.startswith(("http://", "https://")):
         raise ConfigError(f"status_webhook_url: expected an http:// or https:// URL, got {s.status_webhook_url!r}")
     if s.status_webhook_url and not s.status_webhook_secret:

@@ -21,7 +21,7 @@ __all__ = ["Check", "run_checks"]
 
 
 def run_checks(settings: Settings, *, timeout: float = TIMEOUT) -> list[Check]:
-    checks = [_embedding_config(settings)]
+    checks = [_embedding_config(settings), _ocr(settings)]
     if settings.supabase_enabled:
         checks.append(_supabase_key(settings))
         checks += _supabase_checks(settings, timeout)
@@ -98,6 +98,13 @@ def _embedding_config(settings: Settings) -> Check:
     if settings.openai_base_url:
         detail += f", base URL {settings.openai_base_url}"
     return Check("embedding settings", True, detail)
+
+
+def _ocr(settings: Settings) -> Check:
+    from docutrain_cli.pipeline.ocr import ocr_check
+
+    ok, detail, fix = ocr_check(settings)
+    return Check("OCR (Tesseract)", ok, detail, fix)
 
 
 def _jwt_role(key: str) -> str | None:

@@ -80,3 +80,10 @@ class AccountError(JobError):
     message says what to do and never contains the key."""
 
     exit_code = ExitCode.UNAVAILABLE
+
+
+def one_line(exc: BaseException, limit: int = 120) -> str:
+    """An exception's message on one line, cut to `limit` characters, for
+    reasons that quote a library's complaint."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -108,6 +108,9 @@ class JobResult:
     sha256: str | None = None  # of the file's bytes
     unreadable_pages: list[int] = dataclasses.field(default_factory=list)
     seconds: float | None = None  # wall time in the worker
+    ocr_pages: int = 0  # scanned pages read by OCR
+    ocr_seconds: float = 0.0  # of `seconds`, the time OCR took
+    ocr_skipped_pages: int = 0  # scanned pages left unread: OCR off or not installed
     # Batch API mode: distinct texts parked for a batch (the document waits
     # in status 'embedding'), and their tokens; 0 when it is ready now.
     batch_texts: int = 0

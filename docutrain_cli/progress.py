@@ -19,9 +19,12 @@ BUDGET_LOG_EVERY = 30.0  # seconds between log lines about the rate budget
 class LogObserver(RunObserver):
     """One plain line per event, timestamped: greppable and cron-friendly."""
 
+    PROGRESS_EVERY = 30.0  # seconds between a job's progress lines (first and last always)
+
     def __init__(self, stream: TextIO | None = None):
         self.stream = stream or sys.stderr
         self._budget_logged = 0.0
+        self._progress_logged: dict[int, float] = {}
 
     def log(self, message: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -40,11 +43,26 @@ class LogObserver(RunObserver):
     def job_started(self, job: Job) -> None:
         self.log(f"start job {job.id} {job.source} (attempt {job.attempts})")
 
+    def job_progress(self, job: Job, message: str) -> None:
+        # "OCR page 3/40" comes every few seconds: log the first, the last,
+        # and one every PROGRESS_EVERY seconds between.
+        now = time.monotonic()
+        last = self._progress_logged.get(job.id)
+        done, _, total = message.rpartition(" ")[2].partition("/")
+        if last is None or now - last >= self.PROGRESS_EVERY or (total and done == total):
+            self._progress_logged[job.id] = now
+            self.log(f"      job {job.id} {message}")
+
     def job_finished(self, job: Job, outcome: str, detail: str | None) -> None:
+        self._progress_logged.pop(job.id, None)
         if outcome == "done":
             r = job.result
             took = (job.finished_at or time.time()) - (job.started_at or time.time())
             facts = ", ".join(plural(getattr(r, k), k[:-1]) for k in ("pages", "chunks") if r and getattr(r, k))
+            if r and r.ocr_pages:
+                facts += f", {plural(r.ocr_pages, 'page')} by OCR"
+            if r and r.ocr_skipped_pages:
+                facts += f", {plural(r.ocr_skipped_pages, 'scanned page')} left unread (no OCR)"
             self.log(f"done  job {job.id} {job.source}" + (f" ({facts})" if facts else "") + f" in {took:.1f}s")
         elif outcome == "released":
             self.log(f"returned job {job.id} {job.source} to the queue" + (f": {detail}" if detail else ""))
@@ -117,8 +135,14 @@ class RichObserver(RunObserver):
         from rich.table import Table
 
         now = time.time()
+        progress = self.runner.progress if self.runner else {}
         rows = [
-            (f"job {job.id}", FileName(job.source), age(now - job.started_at) if job.started_at else "-")
+            (
+                f"job {job.id}",
+                FileName(job.source),
+                age(now - job.started_at) if job.started_at else "-",
+                progress.get(job.id, ""),  # what the worker last reported: "OCR page 3/40"
+            )
             for job in (self.runner.running if self.runner else [])
         ]
         table = Table.grid(padding=(0, GAP))
@@ -126,11 +150,15 @@ class RichObserver(RunObserver):
             return table
         ids = max(len(r[0]) for r in rows)
         took = max(len(r[2]) for r in rows)
+        doing = max(len(r[3]) for r in rows)
+        rest = width - ids - took - 2 * GAP - (doing + GAP if doing else 0)
         table.add_column(style="dim", no_wrap=True, width=ids)
-        table.add_column(no_wrap=True, width=file_column_width([r[1] for r in rows], width - ids - took - 2 * GAP))
+        table.add_column(no_wrap=True, width=file_column_width([r[1] for r in rows], rest))
         table.add_column(justify="right", no_wrap=True, width=took)
+        if doing:
+            table.add_column(style="dim", no_wrap=True, width=doing)
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*(row if doing else row[:3]))
         return table
 
     def started(self, runner: Runner, stats: QueueStats) -> None:
@@ -205,6 +233,8 @@ def summary_line(summary: RunSummary) -> str:
             f"{plural(t['tokens_embedded'], 'token')} embedded, {t['tokens_cached']:,} from cache"
             + (f", ${cost:.4f} at {price}" if cost is not None else ", cost unknown (no list price for the model)")
         )
+    if t.get("ocr_pages"):
+        parts.append(f"{plural(t['ocr_pages'], 'page')} read by OCR in {summary.ocr_seconds:.1f}s of worker time")
     if summary.batch is not None:
         parts.append(batch_line(summary.batch))
     if summary.budget and summary.budget.get("requests_total"):

@@ -363,7 +363,8 @@ SNIPPET_CHARS = 300
 
 
 def search_hits(hits: list) -> Group:
-    """One line per hit (rank, score, file, pages, chunk) and its text below."""
+    """One line per hit (rank, score, file, pages, chunk) and its text below,
+    after the heading it falls under when the store knows it."""
     parts = []
     for rank, hit in enumerate(hits, 1):
         pages = f"p. {hit.page_start}" + (f"-{hit.page_end}" if hit.page_end != hit.page_start else "")
@@ -374,7 +375,8 @@ def search_hits(hits: list) -> Group:
             snippet = snippet[:SNIPPET_CHARS] + ELLIPSIS
         body = Table.grid(padding=(0, 0, 0, 3), pad_edge=True)
         body.add_column(overflow="fold")
-        body.add_row(Text(snippet))
+        heading = getattr(hit, "heading", None)  # the heading path the chunk falls under
+        body.add_row(Text.assemble((f"under {heading}: ", "dim"), snippet) if heading else Text(snippet))
         parts.append(body)
     return Group(*parts)
 

@@ -26,7 +26,7 @@ HOUSEKEEP_EVERY = 30.0  # seconds, or
 HOUSEKEEP_AFTER = 1000  # finished jobs, whichever comes first: keeps the queue table small
 FLUSH_EVERY = 2.0
 BUDGET_EVERY = 5.0  # how often the display learns the rate budget's figures
-SUMMED_RESULT_FIELDS = ("pages", "chunks", "tokens_embedded", "tokens_cached", "rate_limited")
+SUMMED_RESULT_FIELDS = ("pages", "chunks", "tokens_embedded", "tokens_cached", "rate_limited", "ocr_pages")
 
 
 class RunObserver:
@@ -34,6 +34,7 @@ class RunObserver:
 
     def started(self, runner: "Runner", stats: QueueStats) -> None: ...
     def job_started(self, job: Job) -> None: ...
+    def job_progress(self, job: Job, message: str) -> None: ...
     def job_finished(self, job: Job, outcome: str, detail: str | None) -> None: ...
     def stopping(self, reason: str) -> None: ...
     def idle(self, stats: QueueStats) -> None: ...
@@ -69,6 +70,7 @@ class RunSummary:
     totals: dict[str, int] = dataclasses.field(
         default_factory=lambda: {k: 0 for k in SUMMED_RESULT_FIELDS}
     )
+    ocr_seconds: float = 0.0  # time workers spent in OCR (ocr_pages is in totals)
     embedders: set[str] = dataclasses.field(default_factory=set)
     tokens_by_model: dict[str, int] = dataclasses.field(default_factory=dict)
     # Summed from the processors' results; None once a job's cost is unknown.
@@ -84,6 +86,7 @@ class RunSummary:
         for name in SUMMED_RESULT_FIELDS:
             self.totals[name] += int(getattr(result, name) or 0)
         self.rate_wait_seconds += float(result.rate_wait_seconds or 0.0)
+        self.ocr_seconds += float(result.ocr_seconds or 0)
         if result.model:
             self.embedders.add(f"{result.embedder} ({result.model})")
             tokens = int(result.tokens_embedded or 0)
@@ -165,6 +168,8 @@ class Runner:
         self._stop_reason: str | None = None
         self._force = False
         self._in_flight: dict[concurrent.futures.Future, Job] = {}
+        self.progress: dict[int, str] = {}  # job id -> what its worker last reported
+        self._inbox = None
         self._seen_running: set[concurrent.futures.Future] = set()
         self._in_process = in_process
         self._batch = None  # the Batch API step (batch/step.py), in embedding_mode 'batch'
@@ -193,11 +198,14 @@ class Runner:
         return [job for future, job in list(self._in_flight.items()) if future in self._seen_running]
 
     def run(self, drain: bool = False, max_time: float | None = None) -> RunSummary:
+        from docutrain_cli.progress_channel import ProgressInbox
+
         load_processor(self.settings.processor)  # fail fast, before the pool starts
         self._drain = drain
         started = self._started = time.monotonic()
         deadline = started + max_time if max_time else None
         with self.queue.runner_lock():
+            self._inbox = ProgressInbox()
             self.summary.recovered = self.queue.recover()
             self.observer.started(self, self.queue.stats(time.time()))
             self._waiter = self.queue.waiter()
@@ -218,6 +226,7 @@ class Runner:
                 self._end_batches()
                 self._flush_status()
                 self.queue.housekeep()
+                self._inbox.close()
             self.summary.elapsed = time.monotonic() - started
             self.summary.remaining = self.queue.stats(time.time()).counts
             self.summary.budget = self._budget_view()
@@ -231,7 +240,7 @@ class Runner:
     # -- the loop ----------------------------------------------------------
     def _start_pool(self):
         if self._in_process:
-            return InProcessPool(self.settings)
+            return InProcessPool(self.settings, self._inbox.address if self._inbox else None)
         from pebble import ProcessPool
 
         # forkserver: workers never inherit our clients, threads or locks. The
@@ -243,7 +252,7 @@ class Runner:
         return ProcessPool(
             max_workers=self.settings.workers,
             initializer=init_worker,
-            initargs=(self.settings, os.getpid()),
+            initargs=(self.settings, os.getpid(), self._inbox.address if self._inbox else None),
             context=context,
         )
 
@@ -344,6 +353,7 @@ class Runner:
         done, _ = concurrent.futures.wait(
             list(self._in_flight), timeout=timeout, return_when=concurrent.futures.FIRST_COMPLETED
         )
+        self._read_progress()  # before settling: a job's last message still finds it
         for future in done:
             self._settle(future, self._in_flight.pop(future))
         self._note_started()
@@ -357,6 +367,16 @@ class Runner:
                 self._seen_running.add(future)
                 job.started_at = time.time()
         self._seen_running.intersection_update(self._in_flight)
+
+    def _read_progress(self) -> None:
+        if self._inbox is None:
+            return
+        by_id = {job.id: job for job in self._in_flight.values()}
+        for job_id, message in self._inbox.drain():
+            job = by_id.get(job_id)
+            if job is not None:  # a late message from a finished job is dropped
+                self.progress[job_id] = message
+                self.observer.job_progress(job, message)
 
     def _sleep(self, seconds: float) -> None:
         """Idle: wait for the poll interval, or less when a producer
@@ -404,6 +424,7 @@ class Runner:
         self._succeed(job, result)
 
     def _succeed(self, job: Job, result: JobResult) -> None:
+        self.progress.pop(job.id, None)
         job.result = result
         job.finished_at = time.time()
         self.status.ready(job, result)  # chunks are stored: the worker did it
@@ -412,6 +433,7 @@ class Runner:
         self.observer.job_finished(job, "done", None)
 
     def _fail(self, job: Job, exc: BaseException) -> None:
+        self.progress.pop(job.id, None)
         message, permanent = describe_failure(job, exc, self.settings)
         if permanent or self.policy.gives_up(job.attempts):
             if not permanent:
@@ -466,6 +488,7 @@ class Runner:
 
     def _release(self, future: concurrent.futures.Future, job: Job) -> None:
         self._in_flight.pop(future, None)
+        self.progress.pop(job.id, None)
         self.queue.release(job)
         self.summary.released += 1
         self.observer.job_finished(job, "released", None)
@@ -524,9 +547,9 @@ class InProcessPool:
     once in the calling process (see Runner's `in_process`). Futures come
     back finished, so the dispatch loop settles them on its next wait."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, progress_address: str | None = None):
         self._processor = load_processor(settings.processor)
-        self._context = WorkerContext(settings)
+        self._context = WorkerContext(settings, progress_address)
 
     def schedule(self, function, args=(), timeout=None) -> concurrent.futures.Future:
         # `function` is worker.run_job, which needs init_worker's globals;

@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 from docutrain_cli.config import Settings
 from docutrain_cli.errors import ConfigError
 from docutrain_cli.jobs import Job, JobResult
+from docutrain_cli.progress_channel import ProgressSender
 
 class WorkerContext:
     """Everything a processor reuses from one job to the next in its process.
@@ -30,8 +31,10 @@ class WorkerContext:
     reaches it the same way.
     """
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, progress_address: str | None = None):
         self.settings = settings
+        self.job_id: int | None = None  # the job being run, for report_progress
+        self._progress = ProgressSender(progress_address)
         self._store = None
         self._embedder = None
         self._supabase = None
@@ -85,6 +88,12 @@ class WorkerContext:
 
             self._downloads = Downloads()
         return self._downloads
+
+    def report_progress(self, message: str) -> None:
+        """Tell the runner what the current job is doing ("OCR page 3/40"),
+        for its display. Best effort: never blocks, never fails the job."""
+        if self.job_id is not None:
+            self._progress.send(self.job_id, message)
 
     def close(self) -> None:
         """Release what was made (in-process runs and tests; a worker
@@ -164,14 +173,14 @@ def _alive(pid: int) -> bool:  # pragma: no cover - only without pidfd
     return True
 
 
-def init_worker(settings: Settings, runner_pid: int | None = None) -> None:
+def init_worker(settings: Settings, runner_pid: int | None = None, progress_address: str | None = None) -> None:
     """Pool initializer: Ctrl-C is the runner's business, not the workers'."""
     global _processor, _context
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if runner_pid is not None:
         _die_with_runner(runner_pid)
     _processor = load_processor(settings.processor)
-    _context = WorkerContext(settings)
+    _context = WorkerContext(settings, progress_address)
 
 
 def run_job(job: Job) -> JobResult:
@@ -183,7 +192,11 @@ def run_with(processor: Processor, job: Job, context: WorkerContext) -> JobResul
     """One job through a processor; None (nothing to report) is an empty
     result, and a plain dict (a processor written before JobResult) is read
     like an old queue record."""
-    result: Any = processor(job, context)
+    context.job_id = job.id
+    try:
+        result: Any = processor(job, context)
+    finally:
+        context.job_id = None
     if result is None:
         return JobResult()
     return JobResult.from_dict(result) if isinstance(result, dict) else result

@@ -9,8 +9,9 @@ mode) and reports medians; ratios are medians of the per-repetition ratios.
     .venv/bin/python scripts/bench.py                  # full mode
     .venv/bin/python scripts/bench.py --only 1,4 --reps 5
     .venv/bin/python scripts/bench.py --http --quick   # just HTTP intake (8a, 8b)
-    .venv/bin/python scripts/bench.py --rate-limit     # embedding at the account's limit (9, 10; about 16 minutes)
-    .venv/bin/python scripts/bench.py --batch --quick  # just the Batch API mode (11a-11c)
+    .venv/bin/python scripts/bench.py --rate-limit     # embedding at the account's limit (10, 11; about 16 minutes)
+    .venv/bin/python scripts/bench.py --batch --quick  # just the Batch API mode (12a-12c)
+    .venv/bin/python scripts/bench.py --ocr --quick    # just OCR against the tesseract command (9)
 
 Writes a table to stdout, JSON to --json-out (default bench-results/bench.json)
 and a PNG chart of throughput against worker count next to it (if matplotlib
@@ -67,10 +68,11 @@ class Mode:
     memory_pages: tuple[int, int]  # measurement 5: two sizes
     embed_docs: tuple[int, ...]  # measurement 6: pages of each document
     startup_reps: int  # measurement 7 (cheap, so more repetitions)
+    ocr_pages: int  # measurement 9: scanned pages per worker
 
 
-QUICK = Mode("quick", 3, 6, 100, 1000, 2000, (150, 600), (400, 40), 5)
-FULL = Mode("full", 5, 12, 200, 5000, 10_000, (500, 2000), (1500, 100, 100), 9)
+QUICK = Mode("quick", 3, 6, 100, 1000, 2000, (150, 600), (400, 40), 5, 3)
+FULL = Mode("full", 5, 12, 200, 5000, 10_000, (500, 2000), (1500, 100, 100), 9, 8)
 
 # -- corpus ----------------------------------------------------------------------
 
@@ -698,6 +700,94 @@ def bench_startup(mode: Mode, root: Path, ncpu: int, reps: int) -> tuple[list[Ro
     return rows, s
 
 
+# -- 9: OCR ------------------------------------------------------------------------------------------
+
+OCR_DPI = 300  # docutrain's default ocr_dpi; the tesseract command reads images rendered at the same
+
+
+def scanned_pdf(path: Path, pages: int, seed: int) -> Path:
+    """Image-only pages: each page's prose typeset, photographed at 150 dpi,
+    and inserted as the page's only content (what a scanner makes)."""
+    import pymupdf
+
+    if path.exists():
+        return path
+    doc = pymupdf.open()
+    for number in range(1, pages + 1):
+        src = pymupdf.open()
+        src.new_page().insert_textbox(pymupdf.Rect(50, 50, 550, 800), page_text(seed, number), fontsize=10)
+        pixmap = src[0].get_pixmap(dpi=150)
+        src.close()
+        doc.new_page().insert_image(pymupdf.Rect(0, 0, 595, 842), pixmap=pixmap)
+    tmp = path.with_suffix(".tmp")
+    doc.save(tmp, deflate=True)
+    doc.close()
+    tmp.replace(path)
+    return path
+
+
+def _tesseract_page(image: str) -> None:
+    # One page, one process, as a hand-rolled batch would run it. One OpenMP
+    # thread: we run one process per worker, as docutrain runs one job per worker.
+    subprocess.run(["tesseract", image, "-", "-l", "eng"], capture_output=True, check=True,
+                   env={**os.environ, "OMP_THREAD_LIMIT": "1"})
+
+
+def bench_ocr(mode: Mode, root: Path, ncpu: int, reps: int) -> tuple[list[Row], dict]:
+    import concurrent.futures
+
+    import pymupdf
+
+    if not shutil.which("tesseract"):
+        log("OCR: skipped, the tesseract command is not installed (apt-get install tesseract-ocr tesseract-ocr-eng)")
+        return [], {}
+    workers = max(2, ncpu)
+    folder = root / "corpus" / "scanned"
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [scanned_pdf(folder / f"scan{i:02d}.pdf", mode.ocr_pages, 500 + i) for i in range(workers)]
+    pages = workers * mode.ocr_pages
+    images = root / "corpus" / "scanned-png"
+    images.mkdir(exist_ok=True)
+    pngs = []
+    for file in files:  # the same page images, rendered outside the clock
+        with pymupdf.open(file) as doc:
+            for page in doc:
+                png = images / f"{file.stem}-{page.number + 1}.png"
+                if not png.exists():
+                    page.get_pixmap(dpi=OCR_DPI).save(png)
+                pngs.append(str(png))
+    s: dict[str, list[float]] = {"docutrain": [], "tesseract": [], "ratio": [], "ocr_seconds": []}
+    for rep in range(reps):
+        def docutrain() -> None:
+            d = fresh_dir(root, "ocr")
+            queue, store = d / "queue.db", d / "store.db"
+            enqueue_cli(folder, queue, store, d)
+            env = base_env(queue, store, DOCUTRAIN_OCR_DPI=str(OCR_DPI))
+            _, out = run(docutrain_cmd() + ["run", "--drain", "--json", "--workers", str(workers)], env, d)
+            summary = json.loads(out)
+            if summary["totals"].get("ocr_pages") != pages:
+                raise BenchError(f"OCR: expected {pages} pages OCR'd, summary says {summary['totals']}")
+            s["docutrain"].append(pages / summary["elapsed"])
+
+        def tesseract() -> None:
+            started = time.perf_counter()
+            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+                list(pool.map(_tesseract_page, pngs))
+            s["tesseract"].append(pages / (time.perf_counter() - started))
+
+        for fn in ((docutrain, tesseract) if rep % 2 == 0 else (tesseract, docutrain)):
+            fn()
+        s["ratio"].append(s["docutrain"][-1] / s["tesseract"][-1])
+    log(f"OCR: docutrain {med(s['docutrain']):.2f} pages/s, tesseract command {med(s['tesseract']):.2f} pages/s")
+    ratio = med(s["ratio"])
+    rows = [
+        Row("9", f"OCR: scanned pages/s, {workers} workers, {OCR_DPI} dpi", med(s["docutrain"]), "pages/s",
+            med(s["tesseract"]), f"tesseract command, {workers} at a time", ratio, ">= 0.8", ratio >= 0.8,
+            {"pages": pages, "repetitions": reps}),
+    ]
+    return rows, s
+
+
 # -- child processes (the baselines and the memory probe) -----------------------------------------------
 
 
@@ -905,7 +995,7 @@ def chart(pipeline: dict, path: Path) -> str:
 
 
 def bench_batch(mode: Mode, root: Path, ncpu: int, reps: int) -> tuple[list[Row], dict]:
-    """11: the Batch API mode (scripts/bench_batch.py)."""
+    """12: the Batch API mode (scripts/bench_batch.py)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_batch import bench_batch as measure
 
@@ -932,11 +1022,12 @@ BENCHES: dict[str, Callable] = {
     "6": bench_embedding,
     "7": bench_startup,
     "8": lambda *args: __import__("bench_http").bench_http(*args),  # HTTP intake: scripts/bench_http.py
-    "9": bench_rate_limits,  # scripts/bench_ratelimit.py; minutes per row
-    "10": bench_acceptance,
-    "11": bench_batch,  # Batch API mode: scripts/bench_batch.py
+    "9": bench_ocr,
+    "10": bench_rate_limits,  # scripts/bench_ratelimit.py; minutes per row
+    "11": bench_acceptance,
+    "12": bench_batch,  # Batch API mode: scripts/bench_batch.py
 }
-RATE_LIMIT_BENCHES = ("9", "10")
+RATE_LIMIT_BENCHES = ("10", "11")
 
 
 def main() -> int:
@@ -946,18 +1037,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller corpus, 3 repetitions (about a minute)")
     parser.add_argument("--reps", type=int, help="repetitions (default 3 quick, 5 full)")
-    parser.add_argument("--only", help="comma-separated measurements, e.g. 1,2 (4 comes with 1; 9c,9e: those rows of 9)")
+    parser.add_argument("--only", help="comma-separated measurements, e.g. 1,2 (4 comes with 1; 10c,10e: those rows of 10)")
     parser.add_argument("--http", action="store_true", help="only measurement 8: HTTP intake (same as --only 8)")
     parser.add_argument("--rate-limit", action="store_true",
-                        help="only the embedding rate-limit rows (9a-9e) and issue 13's acceptance run (10): "
+                        help="only the embedding rate-limit rows (10a-10e) and issue 13's acceptance run (11): "
                              "about 16 minutes")
-    parser.add_argument("--batch", action="store_true", help="only measurement 11: Batch API mode (same as --only 11)")
+    parser.add_argument("--batch", action="store_true", help="only measurement 12: Batch API mode (same as --only 12)")
     parser.add_argument("--json-out", default=str(REPO / "bench-results" / "bench.json"))
     parser.add_argument("--chart", help="PNG path (default: next to --json-out)")
     parser.add_argument("--work-dir", help="where the corpus and runs go (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--workers", type=int, help="pretend the machine has this many CPUs")
+    parser.add_argument("--ocr", action="store_true", help="only measurement 9 (OCR), same as --only 9")
     args = parser.parse_args()
+    if args.ocr:
+        args.only = "9"
 
     mode = QUICK if args.quick else FULL
     reps = args.reps or mode.reps
@@ -967,18 +1061,18 @@ def main() -> int:
     elif args.http:
         only = ["8"]
     elif args.batch:
-        only = ["11"]
+        only = ["12"]
     elif args.only:
         only = [x.strip() for x in args.only.split(",")]
-    else:  # the rate-limit rows take minutes each: in full mode only
-        only = [k for k in BENCHES if not (args.quick and k in RATE_LIMIT_BENCHES)]
+    else:  # the rate-limit rows take minutes each: in full mode only; OCR (9) only when asked for (--ocr, --only 9)
+        only = [k for k in BENCHES if k != "9" and not (args.quick and k in RATE_LIMIT_BENCHES)]
     only = ["1" if x == "4" else x for x in only]
-    rate_rows = {x for x in only if x.startswith("9") and len(x) > 1}  # e.g. --only 9c,9e
+    rate_rows = {x for x in only if x.startswith("10") and len(x) > 2}  # e.g. --only 10c,10e
     if rate_rows:
         import bench_ratelimit
 
         bench_ratelimit.ROWS = rate_rows
-        only = [x for x in only if x not in rate_rows] + ["9"]
+        only = [x for x in only if x not in rate_rows] + ["10"]
     root = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="docutrain-bench-"))
     root.mkdir(parents=True, exist_ok=True)
     json_out = Path(args.json_out)

@@ -1,11 +1,11 @@
-"""Measurement 11 of scripts/bench.py: the Batch API mode (issue 18).
+"""Measurement 12 of scripts/bench.py: the Batch API mode (issue 18).
 
 The same corpus is embedded twice: once with `docutrain run` (sync) against
 the embeddings stand-in, once with `docutrain run --batch` against the Files +
 Batches stand-in (a first run sends, the stand-in completes the batch, a
 second run applies). Rows: cost per million billed tokens in each mode (want
 batch = 0.5x sync), and files and request lines used against the fewest the
-Batch API's limits allow for these texts. Run just this with `--batch` (or `--only 11`).
+Batch API's limits allow for these texts. Run just this with `--batch` (or `--only 12`).
 """
 
 from __future__ import annotations
@@ -90,12 +90,12 @@ def bench_batch(mode, root: Path, ncpu: int, reps: int, *, h) -> tuple[list, dic
     common = {"documents_pages": list(mode.embed_docs), "dimensions_requested": int(dims),
               "inputs": h.med(s["inputs"]), "batches_created": h.med(s["batches"])}
     rows = [
-        h.Row("11a", "cost per million tokens, batch vs sync", batch_m, "$", sync_m, "sync run",
+        h.Row("12a", "cost per million tokens, batch vs sync", batch_m, "$", sync_m, "sync run",
               batch_m / sync_m if sync_m else None, "0.5x", abs(batch_m / sync_m - 0.5) < 1e-6 if sync_m else False,
               common | {"sync_tokens": h.med(s["sync_tokens"]), "batch_tokens": h.med(s["batch_tokens"])}),
-        h.Row("11b", "batch request files used", files, "files", min_files, "fewest the limits allow",
+        h.Row("12b", "batch request files used", files, "files", min_files, "fewest the limits allow",
               min_files / files if files else None, "= minimum", files <= min_files, common),
-        h.Row("11c", "batch request lines used", requests, "req", min_requests, "fewest the limits allow",
+        h.Row("12c", "batch request lines used", requests, "req", min_requests, "fewest the limits allow",
               min_requests / requests if requests else None, "= minimum", requests <= min_requests, common),
     ]
     return rows, s

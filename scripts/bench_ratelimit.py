@@ -1,4 +1,4 @@
-"""Measurements 9 and 10 of scripts/bench.py: embedding at the account's limit.
+"""Measurements 10 and 11 of scripts/bench.py: embedding at the account's limit.
 
 The OpenAI stand-in (tests/openai_standin.py) enforces an account limit the
 way OpenAI does: a one-minute token (or request) bucket refilled
@@ -6,17 +6,17 @@ continuously, 150 ms per answer, x-ratelimit-* headers, 429 when over. The
 CLI runs as real subprocesses (`run --drain`) with fresh queues, stores and
 budgets; the stand-in starts with a full bucket, as an idle account does.
 
-9a-9c  TPM-limited, 2 / 8 / 24 workers
-9d     RPM-limited, 8 workers
-9e     two runners (4 workers each) on one pgmq queue, one TPM limit
+10a-10c TPM-limited, 2 / 8 / 24 workers
+10d     RPM-limited, 8 workers
+10e     two runners (4 workers each) on one pgmq queue, one TPM limit
        (needs PostgreSQL on 127.0.0.1:5432; left out with a note otherwise)
-10     the acceptance run of issue 13: 120,000 TPM, `run --workers 8
+11     the acceptance run of issue 13: 120,000 TPM, `run --workers 8
        --drain`, 40 documents of 30 pages
 
-For 9: what the runs achieve per minute once the first minute's burst is
+For 10: what the runs achieve per minute once the first minute's burst is
 spent (from the stand-in's log of accepted requests, from 60 s after the
 start to the last answer) against the limit (want >= 0.9), 429 answers per
-successful request (want <= 0.05), and dead jobs (want 0). For 10: all done,
+successful request (want <= 0.05), and dead jobs (want 0). For 11: all done,
 0 dead, 429s under 10 % of successes, and a wall time within 1.25x of what
 the limit allows: (tokens - 120,000) / 120,000 minutes.
 
@@ -36,7 +36,7 @@ import bench
 from bench import REPO, Row, base_env, docutrain_cmd, enqueue_cli, fresh_dir, log, pdf_folder
 
 KEY = "sk-bench-ratelimit-0000000000000000"
-ROWS = {"9a", "9b", "9c", "9d", "9e"}  # bench.py --only 9c,9e narrows this
+ROWS = {"10a", "10b", "10c", "10d", "10e"}  # bench.py --only 10c,10e narrows this
 LATENCY = 0.15  # seconds per answer, as measured against api.openai.com
 DIMENSIONS = "256"
 
@@ -53,7 +53,7 @@ def _pg():
     try:
         return pg, pg.find_admin()
     except LookupError as exc:
-        log(f"9e left out: {exc}")
+        log(f"10e left out: {exc}")
         return pg, None
 
 
@@ -125,11 +125,11 @@ def _limit_row(row_id: str, label: str, r: dict, limit: int, per: str) -> Row:
 
 
 def bench_rate_limits(mode, root: Path, ncpu: int, reps: int) -> tuple[list[Row], dict]:
-    """9a-9e. TPM rows: 60,000 tokens/min over about three minutes' worth of tokens."""
+    """10a-10e. TPM rows: 60,000 tokens/min over about three minutes' worth of tokens."""
     tpm = 60_000
     folder, _ = pdf_folder(root / "corpus", "ratelimit-tpm", [15] * 36, 4000)  # ~190,000 tokens
     rows, samples = [], {}
-    for row_id, workers in (("9a", 2), ("9b", 8), ("9c", 24)):
+    for row_id, workers in (("10a", 2), ("10b", 8), ("10c", 24)):
         if row_id not in ROWS:
             continue
         r = _run(root, f"rl-{row_id}", folder, tpm=tpm, rpm=None, workers=workers)
@@ -138,32 +138,32 @@ def bench_rate_limits(mode, root: Path, ncpu: int, reps: int) -> tuple[list[Row]
                                r, tpm, "tokens"))
         samples[row_id] = r
     rpm = 120
-    if "9d" in ROWS:
+    if "10d" in ROWS:
         small, _ = pdf_folder(root / "corpus", "ratelimit-rpm", [1] * 330, 5000)  # one request each
-        r = _run(root, "rl-9d", small, tpm=None, rpm=rpm, workers=8)
-        log(f"9d: 8 workers at {rpm} RPM: {_brief(r, rpm, 'requests')}")
-        rows.append(_limit_row("9d", "RPM-limited, 8 workers: requests/min after the first minute", r, rpm,
+        r = _run(root, "rl-10d", small, tpm=None, rpm=rpm, workers=8)
+        log(f"10d: 8 workers at {rpm} RPM: {_brief(r, rpm, 'requests')}")
+        rows.append(_limit_row("10d", "RPM-limited, 8 workers: requests/min after the first minute", r, rpm,
                                "requests"))
-        samples["9d"] = r
+        samples["10d"] = r
 
-    pg, admin = _pg() if "9e" in ROWS else (None, None)
+    pg, admin = _pg() if "10e" in ROWS else (None, None)
     if admin:
         from docutrain_cli.queues.pgmq_setup import bundled_sql, init_queue
 
         with pg.fresh_database(*admin, prefix="docutrain_bench") as url:
             pg.admin_execute(url, bundled_sql()[0].read_text(encoding="utf-8"))
             init_queue(url, "bench")
-            r = _run(root, "rl-9e", folder, tpm=tpm, rpm=None, workers=4, runners=2,
+            r = _run(root, "rl-10e", folder, tpm=tpm, rpm=None, workers=4, runners=2,
                      queue_url=url, queue_name="bench")
-        log(f"9e: 2 runners x 4 workers on one pgmq queue at {tpm:,} TPM: {_brief(r, tpm, 'tokens')}")
-        rows.append(_limit_row("9e", "two runners on one pgmq queue (4 workers each): tokens/min after "
+        log(f"10e: 2 runners x 4 workers on one pgmq queue at {tpm:,} TPM: {_brief(r, tpm, 'tokens')}")
+        rows.append(_limit_row("10e", "two runners on one pgmq queue (4 workers each): tokens/min after "
                                "the first minute", r, tpm, "tokens"))
-        samples["9e"] = r
+        samples["10e"] = r
     return rows, samples
 
 
 def bench_acceptance(mode, root: Path, ncpu: int, reps: int) -> tuple[list[Row], dict]:
-    """10: issue 13's acceptance run."""
+    """11: issue 13's acceptance run."""
     tpm = 120_000
     folder, _ = pdf_folder(root / "corpus", "acceptance", [30] * 40, 6000)
     r = _run(root, "acceptance", folder, tpm=tpm, rpm=None, workers=8)
@@ -171,9 +171,9 @@ def bench_acceptance(mode, root: Path, ncpu: int, reps: int) -> tuple[list[Row],
     ideal_s = allowed_s / 1.25
     refusals = r["rate_limited"] / r["successes"] if r["successes"] else float("inf")
     passed = r["done"] == 40 and r["dead"] == 0 and refusals < 0.10 and r["wall_s"] <= allowed_s
-    log(f"10: {r['done']} done, {r['dead']} dead, {r['rate_limited']} 429s for {r['successes']} successes, "
+    log(f"11: {r['done']} done, {r['dead']} dead, {r['rate_limited']} 429s for {r['successes']} successes, "
         f"{r['tokens']:,} tokens in {r['wall_s']:.0f} s (the limit allows {ideal_s:.0f} s; 1.25x = {allowed_s:.0f} s)")
-    row = Row("10", "acceptance: 40 docs x 30 pages, 8 workers, 120,000 TPM: wall time", r["wall_s"], "s",
+    row = Row("11", "acceptance: 40 docs x 30 pages, 8 workers, 120,000 TPM: wall time", r["wall_s"], "s",
               ideal_s, "(tokens - TPM) / TPM", r["wall_s"] / ideal_s if ideal_s else None,
               "<= 1.25, all done, 0 dead, 429s < 10%", passed,
               r | {"allowed_s": allowed_s, "rate_limited_per_success": round(refusals, 4)})

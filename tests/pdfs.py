@@ -116,3 +116,43 @@ def many_pages(path: Path, pages: int = 1000, sentences_per_page: int = 2) -> Pa
     doc.save(path, garbage=1, deflate=True)
     doc.close()
     return path
+
+
+def text_image(text: str, dpi: int = 150, fontsize: float = 12) -> pymupdf.Pixmap:
+    """`text` typeset on an A4 page and photographed: a picture of it."""
+    doc = pymupdf.open()
+    page = doc.new_page()
+    page.insert_textbox(pymupdf.Rect(50, 50, 550, 800), text, fontsize=fontsize)
+    pixmap = page.get_pixmap(dpi=dpi, colorspace=pymupdf.csGRAY)
+    doc.close()
+    return pixmap
+
+
+def scanned(path: Path, pages: list[str], *, dpi: int = 150, sideways: set[int] = frozenset()) -> Path:
+    """Image-only pages, like a scanner makes: each page's only content is a
+    picture of its text. Pages whose index is in `sideways` are stored turned
+    a quarter and shown upright by /Rotate 90, as scanners do for landscape."""
+    doc = pymupdf.open()
+    for index, text in enumerate(pages):
+        if index in sideways:  # stored landscape, the picture turned a quarter
+            page = doc.new_page(width=842, height=595)
+            page.insert_image(page.rect, pixmap=text_image(text, dpi), rotate=90)
+            page.set_rotation(90)
+        else:
+            page = doc.new_page()
+            page.insert_image(page.rect, pixmap=text_image(text, dpi))
+    doc.save(path, deflate=True)
+    doc.close()
+    return path
+
+
+def mixed(path: Path, typed: list[str], scanned_text: str, scanned_at: int = 1, dpi: int = 150) -> Path:
+    """Typed pages with a real text layer and one scanned (image-only) page."""
+    doc = pymupdf.open()
+    for index, text in enumerate(typed):
+        if index == scanned_at:
+            doc.new_page().insert_image(pymupdf.Rect(0, 0, 595, 842), pixmap=text_image(scanned_text, dpi))
+        doc.new_page().insert_textbox(pymupdf.Rect(50, 50, 550, 800), text, fontsize=9)
+    doc.save(path, deflate=True)
+    doc.close()
+    return path

@@ -100,7 +100,11 @@ def test_results_are_matched_by_custom_id_whatever_their_order():
 
 
 def test_batch_run_parks_chunks_then_a_later_run_finishes_them_at_half_price(docutrain, tmp_path, batch_api):
-    paths = enqueue_pdfs(docutrain, tmp_path)
+    paths = enqueue_pdfs(docutrain, tmp_path, n=2)
+    notes = tmp_path / "lease.md"
+    notes.write_text("# Lease\n\n## Rent\n\n" + " ".join(f"Rent is due on day {i}." for i in range(40)) + "\n")
+    assert docutrain("enqueue", str(notes)).returncode == 0
+    paths.append(str(notes))
     result, summary = run_batch(docutrain, batch_api)
     assert result.returncode == 0, result.stderr
     assert summary["done"] == 3
@@ -131,6 +135,8 @@ def test_batch_run_parks_chunks_then_a_later_run_finishes_them_at_half_price(doc
     half = cost_usd("text-embedding-3-small", batch_api.tokens_billed) / 2
     assert summary["batch"]["cost_usd"] == pytest.approx(half)
     assert summary["cost_usd"] == pytest.approx(half)
+    with sqlite3.connect(docutrain.store) as conn:  # headings come through the parked chunks
+        assert ("Lease > Rent",) in conn.execute("SELECT heading FROM chunks").fetchall()
     vectors = chunk_vectors(docutrain)
     assert vectors and all(v == pytest.approx(fake_vector(c, 1536), abs=1e-6) for c, v in vectors[:5])
     assert batch_api.files_created == 1 and batch_api.batches_created == 1  # nothing sent twice

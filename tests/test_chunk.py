@@ -146,3 +146,87 @@ def test_offline_counter_is_used_without_a_cached_tokenizer(monkeypatch, tmp_pat
         assert counter.exact is False and counter.count("hello world") >= 2
     finally:
         counter_for.cache_clear()
+
+
+# -- structure -----------------------------------------------------------------
+
+ROW = "| Item {n} | a sturdy oak table with four legs, a drawer and brass handles | {n}0 EUR |"
+
+
+def test_table_rows_and_headings_are_not_split_mid_line():
+    text = "# Price list\n\n" + "\n".join(ROW.format(n=n) for n in range(60))
+    chunker_sentence_max = max(20 // 2, 120 // 8)
+    assert COUNTER.count(ROW.format(n=1)) > chunker_sentence_max  # would be cut word by word
+    chunks = list(chunk_pages([(1, text)], COUNTER, chunk_tokens=120, overlap=20))
+    assert len(chunks) > 5
+    for c in chunks:
+        for line in filter(None, c.content.splitlines()):
+            assert line == "# Price list" or (line.startswith("| Item ") and line.endswith(" EUR |")), line
+    rows = [line for c in chunks for line in c.content.splitlines() if line.startswith("|")]
+    assert sorted(set(rows)) == sorted(ROW.format(n=n) for n in range(60))
+
+
+def test_csv_rows_stay_whole(tmp_path):
+    import docs
+    from docutrain_cli.pipeline.extract import Extraction
+
+    with Extraction(docs.spreadsheet(tmp_path / "orders.csv", rows=120)) as doc:
+        chunks = list(chunk_pages(doc.pages(), COUNTER, chunk_tokens=64, overlap=8))
+    assert len(chunks) > 10
+    for c in chunks:
+        for line in filter(None, c.content.splitlines()):  # pages end in a blank line
+            assert re.fullmatch(r"customer: Customer \d+; city: (London|Paris); note: order \d+, paid", line), line
+
+
+def handbook(sections: int = 6) -> str:
+    parts = [
+        f"## Section {s}\n\n" + " ".join(pdfs.sentence(s * 10 + i) for i in range(4))
+        for s in range(1, sections + 1)
+    ]
+    return "# Handbook\n\nHow we work.\n\n" + "\n\n".join(parts)
+
+
+def test_chunks_end_before_headings_not_after_them():
+    chunks = list(chunk_pages([(1, handbook())], COUNTER, chunk_tokens=150, overlap=0))
+    assert len(chunks) >= 3
+    for c in chunks:
+        assert not c.content.splitlines()[-1].startswith("#"), c.content
+    for c in chunks[1:]:
+        assert c.content.startswith("## Section "), c.content
+
+
+def test_a_chunk_records_the_heading_path_it_falls_under():
+    chunks = list(chunk_pages([(1, handbook())], COUNTER, chunk_tokens=150, overlap=0))
+    assert chunks[0].heading == "Handbook"
+    for c in chunks[1:]:
+        section = re.match(r"## (Section \d+)", c.content).group(1)
+        assert c.heading == f"Handbook > {section}"
+    # A heading of the same or a higher level closes the ones below it; the
+    # path carries across pages.
+    pages = [(1, "# A\n\n## B\n\nText under b."), (2, "# C\n\nText under c.")]
+    small = list(chunk_pages(pages, COUNTER, chunk_tokens=16, overlap=0))
+    assert [(c.content, c.heading) for c in small] == [
+        ("# A\n\n## B\n\nText under b.", "A > B"),  # the path of its first text
+        ("# C\n\nText under c.", "C"),
+    ]
+    # Text without headings has none.
+    assert {c.heading for c in chunk_pages(book(pages=2), COUNTER, chunk_tokens=100)} == {None}
+
+
+def test_a_pdf_outline_gives_chunks_their_heading(tmp_path):
+    import pymupdf
+
+    from docutrain_cli.pipeline.extract import Extraction
+
+    path = pdfs.multi_page(tmp_path / "plain.pdf", pages=4, sentences_per_page=6)
+    doc = pymupdf.open(path)
+    doc.set_toc([[1, "Introduction", 1], [1, "Terms", 2], [2, "Payment", 3], [2, "Notice", 3]])
+    doc.save(tmp_path / "outlined.pdf")
+    doc.close()
+    with Extraction(tmp_path / "outlined.pdf") as pdf:
+        chunks = list(chunk_pages(pdf.pages(), COUNTER, chunk_tokens=60, overlap=0, page_headings=pdf.page_headings()))
+    by_page = {c.page_start: c.heading for c in chunks}
+    # The last bookmark on a page is the one its text falls under, from that page on.
+    assert by_page == {1: "Introduction", 2: "Terms", 3: "Terms > Notice", 4: "Terms > Notice"}
+    with Extraction(path) as pdf:
+        assert pdf.page_headings() is None  # no outline, no headings

@@ -60,7 +60,7 @@ def test_version_and_help_with_an_example_on_every_command(docutrain):
 
 
 def test_enqueue_files_folders_and_globs(docutrain, tmp_path):
-    make_files(tmp_path / "uploads", ["a.pdf", "b.txt", "notes.docx", ".hidden.pdf"])
+    make_files(tmp_path / "uploads", ["a.pdf", "b.txt", "notes.doc", ".hidden.pdf"])
     make_files(tmp_path / "uploads" / "deep", ["c.md"])
     make_files(tmp_path / "other", ["d.pdf", "e.pdf"])
     result = docutrain("enqueue", "uploads", "other/*.pdf", "--user-id", "u1", "--json")
@@ -73,7 +73,7 @@ def test_enqueue_files_folders_and_globs(docutrain, tmp_path):
     job = json.loads(docutrain("jobs", "show", "1", "--json").stdout)
     assert job["user_id"] == "u1" and job["state"] == "queued" and len(job["sha256"]) == 64
     # A file named explicitly is queued whatever its type (it will fail visibly).
-    assert docutrain("enqueue", "uploads/notes.docx").returncode == 0
+    assert docutrain("enqueue", "uploads/notes.doc").returncode == 0
 
 
 def test_same_content_is_not_queued_twice_unless_forced(docutrain, tmp_path):

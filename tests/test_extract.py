@@ -93,9 +93,9 @@ def test_page_limit(tmp_path):
 
 
 def test_unsupported_type(tmp_path):
-    path = tmp_path / "report.docx"
-    path.write_bytes(b"PK\x03\x04 not really")
-    assert refusal(path).startswith("unsupported file type .docx")
+    path = tmp_path / "report.doc"  # Word 97: not read (.docx is)
+    path.write_bytes(b"\xd0\xcf\x11\xe0 not really")
+    assert refusal(path).startswith("unsupported file type .doc (supported: .cbz, .csv, .docx,")
 
 
 def test_plain_text_and_markdown_split_at_form_feeds(tmp_path):
@@ -168,7 +168,7 @@ def test_a_folder_scan_finds_every_format_extraction_reads(tmp_path):
     for suffix in sorted(TEXT_SUFFIXES):
         (folder / f"note{suffix}").write_text(f"A note saved as {suffix}.")
     pdfs.multi_page(folder / "contract.pdf", pages=1)
-    (folder / "notes.docx").write_text("not a format we read")
+    (folder / "notes.doc").write_text("not a format we read (Word 97)")
     found, refused = discover([str(folder)])
     suffixes = {"." + f.path.rsplit(".", 1)[1] for f in found}
     assert suffixes == TEXT_SUFFIXES | {".pdf"} and not refused

@@ -197,7 +197,6 @@ def test_transient_failures_raise_and_leave_the_store_alone(tmp_path, openai_sta
     "make, message",
     [
         (pdfs.encrypted, "encrypted: needs a password (set pdf_password)"),
-        (pdfs.image_only, "no extractable text (scanned images? OCR is not enabled)"),
         (pdfs.garbage, "not a PDF: cannot open"),
         (pdfs.empty, "empty file"),
     ],

@@ -97,8 +97,9 @@ class FakeRunner:
 
     settings = Settings(workers=2, embedder="offline")
 
-    def __init__(self, running: list[Job]):
+    def __init__(self, running: list[Job], progress: dict[int, str] | None = None):
         self.running = running
+        self.progress = progress or {}  # job id -> what its worker last reported
 
 
 def test_the_live_display_starts_with_the_real_queued_count_and_says_dead():
@@ -127,6 +128,18 @@ def test_the_live_display_shows_each_running_job_its_whole_name_and_time(width):
     assert_names_whole(lines, width)
     text = "\n".join(lines)
     assert "12s" in text and "24s" in text and "36s" in text
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_a_running_job_shows_what_its_worker_reports(width):
+    now = time.time()
+    running = [Job(id=i, source=DEEP + name, started_at=now - 12 * i) for i, name in enumerate(NAMES, 1)]
+    observer = RichObserver(Console(width=width, file=io.StringIO()))
+    observer.runner = FakeRunner(running, progress={2: "OCR page 3/40"})
+    lines = rendered(observer.render(), width)
+    assert_names_whole(lines, width)
+    [line] = [line for line in lines if "job 2" in line]
+    assert line.rstrip().endswith("24s  OCR page 3/40"), line
 
 
 def test_the_running_time_moves_on_every_refresh_without_any_event():

@@ -196,3 +196,23 @@ def test_processes_opening_a_fresh_file_together_all_succeed(tmp_path, kind):
             p.join(60)
         failures += sum(p.exitcode != 0 for p in procs)
     assert failures == 0
+
+
+def test_chunks_keep_their_heading_and_an_older_store_gains_the_column(tmp_path):
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)  # the chunks table as the first release made it
+    conn.executescript(
+        """CREATE TABLE chunks (id INTEGER PRIMARY KEY, document_id INTEGER NOT NULL,
+           chunk_index INTEGER NOT NULL, page_start INTEGER NOT NULL, page_end INTEGER NOT NULL,
+           token_count INTEGER NOT NULL, content TEXT NOT NULL, embedding BLOB NOT NULL,
+           embedding_model TEXT NOT NULL, UNIQUE (document_id, chunk_index));"""
+    )
+    conn.close()
+    with LocalStore(path) as store:
+        replace(store, "lease", [
+            ChunkRow(0, 1, 1, 3, "rent is due monthly", [1.0, 0.0, 0.0, 0.0], "Lease > Rent"),
+            ChunkRow(1, 2, 2, 3, "no heading here", [0.0, 1.0, 0.0, 0.0]),
+        ])
+        hits = store.search([1.0, 0.1, 0.0, 0.0], top=2, embedding_model="m")
+    assert [(h.content, h.heading) for h in hits] == [("rent is due monthly", "Lease > Rent"), ("no heading here", None)]
+    assert hits[0].to_dict()["heading"] == "Lease > Rent"

@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS batch_chunks (
     token_count INTEGER NOT NULL,
     content TEXT NOT NULL,
     text_sha256 TEXT NOT NULL,
+    heading TEXT,
     PRIMARY KEY (document_key, chunk_index)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS batch_chunks_text ON batch_chunks (text_sha256);
@@ -111,6 +112,7 @@ class PendingChunk:
     token_count: int
     content: str
     text_sha256: str
+    heading: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,10 +191,10 @@ class Ledger:
             )
             conn.executemany(
                 """INSERT INTO batch_chunks (document_key, chunk_index, page_start, page_end,
-                                             token_count, content, text_sha256)
-                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
-                [(document_key, c.chunk_index, c.page_start, c.page_end, c.token_count, c.content, c.text_sha256)
-                 for c in chunks],
+                                             token_count, content, text_sha256, heading)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                [(document_key, c.chunk_index, c.page_start, c.page_end, c.token_count, c.content, c.text_sha256,
+                  c.heading) for c in chunks],
             )
 
     # -- planning -------------------------------------------------------------
@@ -365,7 +367,7 @@ class Ledger:
 
     def chunks(self, document_key: str) -> list[PendingChunk]:
         return [PendingChunk(*row) for row in self.conn.execute(
-            """SELECT chunk_index, page_start, page_end, token_count, content, text_sha256
+            """SELECT chunk_index, page_start, page_end, token_count, content, text_sha256, heading
                FROM batch_chunks WHERE document_key = ? ORDER BY chunk_index""",
             (document_key,),
         )]

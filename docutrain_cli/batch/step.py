@@ -216,7 +216,8 @@ class BatchStep:
 
     def _finish(self, doc: dict, chunks: list[PendingChunk], vectors: dict) -> None:
         rows = [
-            ChunkRow(c.chunk_index, c.page_start, c.page_end, c.token_count, c.content, vectors[c.text_sha256])
+            ChunkRow(c.chunk_index, c.page_start, c.page_end, c.token_count, c.content, vectors[c.text_sha256],
+                     c.heading)
             for c in chunks
         ]
         self.store.replace_chunks(

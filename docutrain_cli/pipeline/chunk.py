@@ -9,6 +9,14 @@ keeps it at least half full, and the last few units (up to `overlap` tokens)
 start the next chunk as well. Only the units of the chunk being built are
 held, never the whole document.
 
+Structure, where the text has it (Markdown, which the Word, HTML and
+PowerPoint readers write): a heading (`## Terms`), a table row (`| a | b |`)
+or any line that is a single sentence (a CSV row) is one unit when it fits
+half a chunk, so it is not split mid-line; the
+place just before a heading is the best break of all, and the place just
+after one the worst; and each chunk records the heading path it falls under
+("Lease > Rent"), which costs a small stack of the headings seen.
+
 Every unit fits the budget on its own, so every chunk is non-empty and within
 it. With an inexact (estimating) counter each chunk is also capped at
 `max_input_tokens` UTF-8 bytes, which bounds its real token count too.
@@ -18,14 +26,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from docutrain_cli.pipeline.tokens import TokenCounter, utf8_len
 
-PARAGRAPH, SENTENCE, WORD, ANYWHERE = 3, 2, 1, 0
+HEADING, PARAGRAPH, SENTENCE, WORD, ANYWHERE = 4, 3, 2, 1, 0
 
 _PARAGRAPH_END = re.compile(r"\n[ \t]*\n\s*")
-_SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*\s+|[。！？]\s*|\n\s*")
+_LINE_END = re.compile(r"\n\s*")
+_SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*\s+|[。！？]\s*")
+_HEADING_LINE = re.compile(r"(#{1,6})[ \t]+(\S.*?)[ \t#]*\s*\Z")
+_TABLE_ROW = re.compile(r"\|.*\|\s*\Z")
 _WORD = re.compile(r"\S+\s*")
 _TRAILING_SPACES = re.compile(r"[ \t\u00a0]+\n")
 _MANY_NEWLINES = re.compile(r"\n{3,}")
@@ -38,6 +49,7 @@ class Chunk:
     page_end: int
     token_count: int
     content: str
+    heading: str | None = None  # the heading path it falls under: "Lease > Rent"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +58,9 @@ class _Unit:
     tokens: int
     nbytes: int
     page: int
-    strength: int
+    strength: int  # how good a break the end of this unit is
+    heading: str | None = None  # the heading path in effect here
+    is_heading: bool = False
 
 
 def normalize_text(text: str) -> str:
@@ -75,6 +89,7 @@ class Chunker:
         chunk_tokens: int = 800,
         overlap: int = 100,
         max_input_tokens: int = 8191,
+        page_headings: Callable[[int], str | None] | None = None,
     ) -> None:
         if chunk_tokens < 1 or max_input_tokens < 1:
             raise ValueError("chunk_tokens and max_input_tokens must be positive")
@@ -88,6 +103,10 @@ class Chunker:
         self.sentence_max = max(self.overlap // 2, self.budget // 8, 1)
         # A slice of this many characters fits any budget: a character is <= 4 bytes.
         self.slice_chars = max(1, int(min(self.budget, self.byte_cap)) // 4)
+        self._headings: list[tuple[int, str]] = []  # (level, title) of the headings in effect
+        # Headings known from outside the text (a PDF's outline), by page;
+        # headings in the text itself take precedence.
+        self._page_headings = page_headings
 
     # -- units ----------------------------------------------------------------
 
@@ -95,7 +114,12 @@ class Chunker:
         return tokens <= self.budget and nbytes <= self.byte_cap
 
     def _unit(self, text: str, page: int, strength: int) -> _Unit:
-        return _Unit(text, self.counter.count(text), utf8_len(text), page, strength)
+        return _Unit(text, self.counter.count(text), utf8_len(text), page, strength, self._heading_path(page))
+
+    def _heading_path(self, page: int) -> str | None:
+        if self._headings:
+            return " > ".join(title for _, title in self._headings)
+        return self._page_headings(page) if self._page_headings else None
 
     def units(self, page: int, text: str) -> Iterator[_Unit]:
         text = normalize_text(text).strip()
@@ -103,14 +127,42 @@ class Chunker:
             return
         text += "\n\n"  # a page ends a paragraph
         for paragraph in _split_after(_PARAGRAPH_END, text):
-            sentences = list(_split_after(_SENTENCE_END, paragraph))
-            for i, sentence in enumerate(sentences):
-                strength = PARAGRAPH if i == len(sentences) - 1 else SENTENCE
-                unit = self._unit(sentence, page, strength)
-                if unit.tokens <= self.sentence_max and unit.nbytes <= self.byte_cap:
-                    yield unit
-                else:
-                    yield from self._words(sentence, page, strength)
+            lines = list(_split_after(_LINE_END, paragraph))
+            for li, line in enumerate(lines):
+                last_line = li == len(lines) - 1
+                heading = _HEADING_LINE.match(line)
+                if heading:
+                    self._enter_heading(len(heading.group(1)), heading.group(2))
+                if heading or _TABLE_ROW.match(line):
+                    # Whole when it fits half a chunk: a heading or a row cut
+                    # in two means nothing in either half. After a heading is
+                    # the worst place to break; after a row, a line end.
+                    strength = WORD if heading else (PARAGRAPH if last_line else SENTENCE)
+                    unit = self._unit(line, page, strength)
+                    if unit.tokens <= self.budget // 2 and unit.nbytes <= self.byte_cap:
+                        yield dataclasses.replace(unit, is_heading=bool(heading))
+                    else:
+                        yield from self._words(line, page, strength)
+                    continue
+                sentences = list(_split_after(_SENTENCE_END, line))
+                # A line that is one sentence (a CSV row, a list item) stays
+                # whole up to half a chunk; longer prose goes word by word.
+                limit = self.budget // 2 if len(sentences) == 1 else self.sentence_max
+                for i, sentence in enumerate(sentences):
+                    if i < len(sentences) - 1:
+                        strength = SENTENCE
+                    else:  # a line end is a sentence end (as in a PDF's wrapped lines)
+                        strength = PARAGRAPH if last_line else SENTENCE
+                    unit = self._unit(sentence, page, strength)
+                    if unit.tokens <= limit and unit.nbytes <= self.byte_cap:
+                        yield unit
+                    else:
+                        yield from self._words(sentence, page, strength)
+
+    def _enter_heading(self, level: int, title: str) -> None:
+        while self._headings and self._headings[-1][0] >= level:
+            self._headings.pop()
+        self._headings.append((level, title))
 
     def _words(self, sentence: str, page: int, strength: int) -> Iterator[_Unit]:
         words = _WORD.findall(sentence)
@@ -138,6 +190,10 @@ class Chunker:
             nonlocal buf, fresh, tokens, nbytes, index
             k = len(buf) if final else self._cut(buf, fresh)
             body = buf[:k]
+            # The heading path of the chunk's own first text (not of the overlap
+            # it repeats, nor only of the headings it starts with).
+            own = body[min(fresh, k - 1) :]
+            heading = next((u.heading for u in own if not u.is_heading), own[0].heading)
             tail: list[_Unit] = []
             if not final:
                 budget = self.overlap
@@ -153,12 +209,15 @@ class Chunker:
             content = "".join(u.text for u in body).strip()
             if not content:
                 return None
-            chunk = Chunk(index, body[0].page, body[-1].page, self._count_joined(body, content), content)
+            chunk = Chunk(index, body[0].page, body[-1].page, self._count_joined(body, content), content, heading)
             index += 1
             return chunk
 
         for page, text in pages:
             for unit in self.units(page, text):
+                if unit.is_heading and len(buf) > fresh and not buf[-1].is_heading:
+                    # Just before a heading (or a run of them) is the best place to end a chunk.
+                    buf[-1] = dataclasses.replace(buf[-1], strength=HEADING)
                 while buf and not self._fits(tokens + unit.tokens, nbytes + unit.nbytes):
                     if fresh == len(buf):  # only overlap left: give some up
                         dropped = buf.pop(0)
@@ -219,8 +278,14 @@ def chunk_pages(
     chunk_tokens: int = 800,
     overlap: int = 100,
     max_input_tokens: int = 8191,
+    page_headings: Callable[[int], str | None] | None = None,
 ) -> Iterator[Chunk]:
-    """Stream chunks from (page_number, text) pairs."""
+    """Stream chunks from (page_number, text) pairs; `page_headings` gives
+    the heading path of a page when the text itself has no headings."""
     return Chunker(
-        counter, chunk_tokens=chunk_tokens, overlap=overlap, max_input_tokens=max_input_tokens
+        counter,
+        chunk_tokens=chunk_tokens,
+        overlap=overlap,
+        max_input_tokens=max_input_tokens,
+        page_headings=page_headings,
     ).chunks(pages)

@@ -51,8 +51,15 @@ def process_job(job: Job, context: "WorkerContext") -> JobResult:
     # PyMuPDF only in workers: the runner imports this module to check the
     # processor, and its start-up should not pay for PyMuPDF.
     from docutrain_cli.pipeline.extract import Extraction
+    from docutrain_cli.pipeline.ocr import OcrOptions, PageOcr
 
-    with Extraction(loaded.path, password=settings.pdf_password, max_pages=settings.max_pages) as doc:
+    # The pool kills the job at job_timeout; OCR stops before that with a reason.
+    ocr = PageOcr(
+        OcrOptions.from_settings(settings),
+        deadline=started + settings.job_timeout if settings.job_timeout else None,
+        progress=context.report_progress,
+    )
+    with Extraction(loaded.path, password=settings.pdf_password, max_pages=settings.max_pages, ocr=ocr) as doc:
         chunks = list(
             chunk_pages(
                 doc.pages(),
@@ -60,12 +67,13 @@ def process_job(job: Job, context: "WorkerContext") -> JobResult:
                 chunk_tokens=settings.chunk_tokens,
                 overlap=settings.chunk_overlap,
                 max_input_tokens=embedder.max_input_tokens,
+                page_headings=doc.page_headings(),
             )
         )
         page_count = doc.page_count
         unreadable_pages = list(doc.unreadable_pages)
     if not chunks:  # extraction raises first; this guards the contract
-        raise PermanentError("no extractable text (scanned images? OCR is not enabled)")
+        raise PermanentError("no extractable text")
 
     # Embed each distinct text once; what the cache has costs nothing. Offline
     # vectors are cached too: measured, a cache hit is ~4 us a chunk against
@@ -97,7 +105,7 @@ def process_job(job: Job, context: "WorkerContext") -> JobResult:
 
     dimensions = len(vectors[hashes[0]])
     rows = [
-        ChunkRow(c.index, c.page_start, c.page_end, c.token_count, c.content, vectors[h])
+        ChunkRow(c.index, c.page_start, c.page_end, c.token_count, c.content, vectors[h], c.heading)
         for c, h in zip(chunks, hashes)
     ]
     seconds = round(time.monotonic() - started, 3)
@@ -135,6 +143,9 @@ def process_job(job: Job, context: "WorkerContext") -> JobResult:
         sha256=loaded.sha256,
         unreadable_pages=unreadable_pages,
         seconds=seconds,
+        ocr_pages=ocr.pages_done,
+        ocr_seconds=round(ocr.seconds, 3),
+        ocr_skipped_pages=len(ocr.skipped),
     )
 
 
@@ -147,7 +158,8 @@ def _park(job, context, chunks, hashes, to_send, page_count, sha256, started, un
     embedder = context.embedder
     Ledger(context.store).park(
         job.document_key,
-        [PendingChunk(c.index, c.page_start, c.page_end, c.token_count, c.content, h) for c, h in zip(chunks, hashes)],
+        [PendingChunk(c.index, c.page_start, c.page_end, c.token_count, c.content, h, c.heading)
+         for c, h in zip(chunks, hashes)],
         model=embedder.model,
         dimensions=embedder.requested_dimensions or 0,
         page_count=page_count,

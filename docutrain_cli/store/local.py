@@ -34,6 +34,7 @@ Schema (users query this file directly)::
       content          TEXT NOT NULL
       embedding        BLOB NOT NULL              -- little-endian float32 values
       embedding_model  TEXT NOT NULL
+      heading          TEXT                       -- heading path it falls under ("Lease > Rent"), if known
       UNIQUE (document_id, chunk_index)
 
     embedding_cache                             -- re-running unchanged text costs no tokens
@@ -92,6 +93,7 @@ CREATE TABLE IF NOT EXISTS chunks (
     content TEXT NOT NULL,
     embedding BLOB NOT NULL,
     embedding_model TEXT NOT NULL,
+    heading TEXT,
     UNIQUE (document_id, chunk_index)
 );
 CREATE INDEX IF NOT EXISTS chunks_embedding_model ON chunks (embedding_model);
@@ -134,6 +136,7 @@ class ChunkRow:
     token_count: int
     content: str
     embedding: Sequence[float]
+    heading: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,9 +148,28 @@ class Hit:
     page_end: int
     score: float
     content: str
+    heading: str | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+# Columns added after the first release: a store made by an older version
+# gets them when it is opened (its old chunks have NULL there).
+ADDED_COLUMNS = {"chunks": {"heading": "TEXT"}}
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    for table, columns in ADDED_COLUMNS.items():
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for name, kind in columns.items():
+            if name in present:
+                continue
+            try:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):  # another worker was first
+                    raise
 
 
 def _allow_embedding_status(conn: sqlite3.Connection) -> None:
@@ -193,6 +215,7 @@ class LocalStore:
     def _connect(self) -> sqlite3.Connection:
         # Autocommit: we BEGIN ourselves (sqlite.transaction), so transactions stay short and explicit.
         conn = sqlite.connect(self.path, synchronous="NORMAL", foreign_keys=True, schema=SCHEMA)
+        _add_missing_columns(conn)
         _allow_embedding_status(conn)
         return conn
 
@@ -312,8 +335,8 @@ class LocalStore:
                     )
                 conn.execute(
                     """INSERT INTO chunks (document_id, chunk_index, page_start, page_end,
-                                           token_count, content, embedding, embedding_model)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                                           token_count, content, embedding, embedding_model, heading)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                     (
                         doc_id,
                         chunk.chunk_index,
@@ -323,6 +346,7 @@ class LocalStore:
                         chunk.content,
                         pack_vector(chunk.embedding),
                         embedding_model,
+                        chunk.heading,
                     ),
                 )
                 count += 1
@@ -399,7 +423,7 @@ class LocalStore:
         if query_norm == 0 or top < 1:
             return []
         sql = """SELECT d.source, d.document_key, c.chunk_index, c.page_start, c.page_end,
-                        c.content, c.embedding
+                        c.content, c.embedding, c.heading
                  FROM chunks c JOIN documents d ON d.id = c.document_id
                  WHERE length(c.embedding) = ?"""
         params: list = [4 * len(query)]
@@ -413,7 +437,7 @@ class LocalStore:
             if norm == 0:
                 continue
             score = sum(map(float.__mul__, query, vector)) / (query_norm * norm)
-            item = (score, -n, row[:6])  # -n: ties keep store order
+            item = (score, -n, row[:6] + row[7:])  # -n: ties keep store order
             if len(best) < top:
                 heapq.heappush(best, item)
             elif item > best[0]:
@@ -428,6 +452,7 @@ class LocalStore:
                 page_end=row[4],
                 score=round(score, 6),
                 content=row[5],
+                heading=row[6],
             )
             for score, _, row in best
         ]
