@@ -189,6 +189,11 @@ def run(
         runner = Runner(settings, queue, observer)
         _install_stop_handlers(runner)
         summary = runner.run(drain=drain, max_time=seconds)
+        # Nothing is left to stop. Python puts back the default handlers
+        # while it exits, so a late Ctrl-C would kill us by SIGINT (and not
+        # exit 130) after all was saved: ignore stop signals from here on.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if as_json:
         _emit_json(summary.to_dict())
     elif interactive:

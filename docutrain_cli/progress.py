@@ -80,6 +80,9 @@ class LogObserver(RunObserver):
     def paused(self, reason: str, seconds: float) -> None:
         self.log(f"paused: {reason}; jobs stay queued; trying again in {seconds:.0f} s")
 
+    def pool_replaced(self, reason: str) -> None:
+        self.log(f"worker pool broken ({reason}): its jobs go back to the queue uncharged; starting a fresh pool")
+
     def finished(self, summary: RunSummary) -> None:
         self.log("run finished: " + summary_line(summary))
 
@@ -196,6 +199,9 @@ class RichObserver(RunObserver):
 
     def paused(self, reason: str, seconds: float) -> None:
         self.paused_reason = f"{reason}; trying again in {seconds:.0f} s"
+
+    def pool_replaced(self, reason: str) -> None:
+        self.console.print(f"[yellow]worker pool broken[/] ({reason}): its jobs go back to the queue; starting a fresh pool")
 
     def stopping(self, reason: str) -> None:
         self.console.print(f"[yellow]stopping ({reason})[/]: waiting for running jobs; Ctrl-C again to stop now")

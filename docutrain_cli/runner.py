@@ -4,27 +4,33 @@ All queue and status writes happen here, in one thread of the parent
 process; workers only compute (and write their own document's chunks).
 Signal handlers only set flags (see `request_stop`); the loop notices them
 within a fraction of a second.
+
+Periodic work (status flushes, housekeeping, lease extension, the pool's
+health check) is a list of `Periodic` timers that every wait of the runner
+ticks: idle, busy or winding down. An idle service that flushed only while
+jobs were in flight once left finished documents `processing` in the app.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import multiprocessing
-import os
 import time
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from docutrain_cli.config import Settings
 from docutrain_cli.errors import AccountError, ExitCode, PermanentError, RateLimitedError, TransientError
 from docutrain_cli.jobs import Job, JobResult, RetryPolicy
 from docutrain_cli.queues.base import JobQueue, QueueStats
-from docutrain_cli.worker import WorkerContext, init_worker, load_processor, run_job, run_with, worker_modules
+from docutrain_cli.pool import InProcessPool, PoolBroken, PoolStartError, WorkerPool, WorkerPoolError
+from docutrain_cli.worker import load_processor
 
 TICK = 0.2  # how often the loop wakes up to look at flags and timers
 HOUSEKEEP_EVERY = 30.0  # seconds, or
 HOUSEKEEP_AFTER = 1000  # finished jobs, whichever comes first: keeps the queue table small
-FLUSH_EVERY = 2.0
+FLUSH_EVERY = 2.0  # the outbox's own backoff decides whether a flush sends anything
+POOL_STARTS = 3  # fresh pools that may fail in a row before the run gives up
+POOL_PROVEN_AFTER = 10.0  # seconds up (or one job finished) and a pool counts as started
 BUDGET_EVERY = 5.0  # how often the display learns the rate budget's figures
 SUMMED_RESULT_FIELDS = ("pages", "chunks", "tokens_embedded", "tokens_cached", "rate_limited", "ocr_pages")
 
@@ -37,6 +43,7 @@ class RunObserver:
     def job_progress(self, job: Job, message: str) -> None: ...
     def job_finished(self, job: Job, outcome: str, detail: str | None) -> None: ...
     def stopping(self, reason: str) -> None: ...
+    def pool_replaced(self, reason: str) -> None: ...
     def idle(self, stats: QueueStats) -> None: ...
     def budget(self, view: dict) -> None: ...
     def paused(self, reason: str, seconds: float) -> None: ...
@@ -50,8 +57,27 @@ class StatusListener(Protocol):
     def processing(self, job: Job) -> None: ...
     def ready(self, job: Job, result: JobResult) -> None: ...
     def error(self, job: Job, message: str) -> None: ...
-    def flush(self) -> int: ...
+    def flush(self, *, force: bool = False) -> int: ...  # force: ignore the outage backoff
     def close(self) -> None: ...
+
+
+@dataclasses.dataclass
+class Periodic:
+    """Work the runner does every `every` seconds whatever it is doing; or
+    sooner when `due_early()` says so. Add one in `Runner._periodic_tasks`."""
+
+    name: str
+    every: float
+    action: Callable[[], None]
+    due_early: Callable[[], bool] = lambda: False
+    next_at: float = 0.0  # monotonic; 0 = one interval after the first tick
+
+    def tick(self, now: float) -> None:
+        if not self.next_at:
+            self.next_at = now + self.every
+        elif now >= self.next_at or self.due_early():
+            self.next_at = now + self.every
+            self.action()
 
 
 @dataclasses.dataclass
@@ -61,6 +87,7 @@ class RunSummary:
     dead: int = 0
     released: int = 0
     recovered: int = 0
+    pools_replaced: int = 0
     elapsed: float = 0.0
     stop_reason: str = "drained"  # drained | max-time | interrupted | terminated | account
     given_back: int = 0  # jobs returned unharmed because the rate limit left no room
@@ -168,10 +195,14 @@ class Runner:
         self._stop_reason: str | None = None
         self._force = False
         self._in_flight: dict[concurrent.futures.Future, Job] = {}
+        # in_process: each job runs here, one at a time (tests, debugging).
+        self._pool = InProcessPool(settings) if in_process else WorkerPool(settings)
+        self._pool_failures = 0  # fresh pools that failed in a row
+        self._pool_proven = False  # the current pool finished a job
+        self._housekept_at = 0  # finished-job count at the last housekeeping
         self.progress: dict[int, str] = {}  # job id -> what its worker last reported
         self._inbox = None
         self._seen_running: set[concurrent.futures.Future] = set()
-        self._in_process = in_process
         self._batch = None  # the Batch API step (batch/step.py), in embedding_mode 'batch'
         self._drain = False
         self._paused_until = 0.0  # a service waits out account trouble until then (monotonic)
@@ -179,6 +210,7 @@ class Runner:
         self._started = time.monotonic()
         self._waiter = None  # set while running: wakes the idle loop on new jobs
         self.reconciler = None  # set while running as a service with Supabase
+        self._timers = self._periodic_tasks()
 
     # Called from signal handlers: set flags only.
     def request_stop(self, reason: str = "interrupted") -> None:
@@ -203,28 +235,32 @@ class Runner:
         load_processor(self.settings.processor)  # fail fast, before the pool starts
         self._drain = drain
         started = self._started = time.monotonic()
-        deadline = started + max_time if max_time else None
         with self.queue.runner_lock():
             self._inbox = ProgressInbox()
+            self._pool.progress_address = self._inbox.address  # workers report progress here
             self.summary.recovered = self.queue.recover()
             self.observer.started(self, self.queue.stats(time.time()))
             self._waiter = self.queue.waiter()
             if not drain and self.settings.supabase_enabled:
                 self.reconciler = self._make_reconciler()
-            self._start_batches()
-            pool = self._start_pool()
             try:
-                self._loop(pool, drain, deadline)
-                self._wind_down(pool)
+                self._start_batches()
+                self._start_pool()
+                # --max-time counts from here: the pool starts before the
+                # first job (seconds on a loaded machine), as it used to.
+                deadline = time.monotonic() + max_time if max_time else None
+                self._loop(drain, deadline)
+                self._wind_down()
             finally:
                 self._waiter.close()
-                pool.stop()
-                pool.join(timeout=10)
+                self._pool.stop()
                 self._settle_done()  # anything that finished while stopping
                 for future, job in list(self._in_flight.items()):
                     self._release(future, job)
                 self._end_batches()
-                self._flush_status()
+                # The last flush ignores the outage backoff: Supabase may be
+                # back, and nothing else would push these until the next run.
+                self.status.flush(force=True)
                 self.queue.housekeep()
                 self._inbox.close()
             self.summary.elapsed = time.monotonic() - started
@@ -237,50 +273,113 @@ class Runner:
         self.observer.finished(self.summary)
         return self.summary
 
+    # -- periodic work -----------------------------------------------------
+    def _periodic_tasks(self) -> list[Periodic]:
+        tasks = [
+            Periodic("pool check", TICK, self._check_pool),
+            Periodic("status flush", FLUSH_EVERY, self._flush_status),
+            Periodic(
+                "housekeeping", HOUSEKEEP_EVERY, self._housekeep,
+                due_early=lambda: self._finished() - self._housekept_at >= HOUSEKEEP_AFTER,
+            ),
+        ]
+        # The reconciler keeps its own schedule (at start, then every few
+        # minutes); checked every tick, so an idle service runs it on time.
+        tasks.append(Periodic("reconcile", TICK, self._reconcile))
+        if not self.queue.exclusive:  # other runners take jobs whose lease lapses
+            tasks.append(Periodic("lease extension", self.settings.visibility_timeout / 3, self._extend_leases))
+        tasks.append(Periodic("rate budget view", BUDGET_EVERY, self._show_budget))
+        if self.settings.embedding_mode == "batch":
+            tasks.append(Periodic("batch step", self.settings.batch_poll_interval, self._batch_tick))
+        return tasks
+
+    def _show_budget(self) -> None:
+        view = self._budget_view()
+        if view:
+            self.observer.budget(view)
+
+    def _batch_tick(self) -> None:
+        # An idle queue sends what is parked; a busy one only full files.
+        if self._batch is not None and time.monotonic() >= self._paused_until:
+            self._batch_pass(flush=not self._in_flight)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for task in self._timers:
+            task.tick(now)
+
+    def _finished(self) -> int:
+        return self.summary.done + self.summary.dead
+
+    def _housekeep(self) -> None:
+        self.queue.housekeep()
+        self._housekept_at = self._finished()
+
+    def _reconcile(self) -> None:
+        now = time.monotonic()
+        if self.reconciler is not None and self.reconciler.due(now):
+            self._flush_status()  # so rows that just finished here are not `pending` any more
+            self.reconciler.run(now)
+
+    def _extend_leases(self) -> None:
+        if self._in_flight:
+            self.queue.extend_lease(self.in_flight, self.settings.visibility_timeout)
+
+    # -- the pool ------------------------------------------------------------
+    def _start_pool(self) -> None:
+        """A fresh pool; gives up (WorkerPoolError) when POOL_STARTS fresh
+        pools in a row fail to start or break before they prove themselves."""
+        while True:
+            try:
+                self._pool.start()
+                self._pool_proven = False
+                return
+            except PoolStartError as exc:
+                self._count_pool_failure(str(exc))
+                self.observer.pool_replaced(f"it could not start: {exc}")
+            if self._stop_reason is not None:
+                return  # stopping: no pool needed any more
+            time.sleep(min(0.5 * 2 ** (self._pool_failures - 1), 5.0))  # let the machine recover
+
+    def _count_pool_failure(self, cause: str) -> None:
+        self._pool_failures += 1
+        if self._pool_failures >= POOL_STARTS:
+            raise WorkerPoolError(
+                f"worker pool cannot start: {cause} ({POOL_STARTS} fresh pools failed in a row)"
+            )
+
+    def _check_pool(self) -> None:
+        if not self._pool_proven and time.monotonic() - self._pool.started_at >= POOL_PROVEN_AFTER:
+            self._pool_proven = True
+        reason = self._pool.broken()
+        if reason is None:
+            return
+        # Not the jobs' fault: what the pool held goes back uncharged.
+        self.observer.pool_replaced(reason)
+        self.summary.pools_replaced += 1
+        self._settle_done()  # results that did arrive still count
+        self._pool.stop()
+        for future, job in list(self._in_flight.items()):
+            self._release(future, job)
+        if self._stop_reason is not None:
+            return  # stopping: no new pool needed
+        if self._pool_proven:
+            self._pool_failures = 0
+        else:
+            self._count_pool_failure(reason)
+        self._start_pool()
+
     # -- the loop ----------------------------------------------------------
-    def _start_pool(self):
-        if self._in_process:
-            return InProcessPool(self.settings, self._inbox.address if self._inbox else None)
-        from pebble import ProcessPool
-
-        # forkserver: workers never inherit our clients, threads or locks. The
-        # server imports the worker code once, so each worker (and each
-        # replacement of a crashed one) starts with it loaded instead of
-        # importing PyMuPDF on its own. It holds no clients: none are made at import.
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(worker_modules(self.settings.processor))
-        return ProcessPool(
-            max_workers=self.settings.workers,
-            initializer=init_worker,
-            initargs=(self.settings, os.getpid(), self._inbox.address if self._inbox else None),
-            context=context,
-        )
-
-    def _loop(self, pool, drain: bool, deadline: float | None) -> None:
+    def _loop(self, drain: bool, deadline: float | None) -> None:
         # A small backlog per worker hides the round trip to the dispatcher.
         capacity = self.settings.workers + max(1, self.settings.workers // 2)
-        last_housekeep = last_flush = last_extend = last_budget = last_batch = time.monotonic()
-        finished_at_housekeep = 0
         while self._stop_reason is None:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 self._stop_reason = "max-time"
                 break
-            if now - last_budget >= BUDGET_EVERY:
-                view = self._budget_view()
-                if view:
-                    self.observer.budget(view)
-                last_budget = now
-            if self._batch is not None and now - last_batch >= self.settings.batch_poll_interval:
-                # An idle queue sends what is parked; a busy one only full files.
-                if now >= self._paused_until:
-                    self._batch_pass(flush=not self._in_flight)
-                last_batch = now
-            if self.reconciler is not None and self.reconciler.due(now):
-                self._flush_status()  # so rows that just finished here are not `pending` any more
-                self.reconciler.run(now)
-            if now >= self._paused_until:
-                self._fill(pool, capacity)
+            if time.monotonic() >= self._paused_until:  # paused by quota or key trouble
+                self._fill(capacity)
             if not self._in_flight:
                 if drain and not self._work_left(deadline):
                     break
@@ -288,26 +387,24 @@ class Runner:
                 self._sleep(self.settings.poll_interval)
                 continue
             self._wait(TICK)
-            if now - last_flush >= FLUSH_EVERY:
-                self._flush_status()
-                last_flush = now
-            finished = self.summary.done + self.summary.dead
-            if now - last_housekeep >= HOUSEKEEP_EVERY or finished - finished_at_housekeep >= HOUSEKEEP_AFTER:
-                self.queue.housekeep()
-                last_housekeep, finished_at_housekeep = now, finished
-            if not self.queue.exclusive and now - last_extend >= self.settings.visibility_timeout / 3:
-                self.queue.extend_lease(self.in_flight, self.settings.visibility_timeout)
-                last_extend = now
+            self._tick()
         if self._stop_reason:
             self.summary.stop_reason = self._stop_reason
             self.observer.stopping(self._stop_reason)
 
-    def _fill(self, pool, capacity: int) -> None:
+    def _fill(self, capacity: int) -> None:
         free = capacity - len(self._in_flight)
-        if free <= 0:
+        if free <= 0 or self._pool.broken():  # the pool check replaces it first
             return
-        for job in self.queue.lease(free, time.time()):
-            future = pool.schedule(run_job, args=(job,), timeout=self.settings.job_timeout)
+        jobs = self.queue.lease(free, time.time())
+        for index, job in enumerate(jobs):
+            try:
+                future = self._pool.schedule(job)
+            except PoolBroken:  # the next pool check replaces it
+                for unscheduled in jobs[index:]:
+                    self.queue.release(unscheduled)
+                    self.summary.released += 1
+                return
             self._in_flight[future] = job
             self.status.processing(job)
             self.observer.job_started(job)
@@ -382,10 +479,10 @@ class Runner:
         """Idle: wait for the poll interval, or less when a producer
         announces new jobs (a queued HTTP upload starts at once)."""
         end = time.monotonic() + seconds
-        if self.reconciler is not None:  # a periodic task must not wait for the poll
-            end = min(end, self.reconciler.next_at)
         while self._stop_reason is None and time.monotonic() < end:
-            if self._waiter.wait(min(TICK, max(end - time.monotonic(), 0))):
+            woken = self._waiter.wait(min(TICK, max(end - time.monotonic(), 0)))
+            self._tick()  # periodic work goes on while idle
+            if woken:
                 return
 
     def _make_reconciler(self):
@@ -394,12 +491,13 @@ class Runner:
         waiting = getattr(self.status, "waiting_document_ids", None) or set
         return Reconciler(self.settings, self.queue, waiting)
 
-    def _wind_down(self, pool) -> None:
+    def _wind_down(self) -> None:
         """Stop taking jobs; let running ones finish within the grace period."""
         self._return_unstarted()
         end = time.monotonic() + self.settings.grace_period
         while self._in_flight and not self._force and time.monotonic() < end:
             self._wait(TICK)
+            self._tick()
 
     # -- outcomes ----------------------------------------------------------
     def _settle_done(self) -> None:
@@ -414,14 +512,31 @@ class Runner:
         except concurrent.futures.CancelledError:
             return self._release(future, job)
         except BaseException as exc:  # noqa: BLE001 - every failure is classified
-            if self._stop_reason and _killed_by_stop(exc):
+            if self._not_the_jobs_fault(exc):
                 return self._release(future, job)
+            self._pool_proven = True
             if isinstance(exc, RateLimitedError):
                 return self._give_back(job, exc)
             if isinstance(exc, AccountError):
                 return self._account_trouble(future, job, exc)
             return self._fail(job, exc)
+        self._pool_proven = True
         self._succeed(job, result)
+
+    def _not_the_jobs_fault(self, exc: BaseException) -> bool:
+        """A worker killed by our stop, or by the pool breaking under it.
+        pebble fails every task of a broken pool (and, on a forced stop,
+        those of the workers we killed) with BrokenProcessPool; a worker that
+        died with the forkserver expires like a crashed one."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        from pebble import ProcessExpired
+
+        if isinstance(exc, BrokenProcessPool):
+            return True
+        if isinstance(exc, ProcessExpired):
+            return self._stop_reason is not None or self._pool.broken() is not None
+        return False
 
     def _succeed(self, job: Job, result: JobResult) -> None:
         self.progress.pop(job.id, None)
@@ -495,7 +610,6 @@ class Runner:
 
     def _flush_status(self) -> None:
         self.status.flush()
-
     # -- Batch API mode ------------------------------------------------------
     def _start_batches(self) -> None:
         """Resume and poll the batches of earlier runs before taking jobs."""
@@ -530,41 +644,3 @@ class Runner:
             if self._drain:
                 self.summary.stop_reason = "account"  # also when met after the loop (the last pass)
 
-
-def _killed_by_stop(exc: BaseException) -> bool:
-    """A worker we terminated while stopping is not the job's fault. pebble
-    reports it as ProcessExpired, or, when it sees every worker gone at once
-    (a forced stop), fails all running tasks with BrokenProcessPool."""
-    from concurrent.futures.process import BrokenProcessPool
-
-    from pebble import ProcessExpired
-
-    return isinstance(exc, (ProcessExpired, BrokenProcessPool))
-
-
-class InProcessPool:
-    """The part of pebble's ProcessPool the runner uses, running each job at
-    once in the calling process (see Runner's `in_process`). Futures come
-    back finished, so the dispatch loop settles them on its next wait."""
-
-    def __init__(self, settings: Settings, progress_address: str | None = None):
-        self._processor = load_processor(settings.processor)
-        self._context = WorkerContext(settings, progress_address)
-
-    def schedule(self, function, args=(), timeout=None) -> concurrent.futures.Future:
-        # `function` is worker.run_job, which needs init_worker's globals;
-        # here the same work runs with this pool's processor and context.
-        (job,) = args
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        future.set_running_or_notify_cancel()
-        try:
-            future.set_result(run_with(self._processor, job, self._context))
-        except Exception as exc:  # noqa: BLE001 - settled like a worker's failure
-            future.set_exception(exc)
-        return future
-
-    def stop(self) -> None:
-        self._context.close()
-
-    def join(self, timeout: float | None = None) -> None:
-        pass

@@ -18,7 +18,9 @@ What it speaks (checked against postgrest-py 2.x and storage3 2.x sources):
   `GET /storage/v1/bucket` and `/storage/v1/bucket/<id>`.
 - `apikey` and `Authorization: Bearer <key>` must both carry the key (401 otherwise).
 Errors use PostgREST's JSON shape and codes (PGRST205 table, 42703/PGRST204
-column, PGRST202 function, 23505 duplicate, 23514 check, 22P02 bad uuid).
+column, PGRST202 function, 23505 duplicate, 23514 check, 22P02 bad uuid,
+22P05 for a NUL character (\u0000) in any JSON string: Postgres text cannot
+hold it, and PostgREST answers 400 for the whole request).
 
 Failure on demand: `fail(method, path_prefix, status, times)`, `slow(seconds)`,
 `down()` (the port refuses connections) / `up()` (same port again).
@@ -104,6 +106,20 @@ class PgError(Exception):
     def __init__(self, status: int, code: str, message: str, details: str | None = None, hint: str | None = None):
         super().__init__(message)
         self.status, self.body = status, {"code": code, "message": message, "details": details, "hint": hint}
+
+
+def _reject_nul(value: Any) -> None:
+    """Postgres text cannot hold U+0000; PostgREST refuses the request."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise PgError(400, "22P05", "unsupported Unicode escape sequence", "\\u0000 cannot be converted to text.")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _reject_nul(key)
+            _reject_nul(item)
+    elif isinstance(value, list):
+        for item in value:
+            _reject_nul(item)
 
 
 def _now() -> str:
@@ -517,6 +533,13 @@ class _Server(ThreadingHTTPServer):
             self._open.discard(request)
         super().shutdown_request(request)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # the client went away mid-request (killed): nothing to answer
+        super().handle_error(request, client_address)
+
     def cut_connections(self) -> None:
         import socket
 
@@ -566,6 +589,9 @@ class _Handler(BaseHTTPRequestHandler):
         standin, project = self.standin, self.standin.project
         length = int(self.headers.get("Content-Length") or 0)
         raw_body = self.rfile.read(length) if length else b""
+        if len(raw_body) < length:  # the client went away mid-body (killed)
+            self.close_connection = True
+            return
         split = urlsplit(self.path)
         path = unquote(split.path)
         params = parse_qsl(split.query, keep_blank_values=True)
@@ -595,6 +621,7 @@ class _Handler(BaseHTTPRequestHandler):
         project = self.standin.project
         prefer = {p.strip() for p in (self.headers.get("Prefer") or "").split(",") if p.strip()}
         body = json.loads(raw_body) if raw_body else None
+        _reject_nul(body)
         if route.startswith("rpc/"):
             if method not in ("POST", "GET"):
                 raise PgError(405, "PGRST117", "Unsupported HTTP method")

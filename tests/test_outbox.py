@@ -146,7 +146,13 @@ def test_a_stale_processing_from_another_machine_does_not_overwrite_ready(supaba
     assert (result.delivered, result.dropped) == (0, 1)
     assert project.document(doc)["status"] == "ready"
     assert machine_a.backlog() == 0  # superseded: nothing left to retry
+    # A later run of the finished document (at-least-once) leaves it ready too.
+    machine_a.record(doc, "processing")
+    assert machine_a.flush(SupabaseStatusDelivery(supabase_settings)).dropped == 1
+    assert project.document(doc)["status"] == "ready"
     # A genuinely new attempt (the app set the row back to pending) goes through.
+    with project.lock:
+        next(r for r in project.tables["user_documents"].rows if r["id"] == doc)["status"] = "pending"
     machine_a.record(doc, "processing")
     assert machine_a.flush(SupabaseStatusDelivery(supabase_settings)).delivered == 1
     assert project.document(doc)["status"] == "processing"

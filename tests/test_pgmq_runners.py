@@ -179,3 +179,42 @@ def test_drain_waits_for_the_jobs_a_dead_runner_left(fleet, tmp_path):
     assert result.returncode == 0, result.stderr
     assert quick.archived() and quick.archived()[0][1] == 2, "the lost job was not finished"
     assert time.monotonic() - started >= VISIBILITY - 1  # it had to wait for the timeout
+
+
+def test_leases_are_extended_while_a_long_job_runs_and_through_a_stops_grace_period(fleet, tmp_path):
+    """A job running three visibility timeouts long, its runner stopped with
+    SIGTERM halfway: the lease is extended while the job runs and while the
+    stop waits for it, so a second runner polling all along never gets it."""
+    source = tmp_path / "long.txt"
+    source.write_text("hello")
+    f = fleet(
+        DOCUTRAIN_PROCESSOR="tests.processors:record", DOCUTRAIN_TEST_SLEEP=f"{3 * VISIBILITY:g}",
+        DOCUTRAIN_GRACE_PERIOD="60s",
+    )
+    assert f("enqueue", str(source)).returncode == 0
+    holder = f.start("run", "--workers", "1")
+    output = tmp_path / "output.db"
+
+    def started_at():
+        if not output.exists():
+            return None
+        try:
+            with sqlite3.connect(output) as conn:
+                return conn.execute("SELECT min(at) FROM runs").fetchone()[0]
+        except sqlite3.OperationalError:  # the worker is creating the table right now
+            return None
+
+    began = wait_for(started_at, timeout=60, what="the job to start")
+    other = f.start("run", "--workers", "1")  # takes any job whose lease lapses
+    wait_for(lambda: time.time() - began >= 1.5 * VISIBILITY, timeout=60, what="1.5 visibility timeouts")
+    holder.send_signal(signal.SIGTERM)  # the grace period covers the rest of the job
+    out, err = holder.communicate(timeout=120)
+    assert holder.returncode == 0, err
+    other.send_signal(signal.SIGTERM)
+    out, other_err = other.communicate(timeout=60)
+    assert other.returncode == 0, other_err
+    with sqlite3.connect(output) as conn:
+        runs = conn.execute("SELECT job, pid FROM runs").fetchall()
+    assert len(runs) == 1, f"the job ran again elsewhere: {runs}"
+    assert f.archived()[0][1] == 1  # read once: the lease never lapsed
+    assert "done  job" in err

@@ -164,3 +164,22 @@ def test_download_streams_the_object_and_a_missing_one_is_permanent(supabase_sta
     with pytest.raises(TransientError):
         download(client, "u1/deep/file name.pdf", bucket="documents", dest_dir=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # failures leave no temp files
+
+
+def test_processing_never_takes_a_finished_row_back(supabase_standin, supabase_settings):
+    """A document run again after it finished (at-least-once delivery, or a
+    pull that saw the row `pending` while its `ready` waited in the outbox):
+    the app never sees ready/error go back to processing."""
+    project = supabase_standin.project
+    recorder = StatusRecorder(supabase_settings)
+    for finished in ("ready", "error"):
+        doc = project.add_document(finished)
+        recorder.processing(Job(id=1, source="supabase://documents/x.pdf", document_id=doc))
+        recorder.flush()
+        assert project.document(doc)["status"] == finished
+        assert recorder.backlog() == 0  # delivered as "matched no row", not kept
+    doc = project.add_document("pending")
+    recorder.processing(Job(id=2, source="supabase://documents/y.pdf", document_id=doc))
+    recorder.flush()
+    assert project.document(doc)["status"] == "processing"
+    recorder.close()

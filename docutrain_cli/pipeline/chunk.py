@@ -64,7 +64,9 @@ class _Unit:
 
 
 def normalize_text(text: str) -> str:
-    """Tidy extracted text without changing its words."""
+    """Tidy extracted text without changing its words. The one place NUL
+    characters go: PDFs and .txt uploads both carry them, and Postgres text
+    (Supabase) refuses a request holding one. Every page passes here."""
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
     text = _TRAILING_SPACES.sub("\n", text)
     return _MANY_NEWLINES.sub("\n\n", text)

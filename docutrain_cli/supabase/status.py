@@ -58,16 +58,17 @@ class SupabaseStatusDelivery:
 
     def deliver(self, change: StatusChange) -> bool:
         """Apply one change. True if a row took it; False if no row matched
-        (the document was deleted, or a `processing` change was superseded by
-        a later finish written from elsewhere)."""
+        (the document was deleted, or a `processing` change came for a row
+        that is already finished)."""
         table = self.settings.documents_table
         query = self.client.table(table).update(update_body(change)).eq("id", change.document_id)
         if change.status == "processing":
-            # Another machine may have finished this document after this
-            # attempt began (at-least-once delivery): a stale `processing`
-            # must not overwrite that. processed_at is written by docutrain
-            # itself, so this compares client clocks with client clocks.
-            query = query.or_(f'processed_at.is.null,processed_at.lt."{utc_iso(change.at)}"')
+            # `processing` only moves a row that is not finished. A finished
+            # document runs again under at-least-once delivery (its runner
+            # died before the queue heard, or a pull saw the row `pending`
+            # while its `ready` waited in an outbox during an outage); the
+            # app must not see it go back from ready/error to processing.
+            query = query.in_("status", ["pending", "processing"])
         try:
             response = query.execute()
         except Exception as exc:  # noqa: BLE001 - classified below

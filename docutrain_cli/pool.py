@@ -1,0 +1,195 @@
+"""The worker pool: pebble's ProcessPool, watched so it can be replaced.
+
+pebble replaces a worker that dies and fails only that worker's task. What
+it does not survive is the pool itself breaking, and that happens on real
+machines when the OOM killer picks the wrong process:
+- every worker gone while none was running a task (an idle worker or the
+  forkserver killed): pebble marks the pool broken ("All workers expired"),
+  fails its backlog with BrokenProcessPool and refuses new tasks with a
+  RuntimeError;
+- the forkserver killed while workers run: its workers die with it (they
+  die with their parent, see worker.py) and pebble reports each running task
+  as ProcessExpired, exit code 255 (nobody is left to report the real one);
+  multiprocessing starts a new forkserver for the next worker;
+- workers that cannot start at all (the forkserver dies on start, fork
+  fails): BrokenProcessPool at once.
+
+None of these is a job's fault. `broken()` tells them apart from a crash a
+job caused, so the runner can give the jobs back without charging an
+attempt and carry on with a fresh pool.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+import signal
+import threading
+import time
+
+from docutrain_cli.config import Settings
+from docutrain_cli.errors import DocutrainError
+from docutrain_cli.jobs import Job
+from docutrain_cli.worker import WorkerContext, init_worker, load_processor, run_job, run_with, worker_modules
+
+
+class PoolStartError(Exception):
+    """A fresh pool could not start its workers."""
+
+
+class WorkerPoolError(DocutrainError):
+    """Fresh pools keep failing: the run cannot go on (exit 1)."""
+
+
+class PoolBroken(Exception):
+    """The pool refused a task because it is broken."""
+
+
+class WorkerPool:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._pool = None
+        self._forkserver: int | None = None  # the process our workers were forked from
+        self.started_at = 0.0
+        self.progress_address: str | None = None  # the runner's progress inbox
+
+    def start(self) -> None:
+        """Start a fresh pebble pool and its workers now (not at the first
+        job), so a pool that cannot start says so here."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        from pebble import ProcessPool
+
+        # forkserver: workers never inherit our clients, threads or locks. The
+        # server imports the worker code once, so each worker (and each
+        # replacement of a crashed one) starts with it loaded instead of
+        # importing PyMuPDF on its own. It holds no clients: none are made at import.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(worker_modules(self.settings.processor))
+        pool = ProcessPool(
+            max_workers=self.settings.workers,
+            initializer=init_worker,
+            initargs=(self.settings, os.getpid(), self.progress_address),
+            context=context,
+        )
+        try:
+            _start_forkserver()
+            started = pool.active  # pebble starts the pool and its workers here
+        except (BrokenProcessPool, OSError, EOFError) as exc:
+            _stop(pool)
+            raise PoolStartError(_cause(exc)) from None
+        if not started:
+            _stop(pool)
+            raise PoolStartError("the pool stopped as it started")
+        self._pool, self._forkserver, self.started_at = pool, _forkserver_pid(), time.monotonic()
+
+    def schedule(self, job: Job) -> concurrent.futures.Future:
+        try:
+            return self._pool.schedule(run_job, args=(job,), timeout=self.settings.job_timeout)
+        except RuntimeError as exc:  # pebble: "Unexpected error within the Pool"
+            raise PoolBroken(str(exc)) from None
+
+    def broken(self) -> str | None:
+        """Why the pool can no longer run jobs, or None while it can."""
+        if self._pool is None:
+            return None
+        if not self._pool.active:
+            return "every worker of the pool died at once"
+        if self._forkserver is not None and (
+            _forkserver_pid() != self._forkserver or not _alive(self._forkserver)
+        ):
+            return f"the workers' forkserver (pid {self._forkserver}) died"
+        return None
+
+    def stop(self) -> None:
+        if self._pool is not None:
+            _stop(self._pool)
+            self._pool = None
+
+
+class InProcessPool:
+    """WorkerPool's interface, running each job at once in the calling
+    process (see Runner's `in_process`). Futures come back finished, so the
+    dispatch loop settles them on its next wait. It never breaks."""
+
+    started_at = 0.0
+
+    def __init__(self, settings: Settings):
+        self._processor = load_processor(settings.processor)
+        self._context: WorkerContext | None = None
+        self.settings = settings
+        self.progress_address: str | None = None
+
+    def start(self) -> None:
+        self._context = WorkerContext(self.settings, self.progress_address)
+
+    def schedule(self, job: Job) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        future.set_running_or_notify_cancel()
+        try:
+            future.set_result(run_with(self._processor, job, self._context))
+        except Exception as exc:  # noqa: BLE001 - settled like a worker's failure
+            future.set_exception(exc)
+        return future
+
+    def broken(self) -> str | None:
+        return None
+
+    def stop(self) -> None:
+        if self._context is not None:
+            self._context.close()
+            self._context = None
+
+
+def _start_forkserver() -> None:
+    """Start multiprocessing's forkserver (if not running) deaf to Ctrl-C.
+    Ctrl-C goes to the whole process group; a forkserver that gets it while
+    it imports PyMuPDF dies with a traceback. exec resets handlers but keeps
+    an ignored signal ignored, so ignore SIGINT just while it is spawned,
+    with SIGINT blocked here so a Ctrl-C meanwhile waits for the runner."""
+    from multiprocessing import forkserver
+
+    if threading.current_thread() is not threading.main_thread():
+        forkserver.ensure_running()  # only the main thread may set handlers
+        return
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def _stop(pool) -> None:
+    pool.stop()
+    pool.join(timeout=10)
+
+
+def _forkserver_pid() -> int | None:
+    # multiprocessing keeps one forkserver per process and starts a new one
+    # when it finds the old one dead; its pid is only kept privately.
+    from multiprocessing import forkserver
+
+    return getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie: our dead child stays a zombie until reaped."""
+    if not os.path.isdir("/proc"):  # not Linux: rely on the pid changing
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in (b"Z", b"X")
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost reason pebble wraps, as one line."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

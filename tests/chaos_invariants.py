@@ -1,0 +1,96 @@
+"""The promises a chaos run checks at the end (see tests/chaos.py): every
+document an enqueue printed ends ready exactly once with a complete chunk
+set, nothing dead or left over, no traceback, and with Supabase no status
+lost or regressed. A mixin of `Chaos`: it reads the run's state."""
+
+from __future__ import annotations
+
+import collections
+import json
+import sqlite3
+
+
+class Invariants:
+    def _check(self) -> None:
+        v = self.report.violations
+        status_proc = self._start("status", ["status", "--json"])
+        if status_proc.wait(120) != 0:
+            v.append("status --json failed")
+            return
+        status = json.loads(status_proc.output())
+        for state in ("queued", "running", "retrying", "dead"):
+            if status[state]:
+                v.append(f"{status[state]} job(s) {state} after the final drain")
+        outbox = status.get("supabase_outbox")
+        if self.standin is not None and outbox and outbox["backlog"]:
+            v.append(f"{outbox['backlog']} status change(s) still in the outbox after the drain, Supabase up")
+        self.report.documents = len(self.expected)
+        if self.standin is not None:
+            self._check_supabase()
+        else:
+            self._check_store()
+        for proc in self.procs:
+            for path in (proc.out_path, proc.err_path):
+                text = path.read_text(errors="replace")
+                if "Traceback" in text:
+                    v.append(f"a traceback in {path.name}")
+                self.report.pools_replaced += text.count("worker pool broken")
+                self.report.jobs_returned += text.count("to the queue\n")
+                self.report.worker_crashes += text.count("worker crashed (")
+
+    def _check_chunks(self, key: str, doc: Doc, chunks: list[tuple[int, int, int, str]], *, stated: int | None) -> None:
+        """chunks: (chunk_index, page_start, page_end, content)."""
+        v = self.report.violations
+        indexes = sorted(c[0] for c in chunks)
+        if indexes != list(range(len(chunks))) or not chunks:
+            v.append(f"{doc.name}: chunk indexes {indexes[:10]}... are not 0..{len(chunks) - 1}")
+        if stated != len(chunks):
+            v.append(f"{doc.name}: chunk_count says {stated}, {len(chunks)} stored")
+        text = " ".join(" ".join(c[3].split()) for c in sorted(chunks))
+        missing = [m for m in doc.markers if m not in text]
+        if missing:
+            v.append(f"{doc.name}: text of {len(missing)} page(s) missing, e.g. {missing[0]!r}")
+        if "\x00" in text:
+            v.append(f"{doc.name}: a NUL character was stored")
+        self.report.pages += doc.pages
+        self.report.chunks += len(chunks)
+
+    def _check_store(self) -> None:
+        v = self.report.violations
+        with sqlite3.connect(self.workdir / "docutrain.db") as conn:
+            for key in sorted(self.expected):
+                doc = self.docs[key]
+                rows = conn.execute(
+                    "SELECT id, status, chunk_count, page_count FROM documents WHERE document_key = ?", (key,)
+                ).fetchall()
+                if len(rows) != 1 or rows[0][1] != "ready":
+                    v.append(f"{doc.name}: not ready exactly once: {rows}")
+                    continue
+                doc_id, _, stated, page_count = rows[0]
+                if page_count != doc.pages:
+                    v.append(f"{doc.name}: page_count {page_count}, made with {doc.pages}")
+                chunks = conn.execute(
+                    "SELECT chunk_index, page_start, page_end, content FROM chunks WHERE document_id = ?", (doc_id,)
+                ).fetchall()
+                self._check_chunks(key, doc, chunks, stated=stated)
+
+    def _check_supabase(self) -> None:
+        v = self.report.violations
+        project = self.standin.project
+        chunks_by_doc = collections.defaultdict(list)
+        for row in project.rows("document_chunks"):
+            chunks_by_doc[row["user_document_id"]].append(
+                (row["chunk_index"], row["page_start"], row["page_end"], row["content"])
+            )
+        for key in sorted(self.expected):
+            doc = self.docs[key]
+            row = project.document(key)
+            if row["status"] != "ready":
+                v.append(f"{doc.name}: Supabase row is {row['status']!r}, not ready ({row.get('error_message')})")
+                continue
+            if row["page_count"] != doc.pages:
+                v.append(f"{doc.name}: page_count {row['page_count']}, made with {doc.pages}")
+            self._check_chunks(key, doc, chunks_by_doc.get(key, []), stated=row["chunk_count"])
+        regressed = [t for t in self.transitions if t[1] in ("ready", "error") and t[2] == "processing"]
+        for doc_id, old, new in regressed[:5]:
+            v.append(f"{self.docs[doc_id].name if doc_id in self.docs else doc_id}: status went {old} -> {new}")

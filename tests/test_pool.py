@@ -1,0 +1,114 @@
+"""A broken worker pool is replaced (issue 10): the forkserver killed with a
+real kill -9 while jobs run or while the pool idles, or workers unable to
+start at all. Jobs the broken pool held go back uncharged; only three fresh
+pools failing in a row end the run (exit 1, one line)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+
+from conftest import make_files
+from proctree import alive, forkserver_of, ignores, workers_of
+
+SLOW = {"DOCUTRAIN_PROCESSOR": "tests.processors:record", "DOCUTRAIN_TEST_SLEEP": "3"}
+QUICK = {"DOCUTRAIN_PROCESSOR": "tests.processors:record", "DOCUTRAIN_TEST_SLEEP": "0"}
+DIES = {"DOCUTRAIN_PROCESSOR": "tests.forkserver_dies:record", "DOCUTRAIN_TEST_SLEEP": "0"}
+
+
+def attempts(docutrain) -> dict[int, int]:
+    jobs = json.loads(docutrain("jobs", "--limit", "1000", "--json").stdout)
+    return {job["id"]: job["attempts"] for job in jobs}
+
+
+def runs(docutrain) -> list:
+    try:
+        return docutrain.runs()
+    except sqlite3.OperationalError:  # a worker is creating the file right now
+        return []
+
+
+def kill_forkserver(docutrain, runner) -> int:
+    pid = docutrain.wait_for(lambda: forkserver_of(runner.pid), timeout=60, what="the forkserver")
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def test_forkserver_killed_while_jobs_run_costs_no_attempt(docutrain, tmp_path):
+    make_files(tmp_path / "in", [f"doc{i}.txt" for i in range(4)])
+    assert docutrain("enqueue", "in").returncode == 0
+    runner = docutrain.start("run", "--workers", "2", "--drain", "--json", **SLOW)
+    docutrain.wait_for(lambda: len(runs(docutrain)) >= 2, timeout=60, what="two jobs running")
+    killed = kill_forkserver(docutrain, runner)
+    out, err = runner.communicate(timeout=120)
+    assert runner.returncode == 0, err
+    assert f"worker pool broken (the workers' forkserver (pid {killed}) died)" in err
+    summary = json.loads(out)
+    assert summary["done"] == 4 and summary["dead"] == 0 and summary["retried"] == 0
+    assert summary["pools_replaced"] == 1
+    assert set(attempts(docutrain).values()) == {1}  # the killed runs were not charged
+    assert {row[0] for row in docutrain.output_rows()} == {str(tmp_path / "in" / f"doc{i}.txt") for i in range(4)}
+    assert "Traceback" not in err
+
+
+def test_forkserver_killed_while_the_pool_idles_then_new_work_is_done(docutrain, tmp_path):
+    make_files(tmp_path / "in", ["first.txt"])
+    assert docutrain("enqueue", "in/first.txt").returncode == 0
+    service = docutrain.start("run", "--workers", "2", **QUICK)
+    try:
+        docutrain.wait_for(lambda: docutrain.status()["done"] == 1, timeout=60, what="the first job done")
+        killed = kill_forkserver(docutrain, service)
+        docutrain.wait_for(
+            lambda: forkserver_of(service.pid) not in (None, killed), timeout=60, what="a fresh pool"
+        )
+        make_files(tmp_path / "in", ["second.txt"])
+        assert docutrain("enqueue", "in/second.txt").returncode == 0
+        docutrain.wait_for(lambda: docutrain.status()["done"] == 2, timeout=60, what="the second job done")
+        assert service.poll() is None
+    finally:
+        service.send_signal(signal.SIGTERM)
+        out, err = service.communicate(timeout=60)
+    assert service.returncode == 0, err
+    assert "worker pool broken" in err and "Traceback" not in err
+    assert not alive(killed)
+
+
+def test_workers_that_cannot_start_end_the_run_after_three_fresh_pools(docutrain, tmp_path):
+    make_files(tmp_path / "in", ["a.txt", "b.txt"])
+    assert docutrain("enqueue", "in").returncode == 0
+    result = docutrain("run", "--workers", "2", "--drain", **DIES)
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1, result.stderr
+    assert "worker pool cannot start:" in errors[0] and "(3 fresh pools failed in a row)" in errors[0]
+    assert "Traceback" not in result.stderr
+    status = docutrain.status()
+    assert (status["queued"], status["running"], status["dead"]) == (2, 0, 0)
+    assert set(attempts(docutrain).values()) == {0}  # nothing was charged
+    assert len((tmp_path / "output.db.forkservers").read_text().split()) == 3
+
+
+def test_a_pool_that_starts_on_the_third_try_carries_on(docutrain, tmp_path):
+    make_files(tmp_path / "in", ["a.txt", "b.txt"])
+    assert docutrain("enqueue", "in").returncode == 0
+    result = docutrain("run", "--workers", "2", "--drain", "--json", DOCUTRAIN_TEST_FORKSERVER_DEATHS="2", **DIES)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["done"] == 2
+    assert set(attempts(docutrain).values()) == {1}
+
+
+def test_ctrl_c_reaches_the_runner_only(docutrain, tmp_path):
+    """Ctrl-C goes to the whole process group. The forkserver is born
+    ignoring it (a forkserver hit while it imports PyMuPDF died with a
+    traceback), and so are the workers forked from it."""
+    runner = docutrain.start("run", "--workers", "2", **QUICK)
+    server = docutrain.wait_for(lambda: forkserver_of(runner.pid), timeout=60, what="the forkserver")
+    workers = docutrain.wait_for(lambda: workers_of(runner.pid), timeout=60, what="the workers")
+    assert ignores(server, signal.SIGINT) and all(ignores(w, signal.SIGINT) for w in workers)
+    assert not ignores(runner.pid, signal.SIGINT)
+    runner.send_signal(signal.SIGINT)
+    out, err = runner.communicate(timeout=60)
+    assert runner.returncode == 130, err
+    assert "Traceback" not in err
