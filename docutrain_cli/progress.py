@@ -107,16 +107,7 @@ class RichObserver(RunObserver):
     def render(self):
         from rich.console import Group
 
-        return Group(self._bar(), *self._notes(), FitToWidth(self._workers))
-
-    def _notes(self) -> list[str]:
-        """The embedding rate budget and a pause for account trouble, when there is one."""
-        notes = []
-        if self.budget_view and self.budget_view.get("requests_total"):
-            notes.append(f"[dim]embedding:[/] {budget_line(self.budget_view)}")
-        if self.paused_reason:
-            notes.append(f"[yellow]paused:[/] {self.paused_reason}")
-        return notes
+        return Group(self._bar(), *self._budget_lines(), FitToWidth(self._workers))
 
     def _bar(self):
         from rich.progress_bar import ProgressBar
@@ -133,6 +124,14 @@ class RichObserver(RunObserver):
             f"  {rate:.1f} docs/s  ETA {eta}",
         )
         return head
+
+    def _budget_lines(self) -> list[str]:
+        lines = []
+        if self.budget_view and self.budget_view.get("requests_total"):
+            lines.append(f"[dim]embedding:[/] {budget_line(self.budget_view)}")
+        if self.paused_reason:
+            lines.append(f"[yellow]paused:[/] {self.paused_reason}")
+        return lines
 
     def _workers(self, width: int):
         from rich.table import Table
@@ -193,9 +192,8 @@ class RichObserver(RunObserver):
     def idle(self, stats: QueueStats) -> None:
         self.remaining = stats.pending
 
-    # Drawn on rich's next refresh, like every other change.
     def budget(self, view: dict) -> None:
-        self.budget_view = view
+        self.budget_view = view  # shown at the next refresh
 
     def paused(self, reason: str, seconds: float) -> None:
         self.paused_reason = f"{reason}; trying again in {seconds:.0f} s"

@@ -29,10 +29,10 @@ TICK = 0.2  # how often the loop wakes up to look at flags and timers
 HOUSEKEEP_EVERY = 30.0  # seconds, or
 HOUSEKEEP_AFTER = 1000  # finished jobs, whichever comes first: keeps the queue table small
 FLUSH_EVERY = 2.0  # the outbox's own backoff decides whether a flush sends anything
+BUDGET_EVERY = 5.0  # how often the display learns the rate budget's figures
 POOL_STARTS = 3  # fresh pools that may fail in a row before the run gives up
 POOL_PROVEN_AFTER = 10.0  # seconds up (or one job finished) and a pool counts as started
-BUDGET_EVERY = 5.0  # how often the display learns the rate budget's figures
-SUMMED_RESULT_FIELDS = ("pages", "chunks", "tokens_embedded", "tokens_cached", "rate_limited", "ocr_pages")
+SUMMED_RESULT_FIELDS = ("pages", "chunks", "tokens_embedded", "tokens_cached", "ocr_pages", "rate_limited")
 
 
 class RunObserver:
@@ -112,8 +112,8 @@ class RunSummary:
         self.done += 1
         for name in SUMMED_RESULT_FIELDS:
             self.totals[name] += int(getattr(result, name) or 0)
-        self.rate_wait_seconds += float(result.rate_wait_seconds or 0.0)
         self.ocr_seconds += float(result.ocr_seconds or 0)
+        self.rate_wait_seconds += float(result.rate_wait_seconds or 0.0)
         if result.model:
             self.embedders.add(f"{result.embedder} ({result.model})")
             tokens = int(result.tokens_embedded or 0)
@@ -288,15 +288,11 @@ class Runner:
         tasks.append(Periodic("reconcile", TICK, self._reconcile))
         if not self.queue.exclusive:  # other runners take jobs whose lease lapses
             tasks.append(Periodic("lease extension", self.settings.visibility_timeout / 3, self._extend_leases))
-        tasks.append(Periodic("rate budget view", BUDGET_EVERY, self._show_budget))
+        if self.settings.embedder_kind == "openai":  # tokens/min against the limit, for the display
+            tasks.append(Periodic("rate budget view", BUDGET_EVERY, self._show_budget))
         if self.settings.embedding_mode == "batch":
             tasks.append(Periodic("batch step", self.settings.batch_poll_interval, self._batch_tick))
         return tasks
-
-    def _show_budget(self) -> None:
-        view = self._budget_view()
-        if view:
-            self.observer.budget(view)
 
     def _batch_tick(self) -> None:
         # An idle queue sends what is parked; a busy one only full files.
@@ -320,6 +316,11 @@ class Runner:
         if self.reconciler is not None and self.reconciler.due(now):
             self._flush_status()  # so rows that just finished here are not `pending` any more
             self.reconciler.run(now)
+
+    def _show_budget(self) -> None:
+        view = self._budget_view()
+        if view:
+            self.observer.budget(view)
 
     def _extend_leases(self) -> None:
         if self._in_flight:
@@ -378,7 +379,7 @@ class Runner:
             if deadline is not None and now >= deadline:
                 self._stop_reason = "max-time"
                 break
-            if time.monotonic() >= self._paused_until:  # paused by quota or key trouble
+            if now >= self._paused_until:  # a service paused by account trouble takes nothing
                 self._fill(capacity)
             if not self._in_flight:
                 if drain and not self._work_left(deadline):

@@ -9,9 +9,9 @@ mode) and reports medians; ratios are medians of the per-repetition ratios.
     .venv/bin/python scripts/bench.py                  # full mode
     .venv/bin/python scripts/bench.py --only 1,4 --reps 5
     .venv/bin/python scripts/bench.py --http --quick   # just HTTP intake (8a, 8b)
+    .venv/bin/python scripts/bench.py --ocr --quick    # just OCR against the tesseract command (9)
     .venv/bin/python scripts/bench.py --rate-limit     # embedding at the account's limit (10, 11; about 16 minutes)
     .venv/bin/python scripts/bench.py --batch --quick  # just the Batch API mode (12a-12c)
-    .venv/bin/python scripts/bench.py --ocr --quick    # just OCR against the tesseract command (9)
 
 Writes a table to stdout, JSON to --json-out (default bench-results/bench.json)
 and a PNG chart of throughput against worker count next to it (if matplotlib
@@ -1064,10 +1064,10 @@ def main() -> int:
         only = ["12"]
     elif args.only:
         only = [x.strip() for x in args.only.split(",")]
-    else:  # the rate-limit rows take minutes each: in full mode only; OCR (9) only when asked for (--ocr, --only 9)
+    else:  # OCR (9) takes minutes at seconds a page: only when asked for; rate limits (10, 11) in full mode
         only = [k for k in BENCHES if k != "9" and not (args.quick and k in RATE_LIMIT_BENCHES)]
     only = ["1" if x == "4" else x for x in only]
-    rate_rows = {x for x in only if x.startswith("10") and len(x) > 2}  # e.g. --only 10c,10e
+    rate_rows = {x for x in only if x[:2] == "10" and len(x) > 2}  # e.g. --only 10c,10e
     if rate_rows:
         import bench_ratelimit
 

@@ -6,11 +6,11 @@ continuously, 150 ms per answer, x-ratelimit-* headers, 429 when over. The
 CLI runs as real subprocesses (`run --drain`) with fresh queues, stores and
 budgets; the stand-in starts with a full bucket, as an idle account does.
 
-10a-10c TPM-limited, 2 / 8 / 24 workers
-10d     RPM-limited, 8 workers
-10e     two runners (4 workers each) on one pgmq queue, one TPM limit
+10a-10c  TPM-limited, 2 / 8 / 24 workers
+10d      RPM-limited, 8 workers
+10e      two runners (4 workers each) on one pgmq queue, one TPM limit
        (needs PostgreSQL on 127.0.0.1:5432; left out with a note otherwise)
-11     the acceptance run of issue 13: 120,000 TPM, `run --workers 8
+11       the acceptance run of issue 13: 120,000 TPM, `run --workers 8
        --drain`, 40 documents of 30 pages
 
 For 10: what the runs achieve per minute once the first minute's burst is
