@@ -224,6 +224,9 @@ def serve(
 ) -> None:
     """Accept documents over HTTP (POST /v1/documents, Supabase webhooks) into the queue.
 
+    Also serves a web dashboard at / (log in with the token) and Prometheus
+    metrics at /metrics.
+
     Example: DOCUTRAIN_SERVE_TOKEN=... docutrain serve --host 0.0.0.0 --port 8080
     """
     from docutrain_cli.serve import ServeOptions, serve as serve_http

@@ -39,6 +39,7 @@ SECRET_FIELDS = {
     "cloudflare_api_token",
     "serve_token",
     "status_webhook_secret",
+    "cloudflare_api_token",
 }
 CLOUDFLARE_PREFIX = "cloudflare://"
 

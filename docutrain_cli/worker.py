@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
+from docutrain_cli import activity
 from docutrain_cli.config import Settings
 from docutrain_cli.errors import ConfigError
 from docutrain_cli.jobs import Job, JobResult
@@ -181,11 +182,19 @@ def init_worker(settings: Settings, runner_pid: int | None = None, progress_addr
         _die_with_runner(runner_pid)
     _processor = load_processor(settings.processor)
     _context = WorkerContext(settings, progress_address)
+    activity.start_worker(settings.store)  # the dashboard shows this worker
 
 
 def run_job(job: Job) -> JobResult:
     assert _processor is not None and _context is not None, "init_worker not called"
-    return run_with(_processor, job, _context)
+    board = activity.current()
+    if board is not None:
+        board.job_started(job)
+    try:
+        return run_with(_processor, job, _context)
+    finally:
+        if board is not None:
+            board.job_finished()
 
 
 def run_with(processor: Processor, job: Job, context: WorkerContext) -> JobResult:

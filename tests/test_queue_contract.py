@@ -490,3 +490,31 @@ def test_housekeep_keeps_the_done_records(backend, monkeypatch):
     assert queue.stats(time.time()).counts["done"] == 2
     assert queue.job(ids[0]) is None
     assert queue.job(ids[2]).state == JobState.DONE
+
+
+# -- records of finished jobs (dashboard charts, /metrics) -------------------------
+def test_finished_lists_done_and_dead_jobs_with_their_figures(queue):
+    ids = queue.enqueue(make_jobs(4))
+    leased = {j.id: j for j in lease_all(queue)}
+    before = time.time()
+    done = leased[ids[0]]
+    done.result = JobResult(pages=3, tokens_embedded=1200, model="text-embedding-3-small")
+    queue.complete(done)
+    queue.bury(leased[ids[1]], "corrupt")
+    queue.retry_later(leased[ids[2]], "boom", time.time() + 3600)  # not finished
+    # Cloudflare deletes acked messages: it keeps no done records, only dead ones.
+    keeps_done = queue.kind != "cloudflare"
+    records = {r.job_id: r for r in queue.finished()}
+    assert set(records) == ({ids[0], ids[1]} if keeps_done else {ids[1]})  # ids[3] is still running
+    if keeps_done:
+        d = records[ids[0]]
+        assert (d.outcome, d.pages, d.tokens, d.model) == ("done", 3, 1200, "text-embedding-3-small")
+        assert d.finished_at >= before and d.seconds is not None and 0 <= d.seconds < 60
+    x = records[ids[1]]
+    assert (x.outcome, x.pages, x.tokens, x.model) == ("dead", 0, 0, None)
+    assert [r.job_id for r in queue.finished(since=time.time() + 1)] == []
+    # a revived job is no longer dead, so no longer finished
+    queue.revive([ids[1]])
+    assert [r.job_id for r in queue.finished()] == ([ids[0]] if keeps_done else [])
+    stats = queue.stats(time.time())
+    assert stats.counts["done"] == (1 if keeps_done else None) and stats.counts["dead"] == 0
