@@ -298,7 +298,7 @@ class Ledger:
     def recent_failure(self, seconds: float) -> str | None:
         """Why a batch failed as a whole within the last `seconds`, if one did."""
         row = self.conn.execute(
-            f"""SELECT coalesce(error, 'the batch failed') FROM batches
+            """SELECT coalesce(error, 'the batch failed') FROM batches
                 WHERE remote_status = 'failed' AND updated_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)
                 ORDER BY id DESC LIMIT 1""",
             (f"-{seconds} seconds",),
