@@ -7,8 +7,8 @@ machines when the OOM killer picks the wrong process:
   forkserver killed): pebble marks the pool broken ("All workers expired"),
   fails its backlog with BrokenProcessPool and refuses new tasks with a
   RuntimeError;
-- the forkserver killed while workers run: its workers die with it (they
-  die with their parent, see worker.py) and pebble reports each running task
+- the forkserver killed while workers run: its workers die with it (the
+  kernel kills them, see forkserver_child.py) and pebble reports each running task
   as ProcessExpired, exit code 255 (nobody is left to report the real one);
   multiprocessing starts a new forkserver for the next worker;
 - workers that cannot start at all (the forkserver dies on start, fork
@@ -61,17 +61,11 @@ class WorkerPool:
 
         from pebble import ProcessPool
 
-        # forkserver: workers never inherit our clients, threads or locks. The
-        # server imports the worker code once, so each worker (and each
-        # replacement of a crashed one) starts with it loaded instead of
-        # importing PyMuPDF on its own. It holds no clients: none are made at import.
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(worker_modules(self.settings.processor))
         pool = ProcessPool(
             max_workers=self.settings.workers,
             initializer=init_worker,
             initargs=(self.settings, os.getpid(), self.progress_address),
-            context=context,
+            context=forkserver_context(self.settings.processor),
         )
         try:
             _start_forkserver()
@@ -140,6 +134,19 @@ class InProcessPool:
         if self._context is not None:
             self._context.close()
             self._context = None
+
+
+def forkserver_context(processor: str):
+    """multiprocessing's forkserver, set up for workers of this processor.
+
+    forkserver: workers never inherit our clients, threads or locks. The
+    server imports the worker code once, so each worker (and each
+    replacement of a crashed one) starts with it loaded instead of importing
+    PyMuPDF on its own. It holds no clients: none are made at import. Its
+    children die with it (forkserver_child)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(worker_modules(processor))
+    return context
 
 
 def _start_forkserver() -> None:

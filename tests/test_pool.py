@@ -9,8 +9,11 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
+import textwrap
 
-from conftest import make_files
+from conftest import ROOT, make_files
 from proctree import alive, forkserver_of, ignores, workers_of
 
 SLOW = {"DOCUTRAIN_PROCESSOR": "tests.processors:record", "DOCUTRAIN_TEST_SLEEP": "3"}
@@ -112,3 +115,46 @@ def test_ctrl_c_reaches_the_runner_only(docutrain, tmp_path):
     out, err = runner.communicate(timeout=60)
     assert runner.returncode == 130, err
     assert "Traceback" not in err
+
+
+# A pool whose one worker is held in its start (unpickling its arguments
+# takes START_SECONDS), then its forkserver killed and the pool stopped, as
+# the runner does with a broken pool. The worker's pool locks come after
+# that argument, so without forkserver_child it woke up to find them
+# removed (FileNotFoundError traceback): pebble takes a dead forkserver's
+# children for dead (exit code 255) and never stops them.
+START_SECONDS = 5
+KILL_FORKSERVER_DURING_WORKER_START = textwrap.dedent(f"""
+    import json, os, signal, sys, time
+    from pebble import ProcessPool
+    from docutrain_cli.pool import _forkserver_pid, forkserver_context
+    from proctree import children
+
+    class SlowToUnpickle:
+        def __reduce__(self):
+            return (time.sleep, ({START_SECONDS},))
+
+    pool = ProcessPool(max_workers=1, initializer=bool, initargs=(SlowToUnpickle(),),
+                       context=forkserver_context("tests.processors:record"))
+    assert pool.active
+    server = _forkserver_pid()
+    workers = children(server)
+    os.kill(server, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while pool.active and time.monotonic() < deadline:  # pebble counts its worker dead
+        time.sleep(0.05)
+    pool.stop()
+    pool.join()
+    print(json.dumps(workers))
+""")
+
+
+def test_a_worker_still_starting_dies_with_its_forkserver():
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_FORKSERVER_DURING_WORKER_START],
+        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"},
+        capture_output=True, text=True, timeout=120,
+    )  # returns once every holder of its stderr, the worker too, is gone
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout), "no worker was starting"
+    assert "Traceback" not in proc.stderr, proc.stderr
