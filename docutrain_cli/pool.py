@@ -170,8 +170,23 @@ def _start_forkserver() -> None:
 
 
 def _stop(pool) -> None:
+    # pebble removes its channel's named locks first and then stops the
+    # workers one by one (up to 3 s each). A worker still starting opens
+    # those locks by name when it reads its arguments, and died with a
+    # FileNotFoundError traceback. Holding them until every worker is
+    # joined removes them only when nobody can open them any more.
+    locks = _channel_locks(pool)
     pool.stop()
     pool.join(timeout=10)
+    del locks  # the last reference: multiprocessing unlinks them now
+
+
+def _channel_locks(pool) -> tuple:
+    """The locks of pebble's worker channel (pebble 5's internals; nothing
+    if they moved, which only brings back the traceback, not a failure)."""
+    manager = getattr(getattr(pool, "_pool_manager", None), "worker_manager", None)
+    mutex = getattr(getattr(manager, "workers_channel", None), "mutex", None)
+    return (getattr(mutex, "reader_mutex", None), getattr(mutex, "writer_mutex", None))
 
 
 def _forkserver_pid() -> int | None:
