@@ -24,6 +24,7 @@ import signal
 import sys
 
 PR_SET_PDEATHSIG = 1
+_is_worker = False  # set in each child of the forkserver
 
 
 def _setup() -> None:
@@ -38,6 +39,10 @@ def _setup() -> None:
     forkserver = os.getpid()
 
     def die_with_forkserver() -> None:
+        global _is_worker
+        if _is_worker:  # a worker's own fork: the hook came along, the rule does not
+            return
+        _is_worker = True
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != forkserver:  # it died before prctl: too late for the kernel
             os.kill(os.getpid(), signal.SIGKILL)

@@ -117,7 +117,7 @@ def test_ctrl_c_reaches_the_runner_only(docutrain, tmp_path):
     assert "Traceback" not in err
 
 
-# A pool whose one worker is held in its start (tests/slow_start.py), then
+# A pool whose one worker is held in its start (tests/forkserver_pools.py), then
 # its forkserver killed and the pool stopped, as the runner does with a
 # broken pool. Without forkserver_child the worker woke up to find its
 # channel's locks removed (FileNotFoundError traceback): pebble takes a dead
@@ -127,7 +127,7 @@ KILL_FORKSERVER_DURING_WORKER_START = textwrap.dedent("""
     from pebble import ProcessPool
     from docutrain_cli.pool import _forkserver_pid, _stop, forkserver_context
     from proctree import children
-    from slow_start import SlowToUnpickle
+    from forkserver_pools import SlowToUnpickle
 
     pool = ProcessPool(max_workers=1, initializer=bool, initargs=(SlowToUnpickle(5),),
                        context=forkserver_context("tests.processors:record"))
@@ -153,7 +153,7 @@ STOP_WHILE_A_REPLACEMENT_STARTS = textwrap.dedent("""
     from pebble import ProcessPool
     from docutrain_cli.pool import _forkserver_pid, _stop, forkserver_context
     from proctree import children, ignores
-    from slow_start import SlowToUnpickle, deaf_to_sigterm
+    from forkserver_pools import SlowToUnpickle, deaf_to_sigterm
 
     def wait_for(predicate, what):
         deadline = time.monotonic() + 60
@@ -196,3 +196,23 @@ def test_a_pool_stopped_while_a_worker_starts_keeps_its_locks_until_the_workers_
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout), "no replacement was starting"
     assert "Traceback" not in proc.stderr, proc.stderr
+
+
+# forkserver_child's rule is for the forkserver's own children: a worker's
+# fork (a library's helper process) must not take it for a worker whose
+# forkserver died and kill itself.
+FORK_IN_A_WORKER = textwrap.dedent("""
+    from pebble import ProcessPool
+    from docutrain_cli.pool import _stop, forkserver_context
+    from forkserver_pools import exit_code_of_a_fork
+
+    pool = ProcessPool(max_workers=1, context=forkserver_context("tests.processors:record"))
+    print(pool.schedule(exit_code_of_a_fork, args=(7,)).result(timeout=60))
+    _stop(pool)
+""")
+
+
+def test_a_workers_own_fork_lives():
+    proc = run_pool_script(FORK_IN_A_WORKER)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["7"]

@@ -1,5 +1,6 @@
-"""Pebble pools whose workers are held in their start, for the tests of a
-pool stopped while a worker is still starting (tests/test_pool.py).
+"""What tests/test_pool.py's pebble pools run in their workers: arguments
+that hold a worker in its start, for the tests of a pool stopped while a
+worker is still starting, and a task that forks.
 
 A forkserver worker is forked first and then unpickles its arguments: the
 pool's initargs, then its channel, whose locks it opens by name. An initarg
@@ -37,3 +38,14 @@ def deaf_to_sigterm(deaf: bool) -> None:
     so pebble's stop waits for it (3 s) before it kills it."""
     if deaf:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def exit_code_of_a_fork(code: int) -> int:
+    """A task: fork a child that exits with `code`; what it exited with
+    (-signal when killed)."""
+    import os
+
+    pid = os.fork()
+    if pid == 0:
+        os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
