@@ -195,6 +195,9 @@ def run(
         _emit_json(summary.to_dict())
     elif interactive:
         print(summary_line(summary))
+    if summary.stop_reason == "account":
+        left = summary.remaining.get("queued", 0) + summary.remaining.get("retrying", 0)
+        _error_line(f"{summary.account_problem}; then run again ({left} jobs wait in the queue, none charged)")
     if summary.exit_code:
         raise typer.Exit(summary.exit_code)
 
@@ -217,6 +220,9 @@ def serve(
     access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
 ) -> None:
     """Accept documents over HTTP (POST /v1/documents, Supabase webhooks) into the queue.
+
+    Also serves a web dashboard at / (log in with the token) and Prometheus
+    metrics at /metrics.
 
     Example: DOCUTRAIN_SERVE_TOKEN=... docutrain serve --host 0.0.0.0 --port 8080
     """

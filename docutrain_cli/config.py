@@ -39,6 +39,7 @@ SECRET_FIELDS = {
     "cloudflare_api_token",
     "serve_token",
     "status_webhook_secret",
+    "cloudflare_api_token",
 }
 CLOUDFLARE_PREFIX = "cloudflare://"
 
@@ -84,6 +85,12 @@ class Settings:
     embedding_dimensions: int | None = None
     openai_api_key: str | None = _secret()
     openai_base_url: str | None = None
+    # The account's rate limit, shared by all workers and runners (0 = learn
+    # it from the API's x-ratelimit-* headers).
+    embedding_tpm: int = 0
+    embedding_rpm: int = 0
+    rate_limit_patience: float = 600.0  # 429s for this long give the job back to the queue
+    account_retry_interval: float = 300.0  # a service paused by quota/key trouble retries this often
     # Supabase
     supabase_url: str | None = None
     supabase_service_role_key: str | None = _secret()
@@ -166,6 +173,8 @@ _DURATION_FIELDS = {
     "grace_period",
     "poll_interval",
     "visibility_timeout",
+    "rate_limit_patience",
+    "account_retry_interval",
     "reconcile_interval",
 }
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
@@ -207,6 +216,9 @@ def _validate(s: Settings) -> None:
         raise ConfigError(
             f"chunk_overlap: must be at least 0 and under half of chunk_tokens, got {s.chunk_overlap}"
         )
+    for name in ("embedding_tpm", "embedding_rpm"):
+        if getattr(s, name) < 0:
+            raise ConfigError(f"{name}: must be 0 (learn from the API) or a positive limit, got {getattr(s, name)}")
     if s.embedding_dimensions is not None and s.embedding_dimensions < 1:
         raise ConfigError(f"embedding_dimensions: must be positive, got {s.embedding_dimensions}")
     if bool(s.supabase_url) != bool(s.supabase_service_role_key):

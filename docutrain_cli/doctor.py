@@ -140,7 +140,7 @@ def _supabase_key(settings: Settings) -> Check:
 def _openai(settings: Settings, timeout: float) -> Check:
     """One tiny input (a few tokens) through the embedder the workers use:
     proves key, model and vector size at once, with its error messages."""
-    from docutrain_cli.errors import PermanentError
+    from docutrain_cli.errors import AccountError, PermanentError
     from docutrain_cli.pipeline.embed import make_embedder
 
     name = "OpenAI embeddings"
@@ -150,7 +150,7 @@ def _openai(settings: Settings, timeout: float) -> Check:
     except TransientError as exc:
         where = settings.openai_base_url or "api.openai.com"
         return Check(name, False, f"{where}: {exc}", "check the network / OPENAI_BASE_URL, then retry")
-    except PermanentError as exc:
+    except (PermanentError, AccountError) as exc:  # AccountError: key, access or quota
         return Check(name, False, str(exc), _openai_fix(str(exc)))
     size = len(vector)
     try:
@@ -165,6 +165,8 @@ def _openai(settings: Settings, timeout: float) -> Check:
 def _openai_fix(message: str) -> str | None:
     if "API key" in message:
         return "set OPENAI_API_KEY to a valid key"
+    if "quota" in message:
+        return "add credit or raise the usage limit in the OpenAI billing settings"
     if "not found" in message:
         return "set embedding_model"
     if "dimensions" in message:

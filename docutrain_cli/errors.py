@@ -2,7 +2,12 @@
 
 A job fails in one of two ways: a PermanentError means retrying cannot help
 (the file is corrupt, encrypted, too large), so the job goes dead at once; a
-TransientError (network, 429, 5xx, timeouts) is retried with backoff.
+TransientError (network, 5xx, timeouts) is retried with backoff.
+
+Two more are not the document's fault and never cost it an attempt: a
+RateLimitedError (the embedding API refused for longer than
+`rate_limit_patience`) gives the job back to the queue for later, and an
+AccountError (quota exhausted, key rejected) stops the run.
 """
 
 from __future__ import annotations
@@ -55,6 +60,26 @@ class TransientError(JobError):
     """Temporary trouble (network, rate limit, server error): retry later."""
 
     exit_code = ExitCode.UNAVAILABLE  # when it reaches the CLI outside a job
+
+
+class RateLimitedError(JobError):
+    """The embedding API kept refusing (429) for too long: give the job back,
+    unharmed, and try it again after `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: float = 60.0):
+        super().__init__(message, retry_after)
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class AccountError(JobError):
+    """The embedding account cannot serve anyone (quota exhausted, key
+    rejected or not allowed): stop taking jobs and leave them queued. The
+    message says what to do and never contains the key."""
+
+    exit_code = ExitCode.UNAVAILABLE
 
 
 def one_line(exc: BaseException, limit: int = 120) -> str:

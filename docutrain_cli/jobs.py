@@ -101,6 +101,8 @@ class JobResult:
     model: str | None = None  # the embedding model
     dimensions: int | None = None
     cost_usd: float | None = None  # at list price; None when the model has no known price
+    rate_limited: int = 0  # 429 answers the embedding API gave this job (waits, never failures)
+    rate_wait_seconds: float = 0.0  # time spent waiting for the shared rate budget or after a 429
     document_id: int | None = None  # the local store's row id
     document_key: str | None = None
     sha256: str | None = None  # of the file's bytes

@@ -8,9 +8,12 @@ import time
 from typing import TextIO
 
 from docutrain_cli.jobs import Job
-from docutrain_cli.render import GAP, FileName, FitToWidth, age, count, file_column_width, plural
+from docutrain_cli.render import GAP, FileName, FitToWidth, age, budget_line, count, file_column_width, plural
 from docutrain_cli.queues.base import QueueStats
 from docutrain_cli.runner import RunObserver, RunSummary, Runner
+
+
+BUDGET_LOG_EVERY = 30.0  # seconds between log lines about the rate budget
 
 
 class LogObserver(RunObserver):
@@ -20,6 +23,7 @@ class LogObserver(RunObserver):
 
     def __init__(self, stream: TextIO | None = None):
         self.stream = stream or sys.stderr
+        self._budget_logged = 0.0
         self._progress_logged: dict[int, float] = {}
 
     def log(self, message: str) -> None:
@@ -61,12 +65,20 @@ class LogObserver(RunObserver):
                 facts += f", {plural(r.ocr_skipped_pages, 'scanned page')} left unread (no OCR)"
             self.log(f"done  job {job.id} {job.source}" + (f" ({facts})" if facts else "") + f" in {took:.1f}s")
         elif outcome == "released":
-            self.log(f"returned job {job.id} {job.source} to the queue")
+            self.log(f"returned job {job.id} {job.source} to the queue" + (f": {detail}" if detail else ""))
         else:
             self.log(f"{outcome:<5} job {job.id} {detail}")
 
     def stopping(self, reason: str) -> None:
         self.log(f"stopping ({reason}): no new jobs; waiting for running ones")
+
+    def budget(self, view: dict) -> None:
+        if time.monotonic() - self._budget_logged >= BUDGET_LOG_EVERY and view.get("requests_total"):
+            self._budget_logged = time.monotonic()
+            self.log("embedding: " + budget_line(view))
+
+    def paused(self, reason: str, seconds: float) -> None:
+        self.log(f"paused: {reason}; jobs stay queued; trying again in {seconds:.0f} s")
 
     def pool_replaced(self, reason: str) -> None:
         self.log(f"worker pool broken ({reason}): its jobs go back to the queue uncharged; starting a fresh pool")
@@ -88,12 +100,14 @@ class RichObserver(RunObserver):
         self.remaining = 0
         self.started_at = time.monotonic()
         self.runner: Runner | None = None
+        self.budget_view: dict | None = None
+        self.paused_reason: str | None = None
         self.live = None
 
     def render(self):
         from rich.console import Group
 
-        return Group(self._bar(), FitToWidth(self._workers))
+        return Group(self._bar(), *self._budget_lines(), FitToWidth(self._workers))
 
     def _bar(self):
         from rich.progress_bar import ProgressBar
@@ -110,6 +124,14 @@ class RichObserver(RunObserver):
             f"  {rate:.1f} docs/s  ETA {eta}",
         )
         return head
+
+    def _budget_lines(self) -> list[str]:
+        lines = []
+        if self.budget_view and self.budget_view.get("requests_total"):
+            lines.append(f"[dim]embedding:[/] {budget_line(self.budget_view)}")
+        if self.paused_reason:
+            lines.append(f"[yellow]paused:[/] {self.paused_reason}")
+        return lines
 
     def _workers(self, width: int):
         from rich.table import Table
@@ -170,6 +192,12 @@ class RichObserver(RunObserver):
     def idle(self, stats: QueueStats) -> None:
         self.remaining = stats.pending
 
+    def budget(self, view: dict) -> None:
+        self.budget_view = view  # shown at the next refresh
+
+    def paused(self, reason: str, seconds: float) -> None:
+        self.paused_reason = f"{reason}; trying again in {seconds:.0f} s"
+
     def pool_replaced(self, reason: str) -> None:
         self.console.print(f"[yellow]worker pool broken[/] ({reason}): its jobs go back to the queue; starting a fresh pool")
 
@@ -199,6 +227,8 @@ def summary_line(summary: RunSummary) -> str:
     ]
     if summary.released:
         parts.append(f"{summary.released} returned to the queue")
+    if summary.given_back:
+        parts.append(f"{summary.given_back} given back to the queue by the rate limit (no attempt charged)")
     if any(t.values()):
         cost = summary.cost_usd
         parts.append(
@@ -208,6 +238,8 @@ def summary_line(summary: RunSummary) -> str:
         )
     if t.get("ocr_pages"):
         parts.append(f"{plural(t['ocr_pages'], 'page')} read by OCR in {summary.ocr_seconds:.1f}s of worker time")
+    if summary.budget and summary.budget.get("requests_total"):
+        parts.append("embedding: " + budget_line(summary.budget, over_the_run=True))
     left = {k: v for k, v in summary.remaining.items() if k in ("queued", "retrying") and v}
     if left:
         parts.append("left: " + ", ".join(f"{v} {k}" for k, v in left.items()))

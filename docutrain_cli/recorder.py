@@ -192,7 +192,15 @@ def status_report(settings: Settings, stats: QueueStats) -> dict:
         "queue_details": stats.details,
         "supabase_outbox": outbox_status(settings),
         "status_webhook_outbox": webhook_outbox_status(settings),
+        "embedding_budget": budget_status(settings),
     }
+
+
+def budget_status(settings: Settings) -> list[dict]:
+    """The embedding rate budget(s) this queue has seen (docutrain_cli.pipeline.ratelimit)."""
+    from docutrain_cli.pipeline.ratelimit import budget_status as read
+
+    return read(settings)
 
 
 def outbox_status(settings: Settings) -> dict | None:

@@ -176,9 +176,36 @@ def status_lines(
             if outbox.get("last_error"):
                 line += f", last error at {when(outbox.get('last_error_at'))}: {outbox['last_error']}"
             lines.append(line)
+    for budget in data.get("embedding_budget") or []:
+        lines.append(f"embedding {budget['key'].split(' key#')[0]}: {budget_line(budget)}")
+        if budget["problem"]:
+            lines.append(f"  stopped at {when(budget['problem_at'])}: {budget['problem']}")
     if data["dead"]:
         lines.append("see dead jobs with `docutrain jobs --state dead`; retry them with `docutrain retry --all-dead`")
     return lines
+
+
+def budget_line(view: dict, *, over_the_run: bool = False) -> str:
+    """The rate budget in a few words: tokens/min against the limit, waits, 429s.
+
+    Live, the rate is the last minute's (what the server's bucket sees); in
+    the summary it is the average over the run, which the first minute's
+    burst (a full bucket at start) may lift above the limit."""
+    limit = view.get("tokens_per_minute_limit")
+    if over_the_run:
+        rate, label = view.get("run_tokens_per_minute") or 0, "tokens/min over the run"
+    else:
+        rate, label = view.get("tokens_last_minute") or 0, "tokens in the last minute"
+    if limit:
+        text = f"{rate:,} {label}, limit {limit:,}/min ({view['limit_source']})"
+    else:
+        text = f"{rate:,} {label} (no limit known yet)"
+    if view.get("requests_per_minute_limit"):
+        text += f", {view['requests_per_minute_limit']:,} requests/min"
+    waited = view.get("run_wait_seconds", view.get("waited_seconds_total") or 0)
+    refusals = view.get("run_rate_limited", view.get("rate_limited_total", 0))
+    text += f"; workers waited {waited:,.0f} s for the budget; {refusals} answers 429"
+    return text
 
 
 def cloudflare_ready_line(d: dict[str, Any]) -> str:

@@ -19,7 +19,7 @@ import time
 from typing import Any, Callable, Protocol
 
 from docutrain_cli.config import Settings
-from docutrain_cli.errors import ExitCode, PermanentError, TransientError
+from docutrain_cli.errors import AccountError, ExitCode, PermanentError, RateLimitedError, TransientError
 from docutrain_cli.jobs import Job, JobResult, RetryPolicy
 from docutrain_cli.queues.base import JobQueue, QueueStats
 from docutrain_cli.pool import InProcessPool, PoolBroken, PoolStartError, WorkerPool, WorkerPoolError
@@ -29,9 +29,10 @@ TICK = 0.2  # how often the loop wakes up to look at flags and timers
 HOUSEKEEP_EVERY = 30.0  # seconds, or
 HOUSEKEEP_AFTER = 1000  # finished jobs, whichever comes first: keeps the queue table small
 FLUSH_EVERY = 2.0  # the outbox's own backoff decides whether a flush sends anything
+BUDGET_EVERY = 5.0  # how often the display learns the rate budget's figures
 POOL_STARTS = 3  # fresh pools that may fail in a row before the run gives up
 POOL_PROVEN_AFTER = 10.0  # seconds up (or one job finished) and a pool counts as started
-SUMMED_RESULT_FIELDS = ("pages", "chunks", "tokens_embedded", "tokens_cached", "ocr_pages")
+SUMMED_RESULT_FIELDS = ("pages", "chunks", "tokens_embedded", "tokens_cached", "ocr_pages", "rate_limited")
 
 
 class RunObserver:
@@ -44,6 +45,8 @@ class RunObserver:
     def stopping(self, reason: str) -> None: ...
     def pool_replaced(self, reason: str) -> None: ...
     def idle(self, stats: QueueStats) -> None: ...
+    def budget(self, view: dict) -> None: ...
+    def paused(self, reason: str, seconds: float) -> None: ...
     def finished(self, summary: "RunSummary") -> None: ...
 
 
@@ -86,7 +89,11 @@ class RunSummary:
     recovered: int = 0
     pools_replaced: int = 0
     elapsed: float = 0.0
-    stop_reason: str = "drained"  # drained | max-time | interrupted | terminated
+    stop_reason: str = "drained"  # drained | max-time | interrupted | terminated | account
+    given_back: int = 0  # jobs returned unharmed because the rate limit left no room
+    rate_wait_seconds: float = 0.0  # worker time spent waiting for the embedding rate budget
+    account_problem: str | None = None  # quota or key trouble that stopped (or paused) the run
+    budget: dict | None = None  # the rate budget's figures at the end
     totals: dict[str, int] = dataclasses.field(
         default_factory=lambda: {k: 0 for k in SUMMED_RESULT_FIELDS}
     )
@@ -103,6 +110,7 @@ class RunSummary:
         for name in SUMMED_RESULT_FIELDS:
             self.totals[name] += int(getattr(result, name) or 0)
         self.ocr_seconds += float(result.ocr_seconds or 0)
+        self.rate_wait_seconds += float(result.rate_wait_seconds or 0.0)
         if result.model:
             self.embedders.add(f"{result.embedder} ({result.model})")
             tokens = int(result.tokens_embedded or 0)
@@ -116,11 +124,19 @@ class RunSummary:
     def exit_code(self) -> ExitCode:
         if self.stop_reason == "interrupted":
             return ExitCode.INTERRUPTED
+        if self.stop_reason == "account":
+            return ExitCode.UNAVAILABLE
         return ExitCode.PARTIAL if self.dead else ExitCode.OK
+
+    @property
+    def tokens_per_minute(self) -> float:
+        """Embedding tokens sent per minute over the run."""
+        return self.totals["tokens_embedded"] * 60.0 / self.elapsed if self.elapsed > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["embedders"] = sorted(self.embedders)
+        data["tokens_per_minute"] = round(self.tokens_per_minute)
         data["exit_code"] = int(self.exit_code)
         return data
 
@@ -184,6 +200,10 @@ class Runner:
         self.progress: dict[int, str] = {}  # job id -> what its worker last reported
         self._inbox = None
         self._seen_running: set[concurrent.futures.Future] = set()
+        self._drain = False
+        self._paused_until = 0.0  # a service waits out account trouble until then (monotonic)
+        self._budget = None  # the embedding rate budget, read for the display
+        self._started = time.monotonic()
         self._waiter = None  # set while running: wakes the idle loop on new jobs
         self.reconciler = None  # set while running as a service with Supabase
         self._timers = self._periodic_tasks()
@@ -209,7 +229,8 @@ class Runner:
         from docutrain_cli.progress_channel import ProgressInbox
 
         load_processor(self.settings.processor)  # fail fast, before the pool starts
-        started = time.monotonic()
+        self._drain = drain
+        started = self._started = time.monotonic()
         with self.queue.runner_lock():
             self._inbox = ProgressInbox()
             self._pool.progress_address = self._inbox.address  # workers report progress here
@@ -238,6 +259,9 @@ class Runner:
                 self._inbox.close()
             self.summary.elapsed = time.monotonic() - started
             self.summary.remaining = self.queue.stats(time.time()).counts
+            self.summary.budget = self._budget_view()
+            if self._budget is not None:
+                self._budget.store.close()
         if self._owns_status:
             self.status.close()
         self.observer.finished(self.summary)
@@ -258,6 +282,8 @@ class Runner:
         tasks.append(Periodic("reconcile", TICK, self._reconcile))
         if not self.queue.exclusive:  # other runners take jobs whose lease lapses
             tasks.append(Periodic("lease extension", self.settings.visibility_timeout / 3, self._extend_leases))
+        if self.settings.embedder_kind == "openai":  # tokens/min against the limit, for the display
+            tasks.append(Periodic("rate budget view", BUDGET_EVERY, self._show_budget))
         return tasks
 
     def _tick(self) -> None:
@@ -277,6 +303,11 @@ class Runner:
         if self.reconciler is not None and self.reconciler.due(now):
             self._flush_status()  # so rows that just finished here are not `pending` any more
             self.reconciler.run(now)
+
+    def _show_budget(self) -> None:
+        view = self._budget_view()
+        if view:
+            self.observer.budget(view)
 
     def _extend_leases(self) -> None:
         if self._in_flight:
@@ -335,7 +366,8 @@ class Runner:
             if deadline is not None and now >= deadline:
                 self._stop_reason = "max-time"
                 break
-            self._fill(capacity)
+            if now >= self._paused_until:  # a service paused by account trouble takes nothing
+                self._fill(capacity)
             if not self._in_flight:
                 if drain and not self._work_left(deadline):
                     break
@@ -364,6 +396,25 @@ class Runner:
             self._in_flight[future] = job
             self.status.processing(job)
             self.observer.job_started(job)
+
+    def _budget_view(self) -> dict | None:
+        """The rate budget's figures (tokens/min against the limit, waits),
+        or None with the offline embedder or before any request was made."""
+        if self.settings.embedder_kind != "openai":
+            return None
+        try:
+            if self._budget is None:
+                from docutrain_cli.pipeline.ratelimit import open_budget
+
+                self._budget = open_budget(self.settings)
+            view = self._budget.snapshot()
+        except Exception:  # noqa: BLE001 - the display must never stop the run
+            return None
+        elapsed = time.monotonic() - self._started
+        view["run_tokens_per_minute"] = round(self.summary.totals["tokens_embedded"] * 60.0 / max(elapsed, 1e-9))
+        view["run_wait_seconds"] = round(self.summary.rate_wait_seconds, 1)
+        view["run_rate_limited"] = self.summary.totals["rate_limited"]
+        return view
 
     def _work_left(self, deadline: float | None) -> bool:
         """In drain mode: is there anything we should still wait for?"""
@@ -430,12 +481,7 @@ class Runner:
 
     def _wind_down(self) -> None:
         """Stop taking jobs; let running ones finish within the grace period."""
-        for future in list(self._in_flight):
-            # pebble's cancel() also kills a running task: only cancel the
-            # ones no worker has picked up yet.
-            if not future.running() and not future.done() and future.cancel():
-                self.queue.release(self._in_flight.pop(future))
-                self.summary.released += 1
+        self._return_unstarted()
         end = time.monotonic() + self.settings.grace_period
         while self._in_flight and not self._force and time.monotonic() < end:
             self._wait(TICK)
@@ -457,6 +503,10 @@ class Runner:
             if self._not_the_jobs_fault(exc):
                 return self._release(future, job)
             self._pool_proven = True
+            if isinstance(exc, RateLimitedError):
+                return self._give_back(job, exc)
+            if isinstance(exc, AccountError):
+                return self._account_trouble(future, job, exc)
             return self._fail(job, exc)
         self._pool_proven = True
         self._succeed(job, result)
@@ -500,6 +550,39 @@ class Runner:
             self.queue.retry_later(job, message, time.time() + delay)
             self.summary.retried += 1
             self.observer.job_finished(job, "retry", f"{message} (retry in {delay:.0f} s)")
+
+    def _give_back(self, job: Job, exc: RateLimitedError) -> None:
+        """The rate limit left no room for this job for too long: back to the
+        queue, no attempt charged, due again when the server suggested."""
+        self.queue.release(job, not_before=time.time() + exc.retry_after)
+        self.summary.given_back += 1
+        self.observer.job_finished(job, "released", str(exc))
+
+    def _account_trouble(self, future: concurrent.futures.Future, job: Job, exc: AccountError) -> None:
+        """Quota or key trouble is nobody's document's fault: return the job
+        (and every job not yet started) unharmed and stop leasing. `--drain`
+        ends the run (exit 5); a service pauses and tries again later."""
+        self._release(future, job)
+        first = self.summary.account_problem is None
+        self.summary.account_problem = str(exc)
+        if self._drain:
+            if self._stop_reason is None:
+                self._stop_reason = "account"
+            return
+        if time.monotonic() >= self._paused_until:
+            self._paused_until = time.monotonic() + self.settings.account_retry_interval
+            self._return_unstarted()
+            self.observer.paused(str(exc), self.settings.account_retry_interval)
+        elif first:
+            self.observer.paused(str(exc), self._paused_until - time.monotonic())
+
+    def _return_unstarted(self) -> None:
+        for future in list(self._in_flight):
+            # pebble's cancel() also kills a running task: only cancel the
+            # ones no worker has picked up yet.
+            if not future.running() and not future.done() and future.cancel():
+                self.queue.release(self._in_flight.pop(future))
+                self.summary.released += 1
 
     def _release(self, future: concurrent.futures.Future, job: Job) -> None:
         self._in_flight.pop(future, None)

@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
+from docutrain_cli import activity
 from docutrain_cli.config import Settings
 from docutrain_cli.errors import ConfigError
 from docutrain_cli.jobs import Job, JobResult
@@ -26,9 +27,9 @@ class WorkerContext:
 
     The store, the embedder and the Supabase client are made on first use,
     in the process that uses them (clients never cross a fork), and kept for
-    the process's later jobs. The rate budget that issue 13 adds, shared by
-    all workers, belongs here too: one more lazily made attribute, so every
-    processor reaches it the same way.
+    the process's later jobs. So is the embedding API's rate budget, shared
+    by all workers (and all runners on a shared queue): every processor
+    reaches it the same way.
     """
 
     def __init__(self, settings: Settings, progress_address: str | None = None):
@@ -39,6 +40,7 @@ class WorkerContext:
         self._embedder = None
         self._supabase = None
         self._downloads = None
+        self._budget = None
 
     @property
     def store(self):
@@ -55,8 +57,18 @@ class WorkerContext:
         if self._embedder is None:
             from docutrain_cli.pipeline.embed import make_embedder
 
-            self._embedder = make_embedder(self.settings)
+            self._embedder = make_embedder(self.settings, budget=self.budget)
         return self._embedder
+
+    @property
+    def budget(self):
+        """The embedding API's shared rate budget (docutrain_cli.pipeline.ratelimit),
+        or None with the offline embedder, which has no limit."""
+        if self._budget is None and self.settings.embedder_kind == "openai":
+            from docutrain_cli.pipeline.ratelimit import open_budget
+
+            self._budget = open_budget(self.settings)
+        return self._budget
 
     @property
     def supabase(self):
@@ -95,7 +107,9 @@ class WorkerContext:
             close_client(self._supabase)
         if self._downloads is not None:
             self._downloads.clear()
-        self._store = self._embedder = self._supabase = self._downloads = None
+        if self._budget is not None:
+            self._budget.store.close()
+        self._store = self._embedder = self._supabase = self._downloads = self._budget = None
 
 
 Processor = Callable[[Job, WorkerContext], Optional[JobResult]]
@@ -169,11 +183,19 @@ def init_worker(settings: Settings, runner_pid: int | None = None, progress_addr
         _die_with_runner(runner_pid)
     _processor = load_processor(settings.processor)
     _context = WorkerContext(settings, progress_address)
+    activity.start_worker(settings.store)  # the dashboard shows this worker
 
 
 def run_job(job: Job) -> JobResult:
     assert _processor is not None and _context is not None, "init_worker not called"
-    return run_with(_processor, job, _context)
+    board = activity.current()
+    if board is not None:
+        board.job_started(job)
+    try:
+        return run_with(_processor, job, _context)
+    finally:
+        if board is not None:
+            board.job_finished()
 
 
 def run_with(processor: Processor, job: Job, context: WorkerContext) -> JobResult:

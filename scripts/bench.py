@@ -10,6 +10,7 @@ mode) and reports medians; ratios are medians of the per-repetition ratios.
     .venv/bin/python scripts/bench.py --only 1,4 --reps 5
     .venv/bin/python scripts/bench.py --http --quick   # just HTTP intake (8a, 8b)
     .venv/bin/python scripts/bench.py --ocr --quick    # just OCR against the tesseract command (9)
+    .venv/bin/python scripts/bench.py --rate-limit     # embedding at the account's limit (10, 11; about 16 minutes)
 
 Writes a table to stdout, JSON to --json-out (default bench-results/bench.json)
 and a PNG chart of throughput against worker count next to it (if matplotlib
@@ -46,7 +47,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
-for _path in (str(REPO), str(REPO / "scripts")):  # scripts/: bench_http.py
+for _path in (str(REPO), str(REPO / "scripts")):  # scripts/: bench_http.py, bench_ratelimit.py
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
@@ -992,6 +993,18 @@ def chart(pipeline: dict, path: Path) -> str:
     return f"chart written to {path}"
 
 
+def bench_rate_limits(*args) -> tuple[list[Row], dict]:
+    import bench_ratelimit
+
+    return bench_ratelimit.bench_rate_limits(*args)
+
+
+def bench_acceptance(*args) -> tuple[list[Row], dict]:
+    import bench_ratelimit
+
+    return bench_ratelimit.bench_acceptance(*args)
+
+
 BENCHES: dict[str, Callable] = {
     "1": bench_pipeline,  # also 4
     "2": bench_dispatcher,
@@ -1001,7 +1014,10 @@ BENCHES: dict[str, Callable] = {
     "7": bench_startup,
     "8": lambda *args: __import__("bench_http").bench_http(*args),  # HTTP intake: scripts/bench_http.py
     "9": bench_ocr,
+    "10": bench_rate_limits,  # scripts/bench_ratelimit.py; minutes per row
+    "11": bench_acceptance,
 }
+RATE_LIMIT_BENCHES = ("10", "11")
 
 
 def main() -> int:
@@ -1011,8 +1027,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller corpus, 3 repetitions (about a minute)")
     parser.add_argument("--reps", type=int, help="repetitions (default 3 quick, 5 full)")
-    parser.add_argument("--only", help="comma-separated measurements, e.g. 1,2 (4 comes with 1)")
+    parser.add_argument("--only", help="comma-separated measurements, e.g. 1,2 (4 comes with 1; 10c,10e: those rows of 10)")
     parser.add_argument("--http", action="store_true", help="only measurement 8: HTTP intake (same as --only 8)")
+    parser.add_argument("--rate-limit", action="store_true",
+                        help="only the embedding rate-limit rows (10a-10e) and issue 13's acceptance run (11): "
+                             "about 16 minutes")
     parser.add_argument("--json-out", default=str(REPO / "bench-results" / "bench.json"))
     parser.add_argument("--chart", help="PNG path (default: next to --json-out)")
     parser.add_argument("--work-dir", help="where the corpus and runs go (default: a temporary folder)")
@@ -1026,11 +1045,21 @@ def main() -> int:
     mode = QUICK if args.quick else FULL
     reps = args.reps or mode.reps
     ncpu = args.workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    # OCR (9) takes minutes at seconds a page: only when asked for (--ocr, --only 9).
-    only = [x.strip() for x in args.only.split(",")] if args.only else [k for k in BENCHES if k != "9"]
-    if args.http:
+    if args.rate_limit:
+        only = list(RATE_LIMIT_BENCHES)
+    elif args.http:
         only = ["8"]
+    elif args.only:
+        only = [x.strip() for x in args.only.split(",")]
+    else:  # OCR (9) takes minutes at seconds a page: only when asked for; rate limits (10, 11) in full mode
+        only = [k for k in BENCHES if k != "9" and not (args.quick and k in RATE_LIMIT_BENCHES)]
     only = ["1" if x == "4" else x for x in only]
+    rate_rows = {x for x in only if x[:2] == "10" and len(x) > 2}  # e.g. --only 10c,10e
+    if rate_rows:
+        import bench_ratelimit
+
+        bench_ratelimit.ROWS = rate_rows
+        only = [x for x in only if x not in rate_rows] + ["10"]
     root = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="docutrain-bench-"))
     root.mkdir(parents=True, exist_ok=True)
     json_out = Path(args.json_out)

@@ -4,6 +4,17 @@ It checks requests the way the API does (model, a list of non-empty strings,
 at most 2048 inputs, encoding_format, dimensions), answers deterministic float
 vectors, records every request, and can be told to fail: 429 with retry
 headers, 500, a required bearer key (401), or a token limit per request (400).
+
+With `limit(tpm=..., rpm=...)` it also enforces an account's rate limit the
+way OpenAI does: a token bucket holding one minute of tokens and a request
+bucket holding one minute of requests, both refilled continuously; every
+answer carries `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`
+(resets like `1s`, `6m0s`, `12ms`); a request the buckets cannot cover gets
+429 "Rate limit reached ... Please try again in N ms" with `retry-after` and
+`retry-after-ms`; one request larger than the whole TPM limit gets 429
+"Request too large" (waiting never helps). Switches: `quota_exhausted` (429
+insufficient_quota) and `key_revoked` (401 invalid_api_key). Counters:
+`rate_limited` (429s sent), `successes`, `tokens_per_minute()`.
 """
 
 from __future__ import annotations
@@ -13,6 +24,7 @@ import json
 import math
 import struct
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -52,6 +64,50 @@ class Recorded:
     authorization: str | None
 
 
+ORGANIZATION = "org-standin0000000000000000"
+
+
+def go_duration(seconds: float) -> str:
+    """Seconds as OpenAI's reset headers write them: 12ms, 1.5s, 6m0s."""
+    if seconds < 1:
+        return f"{max(0, math.ceil(seconds * 1000))}ms"
+    if seconds < 60:
+        return f"{round(seconds, 3):g}s"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}m{round(rest, 3):g}s"
+
+
+class Bucket:
+    """One minute of capacity, refilled continuously (what OpenAI enforces)."""
+
+    def __init__(self, per_minute: int, level: float = 1.0, clock=time.monotonic):
+        self.limit = per_minute
+        self.level = per_minute * level  # a fraction of a full bucket
+        self.clock = clock
+        self.at = clock()
+
+    def refill(self) -> float:
+        now = self.clock()
+        self.level = min(self.limit, self.level + (now - self.at) * self.limit / 60.0)
+        self.at = now
+        return self.level
+
+    def wait_for(self, amount: int) -> float:
+        """Seconds until `amount` fits (after a refill)."""
+        missing = amount - self.level
+        return max(0.0, missing * 60.0 / self.limit)
+
+    def until_full(self) -> float:
+        return (self.limit - self.level) * 60.0 / self.limit
+
+    def headers(self, kind: str) -> dict[str, str]:
+        return {
+            f"x-ratelimit-limit-{kind}": str(self.limit),
+            f"x-ratelimit-remaining-{kind}": str(max(0, int(self.level))),
+            f"x-ratelimit-reset-{kind}": go_duration(self.until_full()),
+        }
+
+
 @dataclass
 class StandIn:
     port: int = 0
@@ -62,6 +118,38 @@ class StandIn:
     token_limit_message: str | None = None  # instead of OpenAI's "Requested N tokens, ..."
     hits: int = 0  # every POST, failed ones included
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # The account's rate limit (see limit()); None: unlimited, no headers.
+    token_bucket: Bucket | None = None
+    request_bucket: Bucket | None = None
+    latency: float = 0.0  # seconds before each answer, like a real round trip
+    quota_exhausted: bool = False  # 429 insufficient_quota on every request
+    key_revoked: bool = False  # 401 invalid_api_key on every request
+    rate_limited: int = 0  # 429 "Rate limit reached" answers sent
+    too_large: int = 0  # 429 "Request too large" answers sent
+    successes: int = 0
+    accepted: list[tuple[float, int]] = field(default_factory=list)  # (monotonic time, tokens)
+
+    def limit(self, tpm: int | None = None, rpm: int | None = None, latency: float | None = None,
+              level: float = 1.0) -> None:
+        """Enforce an account limit from now on: full buckets, as for an idle
+        account, or partly used ones (`level` < 1), as for one another client just used."""
+        with self.lock:
+            self.token_bucket = Bucket(tpm, level) if tpm else None
+            self.request_bucket = Bucket(rpm, level) if rpm else None
+            if latency is not None:
+                self.latency = latency
+
+    def tokens_per_minute(self, since: float | None = None, until: float | None = None) -> float:
+        """Tokens accepted per minute between two monotonic times (default:
+        from the first to the last accepted request)."""
+        with self.lock:
+            accepted = list(self.accepted)
+        if not accepted:
+            return 0.0
+        since = accepted[0][0] if since is None else since
+        until = accepted[-1][0] if until is None else until
+        tokens = sum(n for at, n in accepted if since <= at <= until)
+        return tokens * 60.0 / (until - since) if until > since else 0.0
 
     @property
     def base_url(self) -> str:
@@ -88,6 +176,8 @@ class StandIn:
             self.requests.clear()
             self.failures.clear()
             self.hits = 0
+            self.rate_limited = self.too_large = self.successes = 0
+            self.accepted.clear()
 
 
 def _handler(state: StandIn):
@@ -107,10 +197,68 @@ def _handler(state: StandIn):
             self.end_headers()
             self.wfile.write(payload)
 
-        def _error(self, status: int, message: str, code: str | None = None, headers=None) -> None:
-            kind = {400: "invalid_request_error", 401: "invalid_request_error",
-                    404: "invalid_request_error", 429: "rate_limit_error"}.get(status, "server_error")
+        def _error(self, status: int, message: str, code: str | None = None, headers=None, kind=None) -> None:
+            kind = kind or {400: "invalid_request_error", 401: "invalid_request_error",
+                            404: "invalid_request_error", 429: "rate_limit_error"}.get(status, "server_error")
+            headers = {**self._limit_headers(), **(headers or {})}
             self._send(status, {"error": {"message": message, "type": kind, "param": None, "code": code}}, headers)
+
+        @staticmethod
+        def _limit_headers() -> dict[str, str]:
+            headers: dict[str, str] = {}
+            with state.lock:
+                for bucket, kind in ((state.request_bucket, "requests"), (state.token_bucket, "tokens")):
+                    if bucket is not None:
+                        bucket.refill()
+                        headers.update(bucket.headers(kind))
+            return headers
+
+        def _account_refusal(self, model: str, tokens: int) -> bool:
+            """Charge the account's buckets, or answer 429 as OpenAI does. True if refused."""
+            with state.lock:
+                tb, rb = state.token_bucket, state.request_bucket
+                if tb is not None and tokens > tb.limit:
+                    state.too_large += 1
+                    message = (
+                        f"Request too large for {model} in organization {ORGANIZATION} on tokens per min "
+                        f"(TPM): Limit {tb.limit}, Requested {tokens}. The input or output tokens must be "
+                        "reduced in order to run successfully. Visit https://platform.openai.com/account/"
+                        "rate-limits to learn more."
+                    )
+                    refusal = (message, "tokens", None)
+                else:
+                    refusal = None
+                    for bucket, amount, kind, unit in ((rb, 1, "requests", "RPM"), (tb, tokens, "tokens", "TPM")):
+                        if bucket is None:
+                            continue
+                        bucket.refill()
+                        wait = bucket.wait_for(amount)
+                        if wait > 0:
+                            used = bucket.limit - int(bucket.level)
+                            per = "requests per min" if kind == "requests" else "tokens per min"
+                            message = (
+                                f"Rate limit reached for {model} in organization {ORGANIZATION} on {per} "
+                                f"({unit}): Limit {bucket.limit}, Used {used}, Requested {amount}. Please try "
+                                f"again in {go_duration(wait)}. Visit https://platform.openai.com/account/"
+                                "rate-limits to learn more."
+                            )
+                            refusal = (message, kind, wait)
+                            break
+                    if refusal is None:  # both buckets cover it: charge them
+                        if rb is not None:
+                            rb.level -= 1
+                        if tb is not None:
+                            tb.level -= tokens
+                    else:
+                        state.rate_limited += 1
+            if refusal is None:
+                return False
+            message, kind, wait = refusal
+            headers = {}
+            if wait is not None:
+                headers = {"retry-after": str(max(1, math.ceil(wait))), "retry-after-ms": str(math.ceil(wait * 1000))}
+            self._error(429, message, "rate_limit_exceeded", headers, kind=kind)
+            return True
 
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length") or 0)
@@ -120,9 +268,27 @@ def _handler(state: StandIn):
                 failure = state.failures.pop(0) if state.failures else None
             if self.path.rstrip("/") != "/v1/embeddings":
                 return self._error(404, f"Invalid URL (POST {self.path})")
-            if state.required_key is not None:
-                if self.headers.get("authorization") != f"Bearer {state.required_key}":
-                    return self._error(401, "Incorrect API key provided.", "invalid_api_key")
+            if state.latency:
+                time.sleep(state.latency)
+            presented = (self.headers.get("authorization") or "").removeprefix("Bearer ")
+            if state.key_revoked or (state.required_key is not None and presented != state.required_key):
+                # OpenAI names the key it refused, masked in the middle.
+                shown = presented[:8] + "*" * 10 + presented[-4:] if len(presented) > 12 else "***"
+                return self._error(
+                    401,
+                    f"Incorrect API key provided: {shown}. You can find your API key at "
+                    "https://platform.openai.com/account/api-keys.",
+                    "invalid_api_key",
+                )
+            if state.quota_exhausted:
+                return self._error(
+                    429,
+                    "You exceeded your current quota, please check your plan and billing details. For more "
+                    "information on this error, read the docs: https://platform.openai.com/docs/guides/"
+                    "error-codes/api-errors.",
+                    "insufficient_quota",
+                    kind="insufficient_quota",
+                )
             if failure is not None:
                 status, headers = failure
                 message = "Rate limit reached" if status == 429 else "The server had an error"
@@ -150,11 +316,15 @@ def _handler(state: StandIn):
                     or f"Requested {tokens} tokens, max {state.max_tokens_per_request} tokens per request",
                     "max_tokens_per_request",
                 )
+            if self._account_refusal(model, tokens):
+                return
             with state.lock:
                 state.requests.append(
                     Recorded(list(inputs), tokens, model, body.get("dimensions"),
                              self.headers.get("authorization"))
                 )
+                state.successes += 1
+                state.accepted.append((time.monotonic(), tokens))
             data = [
                 {"object": "embedding", "index": i, "embedding": fake_vector(text, dimensions)}
                 for i, text in enumerate(inputs)
@@ -164,7 +334,7 @@ def _handler(state: StandIn):
                 "data": data,
                 "model": model,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            })
+            }, self._limit_headers())
 
         @staticmethod
         def _validate(body) -> str | None:

@@ -197,10 +197,10 @@ def test_secrets_never_appear_in_output(docutrain, tmp_path, openai_standin, sup
         return result
 
     assert run("enqueue", "--from-supabase").returncode == 0
-    first = run("run", "--drain", "--json", OPENAI_API_KEY=wrong_key)  # 401: every job dead
-    assert first.returncode == 3 and "rejected the API key" in first.stderr
-    assert run("retry", "--all-dead").returncode == 0
-    openai_standin.fail_next(2, status=500)  # retried by the client, then by the job
+    first = run("run", "--drain", "--json", OPENAI_API_KEY=wrong_key)  # 401: the run stops, jobs stay queued
+    assert first.returncode == 5 and "rejected the API key" in first.stderr
+    assert json.loads(run("status", "--json").stdout)["queued"] == 3
+    openai_standin.fail_next(2, status=500)  # retried by the embedder (twice), else by the job
     supabase_standin.fail("PATCH", "/rest/v1/user_documents", 503)
     supabase_standin.fail("POST", "/rest/v1/document_chunks", 500, times=1)
     second = run("run", "--drain", "--json")

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from docutrain_cli.config import Settings
-from docutrain_cli.errors import PermanentError, TransientError
+from docutrain_cli.errors import AccountError, PermanentError, RateLimitedError, TransientError
 from docutrain_cli.pipeline.embed import (
     OFFLINE_DIMENSIONS,
     OfflineEmbedder,
@@ -112,17 +112,27 @@ def test_a_token_refusal_without_a_count_halves_the_batch(openai_standin):
     assert all(len(r.inputs) <= 2 for r in openai_standin.requests)
 
 
-def test_429_is_retried_by_the_client_then_succeeds(openai_standin):
-    openai_standin.fail_next(2, status=429, retry_after=0.01)
-    embedder = openai_embedder(openai_standin, dimensions=8, max_retries=2)
+def test_429_is_a_wait_as_long_as_the_server_asks(openai_standin):
+    openai_standin.fail_next(4, status=429, retry_after=0.01)
+    embedder = openai_embedder(openai_standin, dimensions=8, max_retries=0)
     started = time.monotonic()
     assert len(embedder.embed(["hello"])) == 1
-    assert openai_standin.hits == 3
-    assert time.monotonic() - started < 5  # retry-after-ms honoured, not the default backoff
+    assert openai_standin.hits == 5  # however many, and not counted against max_retries
+    assert embedder.rate_limited == 4 and embedder.waited > 0.04
+    assert time.monotonic() - started < 5  # retry-after-ms honoured, not a blind backoff
 
 
-@pytest.mark.parametrize("status", [429, 500, 503])
-def test_persistent_429_and_5xx_become_transient_errors(openai_standin, status):
+def test_429s_beyond_patience_give_the_job_back(openai_standin):
+    openai_standin.fail_next(1000, status=429, retry_after=0.05)
+    embedder = openai_embedder(openai_standin, dimensions=8, patience=0.5)
+    with pytest.raises(RateLimitedError, match="kept refusing") as info:
+        embedder.embed(["hello"])
+    assert info.value.retry_after >= 0.05 and openai_standin.requests == []
+    assert 5 <= openai_standin.hits <= 12
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_persistent_5xx_become_transient_errors(openai_standin, status):
     openai_standin.fail_next(10, status=status, retry_after=0.01)
     embedder = openai_embedder(openai_standin, dimensions=8, max_retries=2)
     with pytest.raises(TransientError, match=str(status)):
@@ -131,13 +141,21 @@ def test_persistent_429_and_5xx_become_transient_errors(openai_standin, status):
     assert openai_standin.requests == []
 
 
-def test_a_bad_key_is_permanent_and_never_echoed(openai_standin):
+def test_a_bad_key_is_an_account_problem_and_never_echoed(openai_standin):
     openai_standin.required_key = "sk-the-right-key-000000000000"
     embedder = openai_embedder(openai_standin)
-    with pytest.raises(PermanentError) as info:
+    with pytest.raises(AccountError) as info:
         embedder.embed(["hello"])
-    assert str(info.value) == "OpenAI rejected the API key (401): check OPENAI_API_KEY"
-    assert KEY not in str(info.value) and openai_standin.hits == 1  # 401 is not retried
+    assert "401" in str(info.value) and "OPENAI_API_KEY" in str(info.value)
+    assert KEY[:8] not in str(info.value) and openai_standin.hits == 1  # 401 is not retried
+
+
+def test_exhausted_quota_is_an_account_problem(openai_standin):
+    openai_standin.quota_exhausted = True
+    embedder = openai_embedder(openai_standin)
+    with pytest.raises(AccountError, match="quota is exhausted"):
+        embedder.embed(["hello"])
+    assert openai_standin.hits == 1
 
 
 def test_unknown_model_is_permanent(openai_standin):

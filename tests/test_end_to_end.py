@@ -123,17 +123,3 @@ def test_openai_compatible_endpoint_gets_batched_requests_and_cache_skips_rerun(
     with sqlite3.connect(docutrain.store) as conn:
         (stored_tokens,) = conn.execute("SELECT sum(token_count) FROM chunks").fetchone()
     assert again["totals"]["tokens_cached"] == stored_tokens  # our own count of what was skipped
-
-
-def test_rate_limited_embeddings_retry_the_job_with_backoff(docutrain, tmp_path, openai_standin):
-    _make_corpus(tmp_path / "uploads", 1, pages=2)
-    docutrain("enqueue", "uploads")
-    openai_standin.fail_next(3, status=429)  # more than the client's own 2 retries
-    env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": openai_standin.base_url}
-    result = docutrain("run", "--workers", "1", "--drain", "--json", **env)
-    assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout)
-    assert summary["retried"] == 1 and summary["done"] == 1
-    job = json.loads(docutrain("jobs", "show", "1", "--json").stdout)
-    assert job["attempts"] == 2
-    assert "429" in job["errors"][0] or "rate" in job["errors"][0].lower()

@@ -369,6 +369,23 @@ def test_release_gives_a_job_back_without_costing_an_attempt(queue):
     assert job.attempts == 2 and job.errors == ["flaky"]
 
 
+def test_release_with_a_delay_costs_no_attempt_and_hides_the_job_until_then(queue):
+    """What the runner does when the embedding API's rate limit left no room."""
+    (job_id,) = queue.enqueue(make_jobs(1))
+    (job,) = lease_all(queue)
+    queue.release(job, not_before=time.time() + 2.0)
+    if lists(queue, "queued"):
+        back = queue.job(job_id)
+        assert (back.state, back.attempts) == (JobState.QUEUED, 0)
+    assert queue.lease(5, time.time()) == []  # not due yet: nobody gets it
+    deadline = time.monotonic() + 10
+    leased = []
+    while not leased and time.monotonic() < deadline:
+        time.sleep(0.2)
+        leased = queue.lease(5, time.time())
+    assert [j.id for j in leased] == [job_id] and leased[0].attempts == 1
+
+
 # -- crash recovery ----------------------------------------------------------------
 def test_a_job_leased_by_a_killed_process_comes_back(backend):
     queue = backend.open()
@@ -473,3 +490,31 @@ def test_housekeep_keeps_the_done_records(backend, monkeypatch):
     assert queue.stats(time.time()).counts["done"] == 2
     assert queue.job(ids[0]) is None
     assert queue.job(ids[2]).state == JobState.DONE
+
+
+# -- records of finished jobs (dashboard charts, /metrics) -------------------------
+def test_finished_lists_done_and_dead_jobs_with_their_figures(queue):
+    ids = queue.enqueue(make_jobs(4))
+    leased = {j.id: j for j in lease_all(queue)}
+    before = time.time()
+    done = leased[ids[0]]
+    done.result = JobResult(pages=3, tokens_embedded=1200, model="text-embedding-3-small")
+    queue.complete(done)
+    queue.bury(leased[ids[1]], "corrupt")
+    queue.retry_later(leased[ids[2]], "boom", time.time() + 3600)  # not finished
+    # Cloudflare deletes acked messages: it keeps no done records, only dead ones.
+    keeps_done = queue.kind != "cloudflare"
+    records = {r.job_id: r for r in queue.finished()}
+    assert set(records) == ({ids[0], ids[1]} if keeps_done else {ids[1]})  # ids[3] is still running
+    if keeps_done:
+        d = records[ids[0]]
+        assert (d.outcome, d.pages, d.tokens, d.model) == ("done", 3, 1200, "text-embedding-3-small")
+        assert d.finished_at >= before and d.seconds is not None and 0 <= d.seconds < 60
+    x = records[ids[1]]
+    assert (x.outcome, x.pages, x.tokens, x.model) == ("dead", 0, 0, None)
+    assert [r.job_id for r in queue.finished(since=time.time() + 1)] == []
+    # a revived job is no longer dead, so no longer finished
+    queue.revive([ids[1]])
+    assert [r.job_id for r in queue.finished()] == ([ids[0]] if keeps_done else [])
+    stats = queue.stats(time.time())
+    assert stats.counts["done"] == (1 if keeps_done else None) and stats.counts["dead"] == 0

@@ -10,13 +10,17 @@ embedder is built, so importing this module stays cheap. The models table
 from __future__ import annotations
 
 import math
+import random
 import re
+import time
 import zlib
 from collections import deque
 from typing import Iterator, Protocol, Sequence
 
-from docutrain_cli.errors import JobError, PermanentError, TransientError
+from docutrain_cli.errors import AccountError, JobError, PermanentError, TransientError
 from docutrain_cli.pipeline.models import DEFAULT_DIMENSIONS, OFFLINE_DIMENSIONS, OFFLINE_MODEL
+from docutrain_cli.pipeline.pacing import Pacer
+from docutrain_cli.pipeline.ratelimit import RateBudget, refusal_wait
 from docutrain_cli.pipeline.tokens import TokenCounter, counter_for, EstimatingCounter
 
 # OpenAI's limits for one embeddings request and one input.
@@ -33,6 +37,9 @@ class Embedder(Protocol):
     counter: TokenCounter
     max_input_tokens: int
     tokens_used: int  # running total of tokens sent
+    rate_limited: int  # running total of 429 answers
+    waited: float  # running total of seconds spent waiting for the rate budget
+    deadline: float | None  # monotonic time by which waiting for the budget must stop
 
     def embed(self, texts: list[str], token_counts: Sequence[int] | None = None) -> list[list[float]]: ...
 
@@ -79,7 +86,9 @@ def request_tokens(texts: Sequence[str], scale: float = 1.0) -> list[int]:
     return [math.ceil(len(t.encode("utf-8")) * scale / 4) for t in texts]
 
 
-_REQUESTED_TOKENS = re.compile(r"requested\s+(\d+)\s+tokens", re.IGNORECASE)
+# "Requested 9000 tokens, max 8192" (400) and "Limit 3000, Requested 4100." (429 too large)
+_REQUESTED_TOKENS = re.compile(r"requested\s+(\d+)", re.IGNORECASE)
+_REQUEST_TOO_LARGE = "request too large"
 
 
 # -- offline ------------------------------------------------------------------
@@ -110,6 +119,9 @@ class OfflineEmbedder:
     def __init__(self) -> None:
         self.counter = EstimatingCounter()
         self.tokens_used = 0
+        self.rate_limited = 0  # no rate limit offline
+        self.waited = 0.0
+        self.deadline = None
 
     def embed(self, texts: list[str], token_counts: Sequence[int] | None = None) -> list[list[float]]:
         counts = token_counts if token_counts is not None else [self.counter.count(t) for t in texts]
@@ -168,14 +180,20 @@ class OpenAIEmbedder:
         timeout: float = 120.0,
         max_inputs: int = MAX_INPUTS_PER_REQUEST,
         max_tokens: int = MAX_TOKENS_PER_REQUEST,
+        budget: "RateBudget | None" = None,
+        patience: float = 600.0,
     ) -> None:
         import openai  # heavy: only workers get here
 
         self._openai = openai
         self._api_key = api_key
-        self.client = openai.OpenAI(
-            api_key=api_key, base_url=base_url, max_retries=max_retries, timeout=timeout
-        )
+        # max_retries=0: the SDK would retry a 429 on its own, blind to the
+        # shared budget; we handle 429s (and retry 5xx) in _embed_batch.
+        self.client = openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout)
+        self.max_retries = max_retries  # for network trouble and 5xx
+        # The shared rate budget's pace; `patience`: how long 429s may go
+        # on before the job is given back.
+        self.pacer = Pacer(budget, patience)
         self.model = model
         self.requested_dimensions = dimensions
         self.dimensions = dimensions or DEFAULT_DIMENSIONS.get(model)
@@ -187,6 +205,23 @@ class OpenAIEmbedder:
         # Server tokens per request_tokens() token, from recent usage reports
         # and refusals: requests are planned at the density the server counts.
         self._densities: deque[float] = deque(maxlen=8)
+
+    # What the job's result reports, and when waiting must stop (see Pacer).
+    @property
+    def rate_limited(self) -> int:
+        return self.pacer.rate_limited
+
+    @property
+    def waited(self) -> float:
+        return self.pacer.waited
+
+    @property
+    def deadline(self) -> float | None:
+        return self.pacer.deadline
+
+    @deadline.setter
+    def deadline(self, value: float | None) -> None:
+        self.pacer.deadline = value
 
     def embed(self, texts: list[str], token_counts: Sequence[int] | None = None) -> list[list[float]]:
         vectors: list[list[float]] = []
@@ -211,7 +246,7 @@ class OpenAIEmbedder:
         while done < len(texts):
             scale, planned_from = self._request_scale, done
             weights = self._weights(texts[done:], None if token_counts is None else token_counts[done:])
-            for part in plan_batches(weights, max_inputs=self.max_inputs, max_tokens=self.max_tokens):
+            for part in plan_batches(weights, max_inputs=self.max_inputs, max_tokens=self._max_request_tokens):
                 batch = range(planned_from + part.start, planned_from + part.stop)
                 vectors = self._embed_batch(texts[batch.start : batch.stop])
                 done = batch.stop
@@ -242,7 +277,7 @@ class OpenAIEmbedder:
         match = _REQUESTED_TOKENS.search(str(getattr(exc, "message", "") or exc))
         if match:
             self._learn_density(int(match.group(1)), texts)
-        parts = list(plan_batches(self._weights(texts), max_inputs=self.max_inputs, max_tokens=self.max_tokens))
+        parts = list(plan_batches(self._weights(texts), max_inputs=self.max_inputs, max_tokens=self._max_request_tokens))
         if len(parts) < 2:
             half = len(texts) // 2
             parts = [range(0, half), range(half, len(texts))]
@@ -252,20 +287,78 @@ class OpenAIEmbedder:
         return vectors
 
     def _embed_batch(self, texts: list[str]) -> list[list[float]]:
+        """One request, at the budget's pace. A 429 is a wait, never a
+        failure: the worker waits what the server asks (the budget makes
+        everyone else wait too) and tries again, until `patience` runs out
+        or the job's deadline nears; then the job goes back to the queue
+        unharmed (RateLimitedError)."""
         openai = self._openai
         kwargs = {"model": self.model, "input": texts, "encoding_format": "float"}
         if self.requested_dimensions:
             kwargs["dimensions"] = self.requested_dimensions
-        try:
-            self.requests += 1
-            response = self.client.embeddings.create(**kwargs)
-        except openai.BadRequestError as exc:
-            if len(texts) > 1 and _about_too_many_tokens(exc):
-                return self._embed_split(texts, exc)
-            raise self.classify(exc) from None
-        except openai.OpenAIError as exc:
-            raise self.classify(exc) from None
-        return self._vectors(response, texts)
+        # The budget applies the density the server showed all workers, so it
+        # gets the plain estimate (or the exact count), not this process's scale.
+        estimate = sum(self._weights(texts)) if self.counter.exact else sum(request_tokens(texts))
+        refused_since: float | None = None
+        failures = 0
+        while True:
+            reservation = self.pacer.turn(estimate, refused_since)
+            try:
+                self.requests += 1
+                raw = self.client.embeddings.with_raw_response.create(**kwargs)
+                response = raw.parse()
+            except openai.RateLimitError as exc:
+                self.pacer.cancel(reservation)
+                message = str(getattr(exc, "message", "") or exc)
+                if _code(exc) == "insufficient_quota":
+                    raise self._classified(exc) from None
+                if _REQUEST_TOO_LARGE in message.lower():
+                    return self._too_large_for_the_limit(texts, exc)
+                refused_since = refused_since or time.monotonic()
+                self.pacer.refused(getattr(exc.response, "headers", None), message, refused_since)
+                continue
+            except openai.BadRequestError as exc:
+                self.pacer.cancel(reservation)
+                if len(texts) > 1 and _about_too_many_tokens(exc):
+                    return self._embed_split(texts, exc)
+                raise self._classified(exc) from None
+            except openai.OpenAIError as exc:
+                self.pacer.cancel(reservation)
+                error = self._classified(exc)
+                failures += 1
+                if not isinstance(error, TransientError) or failures > self.max_retries:
+                    raise error from None
+                # The client's own retries are off (they would fight the
+                # budget over 429s), so a flaky server gets ours: short, jittered.
+                headers = getattr(getattr(exc, "response", None), "headers", None)
+                pause = refusal_wait(headers, None) or 0.5 * 2 ** (failures - 1)
+                time.sleep(min(pause, 8.0) * random.uniform(0.8, 1.2))
+                continue
+            vectors = self._vectors(response, texts)
+            self.pacer.settle(reservation, _usage(response), raw.headers)
+            return vectors
+
+    def _classified(self, exc: Exception) -> JobError:
+        """`classify`, and an account problem recorded where `status` shows it."""
+        error = self.classify(exc)
+        if isinstance(error, AccountError):
+            self.pacer.account_problem(str(error))
+        return error
+
+    def _too_large_for_the_limit(self, texts: list[str], exc: Exception) -> list[list[float]]:
+        """More tokens in one request than the account allows in a minute:
+        waiting never helps, smaller requests do."""
+        if len(texts) > 1:
+            return self._embed_split(texts, exc)
+        raise self.pacer.account_problem(
+            "one chunk is larger than the account's whole tokens-per-minute limit: "
+            "lower chunk_tokens (or raise the limit)"
+        )
+
+    @property
+    def _max_request_tokens(self) -> int:
+        ceiling = self.pacer.request_ceiling()
+        return min(self.max_tokens, ceiling) if ceiling else self.max_tokens
 
     def _vectors(self, response, texts: list[str]) -> list[list[float]]:
         expected = len(texts)
@@ -282,26 +375,35 @@ class OpenAIEmbedder:
                 f"expected {self.dimensions}: check embedding_model / embedding_dimensions"
             )
         self.dimensions = sizes.pop()
-        usage = getattr(response, "usage", None)
-        used = getattr(usage, "total_tokens", None) or getattr(usage, "prompt_tokens", None)
+        used = _usage(response)
         if used:
             self._learn_density(used, texts)
         self.tokens_used += used if used else sum(self.counter.count(t) for t in texts)
         return vectors
 
     def classify(self, exc: Exception) -> JobError:
-        """An openai exception as PermanentError or TransientError, with a
-        message a user can act on and no key in it (also used by doctor)."""
+        """An openai exception as PermanentError, TransientError or
+        AccountError, with a message a user can act on and no key in it
+        (also used by doctor)."""
         openai = self._openai
+        # Not a document's fault: AccountError stops the run and leaves the jobs queued.
         if isinstance(exc, openai.AuthenticationError):
-            return PermanentError("OpenAI rejected the API key (401): check OPENAI_API_KEY")
+            return AccountError(
+                "OpenAI rejected the API key (401): set a valid key in OPENAI_API_KEY (setting openai_api_key)"
+            )
         if isinstance(exc, openai.PermissionDeniedError):
-            return PermanentError(f"OpenAI denied access (403): {self._clean(exc)}")
+            return AccountError(
+                f"OpenAI denied access (403): {self._clean(exc)}; check that the key in OPENAI_API_KEY "
+                f"may use {self.model}"
+            )
         if isinstance(exc, openai.NotFoundError):
             return PermanentError(f"embedding model {self.model!r} not found (404) at the configured endpoint")
         if isinstance(exc, openai.RateLimitError):
             if _code(exc) == "insufficient_quota":
-                return PermanentError("OpenAI quota exhausted (429 insufficient_quota): check billing")
+                return AccountError(
+                    "the OpenAI quota is exhausted (429 insufficient_quota): add credit or raise the "
+                    "usage limit at https://platform.openai.com/settings/organization/billing"
+                )
             return TransientError("rate limited by the embedding server (429)")
         if isinstance(exc, openai.BadRequestError):
             return PermanentError(f"the embedding server refused the request (400): {self._clean(exc)}")
@@ -328,6 +430,11 @@ class OpenAIEmbedder:
         return text[:200]
 
 
+def _usage(response) -> int | None:
+    usage = getattr(response, "usage", None)
+    return getattr(usage, "total_tokens", None) or getattr(usage, "prompt_tokens", None)
+
+
 def _code(exc: Exception) -> str | None:
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
@@ -342,13 +449,21 @@ def _about_too_many_tokens(exc: Exception) -> bool:
 
 # -- building one -------------------------------------------------------------
 
-def make_embedder(settings, *, timeout: float = 120.0, max_retries: int = 2) -> Embedder:
+def make_embedder(
+    settings, *, timeout: float = 120.0, max_retries: int = 2, budget: RateBudget | None = None
+) -> Embedder:
     """A new embedder for the settings. Workers make one in their
-    WorkerContext and reuse it: its HTTP client must be made in the worker."""
+    WorkerContext and reuse it: its HTTP client must be made in the worker.
+    An OpenAI embedder paces itself by the account's shared rate budget
+    (the context's, or one opened here)."""
     if settings.embedder_kind == "offline":
         return OfflineEmbedder()
     if not settings.openai_api_key:
         raise PermanentError("embedder is 'openai' but OPENAI_API_KEY is not set")
+    if budget is None:
+        from docutrain_cli.pipeline.ratelimit import open_budget
+
+        budget = open_budget(settings)
     return OpenAIEmbedder(
         api_key=settings.openai_api_key,
         model=settings.embedding_model,
@@ -356,4 +471,6 @@ def make_embedder(settings, *, timeout: float = 120.0, max_retries: int = 2) -> 
         base_url=settings.openai_base_url,
         timeout=timeout,
         max_retries=max_retries,
+        budget=budget,
+        patience=settings.rate_limit_patience,
     )

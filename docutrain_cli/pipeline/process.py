@@ -31,6 +31,16 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _waiting_deadline(job: Job, settings) -> float | None:
+    """Monotonic time by which waiting for the rate budget must give up, so
+    the job goes back to the queue unharmed instead of being killed by its
+    timeout (which costs an attempt). Keeps 15 % of the timeout for storing."""
+    if not job.started_at:
+        return None
+    left = settings.job_timeout * 0.85 - (time.time() - job.started_at)
+    return time.monotonic() + max(left, 0.0)
+
+
 def process_job(job: Job, context: "WorkerContext") -> JobResult:
     settings = context.settings
     started = time.monotonic()
@@ -77,6 +87,8 @@ def process_job(job: Job, context: "WorkerContext") -> JobResult:
             to_send[text_hash] = (chunk.content, chunk.token_count)
     pending = list(to_send)
     tokens_before = embedder.tokens_used
+    limited_before, waited_before = embedder.rate_limited, embedder.waited
+    embedder.deadline = _waiting_deadline(job, settings)
     texts = [text for text, _ in to_send.values()]
     counts = [count for _, count in to_send.values()]
     for batch, embedded in embedder.embed_batches(texts, counts):
@@ -86,6 +98,7 @@ def process_job(job: Job, context: "WorkerContext") -> JobResult:
         store.put_cached_embeddings(embedder.model, cache_dims, fresh)
         vectors.update(fresh)
     tokens_embedded = embedder.tokens_used - tokens_before
+    embedder.deadline = None
     tokens_cached = sum(c.token_count for c, h in zip(chunks, hashes) if h not in to_send)
 
     dimensions = len(vectors[hashes[0]])
@@ -121,6 +134,8 @@ def process_job(job: Job, context: "WorkerContext") -> JobResult:
         model=embedder.model,
         dimensions=dimensions,
         cost_usd=cost_usd(embedder.model, tokens_embedded),
+        rate_limited=embedder.rate_limited - limited_before,
+        rate_wait_seconds=round(embedder.waited - waited_before, 3),
         document_id=document_id,
         document_key=job.document_key,
         sha256=loaded.sha256,

@@ -11,7 +11,7 @@ import abc
 import contextlib
 import dataclasses
 import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 from docutrain_cli.jobs import STATES, Job, JobState
 
@@ -30,6 +30,9 @@ class QueueStats:
     # queued + running + retrying, for a backend that knows only that total
     # (Cloudflare's backlog); None when the counts above are known or nothing is.
     unfinished: int | None = None
+    # The holder as data ({"pid", "host", "since"}) for the dashboard; None
+    # when free or when the backend does not track runners (pgmq).
+    runner_info: dict[str, Any] | None = None
 
     @classmethod
     def empty(cls) -> "QueueStats":
@@ -49,6 +52,20 @@ class QueueStats:
         if not self.known:
             return self.unfinished or 0
         return c["queued"] + c["running"] + c["retrying"]
+
+
+class Finished(NamedTuple):
+    """One finished job, as the dashboard and /metrics count it. Read from
+    the queue's own records (done and dead), so it is right whichever
+    process or machine did the work."""
+
+    job_id: int
+    outcome: str  # "done" or "dead"
+    finished_at: float  # epoch seconds
+    seconds: float | None  # from the last lease to the finish
+    pages: int
+    tokens: int  # embedding tokens sent (cached ones cost none)
+    model: str | None  # embedding model, for done jobs that embedded
 
 
 class Waiter:
@@ -127,8 +144,10 @@ class JobQueue(abc.ABC):
         """The job failed for good: keep it as dead until someone retries it."""
 
     @abc.abstractmethod
-    def release(self, job: Job) -> None:
-        """Give an unfinished job back without costing it an attempt (stop)."""
+    def release(self, job: Job, not_before: float | None = None) -> None:
+        """Give an unfinished job back without costing it an attempt (a stop,
+        account trouble, or a rate limit that left no room: then not before
+        `not_before`, epoch seconds)."""
 
     @abc.abstractmethod
     def housekeep(self) -> None:
@@ -144,6 +163,17 @@ class JobQueue(abc.ABC):
 
     @abc.abstractmethod
     def job(self, job_id: int) -> Job | None: ...
+
+    def finished(self, since: float = 0.0) -> list[Finished]:
+        """Done and dead jobs that finished at or after `since`, oldest first.
+        Backends answer this in SQL; this fallback reads whole records."""
+        found = [
+            finished_record(job)
+            for state in (JobState.DONE, JobState.DEAD)
+            for job in self.jobs(state, limit=10**9)
+            if (job.finished_at or 0.0) >= since
+        ]
+        return sorted(found, key=lambda f: f.finished_at)
 
     @abc.abstractmethod
     def document_jobs(self, document_id: str, limit: int = 20) -> list[Job]:
@@ -162,3 +192,17 @@ class JobQueue(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def finished_record(job: Job) -> Finished:
+    result = job.result
+    seconds = job.finished_at - job.started_at if job.finished_at and job.started_at else None
+    return Finished(
+        job.id,
+        job.state.value,
+        job.finished_at or 0.0,
+        seconds,
+        result.pages if result else 0,
+        result.tokens_embedded if result else 0,
+        result.model if result else None,
+    )

@@ -219,14 +219,19 @@ class CloudflareQueue(JobQueue):
         if lease:
             self._buffer_ack(lease)
 
-    def release(self, job: Job) -> None:
+    def release(self, job: Job, not_before: float | None = None) -> None:
         lease = self._leases.pop(job.id, None)
         job.attempts = max(job.attempts - 1, 0)
         job.started_at = None
         job.state = JobState.QUEUED if job.attempts == 0 else JobState.RETRYING
+        if not_before is not None:
+            job.not_before = not_before
         if lease is None:
             return
-        self._note_metrics(self.queue_id, self.api.send(self.queue_id, [{**job.payload(), "job_id": job.id}]))
+        delays = [max(not_before - time.time(), 0.0)] if not_before is not None else None
+        self._note_metrics(
+            self.queue_id, self.api.send(self.queue_id, [{**job.payload(), "job_id": job.id}], delays)
+        )
         self._buffer_ack(lease)
 
     def housekeep(self) -> None:

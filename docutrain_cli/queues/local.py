@@ -34,9 +34,9 @@ from persistqueue.sqlackqueue import AckStatus, SQLiteAckQueue
 
 from docutrain_cli.errors import ConfigError, DocutrainError
 from docutrain_cli.jobs import STATES, Job, JobState
-from docutrain_cli.queues.lock import RunnerLock
-from docutrain_cli.queues.base import JobQueue, QueueStats
 from docutrain_cli import sqlite
+from docutrain_cli.queues.base import Finished, JobQueue, QueueStats
+from docutrain_cli.queues.lock import RunnerLock, describe_holder
 from docutrain_cli.queues.wake import Poker, SocketWaiter, wake_path
 
 TABLE = "ack_queue_default"  # persist-queue's table for name="default"
@@ -205,9 +205,11 @@ class LocalQueue(JobQueue):
         self._q.update(job.payload(), id=job.id)
         self._q.ack_failed(id=job.id)
 
-    def release(self, job: Job) -> None:
+    def release(self, job: Job, not_before: float | None = None) -> None:
         job.attempts = max(job.attempts - 1, 0)
         job.started_at = None
+        if not_before is not None:
+            job.not_before = not_before
         job.state = JobState.QUEUED if job.attempts == 0 else JobState.RETRYING
         self._q.update(job.payload(), id=job.id)
         self._q.nack(id=job.id)
@@ -242,12 +244,33 @@ class LocalQueue(JobQueue):
             f" FROM {TABLE} WHERE status IN (?, ?)",
             READY,
         ).fetchone()
+        holder = self._lock.holder_info()
         return QueueStats(
             counts=counts,
             oldest_queued_age=None if oldest is None else max(now - oldest, 0.0),
             next_retry_at=next_retry,
-            runner=self._lock.holder(),
+            runner=None if holder is None else describe_holder(holder),
+            runner_info=holder,
         )
+
+    def finished(self, since: float = 0.0) -> list[Finished]:
+        # In SQL: /metrics reads every kept record at each scrape.
+        def field(path: str, data: str = "data") -> str:
+            return f"json_extract(CAST({data} AS TEXT), '$.{path}')"
+
+        rows = self._db.execute(
+            f"SELECT id, 'done', finished_at, finished_at - {field('started_at')},"
+            f" coalesce({field('result.pages')}, 0), coalesce({field('result.tokens_embedded')}, 0),"
+            # `model` in JobResult records; `embedding_model` in older ones
+            f" coalesce({field('result.model')}, {field('result.embedding_model')})"
+            f" FROM {DONE_TABLE} WHERE finished_at >= ?"
+            " UNION ALL"
+            f" SELECT _id, 'dead', {field('finished_at')}, {field('finished_at')} - {field('started_at')},"
+            f" 0, 0, NULL FROM {TABLE} WHERE status = {DEAD} AND coalesce({field('finished_at')}, 0) >= ?"
+            " ORDER BY 3",
+            (since, since),
+        )
+        return [Finished(*row) for row in rows]
 
     def _from_row(self, job_id: int, state: str, data: bytes | str) -> Job:
         return Job.from_payload(job_id, JobState(state), json.loads(data))

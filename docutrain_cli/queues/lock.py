@@ -42,8 +42,14 @@ class RunnerLock:
 
     def holder(self) -> str | None:
         """'runner pid 123 on host since 12:00:01', or None when nobody holds it."""
+        info = self.holder_info()
+        return None if info is None else describe_holder(info)
+
+    def holder_info(self) -> dict | None:
+        """{"pid", "host", "since"} of the holder (as it wrote them), {} if
+        it wrote nothing readable, or None when nobody holds the lock."""
         if self._fd is not None:
-            return describe_holder(self.path.read_text() or "{}")
+            return _parse(self.path.read_text())
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
@@ -51,7 +57,7 @@ class RunnerLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return describe_holder(os.pread(fd, 4096, 0).decode(errors="replace"))
+            return _parse(os.pread(fd, 4096, 0).decode(errors="replace"))
         else:
             fcntl.flock(fd, fcntl.LOCK_UN)
             return None
@@ -66,10 +72,18 @@ class RunnerLock:
         self.release()
 
 
-def describe_holder(text: str) -> str:
+def _parse(text: str) -> dict:
     try:
-        info = json.loads(text)
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["since"]))
-        return f"held by runner pid {info['pid']} on {info['host']} since {since}"
+        info = json.loads(text or "{}")
+        return {"pid": int(info["pid"]), "host": str(info["host"]), "since": float(info["since"])}
     except (ValueError, KeyError, TypeError):
+        return {}
+
+
+def describe_holder(info: dict | str) -> str:
+    if isinstance(info, str):
+        info = _parse(info)
+    if not info:
         return "held by another runner"
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["since"]))
+    return f"held by runner pid {info['pid']} on {info['host']} since {since}"

@@ -40,7 +40,7 @@ from typing import Any, Callable, Sequence, TypeVar
 from docutrain_cli.config import redact_url
 from docutrain_cli.errors import ConfigError, ServiceUnavailableError
 from docutrain_cli.jobs import STATES, Job, JobState
-from docutrain_cli.queues.base import JobQueue, QueueStats, Waiter
+from docutrain_cli.queues.base import Finished, JobQueue, QueueStats, Waiter
 from docutrain_cli.queues.pgmq_setup import (
     DEAD_SUFFIX,
     check_name,
@@ -349,16 +349,19 @@ class PgmqQueue(JobQueue):
 
         self._settle(job, change)
 
-    def release(self, job: Job) -> None:
+    def release(self, job: Job, not_before: float | None = None) -> None:
         def change(cur, msg_id: int, read_ct: int, message: dict) -> None:
             uncounted = int(message.get("uncounted_reads") or 0) + 1
             job.attempts = max(read_ct - uncounted, 0)
             job.started_at = None
             job.state = JobState.QUEUED if job.attempts == 0 else JobState.RETRYING
             data = {**message, "uncounted_reads": uncounted, "returned_at_read": read_ct}
+            if not_before is not None:
+                job.not_before = data["not_before"] = not_before
             cur.execute(
-                f"UPDATE {self._q} SET message = %s, vt = clock_timestamp() WHERE msg_id = %s",
-                (self._json(data), msg_id),
+                f"UPDATE {self._q} SET message = %s,"
+                " vt = greatest(clock_timestamp(), to_timestamp(%s)) WHERE msg_id = %s",
+                (self._json(data), not_before or 0, msg_id),
             )
 
         self._settle(job, change)
@@ -466,6 +469,26 @@ class PgmqQueue(JobQueue):
             return found[0] if found else None
 
         return self._db(work)
+
+    def finished(self, since: float = 0.0) -> list[Finished]:
+        # In SQL: /metrics reads every kept record at each scrape.
+        finished_at = "(message->>'finished_at')::float8"
+        seconds = f"{finished_at} - (message->>'started_at')::float8"
+        rows = self._db(
+            lambda conn: conn.execute(
+                f"SELECT {_JOB_ID}, 'done', {finished_at}, {seconds},"
+                " coalesce((message->'result'->>'pages')::int, 0),"
+                " coalesce((message->'result'->>'tokens_embedded')::bigint, 0),"
+                # `model` in JobResult records; `embedding_model` in older ones
+                " coalesce(message->'result'->>'model', message->'result'->>'embedding_model')"
+                f" FROM {self._a} WHERE {finished_at} >= %s"
+                " UNION ALL"
+                f" SELECT {_JOB_ID}, 'dead', {finished_at}, {seconds}, 0, 0, NULL"
+                f" FROM {self._dq} WHERE coalesce({finished_at}, 0) >= %s ORDER BY 3",
+                (since, since),
+            ).fetchall()
+        )
+        return [Finished(*row) for row in rows]
 
     def document_jobs(self, document_id: str, limit: int = 20) -> list[Job]:
         def work(conn) -> list[Job]:

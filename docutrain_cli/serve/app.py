@@ -14,6 +14,7 @@ from starlette.middleware import Middleware
 
 from docutrain_cli.config import Settings
 from docutrain_cli.serve import documents, health, jobs, webhooks
+from docutrain_cli.serve.dashboard import Dashboard, handles_own_auth
 from docutrain_cli.serve.auth import TokenAuth
 from docutrain_cli.serve.errors import EXCEPTION_HANDLERS
 from docutrain_cli.serve.handles import DEFAULT_SIZE, QueueHandles
@@ -44,8 +45,11 @@ def create_app(settings: Settings, options: ServeOptions = ServeOptions()) -> St
         return await anyio.to_thread.run_sync(work)
 
     app = Starlette(
-        routes=[route for module in ROUTE_MODULES for route in module.routes],
-        middleware=[Middleware(TokenAuth, token=settings.serve_token)],
+        routes=[
+            *(route for module in ROUTE_MODULES for route in module.routes),
+            *Dashboard(settings, handles).routes(),  # GET /, job pages, Retry, /metrics
+        ],
+        middleware=[Middleware(TokenAuth, token=settings.serve_token, own_auth=handles_own_auth)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from typing import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -42,12 +43,20 @@ def check_bind(host: str, token: str | None) -> None:
 class TokenAuth:
     """ASGI middleware (not BaseHTTPMiddleware: that costs a task per request)."""
 
-    def __init__(self, app: ASGIApp, token: str | None):
+    def __init__(self, app: ASGIApp, token: str | None, own_auth: Callable[[str], bool] = lambda path: False):
         self.app = app
         self.token = token.encode() if token else None
+        # Paths that check the token themselves (the dashboard's pages, which
+        # also take a login cookie and send browsers to a log-in form).
+        self.own_auth = own_auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.token is None or scope["path"] in PUBLIC_PATHS:
+        if (
+            scope["type"] != "http"
+            or self.token is None
+            or scope["path"] in PUBLIC_PATHS
+            or self.own_auth(scope["path"])
+        ):
             return await self.app(scope, receive, send)
         if self._allowed(scope):
             return await self.app(scope, receive, send)
