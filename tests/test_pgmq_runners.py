@@ -24,6 +24,7 @@ import psycopg
 import pytest
 
 import pdfs
+from store_checks import assert_one_chunk_set_each
 from conftest import wait_for
 
 pytestmark = pytest.mark.postgres
@@ -158,18 +159,7 @@ def test_runners_drain_one_queue_and_finish_a_killed_runners_jobs(fleet, tmp_pat
     assert all(read_ct <= 2 for _, read_ct in archived)
 
     # The store holds exactly one chunk set per document.
-    with sqlite3.connect(f.store) as conn:
-        documents, ready = conn.execute("SELECT count(*), sum(status = 'ready') FROM documents").fetchone()
-        chunks, distinct = conn.execute(
-            "SELECT count(*), count(DISTINCT document_id || ':' || chunk_index) FROM chunks"
-        ).fetchone()
-        mismatched = conn.execute(
-            "SELECT count(*) FROM documents d"
-            " WHERE chunk_count != (SELECT count(*) FROM chunks c WHERE c.document_id = d.id)"
-        ).fetchone()[0]
-    assert (documents, ready) == (total, total)
-    assert chunks == distinct and chunks >= total
-    assert mismatched == 0
+    assert_one_chunk_set_each(f.store, total)
 
     status = f("status", "--json")
     assert status.returncode == 0, status.stderr
