@@ -91,6 +91,10 @@ class Settings:
     embedding_rpm: int = 0
     rate_limit_patience: float = 600.0  # 429s for this long give the job back to the queue
     account_retry_interval: float = 300.0  # a service paused by quota/key trouble retries this often
+    # sync: workers embed at once; batch: OpenAI's Batch API, half the price, within 24 h
+    embedding_mode: str = "sync"
+    batch_queue_tokens: int = 3_000_000  # the account's queued-token quota for the Batch API (tier 1)
+    batch_poll_interval: float = 60.0  # how often a running service polls its batches
     # Supabase
     supabase_url: str | None = None
     supabase_service_role_key: str | None = _secret()
@@ -175,6 +179,7 @@ _DURATION_FIELDS = {
     "visibility_timeout",
     "rate_limit_patience",
     "account_retry_interval",
+    "batch_poll_interval",
     "reconcile_interval",
 }
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
@@ -208,6 +213,12 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"max_attempts: must be at least 1, got {s.max_attempts}")
     if s.embedder not in ("auto", "openai", "offline"):
         raise ConfigError(f"embedder: expected auto, openai or offline, got {s.embedder!r}")
+    if s.embedding_mode not in ("sync", "batch"):
+        raise ConfigError(f"embedding_mode: expected sync or batch, got {s.embedding_mode!r}")
+    if s.embedding_mode == "batch" and s.embedder_kind != "openai":
+        raise ConfigError("embedding_mode 'batch' needs the OpenAI embedder: set OPENAI_API_KEY")
+    if s.batch_queue_tokens < 1:
+        raise ConfigError(f"batch_queue_tokens: must be positive, got {s.batch_queue_tokens}")
     if s.embedder == "openai" and not s.openai_api_key:
         raise ConfigError("embedder is 'openai' but OPENAI_API_KEY is not set")
     if not 16 <= s.chunk_tokens <= 8000:

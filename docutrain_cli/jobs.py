@@ -111,6 +111,10 @@ class JobResult:
     ocr_pages: int = 0  # scanned pages read by OCR
     ocr_seconds: float = 0.0  # of `seconds`, the time OCR took
     ocr_skipped_pages: int = 0  # scanned pages left unread: OCR off or not installed
+    # Batch API mode: distinct texts parked for a batch (the document waits
+    # in status 'embedding'), and their tokens; 0 when it is ready now.
+    batch_texts: int = 0
+    batch_tokens: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able, for the queue record and `--json` output."""

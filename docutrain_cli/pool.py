@@ -7,8 +7,8 @@ machines when the OOM killer picks the wrong process:
   forkserver killed): pebble marks the pool broken ("All workers expired"),
   fails its backlog with BrokenProcessPool and refuses new tasks with a
   RuntimeError;
-- the forkserver killed while workers run: its workers die with it (they
-  die with their parent, see worker.py) and pebble reports each running task
+- the forkserver killed while workers run: its workers die with it (the
+  kernel kills them, see forkserver_child.py) and pebble reports each running task
   as ProcessExpired, exit code 255 (nobody is left to report the real one);
   multiprocessing starts a new forkserver for the next worker;
 - workers that cannot start at all (the forkserver dies on start, fork
@@ -61,17 +61,11 @@ class WorkerPool:
 
         from pebble import ProcessPool
 
-        # forkserver: workers never inherit our clients, threads or locks. The
-        # server imports the worker code once, so each worker (and each
-        # replacement of a crashed one) starts with it loaded instead of
-        # importing PyMuPDF on its own. It holds no clients: none are made at import.
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(worker_modules(self.settings.processor))
         pool = ProcessPool(
             max_workers=self.settings.workers,
             initializer=init_worker,
             initargs=(self.settings, os.getpid(), self.progress_address),
-            context=context,
+            context=forkserver_context(self.settings.processor),
         )
         try:
             _start_forkserver()
@@ -142,6 +136,19 @@ class InProcessPool:
             self._context = None
 
 
+def forkserver_context(processor: str):
+    """multiprocessing's forkserver, set up for workers of this processor.
+
+    forkserver: workers never inherit our clients, threads or locks. The
+    server imports the worker code once, so each worker (and each
+    replacement of a crashed one) starts with it loaded instead of importing
+    PyMuPDF on its own. It holds no clients: none are made at import. Its
+    children die with it (forkserver_child)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(worker_modules(processor))
+    return context
+
+
 def _start_forkserver() -> None:
     """Start multiprocessing's forkserver (if not running) deaf to Ctrl-C.
     Ctrl-C goes to the whole process group; a forkserver that gets it while
@@ -163,8 +170,23 @@ def _start_forkserver() -> None:
 
 
 def _stop(pool) -> None:
+    # pebble removes its channel's named locks first and then stops the
+    # workers one by one (up to 3 s each). A worker still starting opens
+    # those locks by name when it reads its arguments, and died with a
+    # FileNotFoundError traceback. Holding them until every worker is
+    # joined removes them only when nobody can open them any more.
+    locks = _channel_locks(pool)
     pool.stop()
     pool.join(timeout=10)
+    del locks  # the last reference: multiprocessing unlinks them now
+
+
+def _channel_locks(pool) -> tuple:
+    """The locks of pebble's worker channel (pebble 5's internals; nothing
+    if they moved, which only brings back the traceback, not a failure)."""
+    manager = getattr(getattr(pool, "_pool_manager", None), "worker_manager", None)
+    mutex = getattr(getattr(manager, "workers_channel", None), "mutex", None)
+    return (getattr(mutex, "reader_mutex", None), getattr(mutex, "writer_mutex", None))
 
 
 def _forkserver_pid() -> int | None:

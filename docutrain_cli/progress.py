@@ -227,6 +227,7 @@ def summary_line(summary: RunSummary) -> str:
     ]
     if summary.released:
         parts.append(f"{summary.released} returned to the queue")
+    price = "list price" if summary.batch is None else "the Batch API price (half the list price)"
     if summary.given_back:
         parts.append(f"{summary.given_back} given back to the queue by the rate limit (no attempt charged)")
     if any(t.values()):
@@ -234,13 +235,33 @@ def summary_line(summary: RunSummary) -> str:
         parts.append(
             f"{plural(t['pages'], 'page')}, {plural(t['chunks'], 'chunk')}, "
             f"{plural(t['tokens_embedded'], 'token')} embedded, {t['tokens_cached']:,} from cache"
-            + (f", ${cost:.4f} at list price" if cost is not None else ", cost unknown (no list price for the model)")
+            + (f", ${cost:.4f} at {price}" if cost is not None else ", cost unknown (no list price for the model)")
         )
     if t.get("ocr_pages"):
         parts.append(f"{plural(t['ocr_pages'], 'page')} read by OCR in {summary.ocr_seconds:.1f}s of worker time")
+    if summary.batch is not None:
+        parts.append(batch_line(summary.batch))
     if summary.budget and summary.budget.get("requests_total"):
         parts.append("embedding: " + budget_line(summary.budget, over_the_run=True))
     left = {k: v for k, v in summary.remaining.items() if k in ("queued", "retrying") and v}
     if left:
         parts.append("left: " + ", ".join(f"{v} {k}" for k, v in left.items()))
     return "; ".join(parts)
+
+
+def batch_line(report: dict) -> str:
+    """What the Batch API steps of a run did, in one phrase."""
+    cost = report["cost_usd"]
+    text = (
+        f"batch: {report['files']} files sent ({report['requests']} requests, {report['inputs']} texts, "
+        f"{report['tokens_submitted']} tokens), {report['batches_applied']} batches back "
+        f"({report['vectors']} vectors, {report['tokens_embedded']} tokens, "
+        + (f"${cost:.4f} at the batch price" if cost is not None else "cost unknown")
+        + f"), {report['documents_ready']} documents ready"
+    )
+    if report["documents_error"]:
+        text += f", {report['documents_error']} in error"
+    if report["problem"]:
+        text += f"; trouble: {report['problem']}"
+    return text
+

@@ -74,6 +74,15 @@ class StatusRecorder:
         # 0 means "not reported" (a real document has pages and chunks):
         # None keeps what the row already holds.
         pages, chunks = result.pages or None, result.chunks or None
+        if result.batch_texts:
+            # The job is done but its vectors come from a batch: locally the
+            # document shows 'embedding'; Supabase keeps 'processing' (its
+            # schema knows no other state) until the batch step says ready.
+            self.store.set_status(
+                job.document_key, "embedding", source=job.source, sha256=result.sha256 or job.sha256,
+                user_id=job.user_id, page_count=pages,
+            )
+            return
         self._to_webhooks(job, "ready", page_count=pages, chunk_count=chunks)
         if self._remote(job):
             self.outbox.record(job.document_id, "ready", page_count=pages, chunk_count=chunks)
@@ -183,6 +192,8 @@ def sync(settings: Settings, *, deadline_seconds: float = 60.0) -> dict:
 
 def status_report(settings: Settings, stats: QueueStats) -> dict:
     """The object `docutrain status --json` prints and `GET /v1/status` answers."""
+    from docutrain_cli.batch.ledger import batch_status
+
     return {
         **stats.counts,
         "unfinished": stats.pending if stats.known else stats.unfinished,
@@ -193,6 +204,7 @@ def status_report(settings: Settings, stats: QueueStats) -> dict:
         "supabase_outbox": outbox_status(settings),
         "status_webhook_outbox": webhook_outbox_status(settings),
         "embedding_budget": budget_status(settings),
+        "batches": batch_status(settings.store),
     }
 
 

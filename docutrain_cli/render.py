@@ -176,6 +176,8 @@ def status_lines(
             if outbox.get("last_error"):
                 line += f", last error at {when(outbox.get('last_error_at'))}: {outbox['last_error']}"
             lines.append(line)
+    if data.get("batches"):
+        lines += batch_status_lines(data["batches"])
     for budget in data.get("embedding_budget") or []:
         lines.append(f"embedding {budget['key'].split(' key#')[0]}: {budget_line(budget)}")
         if budget["problem"]:
@@ -206,6 +208,24 @@ def budget_line(view: dict, *, over_the_run: bool = False) -> str:
     refusals = view.get("run_rate_limited", view.get("rate_limited_total", 0))
     text += f"; workers waited {waited:,.0f} s for the budget; {refusals} answers 429"
     return text
+
+
+def batch_status_lines(batches: dict) -> list[str]:
+    """`docutrain status`: the batches in flight with their request_counts."""
+    from docutrain_cli.pipeline.models import cost_usd
+
+    lines = [f"Batch API: {batches['documents_waiting']} documents waiting for vectors, "
+             f"{len(batches['in_flight'])} batches in flight"]
+    for b in batches["in_flight"]:
+        cost = cost_usd(b["model"], b["tokens"], batch=True)
+        lines.append(
+            f"  {b['batch_id'] or b['tag']}: {b['remote_status'] or b['state']}, requests "
+            f"{b['completed']} completed / {b['failed']} failed of {b['requests']}, {b['inputs']} texts, "
+            f"{b['tokens']} tokens" + (f" (about ${cost:.6f} at the batch price)" if cost is not None else "")
+        )
+    if batches["finishing_problem"]:
+        lines.append(f"  finishing documents failed last time: {batches['finishing_problem']}")
+    return lines
 
 
 def cloudflare_ready_line(d: dict[str, Any]) -> str:
@@ -247,11 +267,16 @@ def file_column_width(names: list[FileName], room: int, *, rest: int = 0) -> int
     return max(min(longest, room - rest), min(shortest, room))
 
 
-def jobs_table(jobs: Iterable) -> FitToWidth:
-    """id, state, attempts, file (name kept whole), last error (wraps)."""
+def jobs_table(jobs: Iterable, waits: dict[str, list[str]] | None = None) -> FitToWidth:
+    """id, state, attempts, file (name kept whole), last error (wraps); with
+    `waits` (Batch API mode: document key -> batches), the batch a done
+    job's document still waits on, in the error column."""
     rows = []
     for job in jobs:
         error = (job.last_error or "").removeprefix(f"{job.source}: ")  # the file is in its own column
+        wait = (waits or {}).get(job.document_key)
+        if wait is not None:
+            error = (error + "; " if error else "") + "waits on batch " + (", ".join(wait) or "(not sent yet)")
         rows.append((str(job.id), job.state.value, str(job.attempts), FileName(job.source), error))
 
     def build(width: int) -> Table:

@@ -14,16 +14,19 @@ jobs were in flight once left finished documents `processing` in the app.
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import time
-from typing import Any, Callable, Protocol
 
 from docutrain_cli.config import Settings
-from docutrain_cli.errors import AccountError, ExitCode, PermanentError, RateLimitedError, TransientError
+from docutrain_cli.errors import AccountError, RateLimitedError
 from docutrain_cli.jobs import Job, JobResult, RetryPolicy
-from docutrain_cli.queues.base import JobQueue, QueueStats
+from docutrain_cli.queues.base import JobQueue
 from docutrain_cli.pool import InProcessPool, PoolBroken, PoolStartError, WorkerPool, WorkerPoolError
+from docutrain_cli.periodic import Periodic
+from docutrain_cli.run_events import RunObserver, StatusListener
+from docutrain_cli.run_summary import RunSummary, describe_failure
 from docutrain_cli.worker import load_processor
+
+__all__ = ["Runner", "RunObserver", "RunSummary", "StatusListener", "Periodic", "describe_failure"]
 
 TICK = 0.2  # how often the loop wakes up to look at flags and timers
 HOUSEKEEP_EVERY = 30.0  # seconds, or
@@ -32,133 +35,6 @@ FLUSH_EVERY = 2.0  # the outbox's own backoff decides whether a flush sends anyt
 BUDGET_EVERY = 5.0  # how often the display learns the rate budget's figures
 POOL_STARTS = 3  # fresh pools that may fail in a row before the run gives up
 POOL_PROVEN_AFTER = 10.0  # seconds up (or one job finished) and a pool counts as started
-SUMMED_RESULT_FIELDS = ("pages", "chunks", "tokens_embedded", "tokens_cached", "ocr_pages", "rate_limited")
-
-
-class RunObserver:
-    """Receives progress events; renderers (rich bars, log lines) subclass it."""
-
-    def started(self, runner: "Runner", stats: QueueStats) -> None: ...
-    def job_started(self, job: Job) -> None: ...
-    def job_progress(self, job: Job, message: str) -> None: ...
-    def job_finished(self, job: Job, outcome: str, detail: str | None) -> None: ...
-    def stopping(self, reason: str) -> None: ...
-    def pool_replaced(self, reason: str) -> None: ...
-    def idle(self, stats: QueueStats) -> None: ...
-    def budget(self, view: dict) -> None: ...
-    def paused(self, reason: str, seconds: float) -> None: ...
-    def finished(self, summary: "RunSummary") -> None: ...
-
-
-class StatusListener(Protocol):
-    """Receives document status changes; by default a
-    recorder.StatusRecorder (local store, plus the Supabase outbox)."""
-
-    def processing(self, job: Job) -> None: ...
-    def ready(self, job: Job, result: JobResult) -> None: ...
-    def error(self, job: Job, message: str) -> None: ...
-    def flush(self, *, force: bool = False) -> int: ...  # force: ignore the outage backoff
-    def close(self) -> None: ...
-
-
-@dataclasses.dataclass
-class Periodic:
-    """Work the runner does every `every` seconds whatever it is doing; or
-    sooner when `due_early()` says so. Add one in `Runner._periodic_tasks`."""
-
-    name: str
-    every: float
-    action: Callable[[], None]
-    due_early: Callable[[], bool] = lambda: False
-    next_at: float = 0.0  # monotonic; 0 = one interval after the first tick
-
-    def tick(self, now: float) -> None:
-        if not self.next_at:
-            self.next_at = now + self.every
-        elif now >= self.next_at or self.due_early():
-            self.next_at = now + self.every
-            self.action()
-
-
-@dataclasses.dataclass
-class RunSummary:
-    done: int = 0
-    retried: int = 0
-    dead: int = 0
-    released: int = 0
-    recovered: int = 0
-    pools_replaced: int = 0
-    elapsed: float = 0.0
-    stop_reason: str = "drained"  # drained | max-time | interrupted | terminated | account
-    given_back: int = 0  # jobs returned unharmed because the rate limit left no room
-    rate_wait_seconds: float = 0.0  # worker time spent waiting for the embedding rate budget
-    account_problem: str | None = None  # quota or key trouble that stopped (or paused) the run
-    budget: dict | None = None  # the rate budget's figures at the end
-    totals: dict[str, int] = dataclasses.field(
-        default_factory=lambda: {k: 0 for k in SUMMED_RESULT_FIELDS}
-    )
-    ocr_seconds: float = 0.0  # time workers spent in OCR (ocr_pages is in totals)
-    embedders: set[str] = dataclasses.field(default_factory=set)
-    tokens_by_model: dict[str, int] = dataclasses.field(default_factory=dict)
-    # Summed from the processors' results; None once a job's cost is unknown.
-    cost_usd: float | None = 0.0
-    remaining: dict[str, int] = dataclasses.field(default_factory=dict)
-
-    def add(self, result: JobResult) -> None:
-        """Count one finished job's result."""
-        self.done += 1
-        for name in SUMMED_RESULT_FIELDS:
-            self.totals[name] += int(getattr(result, name) or 0)
-        self.ocr_seconds += float(result.ocr_seconds or 0)
-        self.rate_wait_seconds += float(result.rate_wait_seconds or 0.0)
-        if result.model:
-            self.embedders.add(f"{result.embedder} ({result.model})")
-            tokens = int(result.tokens_embedded or 0)
-            self.tokens_by_model[result.model] = self.tokens_by_model.get(result.model, 0) + tokens
-            if result.cost_usd is None:
-                self.cost_usd = None
-            elif self.cost_usd is not None:
-                self.cost_usd += result.cost_usd
-
-    @property
-    def exit_code(self) -> ExitCode:
-        if self.stop_reason == "interrupted":
-            return ExitCode.INTERRUPTED
-        if self.stop_reason == "account":
-            return ExitCode.UNAVAILABLE
-        return ExitCode.PARTIAL if self.dead else ExitCode.OK
-
-    @property
-    def tokens_per_minute(self) -> float:
-        """Embedding tokens sent per minute over the run."""
-        return self.totals["tokens_embedded"] * 60.0 / self.elapsed if self.elapsed > 0 else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["embedders"] = sorted(self.embedders)
-        data["tokens_per_minute"] = round(self.tokens_per_minute)
-        data["exit_code"] = int(self.exit_code)
-        return data
-
-
-def describe_failure(job: Job, exc: BaseException, settings: Settings) -> tuple[str, bool]:
-    """(one-line reason naming the file, permanent?) for a failed attempt."""
-    from pebble import ProcessExpired
-
-    if isinstance(exc, PermanentError):
-        reason, permanent = str(exc), True
-    elif isinstance(exc, TransientError):
-        reason, permanent = str(exc), False
-    elif isinstance(exc, concurrent.futures.TimeoutError):
-        reason, permanent = f"timed out after {settings.job_timeout:g} s; worker replaced", False
-    elif isinstance(exc, ProcessExpired):
-        code = exc.exitcode
-        how = f"killed by signal {-code}" if code and code < 0 else f"exited with code {code}"
-        reason, permanent = f"worker crashed ({how}); worker replaced", False
-    else:  # a bug in a processor: retry, but say what it was
-        reason, permanent = f"internal error: {type(exc).__name__}: {exc}", False
-    reason = " ".join(reason.split())  # always one line
-    return f"{job.source}: {reason}", permanent
 
 
 class Runner:
@@ -200,6 +76,7 @@ class Runner:
         self.progress: dict[int, str] = {}  # job id -> what its worker last reported
         self._inbox = None
         self._seen_running: set[concurrent.futures.Future] = set()
+        self._batch = None  # the Batch API step (batch/step.py), in embedding_mode 'batch'
         self._drain = False
         self._paused_until = 0.0  # a service waits out account trouble until then (monotonic)
         self._budget = None  # the embedding rate budget, read for the display
@@ -240,6 +117,7 @@ class Runner:
             if not drain and self.settings.supabase_enabled:
                 self.reconciler = self._make_reconciler()
             try:
+                self._start_batches()
                 self._start_pool()
                 # --max-time counts from here: the pool starts before the
                 # first job (seconds on a loaded machine), as it used to.
@@ -252,6 +130,7 @@ class Runner:
                 self._settle_done()  # anything that finished while stopping
                 for future, job in list(self._in_flight.items()):
                     self._release(future, job)
+                self._end_batches()
                 # The last flush ignores the outage backoff: Supabase may be
                 # back, and nothing else would push these until the next run.
                 self.status.flush(force=True)
@@ -284,7 +163,14 @@ class Runner:
             tasks.append(Periodic("lease extension", self.settings.visibility_timeout / 3, self._extend_leases))
         if self.settings.embedder_kind == "openai":  # tokens/min against the limit, for the display
             tasks.append(Periodic("rate budget view", BUDGET_EVERY, self._show_budget))
+        if self.settings.embedding_mode == "batch":
+            tasks.append(Periodic("batch step", self.settings.batch_poll_interval, self._batch_tick))
         return tasks
+
+    def _batch_tick(self) -> None:
+        # An idle queue sends what is parked; a busy one only full files.
+        if self._batch is not None and time.monotonic() >= self._paused_until:
+            self._batch_pass(flush=not self._in_flight)
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -563,6 +449,11 @@ class Runner:
         (and every job not yet started) unharmed and stop leasing. `--drain`
         ends the run (exit 5); a service pauses and tries again later."""
         self._release(future, job)
+        self._account_problem(exc)
+
+    def _account_problem(self, exc: AccountError) -> None:
+        """Stop (`--drain`) or pause (a service) for quota or key trouble,
+        whether a worker or the batch step met it."""
         first = self.summary.account_problem is None
         self.summary.account_problem = str(exc)
         if self._drain:
@@ -593,3 +484,37 @@ class Runner:
 
     def _flush_status(self) -> None:
         self.status.flush()
+    # -- Batch API mode ------------------------------------------------------
+    def _start_batches(self) -> None:
+        """Resume and poll the batches of earlier runs before taking jobs."""
+        if self.settings.embedding_mode != "batch":
+            return
+        from docutrain_cli.batch.step import BatchStep, StepReport
+
+        self._batch = BatchStep(self.settings, self.status)
+        self._batch_report = StepReport()
+        self._batch_pass(flush=True)
+
+    def _end_batches(self) -> None:
+        """Send what the workers parked, apply what is back, finish documents."""
+        if self._batch is None:
+            return
+        if self._stop_reason not in ("interrupted", "account") and not self._force:
+            self._batch_pass(flush=True)
+        self._batch.close()
+        self.summary.batch = self._batch_report.to_dict()
+        if self.summary.cost_usd is not None:
+            cost = self._batch_report.cost_usd
+            self.summary.cost_usd = None if cost is None else self.summary.cost_usd + cost
+
+    def _batch_pass(self, *, flush: bool) -> None:
+        try:
+            report = self._batch.step(flush=flush)
+            self._batch_report.add(report)
+            if report.documents_ready or report.documents_error:
+                self._flush_status()  # an idle service would otherwise sit on these statuses
+        except AccountError as exc:  # nothing can be sent: every job and parked chunk stays
+            self._account_problem(exc)
+            if self._drain:
+                self.summary.stop_reason = "account"  # also when met after the loop (the last pass)
+

@@ -130,12 +130,13 @@ def load_processor(spec: str) -> Processor:
 
 
 def worker_modules(spec: str) -> list[str]:
-    """Modules a worker for this processor needs, for the forkserver to import
-    once: this module, the processor's, and whatever heavy modules that one
-    imports lazily and names in `WORKER_PRELOAD` (so the runner stays light)."""
+    """Modules for the forkserver to import once: forkserver_child (its
+    children die with it), then what a worker for this processor needs: this
+    module, the processor's, and whatever heavy modules that one imports
+    lazily and names in `WORKER_PRELOAD` (so the runner stays light)."""
     module_name = spec.partition(":")[0]
     declared = getattr(importlib.import_module(module_name), "WORKER_PRELOAD", ())
-    return list(dict.fromkeys([__name__, module_name, *declared]))
+    return list(dict.fromkeys(["docutrain_cli.forkserver_child", __name__, module_name, *declared]))
 
 
 def _die_with_runner(runner_pid: int) -> None:

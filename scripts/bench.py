@@ -11,6 +11,7 @@ mode) and reports medians; ratios are medians of the per-repetition ratios.
     .venv/bin/python scripts/bench.py --http --quick   # just HTTP intake (8a, 8b)
     .venv/bin/python scripts/bench.py --ocr --quick    # just OCR against the tesseract command (9)
     .venv/bin/python scripts/bench.py --rate-limit     # embedding at the account's limit (10, 11; about 16 minutes)
+    .venv/bin/python scripts/bench.py --batch --quick  # just the Batch API mode (12a-12c)
 
 Writes a table to stdout, JSON to --json-out (default bench-results/bench.json)
 and a PNG chart of throughput against worker count next to it (if matplotlib
@@ -993,6 +994,14 @@ def chart(pipeline: dict, path: Path) -> str:
     return f"chart written to {path}"
 
 
+def bench_batch(mode: Mode, root: Path, ncpu: int, reps: int) -> tuple[list[Row], dict]:
+    """12: the Batch API mode (scripts/bench_batch.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_batch import bench_batch as measure
+
+    return measure(mode, root, ncpu, reps, h=sys.modules[__name__])
+
+
 def bench_rate_limits(*args) -> tuple[list[Row], dict]:
     import bench_ratelimit
 
@@ -1016,6 +1025,7 @@ BENCHES: dict[str, Callable] = {
     "9": bench_ocr,
     "10": bench_rate_limits,  # scripts/bench_ratelimit.py; minutes per row
     "11": bench_acceptance,
+    "12": bench_batch,  # Batch API mode: scripts/bench_batch.py
 }
 RATE_LIMIT_BENCHES = ("10", "11")
 
@@ -1032,6 +1042,7 @@ def main() -> int:
     parser.add_argument("--rate-limit", action="store_true",
                         help="only the embedding rate-limit rows (10a-10e) and issue 13's acceptance run (11): "
                              "about 16 minutes")
+    parser.add_argument("--batch", action="store_true", help="only measurement 12: Batch API mode (same as --only 12)")
     parser.add_argument("--json-out", default=str(REPO / "bench-results" / "bench.json"))
     parser.add_argument("--chart", help="PNG path (default: next to --json-out)")
     parser.add_argument("--work-dir", help="where the corpus and runs go (default: a temporary folder)")
@@ -1049,6 +1060,8 @@ def main() -> int:
         only = list(RATE_LIMIT_BENCHES)
     elif args.http:
         only = ["8"]
+    elif args.batch:
+        only = ["12"]
     elif args.only:
         only = [x.strip() for x in args.only.split(",")]
     else:  # OCR (9) takes minutes at seconds a page: only when asked for; rate limits (10, 11) in full mode

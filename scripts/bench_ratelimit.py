@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 import bench
-from bench import REPO, Row, base_env, docutrain_cmd, enqueue_cli, fresh_dir, log, pdf_folder
+from bench import REPO, Row, base_env, docutrain_cmd, fresh_dir, log, pdf_folder
 
 KEY = "sk-bench-ratelimit-0000000000000000"
 ROWS = {"10a", "10b", "10c", "10d", "10e"}  # bench.py --only 10c,10e narrows this

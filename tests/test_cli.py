@@ -11,7 +11,6 @@ import sqlite3
 import sys
 from pathlib import Path
 
-import pytest
 
 from conftest import ROOT, make_files
 from docutrain_cli.jobs import STATES

@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import pdfs
+from store_checks import assert_one_chunk_set_each
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN, DEAD = "main0001", "dead0001"
@@ -120,15 +120,4 @@ def test_runners_drain_one_cloudflare_queue_and_finish_a_killed_runners_jobs(fle
     assert all(attempts <= 2 for _, attempts in cloudflare.ack_log)
 
     # The store holds exactly one chunk set per document.
-    with sqlite3.connect(fleet.store) as conn:
-        documents, ready = conn.execute("SELECT count(*), sum(status = 'ready') FROM documents").fetchone()
-        chunks, distinct = conn.execute(
-            "SELECT count(*), count(DISTINCT document_id || ':' || chunk_index) FROM chunks"
-        ).fetchone()
-        mismatched = conn.execute(
-            "SELECT count(*) FROM documents d"
-            " WHERE chunk_count != (SELECT count(*) FROM chunks c WHERE c.document_id = d.id)"
-        ).fetchone()[0]
-    assert (documents, ready) == (total, total)
-    assert chunks == distinct and chunks >= total
-    assert mismatched == 0
+    assert_one_chunk_set_each(fleet.store, total)

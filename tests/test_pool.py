@@ -9,8 +9,11 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
+import textwrap
 
-from conftest import make_files
+from conftest import ROOT, make_files
 from proctree import alive, forkserver_of, ignores, workers_of
 
 SLOW = {"DOCUTRAIN_PROCESSOR": "tests.processors:record", "DOCUTRAIN_TEST_SLEEP": "3"}
@@ -112,3 +115,104 @@ def test_ctrl_c_reaches_the_runner_only(docutrain, tmp_path):
     out, err = runner.communicate(timeout=60)
     assert runner.returncode == 130, err
     assert "Traceback" not in err
+
+
+# A pool whose one worker is held in its start (tests/forkserver_pools.py), then
+# its forkserver killed and the pool stopped, as the runner does with a
+# broken pool. Without forkserver_child the worker woke up to find its
+# channel's locks removed (FileNotFoundError traceback): pebble takes a dead
+# forkserver's children for dead (exit code 255) and never stops them.
+KILL_FORKSERVER_DURING_WORKER_START = textwrap.dedent("""
+    import json, os, signal, time
+    from pebble import ProcessPool
+    from docutrain_cli.pool import _forkserver_pid, _stop, forkserver_context
+    from proctree import children
+    from forkserver_pools import SlowToUnpickle
+
+    pool = ProcessPool(max_workers=1, initializer=bool, initargs=(SlowToUnpickle(5),),
+                       context=forkserver_context("tests.processors:record"))
+    assert pool.active
+    server = _forkserver_pid()
+    workers = children(server)
+    os.kill(server, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while pool.active and time.monotonic() < deadline:  # pebble counts its worker dead
+        time.sleep(0.05)
+    _stop(pool)
+    print(json.dumps(workers))
+""")
+
+# Two workers busy, deaf to SIGTERM (as when busy in C code); one killed,
+# so pebble starts a replacement, held in its start for 1 s;
+# then the pool stopped. pebble removes the channel's locks first, then
+# stops the workers one by one, waiting 3 s for the deaf one: without
+# pool._stop holding the locks until the workers are joined, the
+# replacement woke up in that wait and failed to open them.
+STOP_WHILE_A_REPLACEMENT_STARTS = textwrap.dedent("""
+    import json, os, signal, time
+    from pebble import ProcessPool
+    from docutrain_cli.pool import _forkserver_pid, _stop, forkserver_context
+    from proctree import children, ignores
+    from forkserver_pools import SlowToUnpickle, deaf_to_sigterm
+
+    def wait_for(predicate, what):
+        deadline = time.monotonic() + 60
+        while not (found := predicate()):
+            assert time.monotonic() < deadline, what
+            time.sleep(0.05)
+        return found
+
+    pool = ProcessPool(max_workers=2, initializer=deaf_to_sigterm, initargs=(SlowToUnpickle(0, 0, 1, deaf=2),),
+                       context=forkserver_context("tests.processors:record"))
+    assert pool.active
+    server = _forkserver_pid()
+    first = wait_for(lambda: len(w := [w for w in children(server) if ignores(w, signal.SIGTERM)]) == 2 and w, "two workers up")
+    tasks = [pool.schedule(time.sleep, args=(60,)) for _ in first]  # pebble replaces only a busy worker
+    wait_for(lambda: all(t.running() for t in tasks), "both workers busy")
+    os.kill(first[1], signal.SIGKILL)
+    replacement = wait_for(lambda: [w for w in children(server) if w not in first], "a replacement")
+    _stop(pool)
+    print(json.dumps(replacement))
+""")
+
+
+def run_pool_script(script: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"},
+        capture_output=True, text=True, timeout=120,
+    )  # returns once every holder of its stderr, the workers too, is gone
+
+
+def test_a_worker_still_starting_dies_with_its_forkserver():
+    proc = run_pool_script(KILL_FORKSERVER_DURING_WORKER_START)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout), "no worker was starting"
+    assert "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_pool_stopped_while_a_worker_starts_keeps_its_locks_until_the_workers_are_gone():
+    proc = run_pool_script(STOP_WHILE_A_REPLACEMENT_STARTS)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout), "no replacement was starting"
+    assert "Traceback" not in proc.stderr, proc.stderr
+
+
+# forkserver_child's rule is for the forkserver's own children: a worker's
+# fork (a library's helper process) must not take it for a worker whose
+# forkserver died and kill itself.
+FORK_IN_A_WORKER = textwrap.dedent("""
+    from pebble import ProcessPool
+    from docutrain_cli.pool import _stop, forkserver_context
+    from forkserver_pools import exit_code_of_a_fork
+
+    pool = ProcessPool(max_workers=1, context=forkserver_context("tests.processors:record"))
+    print(pool.schedule(exit_code_of_a_fork, args=(7,)).result(timeout=60))
+    _stop(pool)
+""")
+
+
+def test_a_workers_own_fork_lives():
+    proc = run_pool_script(FORK_IN_A_WORKER)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["7"]

@@ -9,7 +9,6 @@ import json
 import signal
 import time
 
-import pytest
 
 import pdfs
 

@@ -19,6 +19,8 @@ MODELS = {
     "text-embedding-ada-002": (0.10, 1536),
 }
 DEFAULT_DIMENSIONS = {model: dims for model, (_, dims) in MODELS.items()}
+# OpenAI's Batch API embeds the same inputs at half the list price.
+BATCH_PRICE_FACTOR = 0.5
 
 
 def price_per_million_tokens(model: str) -> float | None:
@@ -29,10 +31,13 @@ def price_per_million_tokens(model: str) -> float | None:
     return None if known is None else known[0]
 
 
-def cost_usd(model: str, tokens: int) -> float | None:
-    """What `tokens` embedded with `model` cost at list price; None if unknown."""
+def cost_usd(model: str, tokens: int, *, batch: bool = False) -> float | None:
+    """What `tokens` embedded with `model` cost at list price (or, with
+    `batch`, at the Batch API's price); None if unknown."""
     price = price_per_million_tokens(model)
-    return None if price is None else tokens * price / 1_000_000
+    if price is None:
+        return None
+    return tokens * price * (BATCH_PRICE_FACTOR if batch else 1.0) / 1_000_000
 
 
 def embedding_model(settings) -> str:

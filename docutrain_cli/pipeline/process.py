@@ -86,6 +86,8 @@ def process_job(job: Job, context: "WorkerContext") -> JobResult:
         if text_hash not in vectors and text_hash not in to_send:
             to_send[text_hash] = (chunk.content, chunk.token_count)
     pending = list(to_send)
+    if to_send and settings.embedding_mode == "batch":
+        return _park(job, context, chunks, hashes, to_send, page_count, loaded.sha256, started, unreadable_pages)
     tokens_before = embedder.tokens_used
     limited_before, waited_before = embedder.rate_limited, embedder.waited
     embedder.deadline = _waiting_deadline(job, settings)
@@ -144,4 +146,39 @@ def process_job(job: Job, context: "WorkerContext") -> JobResult:
         ocr_pages=ocr.pages_done,
         ocr_seconds=round(ocr.seconds, 3),
         ocr_skipped_pages=len(ocr.skipped),
+    )
+
+
+def _park(job, context, chunks, hashes, to_send, page_count, sha256, started, unreadable_pages) -> JobResult:
+    """Batch API mode: keep the chunks without vectors for the runner's batch
+    step (docutrain_cli/batch), which embeds them at half the price within
+    24 h and then finishes the document (local store, Supabase, ready)."""
+    from docutrain_cli.batch.ledger import Ledger, PendingChunk
+
+    embedder = context.embedder
+    Ledger(context.store).park(
+        job.document_key,
+        [PendingChunk(c.index, c.page_start, c.page_end, c.token_count, c.content, h, c.heading)
+         for c, h in zip(chunks, hashes)],
+        model=embedder.model,
+        dimensions=embedder.requested_dimensions or 0,
+        page_count=page_count,
+        remote_id=str(job.document_id) if job.document_id else None,
+        user_id=job.user_id,
+        source=job.source,
+        sha256=sha256,
+    )
+    return JobResult(
+        pages=page_count,
+        chunks=len(chunks),
+        tokens_cached=sum(c.token_count for c, h in zip(chunks, hashes) if h not in to_send),
+        embedder=embedder.kind,
+        model=embedder.model,
+        cost_usd=0.0,  # paid when the batch is applied, at the batch price (see the run summary)
+        document_key=job.document_key,
+        sha256=sha256,
+        unreadable_pages=unreadable_pages,
+        seconds=round(time.monotonic() - started, 3),
+        batch_texts=len(to_send),
+        batch_tokens=sum(count for _, count in to_send.values()),
     )

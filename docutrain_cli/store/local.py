@@ -13,7 +13,8 @@ Schema (users query this file directly)::
       source                TEXT                   -- local path (or supabase:// URL)
       sha256                TEXT                   -- hash of the file's bytes
       user_id               TEXT
-      status                TEXT NOT NULL          -- pending | processing | ready | error
+      status                TEXT NOT NULL          -- pending | processing | embedding | ready | error
+                                                   -- (embedding: chunks wait for a Batch API batch)
       error                 TEXT                   -- why it ended in error, for the user
       page_count            INTEGER
       chunk_count           INTEGER
@@ -62,7 +63,7 @@ from typing import Iterable, Mapping, Sequence
 
 from docutrain_cli import sqlite
 
-STATUSES = ("pending", "processing", "ready", "error")
+STATUSES = ("pending", "processing", "embedding", "ready", "error")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -72,7 +73,7 @@ CREATE TABLE IF NOT EXISTS documents (
     sha256 TEXT,
     user_id TEXT,
     status TEXT NOT NULL DEFAULT 'pending'
-        CHECK (status IN ('pending', 'processing', 'ready', 'error')),
+        CHECK (status IN ('pending', 'processing', 'embedding', 'ready', 'error')),
     error TEXT,
     page_count INTEGER,
     chunk_count INTEGER,
@@ -171,6 +172,28 @@ def _add_missing_columns(conn: sqlite3.Connection) -> None:
                     raise
 
 
+def _allow_embedding_status(conn: sqlite3.Connection) -> None:
+    """Stores made before the Batch API mode refuse the status 'embedding'
+    (a CHECK constraint). SQLite cannot change a constraint in place, so the
+    documents table is rebuilt once, in one transaction (chunks keep their
+    document ids; foreign keys are off while the table is swapped)."""
+    sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'documents'").fetchone()[0]
+    if "'embedding'" in sql:
+        return
+    conn.execute("PRAGMA foreign_keys = OFF")
+    try:
+        with sqlite.transaction(conn) as tx:
+            sql = tx.execute("SELECT sql FROM sqlite_master WHERE name = 'documents'").fetchone()[0]
+            if "'embedding'" not in sql:  # another process may have done it meanwhile
+                tx.execute(sql.replace("CREATE TABLE documents", "CREATE TABLE documents_new", 1)
+                           .replace("'processing', 'ready'", "'processing', 'embedding', 'ready'", 1))
+                tx.execute("INSERT INTO documents_new SELECT * FROM documents")
+                tx.execute("DROP TABLE documents")
+                tx.execute("ALTER TABLE documents_new RENAME TO documents")
+    finally:
+        conn.execute("PRAGMA foreign_keys = ON")
+
+
 class LocalStore:
     """A SQLite store. The connection opens on first use and is reopened in a
     forked child, so a store object never shares a connection across processes."""
@@ -193,6 +216,7 @@ class LocalStore:
         # Autocommit: we BEGIN ourselves (sqlite.transaction), so transactions stay short and explicit.
         conn = sqlite.connect(self.path, synchronous="NORMAL", foreign_keys=True, schema=SCHEMA)
         _add_missing_columns(conn)
+        _allow_embedding_status(conn)
         return conn
 
     def close(self) -> None:
