@@ -139,7 +139,9 @@ def enqueue(
         if from_supabase:
             from docutrain_cli.supabase.pull import pending_jobs
 
-            report = enqueue_jobs(queue, pending_jobs(settings, limit=limit), force=force)
+            jobs, refused_rows = pending_jobs(settings, limit=limit)
+            report = enqueue_jobs(queue, jobs, force=force)
+            report.refused.extend(refused_rows)
         if paths:
             more = enqueue_paths(queue, paths, user_id=user_id, document_id=document_id, force=force)
             report.queued += more.queued

@@ -87,7 +87,7 @@ class WorkerContext:
         if self._downloads is None:
             from docutrain_cli.supabase.storage import Downloads
 
-            self._downloads = Downloads()
+            self._downloads = Downloads(self.settings.storage_bucket, user_prefix=self.settings.storage_user_prefix)
         return self._downloads
 
     def report_progress(self, message: str) -> None:

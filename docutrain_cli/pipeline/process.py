@@ -44,7 +44,7 @@ def _waiting_deadline(job: Job, settings) -> float | None:
 def process_job(job: Job, context: "WorkerContext") -> JobResult:
     settings = context.settings
     started = time.monotonic()
-    loaded = load_source(job.source, max_file_mb=settings.max_file_mb, context=context)
+    loaded = load_source(job.source, max_file_mb=settings.max_file_mb, context=context, user_id=job.user_id)
     embedder = context.embedder
     store = context.store
 
