@@ -19,8 +19,8 @@ from typing import Iterator, Protocol, Sequence
 
 from docutrain_cli.errors import AccountError, JobError, PermanentError, TransientError
 from docutrain_cli.pipeline.models import DEFAULT_DIMENSIONS, OFFLINE_DIMENSIONS, OFFLINE_MODEL
-from docutrain_cli.pipeline.pacing import Pacer
-from docutrain_cli.pipeline.ratelimit import RateBudget, refusal_wait
+from docutrain_cli.ratelimit.pacing import Pacer
+from docutrain_cli.ratelimit.budget import RateBudget, refusal_wait
 from docutrain_cli.pipeline.tokens import TokenCounter, counter_for, EstimatingCounter
 
 # OpenAI's limits for one embeddings request and one input.
@@ -461,7 +461,7 @@ def make_embedder(
     if not settings.openai_api_key:
         raise PermanentError("embedder is 'openai' but OPENAI_API_KEY is not set")
     if budget is None:
-        from docutrain_cli.pipeline.ratelimit import open_budget
+        from docutrain_cli.ratelimit.budget import open_budget
 
         budget = open_budget(settings)
     return OpenAIEmbedder(

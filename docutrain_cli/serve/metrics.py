@@ -35,7 +35,7 @@ from typing import Callable, Iterator
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from docutrain_cli.activity import WorkerBoard
+from docutrain_cli.run.activity import WorkerBoard
 from docutrain_cli.config import Settings
 from docutrain_cli.jobs import STATES
 from docutrain_cli.queues import JobQueue, open_queue
@@ -53,7 +53,7 @@ class DocutrainCollector:
         return []  # collected at scrape time only (no scrape at registration)
 
     def collect(self) -> Iterator[Metric]:
-        from docutrain_cli.recorder import budget_status, outbox_status
+        from docutrain_cli.status.recorder import budget_status, outbox_status
 
         queue = self._open_queue(self.settings)
         try:

@@ -21,7 +21,7 @@ import math
 import time
 from typing import Any
 
-from docutrain_cli.activity import WorkerBoard, WorkerInfo
+from docutrain_cli.run.activity import WorkerBoard, WorkerInfo
 from docutrain_cli.jobs import Job, JobState
 from docutrain_cli.queues.base import Finished, JobQueue, QueueStats
 

@@ -8,9 +8,9 @@ import time
 from typing import TextIO
 
 from docutrain_cli.jobs import Job
-from docutrain_cli.render import GAP, FileName, FitToWidth, age, budget_line, count, file_column_width, plural
+from docutrain_cli.cli.render import GAP, FileName, FitToWidth, age, budget_line, count, file_column_width, plural
 from docutrain_cli.queues.base import QueueStats
-from docutrain_cli.runner import RunObserver, RunSummary, Runner
+from docutrain_cli.run.runner import RunObserver, RunSummary, Runner
 
 
 BUDGET_LOG_EVERY = 30.0  # seconds between log lines about the rate budget

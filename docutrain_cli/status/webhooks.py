@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 from docutrain_cli.config import Settings
 from docutrain_cli.errors import PermanentError, TransientError
-from docutrain_cli.outbox import StatusChange
+from docutrain_cli.status.outbox import StatusChange
 
 SIGNATURE_HEADER = "X-Docutrain-Signature"
 EVENT = "document.status"

@@ -400,7 +400,7 @@ def local_budget_path(settings) -> Path:
 
 def open_store(settings) -> BudgetStore:
     if settings.queue_is_postgres:
-        from docutrain_cli.pipeline.ratelimit_pg import PostgresBudgetStore
+        from docutrain_cli.ratelimit.postgres import PostgresBudgetStore
 
         return PostgresBudgetStore(settings.queue)
     return SQLiteBudgetStore(local_budget_path(settings))
@@ -418,7 +418,7 @@ def budget_status(settings) -> list[dict[str, Any]]:
     """Every budget this queue has seen (normally one), for `docutrain status`.
     Read-only, and empty when there is none yet."""
     if settings.queue_is_postgres:
-        from docutrain_cli.pipeline.ratelimit_pg import PostgresBudgetStore
+        from docutrain_cli.ratelimit.postgres import PostgresBudgetStore
 
         store: BudgetStore = PostgresBudgetStore(settings.queue, create=False)
     else:

@@ -16,7 +16,7 @@ from typing import Callable, TypeVar
 
 from docutrain_cli.config import redact_url
 from docutrain_cli.errors import TransientError
-from docutrain_cli.pipeline.ratelimit import FIELDS, BudgetRow
+from docutrain_cli.ratelimit.budget import FIELDS, BudgetRow
 
 TABLE = "public.docutrain_rate_budget"
 T = TypeVar("T")

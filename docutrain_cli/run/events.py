@@ -12,8 +12,8 @@ from docutrain_cli.jobs import Job, JobResult
 from docutrain_cli.queues.base import QueueStats
 
 if TYPE_CHECKING:
-    from docutrain_cli.run_summary import RunSummary
-    from docutrain_cli.runner import Runner
+    from docutrain_cli.run.summary import RunSummary
+    from docutrain_cli.run.runner import Runner
 
 
 class RunObserver:

@@ -15,11 +15,11 @@ from typing import List, Optional
 import typer
 
 from docutrain_cli import __version__
-from docutrain_cli.clistyle import HelpCommand, HelpGroup, also_after_the_command, run_app
+from docutrain_cli.cli.style import HelpCommand, HelpGroup, also_after_the_command, run_app
 from docutrain_cli.config import Settings, load_settings
 from docutrain_cli.errors import ExitCode, UsageError
 from docutrain_cli.jobs import JobState
-from docutrain_cli.messages import demo_hint, missing_queue, not_listable, not_retried
+from docutrain_cli.cli.messages import demo_hint, missing_queue, not_listable, not_retried
 
 app = typer.Typer(
     name="docutrain",
@@ -128,8 +128,8 @@ def enqueue(
 
     Example: docutrain enqueue ./uploads/*.pdf --user-id 4f1c...
     """
-    from docutrain_cli.enqueue import EnqueueReport, enqueue_jobs, enqueue_paths
-    from docutrain_cli.render import enqueue_lines
+    from docutrain_cli.queues.enqueue import EnqueueReport, enqueue_jobs, enqueue_paths
+    from docutrain_cli.cli.render import enqueue_lines
 
     settings = _settings(ctx)
     if not paths and not from_supabase:
@@ -178,8 +178,8 @@ def run(
     Example: docutrain run --workers 24 --drain --max-time 4m
     """
     from docutrain_cli.config import parse_duration
-    from docutrain_cli.progress import LogObserver, RichObserver, summary_line
-    from docutrain_cli.runner import Runner
+    from docutrain_cli.cli.progress import LogObserver, RichObserver, summary_line
+    from docutrain_cli.run.runner import Runner
 
     settings = _settings(ctx, workers=workers, job_timeout=job_timeout, embedding_mode="batch" if batch else None)
     seconds = parse_duration(max_time, "--max-time") if max_time else None
@@ -242,8 +242,8 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     Example: docutrain status --json
     """
     from docutrain_cli.queues import QueueStats
-    from docutrain_cli.recorder import status_report
-    from docutrain_cli.render import status_lines
+    from docutrain_cli.status.recorder import status_report
+    from docutrain_cli.cli.render import status_lines
 
     settings = _settings(ctx)
     missing = missing_queue(settings)
@@ -275,7 +275,7 @@ def jobs(
     if ctx.invoked_subcommand:
         return
     from docutrain_cli.jobs import STATES
-    from docutrain_cli.render import jobs_table
+    from docutrain_cli.cli.render import jobs_table
 
     if state is not None and state not in STATES:
         raise UsageError(f"--state: expected one of {', '.join(STATES)}, got {state!r}")
@@ -311,7 +311,7 @@ def jobs_show(
 
     Example: docutrain jobs show 12
     """
-    from docutrain_cli.render import job_detail
+    from docutrain_cli.cli.render import job_detail
 
     settings = _settings(ctx)
     missing = missing_queue(settings)
@@ -373,7 +373,7 @@ def queue_init(ctx: typer.Context) -> None:
 
     Example: DOCUTRAIN_QUEUE=postgresql://... docutrain queue init
     """
-    from docutrain_cli.render import cloudflare_ready_line
+    from docutrain_cli.cli.render import cloudflare_ready_line
 
     settings = _settings(ctx)
     if settings.queue_is_cloudflare:
@@ -409,8 +409,8 @@ def sync(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=
 
     Example: docutrain sync
     """
-    from docutrain_cli.render import sync_lines
-    from docutrain_cli.recorder import sync as sync_outbox
+    from docutrain_cli.cli.render import sync_lines
+    from docutrain_cli.status.recorder import sync as sync_outbox
 
     result = sync_outbox(_settings(ctx))
     hooks = result.get("status_webhooks")
@@ -434,8 +434,8 @@ def doctor(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
 
     Example: docutrain doctor
     """
-    from docutrain_cli.doctor import run_checks
-    from docutrain_cli.render import doctor_lines
+    from docutrain_cli.cli.doctor import run_checks
+    from docutrain_cli.cli.render import doctor_lines
 
     checks = run_checks(_settings(ctx))
     if as_json:
@@ -458,7 +458,7 @@ def search(
 
     Example: docutrain search "what is the refund policy?" --top 3
     """
-    from docutrain_cli.render import search_hits
+    from docutrain_cli.cli.render import search_hits
     from docutrain_cli.store.search import search as search_store
 
     settings = _settings(ctx)
