@@ -14,7 +14,7 @@ from docutrain_cli.jobs import Job, JobResult, JobState
 from docutrain_cli.cli.progress import RichObserver, summary_line
 from docutrain_cli.queues.base import QueueStats
 from docutrain_cli.cli.render import FileName, job_detail, jobs_table, plural, search_hits
-from docutrain_cli.run.runner import RunSummary
+from docutrain_cli.run.summary import RunSummary
 from docutrain_cli.store.local import Hit
 
 DEEP = "/home/someone/projects/docutrain/demo/uploads/2024/contracts/"

@@ -26,7 +26,7 @@ from docutrain_cli.run.events import RunObserver, StatusListener
 from docutrain_cli.run.summary import RunSummary, describe_failure
 from docutrain_cli.run.worker import load_processor
 
-__all__ = ["Runner", "RunObserver", "RunSummary", "StatusListener", "Periodic", "describe_failure"]
+__all__ = ["Runner"]
 
 TICK = 0.2  # how often the loop wakes up to look at flags and timers
 HOUSEKEEP_EVERY = 30.0  # seconds, or
