@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from docutrain_cli.jobs import Job, JobResult
-from docutrain_cli.status.outbox import Outbox, outbox_path
+from docutrain_cli.paths import outbox_path
+from docutrain_cli.status.outbox import Outbox
 from docutrain_cli.status.supabase import SupabaseStatusDelivery
 from docutrain_cli.status.recorder import StatusRecorder, sync
 

@@ -17,7 +17,7 @@ from conftest import wait_for
 from serving import TOKEN, start_serve_process
 
 from docutrain_cli.queues.local import LocalQueue
-from docutrain_cli.queues.wake import wake_path
+from docutrain_cli.paths import wake_path
 
 SLOW_POLL = dict(DOCUTRAIN_POLL_INTERVAL="60s", DOCUTRAIN_PROCESSOR="tests.processors:record", DOCUTRAIN_WORKERS="1")
 

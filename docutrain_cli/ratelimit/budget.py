@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
 from docutrain_cli import sqlite
+from docutrain_cli.paths import budget_path
 from docutrain_cli.ratelimit.row import FIELDS, BudgetRow, BudgetStore
 
 MARGIN = 0.03  # we aim this far under the server's limit: latency jitter and estimates drift
@@ -350,22 +351,12 @@ class SQLiteBudgetStore:
         self._db.close()
 
 
-def local_budget_path(settings) -> Path:
-    """Beside the queue file: every worker of the runner that holds it shares
-    it. A Cloudflare queue has no database of ours to hold a shared row, so
-    each machine keeps its own beside the store (set embedding_tpm to the
-    machine's share of the limit when several drain one queue)."""
-    if settings.queue_is_cloudflare:
-        return Path(settings.store + ".budget")
-    return Path(settings.queue + ".budget")
-
-
 def open_store(settings) -> BudgetStore:
     if settings.queue_is_postgres:
         from docutrain_cli.ratelimit.postgres import PostgresBudgetStore
 
         return PostgresBudgetStore(settings.queue)
-    return SQLiteBudgetStore(local_budget_path(settings))
+    return SQLiteBudgetStore(budget_path(settings))
 
 
 def open_budget(settings, store: BudgetStore | None = None) -> RateBudget:
@@ -384,7 +375,7 @@ def budget_status(settings) -> list[dict[str, Any]]:
 
         store: BudgetStore = PostgresBudgetStore(settings.queue, create=False)
     else:
-        path = local_budget_path(settings)
+        path = budget_path(settings)
         if not path.exists():
             return []
         store = SQLiteBudgetStore(path)

@@ -15,10 +15,11 @@ from typing import Any
 
 from docutrain_cli.config import Settings
 from docutrain_cli.jobs import Job, JobResult
+from docutrain_cli.paths import outbox_path, webhook_outbox_path
 from docutrain_cli.status.outbox import Delivery, FlushResult, Outbox
 from docutrain_cli.queues.base import QueueStats
 from docutrain_cli.store.local import LocalStore
-from docutrain_cli.status.webhooks import WebhookDelivery, webhook_outbox_path
+from docutrain_cli.status.webhooks import WebhookDelivery
 
 log = logging.getLogger("docutrain.status")
 
@@ -218,8 +219,6 @@ def budget_status(settings: Settings) -> list[dict]:
 def outbox_status(settings: Settings) -> dict | None:
     """The outbox fields for `docutrain status`, or None when there is no
     outbox yet (nothing was ever recorded for Supabase). Read-only otherwise."""
-    from docutrain_cli.status.outbox import outbox_path
-
     path = outbox_path(settings.store)
     if not path.exists():
         return None
