@@ -45,7 +45,7 @@ class RunObserver:
 
 class StatusListener(Protocol):
     """Receives document status changes; by default a
-    recorder.StatusRecorder (local store, plus the Supabase outbox)."""
+    status.recorder.StatusRecorder (local store, plus the Supabase outbox)."""
 
     def processing(self, job: Job) -> None: ...
     def ready(self, job: Job, result: JobResult) -> None: ...

@@ -19,7 +19,7 @@ queue and the files next to the store at scrape time, the same sources as
   has live workers); `docutrain_workers`: live worker processes on this machine;
 - `docutrain_embedding_*{model,endpoint}` (limits, tokens in the last minute,
   time waited for the budget, 429s, an account problem): the rate budget's
-  rows (pipeline/ratelimit.py), shared by every runner of the queue, as
+  rows (ratelimit/budget.py), shared by every runner of the queue, as
   `status --json`'s `embedding_budget`. Budgets of two keys on one model and
   endpoint (a key was changed) show the newest.
 

@@ -2,10 +2,10 @@
 first, then pushed to its destination in batches, and retried until delivered.
 
 The outbox knows nothing about where changes go: `flush` hands each one to
-a `Delivery` (today Supabase's `user_documents`, supabase/status.py). A
+a `Delivery` (today Supabase's `user_documents`, status/supabase.py). A
 second destination (e.g. signed HTTP webhooks) is a second Delivery with its
 own outbox file, and gets the same ordering, backoff and guarantees without
-touching this module. That is also why it lives at the top, not in supabase/.
+touching this module. That is also why it lives in status/, not in supabase/.
 
 Guarantees and how they are kept:
 - Nothing is lost: a change is one committed INSERT (WAL, synchronous=FULL)
