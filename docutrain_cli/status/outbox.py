@@ -110,6 +110,10 @@ class FlushResult:
     def sent(self) -> int:
         return self.delivered + self.dropped
 
+    def outcome(self) -> dict[str, Any]:
+        """What `docutrain sync` reports of a flush (its `skipped` aside)."""
+        return {"delivered": self.delivered, "dropped": self.dropped, "refused": self.refused, "error": self.error}
+
 
 class Outbox:
     def __init__(self, path: str | os.PathLike[str]):
