@@ -192,6 +192,27 @@ def test_health_and_readiness(server, api):
     assert api.get("/readyz").json() == {"ok": True, "queue": "local"}
 
 
+def test_readiness_names_the_queue_as_the_queue_describes_itself(cloudflare, tmp_path):
+    """A Cloudflare queue is "cloudflare" in /readyz (serve once rebuilt the
+    kind from the URL itself and said "local")."""
+    cloudflare.create_queue("dead0001", max_retries=100)
+    cloudflare.create_queue("main0001", max_retries=3, dead_letter_queue="dead0001")
+    settings = Settings(
+        queue=f"cloudflare://{cloudflare.account_id}/main0001", store=str(tmp_path / "docutrain.db"),
+        serve_token=TOKEN, cloudflare_api_token=cloudflare.token, cloudflare_dead_queue="dead0001",
+        cloudflare_api_url=cloudflare.url,
+    )
+    serving = ServeThread(settings)
+    try:
+        with serving.client(token=None) as anonymous:
+            assert anonymous.get("/healthz").json() == {"ok": True}
+        with serving.client() as client:
+            ready = client.get("/readyz")
+    finally:
+        serving.close()
+    assert ready.json() == {"ok": True, "queue": "cloudflare"}, ready.text
+
+
 def test_unreachable_queue_is_503_with_the_reason_and_no_secret(tmp_path):
     url = "postgresql://docutrain:hunter2-secret@127.0.0.1:1/nowhere"
     settings = Settings(queue=url, store=str(tmp_path / "s.db"), serve_token=TOKEN)

@@ -87,6 +87,10 @@ class LocalQueue(JobQueue):
     kind = "local"
     exclusive = True
 
+    @classmethod
+    def from_settings(cls, settings) -> "LocalQueue":
+        return cls(settings.queue)
+
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
         if self.path.is_dir():

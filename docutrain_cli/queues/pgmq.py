@@ -40,7 +40,7 @@ from typing import Any, Callable, Sequence, TypeVar
 from docutrain_cli.config import redact_url
 from docutrain_cli.errors import ConfigError, ServiceUnavailableError
 from docutrain_cli.jobs import STATES, Job, JobState
-from docutrain_cli.queues.base import Finished, JobQueue, QueueStats, Waiter
+from docutrain_cli.queues.base import Finished, JobQueue, QueueDescription, QueueStats, Waiter
 from docutrain_cli.queues.order import require_arrival
 from docutrain_cli.queues.pgmq_setup import (
     DEAD_SUFFIX,
@@ -93,6 +93,15 @@ class PgmqQueue(JobQueue):
         self._leases: dict[int, tuple[int, int]] = {}
         self._conn = connect(url)
         self._check_installed()
+
+    @classmethod
+    def from_settings(cls, settings) -> "PgmqQueue":
+        return cls(settings.queue, settings.queue_name, settings.visibility_timeout)
+
+    @classmethod
+    def describe(cls, settings) -> QueueDescription:
+        target = redact_url(settings.queue)  # the URL may hold a password
+        return QueueDescription(cls.kind, target, f"pgmq queue {settings.queue_name} at {target}")
 
     def __repr__(self) -> str:
         return f"PgmqQueue({redact_url(self.url)!r}, {self.name!r})"
