@@ -13,7 +13,8 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import ROOT, make_files
+from conftest import make_files
+from harness import ROOT, child_env
 from proctree import alive, forkserver_of, ignores, workers_of
 
 SLOW = {"DOCUTRAIN_PROCESSOR": "tests.processors:record", "DOCUTRAIN_TEST_SLEEP": "3"}
@@ -179,7 +180,7 @@ STOP_WHILE_A_REPLACEMENT_STARTS = textwrap.dedent("""
 def run_pool_script(script: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", script],
-        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"},
+        env=child_env(PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}"),
         capture_output=True, text=True, timeout=120,
     )  # returns once every holder of its stderr, the workers too, is gone
 

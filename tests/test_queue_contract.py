@@ -14,7 +14,6 @@ two cases that are nothing but such reads are skipped with the reason.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -23,12 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for
+from harness import ROOT, child_env, wait_for
 from docutrain_cli.errors import ConfigError
 from docutrain_cli.jobs import STATES, Job, JobResult, JobState
 from docutrain_cli.queues.order import LeaseOrder
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 class Backend:
@@ -88,7 +86,7 @@ class Backend:
         )
         proc = subprocess.run(
             [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env=child_env(),
         )
         assert proc.returncode == -signal.SIGKILL, proc.stderr
         return int(proc.stdout.split()[0])
@@ -215,7 +213,7 @@ def test_enqueue_unique_is_atomic_across_processes(backend):
         "for i in range(25):\n"
         "    q.enqueue_unique(Job(id=0, source=f'/data/{i}.pdf', document_id=f'doc-{i}'))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = child_env()
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdin=subprocess.PIPE, text=True)
              for _ in range(4)]
     for proc in procs:
