@@ -37,8 +37,8 @@ class Docutrain:
             DOCUTRAIN_RETRY_BASE_DELAY="0.05",
             DOCUTRAIN_RETRY_MAX_DELAY="0.2",
             DOCUTRAIN_POLL_INTERVAL="0.1",
-            **env,
         )
+        self.env.update(env)
         self.started: list[subprocess.Popen] = []
 
     def argv(self, *args: str) -> list[str]:

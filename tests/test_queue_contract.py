@@ -338,7 +338,8 @@ def test_a_revived_job_counts_its_queued_age_from_the_retry(queue):
     [job_id] = queue.enqueue(make_jobs(1))
     [job] = lease_all(queue)
     queue.bury(job, "corrupt")
-    time.sleep(1.5)
+    wait_for(lambda: time.time() - queue.job(job_id).queued_at >= 1.5, timeout=10,
+             what="the job to have been queued 1.5 s ago")
     revived_at = time.time()
     assert queue.revive(None) == [job_id]
     stats = queue.stats(time.time())
@@ -378,11 +379,7 @@ def test_release_with_a_delay_costs_no_attempt_and_hides_the_job_until_then(queu
         back = queue.job(job_id)
         assert (back.state, back.attempts) == (JobState.QUEUED, 0)
     assert queue.lease(5, time.time()) == []  # not due yet: nobody gets it
-    deadline = time.monotonic() + 10
-    leased = []
-    while not leased and time.monotonic() < deadline:
-        time.sleep(0.2)
-        leased = queue.lease(5, time.time())
+    leased = wait_for(lambda: queue.lease(5, time.time()), timeout=10, interval=0.2, what="the job to be due")
     assert [j.id for j in leased] == [job_id] and leased[0].attempts == 1
 
 
