@@ -220,6 +220,20 @@ def pgmq_queue_name(pg_url):
 
 
 @pytest.fixture
+def tesseract():
+    """Tesseract with English data; skips (fails when CI is set) without it."""
+    from docutrain_cli.config import environ_flag
+    from docutrain_cli.pipeline.ocr import find_support
+
+    problem = find_support(None).problem("eng")
+    if problem:
+        message = f"OCR tests need Tesseract: {problem}"
+        if environ_flag("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture
 def cloudflare():
     """A running stand-in for Cloudflare Queues' REST API (tests/cloudflare_standin.py)."""
     from cloudflare_standin import CloudflareStandin
