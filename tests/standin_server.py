@@ -102,3 +102,23 @@ class Listener:
             self._server.cut_connections()
             self._thread.join(5)
             self._server = self._thread = None
+
+
+class Served:
+    """A stand-in whose server is `self.listener`: its port, `up()` (the same
+    port again), `down()` (connections refused) and `close()`."""
+
+    listener: Listener
+
+    @property
+    def port(self) -> int:
+        return self.listener.port
+
+    def up(self) -> None:
+        self.listener.up()
+
+    def down(self) -> None:
+        self.listener.down()
+
+    def close(self) -> None:
+        self.down()

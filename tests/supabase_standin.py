@@ -40,7 +40,7 @@ import uuid
 from typing import Any, Callable
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from standin_server import Listener, QuietHandler
+from standin_server import Listener, QuietHandler, Served
 
 KEY = "standin-service-role-key-0123456789"
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -449,7 +449,7 @@ class Project:
         return hits[:count]
 
 
-class StandIn:
+class StandIn(Served):
     """The HTTP server around a Project, on 127.0.0.1 and a free port."""
 
     def __init__(self, project: Project | None = None):
@@ -457,7 +457,7 @@ class StandIn:
         self._failures: list[list] = []  # [method, path_prefix, status, times_left]
         self._redirects: dict[str, str] = {}  # path prefix -> Location
         self._delay = 0.0
-        self._listener = Listener(type("Handler", (_Handler,), {"standin": self}))
+        self.listener = Listener(type("Handler", (_Handler,), {"standin": self}))
         self.up()
 
     @property
@@ -467,21 +467,6 @@ class StandIn:
     @property
     def key(self) -> str:
         return self.project.key
-
-    @property
-    def port(self) -> int:
-        return self._listener.port
-
-    def up(self) -> None:
-        self._listener.up()
-
-    def down(self) -> None:
-        """Stop listening and cut open keep-alive connections: clients get
-        'connection refused' (or a reset) on this port."""
-        self._listener.down()
-
-    def close(self) -> None:
-        self.down()
 
     def fail(self, method: str = "*", path_prefix: str = "/", status: int = 500, times: int = 1_000_000) -> None:
         """Answer `status` to matching requests, `times` times."""

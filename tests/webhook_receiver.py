@@ -8,7 +8,7 @@ import dataclasses
 import json
 import threading
 
-from standin_server import Listener, QuietHandler
+from standin_server import Listener, QuietHandler, Served
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,12 +21,12 @@ class Call:
         return json.loads(self.body)
 
 
-class Receiver:
+class Receiver(Served):
     def __init__(self):
         self.calls: list[Call] = []
         self._answers: list[int] = []  # statuses to answer next, then 204
         self._lock = threading.Lock()
-        self._listener = Listener(self._handler())
+        self.listener = Listener(self._handler())
         self.up()
 
     @property
@@ -40,19 +40,6 @@ class Receiver:
     def delivered(self) -> list[Call]:
         with self._lock:
             return [c for c in self.calls if 200 <= c.answered < 300]
-
-    @property
-    def port(self) -> int:
-        return self._listener.port
-
-    def up(self) -> None:
-        self._listener.up()
-
-    def down(self) -> None:
-        self._listener.down()
-
-    def close(self) -> None:
-        self.down()
 
     def _handler(self) -> type[QuietHandler]:
         receiver = self
