@@ -338,8 +338,8 @@ def test_a_revived_job_counts_its_queued_age_from_the_retry(queue):
     [job_id] = queue.enqueue(make_jobs(1))
     [job] = lease_all(queue)
     queue.bury(job, "corrupt")
-    wait_for(lambda: time.time() - queue.job(job_id).queued_at >= 1.5, timeout=10,
-             what="the job to have been queued 1.5 s ago")
+    wait_for(lambda: time.time() - queue.job(job_id).enqueued_at >= 1.5, timeout=10,
+             what="the job to have been enqueued 1.5 s ago")
     revived_at = time.time()
     assert queue.revive(None) == [job_id]
     stats = queue.stats(time.time())
