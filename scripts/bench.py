@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -48,9 +47,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
-for _path in (str(REPO), str(REPO / "scripts")):  # scripts/: bench_http.py, bench_ratelimit.py
+# scripts/: bench_http.py, bench_ratelimit.py; tests/: the stand-ins and the child environment
+for _path in (str(REPO), str(REPO / "scripts"), str(REPO / "tests")):
     if _path not in sys.path:
         sys.path.insert(0, _path)
+
+from harness import child_env  # noqa: E402
 
 PY = sys.executable
 
@@ -156,13 +158,9 @@ def docutrain_cmd() -> list[str]:
 
 
 def base_env(queue: Path | None = None, store: Path | None = None, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DOCUTRAIN_", "OPENAI_", "SUPABASE_"))
-    }
-    env["DOCUTRAIN_EMBEDDER"] = "offline"
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env = child_env(
+        DOCUTRAIN_EMBEDDER="offline", PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    )
     if queue is not None:
         env["DOCUTRAIN_QUEUE"] = str(queue)
     if store is not None:
@@ -556,11 +554,9 @@ def bench_memory(mode: Mode, root: Path, ncpu: int, reps: int) -> tuple[list[Row
 
 
 def _load_standin():
-    spec = importlib.util.spec_from_file_location("openai_standin", REPO / "tests" / "openai_standin.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["openai_standin"] = module
-    spec.loader.exec_module(module)
-    return module
+    import openai_standin  # tests/ is on sys.path (above)
+
+    return openai_standin
 
 
 def bench_embedding(mode: Mode, root: Path, ncpu: int, reps: int) -> tuple[list[Row], dict]:

@@ -39,12 +39,12 @@ from pathlib import Path
 from typing import Callable
 
 TESTS = Path(__file__).resolve().parent
-ROOT = TESTS.parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
 import pdfs  # noqa: E402
 from chaos_invariants import Invariants  # noqa: E402
+from harness import child_env  # noqa: E402
 from proctree import alive, descendants, forkserver_of, workers_of  # noqa: E402
 
 ACTIONS = ("kill-group", "kill-runner", "kill-worker", "kill-forkserver", "sigterm", "double-sigint")
@@ -178,9 +178,7 @@ class Chaos(Invariants):
     # -- setup -----------------------------------------------------------------
 
     def _env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCUTRAIN_", "OPENAI_", "SUPABASE_"))}
-        env.update(
-            PYTHONPATH=str(ROOT),
+        env = child_env(
             DOCUTRAIN_STORE=str(self.workdir / "docutrain.db"),
             DOCUTRAIN_EMBEDDER="offline",
             DOCUTRAIN_POLL_INTERVAL="0.2",

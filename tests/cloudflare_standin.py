@@ -29,8 +29,9 @@ import secrets
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from standin_server import Listener, QuietHandler
 
 MAX_MESSAGE_BYTES = 128_000
 MAX_BATCH_BYTES = 256_000
@@ -100,23 +101,19 @@ class CloudflareStandin:
         self._limited = 0  # answer this many next requests with 429
         self._retry_after = 1
         self._drop: dict[str, int] = {}  # path tail -> answers to lose after doing the work
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._listener = Listener(self._handler())
 
     # -- set-up and inspection (in the test process) ----------------------
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/client/v4"
+        return f"http://127.0.0.1:{self._listener.port}/client/v4"
 
     def start(self) -> "CloudflareStandin":
-        self._thread.start()
+        self._listener.up()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._listener.down()
 
     def create_queue(self, queue_id: str, *, max_retries: int = 3, dead_letter_queue: str | None = None,
                      retry_delay: float = 0.0) -> Queue:
@@ -320,12 +317,7 @@ class CloudflareStandin:
     def _handler(self):
         standin = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):  # quiet
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self):
                 self._serve("GET")
 
@@ -333,8 +325,7 @@ class CloudflareStandin:
                 self._serve("POST")
 
             def _serve(self, method: str) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
+                raw = self.read_body()
                 tail = self.path.rstrip("/").rsplit("/messages", 1)[-1].lstrip("/")
                 with standin.lock:
                     limited = standin._limited > 0
@@ -364,14 +355,7 @@ class CloudflareStandin:
                     self.connection.shutdown(socket.SHUT_RDWR)
                     self.close_connection = True
                     return
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for name, value in extra.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
+                self.send_json(status, answer, extra)
 
         return Handler
 

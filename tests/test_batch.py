@@ -27,6 +27,42 @@ def batch_api():
         yield state
 
 
+class BatchStepRig:
+    """A BatchStep on a fresh local store, and a way to park a document's chunks for it."""
+
+    def __init__(self, tmp_path, batch_api):
+        from docutrain_cli.batch.ledger import Ledger
+        from docutrain_cli.batch.step import BatchStep
+        from docutrain_cli.config import load_settings
+        from docutrain_cli.status.recorder import StatusRecorder
+        from docutrain_cli.store.local import LocalStore
+
+        self.settings = load_settings({"store": str(tmp_path / "s.db")}, environ=env_for(batch_api))
+        self.store = LocalStore(self.settings.store)
+        self.ledger = Ledger(self.store)
+        self.status = StatusRecorder(self.settings)
+        self.step = BatchStep(self.settings, self.status)
+
+    def park(self, source: str, texts: list[str], tokens: int = 2) -> None:
+        from docutrain_cli.batch.ledger import PendingChunk
+
+        # Stand-in text hashes that sort as parked: the batch's lines go by hash,
+        # and the tests count on a line holding one document's chunks.
+        chunks = [PendingChunk(i, 1, 1, tokens, text, f"{source}#{i}") for i, text in enumerate(texts)]
+        self.ledger.park(source, chunks, model="text-embedding-3-small", dimensions=0, page_count=1,
+                         remote_id=None, user_id=None, source=source, sha256=f"sha-{source}")
+
+    def close(self) -> None:
+        self.step.close(), self.status.close(), self.store.close()
+
+
+@pytest.fixture
+def batch_step(tmp_path, batch_api):
+    rig = BatchStepRig(tmp_path, batch_api)
+    yield rig
+    rig.close()
+
+
 def env_for(state) -> dict:
     return {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": state.base_url}
 
@@ -166,25 +202,11 @@ def test_kill_9_between_steps_pays_nothing_twice_and_loses_nothing(docutrain, tm
     assert batch_api.inputs_run == len(texts)  # every text embedded once, none twice
 
 
-def test_failed_lines_go_into_the_next_batch_and_an_expired_batch_keeps_what_completed(tmp_path, batch_api):
-    from docutrain_cli.batch.ledger import Ledger, PendingChunk
-    from docutrain_cli.batch.step import BatchStep
-    from docutrain_cli.config import load_settings
-    from docutrain_cli.status.recorder import StatusRecorder
-    from docutrain_cli.store.local import LocalStore
-
-    settings = load_settings({"store": str(tmp_path / "s.db")}, environ={
-        "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": batch_api.base_url})
-    store = LocalStore(settings.store)
-    ledger = Ledger(store)
+def test_failed_lines_go_into_the_next_batch_and_an_expired_batch_keeps_what_completed(batch_step, batch_api):
+    store, step = batch_step.store, batch_step.step
     for d in range(4):
-        texts = [f"document {d} chunk {i} words" for i in range(3)]
-        ledger.park(f"/docs/{d}.pdf", [PendingChunk(i, 1, 1, 4, t, f"h{d}-{i}") for i, t in enumerate(texts)],
-                    model="text-embedding-3-small", dimensions=0, page_count=1, remote_id=None, user_id=None,
-                    source=f"/docs/{d}.pdf", sha256=f"sha{d}")
-    status = StatusRecorder(settings)
-    step = BatchStep(settings, status)
-    step.limits = plan.Limits(tokens=settings.batch_queue_tokens, inputs_per_request=3)  # a line per document
+        batch_step.park(f"/docs/{d}.pdf", [f"document {d} chunk {i} words" for i in range(3)], tokens=4)
+    step.limits = plan.Limits(tokens=batch_step.settings.batch_queue_tokens, inputs_per_request=3)  # a line per document
     batch_api.fail_texts = {"document 1 chunk 0 words"}
     assert step.step(flush=True).files == 1
     (first,) = batch_api.batch_ids()
@@ -202,23 +224,13 @@ def test_failed_lines_go_into_the_next_batch_and_an_expired_batch_keeps_what_com
     assert report.documents_ready == 2
     assert {store.get_document(f"/docs/{d}.pdf")["status"] for d in range(4)} == {"ready"}
     assert store.chunk_count() == 12
-    step.close(), status.close(), store.close()
 
 
-def test_a_text_that_keeps_failing_ends_its_documents_in_error(tmp_path, batch_api):
-    from docutrain_cli.batch.ledger import MAX_LINE_FAILURES, Ledger, PendingChunk
-    from docutrain_cli.batch.step import BatchStep
-    from docutrain_cli.config import load_settings
-    from docutrain_cli.status.recorder import StatusRecorder
-    from docutrain_cli.store.local import LocalStore
+def test_a_text_that_keeps_failing_ends_its_documents_in_error(batch_step, batch_api):
+    from docutrain_cli.batch.ledger import MAX_LINE_FAILURES
 
-    settings = load_settings({"store": str(tmp_path / "s.db")}, environ={
-        "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": batch_api.base_url})
-    store = LocalStore(settings.store)
-    Ledger(store).park("/docs/bad.pdf", [PendingChunk(0, 1, 1, 2, "poison text", "p")], model="text-embedding-3-small",
-                       dimensions=0, page_count=1, remote_id=None, user_id=None, source="/docs/bad.pdf", sha256="s")
-    status = StatusRecorder(settings)
-    step = BatchStep(settings, status)
+    store, step = batch_step.store, batch_step.step
+    batch_step.park("/docs/bad.pdf", ["poison text"])
     batch_api.fail_texts = {"poison text"}
     for _ in range(MAX_LINE_FAILURES):
         step.step(flush=True)
@@ -228,7 +240,6 @@ def test_a_text_that_keeps_failing_ends_its_documents_in_error(tmp_path, batch_a
     row = store.get_document("/docs/bad.pdf")
     assert row["status"] == "error" and "500" in row["error"] and "3 batches" in row["error"]
     assert batch_api.batches_created == MAX_LINE_FAILURES
-    step.close(), status.close(), store.close()
 
 
 def test_a_rejected_key_stops_the_run_with_exit_5_and_nothing_lost(docutrain, tmp_path, batch_api):
@@ -329,21 +340,11 @@ def test_a_service_polls_its_batches_on_a_timer_while_idle_and_tells_supabase(
     assert batch_api.files_created == 1 and batch_api.batches_created == 1
 
 
-def test_a_batch_that_fails_as_a_whole_returns_its_texts_and_pauses_new_batches(tmp_path, batch_api, monkeypatch):
+def test_a_batch_that_fails_as_a_whole_returns_its_texts_and_pauses_new_batches(batch_step, batch_api, monkeypatch):
     from docutrain_cli.batch import step as step_module
-    from docutrain_cli.batch.ledger import Ledger, PendingChunk
-    from docutrain_cli.batch.step import BatchStep
-    from docutrain_cli.config import load_settings
-    from docutrain_cli.status.recorder import StatusRecorder
-    from docutrain_cli.store.local import LocalStore
 
-    settings = load_settings({"store": str(tmp_path / "s.db")}, environ={
-        "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": batch_api.base_url})
-    store = LocalStore(settings.store)
-    Ledger(store).park("/d.pdf", [PendingChunk(0, 1, 1, 2, "some text", "t")], model="text-embedding-3-small",
-                       dimensions=0, page_count=1, remote_id=None, user_id=None, source="/d.pdf", sha256="s")
-    status = StatusRecorder(settings)
-    step = BatchStep(settings, status)
+    step = batch_step.step
+    batch_step.park("/d.pdf", ["some text"])
     step.step(flush=True)
     batch_api.advance(None, "failed", failure=("token_limit_exceeded", "Enqueued token limit reached."))
     report = step.step(flush=True)
@@ -354,7 +355,6 @@ def test_a_batch_that_fails_as_a_whole_returns_its_texts_and_pauses_new_batches(
     assert step.step(flush=True).files == 1
     batch_api.advance(None, "completed")
     assert step.step(flush=True).documents_ready == 1
-    step.close(), status.close(), store.close()
 
 
 def test_an_exhausted_quota_stops_the_run_with_exit_5_and_keeps_the_parked_chunks(docutrain, tmp_path, batch_api):

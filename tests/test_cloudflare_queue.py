@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from harness import wait_for
 from docutrain_cli.errors import ConfigError
 from docutrain_cli.jobs import Job, JobState
 from docutrain_cli.queues.cloudflare import UNKNOWN_DEATH, CloudflareQueue, lease_seconds
@@ -201,13 +202,7 @@ def test_cloudflare_dead_letters_a_job_whose_runners_keep_dying(cf):
 
 
 def lease_until(q, timeout: float = 5.0) -> list[Job]:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        found = q.lease(1, time.time())
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError("nothing to lease")
+    return wait_for(lambda: q.lease(1, time.time()), timeout, what="something to lease")
 
 
 def test_a_duplicate_of_a_job_in_hand_is_acked_not_run_twice(cf):

@@ -9,17 +9,16 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from harness import ROOT, child_env
 from docutrain_cli.run.activity import WorkerBoard
 from docutrain_cli.jobs import Job, JobResult
 from docutrain_cli.queues.base import Finished
 from docutrain_cli.serve.overview import bar_chart, matches, throughput
 from docutrain_cli.serve.session import Sessions, host_is_loopback, safe_next
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_a_worker_killed_mid_job_disappears_from_the_board(tmp_path):
@@ -35,7 +34,7 @@ def test_a_worker_killed_mid_job_disappears_from_the_board(tmp_path):
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=child_env(),
     )
     try:
         assert proc.stdout.readline().strip() == "busy"

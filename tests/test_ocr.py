@@ -12,25 +12,15 @@ import time
 import pytest
 
 import pdfs
-from docutrain_cli.config import Settings, environ_flag
+from docutrain_cli.config import Settings
 from docutrain_cli.errors import PermanentError
 from docutrain_cli.jobs import Job
 from docutrain_cli.pipeline.extract import Extraction
-from docutrain_cli.pipeline.ocr import OcrOptions, OcrSupport, PageOcr, find_support, ocr_check
+from docutrain_cli.pipeline.ocr import OcrOptions, OcrSupport, PageOcr, ocr_check
 from docutrain_cli.run.process import process_job
 from docutrain_cli.run.worker import WorkerContext
 
 TEST_DPI = 150  # enough for 12 pt text; 300 (the default) doubles the time
-
-
-@pytest.fixture
-def tesseract():
-    problem = find_support(None).problem("eng")
-    if problem:
-        message = f"OCR tests need Tesseract: {problem}"
-        if environ_flag("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 def process(job: Job, settings: Settings):

@@ -13,7 +13,8 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import ROOT, make_files
+from conftest import make_files
+from harness import ROOT, child_env
 from proctree import alive, forkserver_of, ignores, workers_of
 
 SLOW = {"DOCUTRAIN_PROCESSOR": "tests.processors:record", "DOCUTRAIN_TEST_SLEEP": "3"}
@@ -154,23 +155,17 @@ STOP_WHILE_A_REPLACEMENT_STARTS = textwrap.dedent("""
     from docutrain_cli.run.pool import _forkserver_pid, _stop, forkserver_context
     from proctree import children, ignores
     from forkserver_pools import SlowToUnpickle, deaf_to_sigterm
-
-    def wait_for(predicate, what):
-        deadline = time.monotonic() + 60
-        while not (found := predicate()):
-            assert time.monotonic() < deadline, what
-            time.sleep(0.05)
-        return found
+    from harness import wait_for
 
     pool = ProcessPool(max_workers=2, initializer=deaf_to_sigterm, initargs=(SlowToUnpickle(0, 0, 1, deaf=2),),
                        context=forkserver_context("tests.processors:record"))
     assert pool.active
     server = _forkserver_pid()
-    first = wait_for(lambda: len(w := [w for w in children(server) if ignores(w, signal.SIGTERM)]) == 2 and w, "two workers up")
+    first = wait_for(lambda: len(w := [w for w in children(server) if ignores(w, signal.SIGTERM)]) == 2 and w, what="two workers up")
     tasks = [pool.schedule(time.sleep, args=(60,)) for _ in first]  # pebble replaces only a busy worker
-    wait_for(lambda: all(t.running() for t in tasks), "both workers busy")
+    wait_for(lambda: all(t.running() for t in tasks), what="both workers busy")
     os.kill(first[1], signal.SIGKILL)
-    replacement = wait_for(lambda: [w for w in children(server) if w not in first], "a replacement")
+    replacement = wait_for(lambda: [w for w in children(server) if w not in first], what="a replacement")
     _stop(pool)
     print(json.dumps(replacement))
 """)
@@ -179,7 +174,7 @@ STOP_WHILE_A_REPLACEMENT_STARTS = textwrap.dedent("""
 def run_pool_script(script: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", script],
-        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"},
+        env=child_env(PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}"),
         capture_output=True, text=True, timeout=120,
     )  # returns once every holder of its stderr, the workers too, is gone
 

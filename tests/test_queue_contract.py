@@ -14,7 +14,6 @@ two cases that are nothing but such reads are skipped with the reason.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -23,12 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for
+from harness import ROOT, child_env, wait_for
 from docutrain_cli.errors import ConfigError
 from docutrain_cli.jobs import STATES, Job, JobResult, JobState
 from docutrain_cli.queues.order import LeaseOrder
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 class Backend:
@@ -88,7 +86,7 @@ class Backend:
         )
         proc = subprocess.run(
             [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env=child_env(),
         )
         assert proc.returncode == -signal.SIGKILL, proc.stderr
         return int(proc.stdout.split()[0])
@@ -215,7 +213,7 @@ def test_enqueue_unique_is_atomic_across_processes(backend):
         "for i in range(25):\n"
         "    q.enqueue_unique(Job(id=0, source=f'/data/{i}.pdf', document_id=f'doc-{i}'))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = child_env()
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdin=subprocess.PIPE, text=True)
              for _ in range(4)]
     for proc in procs:
@@ -340,7 +338,8 @@ def test_a_revived_job_counts_its_queued_age_from_the_retry(queue):
     [job_id] = queue.enqueue(make_jobs(1))
     [job] = lease_all(queue)
     queue.bury(job, "corrupt")
-    time.sleep(1.5)
+    wait_for(lambda: time.time() - queue.job(job_id).enqueued_at >= 1.5, timeout=10,
+             what="the job to have been enqueued 1.5 s ago")
     revived_at = time.time()
     assert queue.revive(None) == [job_id]
     stats = queue.stats(time.time())
@@ -380,11 +379,7 @@ def test_release_with_a_delay_costs_no_attempt_and_hides_the_job_until_then(queu
         back = queue.job(job_id)
         assert (back.state, back.attempts) == (JobState.QUEUED, 0)
     assert queue.lease(5, time.time()) == []  # not due yet: nobody gets it
-    deadline = time.monotonic() + 10
-    leased = []
-    while not leased and time.monotonic() < deadline:
-        time.sleep(0.2)
-        leased = queue.lease(5, time.time())
+    leased = wait_for(lambda: queue.lease(5, time.time()), timeout=10, interval=0.2, what="the job to be due")
     assert [j.id for j in leased] == [job_id] and leased[0].attempts == 1
 
 

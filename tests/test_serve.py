@@ -77,17 +77,22 @@ def test_same_document_while_active_gets_the_same_job_and_a_new_one_once_finishe
     assert api.post("/v1/documents", json=doc("doc-2")).json()["created"]
 
 
-def test_concurrent_posts_of_one_document_make_one_job(server, settings):
-    """32 threads post the same document at once (the server runs them on
-    8 queue handles, i.e. 8 SQLite connections), then 4 other documents."""
+def post_at_once(server: ServeThread, threads: int, document_ids: list[str]) -> list[int]:
+    """POST each document from `threads` threads at once; the job id each answer names."""
     def post(document_id: str) -> int:
         with server.client() as client:
             answer = client.post("/v1/documents", json=doc(document_id))
             assert answer.status_code == 202, answer.text
             return answer.json()["job_id"]
 
-    with concurrent.futures.ThreadPoolExecutor(32) as pool:
-        ids = list(pool.map(post, ["same"] * 64 + [f"other-{i % 4}" for i in range(32)]))
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(post, document_ids))
+
+
+def test_concurrent_posts_of_one_document_make_one_job(server, settings):
+    """32 threads post the same document at once (the server runs them on
+    8 queue handles, i.e. 8 SQLite connections), then 4 other documents."""
+    ids = post_at_once(server, 32, ["same"] * 64 + [f"other-{i % 4}" for i in range(32)])
     assert len(set(ids[:64])) == 1
     jobs = queued(settings)
     assert sorted(j.document_id for j in jobs) == ["other-0", "other-1", "other-2", "other-3", "same"]
@@ -99,14 +104,7 @@ def test_concurrent_posts_on_pgmq_make_one_job(pg_url, pgmq_queue_name, tmp_path
     settings = Settings(queue=pg_url, queue_name=pgmq_queue_name, store=str(tmp_path / "s.db"), serve_token=TOKEN)
     serving = ServeThread(settings)
     try:
-        def post(document_id: str) -> int:
-            with serving.client() as client:
-                answer = client.post("/v1/documents", json=doc(document_id))
-                assert answer.status_code == 202, answer.text
-                return answer.json()["job_id"]
-
-        with concurrent.futures.ThreadPoolExecutor(16) as pool:
-            ids = list(pool.map(post, ["same"] * 48 + ["other"] * 16))
+        ids = post_at_once(serving, 16, ["same"] * 48 + ["other"] * 16)
     finally:
         serving.close()
     assert len(set(ids[:48])) == 1 and len(set(ids[48:])) == 1
