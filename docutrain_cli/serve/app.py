@@ -17,6 +17,7 @@ from docutrain_cli.serve import documents, health, jobs, webhooks
 from docutrain_cli.serve.dashboard import Dashboard, handles_own_auth
 from docutrain_cli.serve.auth import TokenAuth
 from docutrain_cli.serve.errors import EXCEPTION_HANDLERS
+from docutrain_cli.serve.guard import EdgeGuard
 from docutrain_cli.serve.handles import DEFAULT_SIZE, QueueHandles
 from docutrain_cli.serve.sources import resolve_source
 
@@ -49,7 +50,10 @@ def create_app(settings: Settings, options: ServeOptions = ServeOptions()) -> St
             *(route for module in ROUTE_MODULES for route in module.routes),
             *Dashboard(settings, handles).routes(),  # GET /, job pages, Retry, /metrics
         ],
-        middleware=[Middleware(TokenAuth, token=settings.serve_token, own_auth=handles_own_auth)],
+        middleware=[
+            Middleware(EdgeGuard, token_required=bool(settings.serve_token)),  # Host, Origin, JSON
+            Middleware(TokenAuth, token=settings.serve_token, own_auth=handles_own_auth),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -7,14 +7,15 @@ with a cookie that is HttpOnly (scripts cannot read it), SameSite=Strict
 sessions survive a restart, and changing the token ends all of them.
 
 Every POST the dashboard makes (retry, retry all dead, log out) also carries
-a CSRF token, HMAC(token, session), in a hidden field, and must come from the
-page's own origin (Origin / Sec-Fetch-Site). An API client that sends the
-bearer header needs neither: no browser attaches that header by itself.
+a CSRF token, HMAC(token, session), in a hidden field; a POST from another
+site's page is refused before it gets here (guard.py). An API client that
+sends the bearer header needs no CSRF token: no browser attaches that header
+by itself.
 
 With no token configured (allowed on loopback only) there is nothing to log
 in with, but POSTs still need a CSRF token: it is made with a random key held
-by this process, and requests must name a loopback Host, so a web page that
-rebinds its DNS name to 127.0.0.1 cannot use the dashboard.
+by this process, and guard.py answers only loopback Host names, so a web page
+that rebinds its DNS name to 127.0.0.1 cannot use the dashboard.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import time
 COOKIE = "docutrain_session"
 CSRF_FIELD = "csrf_token"
 MAX_AGE = 12 * 3600  # seconds a login lasts
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
 class Sessions:
@@ -73,26 +73,6 @@ class Sessions:
 
     def csrf_ok(self, session: str | None, offered: str | None) -> bool:
         return bool(offered) and hmac.compare_digest(offered, self.csrf_for(session))
-
-
-def host_is_loopback(host_header: str | None) -> bool:
-    host = (host_header or "").strip().lower()
-    if host.startswith("["):  # [::1]:8080
-        host = host[: host.find("]") + 1]
-    elif host.count(":") == 1:
-        host = host.split(":")[0]
-    return host in LOOPBACK_HOSTS
-
-
-def same_origin(headers, base_url: str) -> bool:
-    """A browser POST from our own page: Sec-Fetch-Site says so, or Origin
-    matches. Old browsers send neither on some same-origin forms: allow
-    that, the CSRF token is still checked."""
-    site = headers.get("sec-fetch-site")
-    if site is not None:
-        return site in ("same-origin", "none")
-    origin = headers.get("origin")
-    return origin is None or origin.rstrip("/") == base_url.rstrip("/")
 
 
 def safe_next(target: str | None) -> str:
