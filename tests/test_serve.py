@@ -122,7 +122,7 @@ def test_local_paths_are_refused_unless_allowed(api, settings, tmp_path):
         assert answer.status_code == 422 and "--allow-local-paths" in answer.json()["error"], path
     assert queued(settings) == []
 
-    allowing = ServeThread(settings, ServeOptions(allow_local_paths=True))
+    allowing = ServeThread(settings, ServeOptions(allow_local_paths=str(tmp_path)))
     try:
         with allowing.client() as client:
             answer = client.post("/v1/documents", json=doc(storage_path=str(secret)))
@@ -132,7 +132,7 @@ def test_local_paths_are_refused_unless_allowed(api, settings, tmp_path):
     finally:
         allowing.close()
     [job] = queued(settings)
-    assert job.source == str(secret) and job.sha256  # hashed like `docutrain enqueue`
+    assert job.source == str(secret.resolve()) and job.sha256  # hashed like `docutrain enqueue`
 
 
 def test_without_storage_path_the_row_is_looked_up_in_supabase(supabase_standin, tmp_path):

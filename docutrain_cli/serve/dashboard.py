@@ -43,6 +43,7 @@ from docutrain_cli.pipeline.ratelimit import current_budget
 from docutrain_cli.serve import metrics
 from docutrain_cli.serve import session as sess
 from docutrain_cli.serve.handles import QueueHandles
+from docutrain_cli.serve.jobs import without_local_hash
 from docutrain_cli.serve.overview import gather
 
 HERE = Path(__file__).parent
@@ -242,7 +243,7 @@ class Dashboard:
             return self._render(request, "not_found.html", status=404, job_id=job_id)
         template = "_job.html" if request.query_params.get("partial") else "job.html"
         return self._render(
-            request, template, job=job, now=time.time(), notice=_notice(request.query_params),
+            request, template, job=without_local_hash(job), now=time.time(), notice=_notice(request.query_params),
             queue_label=self._queue_label(),
         )
 

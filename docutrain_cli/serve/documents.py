@@ -9,7 +9,6 @@ retrying, also when requests race (see JobQueue.enqueue_unique).
 
 from __future__ import annotations
 
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -19,6 +18,7 @@ from docutrain_cli.enqueue import enqueue_document
 from docutrain_cli.jobs import Job, JobState
 from docutrain_cli.serve.body import read_json, text_field
 from docutrain_cli.serve.errors import ApiError
+from docutrain_cli.serve.jobs import public_job
 
 # What a job's state means for the document, in the app's words
 # (user_documents.status): a retry is still being processed.
@@ -80,14 +80,10 @@ async def show_document(request: Request) -> JSONResponse:
             "user_document_id": document_id,
             "status": DOCUMENT_STATUS[latest.state],
             "job_id": latest.id,
-            "job": _public(latest),
+            "job": public_job(latest),
             "job_ids": [job.id for job in jobs],
         }
     )
-
-
-def _public(job: Job) -> dict[str, Any]:
-    return job.to_dict()
 
 
 routes = [

@@ -3,13 +3,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from docutrain_cli.jobs import Job
 from docutrain_cli.serve.errors import ApiError
+
+
+def without_local_hash(job: Job) -> Job:
+    """The job as shown over HTTP: a local file's hash is never sent (with
+    `--allow-local-paths` it would tell whether a file holds given bytes)."""
+    from docutrain_cli.supabase.storage import REMOTE_PREFIX
+
+    return job if job.source.startswith(REMOTE_PREFIX) else dataclasses.replace(job, sha256=None)
+
+
+def public_job(job: Job) -> dict[str, Any]:
+    return without_local_hash(job).to_dict()
 
 
 async def show_job(request: Request) -> JSONResponse:
@@ -17,7 +32,7 @@ async def show_job(request: Request) -> JSONResponse:
     job = await request.app.state.handles.call(lambda queue: queue.job(job_id))
     if job is None:
         raise ApiError(404, f"job {job_id}: no such job")
-    return JSONResponse(job.to_dict())
+    return JSONResponse(public_job(job))
 
 
 async def retry_job(request: Request) -> JSONResponse:
