@@ -216,9 +216,11 @@ def test_every_route_but_healthz_needs_the_token(server):
     routes = [("POST", "/v1/documents"), ("POST", "/v1/webhooks/supabase"), ("GET", "/v1/jobs/1"),
               ("POST", "/v1/jobs/1/retry"), ("GET", "/v1/documents/x"), ("GET", "/v1/status"),
               ("GET", "/readyz"), ("GET", "/no/such/route")]
-    for token in (None, "wrong-token", TOKEN[:-1], TOKEN + "x"):
+    for n, token in enumerate((None, "wrong-token", TOKEN[:-1], TOKEN + "x")):
         with server.client(token=token) as client:
-            for method, path in routes:
+            for m, (method, path) in enumerate(routes):
+                # each guess from its own address: ten from one are throttled (test_serve_throttle.py)
+                client.headers["x-forwarded-for"] = f"198.51.100.{n * len(routes) + m}"
                 answer = client.request(method, path, json=doc())
                 assert answer.status_code == 401, (token, method, path)
                 assert answer.headers["www-authenticate"] == "Bearer"

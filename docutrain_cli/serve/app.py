@@ -15,7 +15,7 @@ from starlette.middleware import Middleware
 from docutrain_cli.config import Settings
 from docutrain_cli.serve import documents, health, jobs, webhooks
 from docutrain_cli.serve.dashboard import Dashboard, handles_own_auth
-from docutrain_cli.serve.auth import TokenAuth
+from docutrain_cli.serve.auth import TokenAuth, failed_auth_window
 from docutrain_cli.serve.errors import EXCEPTION_HANDLERS
 from docutrain_cli.serve.guard import EdgeGuard
 from docutrain_cli.serve.handles import DEFAULT_SIZE, QueueHandles
@@ -33,6 +33,7 @@ class ServeOptions:
 def create_app(settings: Settings, options: ServeOptions = ServeOptions()) -> Starlette:
     handles = QueueHandles(settings, options.queue_handles)
     root = local_root(options.allow_local_paths) if options.allow_local_paths else None
+    failures = failed_auth_window()  # wrong tokens and log-ins per client address
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -49,11 +50,11 @@ def create_app(settings: Settings, options: ServeOptions = ServeOptions()) -> St
     app = Starlette(
         routes=[
             *(route for module in ROUTE_MODULES for route in module.routes),
-            *Dashboard(settings, handles).routes(),  # GET /, job pages, Retry, /metrics
+            *Dashboard(settings, handles, failures=failures).routes(),  # GET /, job pages, Retry, /metrics
         ],
         middleware=[
             Middleware(EdgeGuard, token_required=bool(settings.serve_token)),  # Host, Origin, JSON
-            Middleware(TokenAuth, token=settings.serve_token, own_auth=handles_own_auth),
+            Middleware(TokenAuth, token=settings.serve_token, failures=failures, own_auth=handles_own_auth),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

@@ -42,13 +42,16 @@ from docutrain_cli.errors import DocutrainError
 from docutrain_cli.pipeline.ratelimit import current_budget
 from docutrain_cli.serve import metrics
 from docutrain_cli.serve import session as sess
+from docutrain_cli.serve.auth import failed_auth_window
 from docutrain_cli.serve.handles import QueueHandles
 from docutrain_cli.serve.jobs import without_local_hash
 from docutrain_cli.serve.overview import gather
+from docutrain_cli.serve.throttle import SlidingWindow, client_key
 
 HERE = Path(__file__).parent
 REFRESH_SECONDS = 3
 MAX_FORM_BYTES = 16 * 1024
+UNKNOWN = object()  # request.state.auth before the first check
 
 # No inline scripts or styles, nothing from elsewhere: even markup that slipped
 # through escaping could not run.
@@ -108,11 +111,15 @@ class Dashboard:
         settings: Settings,
         handles: QueueHandles,
         *,
+        failures: SlidingWindow | None = None,
         budget_snapshot: Callable[[], dict[str, Any] | None] | None = None,
     ):
         self.settings = settings
         self.sessions = sess.Sessions(settings.serve_token)
         self.handles = handles
+        # Wrong tokens and forged cookies, counted with the API's (auth.py
+        # answers 429 once there are too many).
+        self.failures = failures or failed_auth_window()
         # Read afresh on each page, like everything else: the runs write it.
         self._budget = budget_snapshot or partial(current_budget, settings)
         self.templates = make_templates()
@@ -133,13 +140,25 @@ class Dashboard:
 
     # -- plumbing -----------------------------------------------------------
     def authenticated(self, request: Request) -> str | None:
-        """'bearer', 'cookie', 'open' (no token configured) or None."""
+        """'bearer', 'cookie', 'open' (no token configured) or None; a wrong
+        bearer token or a cookie we did not issue counts as a failure (once
+        per request)."""
+        known = getattr(request.state, "auth", UNKNOWN)
+        if known is UNKNOWN:
+            known = request.state.auth = self._authenticate(request)
+        return known
+
+    def _authenticate(self, request: Request) -> str | None:
         if not self.sessions.login_required:
             return "open"  # loopback only, and EdgeGuard took only loopback Host names
-        if self.sessions.bearer_ok(request.headers.get("authorization")):
+        authorization = request.headers.get("authorization")
+        if self.sessions.bearer_ok(authorization):
             return "bearer"
-        if self.sessions.session_ok(request.cookies.get(sess.COOKIE)):
+        cookie = request.cookies.get(sess.COOKIE)
+        if self.sessions.session_ok(cookie):
             return "cookie"
+        if authorization or cookie:
+            self.failures.add(client_key(request.scope))
         return None
 
     def _render(self, request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -164,9 +183,13 @@ class Dashboard:
 
     def _refuse(self, request: Request) -> Response:
         if request.query_params.get("partial") or request.method != "GET":
-            return PlainTextResponse("log in first", status_code=401, headers=SECURITY_HEADERS)
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return RedirectResponse("/login?" + urlencode({"next": target}), status_code=303)
+            response: Response = PlainTextResponse("log in first", status_code=401, headers=SECURITY_HEADERS)
+        else:
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            response = RedirectResponse("/login?" + urlencode({"next": target}), status_code=303)
+        if sess.COOKIE in request.cookies:  # expired, logged out or forged: the browser stops sending it
+            response.delete_cookie(sess.COOKIE, path="/", httponly=True, samesite="strict")
+        return response
 
     async def _form(self, request: Request) -> dict[str, str] | None:
         """The posted url-encoded form, or None if it is not one (or too big)."""
@@ -295,6 +318,7 @@ class Dashboard:
         form = await self._form(request) or {}
         target = sess.safe_next(form.get("next"))
         if not self.sessions.token_ok(form.get("token")):
+            self.failures.add(client_key(request.scope))
             return self._render(request, "login.html", status=401, next=target, failed=True)
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(
