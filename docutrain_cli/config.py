@@ -38,6 +38,7 @@ SECRET_FIELDS = {
     "pdf_password",
     "cloudflare_api_token",
     "serve_token",
+    "webhook_secret",
     "status_webhook_secret",
     "cloudflare_api_token",
 }
@@ -108,6 +109,9 @@ class Settings:
     reconcile_interval: float = 300.0
     # HTTP intake (`docutrain serve`): the bearer token clients send.
     serve_token: str | None = _secret()
+    # The only secret /v1/webhooks/supabase takes once set (the serve token
+    # then no longer opens it): what the Supabase trigger stores.
+    webhook_secret: str | None = _secret()
     # Status changes POSTed to the app, signed with HMAC-SHA256.
     status_webhook_url: str | None = None
     status_webhook_secret: str | None = _secret()
@@ -259,6 +263,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"status_webhook_url: expected an http:// or https:// URL, got {s.status_webhook_url!r}")
     if s.status_webhook_url and not s.status_webhook_secret:
         raise ConfigError("status_webhook_url is set but status_webhook_secret is not: the app could not verify the calls")
+    if s.webhook_secret and s.webhook_secret == s.serve_token:
+        raise ConfigError("webhook_secret: must differ from serve_token, or it would still open everything")
     if ":" not in s.processor:
         raise ConfigError(f"processor: expected 'module:function', got {s.processor!r}")
 

@@ -54,7 +54,8 @@ def create_app(settings: Settings, options: ServeOptions = ServeOptions()) -> St
         ],
         middleware=[
             Middleware(EdgeGuard, token_required=bool(settings.serve_token)),  # Host, Origin, JSON
-            Middleware(TokenAuth, token=settings.serve_token, failures=failures, own_auth=handles_own_auth),
+            Middleware(TokenAuth, token=settings.serve_token, failures=failures, own_auth=handles_own_auth,
+                       webhook_secret=settings.webhook_secret),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

@@ -2,7 +2,10 @@
 
 Every route but `/healthz` needs `Authorization: Bearer <serve_token>`. The
 Supabase webhook route also takes the token in `X-Docutrain-Secret`, because a
-Database Webhook sends fixed headers you type into the dashboard. Tokens are
+Database Webhook sends fixed headers you type into the dashboard. With
+`webhook_secret` set, that route takes that secret only (bearer or header)
+and the serve token no longer opens it: the database, which stores what the
+trigger sends, then holds nothing that opens the dashboard or retries. Tokens are
 compared with hmac.compare_digest (constant time). Without a token the server
 only binds to a loopback address, where only this machine can reach it;
 beyond loopback the token must have 32 characters or more.
@@ -44,17 +47,20 @@ def is_loopback(host: str) -> bool:
         return False  # a name (or 0.0.0.0 spelled otherwise): assume reachable
 
 
-def check_bind(host: str, token: str | None) -> None:
-    if not token and not is_loopback(host):
+def check_bind(host: str, token: str | None, webhook_secret: str | None = None) -> None:
+    if is_loopback(host):
+        return
+    if not token:
         raise ConfigError(
             f"serve: refusing to listen on {host} without a token: set serve_token "
             "(env DOCUTRAIN_SERVE_TOKEN), or listen on 127.0.0.1"
         )
-    if token and len(token) < MIN_PUBLIC_TOKEN and not is_loopback(host):
-        raise ConfigError(
-            f"serve: refusing to listen on {host} with a serve_token of {len(token)} characters "
-            f"(at least {MIN_PUBLIC_TOKEN} beyond loopback): {MAKE_A_TOKEN}"
-        )
+    for name, secret in (("serve_token", token), ("webhook_secret", webhook_secret)):
+        if secret and len(secret) < MIN_PUBLIC_TOKEN:
+            raise ConfigError(
+                f"serve: refusing to listen on {host} with a {name} of {len(secret)} characters "
+                f"(at least {MIN_PUBLIC_TOKEN} beyond loopback): {MAKE_A_TOKEN}"
+            )
 
 
 def failed_auth_window() -> SlidingWindow:
@@ -66,9 +72,10 @@ class TokenAuth:
     """ASGI middleware (not BaseHTTPMiddleware: that costs a task per request)."""
 
     def __init__(self, app: ASGIApp, token: str | None, failures: SlidingWindow,
-                 own_auth: Callable[[str], bool] = lambda path: False):
+                 own_auth: Callable[[str], bool] = lambda path: False, webhook_secret: str | None = None):
         self.app = app
         self.token = token.encode() if token else None
+        self.webhook_secret = webhook_secret.encode() if webhook_secret else None
         self.failures = failures
         # Paths that check the token themselves (the dashboard's pages, which
         # also take a login cookie and send browsers to a log-in form); they
@@ -82,18 +89,25 @@ class TokenAuth:
         wait = self.failures.retry_after(client)
         if wait:
             return await too_many(wait, "too many wrong tokens or log-ins from your address")(scope, receive, send)
-        if self.token is None or self.own_auth(scope["path"]):
+        expected = self._expected(scope["path"])
+        if expected is None or self.own_auth(scope["path"]):
             return await self.app(scope, receive, send)
         offered = self._offered(scope)
-        if self._matches(offered):
+        if self._matches(offered, expected):
             return await self.app(scope, receive, send)
         if offered:
             self.failures.add(client)  # a guess; a request with no token at all is not
+        name = "webhook_secret" if expected is self.webhook_secret else "serve_token"
         response = error_response(
-            401, "missing or wrong token: send Authorization: Bearer <serve_token>",
+            401, f"missing or wrong token: send Authorization: Bearer <{name}>",
             headers={"WWW-Authenticate": "Bearer"},
         )
         await response(scope, receive, send)
+
+    def _expected(self, path: str) -> bytes | None:
+        if path in SECRET_HEADER_PATHS and self.webhook_secret is not None:
+            return self.webhook_secret
+        return self.token
 
     def _offered(self, scope: Scope) -> list[bytes]:
         offered: list[bytes] = []
@@ -104,7 +118,8 @@ class TokenAuth:
                 offered.append(value.strip())
         return offered
 
-    def _matches(self, offered: list[bytes]) -> bool:
+    @staticmethod
+    def _matches(offered: list[bytes], expected: bytes) -> bool:
         # Compare every offer, so timing says nothing about which one matched.
-        results = [hmac.compare_digest(candidate, self.token) for candidate in offered]
+        results = [hmac.compare_digest(candidate, expected) for candidate in offered]
         return any(results)

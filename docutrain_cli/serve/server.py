@@ -31,7 +31,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080,
     """Serve until SIGINT/SIGTERM (uvicorn finishes the requests in progress)."""
     import uvicorn
 
-    check_bind(host, settings.serve_token)
+    check_bind(host, settings.serve_token, settings.webhook_secret)
     app = create_app(settings, options)
     sock = bind(host, port)
     address = sock.getsockname()
