@@ -44,7 +44,7 @@ from docutrain_cli.serve import metrics
 from docutrain_cli.serve import session as sess
 from docutrain_cli.serve.auth import failed_auth_window
 from docutrain_cli.serve.handles import QueueHandles
-from docutrain_cli.serve.jobs import without_local_hash
+from docutrain_cli.serve.jobs import MAX_JOB_ID, without_local_hash
 from docutrain_cli.serve.overview import gather
 from docutrain_cli.serve.throttle import SlidingWindow, client_key
 
@@ -258,6 +258,8 @@ class Dashboard:
         if not self.authenticated(request):
             return self._refuse(request)
         job_id = request.path_params["job_id"]
+        if job_id > MAX_JOB_ID:
+            return self._render(request, "not_found.html", status=404, job_id=job_id)
         try:
             job = await self.handles.call(lambda queue: queue.job(job_id))
         except DocutrainError as exc:
@@ -275,6 +277,8 @@ class Dashboard:
         if refused:
             return refused
         job_id = request.path_params["job_id"]
+        if job_id > MAX_JOB_ID:
+            return self._render(request, "not_found.html", status=404, job_id=job_id)
         revived = await self.handles.call(lambda queue: queue.revive([job_id]))
         outcome = {"retried": len(revived)} if revived else {"not_dead": job_id}
         return RedirectResponse(f"/jobs/{job_id}?{urlencode(outcome)}", status_code=303)

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from docutrain_cli.enqueue import enqueue_document
 from docutrain_cli.jobs import Job, JobState
-from docutrain_cli.serve.body import read_json, text_field
+from docutrain_cli.serve.body import document_id_field, read_json, text_field
 from docutrain_cli.serve.errors import ApiError
 from docutrain_cli.serve.jobs import public_job
 
@@ -58,7 +58,7 @@ async def queue_job(request: Request, job: Job) -> JSONResponse:
 
 async def create_document(request: Request) -> JSONResponse:
     data = await read_json(request)
-    document_id = text_field(data, "user_document_id", required=True, max_length=200)
+    document_id = document_id_field(data, "user_document_id")
     user_id = text_field(data, "user_id", required=True, max_length=200)
     storage_path = text_field(data, "storage_path", required=False)
     metadata = data.get("metadata")

@@ -14,6 +14,17 @@ from starlette.routing import Route
 from docutrain_cli.jobs import Job
 from docutrain_cli.serve.errors import ApiError
 
+MAX_JOB_ID = 2**63 - 1  # SQLite INTEGER and Postgres bigint: a larger id names no job
+
+
+def job_id_of(request: Request) -> int:
+    """The `{job_id:int}` path parameter; 404 for one no queue could hold
+    (the database would raise OverflowError, not answer)."""
+    job_id = request.path_params["job_id"]
+    if job_id > MAX_JOB_ID:
+        raise ApiError(404, "no such job: job ids are below 2^63")
+    return job_id
+
 
 def without_local_hash(job: Job) -> Job:
     """The job as shown over HTTP: a local file's hash is never sent (with
@@ -28,7 +39,7 @@ def public_job(job: Job) -> dict[str, Any]:
 
 
 async def show_job(request: Request) -> JSONResponse:
-    job_id = request.path_params["job_id"]
+    job_id = job_id_of(request)
     job = await request.app.state.handles.call(lambda queue: queue.job(job_id))
     if job is None:
         raise ApiError(404, f"job {job_id}: no such job")
@@ -36,7 +47,7 @@ async def show_job(request: Request) -> JSONResponse:
 
 
 async def retry_job(request: Request) -> JSONResponse:
-    job_id = request.path_params["job_id"]
+    job_id = job_id_of(request)
 
     def work(queue):
         revived = queue.revive([job_id])

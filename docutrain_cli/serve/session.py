@@ -47,7 +47,7 @@ class Sessions:
     def token_ok(self, offered: str | None) -> bool:
         if self.token is None or not offered:
             return False
-        return hmac.compare_digest(offered.encode(), self.token.encode())
+        return same(offered, self.token)
 
     def bearer_ok(self, authorization: str | None) -> bool:
         scheme, _, value = (authorization or "").partition(" ")
@@ -62,7 +62,7 @@ class Sessions:
         if self.token is None or not value:
             return False
         issued, _, signature = value.partition(".")
-        if not issued.isdigit() or not hmac.compare_digest(signature, self._sign("session", issued)):
+        if not (issued.isascii() and issued.isdigit()) or not same(signature, self._sign("session", issued)):
             return False
         age = (time.time() if now is None else now) - int(issued)
         return 0 <= age <= MAX_AGE
@@ -72,7 +72,14 @@ class Sessions:
         return self._sign("csrf", session or "no-login")
 
     def csrf_ok(self, session: str | None, offered: str | None) -> bool:
-        return bool(offered) and hmac.compare_digest(offered, self.csrf_for(session))
+        return bool(offered) and same(offered, self.csrf_for(session))
+
+
+def same(offered: str, expected: str) -> bool:
+    """Constant-time comparison of text that may hold any character (a
+    cookie or a form field is whatever the client sent; compare_digest
+    refuses non-ASCII str, so bytes)."""
+    return hmac.compare_digest(offered.encode("utf-8", "replace"), expected.encode("utf-8", "replace"))
 
 
 def safe_next(target: str | None) -> str:

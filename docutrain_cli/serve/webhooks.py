@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from docutrain_cli.errors import PermanentError
 from docutrain_cli.jobs import Job
-from docutrain_cli.serve.body import read_json
+from docutrain_cli.serve.body import document_id_field, read_json, text_field
 from docutrain_cli.serve.documents import queue_job
 from docutrain_cli.serve.errors import ApiError
 
@@ -41,8 +41,13 @@ async def supabase_webhook(request: Request) -> JSONResponse:
         return ignored("a deleted row has nothing to process")
     if not isinstance(record, dict) or record.get("id") in (None, ""):
         raise ApiError(422, f"{event} payload without a record id")
+    record = {
+        **record,
+        "id": document_id_field(record, "id", label="record id"),
+        "user_id": text_field(record, "user_id", required=False, max_length=200, label="record user_id"),
+    }
     if record.get("status") != "pending":
-        return ignored(f"status is {record.get('status')!r}, not 'pending'")
+        return ignored(f"status is {str(record.get('status'))[:40]!r}, not 'pending'")
     try:
         fields = job_fields(record, settings)
     except PermanentError as exc:
