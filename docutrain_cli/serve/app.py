@@ -34,6 +34,7 @@ def create_app(settings: Settings, options: ServeOptions = ServeOptions()) -> St
     handles = QueueHandles(settings, options.queue_handles)
     root = local_root(options.allow_local_paths) if options.allow_local_paths else None
     failures = failed_auth_window()  # wrong tokens and log-ins per client address
+    dashboard = Dashboard(settings, handles, failures=failures)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -41,6 +42,7 @@ def create_app(settings: Settings, options: ServeOptions = ServeOptions()) -> St
             yield
         finally:
             handles.close()
+            dashboard.close()
 
     async def resolve(document_id: str, user_id: str, storage_path: str | None) -> tuple[str, str | None]:
         # May read a file or ask Supabase: blocking, so in a thread.
@@ -50,7 +52,7 @@ def create_app(settings: Settings, options: ServeOptions = ServeOptions()) -> St
     app = Starlette(
         routes=[
             *(route for module in ROUTE_MODULES for route in module.routes),
-            *Dashboard(settings, handles, failures=failures).routes(),  # GET /, job pages, Retry, /metrics
+            *dashboard.routes(),  # GET /, job pages, Retry, log in/out, /metrics
         ],
         middleware=[
             Middleware(EdgeGuard, token_required=bool(settings.serve_token)),  # Host, Origin, JSON

@@ -46,6 +46,7 @@ from docutrain_cli.serve.auth import failed_auth_window
 from docutrain_cli.serve.handles import QueueHandles
 from docutrain_cli.serve.jobs import MAX_JOB_ID, without_local_hash
 from docutrain_cli.serve.overview import gather
+from docutrain_cli.serve.revocations import Revocations, sessions_path
 from docutrain_cli.serve.throttle import SlidingWindow, client_key
 
 HERE = Path(__file__).parent
@@ -115,7 +116,7 @@ class Dashboard:
         budget_snapshot: Callable[[], dict[str, Any] | None] | None = None,
     ):
         self.settings = settings
-        self.sessions = sess.Sessions(settings.serve_token)
+        self.sessions = sess.Sessions(settings.serve_token, Revocations(sessions_path(settings.store)))
         self.handles = handles
         # Wrong tokens and forged cookies, counted with the API's (auth.py
         # answers 429 once there are too many).
@@ -124,6 +125,10 @@ class Dashboard:
         self._budget = budget_snapshot or partial(current_budget, settings)
         self.templates = make_templates()
         self.registry = metrics.registry_for(settings)
+
+    def close(self) -> None:
+        if self.sessions.revocations is not None:
+            self.sessions.revocations.close()
 
     def routes(self) -> list:
         return [
@@ -340,6 +345,7 @@ class Dashboard:
         refused = await self._refuse_post(request)
         if refused:
             return refused
+        self.sessions.end_session(request.cookies.get(sess.COOKIE))
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(sess.COOKIE, path="/", httponly=True, samesite="strict")
         return response

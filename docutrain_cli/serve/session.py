@@ -3,8 +3,11 @@
 A browser logs in once with the same token the API takes; the server answers
 with a cookie that is HttpOnly (scripts cannot read it), SameSite=Strict
 (other sites cannot make the browser send it) and holds no secret: it is
-`<issued-at>.<HMAC(token, issued-at)>`. The server keeps no session table, so
-sessions survive a restart, and changing the token ends all of them.
+`<issued-at>.<nonce>.<HMAC(token, issued-at.nonce)>`, the nonce random, so
+two log-ins never share a cookie. Logging out revokes the nonce in
+`<store>.sessions` (revocations.py): a copied cookie stops working, for every
+`serve` on this machine and after a restart. Changing the token ends every
+session.
 
 Every POST the dashboard makes (retry, retry all dead, log out) also carries
 a CSRF token, HMAC(token, session), in a hidden field; a POST from another
@@ -25,14 +28,17 @@ import hmac
 import secrets
 import time
 
+from docutrain_cli.serve.revocations import Revocations
+
 COOKIE = "docutrain_session"
 CSRF_FIELD = "csrf_token"
 MAX_AGE = 12 * 3600  # seconds a login lasts
 
 
 class Sessions:
-    def __init__(self, token: str | None):
+    def __init__(self, token: str | None, revocations: Revocations | None = None):
         self.token = token or None
+        self.revocations = revocations
         # Without a token, CSRF tokens are signed with a key only this process knows.
         self._key = (token or secrets.token_hex(32)).encode()
 
@@ -56,16 +62,30 @@ class Sessions:
     # -- cookies -----------------------------------------------------------
     def new_session(self, now: float | None = None) -> str:
         issued = str(int(time.time() if now is None else now))
-        return f"{issued}.{self._sign('session', issued)}"
+        signed = f"{issued}.{secrets.token_urlsafe(16)}"
+        return f"{signed}.{self._sign('session', signed)}"
+
+    def _issued_and_nonce(self, value: str | None, now: float | None = None) -> tuple[int, str] | None:
+        """(issued-at, nonce) of a cookie we issued that has not expired."""
+        if self.token is None or not value:
+            return None
+        signed, _, signature = value.rpartition(".")
+        issued, _, nonce = signed.partition(".")
+        if not (issued.isascii() and issued.isdigit() and nonce) or not same(signature, self._sign("session", signed)):
+            return None
+        age = (time.time() if now is None else now) - int(issued)
+        return (int(issued), nonce) if 0 <= age <= MAX_AGE else None
 
     def session_ok(self, value: str | None, now: float | None = None) -> bool:
-        if self.token is None or not value:
-            return False
-        issued, _, signature = value.partition(".")
-        if not (issued.isascii() and issued.isdigit()) or not same(signature, self._sign("session", issued)):
-            return False
-        age = (time.time() if now is None else now) - int(issued)
-        return 0 <= age <= MAX_AGE
+        found = self._issued_and_nonce(value, now)
+        return found is not None and not (self.revocations and self.revocations.revoked(found[1]))
+
+    def end_session(self, value: str | None) -> None:
+        """Log out: this cookie (and every copy of it) stops working."""
+        found = self._issued_and_nonce(value)
+        if found is not None and self.revocations is not None:
+            issued, nonce = found
+            self.revocations.revoke(nonce, expires=issued + MAX_AGE)
 
     # -- CSRF --------------------------------------------------------------
     def csrf_for(self, session: str | None) -> str:
