@@ -112,6 +112,13 @@ class Settings:
     # The only secret /v1/webhooks/supabase takes once set (the serve token
     # then no longer opens it): what the Supabase trigger stores.
     webhook_secret: str | None = _secret()
+    # The HTTP server's limits: a request's line and headers, connections and
+    # requests at once (more get 503), idle time between requests, and the
+    # time a client has to send a request's headers (and again its body).
+    serve_max_header_kb: int = 16
+    serve_limit_concurrency: int = 500
+    serve_keep_alive_timeout: float = 5.0
+    serve_request_timeout: float = 10.0
     # Status changes POSTed to the app, signed with HMAC-SHA256.
     status_webhook_url: str | None = None
     status_webhook_secret: str | None = _secret()
@@ -188,6 +195,8 @@ _DURATION_FIELDS = {
     "account_retry_interval",
     "batch_poll_interval",
     "reconcile_interval",
+    "serve_keep_alive_timeout",
+    "serve_request_timeout",
 }
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 _TRUE_WORDS = {"1", "true", "yes", "on"}
@@ -263,6 +272,9 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"status_webhook_url: expected an http:// or https:// URL, got {s.status_webhook_url!r}")
     if s.status_webhook_url and not s.status_webhook_secret:
         raise ConfigError("status_webhook_url is set but status_webhook_secret is not: the app could not verify the calls")
+    for name in ("serve_max_header_kb", "serve_limit_concurrency", "serve_keep_alive_timeout", "serve_request_timeout"):
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"{name}: must be positive, got {getattr(s, name)}")
     if s.webhook_secret and s.webhook_secret == s.serve_token:
         raise ConfigError("webhook_secret: must differ from serve_token, or it would still open everything")
     if ":" not in s.processor:

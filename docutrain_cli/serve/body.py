@@ -14,6 +14,8 @@ import json
 import math
 from typing import Any
 
+import anyio
+
 from starlette.requests import Request
 
 from docutrain_cli.serve.errors import ApiError
@@ -56,15 +58,34 @@ async def read_json(request: Request) -> dict[str, Any]:
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
         raise ApiError(413, f"the body is over {MAX_BODY_BYTES // 1024} KB")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise ApiError(413, f"the body is over {MAX_BODY_BYTES // 1024} KB")
+    try:
+        body = await read_body(request, MAX_BODY_BYTES)
+    except BodyTooLarge:
+        raise ApiError(413, f"the body is over {MAX_BODY_BYTES // 1024} KB") from None
     data = parse_json(body)
     if not isinstance(data, dict):
         raise ApiError(422, "the body must be a JSON object")
     return data
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body; BodyTooLarge past `limit` bytes (read no further), and
+    ApiError(408) if it takes over serve_request_timeout to arrive (a slow
+    sender would hold a task and a connection)."""
+    body = bytearray()
+    try:
+        with anyio.fail_after(request.app.state.settings.serve_request_timeout):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise BodyTooLarge
+    except TimeoutError:
+        raise ApiError(408, "the body was not sent in time") from None
+    return bytes(body)
 
 
 def text_field(data: dict[str, Any], name: str, *, required: bool, max_length: int = 1024,

@@ -43,6 +43,7 @@ from docutrain_cli.pipeline.ratelimit import current_budget
 from docutrain_cli.serve import metrics
 from docutrain_cli.serve import session as sess
 from docutrain_cli.serve.auth import failed_auth_window
+from docutrain_cli.serve.body import BodyTooLarge, read_body
 from docutrain_cli.serve.handles import QueueHandles
 from docutrain_cli.serve.jobs import MAX_JOB_ID, without_local_hash
 from docutrain_cli.serve.overview import gather
@@ -200,11 +201,10 @@ class Dashboard:
         """The posted url-encoded form, or None if it is not one (or too big)."""
         if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
             return None
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_FORM_BYTES:
-                return None
+        try:
+            body = await read_body(request, MAX_FORM_BYTES)
+        except BodyTooLarge:
+            return None
         fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
         return {k: v[0] for k, v in fields.items()}
 
