@@ -12,7 +12,7 @@ import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from docutrain_cli.config import Settings
+from docutrain_cli.config import Settings, parse_rate
 from docutrain_cli.serve import documents, health, jobs, webhooks
 from docutrain_cli.serve.dashboard import Dashboard, handles_own_auth
 from docutrain_cli.serve.auth import TokenAuth, failed_auth_window
@@ -20,6 +20,7 @@ from docutrain_cli.serve.errors import EXCEPTION_HANDLERS
 from docutrain_cli.serve.guard import EdgeGuard
 from docutrain_cli.serve.handles import DEFAULT_SIZE, QueueHandles
 from docutrain_cli.serve.sources import local_root, resolve_source
+from docutrain_cli.serve.throttle import IntakeLimit
 
 ROUTE_MODULES = (health, documents, webhooks, jobs)
 
@@ -35,6 +36,7 @@ def create_app(settings: Settings, options: ServeOptions = ServeOptions()) -> St
     root = local_root(options.allow_local_paths) if options.allow_local_paths else None
     failures = failed_auth_window()  # wrong tokens and log-ins per client address
     dashboard = Dashboard(settings, handles, failures=failures)
+    rate = parse_rate(settings.intake_rate, "intake_rate")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -66,5 +68,6 @@ def create_app(settings: Settings, options: ServeOptions = ServeOptions()) -> St
     app.state.options = options
     app.state.handles = handles
     app.state.resolve_source = resolve
+    app.state.intake_limit = IntakeLimit(settings.intake_rate, *rate) if rate else None
     app.state.queue_kind = "pgmq" if settings.queue_is_postgres else "local"
     return app

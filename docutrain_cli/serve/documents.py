@@ -4,7 +4,9 @@ Supabase Database Webhook; `GET /v1/documents/{id}` for where one stands.
 A 202 is sent only after the job is committed to the queue, so it survives
 a `kill -9` of the server right after. Both intake routes go through
 `enqueue_document`: one job per document while one is queued, running or
-retrying, also when requests race (see JobQueue.enqueue_unique).
+retrying, also when requests race (see JobQueue.enqueue_unique). Both
+count against intake_rate per user and per client address (check_intake)
+before anything is looked up or queued.
 """
 
 from __future__ import annotations
@@ -56,6 +58,13 @@ async def queue_job(request: Request, job: Job) -> JSONResponse:
     return accepted(job, created, state)
 
 
+def check_intake(request: Request, user_id: str | None) -> None:
+    """429 with Retry-After past intake_rate for this user or address."""
+    limit = request.app.state.intake_limit
+    if limit is not None:
+        limit.check(request.scope, user_id)
+
+
 async def create_document(request: Request) -> JSONResponse:
     data = await read_json(request)
     document_id = document_id_field(data, "user_document_id")
@@ -64,6 +73,7 @@ async def create_document(request: Request) -> JSONResponse:
     metadata = data.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise ApiError(422, "metadata must be a JSON object")
+    check_intake(request, user_id)
     source, sha256 = await request.app.state.resolve_source(document_id, user_id, storage_path)
     job = Job(id=0, source=source, sha256=sha256, user_id=user_id, document_id=document_id, metadata=metadata)
     return await queue_job(request, job)

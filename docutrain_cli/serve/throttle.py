@@ -1,4 +1,5 @@
-"""Counting requests per client: failed logins and wrong tokens, and intake.
+"""Counting requests per client: failed logins and wrong tokens (auth.py),
+and documents queued per user and per address (IntakeLimit, setting intake_rate).
 
 A sliding window in this process's memory: the times of the last `limit`
 events per key, so "at most `limit` in any `period` seconds" holds exactly
@@ -25,7 +26,7 @@ from typing import Callable
 from starlette.responses import JSONResponse
 from starlette.types import Scope
 
-from docutrain_cli.serve.errors import error_response
+from docutrain_cli.serve.errors import ApiError, error_response
 
 
 class SlidingWindow:
@@ -93,6 +94,33 @@ def client_key(scope: Scope) -> str:
     return str(address)
 
 
+def retry_after(wait: float) -> int:
+    """Whole seconds for the Retry-After header (at least 1)."""
+    return max(1, math.ceil(wait))
+
+
 def too_many(wait: float, message: str) -> JSONResponse:
-    seconds = max(1, math.ceil(wait))
+    seconds = retry_after(wait)
     return error_response(429, f"{message}: try again in {seconds} s", headers={"Retry-After": str(seconds)})
+
+
+class IntakeLimit:
+    """intake_rate for POST /v1/documents and the Supabase webhook: the same
+    count per user_id and per client address, checked before anything is
+    looked up or queued; a refused request counts for neither."""
+
+    def __init__(self, rate: str, count: int, period: float):
+        self.rate = rate
+        self.window = SlidingWindow(count, period)
+
+    def check(self, scope: Scope, user_id: str | None) -> None:
+        keys = {f"user {user_id[:80]}": "user " + user_id} if user_id is not None else {}
+        keys["your address"] = "address " + client_key(scope)  # named second: the user when both are over
+        waits = {who: self.window.retry_after(key) for who, key in keys.items()}
+        who, wait = max(waits.items(), key=lambda item: item[1])
+        if wait:
+            seconds = retry_after(wait)
+            raise ApiError(429, f"intake limit ({self.rate}) reached for {who}: try again in {seconds} s",
+                           headers={"Retry-After": str(seconds)})
+        for key in keys.values():
+            self.window.add(key)
