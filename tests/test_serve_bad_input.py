@@ -11,33 +11,14 @@ from __future__ import annotations
 
 import json
 
-import pytest
-from serving import TOKEN, ServeThread
+from serving import TOKEN
+from test_serve import api, server, settings  # noqa: F401 - the same server fixtures
 
-from docutrain_cli.config import Settings
 from docutrain_cli.queues.local import LocalQueue
 from docutrain_cli.webhooks import sign, verify_signature
 
 JSON = {"content-type": "application/json"}
 BIG = 2**63
-
-
-@pytest.fixture
-def settings(tmp_path) -> Settings:
-    return Settings(queue=str(tmp_path / "q.db"), store=str(tmp_path / "s.db"), serve_token=TOKEN)
-
-
-@pytest.fixture
-def server(settings):
-    serving = ServeThread(settings)
-    yield serving
-    serving.close()
-
-
-@pytest.fixture
-def api(server):
-    with server.client() as client:
-        yield client
 
 
 def json_error(answer, status: int, text: str) -> None:
