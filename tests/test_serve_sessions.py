@@ -12,7 +12,7 @@ import sqlite3
 import httpx
 from serving import TOKEN, start_serve_process
 
-from docutrain_cli.serve.revocations import sessions_path
+from docutrain_cli.paths import sessions_path
 from docutrain_cli.serve.session import COOKIE, Sessions
 
 

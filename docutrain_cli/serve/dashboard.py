@@ -35,11 +35,11 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from docutrain_cli.activity import WorkerBoard
+from docutrain_cli.run.activity import WorkerBoard
 from docutrain_cli.config import Settings
 from docutrain_cli.jobs import STATES, JobState
 from docutrain_cli.errors import DocutrainError
-from docutrain_cli.pipeline.ratelimit import current_budget
+from docutrain_cli.ratelimit.budget import current_budget
 from docutrain_cli.serve import metrics
 from docutrain_cli.serve import session as sess
 from docutrain_cli.serve.auth import failed_auth_window
@@ -47,7 +47,8 @@ from docutrain_cli.serve.body import BodyTooLarge, read_body
 from docutrain_cli.serve.handles import QueueHandles
 from docutrain_cli.serve.jobs import MAX_JOB_ID, without_local_hash
 from docutrain_cli.serve.overview import gather
-from docutrain_cli.serve.revocations import Revocations, sessions_path
+from docutrain_cli.paths import sessions_path
+from docutrain_cli.serve.revocations import Revocations
 from docutrain_cli.serve.throttle import SlidingWindow, client_key
 
 HERE = Path(__file__).parent
@@ -234,7 +235,7 @@ class Dashboard:
         if state not in (None, *STATES):
             state = None
         search = request.query_params.get("q", "")[:200]
-        from docutrain_cli.recorder import outbox_status, webhook_outbox_status
+        from docutrain_cli.status.recorder import outbox_status, webhook_outbox_status
 
         def work(queue):
             with WorkerBoard.for_store(self.settings.store) as board:

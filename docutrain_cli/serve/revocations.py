@@ -23,10 +23,6 @@ from docutrain_cli.sqlite import connect, transaction
 SCHEMA = "CREATE TABLE IF NOT EXISTS revoked (nonce TEXT PRIMARY KEY, expires REAL NOT NULL)"
 
 
-def sessions_path(store: str | os.PathLike[str]) -> Path:
-    return Path(str(store) + ".sessions")
-
-
 class Revocations:
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
