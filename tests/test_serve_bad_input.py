@@ -15,7 +15,7 @@ from serving import TOKEN
 from test_serve import api, server, settings  # noqa: F401 - the same server fixtures
 
 from docutrain_cli.queues.local import LocalQueue
-from docutrain_cli.webhooks import sign, verify_signature
+from docutrain_cli.status.webhooks import sign, verify_signature
 
 JSON = {"content-type": "application/json"}
 BIG = 2**63
