@@ -38,6 +38,7 @@ SECRET_FIELDS = {
     "pdf_password",
     "cloudflare_api_token",
     "serve_token",
+    "webhook_secret",
     "status_webhook_secret",
     "cloudflare_api_token",
 }
@@ -108,6 +109,20 @@ class Settings:
     reconcile_interval: float = 300.0
     # HTTP intake (`docutrain serve`): the bearer token clients send.
     serve_token: str | None = _secret()
+    # The only secret /v1/webhooks/supabase takes once set (the serve token
+    # then no longer opens it): what the Supabase trigger stores.
+    webhook_secret: str | None = _secret()
+    # Documents a user, and a client address, may queue through `serve`
+    # ("120/minute"; None: no limit). Off by default: one backend (the app,
+    # Supabase's webhook, the Cloudflare Worker) often sends every user's uploads.
+    intake_rate: str | None = None
+    # The HTTP server's limits: a request's line and headers, connections and
+    # requests at once (more get 503), idle time between requests, and the
+    # time a client has to send a request's headers (and again its body).
+    serve_max_header_kb: int = 16
+    serve_limit_concurrency: int = 500
+    serve_keep_alive_timeout: float = 5.0
+    serve_request_timeout: float = 10.0
     # Status changes POSTed to the app, signed with HMAC-SHA256.
     status_webhook_url: str | None = None
     status_webhook_secret: str | None = _secret()
@@ -173,6 +188,20 @@ def parse_duration(value: str | float | int, name: str = "duration") -> float:
     return seconds
 
 
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)s?\s*$")
+_RATE_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+def parse_rate(value: str | None, name: str = "rate") -> tuple[int, float] | None:
+    """'120/minute' -> (120, 60.0); None, '' or 'off' -> None (no limit)."""
+    if value is None or value.strip().lower() in ("", "off"):
+        return None
+    match = _RATE.match(value.lower())
+    if not match or int(match.group(1)) < 1:
+        raise ConfigError(f"{name}: expected a count per second, minute, hour or day such as 120/minute, got {value!r}")
+    return int(match.group(1)), float(_RATE_SECONDS[match.group(2)])
+
+
 _DURATION_FIELDS = {
     "job_timeout",
     "retry_base_delay",
@@ -184,6 +213,8 @@ _DURATION_FIELDS = {
     "account_retry_interval",
     "batch_poll_interval",
     "reconcile_interval",
+    "serve_keep_alive_timeout",
+    "serve_request_timeout",
 }
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 _TRUE_WORDS = {"1", "true", "yes", "on"}
@@ -259,6 +290,12 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"status_webhook_url: expected an http:// or https:// URL, got {s.status_webhook_url!r}")
     if s.status_webhook_url and not s.status_webhook_secret:
         raise ConfigError("status_webhook_url is set but status_webhook_secret is not: the app could not verify the calls")
+    for name in ("serve_max_header_kb", "serve_limit_concurrency", "serve_keep_alive_timeout", "serve_request_timeout"):
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"{name}: must be positive, got {getattr(s, name)}")
+    parse_rate(s.intake_rate, "intake_rate")
+    if s.webhook_secret and s.webhook_secret == s.serve_token:
+        raise ConfigError("webhook_secret: must differ from serve_token, or it would still open everything")
     if ":" not in s.processor:
         raise ConfigError(f"processor: expected 'module:function', got {s.processor!r}")
 

@@ -20,13 +20,13 @@ class ServeThread:
         import uvicorn
 
         from docutrain_cli.serve import ServeOptions, create_app
-        from docutrain_cli.serve.server import bind
+        from docutrain_cli.serve.server import bind, uvicorn_config
 
         self.app = create_app(settings, options or ServeOptions())
         sock = bind("127.0.0.1", 0)
         self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="on"))
+        self.server = uvicorn.Server(uvicorn_config(self.app, settings))  # the limits `serve` runs with
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()
         end = time.monotonic() + 20

@@ -17,7 +17,8 @@ from docutrain_cli.run.activity import WorkerBoard
 from docutrain_cli.jobs import Job, JobResult
 from docutrain_cli.queues.base import Finished
 from docutrain_cli.serve.overview import bar_chart, matches, throughput
-from docutrain_cli.serve.session import Sessions, host_is_loopback, safe_next
+from docutrain_cli.serve.guard import host_is_loopback
+from docutrain_cli.serve.session import Sessions, safe_next
 
 
 
@@ -115,8 +116,10 @@ def test_sessions_expire_and_refuse_tampering():
 def test_loopback_hosts_and_safe_redirects():
     for host in ("127.0.0.1:8080", "localhost", "[::1]:80", "LOCALHOST:1"):
         assert host_is_loopback(host), host
-    for host in ("evil.example", "127.0.0.1.evil.example:80", "", None):
+    for host in ("evil.example", "127.0.0.1.evil.example:80", "", None, "[::1]x", "127.0.0.1:８０"):
         assert not host_is_loopback(host), host
+    assert host_is_loopback("localhost:8080", 8080) and host_is_loopback("[::1]", 80)
+    assert not host_is_loopback("localhost:8081", 8080) and not host_is_loopback("localhost", 8080)
     assert safe_next("/jobs/3?x=1") == "/jobs/3?x=1"
     for bad in ("https://evil.example", "//evil.example", "/\\evil.example", None, "jobs"):
         assert safe_next(bad) == "/"

@@ -120,7 +120,7 @@ def test_local_paths_are_refused_unless_allowed(api, settings, tmp_path):
         assert answer.status_code == 422 and "--allow-local-paths" in answer.json()["error"], path
     assert queued(settings) == []
 
-    allowing = ServeThread(settings, ServeOptions(allow_local_paths=True))
+    allowing = ServeThread(settings, ServeOptions(allow_local_paths=str(tmp_path)))
     try:
         with allowing.client() as client:
             answer = client.post("/v1/documents", json=doc(storage_path=str(secret)))
@@ -130,7 +130,7 @@ def test_local_paths_are_refused_unless_allowed(api, settings, tmp_path):
     finally:
         allowing.close()
     [job] = queued(settings)
-    assert job.source == str(secret) and job.sha256  # hashed like `docutrain enqueue`
+    assert job.source == str(secret.resolve()) and job.sha256  # hashed like `docutrain enqueue`
 
 
 def test_without_storage_path_the_row_is_looked_up_in_supabase(supabase_standin, tmp_path):
@@ -235,9 +235,11 @@ def test_every_route_but_healthz_needs_the_token(server):
     routes = [("POST", "/v1/documents"), ("POST", "/v1/webhooks/supabase"), ("GET", "/v1/jobs/1"),
               ("POST", "/v1/jobs/1/retry"), ("GET", "/v1/documents/x"), ("GET", "/v1/status"),
               ("GET", "/readyz"), ("GET", "/no/such/route")]
-    for token in (None, "wrong-token", TOKEN[:-1], TOKEN + "x"):
+    for n, token in enumerate((None, "wrong-token", TOKEN[:-1], TOKEN + "x")):
         with server.client(token=token) as client:
-            for method, path in routes:
+            for m, (method, path) in enumerate(routes):
+                # each guess from its own address: ten from one are throttled (test_serve_throttle.py)
+                client.headers["x-forwarded-for"] = f"198.51.100.{n * len(routes) + m}"
                 answer = client.request(method, path, json=doc())
                 assert answer.status_code == 401, (token, method, path)
                 assert answer.headers["www-authenticate"] == "Bearer"
