@@ -1,5 +1,7 @@
 // docutrain's edge intake: a Cloudflare Worker that takes upload requests
-// and puts them on the Cloudflare queue docutrain runners pull from.
+// and puts them on a Cloudflare queue. docutrain then gets them one of two
+// ways (wrangler.toml): its runners pull the queue over HTTP, or this
+// Worker's queue() consumer pushes each one to `docutrain serve` (push.js).
 //
 //   POST /enqueue   Authorization: Bearer <ENQUEUE_TOKEN>
 //   {"user_document_id": "...", "user_id": "...", "storage_path": "user/file.pdf"}
@@ -7,7 +9,9 @@
 //
 // A 202 means the queue accepted the message (send() resolved). 400: the
 // body is not what is expected; 401: no or wrong token; 405: not a POST;
-// 404: another path; 503: the queue refused, so the app should try again.
+// 404: another path; 429: over the intake limit of the client address or
+// of the user (Retry-After says when to try again); 503: the queue refused,
+// so the app should try again.
 // `storage_path` (the object's path in the Supabase storage bucket) is what
 // a runner downloads; without it the runner cannot find the file and
 // dead-letters the message, and `docutrain enqueue --from-supabase` is the
@@ -17,7 +21,14 @@
 // read the Workers-only "v8" type). `job_id` is made the way docutrain makes
 // its own: milliseconds * 1000 plus a small random number.
 
+import { push } from "./push.js";
+
 const MAX_FIELD = 1024; // characters; ids and paths are far shorter
+
+// The rate-limiting binding says only yes or no, not when its window ends;
+// 60 s is the longest period Cloudflare allows ([[ratelimits]] in
+// wrangler.toml), so a client that waits this long is over the window.
+export const LIMIT_RETRY_AFTER = 60;
 
 export function json(status, data, headers = {}) {
   return new Response(JSON.stringify(data), {
@@ -48,6 +59,26 @@ function text(value) {
   return typeof value === "string" && value.trim() !== "" && value.length <= MAX_FIELD;
 }
 
+// Counts one request against a Workers rate-limiting binding. true: over
+// the limit. A binding that is missing is a deployment error (500); one that
+// fails lets the request through: the limit is a guard against floods, the
+// token is what keeps strangers out.
+async function overLimit(limiter, key) {
+  try {
+    const { success } = await limiter.limit({ key });
+    return !success;
+  } catch (error) {
+    console.error(`rate limiter failed, request let through: ${error}`);
+    return false;
+  }
+}
+
+function limited(what) {
+  return refuse(429, `too many requests for this ${what}; try again later`, {
+    "retry-after": String(LIMIT_RETRY_AFTER),
+  });
+}
+
 export function newJobId(now = Date.now(), random = Math.random) {
   return now * 1000 + Math.floor(random() * 1000);
 }
@@ -57,6 +88,14 @@ export async function handle(request, env) {
   if (url.pathname !== "/enqueue") return refuse(404, "not found: POST /enqueue");
   if (request.method !== "POST") return refuse(405, "method not allowed: use POST", { allow: "POST" });
   if (!env.ENQUEUE_TOKEN) return refuse(500, "ENQUEUE_TOKEN is not set: run `wrangler secret put ENQUEUE_TOKEN`");
+  for (const binding of ["ADDRESS_INTAKE_LIMIT", "USER_INTAKE_LIMIT"]) {
+    if (!env[binding]) return refuse(500, `${binding} is not bound: see [[ratelimits]] in wrangler.toml`);
+  }
+
+  // Before the token check, so guessing the token is throttled too.
+  // Cloudflare sets CF-Connecting-IP to the client's address.
+  const address = request.headers.get("cf-connecting-ip") || "unknown";
+  if (await overLimit(env.ADDRESS_INTAKE_LIMIT, `address:${address}`)) return limited("client address");
 
   const auth = request.headers.get("authorization") || "";
   const match = /^Bearer\s+(.+)$/i.exec(auth);
@@ -80,6 +119,8 @@ export async function handle(request, env) {
     return refuse(400, "storage_path must be a non-empty string when given");
   }
 
+  if (await overLimit(env.USER_INTAKE_LIMIT, `user:${body.user_id.trim()}`)) return limited("user");
+
   const message = {
     job_id: newJobId(),
     user_document_id: body.user_document_id.trim(),
@@ -102,4 +143,5 @@ export async function handle(request, env) {
 
 export default {
   fetch: (request, env) => handle(request, env),
+  queue: (batch, env) => push(batch, env),
 };

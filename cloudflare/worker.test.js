@@ -1,8 +1,9 @@
-// node --test (Node 20+): the Worker against a fake queue binding.
+// node --test (Node 20+): the Worker's intake against fake queue and
+// rate-limiter bindings (tests/test_edge_worker.py runs it in workerd).
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import worker, { newJobId } from "./worker.js";
+import worker, { LIMIT_RETRY_AFTER, newJobId } from "./worker.js";
 
 const TOKEN = "s3cret-intake-token";
 
@@ -17,8 +18,27 @@ function fakeQueue({ fail = false } = {}) {
   };
 }
 
-function call(env, { method = "POST", path = "/enqueue", token = TOKEN, body } = {}) {
+// The rate-limiting binding's interface: limit({key}) -> {success}, here
+// with a fixed count per key.
+function fakeLimiter(limit = 1000, { fail = false } = {}) {
+  const counts = new Map();
+  return {
+    counts,
+    async limit({ key }) {
+      if (fail) throw new Error("rate limiter unavailable");
+      counts.set(key, (counts.get(key) || 0) + 1);
+      return { success: counts.get(key) <= limit };
+    },
+  };
+}
+
+function envWith(queue, { user = fakeLimiter(), address = fakeLimiter() } = {}) {
+  return { ENQUEUE_TOKEN: TOKEN, DOCUMENT_QUEUE: queue, USER_INTAKE_LIMIT: user, ADDRESS_INTAKE_LIMIT: address };
+}
+
+function call(env, { method = "POST", path = "/enqueue", token = TOKEN, body, address } = {}) {
   const headers = { "content-type": "application/json" };
+  if (address) headers["cf-connecting-ip"] = address;
   if (token) headers.authorization = `Bearer ${token}`;
   const init = { method, headers };
   if (body !== undefined) init.body = typeof body === "string" ? body : JSON.stringify(body);
@@ -29,7 +49,7 @@ const good = { user_document_id: "doc-1", user_id: "user-1", storage_path: "user
 
 test("a valid request is queued as JSON and answered 202 pending", async () => {
   const queue = fakeQueue();
-  const response = await call({ ENQUEUE_TOKEN: TOKEN, DOCUMENT_QUEUE: queue }, { body: good });
+  const response = await call(envWith(queue), { body: good });
   assert.equal(response.status, 202);
   assert.deepEqual(await response.json(), {
     success: true,
@@ -47,7 +67,7 @@ test("a valid request is queued as JSON and answered 202 pending", async () => {
 test("storage_path is optional; ids are trimmed", async () => {
   const queue = fakeQueue();
   const response = await call(
-    { ENQUEUE_TOKEN: TOKEN, DOCUMENT_QUEUE: queue },
+    envWith(queue),
     { body: { user_document_id: " doc-2 ", user_id: "u" } },
   );
   assert.equal(response.status, 202);
@@ -58,7 +78,7 @@ test("storage_path is optional; ids are trimmed", async () => {
 test("missing or wrong tokens get 401 and nothing is queued", async () => {
   for (const token of [null, "wrong", `${TOKEN}x`]) {
     const queue = fakeQueue();
-    const response = await call({ ENQUEUE_TOKEN: TOKEN, DOCUMENT_QUEUE: queue }, { token, body: good });
+    const response = await call(envWith(queue), { token, body: good });
     assert.equal(response.status, 401, `token ${token}`);
     assert.equal(response.headers.get("www-authenticate"), "Bearer");
     assert.equal((await response.json()).success, false);
@@ -78,7 +98,7 @@ test("bad bodies get 400 with the reason", async () => {
   ];
   for (const [body, reason] of cases) {
     const queue = fakeQueue();
-    const response = await call({ ENQUEUE_TOKEN: TOKEN, DOCUMENT_QUEUE: queue }, { body });
+    const response = await call(envWith(queue), { body });
     assert.equal(response.status, 400, JSON.stringify(body));
     assert.match((await response.json()).error, new RegExp(reason));
     assert.equal(queue.sent.length, 0);
@@ -86,7 +106,7 @@ test("bad bodies get 400 with the reason", async () => {
 });
 
 test("other methods get 405, other paths 404", async () => {
-  const env = { ENQUEUE_TOKEN: TOKEN, DOCUMENT_QUEUE: fakeQueue() };
+  const env = envWith(fakeQueue());
   const get = await call(env, { method: "GET" });
   assert.equal(get.status, 405);
   assert.equal(get.headers.get("allow"), "POST");
@@ -95,16 +115,60 @@ test("other methods get 405, other paths 404", async () => {
 });
 
 test("a queue that refuses the send is a 503, never a 202", async () => {
-  const response = await call({ ENQUEUE_TOKEN: TOKEN, DOCUMENT_QUEUE: fakeQueue({ fail: true }) }, { body: good });
+  const response = await call(envWith(fakeQueue({ fail: true })), { body: good });
   assert.equal(response.status, 503);
   assert.equal((await response.json()).success, false);
 });
 
 test("without a configured token every request is refused", async () => {
   const queue = fakeQueue();
-  const response = await call({ DOCUMENT_QUEUE: queue }, { body: good, token: "anything" });
+  const response = await call({ ...envWith(queue), ENQUEUE_TOKEN: undefined }, { body: good, token: "anything" });
   assert.equal(response.status, 500);
   assert.equal(queue.sent.length, 0);
+});
+
+test("a user over the limit gets 429 with Retry-After, other users do not", async () => {
+  const queue = fakeQueue();
+  const env = envWith(queue, { user: fakeLimiter(2) });
+  const statuses = [];
+  for (let i = 0; i < 3; i++) statuses.push((await call(env, { body: { ...good, user_id: " u-flood " } })).status);
+  assert.deepEqual(statuses, [202, 202, 429]);
+  const refused = await call(env, { body: { ...good, user_id: "u-flood" } });
+  assert.equal(refused.status, 429);
+  assert.equal(refused.headers.get("retry-after"), String(LIMIT_RETRY_AFTER));
+  assert.match((await refused.json()).error, /too many requests for this user/);
+  assert.equal((await call(env, { body: { ...good, user_id: "u-calm" } })).status, 202);
+  assert.deepEqual([...env.USER_INTAKE_LIMIT.counts.keys()], ["user:u-flood", "user:u-calm"]); // trimmed, like the message
+  assert.equal(queue.sent.length, 3);
+});
+
+test("an address over the limit gets 429 before its token is even checked", async () => {
+  const queue = fakeQueue();
+  const env = envWith(queue, { address: fakeLimiter(2) });
+  const guesses = [];
+  for (let i = 0; i < 3; i++) guesses.push((await call(env, { token: `guess-${i}`, body: good, address: "203.0.113.9" })).status);
+  assert.deepEqual(guesses, [401, 401, 429]);
+  const blocked = await call(env, { body: good, address: "203.0.113.9" }); // even with the right token
+  assert.equal(blocked.status, 429);
+  assert.equal(blocked.headers.get("retry-after"), String(LIMIT_RETRY_AFTER));
+  assert.equal((await call(env, { body: good, address: "198.51.100.4" })).status, 202);
+  assert.equal(env.ADDRESS_INTAKE_LIMIT.counts.get("address:203.0.113.9"), 4);
+  assert.equal(queue.sent.length, 1);
+});
+
+test("a missing limiter binding refuses everything; a failing one lets requests through", async () => {
+  for (const binding of ["USER_INTAKE_LIMIT", "ADDRESS_INTAKE_LIMIT"]) {
+    const queue = fakeQueue();
+    const response = await call({ ...envWith(queue), [binding]: undefined }, { body: good });
+    assert.equal(response.status, 500);
+    assert.match((await response.json()).error, new RegExp(`${binding} is not bound`));
+    assert.equal(queue.sent.length, 0);
+  }
+  const queue = fakeQueue();
+  const broken = fakeLimiter(0, { fail: true });
+  const response = await call(envWith(queue, { user: broken, address: broken }), { body: good });
+  assert.equal(response.status, 202);
+  assert.equal(queue.sent.length, 1);
 });
 
 test("job ids grow with time like docutrain's", () => {
