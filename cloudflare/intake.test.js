@@ -3,7 +3,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import worker, { LIMIT_RETRY_AFTER, newJobId } from "./worker.js";
+import { LIMIT_RETRY_AFTER, newJobId } from "./intake.js";
+import worker from "./worker.js";
 
 const TOKEN = "s3cret-intake-token";
 
