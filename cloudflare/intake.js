@@ -5,7 +5,7 @@
 //   -> 202 {"success": true, "message", "user_document_id", "status": "pending"}
 //
 // A 202 means the queue accepted the message (send() resolved). 400: the
-// body is not what is expected; 401: no or wrong token; 405: not a POST;
+// body is not what is expected; 413: it is over 64 KB; 401: no or wrong token; 405: not a POST;
 // 404: another path; 429: over the intake limit of the client address or
 // of the user (Retry-After says when to try again); 503: the queue refused,
 // so the app should try again.
@@ -19,6 +19,7 @@
 // its own: milliseconds * 1000 plus a small random number.
 
 const MAX_FIELD = 1024; // characters; ids and paths are far shorter
+const MAX_BODY = 64 * 1024; // bytes, as docutrain serve; a request is a few ids and a path
 
 // The rate-limiting binding says only yes or no, not when its window ends;
 // 60 s is the longest period Cloudflare allows ([[ratelimits]] in
@@ -74,6 +75,27 @@ function limited(what) {
   });
 }
 
+// The body as text, or null once it is over MAX_BODY: read no further, so a
+// huge upload cannot use up the isolate's memory.
+async function boundedText(request) {
+  if (Number(request.headers.get("content-length") || 0) > MAX_BODY) return null;
+  if (!request.body) return "";
+  const reader = request.body.getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return text + decoder.decode();
+    size += value.byteLength;
+    if (size > MAX_BODY) {
+      await reader.cancel();
+      return null;
+    }
+    text += decoder.decode(value, { stream: true });
+  }
+}
+
 export function newJobId(now = Date.now(), random = Math.random) {
   return now * 1000 + Math.floor(random() * 1000);
 }
@@ -98,9 +120,11 @@ export async function handle(request, env) {
     return refuse(401, "missing or wrong bearer token", { "www-authenticate": "Bearer" });
   }
 
+  const raw = await boundedText(request);
+  if (raw === null) return refuse(413, `the body is over ${MAX_BODY / 1024} KB`);
   let body;
   try {
-    body = await request.json();
+    body = JSON.parse(raw);
   } catch {
     return refuse(400, "the body must be JSON");
   }

@@ -106,6 +106,27 @@ test("bad bodies get 400 with the reason", async () => {
   }
 });
 
+test("a body over 64 KB gets 413 without being read to the end", async () => {
+  const queue = fakeQueue();
+  const huge = JSON.stringify({ ...good, metadata: "x".repeat(70 * 1024) });
+  const response = await call(envWith(queue), { body: huge });
+  assert.equal(response.status, 413);
+  assert.match((await response.json()).error, /over 64 KB/);
+  let pulled = 0;
+  const endless = new ReadableStream({
+    pull(controller) {
+      pulled += 1;
+      controller.enqueue(new Uint8Array(16 * 1024));
+    },
+  });
+  const request = new Request("https://intake.example/enqueue", {
+    method: "POST", body: endless, duplex: "half", headers: { authorization: `Bearer ${TOKEN}` },
+  });
+  assert.equal((await worker.fetch(request, envWith(queue))).status, 413);
+  assert.ok(pulled <= 6, `read ${pulled} chunks`);
+  assert.equal(queue.sent.length, 0);
+});
+
 test("other methods get 405, other paths 404", async () => {
   const env = envWith(fakeQueue());
   const get = await call(env, { method: "GET" });

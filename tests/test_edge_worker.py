@@ -8,6 +8,7 @@ serve -> `docutrain run --drain` -> ready."""
 from __future__ import annotations
 
 import itertools
+import json
 import types
 import uuid
 
@@ -191,3 +192,31 @@ def test_a_document_serve_refuses_goes_to_the_dead_letter_queue_with_serve_s_rea
     assert any(line.startswith(f"push: document {document_id}: ") and line.endswith("moved to the dead-letter queue")
                for line in edge.worker.output())
     assert_no_secret_logged(edge)
+
+
+def test_attacks_on_enqueue_get_a_4xx_in_workerd_and_queue_nothing(edge):
+    good = upload(edge)
+    document_id = good["user_document_id"]
+    url = f"{edge.worker.url}/enqueue"
+    auth = {"Authorization": f"Bearer {ENQUEUE_TOKEN}"}
+    attacks = [
+        ("POST", url, auth, b"not json", 400),
+        ("POST", url, auth, b'{"user_document_id": ' + b"9" * 5000 + b', "user_id": "u"}', 400),
+        ("POST", url, auth, b'{"user_document_id": NaN, "user_id": "u"}', 400),
+        ("POST", url, auth, b"[" * 20_000 + b"]" * 20_000, 400),
+        ("POST", url, auth, json.dumps({**good, "user_document_id": "x" * 2000}).encode(), 400),
+        ("POST", url, auth, json.dumps({**good, "pad": "x" * 70_000}).encode(), 413),
+        ("POST", url, {"Authorization": "Bearer " + "é" * 40}, json.dumps(good).encode(), 401),
+        ("POST", url, {}, json.dumps(good).encode(), 401),
+        ("GET", url, auth, b"", 405),
+        ("POST", f"{edge.worker.url}/enqueue/../admin", auth, json.dumps(good).encode(), 404),
+    ]
+    for number, (method, target, headers, content, expected) in enumerate(attacks):
+        headers = {**{k: v.encode() for k, v in headers.items()}, "CF-Connecting-IP": f"192.0.2.{100 + number}"}
+        response = httpx.request(method, target, headers=headers, content=content or None, timeout=30)
+        assert response.status_code == expected, (number, response.text)
+        assert response.json()["success"] is False and response.json()["error"]
+    # The Worker still serves, and none of the above reached the queue.
+    assert enqueue(edge, good, address="192.0.2.99").status_code == 202
+    wait_for(lambda: edge.proxy.calls_for(document_id), 30, "the good request to be pushed")
+    assert len(edge.proxy.calls_for(document_id)) == 1
