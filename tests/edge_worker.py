@@ -56,7 +56,7 @@ class Forwarded:
     path: str
     headers: dict  # names lower-cased
     body: dict | None
-    status: int  # what the Worker got back
+    status: int  # what the Worker got back (0: no answer)
     at: float  # time.monotonic()
 
 
@@ -85,6 +85,8 @@ class FaultyProxy:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def fail(self, document_id: str, status: int, headers: dict | None = None, times: int = 1) -> None:
+        """Answer `status` instead of serve, `times` times; status 0 closes the
+        connection without an answer."""
         with self._lock:
             self._failures.setdefault(document_id, []).extend([(status, headers or {})] * times)
 
@@ -109,6 +111,9 @@ class FaultyProxy:
         with self._lock:
             self.calls.append(Forwarded(request.path, {k.lower(): v for k, v in request.headers.items()},
                                         body, status, time.monotonic()))
+        if status == 0:
+            request.close_connection = True
+            return
         request.send_response(status)
         for name, value in {"content-type": "application/json", **headers}.items():
             request.send_header(name, value)

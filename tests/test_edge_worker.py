@@ -175,6 +175,22 @@ def test_a_429_or_5xx_from_serve_is_retried_after_its_retry_after_and_the_docume
     drain_until_ready(edge, document_id)
 
 
+def test_no_answer_from_serve_is_retried_with_a_backoff(edge):
+    body = upload(edge)
+    document_id = body["user_document_id"]
+    edge.proxy.fail(document_id, 0)  # the connection closes unanswered
+    assert enqueue(edge, body, address="192.0.2.25").status_code == 202
+
+    wait_for(lambda: at_serve(edge, document_id), 60, "the retried delivery to reach serve")
+    calls = edge.proxy.calls_for(document_id)
+    assert [c.status for c in calls] == [0, 202]
+    [line] = [line for line in edge.worker.output() if line.startswith(f"push: document {document_id}: ")]
+    assert "cannot reach docutrain serve" in line and line.endswith("(delivery 1)")
+    delay = int(line.split("retried in ")[1].split(" s")[0])
+    assert 5 <= delay <= 10  # the first backoff: 10 s, spread over its upper half
+    assert calls[1].at - calls[0].at >= delay - 0.05
+
+
 def test_a_document_serve_refuses_goes_to_the_dead_letter_queue_with_serve_s_reason(edge):
     # No row and no storage_path: serve cannot tell which file it is (422).
     document_id = str(uuid.uuid4())
