@@ -98,6 +98,20 @@ def test_bodies_are_decoded_by_content_type_and_unreadable_ones_dead_lettered(cf
     assert q.revive(None) == [] and cf.backlog(DEAD) == 3
 
 
+def test_a_document_the_push_consumer_dead_lettered_shows_serve_s_reason_and_can_be_retried(cf):
+    # The record cloudflare/push.js writes when `docutrain serve` refuses a document.
+    reason = "push consumer: docutrain serve answered 422: storage_path: no such object"
+    push_raw(cf, DEAD, "json", {"job_id": 12, "user_document_id": "doc-12", "user_id": "u-12",
+                                "storage_path": "u-12/a.pdf", "dead": True, "attempts": 1, "errors": [reason]})
+    q = open_queue(cf)
+    [dead] = q.jobs(JobState.DEAD)
+    assert (dead.id, dead.document_id, dead.source) == (12, "doc-12", "supabase://documents/u-12/a.pdf")
+    assert dead.errors == [reason] and dead.attempts == 1
+    assert q.revive([12]) == [12]
+    [back] = cf.bodies(MAIN)
+    assert (back["document_id"], back["source"], back["attempts"]) == ("doc-12", "supabase://documents/u-12/a.pdf", 0)
+
+
 def test_sends_respect_the_message_and_batch_limits(cf):
     q = open_queue(cf)
     before = len(cf.requests)
