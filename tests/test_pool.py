@@ -216,3 +216,29 @@ def test_a_workers_own_fork_lives():
     proc = run_pool_script(FORK_IN_A_WORKER)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["7"]
+
+
+def test_the_resource_tracker_killed_mid_run_leaves_no_traceback_and_every_job_done_once(docutrain, tmp_path):
+    """multiprocessing's resource tracker (a child of the runner holding the
+    pool's semaphores) killed while jobs run: the run goes on, the pool's
+    stop hands its semaphores to a relaunched tracker instead of Python's
+    warning and a `KeyError: '/mp-...'` traceback per semaphore."""
+    from proctree import tracker_of
+
+    names = [f"doc{i}.txt" for i in range(4)]
+    make_files(tmp_path / "in", names)
+    assert docutrain("enqueue", "in").returncode == 0
+    runner = docutrain.start("run", "--workers", "2", "--drain", "--json", **SLOW)
+    docutrain.wait_for(lambda: len(runs(docutrain)) >= 2, timeout=60, what="two jobs running")
+    tracker = docutrain.wait_for(lambda: tracker_of(runner.pid), timeout=60, what="the resource tracker")
+    os.kill(tracker, signal.SIGKILL)
+    out, err = runner.communicate(timeout=120)
+    assert runner.returncode == 0, err
+    assert "Traceback" not in out + err and "KeyError" not in err and "UserWarning" not in err, err
+    assert "resource tracker had died; started a new one (2 semaphores handed over)" in err
+    summary = json.loads(out)
+    assert (summary["done"], summary["dead"], summary["retried"]) == (4, 0, 0)
+    assert set(attempts(docutrain).values()) == {1}
+    rows = [row[0] for row in docutrain.output_rows()]
+    assert sorted(rows) == sorted(str(tmp_path / "in" / name) for name in names)  # each once
+    assert not alive(tracker)
