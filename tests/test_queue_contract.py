@@ -493,6 +493,35 @@ def test_housekeep_keeps_the_done_records(backend, monkeypatch):
 
 
 # -- records of finished jobs (dashboard charts, /metrics) -------------------------
+def test_totals_count_finish_events_and_never_fall(queue, monkeypatch):
+    """/metrics' counters: a retried dead job and pruned done records still
+    count (the tally of records that left, plus the records kept)."""
+    if queue.kind == "cloudflare":
+        assert queue.totals() is None  # no records of its own to count: /metrics has no counter
+        return
+    ids = queue.enqueue(make_jobs(3))
+    leased = {j.id: j for j in lease_all(queue)}
+    for job_id in ids[:2]:
+        leased[job_id].result = JobResult(pages=1, tokens_embedded=100, model="m")
+        queue.complete(leased[job_id])
+    queue.bury(leased[ids[2]], "corrupt")
+    first = queue.totals()
+    assert first.finished == {"done": 2, "dead": 1} and first.tokens == {"m": 200}
+    assert sum(first.durations) == 2
+    assert queue.revive([ids[2]]) == [ids[2]]
+    assert queue.totals().finished == {"done": 2, "dead": 1}  # the death happened; the retry does not undo it
+    (again,) = lease_all(queue)
+    queue.bury(again, "corrupt again")
+    assert queue.totals().finished == {"done": 2, "dead": 2}
+    module = sys.modules[type(queue).__module__]
+    monkeypatch.setattr(module, "KEEP_DONE_RECORDS", 1)
+    queue.housekeep()
+    assert len([r for r in queue.finished() if r.outcome == "done"]) == 1  # one done record pruned
+    after = queue.totals()
+    assert (after.finished, after.tokens, after.durations) == ({"done": 2, "dead": 2}, {"m": 200}, first.durations)
+    assert after.duration_sum == pytest.approx(first.duration_sum)
+
+
 def test_finished_lists_done_and_dead_jobs_with_their_figures(queue):
     ids = queue.enqueue(make_jobs(4))
     leased = {j.id: j for j in lease_all(queue)}

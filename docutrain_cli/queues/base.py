@@ -175,6 +175,13 @@ class JobQueue(abc.ABC):
         ]
         return sorted(found, key=lambda f: f.finished_at)
 
+    def totals(self):
+        """Finish events since the queue began (a queues.tally.Tally): the
+        tally of records that left (pruned, retried) plus the records kept,
+        so it only ever grows. None when the backend keeps no records it
+        could count (Cloudflare)."""
+        return None
+
     @abc.abstractmethod
     def document_jobs(self, document_id: str, limit: int = 20) -> list[Job]:
         """The jobs for one document id, in any state, newest first."""
