@@ -12,8 +12,10 @@ the test says so (`advance`), so tests wait for states, not for time.
 Validation is OpenAI's: purpose `batch`, endpoint and completion window,
 every line a JSON object with a unique custom_id, method POST and the
 batch's url, one model per file, at most 50,000 requests, 50,000 embedding
-inputs and 200 MB. Output lines come back shuffled; lines whose inputs
-contain a text in `fail_texts` go to the error file (500). An expired batch
+inputs and 200 MB. Output lines come back shuffled; lines with an input in
+`fail_texts` or containing `fail_marker` go to the error file (500), and,
+unless `fail_in_sync` is off, a sync request with such an input is answered
+500 (as many times as it is sent: the SDK's own retries included). An expired batch
 runs only `expire_after` requests; the rest go to the error file as
 `batch_expired`. It counts files and batches created, and tokens billed.
 """
@@ -48,6 +50,11 @@ class BatchState:
     requests_run: int = 0
     inputs_run: int = 0
     fail_texts: set[str] = field(default_factory=set)
+    fail_marker: str | None = None  # any input containing it fails too
+    fail_in_sync: bool = True  # False: failing inputs fail in batch lines only
+    sync_requests: int = 0  # POST /v1/embeddings answered 200
+    sync_failures: int = 0  # ... answered 500
+    sync_tokens: int = 0
     required_key: str | None = None
     quota_exhausted: bool = False
     seed: int = 7
@@ -61,6 +68,9 @@ class BatchState:
     def new_id(self, prefix: str) -> str:
         self._serial += 1
         return f"{prefix}{self._serial:06d}{random.Random(self._serial).randrange(16**6):06x}"
+
+    def fails(self, text: str) -> bool:
+        return text in self.fail_texts or bool(self.fail_marker and self.fail_marker in text)
 
     def batch_ids(self, status: str | None = None) -> list[str]:
         with self.lock:
@@ -93,7 +103,7 @@ class BatchState:
         for record in run:
             texts = record["body"]["input"]
             request_id = self.new_id("req_")
-            if any(t in self.fail_texts for t in texts):
+            if any(self.fails(t) for t in texts):
                 err.append({"id": self.new_id("batch_req_"), "custom_id": record["custom_id"],
                             "response": {"status_code": 500, "request_id": request_id,
                                          "body": {"error": {"message": "The server had an error processing your request.",
@@ -152,7 +162,8 @@ def _handler(state: BatchState):
             self.wfile.write(payload)
 
         def _error(self, status: int, message: str, code: str | None = None, param: str | None = None) -> None:
-            kind = {429: "insufficient_quota" if code == "insufficient_quota" else "rate_limit_error"}.get(
+            kind = {429: "insufficient_quota" if code == "insufficient_quota" else "rate_limit_error",
+                    500: "server_error"}.get(
                 status, "invalid_request_error")
             self._send(status, {"error": {"message": message, "type": kind, "param": param, "code": code}})
 
@@ -215,10 +226,18 @@ def _handler(state: BatchState):
                 return self._create(raw)
             if path == "/v1/embeddings":  # a sync request (e.g. `docutrain search` embedding its query)
                 body = json.loads(raw)
+                with state.lock:
+                    failing = state.fail_in_sync and any(state.fails(t) for t in body["input"])
+                    state.sync_failures += failing
+                if failing:
+                    return self._error(500, "The server had an error processing your request.")
                 dims = body.get("dimensions") or MODELS[body["model"]]
                 data = [{"object": "embedding", "index": i, "embedding": fake_vector(t, dims)}
                         for i, t in enumerate(body["input"])]
                 tokens = sum(count_tokens(t) for t in body["input"])
+                with state.lock:
+                    state.sync_requests += 1
+                    state.sync_tokens += tokens
                 return self._send(200, {"object": "list", "data": data, "model": body["model"],
                                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
             self._error(404, f"Invalid URL (POST {path})")

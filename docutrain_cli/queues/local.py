@@ -208,6 +208,25 @@ class LocalQueue(JobQueue):
         self._q.update(job.payload(), id=job.id)
         self._q.ack_failed(id=job.id)
 
+    def bury_done(self, job: Job, error: str) -> None:
+        with sqlite.transaction(self._db):
+            row = self._db.execute(f"SELECT status FROM {TABLE} WHERE _id = ?", (job.id,)).fetchone()
+            if row is not None and row[0] != int(AckStatus.acked):
+                return  # queued, running or dead again: not a done job any more
+            record = self._db.execute(f"SELECT data FROM {DONE_TABLE} WHERE id = ?", (job.id,)).fetchone()
+            if record is not None:  # its full record: attempts, errors, result
+                self._fold(self._finished_rows(f"SELECT * FROM {DONE_TABLE} WHERE id = ?", (job.id,), dead=False))
+                self._db.execute(f"DELETE FROM {DONE_TABLE} WHERE id = ?", (job.id,))
+                job = Job.from_payload(job.id, JobState.DONE, json.loads(record[0]))
+            job.record_error(error)
+            job.state = JobState.DEAD
+            job.finished_at = time.time()
+            # The row persist-queue's ack_failed would leave, under the same id.
+            self._db.execute(
+                f"INSERT OR REPLACE INTO {TABLE} (_id, data, timestamp, status) VALUES (?, ?, ?, ?)",
+                (job.id, json_serializer.dumps(job.payload()), job.enqueued_at, DEAD),
+            )
+
     def release(self, job: Job, not_before: float | None = None) -> None:
         job.attempts = max(job.attempts - 1, 0)
         job.started_at = None

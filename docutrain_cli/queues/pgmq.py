@@ -356,6 +356,32 @@ class PgmqQueue(JobQueue):
 
         self._settle(job, change)
 
+    def bury_done(self, job: Job, error: str) -> None:
+        def work(conn) -> None:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{self.name}:{job.id}",))
+                active = cur.execute(
+                    f"SELECT 1 FROM {self._q} WHERE {_JOB_ID} = %s UNION ALL"
+                    f" SELECT 1 FROM {self._dq} WHERE {_JOB_ID} = %s LIMIT 1", (job.id, job.id),
+                ).fetchone()
+                if active:
+                    return  # queued, running or dead again: not a done job any more
+                record = cur.execute(
+                    f"SELECT msg_id, message FROM {self._a} WHERE {_JOB_ID} = %s"
+                    " ORDER BY archived_at DESC LIMIT 1 FOR UPDATE", (job.id,),
+                ).fetchone()
+                dead = job
+                if record is not None:  # its full record: attempts, errors, result
+                    self._fold(cur, [finished_record(Job.from_payload(job.id, JobState.DONE, record[1]))])
+                    cur.execute(f"DELETE FROM {self._a} WHERE msg_id = %s", (record[0],))
+                    dead = Job.from_payload(job.id, JobState.DONE, record[1])
+                dead.record_error(error)
+                dead.state = JobState.DEAD
+                dead.finished_at = time.time()
+                cur.execute("SELECT pgmq.send(%s, %s, 0)", (self.dead_name, self._json(self._message(dead))))
+
+        self._db(work)
+
     def release(self, job: Job, not_before: float | None = None) -> None:
         def change(cur, msg_id: int, read_ct: int, message: dict) -> None:
             uncounted = int(message.get("uncounted_reads") or 0) + 1
