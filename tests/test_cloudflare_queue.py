@@ -219,7 +219,8 @@ def test_a_duplicate_of_a_job_in_hand_is_acked_not_run_twice(cf):
     assert cf.backlog(MAIN) == 1
 
 
-def test_status_says_unknown_where_cloudflare_cannot_tell(cf, docutrain):
+def two_unfinished_and_one_dead(cf) -> tuple[Job, dict]:
+    """Three jobs sent, one buried; the env the CLI needs for this queue."""
     q = open_queue(cf)
     q.enqueue(jobs(3))
     (job,) = q.lease(1, time.time())
@@ -227,6 +228,11 @@ def test_status_says_unknown_where_cloudflare_cannot_tell(cf, docutrain):
     q.close()
     env = dict(DOCUTRAIN_QUEUE=f"cloudflare://{cf.account_id}/{MAIN}", CLOUDFLARE_API_TOKEN=cf.token,
                DOCUTRAIN_CLOUDFLARE_DEAD_QUEUE=DEAD, DOCUTRAIN_CLOUDFLARE_API_URL=cf.url)
+    return job, env
+
+
+def test_status_says_unknown_where_cloudflare_cannot_tell(cf, docutrain):
+    job, env = two_unfinished_and_one_dead(cf)
     result = docutrain("status", **env)
     assert result.returncode == 0, result.stderr
     assert "queued unknown  running unknown  retrying unknown  done unknown  dead 1" in result.stdout
@@ -325,17 +331,11 @@ def test_the_stand_in_answers_get_queue_metrics_as_documented(cf):
 
 
 def test_status_reads_backlog_and_oldest_age_from_the_metrics_endpoint(cf, docutrain):
-    q = open_queue(cf)
-    q.enqueue(jobs(3))
-    (job,) = q.lease(1, time.time())
-    q.bury(job, "/data/doc0.pdf: not a PDF")
-    q.close()
+    _, env = two_unfinished_and_one_dead(cf)
     with cf.lock:  # the oldest message was sent a minute ago
         cf.queues[MAIN].messages[0].timestamp_ms -= 60_000
         cf.queues[DEAD].messages[0].timestamp_ms -= 30_000
         cf.requests.clear()
-    env = dict(DOCUTRAIN_QUEUE=f"cloudflare://{cf.account_id}/{MAIN}", CLOUDFLARE_API_TOKEN=cf.token,
-               DOCUTRAIN_CLOUDFLARE_DEAD_QUEUE=DEAD, DOCUTRAIN_CLOUDFLARE_API_URL=cf.url)
     result = docutrain("status", "--json", **env)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
