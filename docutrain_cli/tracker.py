@@ -7,15 +7,16 @@ registers them with its resource tracker, a helper process that unlinks
 them should the runner die without doing it itself.
 
 When the tracker is the process that dies (the OOM killer, the chaos test),
-the next register or unregister relaunches it with a UserWarning on stderr,
-and the new tracker, which never heard of the channel's semaphores, prints
-a `KeyError: '/mp-...'` traceback for each one the pool's stop unregisters.
+whatever next needs it relaunches it (pebble starting a replacement worker,
+a new pool, the pool's stop) with a UserWarning on stderr, and the new
+tracker, which never heard of the channel's semaphores, prints a
+`KeyError: '/mp-...'` traceback for each one the pool's stop unregisters.
 
-`restore` runs before a pool is made and before it is stopped (the only
-times the runner registers or unregisters): a dead tracker is relaunched
-there, the warning becomes one log line, and the live semaphores are
-registered with the new tracker, so it still cleans them up after a crash
-and their unregistering is no news to it.
+So: that warning is kept out of the output (the relaunch is expected and
+harmless here), and `restore` runs before a pool is made and before it is
+stopped: it relaunches a dead tracker and registers the live semaphores
+with whichever tracker runs now (registering twice is a no-op for it), so
+their unregistering is no news to it and a crash still gets them unlinked.
 """
 
 from __future__ import annotations
@@ -28,22 +29,18 @@ from typing import Iterable
 log = logging.getLogger("docutrain.pool")
 
 _RELAUNCH = "resource_tracker: process died unexpectedly"
+warnings.filterwarnings("ignore", message=_RELAUNCH, category=UserWarning)
 
 
-def restore(semaphores: Iterable[str]) -> bool:
-    """Relaunch the tracker if it died and tell it about `semaphores`
-    (their names); True when it had died."""
+def restore(semaphores: Iterable[str]) -> None:
+    """Make sure a tracker runs and knows `semaphores` (their names)."""
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+        warnings.simplefilter("always", UserWarning)
         resource_tracker.ensure_running()
-    relaunched = any(_RELAUNCH in str(w.message) for w in caught)
-    for w in caught:  # anything else is not ours to swallow
-        if _RELAUNCH not in str(w.message):
+    for w in caught:
+        if _RELAUNCH in str(w.message):
+            log.warning("multiprocessing's resource tracker had died; started a new one")
+        else:  # not ours to swallow
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if relaunched:
-        names = list(semaphores)
-        for name in names:
-            resource_tracker.register(name, "semaphore")
-        log.warning("multiprocessing's resource tracker had died; started a new one (%d semaphores handed over)",
-                    len(names))
-    return relaunched
+    for name in semaphores:
+        resource_tracker.register(name, "semaphore")
