@@ -170,7 +170,7 @@ def test_failed_lines_go_into_the_next_batch_and_an_expired_batch_keeps_what_com
     from docutrain_cli.batch.ledger import Ledger, PendingChunk
     from docutrain_cli.batch.step import BatchStep
     from docutrain_cli.config import load_settings
-    from docutrain_cli.recorder import StatusRecorder
+    from docutrain_cli.status.recorder import StatusRecorder
     from docutrain_cli.store.local import LocalStore
 
     settings = load_settings({"store": str(tmp_path / "s.db")}, environ={
@@ -211,7 +211,7 @@ def test_a_line_that_fails_in_two_batches_is_embedded_with_a_normal_request(tmp_
     from docutrain_cli.batch.ledger import MAX_LINE_FAILURES, Ledger, PendingChunk
     from docutrain_cli.batch.step import BatchStep
     from docutrain_cli.config import load_settings
-    from docutrain_cli.recorder import StatusRecorder
+    from docutrain_cli.status.recorder import StatusRecorder
     from docutrain_cli.store.local import LocalStore
 
     settings = load_settings({"store": str(tmp_path / "s.db")}, environ={
@@ -409,7 +409,7 @@ def test_a_batch_that_fails_as_a_whole_returns_its_texts_and_pauses_new_batches(
     from docutrain_cli.batch.ledger import Ledger, PendingChunk
     from docutrain_cli.batch.step import BatchStep
     from docutrain_cli.config import load_settings
-    from docutrain_cli.recorder import StatusRecorder
+    from docutrain_cli.status.recorder import StatusRecorder
     from docutrain_cli.store.local import LocalStore
 
     settings = load_settings({"store": str(tmp_path / "s.db")}, environ={

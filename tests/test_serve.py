@@ -41,7 +41,7 @@ def api(server):
 
 
 def doc(document_id: str = "doc-1", **extra) -> dict:
-    return {"user_document_id": document_id, "user_id": "user-1", "storage_path": f"u1/{document_id}.pdf", **extra}
+    return {"user_document_id": document_id, "user_id": "user-1", "storage_path": f"user-1/{document_id}.pdf", **extra}
 
 
 def queued(settings) -> list:
@@ -60,7 +60,7 @@ def test_post_document_commits_a_job_and_answers_202(api, settings):
                     "status": "pending", "created": True}
     [job] = queued(settings)
     assert (job.id, job.document_id, job.user_id, job.state) == (body["job_id"], "doc-1", "user-1", JobState.QUEUED)
-    assert job.source == "supabase://documents/u1/doc-1.pdf"  # a Storage path in storage_bucket
+    assert job.source == "supabase://documents/user-1/doc-1.pdf"  # a Storage path in storage_bucket
     assert job.metadata == {"title": "Q3 report"}
 
 

@@ -122,8 +122,11 @@ class CloudflareQueue(JobQueue):
 
     # -- producers -------------------------------------------------------
     def enqueue(self, jobs: Sequence[Job]) -> list[int]:
+        """The order's tags travel in the body; Cloudflare itself hands
+        messages out in its own order (it has no ordering control)."""
         if not jobs:
             return []
+        self.order.tag(jobs)
         ids = new_job_ids(len(jobs))
         bodies = [{**job.payload(), "attempts": 0, "job_id": job_id} for job, job_id in zip(jobs, ids)]
         for job, body in zip(jobs, bodies):  # name the file; the client would only count
@@ -170,8 +173,9 @@ class CloudflareQueue(JobQueue):
                 if job.id in self._leases:  # a duplicate of a job in hand: one run is enough
                     self._buffer_ack(message["lease_id"])
                     continue
-                job.attempts += int(message.get("attempts") or 1)
-                job.started_at = time.time()
+                # The body's attempts were spent before this message was sent;
+                # Cloudflare counts this message's deliveries.
+                job.leased(time.time(), attempts=job.attempts + int(message.get("attempts") or 1))
                 job.errors = self._history.get(job.id, job.errors)
                 self._leases[job.id] = message["lease_id"]
                 leased.append(job)
@@ -187,8 +191,7 @@ class CloudflareQueue(JobQueue):
         self.flush()
 
     def complete(self, job: Job) -> None:
-        job.state = JobState.DONE
-        job.finished_at = job.finished_at or time.time()
+        job.completed(time.time())
         self._history.pop(job.id, None)
         lease = self._leases.pop(job.id, None)
         if lease:
@@ -197,9 +200,7 @@ class CloudflareQueue(JobQueue):
             log.warning("job %s: not leased through this handle; it runs again when its lease lapses", job.id)
 
     def retry_later(self, job: Job, error: str, not_before: float) -> None:
-        job.record_error(error)
-        job.not_before = not_before
-        job.state = JobState.RETRYING
+        job.failed(error, not_before)
         self._remember(job)
         lease = self._leases.pop(job.id, None)
         if lease:
@@ -207,9 +208,7 @@ class CloudflareQueue(JobQueue):
             self._buffered()
 
     def bury(self, job: Job, error: str) -> None:
-        job.record_error(error)
-        job.state = JobState.DEAD
-        job.finished_at = time.time()
+        job.buried(error, time.time())
         self._history.pop(job.id, None)
         lease = self._leases.pop(job.id, None)
         # Sent first, acked after: a crash in between leaves the job to be
@@ -220,11 +219,7 @@ class CloudflareQueue(JobQueue):
 
     def release(self, job: Job, not_before: float | None = None) -> None:
         lease = self._leases.pop(job.id, None)
-        job.attempts = max(job.attempts - 1, 0)
-        job.started_at = None
-        job.state = JobState.QUEUED if job.attempts == 0 else JobState.RETRYING
-        if not_before is not None:
-            job.not_before = not_before
+        job.released(not_before)
         if lease is None:
             return
         delays = [max(not_before - time.time(), 0.0)] if not_before is not None else None
@@ -372,7 +367,7 @@ class CloudflareQueue(JobQueue):
                 continue  # a duplicate dead record of a job revived just now
             if job.id in revive and "raw_body" not in record:
                 revived.add(job.id)
-                job.attempts, job.not_before, job.finished_at, job.started_at = 0, 0.0, None, None
+                job.revived(time.time())
                 again.append({**job.payload(), "job_id": job.id})
             else:
                 back.append({**record, **dead_body(job)})

@@ -42,6 +42,7 @@ from docutrain_cli.config import redact_url
 from docutrain_cli.errors import ConfigError, ServiceUnavailableError
 from docutrain_cli.jobs import STATES, Job, JobState
 from docutrain_cli.queues.base import Finished, JobQueue, QueueStats, Waiter, finished_record
+from docutrain_cli.queues.order import require_arrival
 from docutrain_cli.queues.tally import Tally, create_sql, fold_sql
 from docutrain_cli.queues.pgmq_setup import (
     DEAD_SUFFIX,
@@ -67,6 +68,7 @@ _JOB_ID = "((message->>'job_id')::bigint)"
 # State of a message in the main queue, by the database clock (which is
 # what pgmq.read goes by). A lapsed lease is a started attempt that never
 # finished: visible again, so it counts as retrying, as in the local queue.
+# A waiting message's state is JobState.waiting(attempts), written in SQL.
 _STATE = (
     f"CASE WHEN {_HELD} AND vt > clock_timestamp() THEN 'running'"
     f" WHEN {_ATTEMPTS} <= 0 THEN 'queued' ELSE 'retrying' END"
@@ -183,6 +185,7 @@ class PgmqQueue(JobQueue):
         def work(conn) -> list[int]:
             ids: list[int] = []
             with conn.transaction(), conn.cursor() as cur:
+                self.order.tag(jobs)
                 for start in range(0, len(jobs), SEND_BATCH):
                     batch = [self._json(job.payload()) for job in jobs[start : start + SEND_BATCH]]
                     rows = cur.execute(
@@ -222,6 +225,7 @@ class PgmqQueue(JobQueue):
                 ).fetchone()
                 if row:
                     return int(row[0]), False
+                self.order.tag([job])
                 (msg_id,) = cur.execute(
                     "SELECT * FROM pgmq.send(%s, %s, 0)", (self.name, self._json(job.payload()))
                 ).fetchone()
@@ -265,7 +269,10 @@ class PgmqQueue(JobQueue):
         return count
 
     def lease(self, limit: int, now: float) -> list[Job]:
-        """`now` is not used: pgmq decides what is due by the database clock."""
+        """`now` is not used: pgmq decides what is due by the database clock.
+        pgmq.read hands out by msg_id, the arrival order, so only an order
+        `by_arrival` is kept (queues/order.py)."""
+        require_arrival(self.order, self.kind)
         if limit <= 0:
             return []
         vt = max(1, math.ceil(self.visibility_timeout))
@@ -277,8 +284,7 @@ class PgmqQueue(JobQueue):
         leased = []
         for msg_id, read_ct, message in rows:
             job = Job.from_payload(int(message.get("job_id") or msg_id), JobState.RUNNING, message)
-            job.attempts = read_ct - int(message.get("uncounted_reads") or 0)
-            job.started_at = time.time()
+            job.leased(time.time(), attempts=read_ct - int(message.get("uncounted_reads") or 0))
             self._leases[job.id] = (msg_id, read_ct)
             leased.append(job)
         return leased
@@ -314,8 +320,7 @@ class PgmqQueue(JobQueue):
         self._db(work)
 
     def complete(self, job: Job) -> None:
-        job.state = JobState.DONE
-        job.finished_at = job.finished_at or time.time()
+        job.completed(time.time())
 
         def change(cur, msg_id: int, read_ct: int, message: dict) -> None:
             keep = {k: message[k] for k in ("uncounted_reads",) if k in message}
@@ -328,9 +333,7 @@ class PgmqQueue(JobQueue):
         self._settle(job, change)
 
     def retry_later(self, job: Job, error: str, not_before: float) -> None:
-        job.record_error(error)
-        job.not_before = not_before
-        job.state = JobState.RETRYING
+        job.failed(error, not_before)
 
         def change(cur, msg_id: int, read_ct: int, message: dict) -> None:
             data = self._message(
@@ -346,9 +349,7 @@ class PgmqQueue(JobQueue):
         self._settle(job, change)
 
     def bury(self, job: Job, error: str) -> None:
-        job.record_error(error)
-        job.state = JobState.DEAD
-        job.finished_at = time.time()
+        job.buried(error, time.time())
 
         def change(cur, msg_id: int, read_ct: int, message: dict) -> None:
             cur.execute("SELECT pgmq.send(%s, %s, 0)", (self.dead_name, self._json(self._message(job))))
@@ -384,13 +385,13 @@ class PgmqQueue(JobQueue):
 
     def release(self, job: Job, not_before: float | None = None) -> None:
         def change(cur, msg_id: int, read_ct: int, message: dict) -> None:
+            # The job changes only if this runner still held it (_locked
+            # found its lease, so read_ct - uncounted_reads == job.attempts).
+            job.released(not_before)
             uncounted = int(message.get("uncounted_reads") or 0) + 1
-            job.attempts = max(read_ct - uncounted, 0)
-            job.started_at = None
-            job.state = JobState.QUEUED if job.attempts == 0 else JobState.RETRYING
             data = {**message, "uncounted_reads": uncounted, "returned_at_read": read_ct}
             if not_before is not None:
-                job.not_before = data["not_before"] = not_before
+                data["not_before"] = not_before
             cur.execute(
                 f"UPDATE {self._q} SET message = %s,"
                 " vt = greatest(clock_timestamp(), to_timestamp(%s)) WHERE msg_id = %s",
@@ -580,10 +581,9 @@ class PgmqQueue(JobQueue):
                 for msg_id, message in sorted(rows, key=lambda r: int(r[1].get("job_id") or r[0])):
                     job = Job.from_payload(int(message.get("job_id") or msg_id), JobState.DEAD, message)
                     deaths.append(finished_record(job))  # still counted once it leaves the dead queue
-                    job.state = JobState.QUEUED
-                    # A new message starts at read_ct 0: attempts start afresh.
-                    job.attempts, job.not_before, job.finished_at, job.started_at = 0, 0.0, None, None
-                    job.queued_at = time.time()  # pgmq's enqueued_at of the new message agrees
+                    # A new message starts at read_ct 0: attempts start afresh,
+                    # and pgmq's enqueued_at of the new message agrees with queued_at.
+                    job.revived(time.time())
                     fresh.append(self._json(self._message(job)))
                     revived.append(job.id)
                 self._fold(cur, deaths)

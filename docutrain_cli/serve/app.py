@@ -39,9 +39,9 @@ def create_app(settings: Settings, options: ServeOptions = ServeOptions()) -> St
         finally:
             handles.close()
 
-    async def resolve(document_id: str, storage_path: str | None) -> tuple[str, str | None]:
+    async def resolve(document_id: str, user_id: str, storage_path: str | None) -> tuple[str, str | None]:
         # May read a file or ask Supabase: blocking, so in a thread.
-        work = partial(resolve_source, settings, document_id, storage_path, options.allow_local_paths)
+        work = partial(resolve_source, settings, document_id, user_id, storage_path, options.allow_local_paths)
         return await anyio.to_thread.run_sync(work)
 
     app = Starlette(
