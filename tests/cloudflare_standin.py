@@ -17,6 +17,10 @@ messages/pull, /ack, /messages, /messages/batch):
   (or is dropped when there is none);
 - send: 128 KB per message, 100 messages and 256 KB per batch (1 KB = 1000 bytes),
   `delay_seconds` up to 12 h; the answer carries `metadata.metrics`;
+- GET /accounts/{a}/queues/{q}/metrics ("Get Queue Metrics"): `backlog_count`,
+  `backlog_bytes` and `oldest_message_timestamp_ms` of the unacknowledged
+  messages (leased ones included), numbers as the API's floats, 0 for the
+  timestamp of an empty queue; any other method is refused;
 - 429 with `retry-after` and the `Ratelimit` headers when switched on.
 """
 
@@ -284,14 +288,19 @@ class CloudflareStandin:
     def handle(self, method: str, path: str, headers, raw: bytes) -> tuple[int, dict, dict]:
         """(status, extra headers, JSON answer) for one request."""
         parts = path.split("?", 1)[0].strip("/").split("/")
-        # client/v4/accounts/<a>/queues/<q>/messages[/<action>]
+        # client/v4/accounts/<a>/queues/<q>/messages[/<action>] or .../<q>/metrics
         if len(parts) < 7 or parts[:3] != ["client", "v4", "accounts"] or parts[4] != "queues" \
-                or parts[6] != "messages" or len(parts) > 8:
+                or parts[6] not in ("messages", "metrics") or len(parts) > (8 if parts[6] == "messages" else 7):
             raise ApiError(404, 7003, "No route for the URI")
-        if method != "POST":
+        if method != ("GET" if parts[6] == "metrics" else "POST"):
             raise ApiError(405, 7001, "Method not allowed for this route")
         if headers.get("Authorization") != f"Bearer {self.token}":
             raise ApiError(403, 10000, "Authentication error")
+        if parts[6] == "metrics":
+            with self.lock:
+                queue = self._queue(parts[3], parts[5])
+                self._expire(queue, time.time())
+                return 200, {}, {k: float(v) for k, v in self._metrics(queue).items()}
         action = parts[7] if len(parts) == 8 else ""
         try:
             request = json.loads(raw or b"{}")
@@ -326,7 +335,8 @@ class CloudflareStandin:
 
             def _serve(self, method: str) -> None:
                 raw = self.read_body()
-                tail = self.path.rstrip("/").rsplit("/messages", 1)[-1].lstrip("/")
+                path = self.path.split("?", 1)[0].rstrip("/")
+                tail = "metrics" if path.endswith("/metrics") else path.rsplit("/messages", 1)[-1].lstrip("/")
                 with standin.lock:
                     limited = standin._limited > 0
                     if limited:

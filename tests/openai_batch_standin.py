@@ -13,8 +13,10 @@ the test says so (`advance`), so tests wait for states, not for time.
 Validation is OpenAI's: purpose `batch`, endpoint and completion window,
 every line a JSON object with a unique custom_id, method POST and the
 batch's url, one model per file, at most 50,000 requests, 50,000 embedding
-inputs and 200 MB. Output lines come back shuffled; lines whose inputs
-contain a text in `fail_texts` go to the error file (500). An expired batch
+inputs and 200 MB. Output lines come back shuffled; lines with an input in
+`fail_texts` or containing `fail_marker` go to the error file (500), and,
+unless `fail_in_sync` is off, a sync request with such an input is answered
+500 (as many times as it is sent: the SDK's own retries included). An expired batch
 runs only `expire_after` requests; the rest go to the error file as
 `batch_expired`. It counts files and batches created, and tokens billed.
 """
@@ -49,6 +51,9 @@ class BatchState:
     requests_run: int = 0
     inputs_run: int = 0
     fail_texts: set[str] = field(default_factory=set)
+    fail_marker: str | None = None  # any input containing it fails too
+    fail_in_sync: bool = True  # False: failing inputs fail in batch lines only
+    sync_failures: int = 0  # POST /v1/embeddings answered 500 for a failing input
     required_key: str | None = None
     quota_exhausted: bool = False
     seed: int = 7
@@ -60,9 +65,21 @@ class BatchState:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    @property
+    def sync_requests(self) -> int:
+        """POST /v1/embeddings answered 200 (the sync endpoint's own record)."""
+        return len(self.sync.requests)
+
+    @property
+    def sync_tokens(self) -> int:
+        return self.sync.tokens
+
     def new_id(self, prefix: str) -> str:
         self._serial += 1
         return f"{prefix}{self._serial:06d}{random.Random(self._serial).randrange(16**6):06x}"
+
+    def fails(self, text: str) -> bool:
+        return text in self.fail_texts or bool(self.fail_marker and self.fail_marker in text)
 
     def batch_ids(self, status: str | None = None) -> list[str]:
         with self.lock:
@@ -95,7 +112,7 @@ class BatchState:
         for record in run:
             texts = record["body"]["input"]
             request_id = self.new_id("req_")
-            if any(t in self.fail_texts for t in texts):
+            if any(self.fails(t) for t in texts):
                 err.append({"id": self.new_id("batch_req_"), "custom_id": record["custom_id"],
                             "response": {"status_code": 500, "request_id": request_id,
                                          "body": {"error": {"message": "The server had an error processing your request.",
@@ -200,6 +217,15 @@ def _handler(state: BatchState):
             if path == "/v1/batches":
                 return self._create(raw)
             if path == "/v1/embeddings":  # a sync request (e.g. `docutrain search` embedding its query)
+                try:
+                    inputs = json.loads(raw).get("input") or []
+                except (ValueError, AttributeError):
+                    inputs = []
+                with state.lock:
+                    failing = state.fail_in_sync and any(isinstance(t, str) and state.fails(t) for t in inputs)
+                    state.sync_failures += failing
+                if failing:
+                    return self._error(500, "The server had an error processing your request.")
                 return self.answer_embeddings(raw)
             self._error(404, f"Invalid URL (POST {path})")
 

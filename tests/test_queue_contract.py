@@ -489,7 +489,61 @@ def test_housekeep_keeps_the_done_records(backend, monkeypatch):
     assert queue.job(ids[2]).state == JobState.DONE
 
 
+def test_a_done_job_whose_document_failed_afterwards_is_dead_and_retryable(queue):
+    """Batch API mode: the job was done when its chunks were parked; the
+    document then could not be embedded. Dead now, with the reason, under
+    the same id; `retry` brings it back. An active job is left alone."""
+    ids = queue.enqueue(make_jobs(2))
+    leased = {j.id: j for j in lease_all(queue)}
+    for job in leased.values():
+        job.result = JobResult(pages=1, batch_texts=3)
+        queue.complete(job)
+    queue.bury_done(Job(id=ids[0], source="/data/doc0.pdf", sha256="sha0"), "a chunk failed: 500")
+    (dead,) = queue.jobs(JobState.DEAD)
+    assert dead.id == ids[0] and dead.last_error == "a chunk failed: 500" and dead.finished_at
+    stats = queue.stats(time.time())
+    assert stats.counts["dead"] == 1 and stats.counts["done"] in (1, None)
+    if queue.kind != "cloudflare":
+        assert queue.job(ids[0]).state == JobState.DEAD and dead.attempts == 1  # its record, not a fresh one
+        assert queue.totals().finished == {"done": 2, "dead": 1}  # the done event happened too
+    assert queue.revive([ids[0]]) == [ids[0]]
+    (again,) = lease_all(queue)
+    assert again.id == ids[0]
+    queue.bury_done(again, "late news about an old attempt")  # running again: not a done job now
+    if queue.kind != "cloudflare":
+        assert queue.job(ids[0]).state == JobState.RUNNING
+
+
 # -- records of finished jobs (dashboard charts, /metrics) -------------------------
+def test_totals_count_finish_events_and_never_fall(queue, monkeypatch):
+    """/metrics' counters: a retried dead job and pruned done records still
+    count (the tally of records that left, plus the records kept)."""
+    if queue.kind == "cloudflare":
+        assert queue.totals() is None  # no records of its own to count: /metrics has no counter
+        return
+    ids = queue.enqueue(make_jobs(3))
+    leased = {j.id: j for j in lease_all(queue)}
+    for job_id in ids[:2]:
+        leased[job_id].result = JobResult(pages=1, tokens_embedded=100, model="m")
+        queue.complete(leased[job_id])
+    queue.bury(leased[ids[2]], "corrupt")
+    first = queue.totals()
+    assert first.finished == {"done": 2, "dead": 1} and first.tokens == {"m": 200}
+    assert sum(first.durations) == 2
+    assert queue.revive([ids[2]]) == [ids[2]]
+    assert queue.totals().finished == {"done": 2, "dead": 1}  # the death happened; the retry does not undo it
+    (again,) = lease_all(queue)
+    queue.bury(again, "corrupt again")
+    assert queue.totals().finished == {"done": 2, "dead": 2}
+    module = sys.modules[type(queue).__module__]
+    monkeypatch.setattr(module, "KEEP_DONE_RECORDS", 1)
+    queue.housekeep()
+    assert len([r for r in queue.finished() if r.outcome == "done"]) == 1  # one done record pruned
+    after = queue.totals()
+    assert (after.finished, after.tokens, after.durations) == ({"done": 2, "dead": 2}, {"m": 200}, first.durations)
+    assert after.duration_sum == pytest.approx(first.duration_sum)
+
+
 def test_finished_lists_done_and_dead_jobs_with_their_figures(queue):
     ids = queue.enqueue(make_jobs(4))
     leased = {j.id: j for j in lease_all(queue)}

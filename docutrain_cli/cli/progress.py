@@ -260,8 +260,13 @@ def batch_line(report: dict) -> str:
         + (f"${cost:.4f} at the batch price" if cost is not None else "cost unknown")
         + f"), {report['documents_ready']} documents ready"
     )
-    if report["documents_error"]:
-        text += f", {report['documents_error']} in error"
+    if report["documents_dead"]:
+        text += f", {report['documents_dead']} could not be embedded (dead jobs; `docutrain retry` brings them back)"
+    if report["full_price_texts"]:
+        paid = report["full_price_cost_usd"]
+        text += (f"; {report['full_price_texts']} texts failed twice in batches and were embedded with a normal "
+                 f"request ({report['full_price_tokens']} tokens at full price"
+                 + (f", ${paid:.4f}" if paid is not None else "") + ")")
     if report["problem"]:
         text += f"; trouble: {report['problem']}"
     return text

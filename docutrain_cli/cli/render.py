@@ -164,7 +164,8 @@ def status_lines(
         lines.append(
             f"cloudflare queue {d['queue']}: {count(d['backlog'])} unfinished (queued, running and "
             f"waiting to retry together), oldest {age(d['oldest_message_age_seconds'])}; "
-            f"dead-letter queue {d['dead_letter_queue']}: {count(d['dead_letter_backlog'])}"
+            f"dead-letter queue {d['dead_letter_queue']}: {count(d['dead_letter_backlog'])}, oldest "
+            f"{age(d.get('dead_letter_oldest_message_age_seconds'))}"
         )
         lines.append(
             "Cloudflare Queues does not report queued, running, retrying or done jobs apart; done documents are in the store"

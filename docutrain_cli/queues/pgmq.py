@@ -8,7 +8,8 @@ the hard parts:
   long jobs hidden with `extend_lease` (`pgmq.set_vt`).
 - `read_ct` counts reads, which are our attempts.
 - the archive table `pgmq.a_<name>` is the record of done jobs;
-  a second queue `<name>_dead` holds dead jobs.
+  a second queue `<name>_dead` holds dead jobs; `pgmq.docutrain_tally_<name>`
+  counts the records that left either (queues/tally.py).
 
 What pgmq does not have is kept in the message JSON (`Job.payload()` plus):
 - `job_id`: the first msg_id. A job moves between messages (main queue ->
@@ -40,8 +41,9 @@ from typing import Any, Callable, Sequence, TypeVar
 from docutrain_cli.config import redact_url
 from docutrain_cli.errors import ConfigError, ServiceUnavailableError
 from docutrain_cli.jobs import STATES, Job, JobState
-from docutrain_cli.queues.base import Finished, JobQueue, QueueDescription, QueueStats, Waiter
+from docutrain_cli.queues.base import Finished, JobQueue, QueueDescription, QueueStats, Waiter, finished_record
 from docutrain_cli.queues.order import require_arrival
+from docutrain_cli.queues.tally import Tally, create_sql, fold_sql
 from docutrain_cli.queues.pgmq_setup import (
     DEAD_SUFFIX,
     check_name,
@@ -49,6 +51,7 @@ from docutrain_cli.queues.pgmq_setup import (
     one_line,
     psycopg_module,
     scrub,
+    tally_table,
 )
 
 KEEP_DONE_RECORDS = 100_000
@@ -88,6 +91,7 @@ class PgmqQueue(JobQueue):
         self._q = f"pgmq.q_{self.name}"  # pgmq's tables; the name is checked above
         self._a = f"pgmq.a_{self.name}"
         self._dq = f"pgmq.q_{self.dead_name}"
+        self._tally = tally_table(self.name)
         # msg_id and read_ct of what this handle leased: a settle only acts
         # on the message if nobody has read it since (see _locked).
         self._leases: dict[int, tuple[int, int]] = {}
@@ -109,8 +113,8 @@ class PgmqQueue(JobQueue):
     # -- plumbing ----------------------------------------------------------
     def _check_installed(self) -> None:
         row = self._conn.execute(
-            "SELECT to_regnamespace('pgmq') IS NOT NULL, to_regclass(%s), to_regclass(%s)",
-            (self._q, self._dq),
+            "SELECT to_regnamespace('pgmq') IS NOT NULL, to_regclass(%s), to_regclass(%s), to_regclass(%s)",
+            (self._q, self._dq, self._tally),
         ).fetchone()
         if not row[0]:
             raise ConfigError(
@@ -121,6 +125,9 @@ class PgmqQueue(JobQueue):
                 f"queue {self.name!r} does not exist in {redact_url(self.url)}: "
                 "run `docutrain queue init`"
             )
+        if row[3] is None:  # a queue made before the tally existed
+            with contextlib.suppress(psycopg_module().errors.UniqueViolation):  # made by another handle now
+                self._conn.execute(create_sql(self._tally))
 
     def _db(self, work: Callable[[Any], T]) -> T:
         """Run `work(conn)`; on a dropped connection reconnect and try once more.
@@ -359,6 +366,32 @@ class PgmqQueue(JobQueue):
 
         self._settle(job, change)
 
+    def bury_done(self, job: Job, error: str) -> None:
+        def work(conn) -> None:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{self.name}:{job.id}",))
+                active = cur.execute(
+                    f"SELECT 1 FROM {self._q} WHERE {_JOB_ID} = %s UNION ALL"
+                    f" SELECT 1 FROM {self._dq} WHERE {_JOB_ID} = %s LIMIT 1", (job.id, job.id),
+                ).fetchone()
+                if active:
+                    return  # queued, running or dead again: not a done job any more
+                record = cur.execute(
+                    f"SELECT msg_id, message FROM {self._a} WHERE {_JOB_ID} = %s"
+                    " ORDER BY archived_at DESC LIMIT 1 FOR UPDATE", (job.id,),
+                ).fetchone()
+                dead = job
+                if record is not None:  # its full record: attempts, errors, result
+                    self._fold(cur, [finished_record(Job.from_payload(job.id, JobState.DONE, record[1]))])
+                    cur.execute(f"DELETE FROM {self._a} WHERE msg_id = %s", (record[0],))
+                    dead = Job.from_payload(job.id, JobState.DONE, record[1])
+                dead.record_error(error)
+                dead.state = JobState.DEAD
+                dead.finished_at = time.time()
+                cur.execute("SELECT pgmq.send(%s, %s, 0)", (self.dead_name, self._json(self._message(dead))))
+
+        self._db(work)
+
     def release(self, job: Job, not_before: float | None = None) -> None:
         def change(cur, msg_id: int, read_ct: int, message: dict) -> None:
             # The job changes only if this runner still held it (_locked
@@ -378,13 +411,22 @@ class PgmqQueue(JobQueue):
 
     def housekeep(self) -> None:
         """Keep the latest KEEP_DONE_RECORDS done records in the archive."""
-        self._db(
-            lambda c: c.execute(
-                f"DELETE FROM {self._a} WHERE archived_at <"
-                f" (SELECT archived_at FROM {self._a} ORDER BY archived_at DESC OFFSET %s LIMIT 1)",
-                (KEEP_DONE_RECORDS - 1,),
-            )
-        )
+        def work(conn) -> None:
+            with conn.transaction(), conn.cursor() as cur:
+                where = (f"archived_at < (SELECT archived_at FROM {self._a}"
+                         " ORDER BY archived_at DESC OFFSET %s LIMIT 1)")
+                pruned = cur.execute(
+                    self._finished_sql("done", f"{where} FOR UPDATE"), (KEEP_DONE_RECORDS - 1,)
+                ).fetchall()
+                if pruned:
+                    self._fold(cur, [Finished(*row) for row in pruned])
+                    cur.execute(f"DELETE FROM {self._a} WHERE {where}", (KEEP_DONE_RECORDS - 1,))
+
+        self._db(work)
+
+    def _fold(self, cur, records: list[Finished]) -> None:
+        """Count records that are about to leave (in the caller's transaction)."""
+        cur.executemany(fold_sql(self._tally, "%s"), list(Tally.of(records).rows()))
 
     # -- readers and operators -------------------------------------------
     def stats(self, now: float) -> QueueStats:
@@ -482,23 +524,43 @@ class PgmqQueue(JobQueue):
 
     def finished(self, since: float = 0.0) -> list[Finished]:
         # In SQL: /metrics reads every kept record at each scrape.
-        finished_at = "(message->>'finished_at')::float8"
-        seconds = f"{finished_at} - (message->>'started_at')::float8"
+        where = "coalesce((message->>'finished_at')::float8, 0) >= %s"
         rows = self._db(
             lambda conn: conn.execute(
-                f"SELECT {_JOB_ID}, 'done', {finished_at}, {seconds},"
-                " coalesce((message->'result'->>'pages')::int, 0),"
-                " coalesce((message->'result'->>'tokens_embedded')::bigint, 0),"
-                # `model` in JobResult records; `embedding_model` in older ones
-                " coalesce(message->'result'->>'model', message->'result'->>'embedding_model')"
-                f" FROM {self._a} WHERE {finished_at} >= %s"
-                " UNION ALL"
-                f" SELECT {_JOB_ID}, 'dead', {finished_at}, {seconds}, 0, 0, NULL"
-                f" FROM {self._dq} WHERE coalesce({finished_at}, 0) >= %s ORDER BY 3",
+                self._finished_sql("done", where) + " UNION ALL " + self._finished_sql("dead", where)
+                + " ORDER BY 3",
                 (since, since),
             ).fetchall()
         )
         return [Finished(*row) for row in rows]
+
+    def _finished_sql(self, outcome: str, where: str) -> str:
+        """Finished records of the done records (archive) or dead messages."""
+        finished_at = "(message->>'finished_at')::float8"
+        seconds = f"{finished_at} - (message->>'started_at')::float8"
+        if outcome == "dead":
+            return f"SELECT {_JOB_ID}, 'dead', {finished_at}, {seconds}, 0, 0, NULL FROM {self._dq} WHERE {where}"
+        return (
+            f"SELECT {_JOB_ID}, 'done', {finished_at}, {seconds},"
+            " coalesce((message->'result'->>'pages')::int, 0),"
+            " coalesce((message->'result'->>'tokens_embedded')::bigint, 0),"
+            # `model` in JobResult records; `embedding_model` in older ones
+            " coalesce(message->'result'->>'model', message->'result'->>'embedding_model')"
+            f" FROM {self._a} WHERE {where}"
+        )
+
+    def totals(self) -> Tally:
+        def work(conn) -> Tally:
+            with conn.transaction(), conn.cursor() as cur:
+                # One snapshot: a fold between two reads would count twice.
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                folded = Tally.from_rows(cur.execute(f"SELECT name, label, value FROM {self._tally}").fetchall())
+                kept = cur.execute(
+                    self._finished_sql("done", "true") + " UNION ALL " + self._finished_sql("dead", "true")
+                ).fetchall()
+            return folded.plus(Tally.of(Finished(*row) for row in kept))
+
+        return self._db(work)
 
     def document_jobs(self, document_id: str, limit: int = 20) -> list[Job]:
         def work(conn) -> list[Job]:
@@ -524,14 +586,16 @@ class PgmqQueue(JobQueue):
                     ).fetchall()
                 if not rows:
                     return []
-                fresh, revived = [], []
+                fresh, revived, deaths = [], [], []
                 for msg_id, message in sorted(rows, key=lambda r: int(r[1].get("job_id") or r[0])):
-                    job = Job.from_payload(int(message.get("job_id") or msg_id), JobState.QUEUED, message)
+                    job = Job.from_payload(int(message.get("job_id") or msg_id), JobState.DEAD, message)
+                    deaths.append(finished_record(job))  # still counted once it leaves the dead queue
                     # A new message starts at read_ct 0: attempts start afresh,
                     # and pgmq's enqueued_at of the new message agrees with queued_at.
                     job.revived(time.time())
                     fresh.append(self._json(self._message(job)))
                     revived.append(job.id)
+                self._fold(cur, deaths)
                 cur.execute("SELECT * FROM pgmq.send_batch(%s, %s::jsonb[], 0)", (self.name, fresh))
                 cur.execute(
                     "SELECT * FROM pgmq.delete(%s, %s::bigint[])", (self.dead_name, [r[0] for r in rows])

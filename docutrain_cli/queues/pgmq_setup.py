@@ -15,6 +15,7 @@ from pathlib import Path
 
 from docutrain_cli.config import redact_url
 from docutrain_cli.errors import ConfigError, DocutrainError, ServiceUnavailableError
+from docutrain_cli.queues.tally import create_sql
 
 CONNECT_TIMEOUT = 10  # seconds
 DEAD_SUFFIX = "_dead"
@@ -118,6 +119,11 @@ def _pgmq_version(conn) -> str | None:
     return "" if present else None
 
 
+def tally_table(queue_name: str) -> str:
+    """Counts of the queue's finished records that left it (queues/tally.py)."""
+    return f"pgmq.docutrain_tally_{queue_name}"
+
+
 def init_queue(url: str, queue_name: str = "docutrain") -> str:
     """Make `url` ready for PgmqQueue: pgmq present, queue and dead-letter
     queue created. Safe to run again. Returns a short summary of what it did."""
@@ -165,6 +171,7 @@ def init_queue(url: str, queue_name: str = "docutrain") -> str:
                         f" ON pgmq.{prefix}_{queue} ((message->>'document_id'))"
                     )
                 done.append(f"queue {queue} {'already there' if existed else 'created'}")
+            conn.execute(create_sql(tally_table(name)))
         except psycopg.Error as exc:
             raise DocutrainError(
                 f"could not create queue {name!r} in {where}: {scrub(one_line(exc), url)}"

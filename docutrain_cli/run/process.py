@@ -167,6 +167,7 @@ def _park(job, context, chunks, hashes, to_send, page_count, sha256, started, un
         user_id=job.user_id,
         source=job.source,
         sha256=sha256,
+        job_id=job.id,
     )
     return JobResult(
         pages=page_count,
