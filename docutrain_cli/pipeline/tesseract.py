@@ -1,0 +1,187 @@
+"""One scanned page read by Tesseract: the right way up, level, and rated.
+
+Tesseract runs in the worker process through tesserocr (its wheels carry
+libtesseract), one engine per process and language, loaded on the first
+page: no process and no image file per page, and about 0.75x the CPU of the
+`tesseract` command on the same page (docs/benchmarks.md, row 9). MuPDF's
+built-in Tesseract, used before, needed about 1.9x and says nothing about
+confidence.
+
+A page is rendered in grey at the OCR resolution, turned by a small angle
+first when its lines are skewed (Tesseract's layout analysis drops most of a
+page skewed 3-4 degrees one way). When the first reading is poor (see
+`Reading.readable`), Tesseract's orientation detection (osd.traineddata)
+says whether the page lies turned 90, 180 or 270 degrees; it is read again
+turned upright, and the better reading kept. Without osd.traineddata the
+three turns are tried instead. Upright pages, the usual case, pay only for
+the skew estimate (a few renders at 36 dpi).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Iterable
+
+# One OpenMP thread per worker process, so N workers use N cores; must be set
+# before libtesseract loads (the tesserocr wheel has no OpenMP today, the
+# system's Tesseract has).
+os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+
+# A reading is unreadable when Tesseract is unsure of its words AND few of
+# them are in its dictionary. Measured here: upright prose scores 95 / 0.92,
+# a table of numbers 94 / 0.0, a page read sideways 21 / 0.09, scribbles 47 / 0.19.
+MIN_CONFIDENCE = 60.0
+MIN_DICTIONARY_SHARE = 0.5
+TURNS = (90, 180, 270)
+# OSD below this confidence is a guess (noise, a few words): not acted on.
+MIN_ORIENTATION_CONFIDENCE = 2.0
+# Skew search: +-MAX_SKEW degrees in steps of 1, then half a degree either side.
+MAX_SKEW = 6
+SKEW_DPI = 36
+# A skew is applied only when level lines stand out this much more than at 0.
+MIN_SKEW_GAIN = 1.05
+
+
+@dataclasses.dataclass(frozen=True)
+class Reading:
+    """What Tesseract read on one page, and how sure it was."""
+
+    text: str
+    words: int
+    confidence: float  # mean word confidence, 0-100
+    dictionary_share: float  # share of words found in Tesseract's dictionary
+    turn: int = 0  # degrees the page was turned to read it
+    skew: float = 0.0
+
+    @property
+    def readable(self) -> bool:
+        """Blank pages are readable (there is nothing to read); text is when
+        Tesseract is confident of its glyphs or finds real words."""
+        if not self.words:
+            return True
+        return self.confidence >= MIN_CONFIDENCE or self.dictionary_share >= MIN_DICTIONARY_SHARE
+
+    @property
+    def score(self) -> float:
+        return self.confidence * self.words
+
+
+def read_page(page, language: str, dpi: int, tessdata: str) -> Reading:
+    """Read a page as displayed (its /Rotate applied), turned upright if need be."""
+    engine = _engine(tessdata, language)
+    first = _read_turned(engine, page, 0, dpi)
+    if first.readable or not first.words:
+        return first
+    best = first
+    for turn in _likely_turns(page, dpi, tessdata):
+        reading = _read_turned(engine, page, turn, dpi)
+        if reading.score > best.score:
+            best = reading
+        if reading.readable:
+            break
+    return best
+
+
+def orientation_available(tessdata: str | None) -> bool:
+    return bool(tessdata) and os.path.isfile(os.path.join(tessdata, "osd.traineddata"))
+
+
+def _read_turned(engine, page, turn: int, dpi: int) -> Reading:
+    skew = estimate_skew(page, turn)
+    pixmap = render(page, dpi, turn + skew)
+    return dataclasses.replace(recognise(engine, pixmap, dpi), turn=turn, skew=skew)
+
+
+def render(page, dpi: int, degrees: float = 0.0, *, grey: bool = True):
+    import pymupdf
+
+    matrix = pymupdf.Matrix(dpi / 72, dpi / 72).prerotate(degrees)
+    colorspace = pymupdf.csGRAY if grey else pymupdf.csRGB
+    return page.get_pixmap(matrix=matrix, colorspace=colorspace, alpha=False)
+
+
+def recognise(engine, pixmap, dpi: int) -> Reading:
+    from tesserocr import RIL, iterate_level
+
+    engine.SetImageBytes(pixmap.samples, pixmap.width, pixmap.height, pixmap.n, pixmap.stride)
+    engine.SetSourceResolution(dpi)
+    if not engine.Recognize():
+        raise RuntimeError("Tesseract could not recognise the page")
+    confidences, in_dictionary = [], 0
+    iterator = engine.GetIterator()
+    if iterator is not None and not iterator.Empty(RIL.WORD):  # iterate_level yields even from an empty page
+        for word in iterate_level(iterator, RIL.WORD):
+            if (word.GetUTF8Text(RIL.WORD) or "").strip():
+                confidences.append(word.Confidence(RIL.WORD))
+                in_dictionary += bool(word.WordIsFromDictionary())
+    text = engine.GetUTF8Text() if confidences else ""
+    words = len(confidences)
+    return Reading(
+        text,
+        words,
+        sum(confidences) / words if words else 0.0,
+        in_dictionary / words if words else 0.0,
+    )
+
+
+def _likely_turns(page, dpi: int, tessdata: str) -> Iterable[int]:
+    """The turn OSD finds (none when it is unsure), or all three without OSD."""
+    if not orientation_available(tessdata):
+        return TURNS
+    turn = detect_turn(page, dpi, tessdata)
+    return (turn,) if turn else ()
+
+
+def detect_turn(page, dpi: int, tessdata: str) -> int:
+    """Degrees (0, 90, 180, 270) to turn the page's rendering by to read it; 0 when unsure."""
+    detector = _orientation_detector(tessdata)
+    pixmap = render(page, dpi)
+    detector.SetImageBytes(pixmap.samples, pixmap.width, pixmap.height, pixmap.n, pixmap.stride)
+    detector.SetSourceResolution(dpi)
+    found = detector.DetectOrientationScript()  # None when there is too little text
+    if not found or found["orient_conf"] < MIN_ORIENTATION_CONFIDENCE:
+        return 0
+    # orient_deg is how far the page is turned; turning it back undoes that.
+    return (360 - found["orient_deg"]) % 360
+
+
+def estimate_skew(page, turn: int = 0) -> float:
+    """The small angle (degrees) that levels the page's lines, 0.0 if none does.
+
+    Projection profiles: rendered at a few dpi and turned by each candidate
+    angle, level text lines give rows alternating dark and light, so the sum
+    of squared differences between neighbouring rows' ink peaks there."""
+    coarse = {a: _line_contrast(page, turn + a) for a in range(-MAX_SKEW, MAX_SKEW + 1)}
+    best = max(coarse, key=coarse.get)
+    fine = {best: coarse[best]}
+    fine.update({a: _line_contrast(page, turn + a) for a in (best - 0.5, best + 0.5)})
+    angle = max(fine, key=fine.get)
+    if angle == 0 or fine[angle] < coarse[0] * MIN_SKEW_GAIN:
+        return 0.0
+    return float(angle)
+
+
+def _line_contrast(page, degrees: float) -> int:
+    pixmap = render(page, SKEW_DPI, degrees)
+    samples, width, stride = pixmap.samples, pixmap.width, pixmap.stride
+    ink = [width * 255 - sum(samples[row * stride : row * stride + width]) for row in range(pixmap.height)]
+    return sum((a - b) ** 2 for a, b in zip(ink, ink[1:]))
+
+
+@functools.lru_cache(maxsize=4)
+def _engine(tessdata: str, language: str):
+    import tesserocr
+
+    try:
+        return tesserocr.PyTessBaseAPI(path=tessdata, lang=language)
+    except RuntimeError as exc:  # "Failed to init API, possibly an invalid tessdata path"
+        raise RuntimeError(f"Tesseract cannot load {language} from {tessdata}: {exc}") from None
+
+
+@functools.lru_cache(maxsize=2)
+def _orientation_detector(tessdata: str):
+    import tesserocr
+
+    return tesserocr.PyTessBaseAPI(path=tessdata, lang="osd", psm=tesserocr.PSM.OSD_ONLY)
