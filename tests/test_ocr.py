@@ -309,7 +309,7 @@ def test_ocr_settings_are_checked_and_tessdata_prefix_is_read(tmp_path):
     from docutrain_cli.errors import ConfigError
 
     settings = load_settings(environ={"TESSDATA_PREFIX": "/opt/tessdata", "DOCUTRAIN_OCR_LANGUAGE": "eng+deu"})
-    assert (settings.tessdata, settings.ocr_language, settings.ocr, settings.ocr_dpi) == ("/opt/tessdata", "eng+deu", "auto", 300)
+    assert (settings.tessdata, settings.ocr_language, settings.ocr, settings.ocr_dpi) == ("/opt/tessdata", "eng+deu", "auto", 200)
     for bad, message in [
         ({"ocr": "sometimes"}, "ocr: expected auto, off or force"),
         ({"ocr_language": "eng deu"}, "ocr_language: expected Tesseract language names joined with '+'"),
