@@ -99,10 +99,16 @@ def test_a_scan_turned_or_skewed_is_read_upright(tesseract, tmp_path, degrees):
     assert ocr.unreadable == []
 
 
-def test_without_orientation_data_each_turn_is_tried(tesseract, tmp_path):
-    only_english = tmp_path / "tessdata"
-    only_english.mkdir()
-    (only_english / "eng.traineddata").symlink_to(f"{find_support(None).tessdata}/eng.traineddata")
+@pytest.fixture
+def only_english(tmp_path):
+    """A tessdata folder with English and without osd.traineddata."""
+    folder = tmp_path / "tessdata"
+    folder.mkdir()
+    (folder / "eng.traineddata").symlink_to(f"{find_support(None).tessdata}/eng.traineddata")
+    return folder
+
+
+def test_without_orientation_data_each_turn_is_tried(tesseract, only_english, tmp_path):
     texts = [paragraph(30), paragraph(40)]
     pages, _ = read(pdfs.turned_scan(tmp_path / "turned.pdf", list(zip(texts, [180, 90]))), tessdata=str(only_english))
     for (_, got), expected in zip(pages, texts):
@@ -237,15 +243,12 @@ def test_a_job_reports_its_ocr_pages_and_seconds(tesseract, tmp_path):
     assert result.chunks >= 1
 
 
-def test_doctor_reports_ocr_and_its_languages(tesseract, docutrain, tmp_path):
+def test_doctor_reports_ocr_and_its_languages(tesseract, docutrain, only_english):
     checks = {c["name"]: c for c in json.loads(docutrain("doctor", "--json").stdout)}
     ocr = checks["OCR (Tesseract)"]
     assert ocr["ok"] and "installed languages: eng" in ocr["detail"]
     orientation = checks["OCR orientation detection"]
     assert orientation["ok"] and orientation["detail"].startswith("available (osd.traineddata in ")
-    only_english = tmp_path / "tessdata"
-    only_english.mkdir()
-    (only_english / "eng.traineddata").symlink_to(f"{find_support(None).tessdata}/eng.traineddata")
     without = {c["name"]: c for c in json.loads(docutrain("doctor", "--json", TESSDATA_PREFIX=str(only_english)).stdout)}
     assert without["OCR orientation detection"]["detail"].startswith(f"no osd.traineddata in {only_english}")
     assert without["OCR orientation detection"]["fix"] == "install it: apt-get install tesseract-ocr-osd"
