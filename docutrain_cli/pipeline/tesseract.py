@@ -39,7 +39,7 @@ MIN_WORDS_FOR_SHARE = 10  # below, a share says little: 3 of 4 words from scribb
 TURNS = (90, 180, 270)
 # OSD below this confidence is a guess (noise, a few words): not acted on.
 MIN_ORIENTATION_CONFIDENCE = 2.0
-# Skew search: +-MAX_SKEW degrees in steps of 1, then half a degree either side.
+# Skew search: +-MAX_SKEW degrees in steps of 2, then 1 and half a degree either side.
 MAX_SKEW = 6
 SKEW_DPI = 36
 # A skew is applied only when level lines stand out this much more than at 0.
@@ -179,15 +179,16 @@ def find_lines(page) -> Lines:
     angle, level lines give rows alternating dark and light, so the sum of
     squared differences between neighbouring rows' ink peaks there (columns'
     ink when the lines run top to bottom)."""
-    coarse = {a: _line_contrast(page, a) for a in range(-MAX_SKEW, MAX_SKEW + 1)}
+    coarse = {a: _line_contrast(page, a) for a in range(-MAX_SKEW, MAX_SKEW + 1, 2)}
     by_rows = max(coarse, key=lambda a: coarse[a][0])
     by_columns = max(coarse, key=lambda a: coarse[a][1])
     sideways = coarse[by_columns][1] > SIDEWAYS_CONTRAST * coarse[by_rows][0]
-    axis, best = (1, by_columns) if sideways else (0, by_rows)
-    fine = {best: coarse[best][axis]}
-    fine.update({a: _line_contrast(page, a)[axis] for a in (best - 0.5, best + 0.5)})
-    angle = max(fine, key=fine.get)
-    if angle == 0 or fine[angle] < coarse[0][axis] * MIN_SKEW_GAIN:
+    axis, angle = (1, by_columns) if sideways else (0, by_rows)
+    tried = {a: c[axis] for a, c in coarse.items()}
+    for step in (1, 0.5):  # halve the interval around the best angle so far
+        tried.update({a: _line_contrast(page, a)[axis] for a in (angle - step, angle + step)})
+        angle = max(tried, key=tried.get)
+    if angle == 0 or tried[angle] < tried[0] * MIN_SKEW_GAIN:
         angle = 0
     return Lines(float(angle), sideways)
 
