@@ -15,7 +15,7 @@ Tesseract's orientation detection (osd.traineddata) says which way before it
 is read. A page read poorly (see `Reading.readable`) is checked by OSD too and
 read again turned upright; the better reading is kept. Without
 osd.traineddata the turns are tried instead. Upright pages, the usual case,
-pay only for the line estimate (about 5 % of a page's CPU).
+pay only for the line estimate (about 10 % of a page's CPU at 200 dpi).
 """
 
 from __future__ import annotations
