@@ -19,7 +19,6 @@ one OCR thread each: OMP_THREAD_LIMIT=1):
 
 from __future__ import annotations
 
-import concurrent.futures
 import multiprocessing
 import os
 import re
@@ -102,7 +101,7 @@ def tesserocr_page(png: str) -> str:
     from docutrain_cli.pipeline import tesseract
 
     pixmap = pymupdf.Pixmap(png)
-    return tesseract.recognise(tesseract._engine(_tessdata(), "eng"), pixmap, OCR_DPI).text
+    return tesseract.recognise(tesseract.engine_for(_tessdata(), "eng"), pixmap, OCR_DPI).text
 
 
 def mupdf_page(png: str) -> str:
@@ -145,7 +144,7 @@ def pages_per_second(fn, pngs: list[str], workers: int) -> tuple[float, float, l
 def plain_reading(page, dpi: int, tessdata: str) -> str:
     from docutrain_cli.pipeline import tesseract
 
-    return tesseract.recognise(tesseract._engine(tessdata, "eng"), tesseract.render(page, dpi), dpi).text
+    return tesseract.recognise(tesseract.engine_for(tessdata, "eng"), tesseract.render(page, dpi), dpi).text
 
 
 def osd_first(page, dpi: int, tessdata: str) -> str:
@@ -153,7 +152,7 @@ def osd_first(page, dpi: int, tessdata: str) -> str:
     from docutrain_cli.pipeline import tesseract
 
     turn = tesseract.detect_turn(page, dpi, tessdata)
-    engine = tesseract._engine(tessdata, "eng")
+    engine = tesseract.engine_for(tessdata, "eng")
     return tesseract.recognise(engine, tesseract.render(page, dpi, turn), dpi).text
 
 
@@ -161,7 +160,7 @@ def turns_when_poor(page, dpi: int, tessdata: str) -> str:
     """Read; when Tesseract rates it unreadable, read each other turn, keep the best."""
     from docutrain_cli.pipeline import tesseract
 
-    engine = tesseract._engine(tessdata, "eng")
+    engine = tesseract.engine_for(tessdata, "eng")
     best = tesseract.recognise(engine, tesseract.render(page, dpi), dpi)
     for turn in TURNS:
         if best.readable:

@@ -36,7 +36,6 @@ os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 MIN_CONFIDENCE = 60.0
 MIN_DICTIONARY_SHARE = 0.5
 MIN_WORDS_FOR_SHARE = 10  # below, a share says little: 3 of 4 words from scribbles were "a", "I"...
-TURNS = (90, 180, 270)
 # OSD below this confidence is a guess (noise, a few words): not acted on.
 MIN_ORIENTATION_CONFIDENCE = 2.0
 # Skew search: +-MAX_SKEW degrees in steps of 2, then 1 and half a degree either side.
@@ -79,7 +78,7 @@ class Reading:
 
 def read_page(page, language: str, dpi: int, tessdata: str) -> Reading:
     """Read a page as displayed (its /Rotate applied), turned upright if need be."""
-    engine = _engine(tessdata, language)
+    engine = engine_for(tessdata, language)
     lines = find_lines(page)
     best = None
     for turn in _turns_to_try(page, dpi, tessdata, lines):
@@ -212,7 +211,8 @@ def _contrast(ink: list[int]) -> int:
 
 
 @functools.lru_cache(maxsize=4)
-def _engine(tessdata: str, language: str):
+def engine_for(tessdata: str, language: str):
+    """This process's Tesseract for `language`, loaded once (about 0.1 s)."""
     import tesserocr
 
     try:
