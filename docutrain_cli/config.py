@@ -77,7 +77,7 @@ class Settings:
     # OCR of scanned pages (pipeline/ocr.py)
     ocr: str = "auto"  # auto (when Tesseract is installed) | off | force
     ocr_language: str = "eng"  # Tesseract languages, several joined with '+'
-    ocr_dpi: int = 300
+    ocr_dpi: int = 200  # reads as many words as 300 at ~0.8x the CPU (docs/benchmarks.md, row 9)
     max_ocr_pages: int = 200  # per document; more is refused (OCR costs seconds a page)
     tessdata: str | None = None  # Tesseract's language folder; found when unset
     # Embeddings

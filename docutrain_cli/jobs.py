@@ -158,6 +158,7 @@ class JobResult:
     document_id: int | None = None  # the local store's row id
     document_key: str | None = None
     sha256: str | None = None  # of the file's bytes
+    # Page numbers whose text is not stored: damaged, or OCR output Tesseract rated unreadable.
     unreadable_pages: list[int] = dataclasses.field(default_factory=list)
     seconds: float | None = None  # wall time in the worker
     ocr_pages: int = 0  # scanned pages read by OCR

@@ -696,92 +696,15 @@ def bench_startup(mode: Mode, root: Path, ncpu: int, reps: int) -> tuple[list[Ro
     return rows, s
 
 
-# -- 9: OCR ------------------------------------------------------------------------------------------
-
-OCR_DPI = 300  # docutrain's default ocr_dpi; the tesseract command reads images rendered at the same
-
-
-def scanned_pdf(path: Path, pages: int, seed: int) -> Path:
-    """Image-only pages: each page's prose typeset, photographed at 150 dpi,
-    and inserted as the page's only content (what a scanner makes)."""
-    import pymupdf
-
-    if path.exists():
-        return path
-    doc = pymupdf.open()
-    for number in range(1, pages + 1):
-        src = pymupdf.open()
-        src.new_page().insert_textbox(pymupdf.Rect(50, 50, 550, 800), page_text(seed, number), fontsize=10)
-        pixmap = src[0].get_pixmap(dpi=150)
-        src.close()
-        doc.new_page().insert_image(pymupdf.Rect(0, 0, 595, 842), pixmap=pixmap)
-    tmp = path.with_suffix(".tmp")
-    doc.save(tmp, deflate=True)
-    doc.close()
-    tmp.replace(path)
-    return path
-
-
-def _tesseract_page(image: str) -> None:
-    # One page, one process, as a hand-rolled batch would run it. One OpenMP
-    # thread: we run one process per worker, as docutrain runs one job per worker.
-    subprocess.run(["tesseract", image, "-", "-l", "eng"], capture_output=True, check=True,
-                   env={**os.environ, "OMP_THREAD_LIMIT": "1"})
+# -- 9: OCR (scripts/bench_ocr.py) -----------------------------------------------------------------
 
 
 def bench_ocr(mode: Mode, root: Path, ncpu: int, reps: int) -> tuple[list[Row], dict]:
-    import concurrent.futures
+    """9: OCR against the tesseract command, the engines side by side, orientation, dpi."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_ocr import bench_ocr as measure
 
-    import pymupdf
-
-    if not shutil.which("tesseract"):
-        log("OCR: skipped, the tesseract command is not installed (apt-get install tesseract-ocr tesseract-ocr-eng)")
-        return [], {}
-    workers = max(2, ncpu)
-    folder = root / "corpus" / "scanned"
-    folder.mkdir(parents=True, exist_ok=True)
-    files = [scanned_pdf(folder / f"scan{i:02d}.pdf", mode.ocr_pages, 500 + i) for i in range(workers)]
-    pages = workers * mode.ocr_pages
-    images = root / "corpus" / "scanned-png"
-    images.mkdir(exist_ok=True)
-    pngs = []
-    for file in files:  # the same page images, rendered outside the clock
-        with pymupdf.open(file) as doc:
-            for page in doc:
-                png = images / f"{file.stem}-{page.number + 1}.png"
-                if not png.exists():
-                    page.get_pixmap(dpi=OCR_DPI).save(png)
-                pngs.append(str(png))
-    s: dict[str, list[float]] = {"docutrain": [], "tesseract": [], "ratio": [], "ocr_seconds": []}
-    for rep in range(reps):
-        def docutrain() -> None:
-            d = fresh_dir(root, "ocr")
-            queue, store = d / "queue.db", d / "store.db"
-            enqueue_cli(folder, queue, store, d)
-            env = base_env(queue, store, DOCUTRAIN_OCR_DPI=str(OCR_DPI))
-            _, out = run(docutrain_cmd() + ["run", "--drain", "--json", "--workers", str(workers)], env, d)
-            summary = json.loads(out)
-            if summary["totals"].get("ocr_pages") != pages:
-                raise BenchError(f"OCR: expected {pages} pages OCR'd, summary says {summary['totals']}")
-            s["docutrain"].append(pages / summary["elapsed"])
-
-        def tesseract() -> None:
-            started = time.perf_counter()
-            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-                list(pool.map(_tesseract_page, pngs))
-            s["tesseract"].append(pages / (time.perf_counter() - started))
-
-        for fn in ((docutrain, tesseract) if rep % 2 == 0 else (tesseract, docutrain)):
-            fn()
-        s["ratio"].append(s["docutrain"][-1] / s["tesseract"][-1])
-    log(f"OCR: docutrain {med(s['docutrain']):.2f} pages/s, tesseract command {med(s['tesseract']):.2f} pages/s")
-    ratio = med(s["ratio"])
-    rows = [
-        Row("9", f"OCR: scanned pages/s, {workers} workers, {OCR_DPI} dpi", med(s["docutrain"]), "pages/s",
-            med(s["tesseract"]), f"tesseract command, {workers} at a time", ratio, ">= 0.8", ratio >= 0.8,
-            {"pages": pages, "repetitions": reps}),
-    ]
-    return rows, s
+    return measure(mode, root, ncpu, reps, h=sys.modules[__name__])
 
 
 # -- child processes (the baselines and the memory probe) -----------------------------------------------

@@ -221,11 +221,16 @@ def pgmq_queue_name(pg_url):
 
 @pytest.fixture
 def tesseract():
-    """Tesseract with English data; skips (fails when CI is set) without it."""
+    """Tesseract with English data and orientation detection (osd); skips
+    (fails when CI is set) without them."""
     from docutrain_cli.config import environ_flag
     from docutrain_cli.pipeline.ocr import find_support
+    from docutrain_cli.pipeline.tesseract import orientation_available
 
-    problem = find_support(None).problem("eng")
+    support = find_support(None)
+    problem = support.problem("eng")
+    if not problem and not orientation_available(support.tessdata):
+        problem = f"no osd.traineddata in {support.tessdata} (apt-get install tesseract-ocr-osd)"
     if problem:
         message = f"OCR tests need Tesseract: {problem}"
         if environ_flag("CI"):

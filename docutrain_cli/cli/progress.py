@@ -64,6 +64,8 @@ class LogObserver(RunObserver):
                 facts += f", {plural(r.ocr_pages, 'page')} by OCR"
             if r and r.ocr_skipped_pages:
                 facts += f", {plural(r.ocr_skipped_pages, 'scanned page')} left unread (no OCR)"
+            if r and r.unreadable_pages:
+                facts += f", unreadable: page {', '.join(map(str, r.unreadable_pages))}"
             self.log(f"done  job {job.id} {job.source}" + (f" ({facts})" if facts else "") + f" in {took:.1f}s")
         elif outcome == "released":
             self.log(f"returned job {job.id} {job.source} to the queue" + (f": {detail}" if detail else ""))

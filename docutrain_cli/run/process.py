@@ -71,7 +71,7 @@ def process_job(job: Job, context: "WorkerContext") -> JobResult:
             )
         )
         page_count = doc.page_count
-        unreadable_pages = list(doc.unreadable_pages)
+        unreadable_pages = sorted(doc.unreadable_pages + ocr.unreadable)
     if not chunks:  # extraction raises first; this guards the contract
         raise PermanentError("no extractable text")
 
