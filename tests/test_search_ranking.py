@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from docutrain_cli.pipeline.embed import OfflineEmbedder
+from docutrain_cli.pipeline.offline import OfflineEmbedder
 from docutrain_cli.pipeline.models import OFFLINE_MODEL
 from docutrain_cli.store.local import ChunkRow, LocalStore
 from test_pinned_output import chunks_digest
