@@ -38,12 +38,11 @@ Schema (users query this file directly)::
       UNIQUE (document_id, chunk_index)
 
     embedding_cache                             -- re-running unchanged text costs no tokens
-      model        TEXT NOT NULL
-      dimensions   INTEGER NOT NULL              -- 0 = the model's default size
+      model        TEXT NOT NULL                 -- (a view over embedding_keys and
+      dimensions   INTEGER NOT NULL              --  embedding_blocks: store/embedding_cache.py)
       text_sha256  TEXT NOT NULL                 -- sha256 of the UTF-8 chunk text
       embedding    BLOB NOT NULL                 -- little-endian float32 values
       created_at   TEXT NOT NULL
-      PRIMARY KEY (model, dimensions, text_sha256)
 
 Read a vector in Python with ``array.array('f', blob)`` (or
 ``numpy.frombuffer(blob, dtype='<f4')``).
@@ -62,6 +61,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from docutrain_cli import sqlite
+from docutrain_cli.store import embedding_cache
 
 STATUSES = ("pending", "processing", "embedding", "ready", "error")
 
@@ -97,14 +97,6 @@ CREATE TABLE IF NOT EXISTS chunks (
     UNIQUE (document_id, chunk_index)
 );
 CREATE INDEX IF NOT EXISTS chunks_embedding_model ON chunks (embedding_model);
-CREATE TABLE IF NOT EXISTS embedding_cache (
-    model TEXT NOT NULL,
-    dimensions INTEGER NOT NULL,
-    text_sha256 TEXT NOT NULL,
-    embedding BLOB NOT NULL,
-    created_at TEXT NOT NULL,
-    PRIMARY KEY (model, dimensions, text_sha256)
-) WITHOUT ROWID;
 """
 
 NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
@@ -217,6 +209,7 @@ class LocalStore:
         conn = sqlite.connect(self.path, synchronous="NORMAL", foreign_keys=True, schema=SCHEMA)
         _add_missing_columns(conn)
         _allow_embedding_status(conn)
+        embedding_cache.ensure_layout(conn)
         return conn
 
     def close(self) -> None:
@@ -381,18 +374,8 @@ class LocalStore:
     def cached_embeddings(
         self, model: str, dimensions: int, text_hashes: Sequence[str]
     ) -> dict[str, array]:
-        found: dict[str, array] = {}
-        unique = list(dict.fromkeys(text_hashes))
-        for start in range(0, len(unique), 500):  # stay under SQLite's variable limit
-            part = unique[start : start + 500]
-            marks = ",".join("?" * len(part))
-            for text_hash, blob in self.conn.execute(
-                f"""SELECT text_sha256, embedding FROM embedding_cache
-                    WHERE model = ? AND dimensions = ? AND text_sha256 IN ({marks})""",
-                (model, dimensions, *part),
-            ):
-                found[text_hash] = unpack_vector(blob)
-        return found
+        found = embedding_cache.cached(self.conn, model, dimensions, text_hashes)
+        return {text_hash: unpack_vector(blob) for text_hash, blob in found.items()}
 
     def put_cached_embeddings(
         self, model: str, dimensions: int, vectors: Mapping[str, Sequence[float]]
@@ -400,11 +383,7 @@ class LocalStore:
         if not vectors:
             return
         with sqlite.transaction(self.conn) as conn:
-            conn.executemany(
-                f"""INSERT OR REPLACE INTO embedding_cache (model, dimensions, text_sha256, embedding, created_at)
-                    VALUES (?, ?, ?, ?, {NOW})""",
-                [(model, dimensions, h, pack_vector(v)) for h, v in vectors.items()],
-            )
+            embedding_cache.put(conn, model, dimensions, {h: pack_vector(v) for h, v in vectors.items()})
 
     # -- search -------------------------------------------------------------
 
