@@ -93,3 +93,19 @@ def test_search_of_a_reopened_store_ranks_the_same(tmp_path):
         after = ranking(store, OFFLINE_MODEL, 10)
     assert after != before
     assert all(hit[0] != "b" for hits in after for hit in hits)
+
+
+def test_a_damaged_or_missing_copy_beside_the_store_is_made_again(tmp_path):
+    path = tmp_path / "s.db"
+    with LocalStore(path) as store:
+        fill(store)
+        before = ranking(store, OFFLINE_MODEL, 10)
+    copies = list(tmp_path.glob("s.db.vectors-*"))
+    assert len(copies) == 1
+    copies[0].write_bytes(b"docutrain-vectors 1\nnot json")
+    with LocalStore(path) as store:
+        assert ranking(store, OFFLINE_MODEL, 10) == before
+    copies[0].unlink()
+    with LocalStore(path) as store:
+        assert ranking(store, OFFLINE_MODEL, 10) == before
+    assert not list(tmp_path.glob("*.tmp"))

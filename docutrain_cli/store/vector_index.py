@@ -98,7 +98,8 @@ class VectorIndex:
         return [(score, int(self.ids[-negative_row])) for score, negative_row in scored[:top]]
 
 
-def _read(path: Path, version: int) -> VectorIndex | None:
+def _read(path: Path, version: int | None) -> VectorIndex | None:
+    """The file's index if it was made at `version` (None: at any)."""
     try:
         with open(path, "rb") as f:
             if f.read(len(_MAGIC)) != _MAGIC:
@@ -106,7 +107,7 @@ def _read(path: Path, version: int) -> VectorIndex | None:
             header = json.loads(f.readline())
     except (OSError, ValueError):
         return None
-    if header.get("version") != version:
+    if version is not None and header.get("version") != version:
         return None
     count, dims, offset = header["count"], header["dimensions"], header["offset"]
     if not count:
@@ -125,6 +126,18 @@ def _build(conn: sqlite3.Connection, path: Path, model: str | None, dimensions: 
     where = "WHERE length(embedding) = ?" + (" AND embedding_model = ?" if model is not None else "")
     params = [4 * dimensions] + ([model] if model is not None else [])
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        version = _write(conn, tmp, where, params, dimensions, model)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no half-written file left behind
+        raise
+    os.replace(tmp, path)  # readers see the old file or the new one, never half of one
+    # A search that rebuilt it at the same moment may have put a newer one there.
+    return _read(path, version) or _read(path, None)
+
+
+def _write(conn: sqlite3.Connection, tmp: Path, where: str, params: list, dimensions: int, model: str | None) -> int:
+    """Write the file from one read snapshot of the store; returns the change count it is at."""
     with sqlite.transaction(conn, "DEFERRED") as tx, open(tmp, "wb") as f:  # one snapshot throughout
         version = tx.execute("SELECT version FROM chunk_changes").fetchone()[0]
         count = tx.execute(f"SELECT count(*) FROM chunks {where}", params).fetchone()[0]
@@ -144,5 +157,4 @@ def _build(conn: sqlite3.Connection, path: Path, model: str | None, dimensions: 
             ids += [chunk_id for chunk_id, _ in batch]
         f.write(np.asarray(ids, "<i8").tobytes())
         f.write(np.concatenate(norms or [np.zeros(0)]).astype("<f4").tobytes())
-    os.replace(tmp, path)  # readers see the old file or the new one, never half of one
-    return _read(path, version)
+    return version
