@@ -61,7 +61,7 @@ class Settings:
     grace_period: float = 30.0
     poll_interval: float = 1.0
     visibility_timeout: float = 120.0
-    processor: str = "docutrain_cli.pipeline.process:process_job"
+    processor: str = "docutrain_cli.run.process:process_job"
     # Cloudflare Queues (--queue cloudflare://<account_id>/<queue_id>)
     cloudflare_api_url: str = "https://api.cloudflare.com/client/v4"
     cloudflare_dead_queue: str | None = None  # the dead-letter queue's id
@@ -101,6 +101,9 @@ class Settings:
     documents_table: str = "user_documents"
     chunks_table: str = "document_chunks"
     storage_bucket: str = "documents"
+    # A document's storage_path must lie under `{user_id}/` (the layout
+    # Supabase's storage policies use), so one user's row cannot name another's file.
+    storage_user_prefix: bool = True
     # A service runner queues pending rows no webhook announced this often.
     reconcile_interval: float = 300.0
     # HTTP intake (`docutrain serve`): the bearer token clients send.
@@ -183,6 +186,8 @@ _DURATION_FIELDS = {
     "reconcile_interval",
 }
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+_TRUE_WORDS = {"1", "true", "yes", "on"}
+_FALSE_WORDS = {"0", "false", "no", "off"}
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
@@ -192,6 +197,13 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     annotation = str(_FIELDS[name].type)
     if value is None or (value == "" and "None" in annotation):
         return None
+    if annotation.startswith("bool"):
+        if isinstance(value, bool):
+            return value
+        word = str(value).strip().lower()
+        if word in _TRUE_WORDS or word in _FALSE_WORDS:
+            return word in _TRUE_WORDS
+        raise ConfigError(f"{label}: expected true or false, got {value!r}")
     if annotation.startswith("int"):
         try:
             number = int(value)

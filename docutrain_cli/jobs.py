@@ -1,8 +1,12 @@
-"""The job record, its states, its result, and the retry schedule.
+"""The job record, its states and transitions, its result, and the retry schedule.
 
 A job is plain data: it is pickled to worker processes and stored as JSON in
 the queue, so it holds only str/int/float/list/dict values (its JobResult
 is stored as a dict, see `JobResult.to_dict`).
+
+Every change of state is a method on `Job` (`leased`, `completed`, `failed`,
+`buried`, `released`, `revived`): the queue backends call one and then only
+persist what it wrote.
 """
 
 from __future__ import annotations
@@ -25,6 +29,12 @@ class JobState(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
+
+    @classmethod
+    def waiting(cls, attempts: int) -> "JobState":
+        """A job waiting for a runner: queued if it never started an attempt,
+        else retrying. (The SQL backends write this rule as a CASE.)"""
+        return cls.QUEUED if attempts == 0 else cls.RETRYING
 
 
 STATES = [s.value for s in JobState]
@@ -76,6 +86,48 @@ class Job:
 
     def record_error(self, message: str) -> None:
         self.errors = (self.errors + [message])[-MAX_ERROR_HISTORY:]
+
+    # -- transitions: the only code that moves a job between states ---------
+    def leased(self, now: float, attempts: int | None = None) -> None:
+        """A runner took it: running, from `now`, one attempt more. A backend
+        that counts deliveries itself (pgmq's read_ct, Cloudflare's delivery
+        count) passes the attempts it counted instead."""
+        self.state = JobState.RUNNING
+        self.attempts = self.attempts + 1 if attempts is None else attempts
+        self.started_at = now
+
+    def completed(self, now: float) -> None:
+        """Done; the runner may have set `finished_at` already (it is kept)."""
+        self.state = JobState.DONE
+        self.finished_at = self.finished_at or now
+
+    def failed(self, error: str, not_before: float) -> None:
+        """This attempt failed: retrying, no earlier than `not_before`."""
+        self.record_error(error)
+        self.not_before = not_before
+        self.state = JobState.RETRYING
+
+    def buried(self, error: str, now: float) -> None:
+        """Failed for good: dead until someone revives it."""
+        self.record_error(error)
+        self.state = JobState.DEAD
+        self.finished_at = now
+
+    def released(self, not_before: float | None = None) -> None:
+        """Given back unfinished: the attempt it was leased for is not
+        counted; it waits until `not_before` when given."""
+        self.attempts = max(self.attempts - 1, 0)
+        self.started_at = None
+        if not_before is not None:
+            self.not_before = not_before
+        self.state = JobState.waiting(self.attempts)
+
+    def revived(self, now: float) -> None:
+        """A dead job back in the queue with fresh attempts; its queued age
+        counts from `now`."""
+        self.attempts, self.not_before, self.finished_at, self.started_at = 0, 0.0, None, None
+        self.queued_at = now
+        self.state = JobState.QUEUED
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

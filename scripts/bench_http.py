@@ -56,7 +56,7 @@ def stop(proc: subprocess.Popen) -> None:
 
 def _request(port: int, document_id: str) -> bytes:
     body = json.dumps(
-        {"user_document_id": document_id, "user_id": "bench-user", "storage_path": f"bench/{document_id}.pdf"}
+        {"user_document_id": document_id, "user_id": "bench-user", "storage_path": f"bench-user/{document_id}.pdf"}
     ).encode()
     head = (
         f"POST /v1/documents HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {TOKEN}\r\n"
@@ -146,7 +146,7 @@ def wake_latencies(bench, root: Path, uploads: int) -> list[float]:
     import httpx
 
     d = bench.fresh_dir(root, "wake")
-    env = {"DOCUTRAIN_POLL_INTERVAL": POLL_INTERVAL, "DOCUTRAIN_PROCESSOR": "docutrain_cli.worker:noop"}
+    env = {"DOCUTRAIN_POLL_INTERVAL": POLL_INTERVAL, "DOCUTRAIN_PROCESSOR": "docutrain_cli.run.worker:noop"}
     proc, port = start_serve(bench, d, env)
     runner = subprocess.Popen(
         bench.docutrain_cmd() + ["run", "--workers", "1"],
@@ -162,7 +162,7 @@ def wake_latencies(bench, root: Path, uploads: int) -> list[float]:
                 time.sleep(0.3 + rng.random() * 0.4)  # the runner is idle again
                 before = time.time()
                 answer = client.post("/v1/documents", json={
-                    "user_document_id": f"wake-{i}", "user_id": "u", "storage_path": f"w/{i}.pdf"})
+                    "user_document_id": f"wake-{i}", "user_id": "u", "storage_path": f"u/{i}.pdf"})
                 job_id = answer.json()["job_id"]
                 job = _wait_done(client, job_id)
                 latencies.append(job["started_at"] - before)

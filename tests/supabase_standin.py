@@ -181,7 +181,9 @@ class Project:
             row = {c: None for c in self.tables["user_documents"].columns}
             row.update(
                 id=doc_id,
-                user_id=user_id or str(uuid.uuid4()),
+                # Supabase's storage policies keep each user's files under
+                # `{user_id}/`: a row made from a path gets that owner.
+                user_id=user_id or _owner_of(storage_path) or str(uuid.uuid4()),
                 status=status,
                 storage_path=storage_path,
                 created_at=_now(),
@@ -452,6 +454,7 @@ class StandIn:
     def __init__(self, project: Project | None = None):
         self.project = project or Project()
         self._failures: list[list] = []  # [method, path_prefix, status, times_left]
+        self._redirects: dict[str, str] = {}  # path prefix -> Location
         self._delay = 0.0
         self.port = 0
         self._server: ThreadingHTTPServer | None = None
@@ -492,6 +495,11 @@ class StandIn:
     def fail(self, method: str = "*", path_prefix: str = "/", status: int = 500, times: int = 1_000_000) -> None:
         """Answer `status` to matching requests, `times` times."""
         self._failures.append([method.upper(), path_prefix, status, times])
+
+    def redirect(self, path_prefix: str, location: str) -> None:
+        """Answer requests under `path_prefix` with 302 to `location` (as a
+        storage behind a CDN or a hostile proxy could)."""
+        self._redirects[path_prefix] = location
 
     def heal(self) -> None:
         self._failures.clear()
@@ -604,6 +612,9 @@ class _Handler(BaseHTTPRequestHandler):
             if path.startswith("/storage/"):
                 return self._send(injected, {"statusCode": str(injected), "error": "injected", "message": "injected failure"})
             return self._send(injected, raw=b"<html>upstream error</html>", content_type="text/html")
+        location = next((to for prefix, to in standin._redirects.items() if path.startswith(prefix)), None)
+        if location is not None:
+            return self._send(302, raw=b"", headers={"Location": location})
         if self.headers.get("apikey") != project.key or self.headers.get("Authorization") != f"Bearer {project.key}":
             return self._send(401, {"message": "Invalid API key", "hint": "Double check your Supabase `anon` or `service_role` API key."})
         try:
@@ -672,3 +683,10 @@ def _bucket(name: str) -> dict:
         "id": name, "name": name, "owner": "", "public": False, "created_at": now, "updated_at": now,
         "file_size_limit": None, "allowed_mime_types": None,
     }
+
+
+def _owner_of(storage_path: str | None) -> str | None:
+    """`u1/report.pdf` -> `u1`: the user folder a storage path lies in."""
+    if storage_path and "/" in storage_path:
+        return storage_path.split("/", 1)[0]
+    return None

@@ -181,9 +181,10 @@ def test_secrets_never_appear_in_output(docutrain, tmp_path, openai_standin, sup
     supabase_key = supabase_standin.key
     openai_standin.required_key = openai_key
     project = supabase_standin.project
+    owner = "0b0e6b6e-4f2a-4d6c-9d4c-2f6f5b1d7a10"  # user ids are uuids, and storage paths start with them
     for i in range(3):
-        project.put_object("documents", f"u/{i}.txt", f"Document {i} says hello to the tenant.".encode())
-        project.add_document("pending", storage_path=f"u/{i}.txt")
+        project.put_object("documents", f"{owner}/{i}.txt", f"Document {i} says hello to the tenant.".encode())
+        project.add_document("pending", storage_path=f"{owner}/{i}.txt")
     env = dict(
         OPENAI_API_KEY=openai_key, OPENAI_BASE_URL=openai_standin.base_url, DOCUTRAIN_EMBEDDING_DIMENSIONS="8",
         SUPABASE_URL=supabase_standin.url, SUPABASE_SERVICE_ROLE_KEY=supabase_key, DOCUTRAIN_WORKERS="1",

@@ -14,7 +14,7 @@ from docutrain_cli.pipeline.embed import OpenAIEmbedder, plan_batches
 from docutrain_cli.pipeline.models import OFFLINE_DIMENSIONS
 from docutrain_cli.pipeline.offline import OfflineEmbedder
 from docutrain_cli.pipeline.models import price_per_million_tokens
-from docutrain_cli.worker import WorkerContext
+from docutrain_cli.run.worker import WorkerContext
 from openai_standin import fake_vector
 
 KEY = "sk-test-0123456789abcdefghij"

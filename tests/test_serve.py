@@ -41,7 +41,7 @@ def api(server):
 
 
 def doc(document_id: str = "doc-1", **extra) -> dict:
-    return {"user_document_id": document_id, "user_id": "user-1", "storage_path": f"u1/{document_id}.pdf", **extra}
+    return {"user_document_id": document_id, "user_id": "user-1", "storage_path": f"user-1/{document_id}.pdf", **extra}
 
 
 def queued(settings) -> list:
@@ -60,7 +60,7 @@ def test_post_document_commits_a_job_and_answers_202(api, settings):
                     "status": "pending", "created": True}
     [job] = queued(settings)
     assert (job.id, job.document_id, job.user_id, job.state) == (body["job_id"], "doc-1", "user-1", JobState.QUEUED)
-    assert job.source == "supabase://documents/u1/doc-1.pdf"  # a Storage path in storage_bucket
+    assert job.source == "supabase://documents/user-1/doc-1.pdf"  # a Storage path in storage_bucket
     assert job.metadata == {"title": "Q3 report"}
 
 
@@ -190,6 +190,27 @@ def test_health_and_readiness(server, api):
         assert anonymous.get("/healthz").json() == {"ok": True}
         assert anonymous.get("/readyz").status_code == 401
     assert api.get("/readyz").json() == {"ok": True, "queue": "local"}
+
+
+def test_readiness_names_the_queue_as_the_queue_describes_itself(cloudflare, tmp_path):
+    """A Cloudflare queue is "cloudflare" in /readyz (serve once rebuilt the
+    kind from the URL itself and said "local")."""
+    cloudflare.create_queue("dead0001", max_retries=100)
+    cloudflare.create_queue("main0001", max_retries=3, dead_letter_queue="dead0001")
+    settings = Settings(
+        queue=f"cloudflare://{cloudflare.account_id}/main0001", store=str(tmp_path / "docutrain.db"),
+        serve_token=TOKEN, cloudflare_api_token=cloudflare.token, cloudflare_dead_queue="dead0001",
+        cloudflare_api_url=cloudflare.url,
+    )
+    serving = ServeThread(settings)
+    try:
+        with serving.client(token=None) as anonymous:
+            assert anonymous.get("/healthz").json() == {"ok": True}
+        with serving.client() as client:
+            ready = client.get("/readyz")
+    finally:
+        serving.close()
+    assert ready.json() == {"ok": True, "queue": "cloudflare"}, ready.text
 
 
 def test_unreachable_queue_is_503_with_the_reason_and_no_secret(tmp_path):

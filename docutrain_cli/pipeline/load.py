@@ -25,8 +25,9 @@ class LoadedFile:
     sha256: str
 
 
-def load_source(source: str, *, max_file_mb: float, context=None) -> LoadedFile:
-    """`context` (the worker's WorkerContext) is needed for supabase:// sources."""
+def load_source(source: str, *, max_file_mb: float, context=None, user_id: str | None = None) -> LoadedFile:
+    """`context` (the worker's WorkerContext) is needed for supabase:// sources;
+    `user_id` is the job's, whose storage prefix the object must lie under."""
     if source.startswith(REMOTE_PREFIX):
         # Supabase Storage (issue 4): download into a temporary file in this
         # worker, then check it like any local file.
@@ -35,7 +36,7 @@ def load_source(source: str, *, max_file_mb: float, context=None) -> LoadedFile:
                 "supabase:// source but Supabase is not configured: set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY"
             )
         max_bytes = int(max_file_mb * 1024 * 1024)
-        path = context.downloads.fetch(context.supabase, source, max_bytes=max_bytes)
+        path = context.downloads.fetch(context.supabase, source, user_id=user_id, max_bytes=max_bytes)
         return load_local(path, max_file_mb=max_file_mb)
     return load_local(Path(source), max_file_mb=max_file_mb)
 

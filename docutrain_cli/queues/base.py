@@ -1,8 +1,16 @@
-"""The queue contract every backend keeps (local SQLite file, pgmq).
+"""The queue contract every backend keeps (local SQLite file, pgmq, Cloudflare).
 
 Delivery is at least once: a job can be handed out again after a crash, so
 processing must be idempotent. A job's `attempts` counts attempts *started*
 (like pgmq's read_ct), so a job that keeps killing its worker still runs out.
+
+What a backend does not decide:
+- how a job changes state: `lease`, `complete`, `retry_later`, `bury`,
+  `release` and `revive` call the job's transition (`Job.leased`,
+  `completed`, `failed`, `buried`, `released`, `revived`) and then persist
+  what it wrote;
+- which due job is leased next: the queue's `order` (queues/order.py) tags
+  jobs as they are enqueued and names the order they are leased in.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import time
 from typing import Any, Iterator, NamedTuple, Sequence
 
 from docutrain_cli.jobs import STATES, Job, JobState
+from docutrain_cli.queues.order import FIFO, LeaseOrder
 
 
 @dataclasses.dataclass
@@ -54,6 +63,16 @@ class QueueStats:
         return c["queued"] + c["running"] + c["retrying"]
 
 
+@dataclasses.dataclass(frozen=True)
+class QueueDescription:
+    """What a queue is, safe to show anyone (no password, no token): serve's
+    /readyz, its listening line and the dashboard's header read it here."""
+
+    kind: str  # "local", "pgmq" or "cloudflare": JobQueue.kind
+    target: str  # the file, the URL without its password, or cloudflare://ACCOUNT_ID/QUEUE_ID
+    label: str  # how the dashboard names it, e.g. "queue queue.db"
+
+
 class Finished(NamedTuple):
     """One finished job, as the dashboard and /metrics count it. Read from
     the queue's own records (done and dead), so it is right whichever
@@ -89,6 +108,23 @@ class JobQueue(abc.ABC):
     exclusive: bool = True
     # The states whose jobs `jobs` and `job` can find (Cloudflare: dead only).
     listable_states: frozenset = frozenset(JobState)
+    # The one decision of which due job is leased next (queues/order.py):
+    # `enqueue` and `enqueue_unique` call `order.tag` on the jobs they store,
+    # `lease` hands jobs out in `order`'s order.
+    order: LeaseOrder = FIFO
+
+    # -- what it is ------------------------------------------------------
+    @classmethod
+    @abc.abstractmethod
+    def from_settings(cls, settings) -> "JobQueue":
+        """Open the queue `settings.queue` names (queues.open_queue picks the class)."""
+
+    @classmethod
+    def describe(cls, settings) -> QueueDescription:
+        """What the queue `settings` name is, without opening it: serve shows
+        it even while the queue is down. A backend whose address holds a
+        secret says so by overriding this."""
+        return QueueDescription(cls.kind, settings.queue, f"queue {settings.queue}")
 
     # -- producers -------------------------------------------------------
     @abc.abstractmethod
@@ -121,7 +157,8 @@ class JobQueue(abc.ABC):
 
     @abc.abstractmethod
     def lease(self, limit: int, now: float) -> list[Job]:
-        """Up to `limit` due jobs, now running, with attempts incremented."""
+        """Up to `limit` due jobs in the order `self.order` names, now
+        running, with attempts incremented."""
 
     def extend_lease(self, jobs: Sequence[Job], seconds: float) -> None:
         """Keep leased jobs invisible to other runners a while longer."""

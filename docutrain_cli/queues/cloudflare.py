@@ -118,13 +118,27 @@ class CloudflareQueue(JobQueue):
         self._metrics: dict[str, tuple[float, dict | None]] = {}  # queue id -> (read at, metrics)
         self._empty_batch_refused = False
 
+    @classmethod
+    def from_settings(cls, settings) -> "CloudflareQueue":
+        return cls(
+            settings.queue,
+            token=settings.cloudflare_api_token,
+            dead_queue=settings.cloudflare_dead_queue,
+            api_url=settings.cloudflare_api_url,
+            job_timeout=settings.job_timeout,
+            storage_bucket=settings.storage_bucket,
+        )
+
     def __repr__(self) -> str:
         return f"CloudflareQueue({PREFIX}{self.account_id}/{self.queue_id})"
 
     # -- producers -------------------------------------------------------
     def enqueue(self, jobs: Sequence[Job]) -> list[int]:
+        """The order's tags travel in the body; Cloudflare itself hands
+        messages out in its own order (it has no ordering control)."""
         if not jobs:
             return []
+        self.order.tag(jobs)
         ids = new_job_ids(len(jobs))
         bodies = [{**job.payload(), "attempts": 0, "job_id": job_id} for job, job_id in zip(jobs, ids)]
         for job, body in zip(jobs, bodies):  # name the file; the client would only count
@@ -171,8 +185,9 @@ class CloudflareQueue(JobQueue):
                 if job.id in self._leases:  # a duplicate of a job in hand: one run is enough
                     self._buffer_ack(message["lease_id"])
                     continue
-                job.attempts += int(message.get("attempts") or 1)
-                job.started_at = time.time()
+                # The body's attempts were spent before this message was sent;
+                # Cloudflare counts this message's deliveries.
+                job.leased(time.time(), attempts=job.attempts + int(message.get("attempts") or 1))
                 job.errors = self._history.get(job.id, job.errors)
                 self._leases[job.id] = message["lease_id"]
                 leased.append(job)
@@ -188,8 +203,7 @@ class CloudflareQueue(JobQueue):
         self.flush()
 
     def complete(self, job: Job) -> None:
-        job.state = JobState.DONE
-        job.finished_at = job.finished_at or time.time()
+        job.completed(time.time())
         self._history.pop(job.id, None)
         lease = self._leases.pop(job.id, None)
         if lease:
@@ -198,9 +212,7 @@ class CloudflareQueue(JobQueue):
             log.warning("job %s: not leased through this handle; it runs again when its lease lapses", job.id)
 
     def retry_later(self, job: Job, error: str, not_before: float) -> None:
-        job.record_error(error)
-        job.not_before = not_before
-        job.state = JobState.RETRYING
+        job.failed(error, not_before)
         self._remember(job)
         lease = self._leases.pop(job.id, None)
         if lease:
@@ -208,9 +220,7 @@ class CloudflareQueue(JobQueue):
             self._buffered()
 
     def bury(self, job: Job, error: str) -> None:
-        job.record_error(error)
-        job.state = JobState.DEAD
-        job.finished_at = time.time()
+        job.buried(error, time.time())
         self._history.pop(job.id, None)
         lease = self._leases.pop(job.id, None)
         # Sent first, acked after: a crash in between leaves the job to be
@@ -221,11 +231,7 @@ class CloudflareQueue(JobQueue):
 
     def release(self, job: Job, not_before: float | None = None) -> None:
         lease = self._leases.pop(job.id, None)
-        job.attempts = max(job.attempts - 1, 0)
-        job.started_at = None
-        job.state = JobState.QUEUED if job.attempts == 0 else JobState.RETRYING
-        if not_before is not None:
-            job.not_before = not_before
+        job.released(not_before)
         if lease is None:
             return
         delays = [max(not_before - time.time(), 0.0)] if not_before is not None else None
@@ -377,7 +383,7 @@ class CloudflareQueue(JobQueue):
                 continue  # a duplicate dead record of a job revived just now
             if job.id in revive and "raw_body" not in record:
                 revived.add(job.id)
-                job.attempts, job.not_before, job.finished_at, job.started_at = 0, 0.0, None, None
+                job.revived(time.time())
                 again.append({**job.payload(), "job_id": job.id})
             else:
                 back.append({**record, **dead_body(job)})
@@ -424,15 +430,4 @@ class CloudflareQueue(JobQueue):
             self.api.close()
 
 
-def open_cloudflare(settings) -> CloudflareQueue:
-    return CloudflareQueue(
-        settings.queue,
-        token=settings.cloudflare_api_token,
-        dead_queue=settings.cloudflare_dead_queue,
-        api_url=settings.cloudflare_api_url,
-        job_timeout=settings.job_timeout,
-        storage_bucket=settings.storage_bucket,
-    )
-
-
-__all__ = ["CloudflareQueue", "open_cloudflare", "lease_seconds", "parse_queue_url", "UNKNOWN_DEATH"]
+__all__ = ["CloudflareQueue", "lease_seconds", "parse_queue_url", "UNKNOWN_DEATH"]

@@ -71,10 +71,15 @@ def job_from_message(body: Any, message: dict, state: JobState, storage_bucket: 
                 f"document {body['user_document_id']}: the request has no storage_path; send it to "
                 "/enqueue, or queue pending documents with `docutrain enqueue --from-supabase`"
             )
+        from docutrain_cli.errors import PermanentError
         from docutrain_cli.supabase.storage import make_source
 
+        try:
+            source = make_source(storage_bucket, path.strip())
+        except PermanentError as exc:
+            raise BadMessage(f"document {body['user_document_id']}: {exc}") from None
         return Job(
-            id=job_id, state=state, source=make_source(storage_bucket, path.strip()),
+            id=job_id, state=state, source=source,
             document_id=str(body["user_document_id"]),
             user_id=None if body.get("user_id") is None else str(body["user_id"]),
             enqueued_at=int(message.get("timestamp_ms") or 0) / 1000 or time.time(),

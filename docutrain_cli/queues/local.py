@@ -6,8 +6,9 @@ persist-queue is used in one way only (see docs/design notes in README):
   receive the same row;
 - every handle opens with auto_resume=False; only the lock holder resumes
   jobs a dead runner left in flight (`recover`);
-- leasing picks due rows with our own SELECT (persist-queue has no delays)
-  and then takes each one with get(id=...);
+- leasing picks due rows with our own SELECT (persist-queue has no delays),
+  in the order the queue's `order` names (queues/order.py), and then takes
+  each one with get(id=...);
 - retry state (attempts, not_before, errors) lives in the JSON payload,
   written with update(); dead jobs are persist-queue's ack_failed rows;
 - counts come from SQL, never qsize() (an in-process counter);
@@ -37,7 +38,9 @@ from docutrain_cli.jobs import STATES, Job, JobState
 from docutrain_cli import sqlite
 from docutrain_cli.queues.base import Finished, JobQueue, QueueStats
 from docutrain_cli.queues.lock import RunnerLock, describe_holder
-from docutrain_cli.queues.wake import Poker, SocketWaiter, wake_path
+from docutrain_cli.paths import runner_lock_path, wake_path
+from docutrain_cli.queues.order import Columns
+from docutrain_cli.queues.wake import Poker, SocketWaiter
 
 TABLE = "ack_queue_default"  # persist-queue's table for name="default"
 DONE_TABLE = "docutrain_done"
@@ -47,13 +50,21 @@ READY = (int(AckStatus.inited), int(AckStatus.ready))
 RUNNING = int(AckStatus.unack)
 DEAD = int(AckStatus.ack_failed)
 
-# Payload fields read in SQL. persist-queue's JSON serializer stores bytes.
-_ATTEMPTS = "coalesce(json_extract(CAST(data AS TEXT), '$.attempts'), 0)"
-_NOT_BEFORE = "coalesce(json_extract(CAST(data AS TEXT), '$.not_before'), 0)"
-_SHA256 = "json_extract(CAST(data AS TEXT), '$.sha256')"
+
+def _payload_field(path: str) -> str:
+    """A payload field (dotted path) in SQL. persist-queue's JSON serializer stores bytes."""
+    return f"json_extract(CAST(data AS TEXT), '$.{path}')"
+
+
+# What a lease order may sort by (queues/order.py); `lease` binds :now.
+_ORDER_COLUMNS = Columns(arrival="_id", field=_payload_field, now=":now")
+# Payload fields read in SQL.
+_ATTEMPTS = f"coalesce({_payload_field('attempts')}, 0)"
+_NOT_BEFORE = f"coalesce({_payload_field('not_before')}, 0)"
+_SHA256 = _payload_field("sha256")
 # When a job last entered the queue: a revived job's queued_at, else the put time.
-_QUEUED_AT = "coalesce(json_extract(CAST(data AS TEXT), '$.queued_at'), timestamp)"
-_DOCUMENT_ID = "json_extract(CAST(data AS TEXT), '$.document_id')"
+_QUEUED_AT = f"coalesce({_payload_field('queued_at')}, timestamp)"
+_DOCUMENT_ID = _payload_field("document_id")
 _DONE_DOCUMENT_ID = "json_extract(data, '$.document_id')"
 
 
@@ -75,6 +86,10 @@ class _AckQueue(SQLiteAckQueue):
 class LocalQueue(JobQueue):
     kind = "local"
     exclusive = True
+
+    @classmethod
+    def from_settings(cls, settings) -> "LocalQueue":
+        return cls(settings.queue)
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
@@ -108,11 +123,12 @@ class LocalQueue(JobQueue):
             )
         except sqlite3.DatabaseError as exc:
             raise DocutrainError(f"{self.path}: not a docutrain queue file: {exc}") from None
-        self._lock = RunnerLock(str(self.path) + ".lock")
+        self._lock = RunnerLock(runner_lock_path(self.path))
         self._poker = Poker(wake_path(self.path))
 
     # -- producers -------------------------------------------------------
     def enqueue(self, jobs: Sequence[Job]) -> list[int]:
+        self.order.tag(jobs)
         ids = [self._q.put(job.payload()) for job in jobs]
         if ids:
             self._poker.poke()
@@ -133,6 +149,7 @@ class LocalQueue(JobQueue):
                 (job.document_id,),
             ).fetchone()
             if row is None:
+                self.order.tag([job])
                 cursor = self._db.execute(
                     f"INSERT INTO {TABLE} (data, timestamp, status) VALUES (?, ?, ?)",
                     (json_serializer.dumps(job.payload()), time.time(), READY[0]),
@@ -166,23 +183,21 @@ class LocalQueue(JobQueue):
     def lease(self, limit: int, now: float) -> list[Job]:
         rows = self._db.execute(
             f"SELECT _id FROM {TABLE} INDEXED BY docutrain_waiting"
-            f" WHERE status IN ({READY[0]}, {READY[1]}) AND {_NOT_BEFORE} <= ?"
-            " ORDER BY _id LIMIT ?",
-            (now, limit),
+            f" WHERE status IN ({READY[0]}, {READY[1]}) AND {_NOT_BEFORE} <= :now"
+            f" ORDER BY {self.order.order_by(_ORDER_COLUMNS)} LIMIT :limit",
+            {"now": now, "limit": limit},
         ).fetchall()
         leased = []
         for (job_id,) in rows:
             item = self._q.get(id=job_id, raw=True, block=False)
             job = Job.from_payload(item["pqid"], JobState.RUNNING, item["data"])
-            job.attempts += 1
-            job.started_at = now
+            job.leased(now)
             self._q.update(job.payload(), id=job.id)
             leased.append(job)
         return leased
 
     def complete(self, job: Job) -> None:
-        job.state = JobState.DONE
-        job.finished_at = job.finished_at or time.time()
+        job.completed(time.time())
         # Record first, then ack: a crash in between only re-runs an
         # idempotent job, and the record is replaced, not doubled.
         self._db.execute(
@@ -192,25 +207,17 @@ class LocalQueue(JobQueue):
         self._q.ack(id=job.id)
 
     def retry_later(self, job: Job, error: str, not_before: float) -> None:
-        job.record_error(error)
-        job.not_before = not_before
-        job.state = JobState.RETRYING
+        job.failed(error, not_before)
         self._q.update(job.payload(), id=job.id)
         self._q.nack(id=job.id)
 
     def bury(self, job: Job, error: str) -> None:
-        job.record_error(error)
-        job.state = JobState.DEAD
-        job.finished_at = time.time()
+        job.buried(error, time.time())
         self._q.update(job.payload(), id=job.id)
         self._q.ack_failed(id=job.id)
 
     def release(self, job: Job, not_before: float | None = None) -> None:
-        job.attempts = max(job.attempts - 1, 0)
-        job.started_at = None
-        if not_before is not None:
-            job.not_before = not_before
-        job.state = JobState.QUEUED if job.attempts == 0 else JobState.RETRYING
+        job.released(not_before)
         self._q.update(job.payload(), id=job.id)
         self._q.nack(id=job.id)
 
@@ -223,6 +230,7 @@ class LocalQueue(JobQueue):
         )
 
     # -- readers and operators -------------------------------------------
+    # A waiting row's state is JobState.waiting(attempts), written in SQL.
     _STATE_SQL = (
         f"CASE WHEN status IN ({READY[0]}, {READY[1]}) AND {_ATTEMPTS} = 0 THEN 'queued'"
         f" WHEN status IN ({READY[0]}, {READY[1]}) THEN 'retrying'"
@@ -255,9 +263,7 @@ class LocalQueue(JobQueue):
 
     def finished(self, since: float = 0.0) -> list[Finished]:
         # In SQL: /metrics reads every kept record at each scrape.
-        def field(path: str, data: str = "data") -> str:
-            return f"json_extract(CAST({data} AS TEXT), '$.{path}')"
-
+        field = _payload_field
         rows = self._db.execute(
             f"SELECT id, 'done', finished_at, finished_at - {field('started_at')},"
             f" coalesce({field('result.pages')}, 0), coalesce({field('result.tokens_embedded')}, 0),"
@@ -335,8 +341,7 @@ class LocalQueue(JobQueue):
             job = self.job(job_id)
             if job is None or job.state != JobState.DEAD:
                 continue
-            job.attempts, job.not_before, job.finished_at, job.started_at = 0, 0.0, None, None
-            job.queued_at = time.time()
+            job.revived(time.time())
             self._q.update(job.payload(), id=job_id)
             self._q.nack(id=job_id)  # ack_failed -> ready
             revived.append(job_id)

@@ -40,7 +40,8 @@ from typing import Any, Callable, Sequence, TypeVar
 from docutrain_cli.config import redact_url
 from docutrain_cli.errors import ConfigError, ServiceUnavailableError
 from docutrain_cli.jobs import STATES, Job, JobState
-from docutrain_cli.queues.base import Finished, JobQueue, QueueStats, Waiter
+from docutrain_cli.queues.base import Finished, JobQueue, QueueDescription, QueueStats, Waiter
+from docutrain_cli.queues.order import require_arrival
 from docutrain_cli.queues.pgmq_setup import (
     DEAD_SUFFIX,
     check_name,
@@ -64,6 +65,7 @@ _JOB_ID = "((message->>'job_id')::bigint)"
 # State of a message in the main queue, by the database clock (which is
 # what pgmq.read goes by). A lapsed lease is a started attempt that never
 # finished: visible again, so it counts as retrying, as in the local queue.
+# A waiting message's state is JobState.waiting(attempts), written in SQL.
 _STATE = (
     f"CASE WHEN {_HELD} AND vt > clock_timestamp() THEN 'running'"
     f" WHEN {_ATTEMPTS} <= 0 THEN 'queued' ELSE 'retrying' END"
@@ -91,6 +93,15 @@ class PgmqQueue(JobQueue):
         self._leases: dict[int, tuple[int, int]] = {}
         self._conn = connect(url)
         self._check_installed()
+
+    @classmethod
+    def from_settings(cls, settings) -> "PgmqQueue":
+        return cls(settings.queue, settings.queue_name, settings.visibility_timeout)
+
+    @classmethod
+    def describe(cls, settings) -> QueueDescription:
+        target = redact_url(settings.queue)  # the URL may hold a password
+        return QueueDescription(cls.kind, target, f"pgmq queue {settings.queue_name} at {target}")
 
     def __repr__(self) -> str:
         return f"PgmqQueue({redact_url(self.url)!r}, {self.name!r})"
@@ -176,6 +187,7 @@ class PgmqQueue(JobQueue):
         def work(conn) -> list[int]:
             ids: list[int] = []
             with conn.transaction(), conn.cursor() as cur:
+                self.order.tag(jobs)
                 for start in range(0, len(jobs), SEND_BATCH):
                     batch = [self._json(job.payload()) for job in jobs[start : start + SEND_BATCH]]
                     rows = cur.execute(
@@ -215,6 +227,7 @@ class PgmqQueue(JobQueue):
                 ).fetchone()
                 if row:
                     return int(row[0]), False
+                self.order.tag([job])
                 (msg_id,) = cur.execute(
                     "SELECT * FROM pgmq.send(%s, %s, 0)", (self.name, self._json(job.payload()))
                 ).fetchone()
@@ -258,7 +271,10 @@ class PgmqQueue(JobQueue):
         return count
 
     def lease(self, limit: int, now: float) -> list[Job]:
-        """`now` is not used: pgmq decides what is due by the database clock."""
+        """`now` is not used: pgmq decides what is due by the database clock.
+        pgmq.read hands out by msg_id, the arrival order, so only an order
+        `by_arrival` is kept (queues/order.py)."""
+        require_arrival(self.order, self.kind)
         if limit <= 0:
             return []
         vt = max(1, math.ceil(self.visibility_timeout))
@@ -270,8 +286,7 @@ class PgmqQueue(JobQueue):
         leased = []
         for msg_id, read_ct, message in rows:
             job = Job.from_payload(int(message.get("job_id") or msg_id), JobState.RUNNING, message)
-            job.attempts = read_ct - int(message.get("uncounted_reads") or 0)
-            job.started_at = time.time()
+            job.leased(time.time(), attempts=read_ct - int(message.get("uncounted_reads") or 0))
             self._leases[job.id] = (msg_id, read_ct)
             leased.append(job)
         return leased
@@ -307,8 +322,7 @@ class PgmqQueue(JobQueue):
         self._db(work)
 
     def complete(self, job: Job) -> None:
-        job.state = JobState.DONE
-        job.finished_at = job.finished_at or time.time()
+        job.completed(time.time())
 
         def change(cur, msg_id: int, read_ct: int, message: dict) -> None:
             keep = {k: message[k] for k in ("uncounted_reads",) if k in message}
@@ -321,9 +335,7 @@ class PgmqQueue(JobQueue):
         self._settle(job, change)
 
     def retry_later(self, job: Job, error: str, not_before: float) -> None:
-        job.record_error(error)
-        job.not_before = not_before
-        job.state = JobState.RETRYING
+        job.failed(error, not_before)
 
         def change(cur, msg_id: int, read_ct: int, message: dict) -> None:
             data = self._message(
@@ -339,9 +351,7 @@ class PgmqQueue(JobQueue):
         self._settle(job, change)
 
     def bury(self, job: Job, error: str) -> None:
-        job.record_error(error)
-        job.state = JobState.DEAD
-        job.finished_at = time.time()
+        job.buried(error, time.time())
 
         def change(cur, msg_id: int, read_ct: int, message: dict) -> None:
             cur.execute("SELECT pgmq.send(%s, %s, 0)", (self.dead_name, self._json(self._message(job))))
@@ -351,13 +361,13 @@ class PgmqQueue(JobQueue):
 
     def release(self, job: Job, not_before: float | None = None) -> None:
         def change(cur, msg_id: int, read_ct: int, message: dict) -> None:
+            # The job changes only if this runner still held it (_locked
+            # found its lease, so read_ct - uncounted_reads == job.attempts).
+            job.released(not_before)
             uncounted = int(message.get("uncounted_reads") or 0) + 1
-            job.attempts = max(read_ct - uncounted, 0)
-            job.started_at = None
-            job.state = JobState.QUEUED if job.attempts == 0 else JobState.RETRYING
             data = {**message, "uncounted_reads": uncounted, "returned_at_read": read_ct}
             if not_before is not None:
-                job.not_before = data["not_before"] = not_before
+                data["not_before"] = not_before
             cur.execute(
                 f"UPDATE {self._q} SET message = %s,"
                 " vt = greatest(clock_timestamp(), to_timestamp(%s)) WHERE msg_id = %s",
@@ -517,9 +527,9 @@ class PgmqQueue(JobQueue):
                 fresh, revived = [], []
                 for msg_id, message in sorted(rows, key=lambda r: int(r[1].get("job_id") or r[0])):
                     job = Job.from_payload(int(message.get("job_id") or msg_id), JobState.QUEUED, message)
-                    # A new message starts at read_ct 0: attempts start afresh.
-                    job.attempts, job.not_before, job.finished_at, job.started_at = 0, 0.0, None, None
-                    job.queued_at = time.time()  # pgmq's enqueued_at of the new message agrees
+                    # A new message starts at read_ct 0: attempts start afresh,
+                    # and pgmq's enqueued_at of the new message agrees with queued_at.
+                    job.revived(time.time())
                     fresh.append(self._json(self._message(job)))
                     revived.append(job.id)
                 cur.execute("SELECT * FROM pgmq.send_batch(%s, %s::jsonb[], 0)", (self.name, fresh))

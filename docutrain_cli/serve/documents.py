@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from docutrain_cli.enqueue import enqueue_document
+from docutrain_cli.queues.enqueue import enqueue_document
 from docutrain_cli.jobs import Job, JobState
 from docutrain_cli.serve.body import read_json, text_field
 from docutrain_cli.serve.errors import ApiError
@@ -64,7 +64,7 @@ async def create_document(request: Request) -> JSONResponse:
     metadata = data.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise ApiError(422, "metadata must be a JSON object")
-    source, sha256 = await request.app.state.resolve_source(document_id, storage_path)
+    source, sha256 = await request.app.state.resolve_source(document_id, user_id, storage_path)
     job = Job(id=0, source=source, sha256=sha256, user_id=user_id, document_id=document_id, metadata=metadata)
     return await queue_job(request, job)
 

@@ -1,9 +1,12 @@
 """Where a document sent over HTTP is read from.
 
-`storage_path` names an object in Supabase Storage (the bucket is the
-`storage_bucket` setting, or give `supabase://bucket/path`); a path on this
+`storage_path` names an object in Supabase Storage: a path inside the
+`storage_bucket` setting (or `supabase://<that bucket>/path`), under the
+user's own `{user_id}/` prefix (setting storage_user_prefix), with no `..`,
+`.` or empty segments (see supabase/storage.check_object_path). A path on this
 machine must look like one (absolute, `./`, `~` or `file://`). Without it, the
-path is looked up in the document's `user_documents` row. A local file path
+path is looked up in the document's `user_documents` row, and a path read
+from a row is always a Storage path, never a local file. A local file path
 is refused unless the operator started `serve --allow-local-paths`: a web
 request must not make the server read whatever file it names.
 """
@@ -13,7 +16,8 @@ from __future__ import annotations
 import os
 
 from docutrain_cli.config import Settings
-from docutrain_cli.discover import sha256_file
+from docutrain_cli.errors import PermanentError
+from docutrain_cli.pipeline.discover import sha256_file
 from docutrain_cli.serve.errors import ApiError
 
 
@@ -22,24 +26,26 @@ def _is_local(path: str) -> bool:
     return path.startswith(("/", "./", "../", "~", "file:"))
 
 
-def resolve_source(settings: Settings, document_id: str, storage_path: str | None,
+def resolve_source(settings: Settings, document_id: str, user_id: str, storage_path: str | None,
                    allow_local_paths: bool) -> tuple[str, str | None]:
     """(job source, sha256 or None) for a document; ApiError(422) when it
     cannot be read from where the request says. Blocks: call in a thread."""
-    from docutrain_cli.supabase.storage import REMOTE_PREFIX, make_source, parse_source
+    from docutrain_cli.supabase.storage import REMOTE_PREFIX, check_source, make_source
 
-    if storage_path is None:
+    from_row = storage_path is None
+    if from_row:
         if not settings.supabase_enabled:
             raise ApiError(422, "storage_path is required (Supabase is not configured to look it up)")
         storage_path = _storage_path_of_row(settings, document_id)
-    if storage_path.startswith(REMOTE_PREFIX):
-        try:
-            parse_source(storage_path)
-        except Exception as exc:  # noqa: BLE001 - PermanentError with the reason
-            raise ApiError(422, f"storage_path: {exc}") from None
-        return storage_path, None
-    if not _is_local(storage_path):
-        return make_source(settings.storage_bucket, storage_path), None
+    rule = {"user_id": user_id, "user_prefix": settings.storage_user_prefix}
+    try:
+        if storage_path.startswith(REMOTE_PREFIX):
+            check_source(storage_path, bucket=settings.storage_bucket, **rule)
+            return storage_path, None
+        if from_row or not _is_local(storage_path):
+            return make_source(settings.storage_bucket, storage_path, **rule), None
+    except PermanentError as exc:
+        raise ApiError(422, f"storage_path: {exc}") from None
     if not allow_local_paths:
         raise ApiError(
             422,

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from docutrain_cli.errors import PermanentError
 from docutrain_cli.jobs import Job
 from docutrain_cli.serve.body import read_json
 from docutrain_cli.serve.documents import queue_job
@@ -42,7 +43,10 @@ async def supabase_webhook(request: Request) -> JSONResponse:
         raise ApiError(422, f"{event} payload without a record id")
     if record.get("status") != "pending":
         return ignored(f"status is {record.get('status')!r}, not 'pending'")
-    fields = job_fields(record, settings)
+    try:
+        fields = job_fields(record, settings)
+    except PermanentError as exc:
+        raise ApiError(422, f"storage_path: {exc}") from None
     if fields is None:
         return ignored("the row has no storage_path yet")
     return await queue_job(request, Job(id=0, **fields))

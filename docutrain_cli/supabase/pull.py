@@ -6,6 +6,8 @@ database this way, because a row stays 'pending' until a worker picks it up.
 from __future__ import annotations
 
 from docutrain_cli.config import Settings
+from docutrain_cli.pipeline.discover import Refused
+from docutrain_cli.errors import PermanentError
 from docutrain_cli.supabase.client import DEFAULT_TIMEOUT, classify, close_client, make_client
 from docutrain_cli.supabase.storage import make_source
 
@@ -66,27 +68,35 @@ def document_row(settings: Settings, document_id: str, *, timeout: float = DEFAU
 
 def job_fields(row: dict, settings: Settings) -> dict | None:
     """The enqueue arguments for one pending row: source, document_id, user_id.
-    None when the row has no storage_path (nothing to download)."""
-    path = (row.get("storage_path") or "").strip()
-    if not path:
+    None when the row has no storage_path (nothing to download); PermanentError
+    when the path is not one this project may download (see check_object_path)."""
+    path = row.get("storage_path")
+    if path is None or (isinstance(path, str) and not path.strip()):
         return None
-    return {
-        "source": make_source(settings.storage_bucket, path),
-        "document_id": str(row["id"]),
-        "user_id": None if row.get("user_id") is None else str(row["user_id"]),
-    }
+    user_id = None if row.get("user_id") is None else str(row["user_id"])
+    source = make_source(
+        settings.storage_bucket, path.strip() if isinstance(path, str) else path,
+        user_id=user_id, user_prefix=settings.storage_user_prefix,
+    )
+    return {"source": source, "document_id": str(row["id"]), "user_id": user_id}
 
 
-def pending_jobs(settings: Settings, limit: int | None = None) -> list:
-    """Jobs for `enqueue --from-supabase`: one per pending row with a
-    storage_path (rows without one have nothing to download and are skipped;
-    `docutrain doctor` / the app should fix those rows). The caller skips
-    document ids already queued, running or retrying."""
+def pending_jobs(settings: Settings, limit: int | None = None) -> tuple[list, list[Refused]]:
+    """Jobs for `enqueue --from-supabase` and reconcile: one per pending row
+    with a storage_path (rows without one have nothing to download and are
+    skipped; `docutrain doctor` / the app should fix those rows), and the
+    rows refused with the reason (a storage_path outside the bucket or the
+    user's prefix). The caller skips document ids already queued, running or
+    retrying."""
     from docutrain_cli.jobs import Job
 
-    jobs = []
+    jobs, refused = [], []
     for row in pending_documents(settings, limit):
-        fields = job_fields(row, settings)
+        try:
+            fields = job_fields(row, settings)
+        except PermanentError as exc:
+            refused.append(Refused(f"{settings.documents_table} row {row.get('id')}", str(exc)))
+            continue
         if fields is not None:
             jobs.append(Job(id=0, **fields))
-    return jobs
+    return jobs, refused

@@ -24,9 +24,9 @@ import os
 import socket
 import sqlite3
 import time
-from pathlib import Path
 
 from docutrain_cli import sqlite as sqlite_files
+from docutrain_cli.paths import workers_path
 
 log = logging.getLogger("docutrain.activity")
 
@@ -62,10 +62,6 @@ class WorkerInfo:
         return self.job_id is not None
 
 
-def board_path(store_path: str | os.PathLike[str]) -> Path:
-    return Path(str(store_path) + ".workers")
-
-
 def _proc_start(pid: int) -> str | None:
     """The process's start time in clock ticks since boot (Linux), or None."""
     try:
@@ -89,24 +85,17 @@ def _alive(pid: int, proc_start: str | None) -> bool:
     return proc_start is None or current is None or current == proc_start
 
 
-class WorkerBoard:
+class WorkerBoard(sqlite_files.SharedFile):
     """The `<store>.workers` file. One connection per process, opened lazily."""
 
     def __init__(self, path: str | os.PathLike[str]):
-        self.path = Path(path)
-        self._conn: sqlite3.Connection | None = None
+        # synchronous=NORMAL: a row lost to a power cut only shows a stale worker.
+        super().__init__(path, lambda path: sqlite_files.connect(path, synchronous="NORMAL", schema=SCHEMA))
         self._host = socket.gethostname()
 
     @classmethod
     def for_store(cls, store_path: str | os.PathLike[str]) -> "WorkerBoard":
-        return cls(board_path(store_path))
-
-    @property
-    def conn(self) -> sqlite3.Connection:
-        if self._conn is None:
-            # synchronous=NORMAL: a row lost to a power cut only shows a stale worker.
-            self._conn = sqlite_files.connect(self.path, synchronous="NORMAL", schema=SCHEMA)
-        return self._conn
+        return cls(workers_path(store_path))
 
     # -- writers: the worker process itself --------------------------------
     def worker_started(self) -> None:
@@ -158,17 +147,6 @@ class WorkerBoard:
             except sqlite3.Error:  # a reader that cannot tidy up still answers
                 pass
         return live
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def __enter__(self) -> "WorkerBoard":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # The worker process's board, made in init_worker (after the fork).

@@ -22,7 +22,7 @@ from docutrain_cli.pipeline.models import cost_usd
 from docutrain_cli.store.local import ChunkRow
 
 if TYPE_CHECKING:  # the worker runs us; we only read its context
-    from docutrain_cli.worker import WorkerContext
+    from docutrain_cli.run.worker import WorkerContext
 
 # Imported lazily (PyMuPDF; numpy for the offline embedder); the runner's
 # forkserver imports them once for all workers.
@@ -45,7 +45,7 @@ def _waiting_deadline(job: Job, settings) -> float | None:
 def process_job(job: Job, context: "WorkerContext") -> JobResult:
     settings = context.settings
     started = time.monotonic()
-    loaded = load_source(job.source, max_file_mb=settings.max_file_mb, context=context)
+    loaded = load_source(job.source, max_file_mb=settings.max_file_mb, context=context, user_id=job.user_id)
     embedder = context.embedder
     store = context.store
 

@@ -19,7 +19,7 @@ import logging
 import time
 
 from docutrain_cli.config import Settings
-from docutrain_cli.enqueue import EnqueueReport, enqueue_jobs
+from docutrain_cli.queues.enqueue import EnqueueReport, enqueue_jobs
 from docutrain_cli.queues.base import JobQueue
 
 log = logging.getLogger("docutrain.reconcile")
@@ -30,8 +30,10 @@ def reconcile(settings: Settings, queue: JobQueue, skip_document_ids: set[str] =
     (Supabase unreachable) or PermanentError (schema, key)."""
     from docutrain_cli.supabase.pull import pending_jobs
 
-    jobs = [job for job in pending_jobs(settings) if job.document_id not in skip_document_ids]
-    return enqueue_jobs(queue, jobs)
+    jobs, refused = pending_jobs(settings)
+    report = enqueue_jobs(queue, [job for job in jobs if job.document_id not in skip_document_ids])
+    report.refused.extend(refused)
+    return report
 
 
 class Reconciler:
@@ -61,4 +63,6 @@ class Reconciler:
         self.last_report, self.last_error = report, None
         if report.queued:
             log.warning("reconcile queued %d pending document(s) no webhook announced", len(report.queued))
+        for refused in report.refused:
+            log.warning("reconcile refused %s: %s", refused.path, refused.reason)
         return report

@@ -20,7 +20,7 @@ import functools
 import inspect
 import os
 import sys
-from typing import Callable
+from typing import Callable, Optional
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
@@ -151,10 +151,12 @@ def also_after_the_command(command, options: dict[str, tuple[str, str, str]]):
     """Accept root options after the command name too, as people type them
     (`docutrain status --queue other.db`); they override the ones given
     before it. `options`: root key -> (flag, metavar, help)."""
-    signature = inspect.signature(command)
+    # Annotations evaluated in the command's module, as typer does: an
+    # Annotated option type (cli/app.py's JsonOption) keeps its typer.Option.
+    signature = inspect.signature(command, eval_str=True)
     extra = [
         inspect.Parameter(
-            f"{key}_after", inspect.Parameter.KEYWORD_ONLY, annotation="Optional[str]",
+            f"{key}_after", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
             default=typer.Option(None, flag, metavar=metavar, help=text, show_default=False),
         )
         for key, (flag, metavar, text) in options.items()
@@ -170,7 +172,9 @@ def also_after_the_command(command, options: dict[str, tuple[str, str, str]]):
         return command(*args, **kwargs)
 
     wrapper.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *extra])
-    wrapper.__annotations__ = {**command.__annotations__, **{p.name: "Optional[str]" for p in extra}}
+    # The type itself, not the string "Optional[str]": typer resolves string
+    # annotations in the command's module, which need not import Optional.
+    wrapper.__annotations__ = {**command.__annotations__, **{p.name: Optional[str] for p in extra}}
     return wrapper
 
 
