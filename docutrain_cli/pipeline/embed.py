@@ -17,15 +17,14 @@ from collections import deque
 from typing import Iterator, Protocol, Sequence
 
 from docutrain_cli.errors import AccountError, JobError, PermanentError, TransientError
-from docutrain_cli.pipeline.models import DEFAULT_DIMENSIONS, OFFLINE_DIMENSIONS, OFFLINE_MODEL
+from docutrain_cli.pipeline.models import DEFAULT_DIMENSIONS, MAX_INPUT_TOKENS, OFFLINE_DIMENSIONS, OFFLINE_MODEL
 from docutrain_cli.ratelimit.pacing import Pacer
 from docutrain_cli.ratelimit.budget import RateBudget, refusal_wait
 from docutrain_cli.pipeline.tokens import TokenCounter, counter_for, EstimatingCounter
 
-# OpenAI's limits for one embeddings request and one input.
+# OpenAI's limits for one embeddings request (one input's: models.MAX_INPUT_TOKENS).
 MAX_INPUTS_PER_REQUEST = 2048
 MAX_TOKENS_PER_REQUEST = 300_000
-MAX_INPUT_TOKENS = 8191
 
 
 class Embedder(Protocol):

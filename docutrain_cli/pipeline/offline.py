@@ -26,8 +26,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from docutrain_cli.pipeline.embed import MAX_INPUT_TOKENS
-from docutrain_cli.pipeline.models import OFFLINE_DIMENSIONS, OFFLINE_MODEL
+from docutrain_cli.pipeline.models import MAX_INPUT_TOKENS, OFFLINE_DIMENSIONS, OFFLINE_MODEL
 from docutrain_cli.pipeline.tokens import EstimatingCounter
 
 BATCH = 128
