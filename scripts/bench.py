@@ -12,6 +12,7 @@ mode) and reports medians; ratios are medians of the per-repetition ratios.
     .venv/bin/python scripts/bench.py --ocr --quick    # just OCR against the tesseract command (9)
     .venv/bin/python scripts/bench.py --rate-limit     # embedding at the account's limit (10, 11; about 16 minutes)
     .venv/bin/python scripts/bench.py --batch --quick  # just the Batch API mode (12a-12c)
+    .venv/bin/python scripts/bench.py --only 13        # just search at 100,000 and 1,000,000 chunks and the cache (13a-13c)
 
 Writes a table to stdout, JSON to --json-out (default bench-results/bench.json)
 and a PNG chart of throughput against worker count next to it (if matplotlib
@@ -933,6 +934,14 @@ def bench_acceptance(*args) -> tuple[list[Row], dict]:
     return bench_ratelimit.bench_acceptance(*args)
 
 
+def bench_search(mode: Mode, root: Path, ncpu: int, reps: int) -> tuple[list[Row], dict]:
+    """13: local search at 100,000 and 1,000,000 chunks, the cache's bytes per vector (scripts/bench_search.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_search import bench_search as measure
+
+    return measure(mode, root, ncpu, reps, h=sys.modules[__name__])
+
+
 BENCHES: dict[str, Callable] = {
     "1": bench_pipeline,  # also 4
     "2": bench_dispatcher,
@@ -945,6 +954,7 @@ BENCHES: dict[str, Callable] = {
     "10": bench_rate_limits,  # scripts/bench_ratelimit.py; minutes per row
     "11": bench_acceptance,
     "12": bench_batch,  # Batch API mode: scripts/bench_batch.py
+    "13": bench_search,  # search and the embedding cache: scripts/bench_search.py
 }
 RATE_LIMIT_BENCHES = ("10", "11")
 
@@ -984,7 +994,7 @@ def main() -> int:
     elif args.only:
         only = [x.strip() for x in args.only.split(",")]
     else:  # OCR (9) takes minutes at seconds a page: only when asked for; rate limits (10, 11) in full mode
-        only = [k for k in BENCHES if k != "9" and not (args.quick and k in RATE_LIMIT_BENCHES)]
+        only = [k for k in BENCHES if k not in ("9", "13") and not (args.quick and k in RATE_LIMIT_BENCHES)]
     only = ["1" if x == "4" else x for x in only]
     rate_rows = {x for x in only if x[:2] == "10" and len(x) > 2}  # e.g. --only 10c,10e
     if rate_rows:

@@ -24,8 +24,9 @@ from docutrain_cli.store.local import ChunkRow
 if TYPE_CHECKING:  # the worker runs us; we only read its context
     from docutrain_cli.run.worker import WorkerContext
 
-# Imported lazily below; the runner's forkserver imports it once for all workers.
-WORKER_PRELOAD = ("docutrain_cli.pipeline.extract",)
+# Imported lazily (PyMuPDF; numpy for the offline embedder); the runner's
+# forkserver imports them once for all workers.
+WORKER_PRELOAD = ("docutrain_cli.pipeline.extract", "docutrain_cli.pipeline.offline")
 
 def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
