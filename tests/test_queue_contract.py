@@ -26,7 +26,6 @@ import pytest
 from conftest import wait_for
 from docutrain_cli.errors import ConfigError
 from docutrain_cli.jobs import STATES, Job, JobResult, JobState
-from docutrain_cli.queues.order import LeaseOrder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -520,43 +519,3 @@ def test_finished_lists_done_and_dead_jobs_with_their_figures(queue):
     assert [r.job_id for r in queue.finished()] == ([ids[0]] if keeps_done else [])
     stats = queue.stats(time.time())
     assert stats.counts["done"] == (1 if keeps_done else None) and stats.counts["dead"] == 0
-
-
-# -- the lease order (queues/order.py) ---------------------------------------------
-class RankedWithAging(LeaseOrder):
-    """A test policy in the shape of fair share: `tag` ranks jobs as they are
-    enqueued (the reverse of arrival here), the lease goes by rank, and a job
-    waiting longer than `max_wait` seconds goes before every rank."""
-
-    name = "ranked"
-    by_arrival = False
-    max_wait = 600.0
-
-    def tag(self, jobs):
-        for job in jobs:
-            job.metadata = {**(job.metadata or {}), "rank": -int(job.source.removesuffix(".pdf")[-1])}
-
-    def order_by(self, columns):
-        waited = f"{columns.now} - {columns.field('enqueued_at')}"
-        return (
-            f"CASE WHEN {waited} > {self.max_wait} THEN 0 ELSE 1 END,"
-            f" {columns.field('metadata.rank')}, {columns.arrival}"
-        )
-
-
-def test_lease_follows_the_queue_order_tags_written_at_enqueue(queue):
-    if queue.kind == "cloudflare":
-        pytest.skip("Cloudflare Queues has no ordering control: it hands messages out in its own order")
-    queue.order = RankedWithAging()
-    jobs = make_jobs(4)
-    jobs[1].enqueued_at = time.time() - 3600  # waited past max_wait: first, whatever its rank
-    if queue.kind == "pgmq":  # pgmq.read hands out by msg_id only
-        queue.enqueue(jobs)
-        with pytest.raises(ConfigError, match="arrival order only"):
-            lease_all(queue)
-        return
-    ids = queue.enqueue(jobs)
-    leased = [queue.lease(1, time.time())[0] for _ in ids]
-    assert [j.id for j in leased] == [ids[1], ids[3], ids[2], ids[0]]
-    assert [j.metadata["rank"] for j in leased] == [-1, -3, -2, 0]  # the tags were stored with the jobs
-    assert queue.lease(1, time.time()) == []

@@ -10,7 +10,8 @@ What a backend does not decide:
   `completed`, `failed`, `buried`, `released`, `revived`) and then persist
   what it wrote;
 - which due job is leased next: the queue's `order` (queues/order.py) tags
-  jobs as they are enqueued and names the order they are leased in.
+  jobs as they are enqueued (priority level, virtual start); the local file
+  and pgmq lease in that order, Cloudflare by priority only.
 """
 
 from __future__ import annotations
@@ -99,8 +100,8 @@ class JobQueue(abc.ABC):
     # The states whose jobs `jobs` and `job` can find (Cloudflare: dead only).
     listable_states: frozenset = frozenset(JobState)
     # The one decision of which due job is leased next (queues/order.py):
-    # `enqueue` and `enqueue_unique` call `order.tag` on the jobs they store,
-    # `lease` hands jobs out in `order`'s order.
+    # `enqueue` and `enqueue_unique` call `order.prepare` and `order.tag` on
+    # the jobs they store, `lease` hands jobs out in the order's order.
     order: LeaseOrder = FIFO
 
     # -- producers -------------------------------------------------------

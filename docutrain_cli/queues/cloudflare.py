@@ -127,7 +127,7 @@ class CloudflareQueue(JobQueue):
         messages out in its own order (it has no ordering control)."""
         if not jobs:
             return []
-        self.order.tag(jobs)
+        self.order.tag(jobs, None)
         ids = new_job_ids(len(jobs))
         bodies = [{**job.payload(), "attempts": 0, "job_id": job_id} for job, job_id in zip(jobs, ids)]
         for job, body in zip(jobs, bodies):  # name the file; the client would only count

@@ -6,17 +6,23 @@ persist-queue is used in one way only (see docs/design notes in README):
   receive the same row;
 - every handle opens with auto_resume=False; only the lock holder resumes
   jobs a dead runner left in flight (`recover`);
-- leasing picks due rows with our own SELECT (persist-queue has no delays),
-  in the order the queue's `order` names (queues/order.py), and then takes
-  each one with get(id=...);
+- rows are written as persist-queue's put() writes them (JSON bytes, status
+  inited), but by our own statements wherever the lease order's book
+  (queues/fair_book.py, two small tables in the same file) must change in
+  the same transaction: enqueue, lease, complete and revive run under
+  BEGIN IMMEDIATE on our connection (persist-queue's own calls commit on
+  theirs, so they cannot share it);
+- leasing picks due rows in the lease order (queues/order.py): the levels
+  in turn, and within a level by vstart then _id, each an index walk
+  (`docutrain_lease_order`, `docutrain_lease_oldest`: expression indexes
+  over the waiting rows only, so they stay small and ordered);
 - retry state (attempts, not_before, errors) lives in the JSON payload,
   written with update(); dead jobs are persist-queue's ack_failed rows;
 - counts come from SQL, never qsize() (an in-process counter);
 - acked rows are deleted (clear_acked_data) so get() stays fast; a small
   `docutrain_done` table in the same file keeps the record of finished jobs;
-- `enqueue_unique` (one job per active document id) checks and inserts under
-  BEGIN IMMEDIATE, writing the row as persist-queue's put() would: its put
-  commits on its own connection, so it cannot share our transaction;
+- `enqueue_unique` (one job per active document id) checks and inserts in
+  one such transaction;
 - producers wake the lock holder through `<file>.wake` (queues/wake.py).
 """
 
@@ -34,11 +40,12 @@ import persistqueue.serializers.json as json_serializer
 from persistqueue.sqlackqueue import AckStatus, SQLiteAckQueue
 
 from docutrain_cli.errors import ConfigError, DocutrainError
-from docutrain_cli.jobs import STATES, Job, JobState
+from docutrain_cli.jobs import PRIORITIES, STATES, Job, JobState
 from docutrain_cli import sqlite
 from docutrain_cli.queues.base import Finished, JobQueue, QueueStats
 from docutrain_cli.queues.lock import RunnerLock, describe_holder
-from docutrain_cli.queues.order import Columns
+from docutrain_cli.queues.fair_book import SQLITE_SCHEMA, SqlBook
+from docutrain_cli.queues.order import FIFO, LeaseOrder, latest_vstarts, level_sql
 from docutrain_cli.queues.wake import Poker, SocketWaiter, wake_path
 
 TABLE = "ack_queue_default"  # persist-queue's table for name="default"
@@ -48,6 +55,8 @@ KEEP_DONE_RECORDS = 100_000
 READY = (int(AckStatus.inited), int(AckStatus.ready))
 RUNNING = int(AckStatus.unack)
 DEAD = int(AckStatus.ack_failed)
+ACKED = int(AckStatus.acked)
+_WAITING = f"status IN ({READY[0]}, {READY[1]})"
 
 
 def _payload_field(path: str) -> str:
@@ -55,8 +64,6 @@ def _payload_field(path: str) -> str:
     return f"json_extract(CAST(data AS TEXT), '$.{path}')"
 
 
-# What a lease order may sort by (queues/order.py); `lease` binds :now.
-_ORDER_COLUMNS = Columns(arrival="_id", field=_payload_field, now=":now")
 # Payload fields read in SQL.
 _ATTEMPTS = f"coalesce({_payload_field('attempts')}, 0)"
 _NOT_BEFORE = f"coalesce({_payload_field('not_before')}, 0)"
@@ -64,6 +71,10 @@ _SHA256 = _payload_field("sha256")
 # When a job last entered the queue: a revived job's queued_at, else the put time.
 _QUEUED_AT = f"coalesce({_payload_field('queued_at')}, timestamp)"
 _DOCUMENT_ID = _payload_field("document_id")
+# The lease order (queues/order.py): a job's level, and its place in it.
+_LEVEL = level_sql(_payload_field("priority"))
+_VSTART = f"coalesce({_payload_field('vstart')}, 0)"
+_COST = f"coalesce({_payload_field('cost')}, 0)"
 _DONE_DOCUMENT_ID = "json_extract(data, '$.document_id')"
 
 
@@ -86,8 +97,9 @@ class LocalQueue(JobQueue):
     kind = "local"
     exclusive = True
 
-    def __init__(self, path: str | os.PathLike[str]):
+    def __init__(self, path: str | os.PathLike[str], order: LeaseOrder = FIFO):
         self.path = Path(path)
+        self.order = order
         if self.path.is_dir():
             raise ConfigError(f"{self.path}: is a folder; --queue takes a file such as queue.db")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,12 +116,19 @@ class LocalQueue(JobQueue):
                 f"CREATE TABLE IF NOT EXISTS {DONE_TABLE} ("
                 " id INTEGER PRIMARY KEY, data TEXT NOT NULL, finished_at REAL NOT NULL)"
             )
-            # Only the waiting rows, in queue order: `lease` walks this instead
-            # of scanning past every running, dead or not-yet-cleared done row.
+            # Only the waiting rows, in lease order within each level, and by
+            # when they entered (the aging of queues/order.py): `lease` walks
+            # these instead of scanning past running, dead or done rows.
             self._db.execute(
-                f"CREATE INDEX IF NOT EXISTS docutrain_waiting ON {TABLE} (_id)"
-                f" WHERE status IN ({READY[0]}, {READY[1]})"
+                f"CREATE INDEX IF NOT EXISTS docutrain_lease_order ON {TABLE} ({_LEVEL}, {_VSTART}, _id)"
+                f" WHERE {_WAITING}"
             )
+            self._db.execute(
+                f"CREATE INDEX IF NOT EXISTS docutrain_lease_oldest ON {TABLE} ({_LEVEL}, {_QUEUED_AT})"
+                f" WHERE {_WAITING}"
+            )
+            self._db.execute("DROP INDEX IF EXISTS docutrain_waiting")  # the arrival-only order of older versions
+            self._db.executescript(SQLITE_SCHEMA)
             # Jobs by document id: the uniqueness check of enqueue_unique and
             # GET /v1/documents/<id> stay index lookups however long the queue.
             self._db.execute(f"CREATE INDEX IF NOT EXISTS docutrain_document ON {TABLE} ({_DOCUMENT_ID})")
@@ -123,19 +142,20 @@ class LocalQueue(JobQueue):
 
     # -- producers -------------------------------------------------------
     def enqueue(self, jobs: Sequence[Job]) -> list[int]:
-        self.order.tag(jobs)
-        ids = [self._q.put(job.payload()) for job in jobs]
-        if ids:
-            self._poker.poke()
+        if not jobs:
+            return []
+        self.order.prepare(jobs)  # reads files: before the transaction
+        with sqlite.transaction(self._db):
+            ids = self._insert(jobs)
+        self._poker.poke()
         return ids
 
     def enqueue_unique(self, job: Job) -> tuple[int, bool]:
         # BEGIN IMMEDIATE takes the file's write lock before the check, so
-        # check and insert are one step for every process that writes this
-        # file; the row goes into persist-queue's table exactly as its put()
-        # writes it (JSON bytes, status inited).
+        # check and insert are one step for every process that writes this file.
         if not job.document_id:
             raise ValueError("enqueue_unique needs a job with a document_id")
+        self.order.prepare([job])
         with sqlite.transaction(self._db):
             row = self._db.execute(
                 f"SELECT _id FROM {TABLE} INDEXED BY docutrain_document"
@@ -144,15 +164,26 @@ class LocalQueue(JobQueue):
                 (job.document_id,),
             ).fetchone()
             if row is None:
-                self.order.tag([job])
-                cursor = self._db.execute(
-                    f"INSERT INTO {TABLE} (data, timestamp, status) VALUES (?, ?, ?)",
-                    (json_serializer.dumps(job.payload()), time.time(), READY[0]),
-                )
+                [job_id] = self._insert([job])
         if row is not None:
             return row[0], False
         self._poker.poke()
-        return cursor.lastrowid, True
+        return job_id, True
+
+    def _book(self) -> SqlBook | None:
+        return SqlBook(self._db) if self.order.uses_book else None
+
+    def _insert(self, jobs: Sequence[Job]) -> list[int]:
+        """Tag and insert the jobs (inside a transaction), as persist-queue's put() writes a row."""
+        self.order.tag(jobs, self._book())
+        now = time.time()
+        return [
+            self._db.execute(
+                f"INSERT INTO {TABLE} (data, timestamp, status) VALUES (?, ?, ?)",
+                (json_serializer.dumps(job.payload()), now, READY[0]),
+            ).lastrowid
+            for job in jobs
+        ]
 
     def active_hashes(self) -> set[str]:
         rows = self._db.execute(
@@ -176,30 +207,51 @@ class LocalQueue(JobQueue):
         return count
 
     def lease(self, limit: int, now: float) -> list[Job]:
-        rows = self._db.execute(
-            f"SELECT _id FROM {TABLE} INDEXED BY docutrain_waiting"
-            f" WHERE status IN ({READY[0]}, {READY[1]}) AND {_NOT_BEFORE} <= :now"
-            f" ORDER BY {self.order.order_by(_ORDER_COLUMNS)} LIMIT :limit",
-            {"now": now, "limit": limit},
-        ).fetchall()
-        leased = []
-        for (job_id,) in rows:
-            item = self._q.get(id=job_id, raw=True, block=False)
-            job = Job.from_payload(item["pqid"], JobState.RUNNING, item["data"])
-            job.leased(now)
-            self._q.update(job.payload(), id=job.id)
-            leased.append(job)
+        if limit <= 0:
+            return []
+        leased: list[Job] = []
+        with sqlite.transaction(self._db):
+            for level in self.order.turns(self._oldest_due(now), now):
+                rows = self._db.execute(
+                    f"SELECT _id, data FROM {TABLE} INDEXED BY docutrain_lease_order"
+                    f" WHERE {_WAITING} AND {_LEVEL} = :level AND {_NOT_BEFORE} <= :now"
+                    f" ORDER BY {_VSTART}, _id LIMIT :limit",
+                    {"level": level, "now": now, "limit": limit - len(leased)},
+                ).fetchall()
+                for job_id, data in rows:
+                    job = Job.from_payload(job_id, JobState.RUNNING, json_serializer.loads(data))
+                    job.leased(now)
+                    self._db.execute(
+                        f"UPDATE {TABLE} SET status = ?, data = ? WHERE _id = ?",
+                        (RUNNING, json_serializer.dumps(job.payload()), job_id),
+                    )
+                    leased.append(job)
+                if len(leased) >= limit:
+                    break
+            if leased and self.order.uses_book:
+                self._book().advance(latest_vstarts(leased))
         return leased
+
+    def _oldest_due(self, now: float) -> dict[int, float]:
+        """level -> when its oldest due job entered the queue, for levels with due jobs."""
+        oldest = " UNION ALL ".join(
+            f"SELECT {level}, (SELECT {_QUEUED_AT} FROM {TABLE} INDEXED BY docutrain_lease_oldest"
+            f" WHERE {_WAITING} AND {_LEVEL} = {level} AND {_NOT_BEFORE} <= :now"
+            f" ORDER BY {_QUEUED_AT} LIMIT 1)"
+            for level in range(len(PRIORITIES))
+        )
+        return {level: at for level, at in self._db.execute(oldest, {"now": now}) if at is not None}
 
     def complete(self, job: Job) -> None:
         job.completed(time.time())
-        # Record first, then ack: a crash in between only re-runs an
-        # idempotent job, and the record is replaced, not doubled.
-        self._db.execute(
-            f"INSERT OR REPLACE INTO {DONE_TABLE} (id, data, finished_at) VALUES (?, ?, ?)",
-            (job.id, json.dumps(job.payload()), job.finished_at),
-        )
-        self._q.ack(id=job.id)
+        # The record, the ack and what the lease order learns: one transaction.
+        with sqlite.transaction(self._db):
+            self._db.execute(
+                f"INSERT OR REPLACE INTO {DONE_TABLE} (id, data, finished_at) VALUES (?, ?, ?)",
+                (job.id, json.dumps(job.payload()), job.finished_at),
+            )
+            self._db.execute(f"UPDATE {TABLE} SET status = ? WHERE _id = ?", (ACKED, job.id))
+            self.order.finished(job, self._book())
 
     def retry_later(self, job: Job, error: str, not_before: float) -> None:
         job.failed(error, not_before)
@@ -331,15 +383,19 @@ class LocalQueue(JobQueue):
     def revive(self, job_ids: Sequence[int] | None = None) -> list[int]:
         if job_ids is None:
             job_ids = [i for (i,) in self._db.execute(f"SELECT _id FROM {TABLE} WHERE status = ?", (DEAD,))]
-        revived = []
-        for job_id in job_ids:
-            job = self.job(job_id)
-            if job is None or job.state != JobState.DEAD:
-                continue
-            job.revived(time.time())
-            self._q.update(job.payload(), id=job_id)
-            self._q.nack(id=job_id)  # ack_failed -> ready
-            revived.append(job_id)
+        jobs = [job for job in map(self.job, job_ids) if job is not None and job.state == JobState.DEAD]
+        now = time.time()
+        for job in jobs:
+            job.revived(now)
+        # Back in line as if new: the lease order tags them again.
+        with sqlite.transaction(self._db):
+            self.order.tag(jobs, self._book())
+            for job in jobs:
+                self._db.execute(
+                    f"UPDATE {TABLE} SET status = ?, data = ? WHERE _id = ? AND status = ?",
+                    (int(AckStatus.ready), json_serializer.dumps(job.payload()), job.id, DEAD),
+                )
+        revived = [job.id for job in jobs]
         if revived:
             self._poker.poke()
         return revived

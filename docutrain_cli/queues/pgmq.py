@@ -21,6 +21,11 @@ What pgmq does not have is kept in the message JSON (`Job.payload()` plus):
   retry (retrying) from a leased job (running) without an extra write at
   lease time.
 
+Who is leased next is not pgmq's msg_id order but the lease order
+(queues/order.py), kept in a docutrain-owned ordering table beside pgmq's
+(queues/pgmq_order.py); the order's book is in the same database
+(queues/fair_book.py), written in the transaction that sends.
+
 Producers NOTIFY `docutrain_<name>` in the transaction that sends; idle
 runners LISTEN (NotifyWaiter), so a new job starts without a poll delay.
 `enqueue_unique` holds a transaction-scoped advisory lock on the document id.
@@ -41,7 +46,9 @@ from docutrain_cli.config import redact_url
 from docutrain_cli.errors import ConfigError, ServiceUnavailableError
 from docutrain_cli.jobs import STATES, Job, JobState
 from docutrain_cli.queues.base import Finished, JobQueue, QueueStats, Waiter
-from docutrain_cli.queues.order import require_arrival
+from docutrain_cli.queues import pgmq_order
+from docutrain_cli.queues.fair_book import SqlBook
+from docutrain_cli.queues.order import FIFO, LeaseOrder
 from docutrain_cli.queues.pgmq_setup import (
     DEAD_SUFFIX,
     check_name,
@@ -80,8 +87,10 @@ class PgmqQueue(JobQueue):
     kind = "pgmq"
     exclusive = False  # many runners lease at once; pgmq keeps them apart
 
-    def __init__(self, url: str, queue_name: str = "docutrain", visibility_timeout: float = 120.0):
+    def __init__(self, url: str, queue_name: str = "docutrain", visibility_timeout: float = 120.0,
+                 order: LeaseOrder = FIFO):
         self.url = url
+        self.order = order
         self.name = check_name(queue_name)
         self.dead_name = queue_name + DEAD_SUFFIX
         self.visibility_timeout = visibility_timeout
@@ -100,8 +109,9 @@ class PgmqQueue(JobQueue):
     # -- plumbing ----------------------------------------------------------
     def _check_installed(self) -> None:
         row = self._conn.execute(
-            "SELECT to_regnamespace('pgmq') IS NOT NULL, to_regclass(%s), to_regclass(%s)",
-            (self._q, self._dq),
+            "SELECT to_regnamespace('pgmq') IS NOT NULL, to_regclass(%s), to_regclass(%s),"
+            " to_regclass(%s), to_regclass('public.docutrain_fair_user')",
+            (self._q, self._dq, pgmq_order.TABLE),
         ).fetchone()
         if not row[0]:
             raise ConfigError(
@@ -112,6 +122,8 @@ class PgmqQueue(JobQueue):
                 f"queue {self.name!r} does not exist in {redact_url(self.url)}: "
                 "run `docutrain queue init`"
             )
+        if row[3] is None or row[4] is None:  # a queue made by an older docutrain
+            pgmq_order.ensure_tables(self._conn, self._q, self.name)
 
     def _db(self, work: Callable[[Any], T]) -> T:
         """Run `work(conn)`; on a dropped connection reconnect and try once more.
@@ -175,28 +187,44 @@ class PgmqQueue(JobQueue):
 
     # -- producers -------------------------------------------------------
     def enqueue(self, jobs: Sequence[Job]) -> list[int]:
+        self.order.prepare(jobs)  # reads files: before the transaction
+
         def work(conn) -> list[int]:
-            ids: list[int] = []
             with conn.transaction(), conn.cursor() as cur:
-                self.order.tag(jobs)
-                for start in range(0, len(jobs), SEND_BATCH):
-                    batch = [self._json(job.payload()) for job in jobs[start : start + SEND_BATCH]]
-                    rows = cur.execute(
-                        "SELECT * FROM pgmq.send_batch(%s, %s::jsonb[], 0)", (self.name, batch)
-                    ).fetchall()
-                    ids += [r[0] for r in rows]
-                # The first msg_id becomes the job's id for good. Nobody can
-                # read these rows before this transaction commits.
-                cur.execute(
-                    f"UPDATE {self._q} SET message = message || jsonb_build_object('job_id', msg_id)"
-                    " WHERE msg_id = ANY(%s)",
-                    (ids,),
-                )
+                ids = self._send(cur, jobs)
                 self._notify(cur)
             return ids
 
         ids = self._db(work) if jobs else []
+        if len(ids) >= pgmq_order.ANALYZE_AFTER:
+            self._db(lambda conn: conn.execute(pgmq_order.ANALYZE))
         return sorted(ids)  # send_batch inserts in order; the ids are too
+
+    def _book(self, cur) -> SqlBook | None:
+        return SqlBook(cur, self.name, postgres=True) if self.order.uses_book else None
+
+    def _send(self, cur, jobs: Sequence[Job], *, keep_ids: bool = False) -> list[int]:
+        """Tag and send `jobs` and give them their ordering rows (inside a
+        transaction). The first msg_id becomes a job's id for good, unless
+        `keep_ids` (a revived job keeps the id it has)."""
+        self.order.tag(jobs, self._book(cur))
+        ids: list[int] = []
+        for start in range(0, len(jobs), SEND_BATCH):
+            part = jobs[start : start + SEND_BATCH]
+            messages = [self._json(self._message(job) if keep_ids else job.payload()) for job in part]
+            rows = cur.execute(
+                "SELECT * FROM pgmq.send_batch(%s, %s::jsonb[], 0)", (self.name, messages)
+            ).fetchall()
+            ids += [r[0] for r in rows]
+        if not keep_ids:  # nobody can read these rows before this transaction commits
+            cur.execute(
+                f"UPDATE {self._q} SET message = message || jsonb_build_object('job_id', msg_id)"
+                " WHERE msg_id = ANY(%s)",
+                (ids,),
+            )
+        cur.execute(pgmq_order.rows_from_messages(self._q, "m.msg_id = ANY(%(ids)s)"),
+                    {"queue": self.name, "ids": ids})
+        return ids
 
     def enqueue_unique(self, job: Job) -> tuple[int, bool]:
         # A transaction-scoped advisory lock on (queue, document id) makes the
@@ -218,18 +246,11 @@ class PgmqQueue(JobQueue):
                 ).fetchone()
                 if row:
                     return int(row[0]), False
-                self.order.tag([job])
-                (msg_id,) = cur.execute(
-                    "SELECT * FROM pgmq.send(%s, %s, 0)", (self.name, self._json(job.payload()))
-                ).fetchone()
-                cur.execute(
-                    f"UPDATE {self._q} SET message = message || jsonb_build_object('job_id', msg_id)"
-                    " WHERE msg_id = %s",
-                    (msg_id,),
-                )
+                [msg_id] = self._send(cur, [job])
                 self._notify(cur)
             return int(msg_id), True
 
+        self.order.prepare([job])
         return self._db(work)
 
     @property
@@ -262,20 +283,25 @@ class PgmqQueue(JobQueue):
         return count
 
     def lease(self, limit: int, now: float) -> list[Job]:
-        """`now` is not used: pgmq decides what is due by the database clock.
-        pgmq.read hands out by msg_id, the arrival order, so only an order
-        `by_arrival` is kept (queues/order.py)."""
-        require_arrival(self.order, self.kind)
+        """`now` is not used: what is due is decided by the database clock,
+        as pgmq does. The order is the ordering table's (queues/pgmq_order.py)."""
         if limit <= 0:
             return []
         vt = max(1, math.ceil(self.visibility_timeout))
-        rows = self._db(
-            lambda c: c.execute(
-                "SELECT msg_id, read_ct, message FROM pgmq.read(%s, %s, %s)", (self.name, vt, limit)
+
+        def work(conn) -> list[tuple]:
+            found = conn.execute(pgmq_order.OLDEST_DUE, {"queue": self.name}).fetchall()
+            oldest = {level: at for level, at, _ in found if at is not None}
+            if not oldest:
+                return []
+            levels = self.order.turns(oldest, found[0][2])
+            return conn.execute(
+                pgmq_order.lease(self._q, advance=self.order.uses_book),
+                {"queue": self.name, "levels": levels, "limit": limit, "vt": vt},
             ).fetchall()
-        )
+
         leased = []
-        for msg_id, read_ct, message in rows:
+        for msg_id, read_ct, message in self._db(work):
             job = Job.from_payload(int(message.get("job_id") or msg_id), JobState.RUNNING, message)
             job.leased(time.time(), attempts=read_ct - int(message.get("uncounted_reads") or 0))
             self._leases[job.id] = (msg_id, read_ct)
@@ -294,9 +320,12 @@ class PgmqQueue(JobQueue):
         vt = max(1, math.ceil(seconds))
         self._db(
             lambda c: c.execute(
-                "SELECT count(*) FROM unnest(%s::bigint[]) AS m(id), LATERAL pgmq.set_vt(%s, m.id, %s)",
-                (msg_ids, self.name, vt),
-            ).fetchone()
+                "WITH moved AS (SELECT m.id FROM unnest(%(ids)s::bigint[]) AS m(id),"
+                " LATERAL pgmq.set_vt(%(queue)s, m.id, %(vt)s))"
+                f" UPDATE {pgmq_order.TABLE} SET due = clock_timestamp() + make_interval(secs => %(vt)s)"
+                " WHERE queue = %(queue)s AND msg_id IN (SELECT id FROM moved)",
+                {"ids": msg_ids, "queue": self.name, "vt": vt},
+            )
         )
 
     def _settle(self, job: Job, change: Callable[[Any, int, int, dict], None]) -> None:
@@ -322,8 +351,16 @@ class PgmqQueue(JobQueue):
                 (self._json(self._message(job, **keep)), msg_id),
             )
             cur.execute("SELECT pgmq.archive(%s, %s::bigint)", (self.name, msg_id))
+            self._left_queue(cur, msg_id)
+            self.order.finished(job, self._book(cur))
 
         self._settle(job, change)
+
+    def _left_queue(self, cur, msg_id: int) -> None:
+        cur.execute(pgmq_order.DELETE, {"queue": self.name, "ids": [msg_id]})
+
+    def _returned(self, cur, msg_id: int) -> None:
+        cur.execute(pgmq_order.returned(self._q), {"queue": self.name, "ids": [msg_id]})
 
     def retry_later(self, job: Job, error: str, not_before: float) -> None:
         job.failed(error, not_before)
@@ -338,6 +375,7 @@ class PgmqQueue(JobQueue):
                 f"UPDATE {self._q} SET message = %s, vt = to_timestamp(%s) WHERE msg_id = %s",
                 (self._json(data), not_before, msg_id),
             )
+            self._returned(cur, msg_id)
 
         self._settle(job, change)
 
@@ -347,6 +385,7 @@ class PgmqQueue(JobQueue):
         def change(cur, msg_id: int, read_ct: int, message: dict) -> None:
             cur.execute("SELECT pgmq.send(%s, %s, 0)", (self.dead_name, self._json(self._message(job))))
             cur.execute("SELECT pgmq.delete(%s, %s::bigint)", (self.name, msg_id))
+            self._left_queue(cur, msg_id)
 
         self._settle(job, change)
 
@@ -364,6 +403,7 @@ class PgmqQueue(JobQueue):
                 " vt = greatest(clock_timestamp(), to_timestamp(%s)) WHERE msg_id = %s",
                 (self._json(data), not_before or 0, msg_id),
             )
+            self._returned(cur, msg_id)
 
         self._settle(job, change)
 
@@ -515,20 +555,19 @@ class PgmqQueue(JobQueue):
                     ).fetchall()
                 if not rows:
                     return []
-                fresh, revived = [], []
+                fresh = []
                 for msg_id, message in sorted(rows, key=lambda r: int(r[1].get("job_id") or r[0])):
                     job = Job.from_payload(int(message.get("job_id") or msg_id), JobState.QUEUED, message)
                     # A new message starts at read_ct 0: attempts start afresh,
                     # and pgmq's enqueued_at of the new message agrees with queued_at.
                     job.revived(time.time())
-                    fresh.append(self._json(self._message(job)))
-                    revived.append(job.id)
-                cur.execute("SELECT * FROM pgmq.send_batch(%s, %s::jsonb[], 0)", (self.name, fresh))
+                    fresh.append(job)
+                self._send(cur, fresh, keep_ids=True)  # back in line as if new
                 cur.execute(
                     "SELECT * FROM pgmq.delete(%s, %s::bigint[])", (self.dead_name, [r[0] for r in rows])
                 )
                 self._notify(cur)
-            return revived
+            return [job.id for job in fresh]
 
         return self._db(work)
 
