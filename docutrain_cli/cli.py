@@ -18,7 +18,7 @@ from docutrain_cli import __version__
 from docutrain_cli.clistyle import HelpCommand, HelpGroup, also_after_the_command, run_app
 from docutrain_cli.config import Settings, load_settings
 from docutrain_cli.errors import ExitCode, UsageError
-from docutrain_cli.jobs import JobState
+from docutrain_cli.jobs import PRIORITIES, JobState
 from docutrain_cli.messages import demo_hint, missing_queue, not_listable, not_retried
 
 app = typer.Typer(
@@ -122,15 +122,22 @@ def enqueue(
     force: bool = typer.Option(False, "--force", help="Queue files even if the same content is already queued."),
     from_supabase: bool = typer.Option(False, "--from-supabase", help="Queue every pending Supabase document."),
     limit: Optional[int] = typer.Option(None, "--limit", metavar="N", help="With --from-supabase: at most this many."),
+    priority: Optional[str] = typer.Option(
+        None, "--priority", metavar="LEVEL", help="high, normal or low (default normal; --from-supabase: low)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Put documents into the queue and return at once with their job ids.
 
-    Example: docutrain enqueue ./uploads/*.pdf --user-id 4f1c...
+    Higher priority goes first; within one, users share by tokens.
+
+    Example: docutrain enqueue ./uploads/*.pdf --user-id 4f1c... --priority high
     """
     from docutrain_cli.enqueue import EnqueueReport, enqueue_jobs, enqueue_paths
     from docutrain_cli.render import enqueue_lines
 
+    if priority is not None and priority not in PRIORITIES:
+        raise UsageError(f"--priority: expected {', '.join(PRIORITIES)}, got {priority!r}")
     settings = _settings(ctx)
     if not paths and not from_supabase:
         raise UsageError("give files, folders or globs to queue (or --from-supabase)")
@@ -140,10 +147,11 @@ def enqueue(
             from docutrain_cli.supabase.pull import pending_jobs
 
             jobs, refused_rows = pending_jobs(settings, limit=limit)
-            report = enqueue_jobs(queue, jobs, force=force)
+            report = enqueue_jobs(queue, jobs, force=force, priority=priority or "low")
             report.refused.extend(refused_rows)
         if paths:
-            more = enqueue_paths(queue, paths, user_id=user_id, document_id=document_id, force=force)
+            more = enqueue_paths(queue, paths, user_id=user_id, document_id=document_id, force=force,
+                                 priority=priority or "normal")
             report.queued += more.queued
             report.duplicates += more.duplicates
             report.refused += more.refused
@@ -244,17 +252,20 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     Example: docutrain status --json
     """
     from docutrain_cli.queues import QueueStats
+    from docutrain_cli.queues.line import users_in_line
     from docutrain_cli.recorder import status_report
     from docutrain_cli.render import status_lines
 
     settings = _settings(ctx)
     missing = missing_queue(settings)
+    line = None
     if missing:
         stats, exclusive = QueueStats.empty(), True
     else:
         with _queue(settings) as queue:
-            stats, exclusive = queue.stats(time.time()), queue.exclusive
-    data = status_report(settings, stats)  # the same object as serve's GET /v1/status
+            now = time.time()
+            stats, exclusive, line = queue.stats(now), queue.exclusive, users_in_line(queue, now)
+    data = status_report(settings, stats, line)  # the same object as serve's GET /v1/status
     if as_json:
         _emit_json(data)
         return
@@ -309,10 +320,12 @@ def jobs_show(
     job_id: int = typer.Argument(..., metavar="JOB_ID", help="The job id printed by enqueue."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Show one job: file, attempts, errors, timestamps, result.
+    """Show one job: file, attempts, errors, timestamps, result, and while
+    it waits, its place in line and when it should be done.
 
     Example: docutrain jobs show 12
     """
+    from docutrain_cli.queues.line import place_in_line
     from docutrain_cli.render import job_detail
 
     settings = _settings(ctx)
@@ -323,12 +336,13 @@ def jobs_show(
         job = queue.job(job_id)
         partial = len(queue.listable_states) < len(JobState)
         why = not_listable(queue, f"job {job_id} not found") if partial else f"job {job_id}: no such job"
+        place = place_in_line(queue, job, settings, time.time()) if job else None
     if job is None:
         raise UsageError(why)
     if as_json:
-        _emit_json(job.to_dict())
+        _emit_json({**job.to_dict(), **place})
     else:
-        _console().print(job_detail(job))
+        _console().print(job_detail(job, place))
 
 
 # -- retry --------------------------------------------------------------------

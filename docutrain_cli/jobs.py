@@ -44,13 +44,6 @@ STATES = [s.value for s in JobState]
 PRIORITIES = ("high", "normal", "low")
 
 
-def check_priority(value: str) -> str:
-    """`value` if it names a priority; ValueError saying which ones do."""
-    if value not in PRIORITIES:
-        raise ValueError(f"priority: expected {', '.join(PRIORITIES)}, got {value!r}")
-    return value
-
-
 @dataclasses.dataclass
 class Job:
     id: int

@@ -42,10 +42,10 @@ from persistqueue.sqlackqueue import AckStatus, SQLiteAckQueue
 from docutrain_cli.errors import ConfigError, DocutrainError
 from docutrain_cli.jobs import PRIORITIES, STATES, Job, JobState
 from docutrain_cli import sqlite
-from docutrain_cli.queues.base import Finished, JobQueue, QueueStats
+from docutrain_cli.queues.base import Ahead, Finished, JobQueue, QueueStats, UserBacklog
 from docutrain_cli.queues.lock import RunnerLock, describe_holder
 from docutrain_cli.queues.fair_book import SQLITE_SCHEMA, SqlBook
-from docutrain_cli.queues.order import FIFO, LeaseOrder, latest_vstarts, level_sql
+from docutrain_cli.queues.order import FIFO, LeaseOrder, latest_vstarts, level_of, level_sql, priority_counts
 from docutrain_cli.queues.wake import Poker, SocketWaiter, wake_path
 
 TABLE = "ack_queue_default"  # persist-queue's table for name="default"
@@ -315,15 +315,47 @@ class LocalQueue(JobQueue):
             f"SELECT id, 'done', finished_at, finished_at - {field('started_at')},"
             f" coalesce({field('result.pages')}, 0), coalesce({field('result.tokens_embedded')}, 0),"
             # `model` in JobResult records; `embedding_model` in older ones
-            f" coalesce({field('result.model')}, {field('result.embedding_model')})"
+            f" coalesce({field('result.model')}, {field('result.embedding_model')}),"
+            f" {field('user_id')}, {field('cost')}"
             f" FROM {DONE_TABLE} WHERE finished_at >= ?"
             " UNION ALL"
             f" SELECT _id, 'dead', {field('finished_at')}, {field('finished_at')} - {field('started_at')},"
-            f" 0, 0, NULL FROM {TABLE} WHERE status = {DEAD} AND coalesce({field('finished_at')}, 0) >= ?"
+            f" 0, 0, NULL, {field('user_id')}, {field('cost')}"
+            f" FROM {TABLE} WHERE status = {DEAD} AND coalesce({field('finished_at')}, 0) >= ?"
             " ORDER BY 3",
             (since, since),
         )
         return [Finished(*row) for row in rows]
+
+    # -- the line ----------------------------------------------------------------
+    def ahead_of(self, job: Job, now: float) -> Ahead | None:
+        if job.state not in (JobState.QUEUED, JobState.RETRYING):
+            return None
+        level, turns = level_of(job), self.order.turns(self._oldest_due(now), now)
+        before = turns[: turns.index(level)] if level in turns else [lv for lv in turns if lv < level]
+        jobs, tokens = self._db.execute(
+            f"SELECT count(*), coalesce(sum({_COST}), 0) FROM {TABLE} WHERE {_WAITING} AND ({_LEVEL} IN"
+            f" ({', '.join(str(lv) for lv in before) or 'NULL'}) OR ({_LEVEL} = :level AND"
+            f" ({_VSTART} < :vstart OR ({_VSTART} = :vstart AND _id < :id))))",
+            {"level": level, "vstart": job.vstart or 0.0, "id": job.id},
+        ).fetchone()
+        (running,) = self._db.execute(
+            f"SELECT coalesce(sum({_COST}), 0) FROM {TABLE} WHERE status = {RUNNING}"
+        ).fetchone()
+        return Ahead(jobs, int(tokens), int(running))
+
+    def waiting_by_user(self) -> list[UserBacklog]:
+        rows = self._db.execute(
+            f"SELECT {_payload_field('user_id')} AS user, count(*), coalesce(sum({_COST}), 0) AS tokens"
+            f" FROM {TABLE} WHERE {_WAITING} GROUP BY user ORDER BY tokens DESC, user"
+        )
+        return [UserBacklog(user, jobs, int(tokens)) for user, jobs, tokens in rows]
+
+    def depth_by_priority(self) -> dict[str, int]:
+        rows = self._db.execute(
+            f"SELECT {_LEVEL}, count(*) FROM {TABLE} INDEXED BY docutrain_lease_order WHERE {_WAITING} GROUP BY 1"
+        )
+        return priority_counts(rows)
 
     def _from_row(self, job_id: int, state: str, data: bytes | str) -> Job:
         return Job.from_payload(job_id, JobState(state), json.loads(data))

@@ -31,7 +31,7 @@ ordering control: priority there is a second queue, pulled first
 
 from __future__ import annotations
 
-from typing import Mapping, Protocol, Sequence
+from typing import Iterable, Mapping, Protocol, Sequence
 
 from docutrain_cli.jobs import PRIORITIES, Job
 
@@ -119,6 +119,14 @@ def order_for(settings) -> LeaseOrder:
     from docutrain_cli.queues.fair import FairShare
 
     return FairShare.from_settings(settings)
+
+
+def priority_counts(rows) -> dict[str, int]:
+    """(level, count) rows -> {priority: count}, every priority present."""
+    counts = dict.fromkeys(PRIORITIES, 0)
+    for level, count in rows:
+        counts[PRIORITIES[level]] += count
+    return counts
 
 
 def level_sql(priority: str) -> str:

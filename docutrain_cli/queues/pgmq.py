@@ -45,10 +45,10 @@ from typing import Any, Callable, Sequence, TypeVar
 from docutrain_cli.config import redact_url
 from docutrain_cli.errors import ConfigError, ServiceUnavailableError
 from docutrain_cli.jobs import STATES, Job, JobState
-from docutrain_cli.queues.base import Finished, JobQueue, QueueStats, Waiter
+from docutrain_cli.queues.base import Ahead, Finished, JobQueue, QueueStats, UserBacklog, Waiter
 from docutrain_cli.queues import pgmq_order
 from docutrain_cli.queues.fair_book import SqlBook
-from docutrain_cli.queues.order import FIFO, LeaseOrder
+from docutrain_cli.queues.order import FIFO, LeaseOrder, level_of, priority_counts
 from docutrain_cli.queues.pgmq_setup import (
     DEAD_SUFFIX,
     check_name,
@@ -515,21 +515,46 @@ class PgmqQueue(JobQueue):
         # In SQL: /metrics reads every kept record at each scrape.
         finished_at = "(message->>'finished_at')::float8"
         seconds = f"{finished_at} - (message->>'started_at')::float8"
+        owner_and_cost = "message->>'user_id', (message->>'cost')::bigint"
         rows = self._db(
             lambda conn: conn.execute(
                 f"SELECT {_JOB_ID}, 'done', {finished_at}, {seconds},"
                 " coalesce((message->'result'->>'pages')::int, 0),"
                 " coalesce((message->'result'->>'tokens_embedded')::bigint, 0),"
                 # `model` in JobResult records; `embedding_model` in older ones
-                " coalesce(message->'result'->>'model', message->'result'->>'embedding_model')"
+                " coalesce(message->'result'->>'model', message->'result'->>'embedding_model'),"
+                f" {owner_and_cost}"
                 f" FROM {self._a} WHERE {finished_at} >= %s"
                 " UNION ALL"
-                f" SELECT {_JOB_ID}, 'dead', {finished_at}, {seconds}, 0, 0, NULL"
+                f" SELECT {_JOB_ID}, 'dead', {finished_at}, {seconds}, 0, 0, NULL, {owner_and_cost}"
                 f" FROM {self._dq} WHERE coalesce({finished_at}, 0) >= %s ORDER BY 3",
                 (since, since),
             ).fetchall()
         )
         return [Finished(*row) for row in rows]
+
+    # -- the line (queues/pgmq_order.py) ---------------------------------------
+    def ahead_of(self, job: Job, now: float) -> Ahead | None:
+        if job.state not in (JobState.QUEUED, JobState.RETRYING):
+            return None
+
+        def work(conn) -> Ahead | None:
+            found = conn.execute(pgmq_order.OLDEST_DUE, {"queue": self.name}).fetchall()
+            oldest = {level: at for level, at, _ in found if at is not None}
+            turns = self.order.turns(oldest, found[0][2])
+            level = level_of(job)
+            before = turns[: turns.index(level)] if level in turns else [lv for lv in turns if lv < level]
+            row = conn.execute(pgmq_order.ahead(self._q), {"queue": self.name, "job_id": job.id, "before": before}).fetchone()
+            return None if row is None else Ahead(*row)
+
+        return self._db(work)
+
+    def waiting_by_user(self) -> list[UserBacklog]:
+        rows = self._db(lambda conn: conn.execute(pgmq_order.BY_USER, {"queue": self.name}).fetchall())
+        return [UserBacklog(user or None, jobs, int(tokens)) for user, jobs, tokens in rows]
+
+    def depth_by_priority(self) -> dict[str, int]:
+        return priority_counts(self._db(lambda conn: conn.execute(pgmq_order.BY_LEVEL, {"queue": self.name}).fetchall()))
 
     def document_jobs(self, document_id: str, limit: int = 20) -> list[Job]:
         def work(conn) -> list[Job]:

@@ -172,3 +172,26 @@ def forget_if_present(conn, queue: str) -> None:
         for table in (TABLE, "public.docutrain_fair_clock", "public.docutrain_fair_user"):
             if cur.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0]:
                 cur.execute(f"DELETE FROM {table} WHERE queue = %s", (queue,))
+
+
+def ahead(qtable: str) -> str:
+    """(jobs, tokens) waiting before job %(job_id)s under the levels that go
+    before its own (%(before)s), and the tokens of the jobs held now."""
+    return f"""
+WITH mine AS (
+    SELECT o.level, o.vstart, o.msg_id FROM {TABLE} o JOIN {qtable} m USING (msg_id)
+    WHERE o.queue = %(queue)s AND (m.message->>'job_id')::bigint = %(job_id)s AND NOT o.held
+)
+SELECT count(*) FILTER (WHERE NOT o.held), coalesce(sum(o.cost) FILTER (WHERE NOT o.held), 0)::bigint,
+       coalesce(sum(o.cost) FILTER (WHERE o.held), 0)::bigint
+FROM mine, {TABLE} o
+WHERE o.queue = %(queue)s AND (o.held OR o.level = ANY(%(before)s::int[])
+      OR (o.level = mine.level AND (o.vstart, o.msg_id) < (mine.vstart, mine.msg_id)))
+HAVING EXISTS (SELECT 1 FROM mine)
+"""
+
+
+# Waiting jobs (not held by a runner) per user and per level.
+BY_USER = (f"SELECT user_key, count(*), coalesce(sum(cost), 0) AS tokens FROM {TABLE}"
+           " WHERE queue = %(queue)s AND NOT held GROUP BY user_key ORDER BY tokens DESC, user_key")
+BY_LEVEL = f"SELECT level, count(*) FROM {TABLE} WHERE queue = %(queue)s AND NOT held GROUP BY level"

@@ -49,7 +49,7 @@ async def supabase_webhook(request: Request) -> JSONResponse:
         raise ApiError(422, f"storage_path: {exc}") from None
     if fields is None:
         return ignored("the row has no storage_path yet")
-    return await queue_job(request, Job(id=0, **fields))
+    return await queue_job(request, Job(id=0, **fields, priority="high"))  # an upload someone waits for
 
 
 routes = [Route("/v1/webhooks/supabase", supabase_webhook, methods=["POST"])]
