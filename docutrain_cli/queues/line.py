@@ -6,10 +6,12 @@
   cannot see its waiting jobs (Cloudflare);
 - `eta_seconds`: when it should be done, from the estimated tokens ahead of
   it (plus its own, plus half of what is running now) over the rate the
-  account is served at: the lower of the rate budget's known limit (setting
-  embedding_tpm, or learned from the API's headers) and the throughput of
-  the last ten minutes; null when neither is known. Estimates are scaled by
-  what recent jobs really cost against their estimate.
+  account is served at: the rate budget's known limit (setting embedding_tpm,
+  or learned from the API's headers), or the throughput of the last ten
+  minutes when that is lower and measured over enough jobs to trust (the
+  workers, not the limit, may be what holds the line back); null when
+  neither is known. Estimates are scaled by what recent jobs really cost
+  against their estimate (the token counters of a run and of the API differ).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from docutrain_cli.queues.base import Finished, JobQueue
 # The keys `users_in_line` adds to the status report (nulls: no queue to ask).
 NO_LINE = dict.fromkeys(("lease_order", "queued_by_priority", "users_with_queued_work", "users"))
 THROUGHPUT_WINDOW = 600.0  # seconds of finished jobs the served rate is measured over
+TRUSTED_JOBS, TRUSTED_SECONDS = 5, 30.0  # a throughput measured over less is mostly start-up
 SHARE_WINDOW = 3600.0  # each user's share of the tokens: over the last hour
 TOP_USERS = 20
 
@@ -36,16 +39,20 @@ class ServedRate:
     @classmethod
     def measure(cls, queue: JobQueue, settings, now: float) -> "ServedRate":
         done = [f for f in queue.finished(since=now - THROUGHPUT_WINDOW) if f.outcome == "done"]
-        measured = None
+        measured, trusted = None, False
         tokens = sum(f.tokens for f in done)
         if tokens:
             began = min(f.finished_at - (f.seconds or 0.0) for f in done)
             measured = tokens / max(now - began, 1.0)
+            trusted = len(done) >= TRUSTED_JOBS and now - began >= TRUSTED_SECONDS
         limit = _limit_per_second(settings)
-        known = [rate for rate in (measured, limit) if rate]
+        if limit and measured and trusted:
+            rate = min(limit, measured)
+        else:
+            rate = limit or measured
         estimated = [f for f in done if f.cost]
         density = sum(f.tokens for f in estimated) / sum(f.cost for f in estimated) if estimated else 1.0
-        return cls(min(known) if known else None, density or 1.0)
+        return cls(rate, density or 1.0)
 
     def seconds_for(self, tokens: float) -> float | None:
         return None if not self.per_second else tokens * self.density / self.per_second
