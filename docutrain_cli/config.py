@@ -61,7 +61,7 @@ class Settings:
     grace_period: float = 30.0
     poll_interval: float = 1.0
     visibility_timeout: float = 120.0
-    processor: str = "docutrain_cli.pipeline.process:process_job"
+    processor: str = "docutrain_cli.run.process:process_job"
     # Who is served first (queues/fair.py): "fair" shares by tokens between
     # users within each priority; "fifo" is first in, first out.
     lease_order: str = "fair"

@@ -4,7 +4,7 @@ Cloudflare Queues over its HTTP pull-consumer API."""
 from __future__ import annotations
 
 from docutrain_cli.queues.base import JobQueue, QueueStats
-from docutrain_cli.queues.order import order_for
+from docutrain_cli.queues.order import LeaseOrder
 
 
 def open_queue(settings) -> JobQueue:
@@ -23,6 +23,15 @@ def open_queue(settings) -> JobQueue:
     from docutrain_cli.queues.local import LocalQueue
 
     return LocalQueue(settings.queue, order=order)
+
+
+def order_for(settings) -> LeaseOrder:
+    """The lease order the settings name (lease_order, priority_max_wait, user_weights)."""
+    if settings.lease_order == "fifo":
+        return LeaseOrder(settings.priority_max_wait)
+    from docutrain_cli.queues.fair import FairShare
+
+    return FairShare.from_settings(settings)
 
 
 __all__ = ["JobQueue", "QueueStats", "open_queue"]

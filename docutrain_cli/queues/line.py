@@ -59,7 +59,7 @@ class ServedRate:
 
 
 def _limit_per_second(settings) -> float | None:
-    from docutrain_cli.pipeline.ratelimit import MARGIN, current_budget
+    from docutrain_cli.ratelimit.budget import MARGIN, current_budget
 
     budget = current_budget(settings)
     tpm = (budget or {}).get("tokens_per_minute_limit") or settings.embedding_tpm

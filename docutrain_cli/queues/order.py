@@ -24,14 +24,14 @@ the backends do that in the lease's own statement or transaction.
 
 `LeaseOrder` itself is first in, first out within a level (every vstart is
 0, so arrival decides); `queues.fair.FairShare` shares by tokens between
-users (setting lease_order, default fair). Cloudflare Queues has no
+users (setting lease_order, default fair; `queues.order_for`). Cloudflare Queues has no
 ordering control: priority there is a second queue, pulled first
 (queues/cloudflare.py), and fair share is not available.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Protocol, Sequence
+from typing import Mapping, Protocol, Sequence
 
 from docutrain_cli.jobs import PRIORITIES, Job
 
@@ -110,15 +110,6 @@ class LeaseOrder:
 
 
 FIFO = LeaseOrder()
-
-
-def order_for(settings) -> LeaseOrder:
-    """The lease order the settings name (lease_order, priority_max_wait, user_weights)."""
-    if settings.lease_order == "fifo":
-        return LeaseOrder(settings.priority_max_wait)
-    from docutrain_cli.queues.fair import FairShare
-
-    return FairShare.from_settings(settings)
 
 
 def priority_counts(rows) -> dict[str, int]:
