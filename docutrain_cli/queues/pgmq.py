@@ -44,9 +44,10 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from docutrain_cli.config import redact_url
 from docutrain_cli.errors import ConfigError, ServiceUnavailableError
-from docutrain_cli.jobs import STATES, Job, JobState
+from docutrain_cli.jobs import Job, JobState
 from docutrain_cli.queues.base import Ahead, Finished, JobQueue, QueueStats, UserBacklog, Waiter
-from docutrain_cli.queues import pgmq_order
+from docutrain_cli.queues import pgmq_order, pgmq_read
+from docutrain_cli.queues.pgmq_read import ATTEMPTS, DOCUMENT_ID, HELD, JOB_ID, STATE
 from docutrain_cli.queues.fair_book import SqlBook
 from docutrain_cli.queues.order import FIFO, LeaseOrder, level_of, priority_counts
 from docutrain_cli.queues.pgmq_setup import (
@@ -61,27 +62,6 @@ from docutrain_cli.queues.pgmq_setup import (
 KEEP_DONE_RECORDS = 100_000
 SEND_BATCH = 1_000  # messages per pgmq.send_batch call
 T = TypeVar("T")
-
-# -- the message fields we add, read in SQL --------------------------------
-_ATTEMPTS = "(read_ct - coalesce((message->>'uncounted_reads')::int, 0))"
-_HELD = "(read_ct > coalesce((message->>'returned_at_read')::int, 0))"
-_DOCUMENT_ID = "(message->>'document_id')"
-# Every message we write carries job_id (enqueue adds it in the sending
-# transaction); the same expression is indexed by init_queue.
-_JOB_ID = "((message->>'job_id')::bigint)"
-# State of a message in the main queue, by the database clock (which is
-# what pgmq.read goes by). A lapsed lease is a started attempt that never
-# finished: visible again, so it counts as retrying, as in the local queue.
-# A waiting message's state is JobState.waiting(attempts), written in SQL.
-_STATE = (
-    f"CASE WHEN {_HELD} AND vt > clock_timestamp() THEN 'running'"
-    f" WHEN {_ATTEMPTS} <= 0 THEN 'queued' ELSE 'retrying' END"
-)
-
-
-def _epoch(value) -> float | None:
-    return None if value is None else value.timestamp()
-
 
 class PgmqQueue(JobQueue):
     kind = "pgmq"
@@ -181,7 +161,7 @@ class PgmqQueue(JobQueue):
         # the attempt this job object was leased for.
         return cur.execute(
             f"SELECT msg_id, read_ct, message FROM {self._q}"
-            f" WHERE {_JOB_ID} = %s AND {_HELD} AND {_ATTEMPTS} = %s FOR UPDATE",
+            f" WHERE {JOB_ID} = %s AND {HELD} AND {ATTEMPTS} = %s FOR UPDATE",
             (job.id, job.attempts),
         ).fetchone()
 
@@ -241,7 +221,7 @@ class PgmqQueue(JobQueue):
                     (f"docutrain:{self.name}:{job.document_id}",),
                 )
                 row = cur.execute(
-                    f"SELECT {_JOB_ID} FROM {self._q} WHERE {_DOCUMENT_ID} = %s ORDER BY msg_id LIMIT 1",
+                    f"SELECT {JOB_ID} FROM {self._q} WHERE {DOCUMENT_ID} = %s ORDER BY msg_id LIMIT 1",
                     (job.document_id,),
                 ).fetchone()
                 if row:
@@ -277,7 +257,7 @@ class PgmqQueue(JobQueue):
         available again right now (for the run summary)."""
         (count,) = self._db(
             lambda c: c.execute(
-                f"SELECT count(*) FROM {self._q} WHERE {_HELD} AND vt <= clock_timestamp()"
+                f"SELECT count(*) FROM {self._q} WHERE {HELD} AND vt <= clock_timestamp()"
             ).fetchone()
         )
         return count
@@ -419,81 +399,19 @@ class PgmqQueue(JobQueue):
 
     # -- readers and operators -------------------------------------------
     def stats(self, now: float) -> QueueStats:
-        def work(conn):
-            with conn.transaction(), conn.cursor() as cur:  # one snapshot
-                by_state = cur.execute(
-                    f"SELECT state, count(*), min(enqueued_at), min(vt) FROM"
-                    f" (SELECT {_STATE} AS state, enqueued_at, vt FROM {self._q}) s GROUP BY state"
-                ).fetchall()
-                (done,) = cur.execute(f"SELECT count(*) FROM {self._a}").fetchone()
-                metrics = cur.execute(
-                    "SELECT queue_length, oldest_msg_age_sec, total_messages FROM pgmq.metrics(%s)",
-                    (self.name,),
-                ).fetchone()
-                dead = cur.execute(
-                    "SELECT queue_length, oldest_msg_age_sec FROM pgmq.metrics(%s)", (self.dead_name,)
-                ).fetchone()
-            return by_state, done, metrics, dead
-
-        by_state, done, metrics, dead = self._db(work)
-        counts = {s: 0 for s in STATES}
-        oldest = next_retry = None
-        for state, n, first_enqueued, first_vt in by_state:
-            counts[state] = n
-            if state == "queued":
-                oldest = first_enqueued
-            elif state == "retrying":
-                next_retry = first_vt
-        counts["done"], counts["dead"] = done, dead[0]
-        return QueueStats(
-            counts=counts,
-            oldest_queued_age=None if oldest is None else max(now - oldest.timestamp(), 0.0),
-            next_retry_at=_epoch(next_retry),
-            runner=None,  # runners are not tracked: any number may lease
-            details={
-                "backend": "pgmq",
-                "queue": self.name,
-                "queue_length": metrics[0],
-                "oldest_message_age_seconds": metrics[1],
-                "messages_ever_sent": metrics[2],
-                "dead_letter_queue": self.dead_name,
-                "dead_letter_length": dead[0],
-            },
-        )
-
-    def _main_jobs(self, cur, where: str, params: tuple, limit: int | None = None) -> list[Job]:
-        rows = cur.execute(
-            f"SELECT {_JOB_ID}, {_STATE}, {_ATTEMPTS}, message FROM {self._q} WHERE {where}"
-            f" ORDER BY {_JOB_ID} DESC" + (" LIMIT %s" if limit else ""),
-            params + ((limit,) if limit else ()),
-        ).fetchall()
-        found = []
-        for job_id, state, attempts, message in rows:
-            job = Job.from_payload(job_id, JobState(state), message)
-            job.attempts = max(attempts, 0)
-            found.append(job)
-        return found
-
-    def _archived_jobs(self, cur, table: str, state: JobState, where: str, params: tuple,
-                       limit: int | None = None) -> list[Job]:
-        rows = cur.execute(
-            f"SELECT {_JOB_ID}, message FROM {table} WHERE {where}"
-            f" ORDER BY {_JOB_ID} DESC" + (" LIMIT %s" if limit else ""),
-            params + ((limit,) if limit else ()),
-        ).fetchall()
-        return [Job.from_payload(job_id, state, message) for job_id, message in rows]
+        return self._db(lambda conn: pgmq_read.stats(conn, self.name, self.dead_name, now))
 
     def jobs(self, state: JobState | None = None, limit: int = 100) -> list[Job]:
         def work(conn) -> list[Job]:
             found: list[Job] = []
             with conn.transaction(), conn.cursor() as cur:
                 if state in (None, JobState.DONE):
-                    found += self._archived_jobs(cur, self._a, JobState.DONE, "true", (), limit)
+                    found += pgmq_read.archived_jobs(cur, self._a, JobState.DONE, "true", (), limit)
                 if state in (None, JobState.DEAD):
-                    found += self._archived_jobs(cur, self._dq, JobState.DEAD, "true", (), limit)
+                    found += pgmq_read.archived_jobs(cur, self._dq, JobState.DEAD, "true", (), limit)
                 if state not in (JobState.DONE, JobState.DEAD):
-                    where, params = (f"{_STATE} = %s", (state.value,)) if state else ("true", ())
-                    found += self._main_jobs(cur, where, params, limit)
+                    where, params = (f"{STATE} = %s", (state.value,)) if state else ("true", ())
+                    found += pgmq_read.main_jobs(cur, self._q, where, params, limit)
             return found
 
         return sorted(self._db(work), key=lambda j: j.id, reverse=True)[:limit]
@@ -501,11 +419,11 @@ class PgmqQueue(JobQueue):
     def job(self, job_id: int) -> Job | None:
         def work(conn) -> Job | None:
             with conn.transaction(), conn.cursor() as cur:
-                where, params = f"{_JOB_ID} = %s", (job_id,)
+                where, params = f"{JOB_ID} = %s", (job_id,)
                 found = (
-                    self._main_jobs(cur, where, params)
-                    or self._archived_jobs(cur, self._dq, JobState.DEAD, where, params)
-                    or self._archived_jobs(cur, self._a, JobState.DONE, where, params)
+                    pgmq_read.main_jobs(cur, self._q, where, params)
+                    or pgmq_read.archived_jobs(cur, self._dq, JobState.DEAD, where, params)
+                    or pgmq_read.archived_jobs(cur, self._a, JobState.DONE, where, params)
                 )
             return found[0] if found else None
 
@@ -513,24 +431,7 @@ class PgmqQueue(JobQueue):
 
     def finished(self, since: float = 0.0) -> list[Finished]:
         # In SQL: /metrics reads every kept record at each scrape.
-        finished_at = "(message->>'finished_at')::float8"
-        seconds = f"{finished_at} - (message->>'started_at')::float8"
-        owner_and_cost = "message->>'user_id', (message->>'cost')::bigint"
-        rows = self._db(
-            lambda conn: conn.execute(
-                f"SELECT {_JOB_ID}, 'done', {finished_at}, {seconds},"
-                " coalesce((message->'result'->>'pages')::int, 0),"
-                " coalesce((message->'result'->>'tokens_embedded')::bigint, 0),"
-                # `model` in JobResult records; `embedding_model` in older ones
-                " coalesce(message->'result'->>'model', message->'result'->>'embedding_model'),"
-                f" {owner_and_cost}"
-                f" FROM {self._a} WHERE {finished_at} >= %s"
-                " UNION ALL"
-                f" SELECT {_JOB_ID}, 'dead', {finished_at}, {seconds}, 0, 0, NULL, {owner_and_cost}"
-                f" FROM {self._dq} WHERE coalesce({finished_at}, 0) >= %s ORDER BY 3",
-                (since, since),
-            ).fetchall()
-        )
+        rows = self._db(lambda conn: conn.execute(pgmq_read.finished(self._a, self._dq), (since, since)).fetchall())
         return [Finished(*row) for row in rows]
 
     # -- the line (queues/pgmq_order.py) ---------------------------------------
@@ -559,11 +460,11 @@ class PgmqQueue(JobQueue):
     def document_jobs(self, document_id: str, limit: int = 20) -> list[Job]:
         def work(conn) -> list[Job]:
             with conn.transaction(), conn.cursor() as cur:
-                where, params = f"{_DOCUMENT_ID} = %s", (document_id,)
+                where, params = f"{DOCUMENT_ID} = %s", (document_id,)
                 return (
-                    self._main_jobs(cur, where, params, limit)
-                    + self._archived_jobs(cur, self._dq, JobState.DEAD, where, params, limit)
-                    + self._archived_jobs(cur, self._a, JobState.DONE, where, params, limit)
+                    pgmq_read.main_jobs(cur, self._q, where, params, limit)
+                    + pgmq_read.archived_jobs(cur, self._dq, JobState.DEAD, where, params, limit)
+                    + pgmq_read.archived_jobs(cur, self._a, JobState.DONE, where, params, limit)
                 )
 
         return sorted(self._db(work), key=lambda j: j.id, reverse=True)[:limit]
@@ -575,7 +476,7 @@ class PgmqQueue(JobQueue):
                     rows = cur.execute(f"SELECT msg_id, message FROM {self._dq} FOR UPDATE").fetchall()
                 else:
                     rows = cur.execute(
-                        f"SELECT msg_id, message FROM {self._dq} WHERE {_JOB_ID} = ANY(%s) FOR UPDATE",
+                        f"SELECT msg_id, message FROM {self._dq} WHERE {JOB_ID} = ANY(%s) FOR UPDATE",
                         (list(job_ids),),
                     ).fetchall()
                 if not rows:
