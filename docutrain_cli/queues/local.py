@@ -46,7 +46,9 @@ from docutrain_cli.queues.base import Ahead, Finished, JobQueue, QueueStats, Use
 from docutrain_cli.queues.lock import RunnerLock, describe_holder
 from docutrain_cli.paths import runner_lock_path, wake_path
 from docutrain_cli.queues.fair_book import SQLITE_SCHEMA, SqlBook
-from docutrain_cli.queues.order import FIFO, LeaseOrder, latest_vstarts, level_of, level_sql, priority_counts
+from docutrain_cli.queues.order import (
+    FIFO, LeaseOrder, latest_vstarts, level_of, level_sql, levels_before, priority_counts,
+)
 from docutrain_cli.queues.wake import Poker, SocketWaiter
 
 TABLE = "ack_queue_default"  # persist-queue's table for name="default"
@@ -212,7 +214,7 @@ class LocalQueue(JobQueue):
             return []
         leased: list[Job] = []
         with sqlite.transaction(self._db):
-            for level in self.order.turns(self._oldest_due(now), now):
+            for level in self._turns(now):
                 rows = self._db.execute(
                     f"SELECT _id, data FROM {TABLE} INDEXED BY docutrain_lease_order"
                     f" WHERE {_WAITING} AND {_LEVEL} = :level AND {_NOT_BEFORE} <= :now"
@@ -233,15 +235,18 @@ class LocalQueue(JobQueue):
                 self._book().advance(latest_vstarts(leased))
         return leased
 
-    def _oldest_due(self, now: float) -> dict[int, float]:
-        """level -> when its oldest due job entered the queue, for levels with due jobs."""
+    def _turns(self, now: float) -> list[int]:
+        """The levels with due jobs, in the order they are served (queues/order.py)."""
         oldest = " UNION ALL ".join(
-            f"SELECT {level}, (SELECT {_QUEUED_AT} FROM {TABLE} INDEXED BY docutrain_lease_oldest"
+            f"SELECT {level} AS level, (SELECT {_QUEUED_AT} FROM {TABLE} INDEXED BY docutrain_lease_oldest"
             f" WHERE {_WAITING} AND {_LEVEL} = {level} AND {_NOT_BEFORE} <= :now"
-            f" ORDER BY {_QUEUED_AT} LIMIT 1)"
+            f" ORDER BY {_QUEUED_AT} LIMIT 1) AS oldest"
             for level in range(len(PRIORITIES))
         )
-        return {level: at for level, at in self._db.execute(oldest, {"now": now}) if at is not None}
+        return [level for (level,) in self._db.execute(
+            f"SELECT level FROM ({oldest}) WHERE oldest IS NOT NULL"
+            f" ORDER BY {self.order.turn_order('level', 'oldest', ':now')}", {"now": now}
+        )]
 
     def complete(self, job: Job) -> None:
         job.completed(time.time())
@@ -332,8 +337,8 @@ class LocalQueue(JobQueue):
     def ahead_of(self, job: Job, now: float) -> Ahead | None:
         if job.state not in (JobState.QUEUED, JobState.RETRYING):
             return None
-        level, turns = level_of(job), self.order.turns(self._oldest_due(now), now)
-        before = turns[: turns.index(level)] if level in turns else [lv for lv in turns if lv < level]
+        level = level_of(job)
+        before = levels_before(self._turns(now), level)
         jobs, tokens = self._db.execute(
             f"SELECT count(*), coalesce(sum({_COST}), 0) FROM {TABLE} WHERE {_WAITING} AND ({_LEVEL} IN"
             f" ({', '.join(str(lv) for lv in before) or 'NULL'}) OR ({_LEVEL} = :level AND"

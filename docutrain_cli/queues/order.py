@@ -6,7 +6,7 @@ ordering table) keeps one order, written as data when a job is enqueued:
 1. priority: a job's `priority` (high > normal > low) is its *level*;
    levels are served highest first, except that a level whose oldest due
    job has waited longer than `priority_max_wait` goes before every higher
-   level whose oldest due job arrived after it (`turns`), so nothing starves;
+   level whose oldest due job arrived after it (`turn_order`), so nothing starves;
 2. within a level, by the job's `vstart` (virtual start), then arrival.
 
 What a policy (`LeaseOrder`) decides is how `vstart` is written:
@@ -79,7 +79,7 @@ class LeaseOrder:
     uses_book = False
 
     def __init__(self, max_wait: float = 900.0):
-        self.max_wait = max_wait  # seconds: the aging of `turns`
+        self.max_wait = max_wait  # seconds: the aging of `turn_order`
 
     def prepare(self, jobs: Sequence[Job]) -> None:
         """Before the enqueue transaction: fill in what `tag` needs and
@@ -93,23 +93,24 @@ class LeaseOrder:
     def finished(self, job: Job, book: Book | None) -> None:
         """The job is done, its result known (inside the completing transaction)."""
 
-    def turns(self, oldest: Mapping[int, float], now: float) -> list[int]:
-        """The levels with due jobs in the order they are served, from when
-        each level's oldest due job entered the queue (epoch seconds).
-
-        Highest first; but a level whose oldest job has waited longer than
-        `max_wait` goes before any level whose oldest job is younger, so a
-        job is never overtaken for longer than that by higher-priority work
-        that arrived after it."""
-
-        def turn(level: int) -> tuple:
-            aged = now - oldest[level] > self.max_wait
-            return (0, oldest[level], level) if aged else (1, level, 0.0)
-
-        return sorted(oldest, key=turn)
+    def turn_order(self, level: str, oldest: str, now: str) -> str:
+        """The SQL ORDER BY that puts the levels with due jobs in the order
+        they are served, over a level, when its oldest due job entered the
+        queue and now (epoch seconds): highest first; but a level whose
+        oldest job has waited longer than `max_wait` goes before any level
+        whose oldest job is younger, so a job is never overtaken for longer
+        than that by higher-priority work that arrived after it."""
+        aged = f"({now} - {oldest} > {float(self.max_wait)!r})"
+        return f"CASE WHEN {aged} THEN 0 ELSE 1 END, CASE WHEN {aged} THEN {oldest} END, {level}"
 
 
 FIFO = LeaseOrder()
+
+
+def levels_before(turns: Sequence[int], level: int) -> list[int]:
+    """The levels served before `level`, given the turns of the levels with
+    due jobs (a level without due jobs waits behind the higher ones)."""
+    return list(turns[: turns.index(level)]) if level in turns else [lv for lv in turns if lv < level]
 
 
 def priority_counts(rows) -> dict[str, int]:

@@ -49,7 +49,7 @@ from docutrain_cli.queues.base import Ahead, Finished, JobQueue, QueueStats, Use
 from docutrain_cli.queues import pgmq_order, pgmq_read
 from docutrain_cli.queues.pgmq_read import ATTEMPTS, DOCUMENT_ID, HELD, JOB_ID, STATE
 from docutrain_cli.queues.fair_book import SqlBook
-from docutrain_cli.queues.order import FIFO, LeaseOrder, level_of, priority_counts
+from docutrain_cli.queues.order import FIFO, LeaseOrder, level_of, levels_before, priority_counts
 from docutrain_cli.queues.pgmq_setup import (
     DEAD_SUFFIX,
     check_name,
@@ -269,19 +269,11 @@ class PgmqQueue(JobQueue):
             return []
         vt = max(1, math.ceil(self.visibility_timeout))
 
-        def work(conn) -> list[tuple]:
-            found = conn.execute(pgmq_order.OLDEST_DUE, {"queue": self.name}).fetchall()
-            oldest = {level: at for level, at, _ in found if at is not None}
-            if not oldest:
-                return []
-            levels = self.order.turns(oldest, found[0][2])
-            return conn.execute(
-                pgmq_order.lease(self._q, advance=self.order.uses_book),
-                {"queue": self.name, "levels": levels, "limit": limit, "vt": vt},
-            ).fetchall()
-
+        rows = self._db(lambda conn: conn.execute(
+            pgmq_order.lease(self._q, self.order), {"queue": self.name, "limit": limit, "vt": vt}
+        ).fetchall())
         leased = []
-        for msg_id, read_ct, message in self._db(work):
+        for msg_id, read_ct, message in rows:
             job = Job.from_payload(int(message.get("job_id") or msg_id), JobState.RUNNING, message)
             job.leased(time.time(), attempts=read_ct - int(message.get("uncounted_reads") or 0))
             self._leases[job.id] = (msg_id, read_ct)
@@ -440,11 +432,9 @@ class PgmqQueue(JobQueue):
             return None
 
         def work(conn) -> Ahead | None:
-            found = conn.execute(pgmq_order.OLDEST_DUE, {"queue": self.name}).fetchall()
-            oldest = {level: at for level, at, _ in found if at is not None}
-            turns = self.order.turns(oldest, found[0][2])
-            level = level_of(job)
-            before = turns[: turns.index(level)] if level in turns else [lv for lv in turns if lv < level]
+            turns = conn.execute(f"SELECT level FROM ({pgmq_order.turns(self.order)}) t ORDER BY turn",
+                                 {"queue": self.name}).fetchall()
+            before = levels_before([level for (level,) in turns], level_of(job))
             row = conn.execute(pgmq_order.ahead(self._q), {"queue": self.name, "job_id": job.id, "before": before}).fetchone()
             return None if row is None else Ahead(*row)
 

@@ -24,9 +24,9 @@ a walk over lapsed leases only). pgmq's vt stays the truth: a row whose message 
 taken (and its mirror is put right). The row goes when the message leaves
 the main queue (done: archived; dead: moved to the dead-letter queue).
 
-A lease is two statements in autocommit (the oldest due job of each level,
-for the turns of queues/order.py; then the lease itself, which also moves the
-level clocks of the order's book): no transaction is held across round trips.
+A lease is one statement in autocommit (the turns of the levels, the rows
+taken, the messages hidden, the level clocks of the order's book moved): one
+round trip, and no transaction held open across round trips.
 """
 
 from __future__ import annotations
@@ -98,29 +98,37 @@ DELETE = f"DELETE FROM {TABLE} WHERE queue = %(queue)s AND msg_id = ANY(%(ids)s)
 # Rows whose lease lapsed (a dead runner's): due again, though still marked held.
 _LAPSED = "o.queue = %(queue)s AND o.held AND o.due <= clock_timestamp()"
 
-# level -> when its oldest due message entered (epoch seconds), and the database's now.
-OLDEST_DUE = (
-    "SELECT l.level, extract(epoch FROM least("
-    f"(SELECT o.entered FROM {TABLE} o WHERE o.queue = %(queue)s AND o.level = l.level AND NOT o.held"
-    " AND o.due <= clock_timestamp() ORDER BY o.entered LIMIT 1),"
-    f" (SELECT min(o.entered) FROM {TABLE} o WHERE {_LAPSED} AND o.level = l.level)))::float8,"
-    " extract(epoch FROM clock_timestamp())::float8"
-    f" FROM unnest(ARRAY[{', '.join(str(i) for i in range(len(PRIORITIES)))}]) AS l(level)"
-)
 
 
-def lease(qtable: str, *, advance: bool) -> str:
-    """Take up to %(limit)s due messages, levels in the order %(levels)s,
+def turns(order) -> str:
+    """A CTE body: the levels with due messages of queue %(queue)s and
+    their turn (1 first), by the database clock (queues/order.py `turn_order`)."""
+    now = "extract(epoch FROM clock_timestamp())"
+    return (
+        "SELECT level, row_number() OVER (ORDER BY "
+        f"{order.turn_order('level', 'oldest', now)}) AS turn FROM ("
+        "SELECT l.level::smallint AS level, extract(epoch FROM least("
+        f"(SELECT o.entered FROM {TABLE} o WHERE o.queue = %(queue)s AND o.level = l.level AND NOT o.held"
+        " AND o.due <= clock_timestamp() ORDER BY o.entered LIMIT 1),"
+        f" (SELECT min(o.entered) FROM {TABLE} o WHERE {_LAPSED} AND o.level = l.level))) AS oldest"
+        f" FROM unnest(ARRAY[{', '.join(str(i) for i in range(len(PRIORITIES)))}]) AS l(level)"
+        ") heads WHERE oldest IS NOT NULL"
+    )
+
+
+def lease(qtable: str, order) -> str:
+    """Take up to %(limit)s due messages of queue %(queue)s in `order`,
     hiding them for %(vt)s seconds; returns (msg_id, read_ct, message) in
-    lease order. With `advance`, also move the level clocks of the lease
-    order's book to the vstarts taken."""
+    lease order. With an order that keeps a book, also move its level
+    clocks to the vstarts taken."""
+    advance = order.uses_book
     clock = "" if not advance else f""", clock AS (
     {advance_from(f"SELECT %(queue)s, o.level, max(o.vstart) FROM {TABLE} o JOIN taken t USING (msg_id)"
                   " WHERE o.queue = %(queue)s GROUP BY o.level")}
 )"""
     return f"""
 WITH turns AS (
-    SELECT level::smallint AS level, turn FROM unnest(%(levels)s::int[]) WITH ORDINALITY AS t(level, turn)
+    {turns(order)}
 ), waiting AS (
     SELECT c.msg_id, c.vstart, t.turn FROM turns t CROSS JOIN LATERAL (
         SELECT o.msg_id, o.vstart FROM {TABLE} o
