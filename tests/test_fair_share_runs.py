@@ -4,13 +4,17 @@ at a small scale of the issue's scenario. alice queues 24 documents; a
 moment later bob queues one, and alice one of her own with --priority high.
 Both are ready while most of alice's backlog is still queued (first in,
 first out, they would wait for all of it), and `jobs show` told where they
-stood and when the last of alice's would be done."""
+stood and when the last of alice's would be done. On the local queue (one
+runner, 2 workers) and on pgmq (two runners of 1 worker each on one queue,
+sharing one order and one rate budget)."""
 
 from __future__ import annotations
 
 import json
 import signal
 import time
+
+import pytest
 
 import pdfs
 from conftest import wait_for
@@ -31,20 +35,35 @@ def shown(docutrain, job_id: int, env: dict) -> dict:
     return json.loads(result.stdout)
 
 
-def test_a_newcomer_and_a_high_priority_upload_go_before_a_big_backlog(docutrain, tmp_path, openai_standin):
+@pytest.fixture(params=["local", pytest.param("pgmq", marks=pytest.mark.postgres)])
+def backend(request, docutrain):
+    """(env for the commands, a queue handle for the test, runners to start, workers each)."""
+    if request.param == "local":
+        yield {}, LocalQueue(docutrain.queue), 1, 2
+        return
+    from docutrain_cli.queues.pgmq import PgmqQueue
+
+    url, name = request.getfixturevalue("pg_url"), request.getfixturevalue("pgmq_queue_name")
+    queue = PgmqQueue(url, name)
+    yield {"DOCUTRAIN_QUEUE": url, "DOCUTRAIN_QUEUE_NAME": name}, queue, 2, 1
+    queue.close()
+
+
+def test_a_newcomer_and_a_high_priority_upload_go_before_a_big_backlog(docutrain, tmp_path, openai_standin, backend):
+    queue_env, queue, runners, workers = backend
     openai_standin.limit(tpm=TPM, latency=0.05, level=0.0)  # no burst at the start: paced from the first token
     for seed, (name, count, pages) in enumerate((("alice", 24, 6), ("bob", 1, 2), ("alice-urgent", 1, 2))):
         (tmp_path / name).mkdir()
         for i in range(count):
             pdfs.multi_page(tmp_path / name / f"{name}{i:02}.pdf", pages=pages, seed=seed * 100 + i + 1)
-    env = {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": openai_standin.base_url, "DOCUTRAIN_EMBEDDING_TPM": str(TPM)}
+    env = {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": openai_standin.base_url, "DOCUTRAIN_EMBEDDING_TPM": str(TPM),
+           **queue_env}
     backlog = queued_ids(docutrain("enqueue", "alice", "--user-id", "alice", **env))
     assert len(backlog) == 24
     first_look = shown(docutrain, backlog[-1], env)
     assert first_look["position"] == 23 and first_look["eta_seconds"] is not None  # the limit is in the settings
-    runner = docutrain.start("run", "--workers", "2", "--json", **env)
+    started = [docutrain.start("run", "--workers", str(workers), "--json", **env) for _ in range(runners)]
     try:
-        queue = LocalQueue(docutrain.queue)
         # As in the issue, bob comes a few seconds into alice's import (past the start's burst).
         wait_for(lambda: queue.stats(time.time()).counts["done"] >= 3, timeout=60, what="alice's import under way")
 
@@ -74,5 +93,7 @@ def test_a_newcomer_and_a_high_priority_upload_go_before_a_big_backlog(docutrain
         assert all(queue.job(job_id).state == JobState.DONE for job_id in backlog)
         assert openai_standin.rate_limited <= 3
     finally:
-        runner.send_signal(signal.SIGTERM)
-        runner.communicate(timeout=60)
+        for runner in started:
+            runner.send_signal(signal.SIGTERM)
+        for runner in started:
+            runner.communicate(timeout=60)
