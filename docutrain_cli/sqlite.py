@@ -2,9 +2,10 @@
 local store, the status outbox and the local queue.
 
 One `connect()` (busy timeout, WAL, synchronous level), one
-`ProcessConnection` (a connection per process, never shared across a fork),
-one `transaction()` and one non-blocking `try_lock()`, so each fact about how
-we use SQLite and flock has one home.
+`ProcessConnection` (a connection per process, never shared across a fork)
+and `SharedFile` (an object around such a file), one `transaction()` and one
+non-blocking `try_lock()`, so each fact about how we use SQLite and flock has
+one home.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Self
 
 # How long a writer waits for another one before "database is locked":
 # workers replacing big chunk sets hold the store's lock for a while.
@@ -69,6 +70,30 @@ class ProcessConnection:
         if self._conn is not None and self._pid == os.getpid():
             self._conn.close()
         self._conn = self._pid = None
+
+
+class SharedFile:
+    """An object around a SQLite file several processes use (the store, the
+    status outboxes, the worker board): `conn` is this process's connection,
+    opened by `open(path)` on first use; `close()` or the end of a `with`
+    block closes it."""
+
+    def __init__(self, path: str | os.PathLike[str], open: Callable[[Path], sqlite3.Connection]):
+        self.path = Path(path)
+        self._connection = ProcessConnection(lambda: open(self.path))
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self._connection.get()
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def configure(conn: sqlite3.Connection, synchronous: str = "NORMAL") -> sqlite3.Connection:

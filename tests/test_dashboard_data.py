@@ -130,7 +130,7 @@ def test_metrics_on_pgmq_match_the_status_object(pg_url, pgmq_queue_name, tmp_pa
     from docutrain_cli.config import load_settings
     from docutrain_cli.queues import open_queue
     from docutrain_cli.serve import metrics
-    from docutrain_cli.status.recorder import status_report
+    from docutrain_cli.status.reports import status_report
 
     settings = load_settings(
         {"queue": pg_url, "queue_name": pgmq_queue_name, "store": str(tmp_path / "docutrain.db")}

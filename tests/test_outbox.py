@@ -15,7 +15,8 @@ from docutrain_cli.jobs import Job, JobResult
 from docutrain_cli.paths import outbox_path
 from docutrain_cli.status.outbox import Outbox
 from docutrain_cli.status.supabase import SupabaseStatusDelivery
-from docutrain_cli.status.recorder import StatusRecorder, sync
+from docutrain_cli.status.recorder import StatusRecorder
+from docutrain_cli.status.reports import sync
 
 ROOT = Path(__file__).resolve().parent.parent
 

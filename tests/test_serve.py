@@ -189,7 +189,7 @@ def test_an_upload_is_high_priority_and_says_where_it_stands_in_line(tmp_path):
     settings = Settings(queue=str(tmp_path / "queue.db"), store=str(tmp_path / "docutrain.db"), serve_token=TOKEN,
                         embedding_tpm=60_000, embedder="offline")
     from docutrain_cli.jobs import Job
-    from docutrain_cli.queues import order_for
+    from docutrain_cli.queues.fair import order_for
 
     with LocalQueue(settings.queue, order=order_for(settings)) as queue:  # another user's backfill, waiting
         queue.enqueue([Job(id=0, source=f"/d/{i}.pdf", user_id="alice", priority="low", cost=3000) for i in range(5)])
@@ -224,6 +224,27 @@ def test_health_and_readiness(server, api):
         assert anonymous.get("/healthz").json() == {"ok": True}
         assert anonymous.get("/readyz").status_code == 401
     assert api.get("/readyz").json() == {"ok": True, "queue": "local"}
+
+
+def test_readiness_names_the_queue_as_the_queue_describes_itself(cloudflare, tmp_path):
+    """A Cloudflare queue is "cloudflare" in /readyz (serve once rebuilt the
+    kind from the URL itself and said "local")."""
+    cloudflare.create_queue("dead0001", max_retries=100)
+    cloudflare.create_queue("main0001", max_retries=3, dead_letter_queue="dead0001")
+    settings = Settings(
+        queue=f"cloudflare://{cloudflare.account_id}/main0001", store=str(tmp_path / "docutrain.db"),
+        serve_token=TOKEN, cloudflare_api_token=cloudflare.token, cloudflare_dead_queue="dead0001",
+        cloudflare_api_url=cloudflare.url,
+    )
+    serving = ServeThread(settings)
+    try:
+        with serving.client(token=None) as anonymous:
+            assert anonymous.get("/healthz").json() == {"ok": True}
+        with serving.client() as client:
+            ready = client.get("/readyz")
+    finally:
+        serving.close()
+    assert ready.json() == {"ok": True, "queue": "cloudflare"}, ready.text
 
 
 def test_unreachable_queue_is_503_with_the_reason_and_no_secret(tmp_path):

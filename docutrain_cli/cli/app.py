@@ -1,5 +1,6 @@
 """The `docutrain` Typer app: its global options, the helpers every command
-shares (settings from the flags, the queue, JSON and error lines) and `main`.
+shares (settings from the flags, the queue, the `--json` flag and the one
+output path `emit`, error lines) and `main`.
 The commands register themselves on `app` from cli/work.py, cli/jobs.py,
 cli/services.py and cli/search.py."""
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
@@ -99,8 +100,31 @@ def console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False)
 
 
-def emit_json(data) -> None:
-    print(json.dumps(data, indent=2, default=str))
+def json_option(help: str = "Print JSON.") -> Any:
+    """The `--json` flag, as a type for a command's parameter
+    (`as_json: JsonOption = False`): one declaration for every command."""
+    return Annotated[bool, typer.Option("--json", help=help)]
+
+
+JsonOption = json_option()
+
+
+def emit(result: Any, as_json: bool, human: Callable[[], Any]) -> None:
+    """The one output path of the commands. With --json, `result` as indented
+    JSON; else what `human()` renders: a line or a list of lines printed as
+    they are, a rich renderable (a table) through rich, None nothing."""
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    shown = human()
+    if shown is None:
+        return
+    if isinstance(shown, str):
+        print(shown)
+    elif isinstance(shown, list):
+        print("\n".join(shown))
+    else:
+        console().print(shown)
 
 
 def error_line(message: str) -> None:

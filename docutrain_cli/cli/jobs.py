@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 
 from docutrain_cli.cli.app import (
-    AFTER_THE_COMMAND, app, command, console, emit_json, error_line, jobs_app, open_queue_for, settings_from,
+    AFTER_THE_COMMAND, JsonOption, app, command, emit, error_line, jobs_app, open_queue_for, settings_from,
 )
 from docutrain_cli.cli.messages import missing_queue, not_listable, not_retried
 from docutrain_cli.cli.style import also_after_the_command
@@ -20,14 +20,14 @@ from docutrain_cli.jobs import JobState
 
 # -- status -------------------------------------------------------------------
 @command(app)
-def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Show how many jobs are in each state and whether a runner is working.
 
     Example: docutrain status --json
     """
     from docutrain_cli.queues import QueueStats
     from docutrain_cli.queues.line import users_in_line
-    from docutrain_cli.status.recorder import status_report
+    from docutrain_cli.status.reports import status_report
     from docutrain_cli.cli.render import status_lines
 
     settings = settings_from(ctx)
@@ -40,10 +40,7 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
             now = time.time()
             stats, exclusive, line = queue.stats(now), queue.exclusive, users_in_line(queue, now)
     data = status_report(settings, stats, line)  # the same object as serve's GET /v1/status
-    if as_json:
-        emit_json(data)
-        return
-    print("\n".join(status_lines(data, exclusive=exclusive, known=stats.known, queue_missing=missing)))
+    emit(data, as_json, lambda: status_lines(data, exclusive=exclusive, known=stats.known, queue_missing=missing))
 
 
 # -- jobs -----------------------------------------------------------------------
@@ -53,7 +50,7 @@ def jobs(
     ctx: typer.Context,
     state: Optional[str] = typer.Option(None, "--state", "-s", metavar="STATE", help="queued, running, retrying, done or dead."),
     limit: int = typer.Option(50, "--limit", "-n", metavar="N", help="At most this many, newest first."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: JsonOption = False,
 ) -> None:
     """List jobs, newest first; `jobs show ID` shows one.
 
@@ -80,19 +77,18 @@ def jobs(
 
     ledger = batch_status(settings.store, waits=True)
     waits = ledger["waits"] if ledger else {}
-    if as_json:
-        emit_json([{**j.to_dict(), "waiting_on_batches": waits.get(j.document_key)} for j in found])
-    elif not found:
-        print("no jobs" + (f" in state {state}" if state else "") + (f" ({missing})" if missing else ""))
-    else:
-        console().print(jobs_table(found, waits))
+    none = "no jobs" + (f" in state {state}" if state else "") + (f" ({missing})" if missing else "")
+    emit(
+        [{**j.to_dict(), "waiting_on_batches": waits.get(j.document_key)} for j in found], as_json,
+        lambda: jobs_table(found, waits) if found else none,
+    )
 
 
 @command(jobs_app, "show")
 def jobs_show(
     ctx: typer.Context,
     job_id: int = typer.Argument(..., metavar="JOB_ID", help="The job id printed by enqueue."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: JsonOption = False,
 ) -> None:
     """Show one job: file, attempts, errors, timestamps, result, and while
     it waits, its place in line and when it should be done.
@@ -113,10 +109,7 @@ def jobs_show(
         place = place_in_line(queue, job, settings, time.time()) if job else None
     if job is None:
         raise UsageError(why)
-    if as_json:
-        emit_json({**job.to_dict(), **place})
-    else:
-        console().print(job_detail(job, place))
+    emit({**job.to_dict(), **place}, as_json, lambda: job_detail(job, place))
 
 
 # -- retry --------------------------------------------------------------------
@@ -125,7 +118,7 @@ def retry(
     ctx: typer.Context,
     job_ids: Optional[List[int]] = typer.Argument(None, metavar="JOB_ID", help="Ids of dead jobs."),
     all_dead: bool = typer.Option(False, "--all-dead", help="Retry every dead job."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: JsonOption = False,
 ) -> None:
     """Put dead jobs back in the queue with a fresh attempt count.
 
@@ -147,9 +140,9 @@ def retry(
             not_dead = [i for i in not_dead if i not in revived]
             for job_id in not_dead:
                 error_line(not_retried(queue, job_id, queue.job(job_id)))
-    if as_json:
-        emit_json({"retried": revived, "refused": not_dead})
-    else:
-        print(f"{len(revived)} job(s) back in the queue" + (f": {', '.join(map(str, revived))}" if revived else ""))
+    emit(
+        {"retried": revived, "refused": not_dead}, as_json,
+        lambda: f"{len(revived)} job(s) back in the queue" + (f": {', '.join(map(str, revived))}" if revived else ""),
+    )
     if not_dead:
         raise typer.Exit(ExitCode.PARTIAL)

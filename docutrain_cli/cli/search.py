@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from docutrain_cli.cli.app import app, command, console, emit_json, settings_from
+from docutrain_cli.cli.app import JsonOption, app, command, emit, settings_from
 from docutrain_cli.cli.messages import demo_hint
 from docutrain_cli.errors import UsageError
 
@@ -17,7 +17,7 @@ def search(
     ctx: typer.Context,
     query: str = typer.Argument(..., metavar="QUESTION", help="A question or a few words."),
     top: int = typer.Option(5, "--top", "-k", metavar="N", help="How many chunks to show."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: JsonOption = False,
 ) -> None:
     """Find the chunks in the local store closest to a question.
 
@@ -32,9 +32,4 @@ def search(
             f"no store at {settings.store}: run `docutrain run` first, or give one with --store PATH{demo_hint()}"
         )
     hits = search_store(settings, query, top=top)
-    if as_json:
-        emit_json([hit.to_dict() for hit in hits])
-    elif not hits:
-        print("no matching chunks")
-    else:
-        console().print(search_hits(hits))
+    emit([hit.to_dict() for hit in hits], as_json, lambda: search_hits(hits) if hits else "no matching chunks")

@@ -7,7 +7,7 @@ import time
 
 import typer
 
-from docutrain_cli.cli.app import app, command, emit_json, error_line, open_queue_for, queue_app, settings_from
+from docutrain_cli.cli.app import JsonOption, app, command, emit, error_line, open_queue_for, queue_app, settings_from
 from docutrain_cli.errors import ExitCode
 
 
@@ -50,20 +50,17 @@ def schema(ctx: typer.Context) -> None:
 
 
 @command(app)
-def sync(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def sync(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Push status changes waiting in the outbox to Supabase now.
 
     Example: docutrain sync
     """
     from docutrain_cli.cli.render import sync_lines
-    from docutrain_cli.status.recorder import sync as sync_outbox
+    from docutrain_cli.status.reports import sync as sync_outbox
 
     result = sync_outbox(settings_from(ctx))
     hooks = result.get("status_webhooks")
-    if as_json:
-        emit_json(result)
-    else:
-        print("\n".join(sync_lines(result)))
+    emit(result, as_json, lambda: sync_lines(result))
     failed = [("status webhook", hooks)] if hooks and hooks.get("error") else []
     failed += [("Supabase", result)] if result.get("enabled") and result.get("error") else []
     for name, outcome in failed:
@@ -75,7 +72,7 @@ def sync(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=
 
 
 @command(app)
-def doctor(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Check the configuration and reach Supabase and OpenAI; say how to fix what is wrong.
 
     Example: docutrain doctor
@@ -84,9 +81,6 @@ def doctor(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     from docutrain_cli.cli.render import doctor_lines
 
     checks = run_checks(settings_from(ctx))
-    if as_json:
-        emit_json([c.to_dict() for c in checks])
-    else:
-        print("\n".join(doctor_lines(checks)))
+    emit([c.to_dict() for c in checks], as_json, lambda: doctor_lines(checks))
     if not all(c.ok for c in checks):
         raise typer.Exit(ExitCode.ERROR)

@@ -151,7 +151,9 @@ def also_after_the_command(command, options: dict[str, tuple[str, str, str]]):
     """Accept root options after the command name too, as people type them
     (`docutrain status --queue other.db`); they override the ones given
     before it. `options`: root key -> (flag, metavar, help)."""
-    signature = inspect.signature(command)
+    # Annotations evaluated in the command's module, as typer does: an
+    # Annotated option type (cli/app.py's JsonOption) keeps its typer.Option.
+    signature = inspect.signature(command, eval_str=True)
     extra = [
         inspect.Parameter(
             f"{key}_after", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],

@@ -8,9 +8,12 @@ from typing import List, Optional
 
 import typer
 
-from docutrain_cli.cli.app import app, command, console, emit_json, error_line, open_queue_for, settings_from
+from docutrain_cli.cli.app import app, command, console, emit, error_line, json_option, open_queue_for, settings_from
 from docutrain_cli.errors import ExitCode, UsageError
 from docutrain_cli.jobs import PRIORITIES
+
+ReportJson = json_option("Print the result as JSON.")
+SummaryJson = json_option("Print the final summary as JSON.")
 
 
 # -- enqueue ----------------------------------------------------------------
@@ -26,7 +29,7 @@ def enqueue(
     priority: Optional[str] = typer.Option(
         None, "--priority", metavar="LEVEL", help="high, normal or low (default normal; --from-supabase: low)."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    as_json: ReportJson = False,
 ) -> None:
     """Put documents into the queue and return at once with their job ids.
 
@@ -58,10 +61,7 @@ def enqueue(
             report.refused += more.refused
     for refused in report.refused:
         error_line(f"{refused.path}: {refused.reason}")
-    if as_json:
-        emit_json(report.to_dict())
-    else:
-        print("\n".join(enqueue_lines(report)))
+    emit(report.to_dict(), as_json, lambda: enqueue_lines(report))
     if report.refused:
         raise typer.Exit(ExitCode.PARTIAL)
 
@@ -76,7 +76,7 @@ def run(
     job_timeout: Optional[str] = typer.Option(
         None, "--job-timeout", metavar="DURATION", help="Kill and retry a job after this long (default 10m)."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON."),
+    as_json: SummaryJson = False,
     batch: bool = typer.Option(
         False, "--batch", help="Embed through OpenAI's Batch API: half the price, ready within 24 h (setting embedding_mode)."
     ),
@@ -105,10 +105,8 @@ def run(
         # exit 130) after all was saved: ignore stop signals from here on.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if as_json:
-        emit_json(summary.to_dict())
-    elif interactive:
-        print(summary_line(summary))
+    # A terminal gets the summary under the live display; LogObserver has logged it already.
+    emit(summary.to_dict(), as_json, lambda: summary_line(summary) if interactive else None)
     if summary.stop_reason == "account":
         left = summary.remaining.get("queued", 0) + summary.remaining.get("retrying", 0)
         error_line(f"{summary.account_problem}; then run again ({left} jobs wait in the queue, none charged)")

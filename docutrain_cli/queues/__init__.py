@@ -3,35 +3,34 @@ Cloudflare Queues over its HTTP pull-consumer API."""
 
 from __future__ import annotations
 
-from docutrain_cli.queues.base import JobQueue, QueueStats
-from docutrain_cli.queues.order import LeaseOrder
+from docutrain_cli.queues.base import JobQueue, QueueDescription, QueueStats
 
 
-def open_queue(settings) -> JobQueue:
-    """Open the queue the settings name: a postgresql:// URL selects pgmq,
-    cloudflare://<account_id>/<queue_id> Cloudflare Queues; leasing in the
-    order they name (queues/order.py)."""
+def queue_class(settings) -> type[JobQueue]:
+    """The backend of the queue the settings name: a postgresql:// URL selects
+    pgmq, cloudflare://<account_id>/<queue_id> Cloudflare Queues, anything
+    else a local file. Imported only when chosen (pgmq needs psycopg)."""
     if settings.queue_is_cloudflare:
-        from docutrain_cli.queues.cloudflare import open_cloudflare
+        from docutrain_cli.queues.cloudflare import CloudflareQueue
 
-        return open_cloudflare(settings)
-    order = order_for(settings)
+        return CloudflareQueue
     if settings.queue_is_postgres:
         from docutrain_cli.queues.pgmq import PgmqQueue
 
-        return PgmqQueue(settings.queue, settings.queue_name, settings.visibility_timeout, order=order)
+        return PgmqQueue
     from docutrain_cli.queues.local import LocalQueue
 
-    return LocalQueue(settings.queue, order=order)
+    return LocalQueue
 
 
-def order_for(settings) -> LeaseOrder:
-    """The lease order the settings name (lease_order, priority_max_wait, user_weights)."""
-    if settings.lease_order == "fifo":
-        return LeaseOrder(settings.priority_max_wait)
-    from docutrain_cli.queues.fair import FairShare
-
-    return FairShare.from_settings(settings)
+def open_queue(settings) -> JobQueue:
+    """Open the queue the settings name."""
+    return queue_class(settings).from_settings(settings)
 
 
-__all__ = ["JobQueue", "QueueStats", "open_queue"]
+def describe_queue(settings) -> QueueDescription:
+    """What the queue the settings name is, without opening it."""
+    return queue_class(settings).describe(settings)
+
+
+__all__ = ["JobQueue", "QueueDescription", "QueueStats", "describe_queue", "open_queue", "queue_class"]

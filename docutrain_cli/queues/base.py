@@ -64,6 +64,16 @@ class QueueStats:
         return c["queued"] + c["running"] + c["retrying"]
 
 
+@dataclasses.dataclass(frozen=True)
+class QueueDescription:
+    """What a queue is, safe to show anyone (no password, no token): serve's
+    /readyz, its listening line and the dashboard's header read it here."""
+
+    kind: str  # "local", "pgmq" or "cloudflare": JobQueue.kind
+    target: str  # the file, the URL without its password, or cloudflare://ACCOUNT_ID/QUEUE_ID
+    label: str  # how the dashboard names it, e.g. "queue queue.db"
+
+
 class Finished(NamedTuple):
     """One finished job, as the dashboard and /metrics count it. Read from
     the queue's own records (done and dead), so it is right whichever
@@ -119,6 +129,19 @@ class JobQueue(abc.ABC):
     # `enqueue` and `enqueue_unique` call `order.prepare` and `order.tag` on
     # the jobs they store, `lease` hands jobs out in the order's order.
     order: LeaseOrder = FIFO
+
+    # -- what it is ------------------------------------------------------
+    @classmethod
+    @abc.abstractmethod
+    def from_settings(cls, settings) -> "JobQueue":
+        """Open the queue `settings.queue` names (queues.open_queue picks the class)."""
+
+    @classmethod
+    def describe(cls, settings) -> QueueDescription:
+        """What the queue `settings` name is, without opening it: serve shows
+        it even while the queue is down. A backend whose address holds a
+        secret says so by overriding this."""
+        return QueueDescription(cls.kind, settings.queue, f"queue {settings.queue}")
 
     # -- producers -------------------------------------------------------
     @abc.abstractmethod

@@ -131,6 +131,18 @@ class CloudflareQueue(JobQueue):
         self._metrics: dict[str, tuple[float, dict | None]] = {}  # queue id -> (read at, metrics)
         self._empty_batch_refused = False
 
+    @classmethod
+    def from_settings(cls, settings) -> "CloudflareQueue":
+        return cls(
+            settings.queue,
+            token=settings.cloudflare_api_token,
+            dead_queue=settings.cloudflare_dead_queue,
+            api_url=settings.cloudflare_api_url,
+            job_timeout=settings.job_timeout,
+            storage_bucket=settings.storage_bucket,
+            high_queue=settings.cloudflare_high_queue,
+        )
+
     def __repr__(self) -> str:
         return f"CloudflareQueue({PREFIX}{self.account_id}/{self.queue_id})"
 
@@ -458,20 +470,8 @@ class CloudflareQueue(JobQueue):
             self.api.close()
 
 
-def open_cloudflare(settings) -> CloudflareQueue:
-    return CloudflareQueue(
-        settings.queue,
-        token=settings.cloudflare_api_token,
-        dead_queue=settings.cloudflare_dead_queue,
-        api_url=settings.cloudflare_api_url,
-        job_timeout=settings.job_timeout,
-        storage_bucket=settings.storage_bucket,
-        high_queue=settings.cloudflare_high_queue,
-    )
-
-
 def _total(*counts: int | None) -> int | None:
     return None if any(n is None for n in counts) else sum(counts)
 
 
-__all__ = ["CloudflareQueue", "open_cloudflare", "lease_seconds", "parse_queue_url", "UNKNOWN_DEATH"]
+__all__ = ["CloudflareQueue", "lease_seconds", "parse_queue_url", "UNKNOWN_DEATH"]

@@ -74,6 +74,13 @@ class FairShare(LeaseOrder):
             book.correct(level_of(job), user_key(job), (actual - job.cost) / self.weight(job))
 
 
+def order_for(settings) -> LeaseOrder:
+    """The lease order the settings name (lease_order, priority_max_wait, user_weights)."""
+    if settings.lease_order == "fifo":
+        return LeaseOrder(settings.priority_max_wait)
+    return FairShare.from_settings(settings)
+
+
 def token_estimator(settings) -> Callable[[Job], int]:
     """job -> its estimated embedding tokens: measured from the file when it
     is on this machine, else the remote_job_tokens setting."""

@@ -45,6 +45,7 @@ from docutrain_cli import sqlite
 from docutrain_cli.queues.base import Ahead, Finished, JobQueue, QueueStats, UserBacklog
 from docutrain_cli.queues.lock import RunnerLock, describe_holder
 from docutrain_cli.paths import runner_lock_path, wake_path
+from docutrain_cli.queues.fair import order_for
 from docutrain_cli.queues.fair_book import SQLITE_SCHEMA, SqlBook
 from docutrain_cli.queues.order import (
     FIFO, LeaseOrder, latest_vstarts, level_of, level_sql, levels_before, priority_counts,
@@ -99,6 +100,10 @@ class _AckQueue(SQLiteAckQueue):
 class LocalQueue(JobQueue):
     kind = "local"
     exclusive = True
+
+    @classmethod
+    def from_settings(cls, settings) -> "LocalQueue":
+        return cls(settings.queue, order=order_for(settings))
 
     def __init__(self, path: str | os.PathLike[str], order: LeaseOrder = FIFO):
         self.path = Path(path)

@@ -45,9 +45,10 @@ from typing import Any, Callable, Sequence, TypeVar
 from docutrain_cli.config import redact_url
 from docutrain_cli.errors import ConfigError, ServiceUnavailableError
 from docutrain_cli.jobs import Job, JobState
-from docutrain_cli.queues.base import Ahead, Finished, JobQueue, QueueStats, UserBacklog, Waiter
+from docutrain_cli.queues.base import Ahead, Finished, JobQueue, QueueDescription, QueueStats, UserBacklog, Waiter
 from docutrain_cli.queues import pgmq_order, pgmq_read
 from docutrain_cli.queues.pgmq_read import ATTEMPTS, DOCUMENT_ID, HELD, JOB_ID, STATE
+from docutrain_cli.queues.fair import order_for
 from docutrain_cli.queues.fair_book import SqlBook
 from docutrain_cli.queues.order import FIFO, LeaseOrder, level_of, levels_before, priority_counts
 from docutrain_cli.queues.pgmq_setup import (
@@ -82,6 +83,15 @@ class PgmqQueue(JobQueue):
         self._leases: dict[int, tuple[int, int]] = {}
         self._conn = connect(url)
         self._check_installed()
+
+    @classmethod
+    def from_settings(cls, settings) -> "PgmqQueue":
+        return cls(settings.queue, settings.queue_name, settings.visibility_timeout, order=order_for(settings))
+
+    @classmethod
+    def describe(cls, settings) -> QueueDescription:
+        target = redact_url(settings.queue)  # the URL may hold a password
+        return QueueDescription(cls.kind, target, f"pgmq queue {settings.queue_name} at {target}")
 
     def __repr__(self) -> str:
         return f"PgmqQueue({redact_url(self.url)!r}, {self.name!r})"

@@ -24,7 +24,6 @@ import os
 import socket
 import sqlite3
 import time
-from pathlib import Path
 
 from docutrain_cli import sqlite as sqlite_files
 from docutrain_cli.paths import workers_path
@@ -86,24 +85,17 @@ def _alive(pid: int, proc_start: str | None) -> bool:
     return proc_start is None or current is None or current == proc_start
 
 
-class WorkerBoard:
+class WorkerBoard(sqlite_files.SharedFile):
     """The `<store>.workers` file. One connection per process, opened lazily."""
 
     def __init__(self, path: str | os.PathLike[str]):
-        self.path = Path(path)
         # synchronous=NORMAL: a row lost to a power cut only shows a stale worker.
-        self._connection = sqlite_files.ProcessConnection(
-            lambda: sqlite_files.connect(self.path, synchronous="NORMAL", schema=SCHEMA)
-        )
+        super().__init__(path, lambda path: sqlite_files.connect(path, synchronous="NORMAL", schema=SCHEMA))
         self._host = socket.gethostname()
 
     @classmethod
     def for_store(cls, store_path: str | os.PathLike[str]) -> "WorkerBoard":
         return cls(workers_path(store_path))
-
-    @property
-    def conn(self) -> sqlite3.Connection:
-        return self._connection.get()
 
     # -- writers: the worker process itself --------------------------------
     def worker_started(self) -> None:
@@ -155,15 +147,6 @@ class WorkerBoard:
             except sqlite3.Error:  # a reader that cannot tidy up still answers
                 pass
         return live
-
-    def close(self) -> None:
-        self._connection.close()
-
-    def __enter__(self) -> "WorkerBoard":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # The worker process's board, made in init_worker (after the fork).

@@ -13,6 +13,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from docutrain_cli.config import Settings
+from docutrain_cli.queues import describe_queue
 from docutrain_cli.serve import documents, health, jobs, webhooks
 from docutrain_cli.serve.dashboard import Dashboard, handles_own_auth
 from docutrain_cli.serve.auth import TokenAuth
@@ -57,5 +58,5 @@ def create_app(settings: Settings, options: ServeOptions = ServeOptions()) -> St
     app.state.options = options
     app.state.handles = handles
     app.state.resolve_source = resolve
-    app.state.queue_kind = "pgmq" if settings.queue_is_postgres else "local"
+    app.state.queue = describe_queue(settings)  # what it is: /readyz, the listening line, the dashboard header
     return app

@@ -159,7 +159,7 @@ class Dashboard:
         refreshing, so the page recovers by itself."""
         message = " ".join(str(exc).split())
         template = "_unavailable.html" if request.query_params.get("partial") else "unavailable.html"
-        return self._render(request, template, status=503, message=message, queue_label=self._queue_label())
+        return self._render(request, template, status=503, message=message, queue_label=request.app.state.queue.label)
 
     def _refuse(self, request: Request) -> Response:
         if request.query_params.get("partial") or request.method != "GET":
@@ -208,7 +208,7 @@ class Dashboard:
         if state not in (None, *STATES):
             state = None
         search = request.query_params.get("q", "")[:200]
-        from docutrain_cli.status.recorder import outbox_status, webhook_outbox_status
+        from docutrain_cli.status.reports import outbox_status, webhook_outbox_status
 
         def work(queue):
             with WorkerBoard.for_store(self.settings.store) as board:
@@ -230,7 +230,7 @@ class Dashboard:
         template = "_live.html" if request.query_params.get("partial") else "dashboard.html"
         return self._render(
             request, template, o=overview, states=STATES, notice=notice,
-            queue_label=self._queue_label(),
+            queue_label=request.app.state.queue.label,
         )
 
     async def job_page(self, request: Request) -> Response:
@@ -246,7 +246,7 @@ class Dashboard:
         template = "_job.html" if request.query_params.get("partial") else "job.html"
         return self._render(
             request, template, job=job, now=time.time(), notice=_notice(request.query_params),
-            queue_label=self._queue_label(),
+            queue_label=request.app.state.queue.label,
         )
 
     async def retry_one(self, request: Request) -> Response:
@@ -264,13 +264,6 @@ class Dashboard:
             return refused
         revived = await self.handles.call(lambda queue: queue.revive(None))
         return RedirectResponse(f"/?{urlencode({'retried': len(revived)})}", status_code=303)
-
-    def _queue_label(self) -> str:
-        from docutrain_cli.config import redact_url
-
-        if self.settings.queue_is_postgres:
-            return f"pgmq queue {self.settings.queue_name} at {redact_url(self.settings.queue)}"
-        return f"queue {self.settings.queue}"
 
     async def metrics(self, request: Request) -> Response:
         if not self.authenticated(request):

@@ -21,7 +21,7 @@ async def readyz(request: Request) -> JSONResponse:
         await request.app.state.handles.call(lambda queue: queue.stats(time.time()))
     except Exception as exc:  # noqa: BLE001 - whatever it is, we are not ready
         return error_response(503, f"queue not reachable: {' '.join(str(exc).split()) or type(exc).__name__}")
-    return JSONResponse({"ok": True, "queue": request.app.state.queue_kind})
+    return JSONResponse({"ok": True, "queue": request.app.state.queue.kind})
 
 
 routes = [

@@ -44,7 +44,7 @@ async def retry_job(request: Request) -> JSONResponse:
 
 async def queue_status(request: Request) -> JSONResponse:
     from docutrain_cli.queues.line import users_in_line
-    from docutrain_cli.status.recorder import status_report
+    from docutrain_cli.status.reports import status_report
 
     settings = request.app.state.settings
 

@@ -53,7 +53,7 @@ class DocutrainCollector:
         return []  # collected at scrape time only (no scrape at registration)
 
     def collect(self) -> Iterator[Metric]:
-        from docutrain_cli.status.recorder import budget_status, outbox_status
+        from docutrain_cli.status.reports import budget_status, outbox_status
 
         queue = self._open_queue(self.settings)
         try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import sys
 
-from docutrain_cli.config import Settings, redact_url
+from docutrain_cli.config import Settings
 from docutrain_cli.serve.app import ServeOptions, create_app
 from docutrain_cli.serve.auth import check_bind
 
@@ -36,8 +36,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080,
     sock = bind(host, port)
     address = sock.getsockname()
     shown = f"[{address[0]}]" if sock.family == socket.AF_INET6 else address[0]
-    queue = redact_url(settings.queue) if settings.queue_is_postgres else settings.queue
-    print(f"docutrain serve: listening on http://{shown}:{address[1]} (queue {queue})", file=sys.stderr, flush=True)
+    print(f"docutrain serve: listening on http://{shown}:{address[1]} (queue {app.state.queue.target})", file=sys.stderr, flush=True)
     config = uvicorn.Config(
         app, log_level="warning", access_log=access_log, server_header=False, lifespan="on",
         timeout_graceful_shutdown=10,

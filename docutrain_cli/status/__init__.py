@@ -1,7 +1,8 @@
 """Where document status goes: the runner's status recorder (recorder), the
 outbox every change is committed to first (outbox), and its deliveries:
 Supabase's `user_documents` (supabase) and signed status webhooks
-(webhooks). Also the reports behind `docutrain status` and `sync`.
+(webhooks). Also the reports behind `docutrain status`, `sync` and
+`GET /v1/status` (reports).
 
 Import the modules directly; this package imports nothing itself.
 """

@@ -31,9 +31,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import sqlite3
 import time
-from pathlib import Path
 from typing import Any, Protocol
 
 from docutrain_cli import sqlite
@@ -110,33 +108,19 @@ class FlushResult:
     def sent(self) -> int:
         return self.delivered + self.dropped
 
+    def outcome(self) -> dict[str, Any]:
+        """What `docutrain sync` reports of a flush (its `skipped` aside)."""
+        return {"delivered": self.delivered, "dropped": self.dropped, "refused": self.refused, "error": self.error}
 
-class Outbox:
+
+class Outbox(sqlite.SharedFile):
     def __init__(self, path: str | os.PathLike[str]):
-        self.path = Path(path)
         # synchronous=FULL: a status change must survive a power cut.
-        self._connection = sqlite.ProcessConnection(
-            lambda: sqlite.connect(self.path, synchronous="FULL", schema=SCHEMA)
-        )
+        super().__init__(path, lambda path: sqlite.connect(path, synchronous="FULL", schema=SCHEMA))
 
     @classmethod
     def for_store(cls, store_path: str | os.PathLike[str]) -> "Outbox":
         return cls(outbox_path(store_path))
-
-    # -- connection ----------------------------------------------------------
-
-    @property
-    def conn(self) -> sqlite3.Connection:
-        return self._connection.get()
-
-    def close(self) -> None:
-        self._connection.close()
-
-    def __enter__(self) -> "Outbox":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- writing -------------------------------------------------------------
 

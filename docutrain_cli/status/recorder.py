@@ -1,5 +1,6 @@
-"""The runner's status recorder: the local store, plus the Supabase outbox
-and the status-webhook outbox.
+"""The runner's status recorder (its StatusListener): the local store, plus
+the Supabase outbox and the status-webhook outbox. The reports behind
+`docutrain status`, `sync` and `GET /v1/status` are in status/reports.py.
 
 Used in the runner's parent process only. Every transition is written to the
 outboxes first (when the job belongs to a document id and that destination is
@@ -11,13 +12,12 @@ processing and the backlog waits.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from docutrain_cli.config import Settings
 from docutrain_cli.jobs import Job, JobResult
-from docutrain_cli.paths import outbox_path, webhook_outbox_path
+from docutrain_cli.paths import webhook_outbox_path
 from docutrain_cli.status.outbox import Delivery, FlushResult, Outbox
-from docutrain_cli.queues.base import QueueStats
 from docutrain_cli.store.local import LocalStore
 from docutrain_cli.status.webhooks import WebhookDelivery
 
@@ -29,6 +29,38 @@ FLUSH_DEADLINE = 3.0
 REQUEST_TIMEOUT = 5.0
 
 
+class Destination:
+    """One outbox and where it goes. The delivery (its HTTP client) is made
+    on the first flush, in the process that flushes; trouble never raises
+    out of `flush`: it is logged, noted in the outbox for `docutrain status`,
+    and the backlog waits."""
+
+    def __init__(self, name: str, outbox: Outbox, make_delivery: Callable[[], Delivery]):
+        self.name = name  # for log lines: "status sync", "status webhooks"
+        self.outbox = outbox
+        self.delivery: Delivery | None = None
+        self._make_delivery = make_delivery
+        self.last_result: FlushResult | None = None
+
+    def flush(self, deadline_seconds: float, force: bool) -> int:
+        """Push what the outbox holds; returns how many changes were sent."""
+        try:
+            if self.delivery is None:
+                self.delivery = self._make_delivery()
+            result = self.outbox.flush(self.delivery, deadline_seconds=deadline_seconds, force=force)
+        except Exception as exc:  # noqa: BLE001 - e.g. a bad URL: keep the backlog, say why
+            log.warning("%s failed: %s", self.name, exc)
+            self.outbox.note_error(f"{type(exc).__name__}: {exc}")
+            result = FlushResult(error=str(exc))
+        self.last_result = result
+        return result.sent
+
+    def close(self) -> None:
+        if self.delivery is not None and hasattr(self.delivery, "close"):
+            self.delivery.close()
+        self.outbox.close()
+
+
 class StatusRecorder:
     """Implements runner.StatusListener."""
 
@@ -37,22 +69,32 @@ class StatusRecorder:
     ):
         self.settings = settings
         self.store = LocalStore(settings.store)
-        self.outbox = Outbox.for_store(settings.store)
-        self._delivery = delivery
-        self._request_timeout = request_timeout
-        self.last_result: FlushResult | None = None
-        # Status webhooks: a second outbox file with its own delivery.
-        self.webhook_outbox = Outbox(webhook_outbox_path(settings.store)) if settings.status_webhook_url else None
-        self._webhook_delivery: WebhookDelivery | None = None
-        self.last_webhook_result: FlushResult | None = None
 
-    @property
-    def delivery(self) -> Delivery:
-        if self._delivery is None:  # its client is made on first flush, in this process
+        def supabase_delivery() -> Delivery:
             from docutrain_cli.status.supabase import SupabaseStatusDelivery
 
-            self._delivery = SupabaseStatusDelivery(self.settings, timeout=self._request_timeout)
-        return self._delivery
+            return delivery or SupabaseStatusDelivery(settings, timeout=request_timeout)
+
+        self.supabase = Destination("status sync", Outbox.for_store(settings.store), supabase_delivery)
+        self.outbox = self.supabase.outbox
+        # Status webhooks: a second outbox file with its own delivery.
+        self.webhooks = (
+            Destination(
+                "status webhooks", Outbox(webhook_outbox_path(settings.store)),
+                lambda: WebhookDelivery(settings, timeout=request_timeout),
+            )
+            if settings.status_webhook_url
+            else None
+        )
+        self.webhook_outbox = self.webhooks.outbox if self.webhooks else None
+
+    @property
+    def last_result(self) -> FlushResult | None:
+        return self.supabase.last_result
+
+    @property
+    def last_webhook_result(self) -> FlushResult | None:
+        return self.webhooks.last_result if self.webhooks else None
 
     def _remote(self, job: Job) -> bool:
         return self.settings.supabase_enabled and bool(job.document_id)
@@ -113,30 +155,10 @@ class StatusRecorder:
         return self.flush_supabase(deadline_seconds, force) + self.flush_webhooks(deadline_seconds, force=force)
 
     def flush_webhooks(self, deadline_seconds: float = FLUSH_DEADLINE, *, force: bool = False) -> int:
-        if self.webhook_outbox is None:
-            return 0
-        try:
-            if self._webhook_delivery is None:
-                self._webhook_delivery = WebhookDelivery(self.settings, timeout=self._request_timeout)
-            result = self.webhook_outbox.flush(self._webhook_delivery, deadline_seconds=deadline_seconds, force=force)
-        except Exception as exc:  # noqa: BLE001 - keep the backlog, say why
-            log.warning("status webhooks failed: %s", exc)
-            self.webhook_outbox.note_error(f"{type(exc).__name__}: {exc}")
-            result = FlushResult(error=str(exc))
-        self.last_webhook_result = result
-        return result.sent
+        return self.webhooks.flush(deadline_seconds, force) if self.webhooks else 0
 
     def flush_supabase(self, deadline_seconds: float = FLUSH_DEADLINE, force: bool = False) -> int:
-        if not self.settings.supabase_enabled:
-            return 0
-        try:
-            result = self.outbox.flush(self.delivery, deadline_seconds=deadline_seconds, force=force)
-        except Exception as exc:  # noqa: BLE001 - e.g. a bad URL: keep the backlog, say why
-            log.warning("status sync failed: %s", exc)
-            self.outbox.note_error(f"{type(exc).__name__}: {exc}")
-            result = FlushResult(error=str(exc))
-        self.last_result = result
-        return result.sent
+        return self.supabase.flush(deadline_seconds, force) if self.settings.supabase_enabled else 0
 
     def backlog(self) -> int:
         return self.outbox.backlog()
@@ -152,89 +174,7 @@ class StatusRecorder:
         return self.outbox.info()
 
     def close(self) -> None:
-        if self._webhook_delivery is not None:
-            self._webhook_delivery.close()
-        if self.webhook_outbox is not None:
-            self.webhook_outbox.close()
-        if self._delivery is not None and hasattr(self._delivery, "close"):
-            self._delivery.close()
-        self.outbox.close()
+        if self.webhooks is not None:
+            self.webhooks.close()
+        self.supabase.close()
         self.store.close()
-
-
-def sync(settings: Settings, *, deadline_seconds: float = 60.0) -> dict:
-    """`docutrain sync`: push the outbox now, ignoring the backoff. Returns
-    the flush result and the outbox info after it."""
-    recorder = StatusRecorder(settings, request_timeout=15.0)
-    try:
-        webhooks = None
-        if recorder.webhook_outbox is not None:
-            recorder.flush_webhooks(deadline_seconds, force=True)
-            done = recorder.last_webhook_result or FlushResult()
-            webhooks = {"delivered": done.delivered, "dropped": done.dropped, "refused": done.refused,
-                        "error": done.error, "backlog": recorder.webhook_outbox.backlog()}
-        if not settings.supabase_enabled:
-            return {"enabled": False, "status_webhooks": webhooks, **recorder.info()}
-        recorder.flush_supabase(deadline_seconds, True)
-        result = recorder.last_result or FlushResult()
-        return {
-            "status_webhooks": webhooks,
-            "enabled": True,
-            "delivered": result.delivered,
-            "dropped": result.dropped,
-            "refused": result.refused,
-            "error": result.error,
-            "skipped": result.skipped,
-            **recorder.info(),
-        }
-    finally:
-        recorder.close()
-
-
-def status_report(settings: Settings, stats: QueueStats, line: dict | None = None) -> dict:
-    """The object `docutrain status --json` prints and `GET /v1/status` answers;
-    `line` is who waits in the queue (queues/line.py `users_in_line`)."""
-    from docutrain_cli.batch.ledger import batch_status
-    from docutrain_cli.queues.line import NO_LINE
-
-    return {
-        **stats.counts,
-        "unfinished": stats.pending if stats.known else stats.unfinished,
-        "oldest_queued_age_seconds": stats.oldest_queued_age,
-        "next_retry_at": stats.next_retry_at,
-        "runner": stats.runner,
-        "queue_details": stats.details,
-        "supabase_outbox": outbox_status(settings),
-        "status_webhook_outbox": webhook_outbox_status(settings),
-        "embedding_budget": budget_status(settings),
-        "batches": batch_status(settings.store),
-        **(line or NO_LINE),
-    }
-
-
-def budget_status(settings: Settings) -> list[dict]:
-    """The embedding rate budget(s) this queue has seen (docutrain_cli.ratelimit.budget)."""
-    from docutrain_cli.ratelimit.budget import budget_status as read
-
-    return read(settings)
-
-
-def outbox_status(settings: Settings) -> dict | None:
-    """The outbox fields for `docutrain status`, or None when there is no
-    outbox yet (nothing was ever recorded for Supabase). Read-only otherwise."""
-    path = outbox_path(settings.store)
-    if not path.exists():
-        return None
-    with Outbox(path) as outbox:
-        return {"supabase_enabled": settings.supabase_enabled, **outbox.info()}
-
-
-def webhook_outbox_status(settings: Settings) -> dict | None:
-    """The status-webhook outbox fields for `docutrain status`, or None when
-    webhooks were never used here."""
-    path = webhook_outbox_path(settings.store)
-    if not path.exists():
-        return None
-    with Outbox(path) as outbox:
-        return {"url_configured": bool(settings.status_webhook_url), **outbox.info()}
-

@@ -194,35 +194,20 @@ def _allow_embedding_status(conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA foreign_keys = ON")
 
 
-class LocalStore:
+def _connect(path: Path) -> sqlite3.Connection:
+    # Autocommit: we BEGIN ourselves (sqlite.transaction), so transactions stay short and explicit.
+    conn = sqlite.connect(path, synchronous="NORMAL", foreign_keys=True, schema=SCHEMA)
+    _add_missing_columns(conn)
+    _allow_embedding_status(conn)
+    return conn
+
+
+class LocalStore(sqlite.SharedFile):
     """A SQLite store. The connection opens on first use and is reopened in a
     forked child, so a store object never shares a connection across processes."""
 
     def __init__(self, path: str | os.PathLike[str]):
-        self.path = Path(path)
-        self._connection = sqlite.ProcessConnection(self._connect)
-
-    # -- connection ---------------------------------------------------------
-
-    @property
-    def conn(self) -> sqlite3.Connection:
-        return self._connection.get()
-
-    def _connect(self) -> sqlite3.Connection:
-        # Autocommit: we BEGIN ourselves (sqlite.transaction), so transactions stay short and explicit.
-        conn = sqlite.connect(self.path, synchronous="NORMAL", foreign_keys=True, schema=SCHEMA)
-        _add_missing_columns(conn)
-        _allow_embedding_status(conn)
-        return conn
-
-    def close(self) -> None:
-        self._connection.close()
-
-    def __enter__(self) -> "LocalStore":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().__init__(path, _connect)
 
     # -- documents ----------------------------------------------------------
 
