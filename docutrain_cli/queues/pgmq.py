@@ -112,8 +112,8 @@ class PgmqQueue(JobQueue):
                 f"queue {self.name!r} does not exist in {redact_url(self.url)}: "
                 "run `docutrain queue init`"
             )
-        if row[3] is None or row[4] is None:  # a queue made by an older docutrain
-            pgmq_order.ensure_tables(self._conn, self._q, self.name)
+        if row[3] is None or row[4] is None or pgmq_order.needs_rows(self._conn, self._q, self.name):
+            pgmq_order.ensure_tables(self._conn, self._q, self.name)  # a queue an older docutrain made
 
     def _db(self, work: Callable[[Any], T]) -> T:
         """Run `work(conn)`; on a dropped connection reconnect and try once more.

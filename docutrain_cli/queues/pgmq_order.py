@@ -174,6 +174,17 @@ def ensure_tables(conn, qtable: str, queue: str) -> None:
         cur.execute(ANALYZE)
 
 
+def needs_rows(conn, qtable: str, queue: str) -> bool:
+    """Whether messages of `queue` lack their rows (sent by a docutrain before
+    this table): its oldest message tells, as every later one was sent with its row."""
+    (missing,) = conn.execute(
+        f"SELECT EXISTS (SELECT 1 FROM (SELECT msg_id FROM {qtable} ORDER BY msg_id LIMIT 1) m"
+        f" WHERE NOT EXISTS (SELECT 1 FROM {TABLE} o WHERE o.queue = %s AND o.msg_id = m.msg_id))",
+        (queue,),
+    ).fetchone()
+    return missing
+
+
 def forget_if_present(conn, queue: str) -> None:
     """Drop what the order kept for `queue` (for a queue made afresh under an old name)."""
     with conn.transaction(), conn.cursor() as cur:
