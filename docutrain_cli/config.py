@@ -63,9 +63,21 @@ class Settings:
     poll_interval: float = 1.0
     visibility_timeout: float = 120.0
     processor: str = "docutrain_cli.run.process:process_job"
+    # Who is served first (queues/fair.py): "fair" shares by tokens between
+    # users within each priority; "fifo" is first in, first out.
+    lease_order: str = "fair"
+    # A job is never overtaken longer than this by higher-priority work that arrived after it.
+    priority_max_wait: float = 900.0
+    # user id -> weight (default 1): a user of weight 2 gets twice the tokens
+    # of one of weight 1 while both have work queued. TOML table, or env "u1=2,u2=0.5".
+    user_weights: dict[str, float] = dataclasses.field(default_factory=dict)
+    # The tokens a job is assumed to cost when its file cannot be measured at
+    # enqueue (a Storage object): corrected by what it really cost when it is done.
+    remote_job_tokens: int = 5_000
     # Cloudflare Queues (--queue cloudflare://<account_id>/<queue_id>)
     cloudflare_api_url: str = "https://api.cloudflare.com/client/v4"
     cloudflare_dead_queue: str | None = None  # the dead-letter queue's id
+    cloudflare_high_queue: str | None = None  # high-priority jobs go here, and are pulled first
     cloudflare_api_token: str | None = _secret()
     # Pipeline
     store: str = "docutrain.db"
@@ -215,16 +227,44 @@ _DURATION_FIELDS = {
     "reconcile_interval",
     "serve_keep_alive_timeout",
     "serve_request_timeout",
+    "priority_max_wait",
 }
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 _TRUE_WORDS = {"1", "true", "yes", "on"}
 _FALSE_WORDS = {"0", "false", "no", "off"}
 
 
+def parse_weights(value: Any, label: str = "user_weights") -> dict[str, float]:
+    """A TOML table {"u1" = 2} or the env form "u1=2,u2=0.5" -> {user id: weight}."""
+    if isinstance(value, str):
+        pairs = []
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            user, sep, weight = item.rpartition("=")
+            if not sep or not user.strip():
+                raise ConfigError(f"{label}: expected USER=WEIGHT pairs joined with ',', got {item!r}")
+            pairs.append((user.strip(), weight.strip()))
+    elif isinstance(value, Mapping):
+        pairs = list(value.items())
+    else:
+        raise ConfigError(f"{label}: expected a table of user id = weight, got {value!r}")
+    weights = {}
+    for user, weight in pairs:
+        try:
+            number = float(weight)
+        except (TypeError, ValueError):
+            number = float("nan")
+        if not number > 0 or number == float("inf"):
+            raise ConfigError(f"{label}: the weight of {user!r} must be a positive number, got {weight!r}")
+        weights[str(user)] = number
+    return weights
+
+
 def _coerce(name: str, value: Any, source: str) -> Any:
     label = f"{source} {name}" if source else name
     if name in _DURATION_FIELDS:
         return parse_duration(value, label)
+    if name == "user_weights":
+        return parse_weights(value, label)
     annotation = str(_FIELDS[name].type)
     if value is None or (value == "" and "None" in annotation):
         return None
@@ -296,6 +336,10 @@ def _validate(s: Settings) -> None:
     parse_rate(s.intake_rate, "intake_rate")
     if s.webhook_secret and s.webhook_secret == s.serve_token:
         raise ConfigError("webhook_secret: must differ from serve_token, or it would still open everything")
+    if s.lease_order not in ("fair", "fifo"):
+        raise ConfigError(f"lease_order: expected fair or fifo, got {s.lease_order!r}")
+    if s.remote_job_tokens < 1:
+        raise ConfigError(f"remote_job_tokens: must be positive, got {s.remote_job_tokens}")
     if ":" not in s.processor:
         raise ConfigError(f"processor: expected 'module:function', got {s.processor!r}")
 

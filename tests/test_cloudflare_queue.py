@@ -359,3 +359,25 @@ def test_status_reads_backlog_and_oldest_age_from_the_metrics_endpoint(cf, docut
     assert asked.count("metrics") == 2 and "batch" not in asked  # no empty batch sent
     shown = docutrain("status", **env).stdout
     assert f"cloudflare queue {MAIN}: 2 unfinished" in shown and ", oldest 1." in shown
+
+
+def test_high_priority_goes_through_a_second_queue_pulled_first(cf):
+    HIGH = "high0001"
+    cf.create_queue(HIGH, max_retries=3, dead_letter_queue=DEAD)
+    queue = open_queue(cf, high_queue=HIGH)
+    assert queue.lease_order == "priority"
+    normal = queue.enqueue(jobs(5))
+    [urgent] = queue.enqueue([Job(id=0, source="/data/urgent.pdf", priority="high")])
+    assert len(cf.queues[HIGH].messages) == 1 and len(cf.queues[MAIN].messages) == 5
+    first = queue.lease(2, time.time())
+    assert first[0].id == urgent and first[1].id in normal
+    queue.release(first[0])  # back to the queue it came from, and first again
+    queue.retry_later(first[1], "flaky", time.time())
+    assert queue.lease(1, time.time())[0].id == urgent
+    stats = queue.stats(time.time())
+    assert stats.details["high_priority_queue"] == HIGH and stats.unfinished == 6
+    # without a high queue, priority cannot be kept: said so, and nothing is lost
+    plain = open_queue(cf)
+    assert plain.lease_order == "none"
+    plain.enqueue([Job(id=0, source="/data/other.pdf", priority="high")])
+    assert len(cf.queues[MAIN].messages) == 6

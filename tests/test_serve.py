@@ -183,6 +183,40 @@ def test_job_document_status_and_retry_routes(api, settings, docutrain):
     assert status == expected and status["queued"] == 1
 
 
+def test_an_upload_is_high_priority_and_says_where_it_stands_in_line(tmp_path):
+    settings = Settings(queue=str(tmp_path / "queue.db"), store=str(tmp_path / "docutrain.db"), serve_token=TOKEN,
+                        embedding_tpm=60_000, embedder="offline")
+    from docutrain_cli.jobs import Job
+    from docutrain_cli.queues.fair import order_for
+
+    with LocalQueue(settings.queue, order=order_for(settings)) as queue:  # another user's backfill, waiting
+        queue.enqueue([Job(id=0, source=f"/d/{i}.pdf", user_id="alice", priority="low", cost=3000) for i in range(5)])
+    serving = ServeThread(settings)
+    try:
+        with serving.client() as api:
+            first = api.post("/v1/documents", json=doc("doc-1")).json()["job_id"]
+            second = api.post("/v1/documents", json=doc("doc-2", priority="low")).json()["job_id"]
+            job = api.get(f"/v1/jobs/{first}").json()
+            assert (job["priority"], job["position"]) == ("high", 0)  # before the whole backfill
+            assert job["eta_seconds"] is not None and job["eta_seconds"] >= 0
+            document = api.get("/v1/documents/doc-2").json()
+            # after the high one, then fair with alice: behind her first only (it came first, at the same vstart)
+            assert (document["job"]["priority"], document["position"]) == ("low", 2)
+            assert document["tokens_ahead"] == settings.remote_job_tokens + 3000
+            with LocalQueue(settings.queue) as queue:
+                [leased] = queue.lease(1, time.time())
+            assert leased.id == first
+            running = api.get(f"/v1/jobs/{first}").json()
+            assert (running["state"], running["position"], running["eta_seconds"]) == ("running", None, None)
+            status = api.get("/v1/status").json()
+            assert status["lease_order"] == "fair"
+            assert status["queued_by_priority"] == {"high": 0, "normal": 0, "low": 6}
+            assert {u["user_id"]: u["queued"] for u in status["users"]} == {"alice": 5, "user-1": 1}
+            assert api.get(f"/v1/jobs/{second}").json()["position"] == 1  # the high one is running now
+    finally:
+        serving.close()
+
+
 def test_health_and_readiness(server, api):
     with server.client(token=None) as anonymous:
         assert anonymous.get("/healthz").json() == {"ok": True}
@@ -286,6 +320,8 @@ def test_error_statuses_are_json(api, server):
     error(api.post("/v1/documents", json={"user_document_id": "d"}), 422, "user_id is required")
     error(api.post("/v1/documents", json=doc(user_document_id=["x"])), 422, "must be a string")
     error(api.post("/v1/documents", json=doc(metadata="x")), 422, "metadata must be a JSON object")
+    for bad in ("urgent", "", None, 1, ["high"], {"level": "high"}):
+        error(api.post("/v1/documents", json=doc(priority=bad)), 422, "priority must be one of high, normal, low")
     error(api.post("/v1/documents", json=doc(storage_path="supabase://only-bucket")), 422, "storage_path")
     error(api.get("/v1/jobs/999"), 404, "no such job")
     error(api.get("/v1/jobs/abc"), 404, "no such route")

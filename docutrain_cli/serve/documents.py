@@ -11,13 +11,16 @@ before anything is looked up or queued.
 
 from __future__ import annotations
 
+import time
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from docutrain_cli.queues.enqueue import enqueue_document
-from docutrain_cli.jobs import Job, JobState
+from docutrain_cli.jobs import PRIORITIES, Job, JobState
+from docutrain_cli.queues.line import place_in_line
 from docutrain_cli.serve.body import document_id_field, read_json, text_field
 from docutrain_cli.serve.errors import ApiError
 from docutrain_cli.serve.jobs import public_job
@@ -74,14 +77,24 @@ async def create_document(request: Request) -> JSONResponse:
     if metadata is not None and not isinstance(metadata, dict):
         raise ApiError(422, "metadata must be a JSON object")
     check_intake(request, user_id)
+    priority = data.get("priority", "high")  # a single upload: someone is waiting for it
+    if priority not in PRIORITIES:
+        raise ApiError(422, f"priority must be one of {', '.join(PRIORITIES)}")
     source, sha256 = await request.app.state.resolve_source(document_id, user_id, storage_path)
-    job = Job(id=0, source=source, sha256=sha256, user_id=user_id, document_id=document_id, metadata=metadata)
+    job = Job(id=0, source=source, sha256=sha256, user_id=user_id, document_id=document_id, metadata=metadata,
+              priority=priority)
     return await queue_job(request, job)
 
 
 async def show_document(request: Request) -> JSONResponse:
     document_id = request.path_params["document_id"]
-    jobs = await request.app.state.handles.call(lambda queue: queue.document_jobs(document_id))
+    settings = request.app.state.settings
+
+    def work(queue):
+        jobs = queue.document_jobs(document_id)
+        return jobs, place_in_line(queue, jobs[0], settings, time.time()) if jobs else None
+
+    jobs, place = await request.app.state.handles.call(work)
     if not jobs:
         raise ApiError(404, f"no job for document {document_id}")
     latest = jobs[0]
@@ -90,6 +103,7 @@ async def show_document(request: Request) -> JSONResponse:
             "user_document_id": document_id,
             "status": DOCUMENT_STATUS[latest.state],
             "job_id": latest.id,
+            **place,  # position, tokens_ahead, eta_seconds of the latest job
             "job": public_job(latest),
             "job_ids": [job.id for job in jobs],
         }

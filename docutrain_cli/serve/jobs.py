@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from docutrain_cli.jobs import Job
+from docutrain_cli.queues.line import place_in_line
 from docutrain_cli.serve.errors import ApiError
 
 MAX_JOB_ID = 2**63 - 1  # SQLite INTEGER and Postgres bigint: a larger id names no job
@@ -40,10 +41,16 @@ def public_job(job: Job) -> dict[str, Any]:
 
 async def show_job(request: Request) -> JSONResponse:
     job_id = job_id_of(request)
-    job = await request.app.state.handles.call(lambda queue: queue.job(job_id))
+    settings = request.app.state.settings
+
+    def work(queue):
+        job = queue.job(job_id)
+        return job, place_in_line(queue, job, settings, time.time()) if job else None
+
+    job, place = await request.app.state.handles.call(work)
     if job is None:
         raise ApiError(404, f"job {job_id}: no such job")
-    return JSONResponse(public_job(job))
+    return JSONResponse({**public_job(job), **place})
 
 
 async def retry_job(request: Request) -> JSONResponse:
@@ -62,11 +69,16 @@ async def retry_job(request: Request) -> JSONResponse:
 
 
 async def queue_status(request: Request) -> JSONResponse:
+    from docutrain_cli.queues.line import users_in_line
     from docutrain_cli.status.reports import status_report
 
     settings = request.app.state.settings
-    report = await request.app.state.handles.call(lambda queue: status_report(settings, queue.stats(time.time())))
-    return JSONResponse(report)
+
+    def work(queue):
+        now = time.time()
+        return status_report(settings, queue.stats(now), users_in_line(queue, now))
+
+    return JSONResponse(await request.app.state.handles.call(work))
 
 
 routes = [

@@ -61,6 +61,7 @@ class DocutrainCollector:
             stats = queue.stats(time.time())
             totals = queue.totals()
             exclusive = queue.exclusive
+            depth = queue.depth_by_priority()
         finally:
             queue.close()
         with WorkerBoard.for_store(self.settings.store) as board:
@@ -78,6 +79,15 @@ class DocutrainCollector:
             "Jobs queued, running or waiting to retry (all a Cloudflare queue can tell).",
             value=stats.pending,
         )
+
+        if depth is not None:  # per priority, never per user: user ids are unbounded label values
+            waiting = GaugeMetricFamily(
+                "docutrain_queue_depth", "Jobs waiting to be leased (queued or retrying), by priority.",
+                labels=["priority"],
+            )
+            for priority, n in depth.items():
+                waiting.add_metric([priority], n)
+            yield waiting
 
         yield GaugeMetricFamily(
             "docutrain_oldest_queued_age_seconds",

@@ -55,7 +55,7 @@ async def supabase_webhook(request: Request) -> JSONResponse:
     if fields is None:
         return ignored("the row has no storage_path yet")
     check_intake(request, fields["user_id"])
-    return await queue_job(request, Job(id=0, **fields))
+    return await queue_job(request, Job(id=0, **fields, priority="high"))  # an upload someone waits for
 
 
 routes = [Route("/v1/webhooks/supabase", supabase_webhook, methods=["POST"])]
