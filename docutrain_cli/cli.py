@@ -157,6 +157,38 @@ def enqueue(
         raise typer.Exit(ExitCode.PARTIAL)
 
 
+# -- estimate -------------------------------------------------------------------
+@_command(app)
+def estimate(
+    ctx: typer.Context,
+    paths: List[str] = typer.Argument(..., metavar="PATH", help="Files, folders (searched recursively) or globs."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Count what embedding these files would cost, before spending anything:
+    files, pages, chunks, tokens to pay (embedding-cache hits excluded), the
+    price at the sync and the Batch API rate, minutes at the rate limit, and
+    the queue ahead. Sends no request.
+
+    Example: docutrain estimate ./uploads --json
+    """
+    from docutrain_cli.estimate import estimate as estimate_paths
+    from docutrain_cli.render import estimate_note, estimate_table
+
+    result = estimate_paths(_settings(ctx), paths)
+    for refused in result.refused:
+        _error_line(f"{refused.path}: {refused.reason}")
+    data = result.to_dict()
+    if as_json:
+        _emit_json(data)
+    else:
+        _console().print(estimate_table(data))
+        note = estimate_note(data)
+        if note:
+            print(f"note: {note}")
+    if result.refused:
+        raise typer.Exit(ExitCode.PARTIAL)
+
+
 # -- run ----------------------------------------------------------------------
 @_command(app)
 def run(

@@ -86,6 +86,16 @@ def request_tokens(texts: Sequence[str], scale: float = 1.0) -> list[int]:
     return [math.ceil(len(t.encode("utf-8")) * scale / 4) for t in texts]
 
 
+def budget_weights(counter: TokenCounter, texts: Sequence[str], token_counts: Sequence[int] | None = None) -> list[int]:
+    """What each text is reserved at in the shared rate budget, before the
+    density the server's answers showed: the exact count when the counter is
+    exact, else `request_tokens`. The budget learns the server's count per
+    such token, so `docutrain estimate` predicts the bill from these too."""
+    if counter.exact:
+        return list(token_counts) if token_counts is not None else [counter.count(t) for t in texts]
+    return request_tokens(texts)
+
+
 # "Requested 9000 tokens, max 8192" (400) and "Limit 3000, Requested 4100." (429 too large)
 _REQUESTED_TOKENS = re.compile(r"requested\s+(\d+)", re.IGNORECASE)
 _REQUEST_TOO_LARGE = "request too large"
@@ -298,7 +308,7 @@ class OpenAIEmbedder:
             kwargs["dimensions"] = self.requested_dimensions
         # The budget applies the density the server showed all workers, so it
         # gets the plain estimate (or the exact count), not this process's scale.
-        estimate = sum(self._weights(texts)) if self.counter.exact else sum(request_tokens(texts))
+        estimate = sum(budget_weights(self.counter, texts))
         refused_since: float | None = None
         failures = 0
         while True:

@@ -381,18 +381,25 @@ class LocalStore:
     def cached_embeddings(
         self, model: str, dimensions: int, text_hashes: Sequence[str]
     ) -> dict[str, array]:
-        found: dict[str, array] = {}
+        return {
+            text_hash: unpack_vector(blob)
+            for text_hash, blob in self._cache_rows("text_sha256, embedding", model, dimensions, text_hashes)
+        }
+
+    def cached_hashes(self, model: str, dimensions: int, text_hashes: Sequence[str]) -> set[str]:
+        """Which of these texts the cache holds (without reading the vectors)."""
+        return {text_hash for (text_hash,) in self._cache_rows("text_sha256", model, dimensions, text_hashes)}
+
+    def _cache_rows(self, columns: str, model: str, dimensions: int, text_hashes: Sequence[str]):
         unique = list(dict.fromkeys(text_hashes))
         for start in range(0, len(unique), 500):  # stay under SQLite's variable limit
             part = unique[start : start + 500]
             marks = ",".join("?" * len(part))
-            for text_hash, blob in self.conn.execute(
-                f"""SELECT text_sha256, embedding FROM embedding_cache
+            yield from self.conn.execute(
+                f"""SELECT {columns} FROM embedding_cache
                     WHERE model = ? AND dimensions = ? AND text_sha256 IN ({marks})""",
                 (model, dimensions, *part),
-            ):
-                found[text_hash] = unpack_vector(blob)
-        return found
+            )
 
     def put_cached_embeddings(
         self, model: str, dimensions: int, vectors: Mapping[str, Sequence[float]]
