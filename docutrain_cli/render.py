@@ -394,7 +394,7 @@ def estimate_table(data: dict) -> Table:
         table.add_row("queue ahead", "unknown", "this queue cannot tell how many jobs wait")
     elif ahead and ahead["jobs"]:
         tokens = "tokens unknown" if ahead["tokens"] is None else f"{ahead['tokens']:,} tokens"
-        counted = f" (from {ahead['counted_jobs']:,} counted)" if ahead["counted_jobs"] < ahead["jobs"] else ""
+        counted = f" ({ahead['counted_jobs']:,} counted)" if ahead["counted_jobs"] < ahead["jobs"] else ""
         when_done = f"; {age(ahead['minutes_at_limit'] * 60)} at the limit" if ahead["minutes_at_limit"] is not None else ""
         table.add_row("queue ahead", plural(ahead["jobs"], "job"), f"{tokens}{counted}{when_done}")
     elif ahead:

@@ -184,6 +184,6 @@ def test_the_table_fits_eighty_columns():
     text = console.export_text()
     assert all(len(line) <= 80 for line in text.splitlines())
     for expected in ("31,000,000", "$0.6200", "$0.3100 with --batch", "31.0m at 1,000,000 tokens/min",
-                     "5,000 jobs", "90,000,000 tokens (from 200 counted); 1.5h at the limit", "1 refused, 2 duplicates"):
+                     "5,000 jobs", "90,000,000 tokens (200 counted); 1.5h at the limit", "1 refused, 2 duplicates"):
         assert expected in text, expected
     assert estimate_note(data) is None  # calibrated by the server
