@@ -25,7 +25,7 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from docutrain_cli.discover import Refused, discover
 from docutrain_cli.errors import PermanentError, one_line
@@ -41,6 +41,8 @@ from docutrain_cli.pipeline.tokens import counter_for
 # Queued jobs counted file by file; the tokens of the rest are extrapolated
 # from these (a 10,000-job backlog would otherwise take minutes to count).
 QUEUE_COUNTED_AT_MOST = 200
+# Worker processes count when there are at least this many files for each.
+FILES_PER_WORKER = 4
 
 
 class PagesToOcr(PageOcr):
@@ -86,6 +88,46 @@ class FileCounter:
             weight = chunk.token_count if self.offline else budget_weights(self.counter, [chunk.content])[0]
             texts[text_sha256(chunk.content)] = weight
         return CountedFile(pages, len(chunks), ocr.pages_done, texts)
+
+
+def count_files(settings, paths: list[str]) -> Iterator[tuple[str, CountedFile | str]]:
+    """(path, its count or why a run would refuse it) for each path, in
+    order; in worker processes when there are many, as a run would use
+    (pebble: a reader that kills its process fails only that file)."""
+    workers = min(settings.workers, len(paths) // FILES_PER_WORKER)
+    if workers < 2:
+        counter = FileCounter(settings)
+        for path in paths:
+            yield path, _count_or_why(counter, path)
+        return
+    from pebble import ProcessPool
+
+    with ProcessPool(max_workers=workers) as pool:
+        futures = [pool.schedule(_count_in_worker, (settings, path)) for path in paths]
+        for path, future in zip(paths, futures):
+            try:
+                yield path, future.result()
+            except Exception as exc:  # ProcessExpired: the reader crashed its process
+                yield path, f"cannot be read: {one_line(exc)}"
+
+
+def _count_or_why(counter: FileCounter, path: str) -> CountedFile | str:
+    try:
+        return counter.count(path)
+    except PermanentError as exc:
+        return str(exc)
+    except Exception as exc:  # a file no reader expected: one line, the others still count
+        return f"cannot be read: {one_line(exc)}"
+
+
+_worker_counter: FileCounter | None = None  # one per worker process, for all its files
+
+
+def _count_in_worker(settings, path: str) -> CountedFile | str:
+    global _worker_counter
+    if _worker_counter is None:
+        _worker_counter = FileCounter(settings)
+    return _count_or_why(_worker_counter, path)
 
 
 @dataclasses.dataclass
@@ -167,23 +209,16 @@ def _usd(value: float | None) -> float | None:
 def estimate(settings, paths: Iterable[str], *, queue_ahead: bool = True) -> Estimate:
     """Count `paths` as a run would embed them; no API call."""
     found, refused = discover(paths)
-    counter = FileCounter(settings)
     pricing = Pricing.for_settings(settings)
-    files = pages = chunks = ocr_pages = duplicates = 0
-    texts: dict[str, int] = {}
-    seen: set[str] = set()
+    first: dict[str, str] = {}  # enqueue queues the same content once
     for item in found:
-        if item.sha256 in seen:  # enqueue queues the same content once
-            duplicates += 1
-            continue
-        seen.add(item.sha256)
-        try:
-            counted = counter.count(item.path)
-        except PermanentError as exc:
-            refused.append(Refused(item.path, str(exc)))
-            continue
-        except Exception as exc:  # a file no reader expected: one line, the others still count
-            refused.append(Refused(item.path, f"cannot be read: {one_line(exc)}"))
+        first.setdefault(item.sha256, item.path)
+    duplicates = len(found) - len(first)
+    files = pages = chunks = ocr_pages = 0
+    texts: dict[str, int] = {}
+    for path, counted in count_files(settings, list(first.values())):
+        if isinstance(counted, str):
+            refused.append(Refused(path, counted))
             continue
         files += 1
         pages += counted.pages
@@ -202,7 +237,7 @@ def estimate(settings, paths: Iterable[str], *, queue_ahead: bool = True) -> Est
         batch_cost_usd=cost_usd(pricing.model, to_pay, batch=True),
         minutes_at_limit=pricing.minutes(to_pay),
         model=pricing.model,
-        counted_with=counter.counter.name,
+        counted_with=counter_for(pricing.model).name,
         server_tokens_per_estimated_token=pricing.density,
         tokens_per_minute_limit=pricing.tokens_per_minute_limit,
         limit_source=pricing.limit_source,
@@ -211,7 +246,7 @@ def estimate(settings, paths: Iterable[str], *, queue_ahead: bool = True) -> Est
         refused=refused,
     )
     if queue_ahead:
-        result.queue_ahead = count_queue_ahead(settings, counter, pricing)
+        result.queue_ahead = count_queue_ahead(settings, pricing)
     return result
 
 
@@ -225,7 +260,7 @@ def _cached(settings, texts: dict[str, int]) -> set[str]:
         return store.cached_hashes(embedding_model(settings), cache_dimensions(settings), list(texts))
 
 
-def count_queue_ahead(settings, counter: FileCounter, pricing: Pricing) -> QueueAhead:
+def count_queue_ahead(settings, pricing: Pricing) -> QueueAhead:
     """The work already in the queue: jobs, and their tokens still to pay,
     counted from their files (local ones; at most QUEUE_COUNTED_AT_MOST,
     the rest extrapolated from them)."""
@@ -238,15 +273,13 @@ def count_queue_ahead(settings, counter: FileCounter, pricing: Pricing) -> Queue
         total = stats.pending if stats.known or stats.unfinished is not None else None
         waiting = [s for s in (JobState.QUEUED, JobState.RETRYING, JobState.RUNNING) if s in queue.listable_states]
         jobs = [job for state in waiting for job in queue.jobs(state, limit=QUEUE_COUNTED_AT_MOST)]
+    # Files in Supabase Storage are not counted: that would mean downloading them.
+    local = [job.source for job in jobs[:QUEUE_COUNTED_AT_MOST] if not job.source.startswith(REMOTE_PREFIX)]
     texts: dict[str, int] = {}
     counted = 0
-    for job in jobs[:QUEUE_COUNTED_AT_MOST]:
-        if job.source.startswith(REMOTE_PREFIX):
-            continue  # in Supabase Storage: counting it would mean downloading it
-        try:
-            texts.update(counter.count(job.source).texts)
-        except Exception:  # the run will say why; it costs no tokens
-            pass
+    for _, found in count_files(settings, local):
+        if not isinstance(found, str):  # a refused file costs no tokens (the run will say why)
+            texts.update(found.texts)
         counted += 1
     if not counted:
         return QueueAhead(jobs=total)

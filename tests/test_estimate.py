@@ -120,6 +120,17 @@ def test_a_long_queue_is_counted_from_a_sample(tmp_path, monkeypatch):
     assert abs(ahead.tokens - whole) <= 0.05 * whole  # two counted, doubled
 
 
+def test_worker_processes_count_as_one_process_does(tmp_path):
+    from docutrain_cli.estimate import estimate as estimate_paths
+
+    files = corpus(tmp_path / "uploads", range(41, 49), pages=2)
+    pdfs.garbage(tmp_path / "uploads" / "garbage.pdf")
+    settings = load_settings({"queue": str(tmp_path / "q.db"), "store": str(tmp_path / "s.db")}, environ={})
+    alone = estimate_paths(settings.replace(workers=1), [str(tmp_path / "uploads")], queue_ahead=False)
+    pooled = estimate_paths(settings.replace(workers=2), [str(tmp_path / "uploads")], queue_ahead=False)
+    assert pooled == alone and (alone.files, alone.pages, len(alone.refused)) == (len(files), 16, 1)
+
+
 def test_bad_files_are_one_line_each_and_the_rest_is_counted(docutrain, tmp_path):
     folder = tmp_path / "uploads"
     corpus(folder, [1])
