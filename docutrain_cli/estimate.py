@@ -190,11 +190,6 @@ class Estimate:
     refused: list[Refused] = dataclasses.field(default_factory=list)
     queue_ahead: QueueAhead | None = None
 
-    @property
-    def calibrated(self) -> bool:
-        """True when the tokens follow an exact counter or the server's own counts."""
-        return self.counted_with.startswith("tiktoken") or bool(self.server_tokens_per_estimated_token)
-
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["cost_usd"] = _usd(self.cost_usd)
@@ -225,14 +220,13 @@ def estimate(settings, paths: Iterable[str], *, queue_ahead: bool = True) -> Est
         chunks += counted.chunks
         ocr_pages += counted.ocr_pages
         texts.update(counted.texts)
-    cached = _cached(settings, texts)
-    to_pay = pricing.billed(sum(w for h, w in texts.items() if h not in cached))
+    to_pay, cached_tokens = _to_pay(settings, pricing, texts)
     result = Estimate(
         files=files,
         pages=pages,
         chunks=chunks,
         tokens=to_pay,
-        cached_tokens=pricing.billed(sum(w for h, w in texts.items() if h in cached)),
+        cached_tokens=cached_tokens,
         cost_usd=cost_usd(pricing.model, to_pay),
         batch_cost_usd=cost_usd(pricing.model, to_pay, batch=True),
         minutes_at_limit=pricing.minutes(to_pay),
@@ -250,14 +244,17 @@ def estimate(settings, paths: Iterable[str], *, queue_ahead: bool = True) -> Est
     return result
 
 
-def _cached(settings, texts: dict[str, int]) -> set[str]:
-    """The texts the local store's embedding cache holds (the store is not created)."""
-    if not texts or not Path(settings.store).exists():
-        return set()
-    from docutrain_cli.store.local import LocalStore
+def _to_pay(settings, pricing: Pricing, texts: dict[str, int]) -> tuple[int, int]:
+    """(tokens to pay, tokens the local store's embedding cache already
+    holds) for these texts; a missing store is not created."""
+    cached: set[str] = set()
+    if texts and Path(settings.store).exists():
+        from docutrain_cli.store.local import LocalStore
 
-    with LocalStore(settings.store) as store:
-        return store.cached_hashes(embedding_model(settings), cache_dimensions(settings), list(texts))
+        with LocalStore(settings.store) as store:
+            cached = store.cached_hashes(embedding_model(settings), cache_dimensions(settings), list(texts))
+    new = sum(weight for text_hash, weight in texts.items() if text_hash not in cached)
+    return pricing.billed(new), pricing.billed(sum(texts.values()) - new)
 
 
 def count_queue_ahead(settings, pricing: Pricing) -> QueueAhead:
@@ -283,8 +280,7 @@ def count_queue_ahead(settings, pricing: Pricing) -> QueueAhead:
         counted += 1
     if not counted:
         return QueueAhead(jobs=total)
-    cached = _cached(settings, texts)
-    tokens = pricing.billed(sum(w for h, w in texts.items() if h not in cached))
+    tokens, _ = _to_pay(settings, pricing, texts)
     if total and total > counted:
         tokens = round(tokens * total / counted)
     return QueueAhead(jobs=total, counted_jobs=counted, tokens=tokens, minutes_at_limit=pricing.minutes(tokens))
