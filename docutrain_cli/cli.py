@@ -174,7 +174,12 @@ def estimate(
     from docutrain_cli.estimate import estimate as estimate_paths
     from docutrain_cli.render import estimate_note, estimate_table
 
-    result = estimate_paths(_settings(ctx), paths)
+    settings = _settings(ctx)
+    if missing_queue(settings):  # nothing ahead, and nothing to create
+        result = estimate_paths(settings, paths)
+    else:
+        with _queue(settings) as queue:
+            result = estimate_paths(settings, paths, queue)
     for refused in result.refused:
         _error_line(f"{refused.path}: {refused.reason}")
     data = result.to_dict()

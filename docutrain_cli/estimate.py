@@ -15,8 +15,8 @@ OCR is never run: it costs seconds a page. Pages a run would OCR are
 counted (`ocr_pages`), their text is not (unknown until read).
 
 No request is sent: the rate limit and the density come from the settings
-and the budget's stored row, the cache from the store file, the queue from
-its own records.
+and the budget's stored row, the cache from the store file, the queue ahead
+from the queue the caller opened (none: nothing ahead).
 """
 
 from __future__ import annotations
@@ -25,18 +25,20 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from docutrain_cli.discover import Refused, discover
 from docutrain_cli.errors import PermanentError, one_line
 from docutrain_cli.jobs import JobState
-from docutrain_cli.messages import missing_queue
 from docutrain_cli.pipeline.embed import MAX_INPUT_TOKENS, budget_weights
 from docutrain_cli.pipeline.load import REMOTE_PREFIX, load_local
 from docutrain_cli.pipeline.models import cache_dimensions, cost_usd, embedding_model
 from docutrain_cli.pipeline.ocr import OcrOptions, PageOcr
 from docutrain_cli.pipeline.process import chunk_document, text_sha256
 from docutrain_cli.pipeline.tokens import counter_for
+
+if TYPE_CHECKING:
+    from docutrain_cli.queues import JobQueue
 
 # Queued jobs counted file by file; the tokens of the rest are extrapolated
 # from these (a 10,000-job backlog would otherwise take minutes to count).
@@ -201,8 +203,9 @@ def _usd(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
 
 
-def estimate(settings, paths: Iterable[str], *, queue_ahead: bool = True) -> Estimate:
-    """Count `paths` as a run would embed them; no API call."""
+def estimate(settings, paths: Iterable[str], queue: "JobQueue | None" = None) -> Estimate:
+    """Count `paths` as a run would embed them, and the work `queue` holds
+    ahead of them; no API call."""
     found, refused = discover(paths)
     pricing = Pricing.for_settings(settings)
     first: dict[str, str] = {}  # enqueue queues the same content once
@@ -239,8 +242,10 @@ def estimate(settings, paths: Iterable[str], *, queue_ahead: bool = True) -> Est
         duplicates=duplicates,
         refused=refused,
     )
-    if queue_ahead:
-        result.queue_ahead = count_queue_ahead(settings, pricing)
+    if queue is None:
+        result.queue_ahead = QueueAhead(jobs=0, tokens=0, minutes_at_limit=pricing.minutes(0))
+    else:
+        result.queue_ahead = count_queue_ahead(settings, queue, pricing)
     return result
 
 
@@ -257,19 +262,14 @@ def _to_pay(settings, pricing: Pricing, texts: dict[str, int]) -> tuple[int, int
     return pricing.billed(new), pricing.billed(sum(texts.values()) - new)
 
 
-def count_queue_ahead(settings, pricing: Pricing) -> QueueAhead:
+def count_queue_ahead(settings, queue: "JobQueue", pricing: Pricing) -> QueueAhead:
     """The work already in the queue: jobs, and their tokens still to pay,
     counted from their files (local ones; at most QUEUE_COUNTED_AT_MOST,
     the rest extrapolated from them)."""
-    if missing_queue(settings):
-        return QueueAhead(jobs=0, tokens=0, minutes_at_limit=pricing.minutes(0))
-    from docutrain_cli.queues import open_queue
-
-    with open_queue(settings) as queue:
-        stats = queue.stats(time.time())
-        total = stats.pending if stats.known or stats.unfinished is not None else None
-        waiting = [s for s in (JobState.QUEUED, JobState.RETRYING, JobState.RUNNING) if s in queue.listable_states]
-        jobs = [job for state in waiting for job in queue.jobs(state, limit=QUEUE_COUNTED_AT_MOST)]
+    stats = queue.stats(time.time())
+    total = stats.pending if stats.known or stats.unfinished is not None else None
+    waiting = [s for s in (JobState.QUEUED, JobState.RETRYING, JobState.RUNNING) if s in queue.listable_states]
+    jobs = [job for state in waiting for job in queue.jobs(state, limit=QUEUE_COUNTED_AT_MOST)]
     # Files in Supabase Storage are not counted: that would mean downloading them.
     local = [job.source for job in jobs[:QUEUE_COUNTED_AT_MOST] if not job.source.startswith(REMOTE_PREFIX)]
     texts: dict[str, int] = {}

@@ -111,11 +111,11 @@ def test_a_long_queue_is_counted_from_a_sample(tmp_path, monkeypatch):
 
     files = corpus(tmp_path / "queued", range(31, 35), pages=3)  # four documents of the same size
     settings = load_settings({"queue": str(tmp_path / "q.db"), "store": str(tmp_path / "s.db")}, environ={})
+    whole = estimating.estimate(settings, [str(f) for f in files]).tokens
+    monkeypatch.setattr(estimating, "QUEUE_COUNTED_AT_MOST", 2)
     with open_queue(settings) as queue:
         enqueue_paths(queue, [str(f) for f in files])
-    whole = estimating.estimate(settings, [str(f) for f in files], queue_ahead=False).tokens
-    monkeypatch.setattr(estimating, "QUEUE_COUNTED_AT_MOST", 2)
-    ahead = estimating.estimate(settings, [str(files[0])]).queue_ahead
+        ahead = estimating.estimate(settings, [str(files[0])], queue).queue_ahead
     assert (ahead.jobs, ahead.counted_jobs) == (4, 2)
     assert abs(ahead.tokens - whole) <= 0.05 * whole  # two counted, doubled
 
@@ -126,8 +126,8 @@ def test_worker_processes_count_as_one_process_does(tmp_path):
     files = corpus(tmp_path / "uploads", range(41, 49), pages=2)
     pdfs.garbage(tmp_path / "uploads" / "garbage.pdf")
     settings = load_settings({"queue": str(tmp_path / "q.db"), "store": str(tmp_path / "s.db")}, environ={})
-    alone = estimate_paths(settings.replace(workers=1), [str(tmp_path / "uploads")], queue_ahead=False)
-    pooled = estimate_paths(settings.replace(workers=2), [str(tmp_path / "uploads")], queue_ahead=False)
+    alone = estimate_paths(settings.replace(workers=1), [str(tmp_path / "uploads")])
+    pooled = estimate_paths(settings.replace(workers=2), [str(tmp_path / "uploads")])
     assert pooled == alone and (alone.files, alone.pages, len(alone.refused)) == (len(files), 16, 1)
 
 
