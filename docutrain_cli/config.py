@@ -61,7 +61,7 @@ class Settings:
     grace_period: float = 30.0
     poll_interval: float = 1.0
     visibility_timeout: float = 120.0
-    processor: str = "docutrain_cli.pipeline.process:process_job"
+    processor: str = "docutrain_cli.run.process:process_job"
     # Cloudflare Queues (--queue cloudflare://<account_id>/<queue_id>)
     cloudflare_api_url: str = "https://api.cloudflare.com/client/v4"
     cloudflare_dead_queue: str | None = None  # the dead-letter queue's id

@@ -1,9 +1,10 @@
 """SQLite plumbing shared by the files several processes use at once: the
 local store, the status outbox and the local queue.
 
-One `connect()` (busy timeout, WAL, synchronous level), one `transaction()`
-and one non-blocking `try_lock()`, so each fact about how we use SQLite and
-flock has one home.
+One `connect()` (busy timeout, WAL, synchronous level), one
+`ProcessConnection` (a connection per process, never shared across a fork),
+one `transaction()` and one non-blocking `try_lock()`, so each fact about how
+we use SQLite and flock has one home.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 # How long a writer waits for another one before "database is locked":
 # workers replacing big chunk sets hold the store's lock for a while.
@@ -45,6 +46,29 @@ def connect(
     if schema:
         conn.executescript(schema)
     return conn
+
+
+class ProcessConnection:
+    """One connection for the process that uses it: opened by `open` on
+    first use, and opened again in a forked child, because a SQLite
+    connection must never be used on both sides of a fork."""
+
+    def __init__(self, open: Callable[[], sqlite3.Connection]):
+        self._open = open
+        self._conn: sqlite3.Connection | None = None
+        self._pid: int | None = None
+
+    def get(self) -> sqlite3.Connection:
+        if self._conn is None or self._pid != os.getpid():
+            self._conn = self._open()
+            self._pid = os.getpid()
+        return self._conn
+
+    def close(self) -> None:
+        """Close it if this process opened it (a child leaves its parent's alone)."""
+        if self._conn is not None and self._pid == os.getpid():
+            self._conn.close()
+        self._conn = self._pid = None
 
 
 def configure(conn: sqlite3.Connection, synchronous: str = "NORMAL") -> sqlite3.Connection:

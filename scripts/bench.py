@@ -409,7 +409,7 @@ def bench_dispatcher(mode: Mode, root: Path, ncpu: int, reps: int) -> tuple[list
             queue.close()
         wall, out = run(
             docutrain_cmd() + ["run", "--drain", "--workers", str(workers), "--json"],
-            base_env(d / "queue.db", d / "store.db", DOCUTRAIN_PROCESSOR="docutrain_cli.worker:noop"),
+            base_env(d / "queue.db", d / "store.db", DOCUTRAIN_PROCESSOR="docutrain_cli.run.worker:noop"),
             d,
         )
         summary = json.loads(out)
@@ -443,7 +443,7 @@ def bench_dispatcher(mode: Mode, root: Path, ncpu: int, reps: int) -> tuple[list
     details = {
         "jobs": n,
         "workers": workers,
-        "processor": "docutrain_cli.worker:noop",
+        "processor": "docutrain_cli.run.worker:noop",
         "timing": "run --json elapsed (pool start-up included, interpreter start-up excluded) vs the raw get/ack loop",
         "docutrain_jobs_per_s_wall": med(s["docutrain_wall"]),
         "raw_jobs_per_s_wall": med(s["raw_wall"]),
@@ -809,8 +809,8 @@ _pool_contexts: dict = {}  # store -> WorkerContext: one per pool process, as a 
 def _pool_process_job(task: tuple[str, str]) -> int:
     from docutrain_cli.config import load_settings
     from docutrain_cli.jobs import Job
-    from docutrain_cli.pipeline.process import process_job
-    from docutrain_cli.worker import WorkerContext
+    from docutrain_cli.run.process import process_job
+    from docutrain_cli.run.worker import WorkerContext
 
     store, path = task
     context = _pool_contexts.get(store)
@@ -849,7 +849,7 @@ def _child_main(argv: list[str]) -> None:
 
         import pymupdf  # noqa: F401 - loaded before the clock starts, as in the raw pool
         import docutrain_cli.pipeline.extract  # noqa: F401
-        import docutrain_cli.pipeline.process  # noqa: F401
+        import docutrain_cli.run.process  # noqa: F401
 
         workers, store, files = int(args[0]), args[1], args[2:]
         started = time.perf_counter()
@@ -907,8 +907,8 @@ def _child_main(argv: list[str]) -> None:
         if kind == "pipeline":
             from docutrain_cli.config import load_settings
             from docutrain_cli.jobs import Job
-            from docutrain_cli.pipeline.process import process_job
-            from docutrain_cli.worker import WorkerContext
+            from docutrain_cli.run.process import process_job
+            from docutrain_cli.run.worker import WorkerContext
 
             settings = load_settings({"store": store, "embedder": "offline"}, environ={})
             result = process_job(Job(id=1, source=path), WorkerContext(settings))

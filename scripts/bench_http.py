@@ -146,7 +146,7 @@ def wake_latencies(bench, root: Path, uploads: int) -> list[float]:
     import httpx
 
     d = bench.fresh_dir(root, "wake")
-    env = {"DOCUTRAIN_POLL_INTERVAL": POLL_INTERVAL, "DOCUTRAIN_PROCESSOR": "docutrain_cli.worker:noop"}
+    env = {"DOCUTRAIN_POLL_INTERVAL": POLL_INTERVAL, "DOCUTRAIN_PROCESSOR": "docutrain_cli.run.worker:noop"}
     proc, port = start_serve(bench, d, env)
     runner = subprocess.Popen(
         bench.docutrain_cmd() + ["run", "--workers", "1"],

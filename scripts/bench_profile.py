@@ -42,8 +42,8 @@ def _best(fn, n: int = 5) -> float:
 
 def pipeline(work: Path) -> None:
     from docutrain_cli.jobs import Job
-    from docutrain_cli.pipeline.process import process_job
-    from docutrain_cli.worker import WorkerContext
+    from docutrain_cli.run.process import process_job
+    from docutrain_cli.run.worker import WorkerContext
 
     pdf = bench.write_pdf(work / "p200.pdf", 200, 100)
     settings = WorkerContext(_settings(work))  # as a worker keeps it for all its jobs
@@ -69,9 +69,9 @@ def stages(work: Path) -> None:
     from docutrain_cli.jobs import Job
     from docutrain_cli.pipeline.chunk import chunk_pages
     from docutrain_cli.pipeline.extract import Extraction
-    from docutrain_cli.pipeline.process import process_job
+    from docutrain_cli.run.process import process_job
     from docutrain_cli.store.local import ChunkRow
-    from docutrain_cli.worker import WorkerContext
+    from docutrain_cli.run.worker import WorkerContext
 
     pdf = bench.write_pdf(work / "p200.pdf", 200, 100)
     context = WorkerContext(_settings(work))
@@ -116,13 +116,13 @@ def stages(work: Path) -> None:
 def _dispatch(work: Path, n: int, profile: cProfile.Profile | None = None) -> float:
     from docutrain_cli.jobs import Job
     from docutrain_cli.queues.local import LocalQueue
-    from docutrain_cli.runner import Runner
-    from docutrain_cli.recorder import StatusRecorder
+    from docutrain_cli.run.runner import Runner
+    from docutrain_cli.status.recorder import StatusRecorder
 
     run_dir = bench.fresh_dir(work, f"dispatch-{n}")
     (run_dir / "f.txt").write_text("x")
     settings = _settings(run_dir, queue=str(run_dir / "queue.db"), workers=2,
-                         processor="docutrain_cli.worker:noop")
+                         processor="docutrain_cli.run.worker:noop")
     queue = LocalQueue(run_dir / "queue.db")
     queue.enqueue([Job(id=0, source=str(run_dir / "f.txt"), sha256=f"{i:064x}") for i in range(n)])
     runner = Runner(settings, queue, status=StatusRecorder(settings))

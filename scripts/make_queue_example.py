@@ -10,13 +10,14 @@ import time
 from pathlib import Path
 
 from docutrain_cli.jobs import Job, JobResult
+from docutrain_cli.paths import beside, runner_lock_path
 from docutrain_cli.queues.local import LocalQueue
 
 
 def main(target: str = "queue.db.example") -> None:
     path = Path(target)
-    for suffix in ("", "-wal", "-shm", ".lock"):
-        Path(str(path) + suffix).unlink(missing_ok=True)
+    for leftover in (path, *_sidecars(path)):
+        leftover.unlink(missing_ok=True)
     queue = LocalQueue(path)
     names = ["welcome.pdf", "handbook.pdf", "scan.pdf", "flaky.pdf", "new.pdf", "later.pdf"]
     jobs = [Job(0, f"uploads/{n}", sha256=f"{i:064x}", user_id="demo-user") for i, n in enumerate(names, 1)]
@@ -35,9 +36,14 @@ def main(target: str = "queue.db.example") -> None:
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.execute("PRAGMA journal_mode=DELETE")
-    for suffix in ("-wal", "-shm", ".lock"):
-        Path(str(path) + suffix).unlink(missing_ok=True)
+    for leftover in _sidecars(path):
+        leftover.unlink(missing_ok=True)
     print(f"wrote {path}")
+
+
+def _sidecars(path: Path) -> list[Path]:
+    """SQLite's WAL files and the runner lock: none belongs in the example."""
+    return [beside(path, "-wal"), beside(path, "-shm"), runner_lock_path(path)]
 
 
 if __name__ == "__main__":

@@ -13,13 +13,13 @@ KEY = "sk-test-budget-workers-0123456789abcdef"
 
 def _embed_loop(base_url: str, store_spec: tuple[str, str], requests: int, words: int, barrier) -> None:
     from docutrain_cli.pipeline.embed import OpenAIEmbedder
-    from docutrain_cli.pipeline.ratelimit import RateBudget, SQLiteBudgetStore, budget_key
+    from docutrain_cli.ratelimit.budget import RateBudget, SQLiteBudgetStore, budget_key
 
     kind, where = store_spec
     if kind == "sqlite":
         store = SQLiteBudgetStore(where)
     else:
-        from docutrain_cli.pipeline.ratelimit_pg import PostgresBudgetStore
+        from docutrain_cli.ratelimit.postgres import PostgresBudgetStore
 
         store = PostgresBudgetStore(where)
     budget = RateBudget(store, budget_key(base_url, KEY, "text-embedding-3-small"))

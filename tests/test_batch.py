@@ -170,7 +170,7 @@ def test_failed_lines_go_into_the_next_batch_and_an_expired_batch_keeps_what_com
     from docutrain_cli.batch.ledger import Ledger, PendingChunk
     from docutrain_cli.batch.step import BatchStep
     from docutrain_cli.config import load_settings
-    from docutrain_cli.recorder import StatusRecorder
+    from docutrain_cli.status.recorder import StatusRecorder
     from docutrain_cli.store.local import LocalStore
 
     settings = load_settings({"store": str(tmp_path / "s.db")}, environ={
@@ -209,7 +209,7 @@ def test_a_text_that_keeps_failing_ends_its_documents_in_error(tmp_path, batch_a
     from docutrain_cli.batch.ledger import MAX_LINE_FAILURES, Ledger, PendingChunk
     from docutrain_cli.batch.step import BatchStep
     from docutrain_cli.config import load_settings
-    from docutrain_cli.recorder import StatusRecorder
+    from docutrain_cli.status.recorder import StatusRecorder
     from docutrain_cli.store.local import LocalStore
 
     settings = load_settings({"store": str(tmp_path / "s.db")}, environ={
@@ -334,7 +334,7 @@ def test_a_batch_that_fails_as_a_whole_returns_its_texts_and_pauses_new_batches(
     from docutrain_cli.batch.ledger import Ledger, PendingChunk
     from docutrain_cli.batch.step import BatchStep
     from docutrain_cli.config import load_settings
-    from docutrain_cli.recorder import StatusRecorder
+    from docutrain_cli.status.recorder import StatusRecorder
     from docutrain_cli.store.local import LocalStore
 
     settings = load_settings({"store": str(tmp_path / "s.db")}, environ={

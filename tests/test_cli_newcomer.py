@@ -83,7 +83,7 @@ def processed(docutrain, tmp_path):
     )
     (folder / "permanent-truncated-scan.pdf").write_text("not really a pdf")
     assert docutrain("enqueue", DEEP).returncode == 0
-    run = docutrain("run", "--drain", "--workers", "1", DOCUTRAIN_PROCESSOR="docutrain_cli.pipeline.process:process_job")
+    run = docutrain("run", "--drain", "--workers", "1", DOCUTRAIN_PROCESSOR="docutrain_cli.run.process:process_job")
     assert run.returncode == 3, run.stderr  # one dead on purpose
     return docutrain
 
@@ -159,7 +159,7 @@ def test_a_broken_pipe_that_is_not_stdout_is_an_error_not_silence(monkeypatch):
     # Click would turn any EPIPE (say, a socket to Supabase) into a silent exit 1.
     import typer
 
-    from docutrain_cli.clistyle import HelpCommand, HelpGroup, run_app
+    from docutrain_cli.cli.style import HelpCommand, HelpGroup, run_app
 
     app = typer.Typer(cls=HelpGroup)
 

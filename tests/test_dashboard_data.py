@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from docutrain_cli.activity import WorkerBoard
+from docutrain_cli.run.activity import WorkerBoard
 from docutrain_cli.jobs import Job, JobResult
 from docutrain_cli.queues.base import Finished
 from docutrain_cli.serve.overview import bar_chart, matches, throughput
@@ -26,7 +26,7 @@ def test_a_worker_killed_mid_job_disappears_from_the_board(tmp_path):
     store = tmp_path / "docutrain.db"
     code = (
         "import sys, time\n"
-        "from docutrain_cli import activity\n"
+        "from docutrain_cli.run import activity\n"
         "from docutrain_cli.jobs import Job\n"
         f"activity.start_worker({str(store)!r})\n"
         "activity.current().job_started(Job(id=7, source='/data/a.pdf', document_id='d7'))\n"
@@ -130,7 +130,7 @@ def test_metrics_on_pgmq_match_the_status_object(pg_url, pgmq_queue_name, tmp_pa
     from docutrain_cli.config import load_settings
     from docutrain_cli.queues import open_queue
     from docutrain_cli.serve import metrics
-    from docutrain_cli.recorder import status_report
+    from docutrain_cli.status.recorder import status_report
 
     settings = load_settings(
         {"queue": pg_url, "queue_name": pgmq_queue_name, "store": str(tmp_path / "docutrain.db")}

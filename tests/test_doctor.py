@@ -3,7 +3,7 @@ clients against the local stand-ins."""
 
 from __future__ import annotations
 
-from docutrain_cli.doctor import run_checks
+from docutrain_cli.cli.doctor import run_checks
 from docutrain_cli.store.local import ChunkRow
 from docutrain_cli.supabase.chunks import SupabaseChunks
 from docutrain_cli.supabase.client import make_client

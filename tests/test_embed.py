@@ -17,7 +17,7 @@ from docutrain_cli.pipeline.embed import (
     plan_batches,
 )
 from docutrain_cli.pipeline.models import price_per_million_tokens
-from docutrain_cli.worker import WorkerContext
+from docutrain_cli.run.worker import WorkerContext
 from openai_standin import fake_vector
 
 KEY = "sk-test-0123456789abcdefghij"

@@ -121,7 +121,7 @@ def test_a_long_queue_is_counted_from_a_sample(tmp_path, monkeypatch):
 
 
 def test_worker_processes_count_as_one_process_does(tmp_path):
-    from docutrain_cli.estimate import estimate as estimate_paths
+    from docutrain_cli.run.estimate import estimate as estimate_paths
 
     files = corpus(tmp_path / "uploads", range(41, 49), pages=2)
     pdfs.garbage(tmp_path / "uploads" / "garbage.pdf")
@@ -181,7 +181,7 @@ def test_scanned_pages_are_counted_not_read(docutrain, tmp_path, tesseract):
 
 
 def test_the_table_fits_eighty_columns():
-    from docutrain_cli.render import estimate_note, estimate_table
+    from docutrain_cli.cli.render import estimate_note, estimate_table
 
     data = {
         "files": 1200, "pages": 36_000, "chunks": 40_100, "tokens": 31_000_000, "cached_tokens": 1_000,

@@ -160,7 +160,7 @@ def test_load_hashes_the_bytes(tmp_path):
 
 def test_a_folder_scan_finds_every_format_extraction_reads(tmp_path):
     # One formats table drives both: `enqueue folder/` used to skip .markdown and .text.
-    from docutrain_cli.discover import discover
+    from docutrain_cli.pipeline.discover import discover
     from docutrain_cli.pipeline.formats import SUPPORTED_SUFFIXES, TEXT_SUFFIXES
 
     folder = tmp_path / "uploads"

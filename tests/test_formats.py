@@ -14,7 +14,7 @@ import pytest
 
 import docs
 import pdfs
-from docutrain_cli.discover import discover
+from docutrain_cli.pipeline.discover import discover
 from docutrain_cli.errors import PermanentError
 from docutrain_cli.pipeline.extract import Extraction
 from docutrain_cli.pipeline.formats import FORMATS, SUPPORTED_SUFFIXES, readme_table

@@ -17,8 +17,8 @@ from docutrain_cli.errors import PermanentError
 from docutrain_cli.jobs import Job
 from docutrain_cli.pipeline.extract import Extraction
 from docutrain_cli.pipeline.ocr import OcrOptions, OcrSupport, PageOcr, find_support, ocr_check
-from docutrain_cli.pipeline.process import process_job
-from docutrain_cli.worker import WorkerContext
+from docutrain_cli.run.process import process_job
+from docutrain_cli.run.worker import WorkerContext
 
 TEST_DPI = 150  # enough for 12 pt text; 300 (the default) doubles the time
 

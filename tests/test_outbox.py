@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 
 from docutrain_cli.jobs import Job, JobResult
-from docutrain_cli.outbox import Outbox, outbox_path
-from docutrain_cli.supabase.status import SupabaseStatusDelivery
-from docutrain_cli.recorder import StatusRecorder, sync
+from docutrain_cli.paths import outbox_path
+from docutrain_cli.status.outbox import Outbox
+from docutrain_cli.status.supabase import SupabaseStatusDelivery
+from docutrain_cli.status.recorder import StatusRecorder, sync
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -192,7 +193,7 @@ def test_changes_survive_a_killed_process(supabase_standin, supabase_settings):
     docs = [supabase_standin.project.add_document("pending") for _ in range(5)]
     script = (
         "import os, signal, sys\n"
-        "from docutrain_cli.outbox import Outbox\n"
+        "from docutrain_cli.status.outbox import Outbox\n"
         "box = Outbox(sys.argv[1])\n"
         "for doc in sys.argv[2:]:\n"
         "    box.record(doc, 'processing')\n"

@@ -14,12 +14,13 @@ import pytest
 from pdfs import multi_page
 from test_supabase_e2e import env_for
 
-from docutrain_cli import outbox, runner as runner_module
+from docutrain_cli.run import runner as runner_module
+from docutrain_cli.status import outbox
 from docutrain_cli.config import Settings
 from docutrain_cli.jobs import Job
 from docutrain_cli.queues.local import LocalQueue
-from docutrain_cli.runner import Runner
-from docutrain_cli.recorder import StatusRecorder
+from docutrain_cli.run.runner import Runner
+from docutrain_cli.status.recorder import StatusRecorder
 
 
 class Watched:

@@ -125,7 +125,7 @@ def test_ctrl_c_reaches_the_runner_only(docutrain, tmp_path):
 KILL_FORKSERVER_DURING_WORKER_START = textwrap.dedent("""
     import json, os, signal, time
     from pebble import ProcessPool
-    from docutrain_cli.pool import _forkserver_pid, _stop, forkserver_context
+    from docutrain_cli.run.pool import _forkserver_pid, _stop, forkserver_context
     from proctree import children
     from forkserver_pools import SlowToUnpickle
 
@@ -151,7 +151,7 @@ KILL_FORKSERVER_DURING_WORKER_START = textwrap.dedent("""
 STOP_WHILE_A_REPLACEMENT_STARTS = textwrap.dedent("""
     import json, os, signal, time
     from pebble import ProcessPool
-    from docutrain_cli.pool import _forkserver_pid, _stop, forkserver_context
+    from docutrain_cli.run.pool import _forkserver_pid, _stop, forkserver_context
     from proctree import children, ignores
     from forkserver_pools import SlowToUnpickle, deaf_to_sigterm
 
@@ -203,7 +203,7 @@ def test_a_pool_stopped_while_a_worker_starts_keeps_its_locks_until_the_workers_
 # forkserver died and kill itself.
 FORK_IN_A_WORKER = textwrap.dedent("""
     from pebble import ProcessPool
-    from docutrain_cli.pool import _stop, forkserver_context
+    from docutrain_cli.run.pool import _stop, forkserver_context
     from forkserver_pools import exit_code_of_a_fork
 
     pool = ProcessPool(max_workers=1, context=forkserver_context("tests.processors:record"))

@@ -15,8 +15,8 @@ import pdfs
 from docutrain_cli.config import Settings
 from docutrain_cli.errors import PermanentError, TransientError
 from docutrain_cli.jobs import Job, JobResult
-from docutrain_cli.pipeline.process import process_job
-from docutrain_cli.worker import WorkerContext
+from docutrain_cli.run.process import process_job
+from docutrain_cli.run.worker import WorkerContext
 from docutrain_cli.store.search import SearchError, search
 from docutrain_cli.store.local import LocalStore, unpack_vector
 from openai_standin import fake_vector, float32_roundtrip
@@ -272,7 +272,7 @@ MEMORY_PROBE = textwrap.dedent(
     import pdfs
     from docutrain_cli.config import Settings
     from docutrain_cli.jobs import Job
-    from docutrain_cli.pipeline.process import process_job
+    from docutrain_cli.run.process import process_job
 
     def peak_rss_kb():
         for line in open("/proc/self/status"):
@@ -283,7 +283,7 @@ MEMORY_PROBE = textwrap.dedent(
     # Full pages of prose: about a chunk a page, so per-chunk data shows up.
     small = pdfs.many_pages(folder / "small.pdf", pages=100, sentences_per_page=20)
     large = pdfs.many_pages(folder / "large.pdf", pages=1000, sentences_per_page=20)
-    from docutrain_cli.worker import WorkerContext
+    from docutrain_cli.run.worker import WorkerContext
     context = WorkerContext(Settings(store=str(folder / "m.db"), embedder="offline"))
     process_job(Job(id=0, source=str(small)), context)  # warm up: imports, caches
     out = {}

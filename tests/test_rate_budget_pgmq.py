@@ -14,8 +14,8 @@ import pytest
 import pdfs
 from test_pgmq_runners import Fleet
 
-from docutrain_cli.pipeline.ratelimit import RateBudget
-from docutrain_cli.pipeline.ratelimit_pg import PostgresBudgetStore
+from docutrain_cli.ratelimit.budget import RateBudget
+from docutrain_cli.ratelimit.postgres import PostgresBudgetStore
 
 pytestmark = pytest.mark.postgres
 
@@ -30,8 +30,8 @@ def test_two_processes_queue_their_reservations_in_one_row(pg_url, tmp_path):
     # Another process, its own connection: it queues behind the first one's turn.
     code = (
         "import sys\n"
-        "from docutrain_cli.pipeline.ratelimit import RateBudget\n"
-        "from docutrain_cli.pipeline.ratelimit_pg import PostgresBudgetStore\n"
+        "from docutrain_cli.ratelimit.budget import RateBudget\n"
+        "from docutrain_cli.ratelimit.postgres import PostgresBudgetStore\n"
         f"b = RateBudget(PostgresBudgetStore({pg_url!r}), {key!r}, tpm=6000, margin=0.0)\n"
         "print(b.reserve(100).wait)\n"
     )

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from docutrain_cli.pipeline.ratelimit import (
+from docutrain_cli.ratelimit.budget import (
     RateBudget,
     SQLiteBudgetStore,
     budget_key,
@@ -217,8 +217,8 @@ def test_the_live_display_log_lines_and_summary_show_the_budget(tmp_path):
 
     from rich.console import Console
 
-    from docutrain_cli.progress import LogObserver, RichObserver, budget_line, summary_line
-    from docutrain_cli.runner import RunSummary
+    from docutrain_cli.cli.progress import LogObserver, RichObserver, budget_line, summary_line
+    from docutrain_cli.run.summary import RunSummary
 
     budget = RateBudget(SQLiteBudgetStore(tmp_path / "b"), budget_key(None, KEY, "text-embedding-3-small"),
                         tpm=120_000)

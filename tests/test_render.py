@@ -11,10 +11,10 @@ from rich.console import Console
 
 from docutrain_cli.config import Settings
 from docutrain_cli.jobs import Job, JobResult, JobState
-from docutrain_cli.progress import RichObserver, summary_line
+from docutrain_cli.cli.progress import RichObserver, summary_line
 from docutrain_cli.queues.base import QueueStats
-from docutrain_cli.render import FileName, job_detail, jobs_table, plural, search_hits
-from docutrain_cli.runner import RunSummary
+from docutrain_cli.cli.render import FileName, job_detail, jobs_table, plural, search_hits
+from docutrain_cli.run.summary import RunSummary
 from docutrain_cli.store.local import Hit
 
 DEEP = "/home/someone/projects/docutrain/demo/uploads/2024/contracts/"

@@ -15,7 +15,7 @@ from conftest import make_files
 from docutrain_cli.config import Settings
 from docutrain_cli.jobs import JobState
 from docutrain_cli.queues.local import LocalQueue
-from docutrain_cli.runner import Runner
+from docutrain_cli.run.runner import Runner
 
 BY_NAME = {"DOCUTRAIN_PROCESSOR": "tests.processors:by_name"}
 RECORD = {"DOCUTRAIN_PROCESSOR": "tests.processors:record"}

@@ -193,7 +193,7 @@ def test_the_outbox_backlogs_and_their_last_errors_are_shown(docutrain):
     from dashboard_server import settings_for
 
     from docutrain_cli.jobs import Job
-    from docutrain_cli.recorder import StatusRecorder, status_report
+    from docutrain_cli.status.recorder import StatusRecorder, status_report
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))

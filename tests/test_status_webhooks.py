@@ -16,8 +16,8 @@ from webhook_receiver import Receiver
 
 from docutrain_cli.config import Settings
 from docutrain_cli.jobs import Job, JobResult
-from docutrain_cli.recorder import StatusRecorder
-from docutrain_cli.webhooks import SIGNATURE_HEADER, sign, verify_signature
+from docutrain_cli.status.recorder import StatusRecorder
+from docutrain_cli.status.webhooks import SIGNATURE_HEADER, sign, verify_signature
 
 SECRET = "whsec-test-0123456789abcdef"
 ORDER = {"processing": 0, "ready": 1, "error": 1}

@@ -20,7 +20,7 @@ from docutrain_cli.config import Settings, load_settings
 from docutrain_cli.errors import ConfigError, PermanentError
 from docutrain_cli.jobs import Job, JobState
 from docutrain_cli.queues.local import LocalQueue
-from docutrain_cli.runner import Runner
+from docutrain_cli.run.runner import Runner
 from docutrain_cli.supabase.pull import pending_jobs
 from docutrain_cli.supabase.storage import check_object_path, check_source
 

@@ -164,7 +164,7 @@ def test_a_store_used_before_fork_reconnects_in_the_child(tmp_path):
 def _open_and_write(kind: str, path: str, barrier) -> None:
     import time
 
-    from docutrain_cli.outbox import Outbox
+    from docutrain_cli.status.outbox import Outbox
     from docutrain_cli.queues.local import LocalQueue
 
     barrier.wait()  # everyone opens the fresh file at the same moment

@@ -11,13 +11,13 @@ import pytest
 
 from docutrain_cli.errors import PermanentError, TransientError
 from docutrain_cli.jobs import Job, JobResult
-from docutrain_cli.outbox import StatusChange
-from docutrain_cli.recorder import StatusRecorder
+from docutrain_cli.status.outbox import StatusChange
+from docutrain_cli.status.recorder import StatusRecorder
 from docutrain_cli.store.local import ChunkRow, LocalStore
 from docutrain_cli.supabase import chunks as chunks_module
 from docutrain_cli.supabase.chunks import SupabaseChunks
 from docutrain_cli.supabase.client import make_client
-from docutrain_cli.supabase.status import SupabaseStatusDelivery
+from docutrain_cli.status.supabase import SupabaseStatusDelivery
 from docutrain_cli.supabase.storage import download
 
 

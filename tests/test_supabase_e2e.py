@@ -10,7 +10,7 @@ import uuid
 from pdfs import multi_page
 
 from docutrain_cli.config import Settings
-from docutrain_cli.recorder import sync
+from docutrain_cli.status.recorder import sync
 
 FAST = dict(DOCUTRAIN_EMBEDDER="offline", DOCUTRAIN_WORKERS="2")
 

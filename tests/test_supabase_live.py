@@ -23,12 +23,12 @@ import uuid
 import pytest
 
 from docutrain_cli.config import load_settings
-from docutrain_cli.doctor import run_checks
-from docutrain_cli.outbox import Outbox
+from docutrain_cli.cli.doctor import run_checks
+from docutrain_cli.status.outbox import Outbox
 from docutrain_cli.pipeline.models import vector_dimensions
 from docutrain_cli.supabase.chunks import SupabaseChunks
 from docutrain_cli.supabase.client import make_client
-from docutrain_cli.supabase.status import SupabaseStatusDelivery
+from docutrain_cli.status.supabase import SupabaseStatusDelivery
 from docutrain_cli.supabase.storage import download
 from docutrain_cli.store.local import ChunkRow
 

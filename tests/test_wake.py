@@ -17,7 +17,7 @@ from conftest import wait_for
 from serving import TOKEN, start_serve_process
 
 from docutrain_cli.queues.local import LocalQueue
-from docutrain_cli.queues.wake import wake_path
+from docutrain_cli.paths import wake_path
 
 SLOW_POLL = dict(DOCUTRAIN_POLL_INTERVAL="60s", DOCUTRAIN_PROCESSOR="tests.processors:record", DOCUTRAIN_WORKERS="1")
 
@@ -146,9 +146,9 @@ def test_reconcile_queues_a_pending_row_no_webhook_announced(docutrain, supabase
 
 
 def test_reconcile_skips_active_documents_and_those_whose_status_is_still_in_the_outbox(supabase_settings, supabase_standin):
-    from docutrain_cli.outbox import Outbox
-    from docutrain_cli.reconcile import Reconciler
-    from docutrain_cli.recorder import StatusRecorder
+    from docutrain_cli.status.outbox import Outbox
+    from docutrain_cli.run.reconcile import Reconciler
+    from docutrain_cli.status.recorder import StatusRecorder
 
     project = supabase_standin.project
     a = project.add_document("pending", storage_path="u/a.pdf")

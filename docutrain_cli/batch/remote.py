@@ -53,7 +53,7 @@ class BatchAPI:
     def __init__(self, embedder):
         self.embedder = embedder
         self.client = embedder.client
-        self.openai = embedder._openai
+        self.openai = embedder.openai
 
     def _call(self, what: str, fn, *args, **kwargs):
         try:
@@ -66,7 +66,7 @@ class BatchAPI:
         empty quota is an AccountError, which stops the run), saying which
         call failed. A 404 here is a file or batch, not the model."""
         if isinstance(exc, self.openai.NotFoundError):
-            return TransientError(f"{what}: not found (404): {self.embedder._clean(exc)}")
+            return TransientError(f"{what}: not found (404): {self.embedder.clean_message(exc)}")
         mapped = self.embedder.classify(exc)
         return type(mapped)(f"{what}: {mapped}")
 

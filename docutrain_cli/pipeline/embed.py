@@ -19,8 +19,8 @@ from typing import Iterator, Protocol, Sequence
 
 from docutrain_cli.errors import AccountError, JobError, PermanentError, TransientError
 from docutrain_cli.pipeline.models import DEFAULT_DIMENSIONS, OFFLINE_DIMENSIONS, OFFLINE_MODEL
-from docutrain_cli.pipeline.pacing import Pacer
-from docutrain_cli.pipeline.ratelimit import RateBudget, refusal_wait
+from docutrain_cli.ratelimit.pacing import Pacer
+from docutrain_cli.ratelimit.budget import RateBudget, refusal_wait
 from docutrain_cli.pipeline.tokens import TokenCounter, counter_for, EstimatingCounter
 
 # OpenAI's limits for one embeddings request and one input.
@@ -195,7 +195,7 @@ class OpenAIEmbedder:
     ) -> None:
         import openai  # heavy: only workers get here
 
-        self._openai = openai
+        self.openai = openai  # the SDK module, for its exception classes (also BatchAPI's)
         self._api_key = api_key
         # max_retries=0: the SDK would retry a 429 on its own, blind to the
         # shared budget; we handle 429s (and retry 5xx) in _embed_batch.
@@ -302,7 +302,7 @@ class OpenAIEmbedder:
         everyone else wait too) and tries again, until `patience` runs out
         or the job's deadline nears; then the job goes back to the queue
         unharmed (RateLimitedError)."""
-        openai = self._openai
+        openai = self.openai
         kwargs = {"model": self.model, "input": texts, "encoding_format": "float"}
         if self.requested_dimensions:
             kwargs["dimensions"] = self.requested_dimensions
@@ -395,7 +395,7 @@ class OpenAIEmbedder:
         """An openai exception as PermanentError, TransientError or
         AccountError, with a message a user can act on and no key in it
         (also used by doctor)."""
-        openai = self._openai
+        openai = self.openai
         # Not a document's fault: AccountError stops the run and leaves the jobs queued.
         if isinstance(exc, openai.AuthenticationError):
             return AccountError(
@@ -403,7 +403,7 @@ class OpenAIEmbedder:
             )
         if isinstance(exc, openai.PermissionDeniedError):
             return AccountError(
-                f"OpenAI denied access (403): {self._clean(exc)}; check that the key in OPENAI_API_KEY "
+                f"OpenAI denied access (403): {self.clean_message(exc)}; check that the key in OPENAI_API_KEY "
                 f"may use {self.model}"
             )
         if isinstance(exc, openai.NotFoundError):
@@ -416,7 +416,7 @@ class OpenAIEmbedder:
                 )
             return TransientError("rate limited by the embedding server (429)")
         if isinstance(exc, openai.BadRequestError):
-            return PermanentError(f"the embedding server refused the request (400): {self._clean(exc)}")
+            return PermanentError(f"the embedding server refused the request (400): {self.clean_message(exc)}")
         if isinstance(exc, openai.APITimeoutError):
             return TransientError("the embedding server timed out")
         if isinstance(exc, openai.APIConnectionError):
@@ -425,12 +425,13 @@ class OpenAIEmbedder:
             if exc.status_code >= 500 or exc.status_code in (408, 409):
                 return TransientError(f"embedding server error ({exc.status_code})")
             return PermanentError(
-                f"the embedding server refused the request ({exc.status_code}): {self._clean(exc)}"
+                f"the embedding server refused the request ({exc.status_code}): {self.clean_message(exc)}"
             )
         return TransientError(f"embedding request failed: {type(exc).__name__}")
 
-    def _clean(self, exc: Exception) -> str:
-        """The server's message, without anything that looks like a key."""
+    def clean_message(self, exc: Exception) -> str:
+        """The server's message, without anything that looks like a key (also
+        BatchAPI's, for the errors of its file and batch calls)."""
         body = getattr(exc, "body", None)
         message = body.get("message") if isinstance(body, dict) else None
         text = " ".join(str(message or exc).split())
@@ -471,7 +472,7 @@ def make_embedder(
     if not settings.openai_api_key:
         raise PermanentError("embedder is 'openai' but OPENAI_API_KEY is not set")
     if budget is None:
-        from docutrain_cli.pipeline.ratelimit import open_budget
+        from docutrain_cli.ratelimit.budget import open_budget
 
         budget = open_budget(settings)
     return OpenAIEmbedder(

@@ -66,12 +66,13 @@ def _docx_blocks(document) -> Iterator[Block]:
     from docx.table import Table
     from docx.text.paragraph import Paragraph
 
-    body = document._body  # the container python-docx wraps paragraphs and tables in
+    # Wrapped with the document as their parent: it provides the story part
+    # paragraph styles are looked up in, all a parent is asked for.
     for element in _body_elements(document.element.body):
         if element.tag == _W + "tbl":
-            yield from _docx_rows(Table(element, body))
+            yield from _docx_rows(Table(element, document))
             continue
-        paragraph = Paragraph(element, body)
+        paragraph = Paragraph(element, document)
         text = clean(paragraph.text)
         if not text:
             continue
@@ -91,7 +92,8 @@ _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 def _body_elements(parent) -> Iterator:
     """Paragraphs and tables in document order, including those inside
     content controls (w:sdt), where templates and forms keep their text and
-    python-docx's iter_inner_content() does not look."""
+    python-docx's iter_inner_content() does not look (it yields the body's
+    own w:p and w:tbl only), which is why we walk the XML here."""
     for child in parent.iterchildren():
         if child.tag in (_W + "p", _W + "tbl"):
             yield child
@@ -113,13 +115,12 @@ def _heading_level(style: str) -> int:
 
 def _docx_rows(table) -> Iterator[Block]:
     for table_row in table.rows:
-        cells, seen = [], set()
-        for cell in table_row.cells:
-            # A merged cell is returned once per grid column it spans.
-            if id(cell._tc) in seen:
-                continue
-            seen.add(id(cell._tc))
-            cells.append(cell.text)
+        grid, cells, column = table_row.cells, [], 0
+        while column < len(grid):
+            # A merged cell comes once per grid column it spans (vertically
+            # merged ones as the cell above): take it once.
+            cells.append(grid[column].text)
+            column += max(1, grid[column].grid_span)
         if any(c.strip() for c in cells):
             yield row(cells)
 

@@ -38,8 +38,9 @@ from docutrain_cli.jobs import STATES, Job, JobState
 from docutrain_cli import sqlite
 from docutrain_cli.queues.base import Finished, JobQueue, QueueStats
 from docutrain_cli.queues.lock import RunnerLock, describe_holder
+from docutrain_cli.paths import runner_lock_path, wake_path
 from docutrain_cli.queues.order import Columns
-from docutrain_cli.queues.wake import Poker, SocketWaiter, wake_path
+from docutrain_cli.queues.wake import Poker, SocketWaiter
 
 TABLE = "ack_queue_default"  # persist-queue's table for name="default"
 DONE_TABLE = "docutrain_done"
@@ -118,7 +119,7 @@ class LocalQueue(JobQueue):
             )
         except sqlite3.DatabaseError as exc:
             raise DocutrainError(f"{self.path}: not a docutrain queue file: {exc}") from None
-        self._lock = RunnerLock(str(self.path) + ".lock")
+        self._lock = RunnerLock(runner_lock_path(self.path))
         self._poker = Poker(wake_path(self.path))
 
     # -- producers -------------------------------------------------------

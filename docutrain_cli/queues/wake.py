@@ -31,11 +31,6 @@ log = logging.getLogger("docutrain.wake")
 MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with the terminating NUL
 
 
-def wake_path(queue_path: str | os.PathLike[str]) -> Path:
-    path = Path(queue_path)
-    return path.with_name(path.name + ".wake")
-
-
 class Poker:
     """The producer side: one unconnected socket, reused for every send."""
 

@@ -35,11 +35,11 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from docutrain_cli.activity import WorkerBoard
+from docutrain_cli.run.activity import WorkerBoard
 from docutrain_cli.config import Settings
 from docutrain_cli.jobs import STATES, JobState
 from docutrain_cli.errors import DocutrainError
-from docutrain_cli.pipeline.ratelimit import current_budget
+from docutrain_cli.ratelimit.budget import current_budget
 from docutrain_cli.serve import metrics
 from docutrain_cli.serve import session as sess
 from docutrain_cli.serve.handles import QueueHandles
@@ -208,7 +208,7 @@ class Dashboard:
         if state not in (None, *STATES):
             state = None
         search = request.query_params.get("q", "")[:200]
-        from docutrain_cli.recorder import outbox_status, webhook_outbox_status
+        from docutrain_cli.status.recorder import outbox_status, webhook_outbox_status
 
         def work(queue):
             with WorkerBoard.for_store(self.settings.store) as board:

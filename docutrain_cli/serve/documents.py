@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from docutrain_cli.enqueue import enqueue_document
+from docutrain_cli.queues.enqueue import enqueue_document
 from docutrain_cli.jobs import Job, JobState
 from docutrain_cli.serve.body import read_json, text_field
 from docutrain_cli.serve.errors import ApiError

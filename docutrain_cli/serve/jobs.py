@@ -36,7 +36,7 @@ async def retry_job(request: Request) -> JSONResponse:
 
 
 async def queue_status(request: Request) -> JSONResponse:
-    from docutrain_cli.recorder import status_report
+    from docutrain_cli.status.recorder import status_report
 
     settings = request.app.state.settings
     report = await request.app.state.handles.call(lambda queue: status_report(settings, queue.stats(time.time())))

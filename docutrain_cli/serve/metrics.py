@@ -19,7 +19,7 @@ queue and the files next to the store at scrape time, the same sources as
   has live workers); `docutrain_workers`: live worker processes on this machine;
 - `docutrain_embedding_*{model,endpoint}` (limits, tokens in the last minute,
   time waited for the budget, 429s, an account problem): the rate budget's
-  rows (pipeline/ratelimit.py), shared by every runner of the queue, as
+  rows (ratelimit/budget.py), shared by every runner of the queue, as
   `status --json`'s `embedding_budget`. Budgets of two keys on one model and
   endpoint (a key was changed) show the newest.
 
@@ -35,7 +35,7 @@ from typing import Callable, Iterator
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from docutrain_cli.activity import WorkerBoard
+from docutrain_cli.run.activity import WorkerBoard
 from docutrain_cli.config import Settings
 from docutrain_cli.jobs import STATES
 from docutrain_cli.queues import JobQueue, open_queue
@@ -53,7 +53,7 @@ class DocutrainCollector:
         return []  # collected at scrape time only (no scrape at registration)
 
     def collect(self) -> Iterator[Metric]:
-        from docutrain_cli.recorder import budget_status, outbox_status
+        from docutrain_cli.status.recorder import budget_status, outbox_status
 
         queue = self._open_queue(self.settings)
         try:

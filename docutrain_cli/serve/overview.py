@@ -6,10 +6,10 @@ store, so it is right whichever process (or machine) did the work.
 - jobs and pages finished per minute, embedding tokens per minute: the
   queue's own records of finished jobs (`queue.finished()`), which carry
   finished_at and the job's result;
-- the workers and what each one is on: `<store>.workers` (see activity.py);
+- the workers and what each one is on: `<store>.workers` (see run/activity.py);
 - the Supabase outbox: `<store>.outbox`;
 - the embedding rate budget (limit, waits, an account problem): the budget's
-  row beside the queue (pipeline/ratelimit.py `current_budget`).
+  row beside the queue (ratelimit/budget.py `current_budget`).
 
 Plain data only: the templates render it, /metrics reads the same sources.
 """
@@ -21,7 +21,7 @@ import math
 import time
 from typing import Any
 
-from docutrain_cli.activity import WorkerBoard, WorkerInfo
+from docutrain_cli.run.activity import WorkerBoard, WorkerInfo
 from docutrain_cli.jobs import Job, JobState
 from docutrain_cli.queues.base import Finished, JobQueue, QueueStats
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import os
 
 from docutrain_cli.config import Settings
-from docutrain_cli.discover import sha256_file
 from docutrain_cli.errors import PermanentError
+from docutrain_cli.pipeline.discover import sha256_file
 from docutrain_cli.serve.errors import ApiError
 
 

@@ -200,17 +200,13 @@ class LocalStore:
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
-        self._conn: sqlite3.Connection | None = None
-        self._pid: int | None = None
+        self._connection = sqlite.ProcessConnection(self._connect)
 
     # -- connection ---------------------------------------------------------
 
     @property
     def conn(self) -> sqlite3.Connection:
-        if self._conn is None or self._pid != os.getpid():
-            self._conn = self._connect()
-            self._pid = os.getpid()
-        return self._conn
+        return self._connection.get()
 
     def _connect(self) -> sqlite3.Connection:
         # Autocommit: we BEGIN ourselves (sqlite.transaction), so transactions stay short and explicit.
@@ -220,10 +216,7 @@ class LocalStore:
         return conn
 
     def close(self) -> None:
-        if self._conn is not None and self._pid == os.getpid():
-            self._conn.close()
-        self._conn = None
-        self._pid = None
+        self._connection.close()
 
     def __enter__(self) -> "LocalStore":
         return self

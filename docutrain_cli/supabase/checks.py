@@ -1,6 +1,6 @@
 """`docutrain doctor`'s checks of a Supabase project: reachable, tables and
 columns, the match function, the vector size, the storage bucket. Each takes
-the settings and one client and returns a Check; doctor.py runs them (and
+the settings and one client and returns a Check; cli/doctor.py runs them (and
 uses the same Check for its own checks of the settings and of OpenAI).
 """
 

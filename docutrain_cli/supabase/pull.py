@@ -6,7 +6,7 @@ database this way, because a row stays 'pending' until a worker picks it up.
 from __future__ import annotations
 
 from docutrain_cli.config import Settings
-from docutrain_cli.discover import Refused
+from docutrain_cli.pipeline.discover import Refused
 from docutrain_cli.errors import PermanentError
 from docutrain_cli.supabase.client import DEFAULT_TIMEOUT, classify, close_client, make_client
 from docutrain_cli.supabase.storage import make_source

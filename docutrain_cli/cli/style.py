@@ -20,7 +20,7 @@ import functools
 import inspect
 import os
 import sys
-from typing import Callable
+from typing import Callable, Optional
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
@@ -154,7 +154,7 @@ def also_after_the_command(command, options: dict[str, tuple[str, str, str]]):
     signature = inspect.signature(command)
     extra = [
         inspect.Parameter(
-            f"{key}_after", inspect.Parameter.KEYWORD_ONLY, annotation="Optional[str]",
+            f"{key}_after", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
             default=typer.Option(None, flag, metavar=metavar, help=text, show_default=False),
         )
         for key, (flag, metavar, text) in options.items()
@@ -170,7 +170,9 @@ def also_after_the_command(command, options: dict[str, tuple[str, str, str]]):
         return command(*args, **kwargs)
 
     wrapper.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *extra])
-    wrapper.__annotations__ = {**command.__annotations__, **{p.name: "Optional[str]" for p in extra}}
+    # The type itself, not the string "Optional[str]": typer resolves string
+    # annotations in the command's module, which need not import Optional.
+    wrapper.__annotations__ = {**command.__annotations__, **{p.name: Optional[str] for p in extra}}
     return wrapper
 
 

@@ -27,14 +27,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-from docutrain_cli.discover import Refused, discover
+from docutrain_cli.pipeline.discover import Refused, discover
 from docutrain_cli.errors import PermanentError, one_line
 from docutrain_cli.jobs import JobState
 from docutrain_cli.pipeline.embed import MAX_INPUT_TOKENS, budget_weights
 from docutrain_cli.pipeline.load import REMOTE_PREFIX, load_local
 from docutrain_cli.pipeline.models import cache_dimensions, cost_usd, embedding_model
 from docutrain_cli.pipeline.ocr import OcrOptions, PageOcr
-from docutrain_cli.pipeline.process import chunk_document, text_sha256
+from docutrain_cli.run.process import chunk_document, text_sha256
 from docutrain_cli.pipeline.tokens import counter_for
 
 if TYPE_CHECKING:
@@ -146,7 +146,7 @@ class Pricing:
         model = embedding_model(settings)
         if settings.embedder_kind == "offline":
             return cls(model, None, None, None)
-        from docutrain_cli.pipeline.ratelimit import current_budget
+        from docutrain_cli.ratelimit.budget import current_budget
 
         view = current_budget(settings) or {}
         if settings.embedding_tpm:  # the settings win over what was learned, as in the budget

@@ -1,6 +1,6 @@
 """How the CLI shows things: tables, times, job details, search hits.
 
-Kept apart from `cli.py` so the CLI stays a thin layer of flags and exit
+Kept apart from the commands so the CLI stays a thin layer of flags and exit
 codes, and so every rendering can be tested at a fixed terminal width
 (`rich.console.Console(width=80)`) without running a command.
 

@@ -22,7 +22,7 @@ from docutrain_cli.pipeline.models import cost_usd
 from docutrain_cli.store.local import ChunkRow
 
 if TYPE_CHECKING:  # the worker runs us; we only read its context
-    from docutrain_cli.worker import WorkerContext
+    from docutrain_cli.run.worker import WorkerContext
 
 # Imported lazily below; the runner's forkserver imports it once for all workers.
 WORKER_PRELOAD = ("docutrain_cli.pipeline.extract",)

@@ -26,26 +26,19 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-import os
 import time
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from docutrain_cli.config import Settings
 from docutrain_cli.errors import PermanentError, TransientError
-from docutrain_cli.outbox import StatusChange
+from docutrain_cli.status.outbox import StatusChange
 
 SIGNATURE_HEADER = "X-Docutrain-Signature"
 EVENT = "document.status"
 TOLERANCE_SECONDS = 300
 RETRY_STATUSES = {408, 425, 429}
 GONE_STATUSES = {404, 410}
-
-
-def webhook_outbox_path(store_path: str | os.PathLike[str]) -> Path:
-    path = Path(store_path)
-    return path.with_name(path.name + ".webhooks")
 
 
 def payload(change: StatusChange) -> dict[str, Any]:

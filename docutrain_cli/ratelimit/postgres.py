@@ -3,7 +3,7 @@
 Runners on several machines that drain one pgmq queue use one API key, so
 they must share one budget; the database they already share holds it. Each
 change is one short transaction that locks the row (`SELECT ... FOR
-UPDATE`), so the arithmetic in `ratelimit.RateBudget` stays in one place.
+UPDATE`), so the arithmetic in `budget.RateBudget` stays in one place.
 Time comes from the database clock, so machines with skewed clocks still
 agree on when the bucket was last refilled.
 """
@@ -16,7 +16,7 @@ from typing import Callable, TypeVar
 
 from docutrain_cli.config import redact_url
 from docutrain_cli.errors import TransientError
-from docutrain_cli.pipeline.ratelimit import FIELDS, BudgetRow
+from docutrain_cli.ratelimit.row import FIELDS, BudgetRow
 
 TABLE = "public.docutrain_rate_budget"
 T = TypeVar("T")

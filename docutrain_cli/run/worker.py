@@ -16,11 +16,11 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-from docutrain_cli import activity
+from docutrain_cli.run import activity
 from docutrain_cli.config import Settings
 from docutrain_cli.errors import ConfigError
 from docutrain_cli.jobs import Job, JobResult
-from docutrain_cli.progress_channel import ProgressSender
+from docutrain_cli.run.progress_channel import ProgressSender
 
 class WorkerContext:
     """Everything a processor reuses from one job to the next in its process.
@@ -62,10 +62,10 @@ class WorkerContext:
 
     @property
     def budget(self):
-        """The embedding API's shared rate budget (docutrain_cli.pipeline.ratelimit),
+        """The embedding API's shared rate budget (docutrain_cli.ratelimit.budget),
         or None with the offline embedder, which has no limit."""
         if self._budget is None and self.settings.embedder_kind == "openai":
-            from docutrain_cli.pipeline.ratelimit import open_budget
+            from docutrain_cli.ratelimit.budget import open_budget
 
             self._budget = open_budget(self.settings)
         return self._budget
@@ -136,7 +136,7 @@ def worker_modules(spec: str) -> list[str]:
     lazily and names in `WORKER_PRELOAD` (so the runner stays light)."""
     module_name = spec.partition(":")[0]
     declared = getattr(importlib.import_module(module_name), "WORKER_PRELOAD", ())
-    return list(dict.fromkeys(["docutrain_cli.forkserver_child", __name__, module_name, *declared]))
+    return list(dict.fromkeys(["docutrain_cli.run.forkserver_child", __name__, module_name, *declared]))
 
 
 def _die_with_runner(runner_pid: int) -> None:

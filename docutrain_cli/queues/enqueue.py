@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterable
 
-from docutrain_cli.discover import Refused, discover
+from docutrain_cli.pipeline.discover import Refused, discover
 from docutrain_cli.errors import UsageError
 from docutrain_cli.jobs import Job
 from docutrain_cli.queues.base import JobQueue

@@ -15,10 +15,11 @@ from typing import Any
 
 from docutrain_cli.config import Settings
 from docutrain_cli.jobs import Job, JobResult
-from docutrain_cli.outbox import Delivery, FlushResult, Outbox
+from docutrain_cli.paths import outbox_path, webhook_outbox_path
+from docutrain_cli.status.outbox import Delivery, FlushResult, Outbox
 from docutrain_cli.queues.base import QueueStats
 from docutrain_cli.store.local import LocalStore
-from docutrain_cli.webhooks import WebhookDelivery, webhook_outbox_path
+from docutrain_cli.status.webhooks import WebhookDelivery
 
 log = logging.getLogger("docutrain.status")
 
@@ -48,7 +49,7 @@ class StatusRecorder:
     @property
     def delivery(self) -> Delivery:
         if self._delivery is None:  # its client is made on first flush, in this process
-            from docutrain_cli.supabase.status import SupabaseStatusDelivery
+            from docutrain_cli.status.supabase import SupabaseStatusDelivery
 
             self._delivery = SupabaseStatusDelivery(self.settings, timeout=self._request_timeout)
         return self._delivery
@@ -209,8 +210,8 @@ def status_report(settings: Settings, stats: QueueStats) -> dict:
 
 
 def budget_status(settings: Settings) -> list[dict]:
-    """The embedding rate budget(s) this queue has seen (docutrain_cli.pipeline.ratelimit)."""
-    from docutrain_cli.pipeline.ratelimit import budget_status as read
+    """The embedding rate budget(s) this queue has seen (docutrain_cli.ratelimit.budget)."""
+    from docutrain_cli.ratelimit.budget import budget_status as read
 
     return read(settings)
 
@@ -218,8 +219,6 @@ def budget_status(settings: Settings) -> list[dict]:
 def outbox_status(settings: Settings) -> dict | None:
     """The outbox fields for `docutrain status`, or None when there is no
     outbox yet (nothing was ever recorded for Supabase). Read-only otherwise."""
-    from docutrain_cli.outbox import outbox_path
-
     path = outbox_path(settings.store)
     if not path.exists():
         return None

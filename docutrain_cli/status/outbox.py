@@ -2,10 +2,10 @@
 first, then pushed to its destination in batches, and retried until delivered.
 
 The outbox knows nothing about where changes go: `flush` hands each one to
-a `Delivery` (today Supabase's `user_documents`, supabase/status.py). A
+a `Delivery` (today Supabase's `user_documents`, status/supabase.py). A
 second destination (e.g. signed HTTP webhooks) is a second Delivery with its
 own outbox file, and gets the same ordering, backoff and guarantees without
-touching this module. That is also why it lives at the top, not in supabase/.
+touching this module. That is also why it lives in status/, not in supabase/.
 
 Guarantees and how they are kept:
 - Nothing is lost: a change is one committed INSERT (WAL, synchronous=FULL)
@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from docutrain_cli import sqlite
+from docutrain_cli.paths import flush_lock_path, outbox_path
 from docutrain_cli.errors import PermanentError, TransientError
 
 log = logging.getLogger("docutrain.outbox")
@@ -97,11 +98,6 @@ class Delivery(Protocol):
     def deliver(self, change: StatusChange) -> bool: ...
 
 
-def outbox_path(store_path: str | os.PathLike[str]) -> Path:
-    path = Path(store_path)
-    return path.with_name(path.name + ".outbox")
-
-
 @dataclasses.dataclass(frozen=True)
 class FlushResult:
     delivered: int = 0  # changes the destination took (rows matched)
@@ -118,8 +114,10 @@ class FlushResult:
 class Outbox:
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
-        self._conn: sqlite3.Connection | None = None
-        self._pid: int | None = None
+        # synchronous=FULL: a status change must survive a power cut.
+        self._connection = sqlite.ProcessConnection(
+            lambda: sqlite.connect(self.path, synchronous="FULL", schema=SCHEMA)
+        )
 
     @classmethod
     def for_store(cls, store_path: str | os.PathLike[str]) -> "Outbox":
@@ -129,16 +127,10 @@ class Outbox:
 
     @property
     def conn(self) -> sqlite3.Connection:
-        if self._conn is None or self._pid != os.getpid():  # never reuse across fork
-            # synchronous=FULL: a status change must survive a power cut.
-            self._conn = sqlite.connect(self.path, synchronous="FULL", schema=SCHEMA)
-            self._pid = os.getpid()
-        return self._conn
+        return self._connection.get()
 
     def close(self) -> None:
-        if self._conn is not None and self._pid == os.getpid():
-            self._conn.close()
-        self._conn = self._pid = None
+        self._connection.close()
 
     def __enter__(self) -> "Outbox":
         return self
@@ -244,7 +236,7 @@ class Outbox:
             return FlushResult(skipped=f"backing off until {time.strftime('%H:%M:%S', time.localtime(retry_after))}")
         if not self.conn.execute("SELECT 1 FROM status_outbox LIMIT 1").fetchone():
             return FlushResult()
-        lock = sqlite.try_lock(self.path.with_name(self.path.name + ".lock"))
+        lock = sqlite.try_lock(flush_lock_path(self.path))
         if lock is None:
             return FlushResult(skipped="another process is syncing this outbox")
         try:

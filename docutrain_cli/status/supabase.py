@@ -15,7 +15,7 @@ import datetime as dt
 from typing import Any
 
 from docutrain_cli.config import Settings
-from docutrain_cli.outbox import StatusChange
+from docutrain_cli.status.outbox import StatusChange
 from docutrain_cli.supabase.client import DEFAULT_TIMEOUT, classify, close_client, make_client
 
 STATUS_FIELDS = ("status", "error_message", "page_count", "chunk_count", "processed_at", "updated_at")

@@ -20,13 +20,13 @@ from docutrain_cli.config import Settings
 from docutrain_cli.errors import AccountError, RateLimitedError
 from docutrain_cli.jobs import Job, JobResult, RetryPolicy
 from docutrain_cli.queues.base import JobQueue
-from docutrain_cli.pool import InProcessPool, PoolBroken, PoolStartError, WorkerPool, WorkerPoolError
-from docutrain_cli.periodic import Periodic
-from docutrain_cli.run_events import RunObserver, StatusListener
-from docutrain_cli.run_summary import RunSummary, describe_failure
-from docutrain_cli.worker import load_processor
+from docutrain_cli.run.pool import InProcessPool, PoolBroken, PoolStartError, WorkerPool, WorkerPoolError
+from docutrain_cli.run.periodic import Periodic
+from docutrain_cli.run.events import RunObserver, StatusListener
+from docutrain_cli.run.summary import RunSummary, describe_failure
+from docutrain_cli.run.worker import load_processor
 
-__all__ = ["Runner", "RunObserver", "RunSummary", "StatusListener", "Periodic", "describe_failure"]
+__all__ = ["Runner"]
 
 TICK = 0.2  # how often the loop wakes up to look at flags and timers
 HOUSEKEEP_EVERY = 30.0  # seconds, or
@@ -59,7 +59,7 @@ class Runner:
         self.observer = observer or RunObserver()
         self._owns_status = status is None
         if status is None:  # the local store (+ Supabase outbox) by default
-            from docutrain_cli.recorder import StatusRecorder
+            from docutrain_cli.status.recorder import StatusRecorder
 
             status = StatusRecorder(settings)
         self.status = status
@@ -103,7 +103,7 @@ class Runner:
         return [job for future, job in list(self._in_flight.items()) if future in self._seen_running]
 
     def run(self, drain: bool = False, max_time: float | None = None) -> RunSummary:
-        from docutrain_cli.progress_channel import ProgressInbox
+        from docutrain_cli.run.progress_channel import ProgressInbox
 
         load_processor(self.settings.processor)  # fail fast, before the pool starts
         self._drain = drain
@@ -290,7 +290,7 @@ class Runner:
             return None
         try:
             if self._budget is None:
-                from docutrain_cli.pipeline.ratelimit import open_budget
+                from docutrain_cli.ratelimit.budget import open_budget
 
                 self._budget = open_budget(self.settings)
             view = self._budget.snapshot()
@@ -360,7 +360,7 @@ class Runner:
                 return
 
     def _make_reconciler(self):
-        from docutrain_cli.reconcile import Reconciler
+        from docutrain_cli.run.reconcile import Reconciler
 
         waiting = getattr(self.status, "waiting_document_ids", None) or set
         return Reconciler(self.settings, self.queue, waiting)

@@ -18,7 +18,7 @@ everyone for as long as the server asks. The limit comes from the settings
 
 The bucket is one row, changed in short transactions: in a small SQLite file
 beside a local queue (all workers of the machine's runner share it), or in
-the pgmq Postgres (`ratelimit_pg.py`), so all runners on one shared queue
+the pgmq Postgres (`postgres.py`), so all runners on one shared queue
 share one limit. The row's key names the endpoint, the model and a
 fingerprint of the API key, never the key. A transaction costs well under a
 millisecond, against an HTTP round trip per request; the offline embedder
@@ -33,53 +33,16 @@ import math
 import re
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 from docutrain_cli import sqlite
+from docutrain_cli.paths import budget_path
+from docutrain_cli.ratelimit.row import FIELDS, BudgetRow, BudgetStore
 
 MARGIN = 0.03  # we aim this far under the server's limit: latency jitter and estimates drift
 PROBE_TIMEOUT = 30.0  # seconds the others wait for the first answer before going ahead anyway
 RECHECK = 0.1  # seconds between looks while the first request is out
 T = TypeVar("T")
-
-
-@dataclasses.dataclass
-class BudgetRow:
-    """The shared state of one budget (one key). Times are epoch seconds."""
-
-    key: str
-    tpm: int = 0  # tokens per minute the server allows; 0 = not known yet
-    rpm: int = 0
-    learned: int = 0  # 1 when tpm/rpm came from the server's headers
-    token_level: float = 0.0  # tokens we may still send now; negative = reserved ahead
-    request_level: float = 0.0
-    at: float = 0.0  # when the levels were last refilled
-    blocked_until: float = 0.0  # a 429 asked everyone to wait until then
-    density: float = 0.0  # tokens the server counts per estimated token (0: not known yet)
-    answered: int = 0  # 1 once an answer (or refusal) came back: what it said about limits is known
-    probe_until: float = 0.0  # the first request goes alone, until its answer or then
-    tokens_total: int = 0
-    requests_total: int = 0
-    refusals_total: int = 0  # 429 rate_limit answers
-    waited_seconds: float = 0.0  # worker time spent waiting for the budget or after a 429
-    minute_start: float = 0.0
-    minute_tokens: int = 0  # tokens in the minute that began at minute_start
-    last_minute_tokens: int = 0  # tokens in the minute before it
-    problem: str | None = None  # an account problem (quota, key) that stopped runs
-    problem_at: float | None = None
-    updated_at: float = 0.0
-
-
-FIELDS = [f.name for f in dataclasses.fields(BudgetRow)]
-
-
-class BudgetStore(Protocol):
-    def transact(self, key: str, work: Callable[[BudgetRow, float], T]) -> T:
-        """Run `work(row, now)` with the row locked; save the row after it."""
-
-    def rows(self) -> list[BudgetRow]: ...
-
-    def close(self) -> None: ...
 
 
 @dataclasses.dataclass
@@ -390,22 +353,12 @@ class SQLiteBudgetStore:
         self._db.close()
 
 
-def local_budget_path(settings) -> Path:
-    """Beside the queue file: every worker of the runner that holds it shares
-    it. A Cloudflare queue has no database of ours to hold a shared row, so
-    each machine keeps its own beside the store (set embedding_tpm to the
-    machine's share of the limit when several drain one queue)."""
-    if settings.queue_is_cloudflare:
-        return Path(settings.store + ".budget")
-    return Path(settings.queue + ".budget")
-
-
 def open_store(settings) -> BudgetStore:
     if settings.queue_is_postgres:
-        from docutrain_cli.pipeline.ratelimit_pg import PostgresBudgetStore
+        from docutrain_cli.ratelimit.postgres import PostgresBudgetStore
 
         return PostgresBudgetStore(settings.queue)
-    return SQLiteBudgetStore(local_budget_path(settings))
+    return SQLiteBudgetStore(budget_path(settings))
 
 
 def open_budget(settings, store: BudgetStore | None = None) -> RateBudget:
@@ -420,11 +373,11 @@ def budget_status(settings) -> list[dict[str, Any]]:
     """Every budget this queue has seen (normally one), for `docutrain status`.
     Read-only, and empty when there is none yet."""
     if settings.queue_is_postgres:
-        from docutrain_cli.pipeline.ratelimit_pg import PostgresBudgetStore
+        from docutrain_cli.ratelimit.postgres import PostgresBudgetStore
 
         store: BudgetStore = PostgresBudgetStore(settings.queue, create=False)
     else:
-        path = local_budget_path(settings)
+        path = budget_path(settings)
         if not path.exists():
             return []
         store = SQLiteBudgetStore(path)

@@ -17,7 +17,7 @@ import time
 from typing import Mapping
 
 from docutrain_cli.errors import AccountError, RateLimitedError
-from docutrain_cli.pipeline.ratelimit import RateBudget, Reservation, refusal_wait
+from docutrain_cli.ratelimit.budget import RateBudget, Reservation, refusal_wait
 
 MAX_BLIND_WAIT = 60.0  # a 429 that says nothing about when: back off up to this
 

@@ -31,7 +31,7 @@ import time
 from docutrain_cli.config import Settings
 from docutrain_cli.errors import DocutrainError
 from docutrain_cli.jobs import Job
-from docutrain_cli.worker import WorkerContext, init_worker, load_processor, run_job, run_with, worker_modules
+from docutrain_cli.run.worker import WorkerContext, init_worker, load_processor, run_job, run_with, worker_modules
 
 
 class PoolStartError(Exception):

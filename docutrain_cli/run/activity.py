@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from docutrain_cli import sqlite as sqlite_files
+from docutrain_cli.paths import workers_path
 
 log = logging.getLogger("docutrain.activity")
 
@@ -62,10 +63,6 @@ class WorkerInfo:
         return self.job_id is not None
 
 
-def board_path(store_path: str | os.PathLike[str]) -> Path:
-    return Path(str(store_path) + ".workers")
-
-
 def _proc_start(pid: int) -> str | None:
     """The process's start time in clock ticks since boot (Linux), or None."""
     try:
@@ -94,19 +91,19 @@ class WorkerBoard:
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
-        self._conn: sqlite3.Connection | None = None
+        # synchronous=NORMAL: a row lost to a power cut only shows a stale worker.
+        self._connection = sqlite_files.ProcessConnection(
+            lambda: sqlite_files.connect(self.path, synchronous="NORMAL", schema=SCHEMA)
+        )
         self._host = socket.gethostname()
 
     @classmethod
     def for_store(cls, store_path: str | os.PathLike[str]) -> "WorkerBoard":
-        return cls(board_path(store_path))
+        return cls(workers_path(store_path))
 
     @property
     def conn(self) -> sqlite3.Connection:
-        if self._conn is None:
-            # synchronous=NORMAL: a row lost to a power cut only shows a stale worker.
-            self._conn = sqlite_files.connect(self.path, synchronous="NORMAL", schema=SCHEMA)
-        return self._conn
+        return self._connection.get()
 
     # -- writers: the worker process itself --------------------------------
     def worker_started(self) -> None:
@@ -160,9 +157,7 @@ class WorkerBoard:
         return live
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._connection.close()
 
     def __enter__(self) -> "WorkerBoard":
         return self

@@ -1,7 +1,8 @@
 """What a runner tells the world while it runs: `RunObserver` (progress
 events, for the live display and log lines) and `StatusListener` (document
-status changes, for the local store and the outboxes). Both live apart from
-the runner so renderers and recorders need not import the dispatcher.
+status changes, for the local store and the outboxes), and `RunView`, what an
+observer may read of the runner that feeds it. They live apart from the
+runner so renderers and recorders need not import the dispatcher.
 """
 
 from __future__ import annotations
@@ -12,14 +13,25 @@ from docutrain_cli.jobs import Job, JobResult
 from docutrain_cli.queues.base import QueueStats
 
 if TYPE_CHECKING:
-    from docutrain_cli.run_summary import RunSummary
-    from docutrain_cli.runner import Runner
+    from docutrain_cli.config import Settings
+    from docutrain_cli.run.summary import RunSummary
+
+
+class RunView(Protocol):
+    """What an observer may read of the runner it watches (the Runner itself)."""
+
+    settings: "Settings"
+    summary: "RunSummary"
+    progress: dict[int, str]  # job id -> what its worker last reported
+
+    @property
+    def running(self) -> list[Job]: ...
 
 
 class RunObserver:
     """Receives progress events; renderers (rich bars, log lines) subclass it."""
 
-    def started(self, runner: "Runner", stats: QueueStats) -> None: ...
+    def started(self, runner: RunView, stats: QueueStats) -> None: ...
     def job_started(self, job: Job) -> None: ...
     def job_progress(self, job: Job, message: str) -> None: ...
     def job_finished(self, job: Job, outcome: str, detail: str | None) -> None: ...
@@ -33,7 +45,7 @@ class RunObserver:
 
 class StatusListener(Protocol):
     """Receives document status changes; by default a
-    recorder.StatusRecorder (local store, plus the Supabase outbox)."""
+    status.recorder.StatusRecorder (local store, plus the Supabase outbox)."""
 
     def processing(self, job: Job) -> None: ...
     def ready(self, job: Job, result: JobResult) -> None: ...

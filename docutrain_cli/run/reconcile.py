@@ -19,7 +19,7 @@ import logging
 import time
 
 from docutrain_cli.config import Settings
-from docutrain_cli.enqueue import EnqueueReport, enqueue_jobs
+from docutrain_cli.queues.enqueue import EnqueueReport, enqueue_jobs
 from docutrain_cli.queues.base import JobQueue
 
 log = logging.getLogger("docutrain.reconcile")

@@ -8,9 +8,10 @@ import time
 from typing import TextIO
 
 from docutrain_cli.jobs import Job
-from docutrain_cli.render import GAP, FileName, FitToWidth, age, budget_line, count, file_column_width, plural
+from docutrain_cli.cli.render import GAP, FileName, FitToWidth, age, budget_line, count, file_column_width, plural
 from docutrain_cli.queues.base import QueueStats
-from docutrain_cli.runner import RunObserver, RunSummary, Runner
+from docutrain_cli.run.events import RunObserver, RunView
+from docutrain_cli.run.summary import RunSummary
 
 
 BUDGET_LOG_EVERY = 30.0  # seconds between log lines about the rate budget
@@ -30,7 +31,7 @@ class LogObserver(RunObserver):
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         print(f"{stamp} {message}", file=self.stream, flush=True)
 
-    def started(self, runner: Runner, stats: QueueStats) -> None:
+    def started(self, runner: RunView, stats: QueueStats) -> None:
         c = stats.counts
         recovered = f", {runner.summary.recovered} recovered from a stopped run" if runner.summary.recovered else ""
         waiting = (f"{c['queued']} queued, {c['retrying']} retrying" if stats.known
@@ -99,7 +100,7 @@ class RichObserver(RunObserver):
         self.done = self.dead = 0
         self.remaining = 0
         self.started_at = time.monotonic()
-        self.runner: Runner | None = None
+        self.runner: RunView | None = None
         self.budget_view: dict | None = None
         self.paused_reason: str | None = None
         self.live = None
@@ -163,7 +164,7 @@ class RichObserver(RunObserver):
             table.add_row(*(row if doing else row[:3]))
         return table
 
-    def started(self, runner: Runner, stats: QueueStats) -> None:
+    def started(self, runner: RunView, stats: QueueStats) -> None:
         from rich.live import Live
 
         self.runner = runner
