@@ -105,8 +105,8 @@ def test_the_limit_from_the_settings_and_the_queue_ahead(docutrain, tmp_path, op
 
 
 def test_a_long_queue_is_counted_from_a_sample(tmp_path, monkeypatch):
-    from docutrain_cli import estimate as estimating
-    from docutrain_cli.enqueue import enqueue_paths
+    from docutrain_cli.run import estimate as estimating
+    from docutrain_cli.queues.enqueue import enqueue_paths
     from docutrain_cli.queues import open_queue
 
     files = corpus(tmp_path / "queued", range(31, 35), pages=3)  # four documents of the same size
