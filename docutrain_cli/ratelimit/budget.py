@@ -246,6 +246,8 @@ def describe(row: BudgetRow, now: float) -> dict[str, Any]:
         "tokens_per_minute_limit": row.tpm or None,
         "requests_per_minute_limit": row.rpm or None,
         "limit_source": ("headers" if row.learned else "settings") if (row.tpm or row.rpm) else None,
+        # What the server counted per token the workers estimated (`estimate` bills with it).
+        "server_tokens_per_estimated_token": round(row.density, 4) or None,
         "tokens_last_minute": per_minute,
         "tokens_total": row.tokens_total,
         "requests_total": row.requests_total,
