@@ -86,7 +86,7 @@ class WorkerContext:
 
     def _place(self, job: Job) -> Place:
         if self._lease_order is None:
-            from docutrain_cli.queues import order_for
+            from docutrain_cli.queues.fair import order_for
 
             self._lease_order = order_for(self.settings)
         return self._lease_order.place(job)
