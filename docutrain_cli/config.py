@@ -42,6 +42,10 @@ SECRET_FIELDS = {
     "cloudflare_api_token",
 }
 CLOUDFLARE_PREFIX = "cloudflare://"
+# The built-in job: load the source (a local file or a Supabase Storage
+# object), extract, chunk, embed, store. Another processor reads its sources
+# its own way.
+DEFAULT_PROCESSOR = "docutrain_cli.run.process:process_job"
 
 
 def _secret(default: Any = None) -> Any:
@@ -61,7 +65,7 @@ class Settings:
     grace_period: float = 30.0
     poll_interval: float = 1.0
     visibility_timeout: float = 120.0
-    processor: str = "docutrain_cli.run.process:process_job"
+    processor: str = DEFAULT_PROCESSOR
     # Cloudflare Queues (--queue cloudflare://<account_id>/<queue_id>)
     cloudflare_api_url: str = "https://api.cloudflare.com/client/v4"
     cloudflare_dead_queue: str | None = None  # the dead-letter queue's id

@@ -27,6 +27,9 @@ from pathlib import Path
 
 TOKEN = "bench-token-0123456789abcdef"
 POLL_INTERVAL = "30s"
+# serve refuses Storage paths when the built-in processor could not download
+# them (no Supabase here); this one takes any path and does nothing.
+NOOP = {"DOCUTRAIN_PROCESSOR": "docutrain_cli.run.worker:noop"}
 
 
 def start_serve(bench, d: Path, extra_env: dict | None = None) -> tuple[subprocess.Popen, int]:
@@ -109,7 +112,7 @@ def bench_http(mode, root: Path, ncpu: int, reps: int):
     s: dict[str, list] = {"posts_per_s": [], "latency": []}
     for rep in range(reps):
         d = bench.fresh_dir(root, "http")
-        proc, port = start_serve(bench, d)
+        proc, port = start_serve(bench, d, NOOP)
         try:
             bench.child("http_load", port, 300, 8, "warmup", env=bench.base_env(), cwd=d)
             _, result = bench.child("http_load", port, posts, connections, f"r{rep}", env=bench.base_env(), cwd=d)
@@ -146,7 +149,7 @@ def wake_latencies(bench, root: Path, uploads: int) -> list[float]:
     import httpx
 
     d = bench.fresh_dir(root, "wake")
-    env = {"DOCUTRAIN_POLL_INTERVAL": POLL_INTERVAL, "DOCUTRAIN_PROCESSOR": "docutrain_cli.run.worker:noop"}
+    env = {"DOCUTRAIN_POLL_INTERVAL": POLL_INTERVAL, **NOOP}
     proc, port = start_serve(bench, d, env)
     runner = subprocess.Popen(
         bench.docutrain_cmd() + ["run", "--workers", "1"],

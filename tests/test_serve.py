@@ -23,8 +23,10 @@ from docutrain_cli.serve import ServeOptions
 
 
 @pytest.fixture
-def settings(tmp_path) -> Settings:
-    return Settings(queue=str(tmp_path / "queue.db"), store=str(tmp_path / "docutrain.db"), serve_token=TOKEN)
+def settings(tmp_path, supabase_standin) -> Settings:
+    # Supabase is configured: serve refuses Storage paths it could not download.
+    return Settings(queue=str(tmp_path / "queue.db"), store=str(tmp_path / "docutrain.db"), serve_token=TOKEN,
+                    supabase_url=supabase_standin.url, supabase_service_role_key=supabase_standin.key)
 
 
 @pytest.fixture
@@ -93,10 +95,10 @@ def test_concurrent_posts_of_one_document_make_one_job(server, settings):
     assert sorted(j.document_id for j in jobs) == ["other-0", "other-1", "other-2", "other-3", "same"]
 
 
-def test_concurrent_posts_on_pgmq_make_one_job(pg_url, pgmq_queue_name, tmp_path):
+def test_concurrent_posts_on_pgmq_make_one_job(pg_url, pgmq_queue_name, settings):
     from docutrain_cli.queues.pgmq import PgmqQueue
 
-    settings = Settings(queue=pg_url, queue_name=pgmq_queue_name, store=str(tmp_path / "s.db"), serve_token=TOKEN)
+    settings = settings.replace(queue=pg_url, queue_name=pgmq_queue_name)
     serving = ServeThread(settings)
     try:
         def post(document_id: str) -> int:
@@ -115,24 +117,73 @@ def test_concurrent_posts_on_pgmq_make_one_job(pg_url, pgmq_queue_name, tmp_path
 
 
 def test_local_paths_are_refused_unless_allowed(api, settings, tmp_path):
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    report = uploads / "report.pdf"
+    report.write_text("a report")
     secret = tmp_path / "secret.txt"
     secret.write_text("do not read me")
-    for path in (str(secret), "./secret.txt", "file://" + str(secret), "~/.ssh/id_rsa"):
+    for path in (str(report), "./report.pdf", "file://" + str(report), "~/.ssh/id_rsa"):
         answer = api.post("/v1/documents", json=doc(storage_path=path))
-        assert answer.status_code == 422 and "--allow-local-paths" in answer.json()["error"], path
+        assert answer.status_code == 422 and "--allow-local-paths DIR" in answer.json()["error"], path
     assert queued(settings) == []
 
-    allowing = ServeThread(settings, ServeOptions(allow_local_paths=True))
+    allowing = ServeThread(settings, ServeOptions(allow_local_paths=str(uploads)))
     try:
         with allowing.client() as client:
-            answer = client.post("/v1/documents", json=doc(storage_path=str(secret)))
-            assert answer.status_code == 202
-            missing = client.post("/v1/documents", json=doc("d2", storage_path=str(tmp_path / "nope.pdf")))
+            for i, path in enumerate((str(report), "./report.pdf", "file://" + str(report))):
+                answer = client.post("/v1/documents", json=doc(f"d{i}", storage_path=path))
+                assert answer.status_code == 202, (path, answer.text)
+            for path in (str(secret), "./../secret.txt", "/etc/passwd", "./bad\x00.pdf"):
+                outside = client.post("/v1/documents", json=doc("d9", storage_path=path))
+                assert outside.status_code == 422, (path, outside.text)
+                assert "not inside the folder" in outside.json()["error"] or "not a path" in outside.json()["error"]
+            missing = client.post("/v1/documents", json=doc("d8", storage_path=str(uploads / "nope.pdf")))
             assert missing.status_code == 422 and "no such file" in missing.json()["error"]
     finally:
         allowing.close()
-    [job] = queued(settings)
-    assert job.source == str(secret) and job.sha256  # hashed like `docutrain enqueue`
+    jobs = queued(settings)
+    assert {job.source for job in jobs} == {str(report)} and len(jobs) == 3
+    assert all(job.sha256 for job in jobs)  # hashed like `docutrain enqueue`
+
+
+def test_allow_local_paths_needs_a_folder(docutrain, tmp_path):
+    result = docutrain("serve", "--port", "0", "--allow-local-paths", str(tmp_path / "nowhere"), timeout=30)
+    assert result.returncode == 2
+    assert "--allow-local-paths: " in result.stderr and "is not a folder" in result.stderr
+
+
+def test_a_storage_path_without_supabase_is_422_at_the_door(settings):
+    """The README's first curl on a machine without Supabase: the job could
+    only go dead ("Supabase is not configured"), so serve says so at once."""
+    bare = ServeThread(settings.replace(supabase_url=None, supabase_service_role_key=None))
+    try:
+        with bare.client() as client:
+            for path in ("user-1/report.pdf", "supabase://documents/user-1/report.pdf"):
+                answer = client.post("/v1/documents", json=doc(storage_path=path))
+                assert answer.status_code == 422, answer.text
+                reason = answer.json()["error"]
+                assert "Supabase is not configured" in reason and "SUPABASE_URL" in reason
+                assert "--allow-local-paths DIR" in reason  # what to do instead
+            hook = {"type": "INSERT", "table": "user_documents", "schema": "public", "old_record": None,
+                    "record": {"id": "d1", "user_id": "u7", "status": "pending", "storage_path": "u7/a.pdf"}}
+            answer = client.post("/v1/webhooks/supabase", json=hook)
+            assert answer.status_code == 422 and "Supabase is not configured" in answer.json()["error"]
+    finally:
+        bare.close()
+    assert queued(settings) == []
+
+
+def test_a_custom_processor_may_take_storage_paths_without_supabase(settings):
+    """Another processor reads its sources its own way: serve cannot tell it would fail."""
+    custom = settings.replace(supabase_url=None, supabase_service_role_key=None, processor="tests.processors:record")
+    serving = ServeThread(custom)
+    try:
+        with serving.client() as client:
+            assert client.post("/v1/documents", json=doc()).status_code == 202
+    finally:
+        serving.close()
+    assert [job.source for job in queued(settings)] == ["supabase://documents/user-1/doc-1.pdf"]
 
 
 def test_without_storage_path_the_row_is_looked_up_in_supabase(supabase_standin, tmp_path):
@@ -153,8 +204,13 @@ def test_without_storage_path_the_row_is_looked_up_in_supabase(supabase_standin,
     assert job.source == "supabase://documents/u9/report.pdf"
 
 
-def test_without_storage_path_or_supabase_it_is_422(api):
-    answer = api.post("/v1/documents", json={"user_document_id": "d", "user_id": "u"})
+def test_without_storage_path_or_supabase_it_is_422(settings):
+    bare = ServeThread(settings.replace(supabase_url=None, supabase_service_role_key=None))
+    try:
+        with bare.client() as client:
+            answer = client.post("/v1/documents", json={"user_document_id": "d", "user_id": "u"})
+    finally:
+        bare.close()
     assert answer.status_code == 422 and "storage_path is required" in answer.json()["error"]
 
 
@@ -213,9 +269,9 @@ def test_readiness_names_the_queue_as_the_queue_describes_itself(cloudflare, tmp
     assert ready.json() == {"ok": True, "queue": "cloudflare"}, ready.text
 
 
-def test_unreachable_queue_is_503_with_the_reason_and_no_secret(tmp_path):
+def test_unreachable_queue_is_503_with_the_reason_and_no_secret(settings):
     url = "postgresql://docutrain:hunter2-secret@127.0.0.1:1/nowhere"
-    settings = Settings(queue=url, store=str(tmp_path / "s.db"), serve_token=TOKEN)
+    settings = settings.replace(queue=url)
     serving = ServeThread(settings)
     try:
         with serving.client() as client:
@@ -377,8 +433,9 @@ def test_supabase_webhook_payload_shapes(server, settings):
 # -- durability ----------------------------------------------------------------------------------------
 
 
-def test_kill_9_right_after_a_202_loses_nothing(docutrain):
-    proc, url = start_serve_process(docutrain, DOCUTRAIN_SERVE_TOKEN=TOKEN)
+def test_kill_9_right_after_a_202_loses_nothing(docutrain, supabase_standin):
+    proc, url = start_serve_process(docutrain, DOCUTRAIN_SERVE_TOKEN=TOKEN, SUPABASE_URL=supabase_standin.url,
+                                    SUPABASE_SERVICE_ROLE_KEY=supabase_standin.key)
     accepted = []
     try:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as client:

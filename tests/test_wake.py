@@ -37,7 +37,8 @@ def done_documents(docutrain) -> set[str]:
 
 def test_a_service_runner_starts_a_job_posted_over_http_at_once(docutrain):
     runner = docutrain.start("run", **SLOW_POLL)
-    serve, url = start_serve_process(docutrain, DOCUTRAIN_SERVE_TOKEN=TOKEN)
+    # The same settings as the runner (its processor takes Storage paths without Supabase).
+    serve, url = start_serve_process(docutrain, DOCUTRAIN_SERVE_TOKEN=TOKEN, **SLOW_POLL)
     try:
         # The runner listens once it holds the queue; a wake-up sent after
         # that waits in the socket even if the runner is busy for a moment.

@@ -119,7 +119,9 @@ def serve(
         "127.0.0.1", "--host", metavar="ADDRESS", help="Address to listen on; other than loopback needs serve_token."
     ),
     port: int = typer.Option(8080, "--port", metavar="N", help="Port (0: any free port; the address is printed)."),
-    allow_local_paths: bool = typer.Option(False, "--allow-local-paths", help="Let requests name files on this machine."),
+    allow_local_paths: Optional[str] = typer.Option(
+        None, "--allow-local-paths", metavar="DIR", help="Let requests name files inside DIR on this machine."
+    ),
     access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
 ) -> None:
     """Accept documents over HTTP (POST /v1/documents, Supabase webhooks) into the queue.

@@ -19,19 +19,20 @@ from docutrain_cli.serve.dashboard import Dashboard, handles_own_auth
 from docutrain_cli.serve.auth import TokenAuth
 from docutrain_cli.serve.errors import EXCEPTION_HANDLERS
 from docutrain_cli.serve.handles import DEFAULT_SIZE, QueueHandles
-from docutrain_cli.serve.sources import resolve_source
+from docutrain_cli.serve.sources import local_root, resolve_source
 
 ROUTE_MODULES = (health, documents, webhooks, jobs)
 
 
 @dataclasses.dataclass(frozen=True)
 class ServeOptions:
-    allow_local_paths: bool = False  # may a request name a file on this machine?
+    allow_local_paths: str | None = None  # a folder whose files requests may name
     queue_handles: int = DEFAULT_SIZE  # at most this many queue calls at once
 
 
 def create_app(settings: Settings, options: ServeOptions = ServeOptions()) -> Starlette:
     handles = QueueHandles(settings, options.queue_handles)
+    root = local_root(options.allow_local_paths) if options.allow_local_paths else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -42,7 +43,7 @@ def create_app(settings: Settings, options: ServeOptions = ServeOptions()) -> St
 
     async def resolve(document_id: str, user_id: str, storage_path: str | None) -> tuple[str, str | None]:
         # May read a file or ask Supabase: blocking, so in a thread.
-        work = partial(resolve_source, settings, document_id, user_id, storage_path, options.allow_local_paths)
+        work = partial(resolve_source, settings, document_id, user_id, storage_path, root)
         return await anyio.to_thread.run_sync(work)
 
     app = Starlette(

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import os
 
-from docutrain_cli.config import Settings
-from docutrain_cli.errors import PermanentError
+from docutrain_cli.config import DEFAULT_PROCESSOR, Settings
+from docutrain_cli.errors import ConfigError, PermanentError
 from docutrain_cli.pipeline.discover import sha256_file
 from docutrain_cli.serve.errors import ApiError
 
@@ -26,8 +26,30 @@ def _is_local(path: str) -> bool:
     return path.startswith(("/", "./", "../", "~", "file:"))
 
 
+def local_root(folder: str) -> str:
+    """The real path of `serve --allow-local-paths DIR`; ConfigError unless a folder."""
+    root = os.path.realpath(os.path.expanduser(folder))
+    if not os.path.isdir(root):
+        raise ConfigError(f"serve --allow-local-paths: {folder} is not a folder")
+    return root
+
+
+def check_storage_configured(settings: Settings, storage_path: str) -> None:
+    """ApiError(422) when a job reading `storage_path` from Supabase Storage
+    cannot succeed here: the built-in processor downloads it with the
+    service-role key, and Supabase is not configured."""
+    if settings.supabase_enabled or settings.processor != DEFAULT_PROCESSOR:
+        return
+    raise ApiError(
+        422,
+        f"storage_path: {storage_path} is a Supabase Storage path, but Supabase is not configured "
+        "for this server (set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY), so the job could not succeed; "
+        "for files on this machine, start `docutrain serve --allow-local-paths DIR` and send a path inside DIR",
+    )
+
+
 def resolve_source(settings: Settings, document_id: str, user_id: str, storage_path: str | None,
-                   allow_local_paths: bool) -> tuple[str, str | None]:
+                   local_root: str | None) -> tuple[str, str | None]:
     """(job source, sha256 or None) for a document; ApiError(422) when it
     cannot be read from where the request says. Blocks: call in a thread."""
     from docutrain_cli.supabase.storage import REMOTE_PREFIX, check_source, make_source
@@ -38,21 +60,29 @@ def resolve_source(settings: Settings, document_id: str, user_id: str, storage_p
             raise ApiError(422, "storage_path is required (Supabase is not configured to look it up)")
         storage_path = _storage_path_of_row(settings, document_id)
     rule = {"user_id": user_id, "user_prefix": settings.storage_user_prefix}
+    remote = storage_path.startswith(REMOTE_PREFIX) or from_row or not _is_local(storage_path)
+    if remote:
+        check_storage_configured(settings, storage_path)
     try:
         if storage_path.startswith(REMOTE_PREFIX):
             check_source(storage_path, bucket=settings.storage_bucket, **rule)
             return storage_path, None
-        if from_row or not _is_local(storage_path):
+        if remote:
             return make_source(settings.storage_bucket, storage_path, **rule), None
     except PermanentError as exc:
         raise ApiError(422, f"storage_path: {exc}") from None
-    if not allow_local_paths:
+    if local_root is None:
         raise ApiError(
             422,
             "storage_path: local file paths are refused; give a Supabase Storage path, "
-            "or start `docutrain serve --allow-local-paths`",
+            "or start `docutrain serve --allow-local-paths DIR`",
         )
-    path = os.path.abspath(os.path.expanduser(storage_path.removeprefix("file://")))
+    named = os.path.expanduser(storage_path.removeprefix("file://"))
+    if "\0" in named:
+        raise ApiError(422, "storage_path: not a path")
+    path = os.path.realpath(os.path.join(local_root, named))  # relative: inside DIR; absolute: as given
+    if os.path.commonpath([local_root, path]) != local_root:
+        raise ApiError(422, "storage_path: not inside the folder `serve --allow-local-paths` allows")
     if not os.path.isfile(path):
         raise ApiError(422, f"storage_path: {path}: no such file")
     try:
