@@ -11,7 +11,7 @@ from rich.console import Console
 
 from docutrain_cli.config import Settings
 from docutrain_cli.jobs import Job, JobResult, JobState
-from docutrain_cli.cli.progress import RATE_WINDOW, LiveCounts, RichObserver, summary_line
+from docutrain_cli.cli.progress import RATE_WINDOW, LiveCounts, RichObserver, summary_line, summary_text
 from docutrain_cli.queues.base import QueueStats
 from docutrain_cli.cli.render import FileName, job_detail, jobs_table, plural, search_hits
 from docutrain_cli.run.summary import RunSummary
@@ -218,3 +218,15 @@ def test_the_summary_counts_in_words():
     summary.retried = 2
     assert "2 pages, 3 chunks" in summary_line(summary) and "2 retries" in summary_line(summary)
     assert plural(1, "entry") == "1 entry" and plural(2, "entry") == "2 entries" and plural(2, "day") == "2 days"
+
+
+@pytest.mark.parametrize("width", [40, 80, 120])
+def test_the_end_of_run_summary_wraps_between_words(width):
+    """At 120 columns it once broke `3,391,334 from cache` into `from c` / `ache`."""
+    summary = RunSummary(done=1812, dead=3, retried=7, released=2, elapsed=5423.7, cost_usd=12.3456,
+                         given_back=4, ocr_seconds=311.2, remaining={"queued": 18, "retrying": 2})
+    summary.totals.update(pages=48211, chunks=96402, tokens_embedded=61727734, tokens_cached=3391334, ocr_pages=402)
+    words = summary_line(summary).split()
+    lines = rendered(summary_text(summary), width)
+    assert len(lines) > 1 and all(len(line.rstrip()) <= width for line in lines), "\n".join(lines)
+    assert [word for line in lines for word in line.split()] == words  # every word whole, in order

@@ -281,6 +281,14 @@ def describe_embedder(settings) -> str:
     return describe(settings)
 
 
+def summary_text(summary: RunSummary):
+    """The summary for a terminal: rich wraps it between words at the
+    terminal's width (a plain print left the terminal to cut words in two)."""
+    from rich.text import Text
+
+    return Text(summary_line(summary))
+
+
 def summary_line(summary: RunSummary) -> str:
     t = summary.totals
     parts = [

@@ -80,7 +80,7 @@ def run(
     Example: docutrain run --workers 24 --drain --max-time 4m
     """
     from docutrain_cli.config import parse_duration
-    from docutrain_cli.cli.progress import LogObserver, RichObserver, summary_line
+    from docutrain_cli.cli.progress import LogObserver, RichObserver, summary_text
     from docutrain_cli.run.runner import Runner
 
     settings = settings_from(ctx, workers=workers, job_timeout=job_timeout, embedding_mode="batch" if batch else None)
@@ -97,7 +97,7 @@ def run(
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # A terminal gets the summary under the live display; LogObserver has logged it already.
-    emit(summary.to_dict(), as_json, lambda: summary_line(summary) if interactive else None)
+    emit(summary.to_dict(), as_json, lambda: summary_text(summary) if interactive else None)
     if summary.stop_reason == "account":
         left = summary.remaining.get("queued", 0) + summary.remaining.get("retrying", 0)
         error_line(f"{summary.account_problem}; then run again ({left} jobs wait in the queue, none charged)")
