@@ -18,6 +18,7 @@ Run just these: `.venv/bin/python scripts/bench.py --only 8` (or `--http`).
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import random
 import subprocess
@@ -168,7 +169,7 @@ def wake_latencies(bench, root: Path, uploads: int) -> list[float]:
                     "user_document_id": f"wake-{i}", "user_id": "u", "storage_path": f"u/{i}.pdf"})
                 job_id = answer.json()["job_id"]
                 job = _wait_done(client, job_id)
-                latencies.append(job["started_at"] - before)
+                latencies.append(datetime.datetime.fromisoformat(job["started_at"]).timestamp() - before)
     finally:
         stop(runner)
         stop(proc)

@@ -4,6 +4,7 @@ file names whole at 80 and 120 columns, a quiet closed pipe."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -15,6 +16,10 @@ from conftest import make_files
 
 BY_NAME = {"DOCUTRAIN_PROCESSOR": "tests.processors:by_name"}
 DEEP = "uploads/customers/acme-corporation/2024/contracts/signed"
+
+
+def epoch(iso: str) -> float:
+    return datetime.datetime.fromisoformat(iso).timestamp()
 
 
 def one_error_line(result) -> str:
@@ -121,15 +126,33 @@ def test_a_running_job_starts_when_a_worker_takes_it_not_when_it_was_leased(docu
     docutrain("enqueue", "a", "b")
     assert docutrain("run", "--drain", "--workers", "1", **BY_NAME).returncode == 0
     first, second = sorted(json.loads(docutrain("jobs", "--json").stdout), key=lambda j: j["id"])
-    assert second["started_at"] - first["started_at"] >= 0.4
-    assert second["started_at"] >= first["finished_at"] - 0.3
+    assert epoch(second["started_at"]) - epoch(first["started_at"]) >= 0.4
+    assert epoch(second["started_at"]) >= epoch(first["finished_at"]) - 0.3
+
+
+def test_job_times_in_json_are_iso_8601_with_the_zone(docutrain, tmp_path):
+    make_files(tmp_path, ["permanent.txt", "ok.txt"])
+    docutrain("enqueue", "permanent.txt", "ok.txt")
+    before = time.time()
+    docutrain("run", "--drain", "--workers", "1", **BY_NAME)
+    dead = json.loads(docutrain("jobs", "show", "1", "--json").stdout)
+    listed = {job["id"]: job for job in json.loads(docutrain("jobs", "--json").stdout)}
+    assert listed[1]["finished_at"] == dead["finished_at"]
+    for job in listed.values():
+        for name in ("enqueued_at", "started_at", "finished_at"):
+            moment = datetime.datetime.fromisoformat(job[name])
+            assert moment.utcoffset() == datetime.timedelta(0), job[name]  # the zone is said: UTC
+            assert job[name].endswith("+00:00") and before - 60 < moment.timestamp() <= time.time()
+        assert job["queued_at"] is None and job["not_before"] is None  # never retried, never waited
+    status = json.loads(docutrain("status", "--json").stdout)
+    assert status["next_retry_at"] is None
 
 
 def test_retry_makes_the_oldest_queued_age_count_from_the_retry(docutrain, tmp_path):
     make_files(tmp_path, ["permanent.txt"])
     docutrain("enqueue", "permanent.txt")
     docutrain("run", "--drain", "--workers", "1", **BY_NAME)
-    queued_at = json.loads(docutrain("jobs", "show", "1", "--json").stdout)["enqueued_at"]
+    queued_at = epoch(json.loads(docutrain("jobs", "show", "1", "--json").stdout)["enqueued_at"])
     docutrain.wait_for(lambda: time.time() - queued_at > 2.5, what="2.5 s to pass")
     assert docutrain("retry", "--all-dead").returncode == 0
     assert docutrain.status()["oldest_queued_age_seconds"] < 2.0

@@ -3,6 +3,7 @@ locks, signals and kill -9 of a running `docutrain run`."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -172,7 +173,7 @@ def test_retry_schedule_survives_a_runner_restart(docutrain, tmp_path, in_proces
     assert summary.exit_code == 0 and summary.retried == 1
     status = docutrain.status()
     assert status["retrying"] == 1
-    assert status["next_retry_at"] > time.time() + 10  # 15-30 s away
+    assert datetime.datetime.fromisoformat(status["next_retry_at"]).timestamp() > time.time() + 10  # 15-30 s away
     # A new runner honours the schedule: nothing is due, so it runs nothing.
     in_process(BY_NAME["DOCUTRAIN_PROCESSOR"], max_time=1, **slow_retry)
     assert len(docutrain.runs()) == 1

@@ -7,6 +7,7 @@ and a `kill -9` right after a 202."""
 from __future__ import annotations
 
 import concurrent.futures
+import datetime
 import json
 import os
 import signal
@@ -218,9 +219,15 @@ def test_without_storage_path_or_supabase_it_is_422(settings):
 
 
 def test_job_document_status_and_retry_routes(api, settings, docutrain):
+    before = time.time()
     job_id = api.post("/v1/documents", json=doc()).json()["job_id"]
     job = api.get(f"/v1/jobs/{job_id}").json()
     assert (job["id"], job["state"], job["document_id"]) == (job_id, "queued", "doc-1")
+    # Times are ISO 8601 with the zone, as Supabase rows have them; none yet is null.
+    enqueued = datetime.datetime.fromisoformat(job["enqueued_at"])
+    assert enqueued.utcoffset() == datetime.timedelta(0) and job["enqueued_at"].endswith("+00:00")
+    assert before - 1 <= enqueued.timestamp() <= time.time() + 1
+    assert (job["started_at"], job["finished_at"], job["not_before"]) == (None, None, None)
     document = api.get("/v1/documents/doc-1").json()
     assert (document["status"], document["job_id"], document["job_ids"]) == ("pending", job_id, [job_id])
 
@@ -229,7 +236,10 @@ def test_job_document_status_and_retry_routes(api, settings, docutrain):
     with LocalQueue(settings.queue) as queue:
         [leased] = queue.lease(1, time.time())
         queue.bury(leased, "u1/doc-1.pdf: broken")
-    assert api.get("/v1/documents/doc-1").json()["status"] == "error"
+    document = api.get("/v1/documents/doc-1").json()
+    assert document["status"] == "error"
+    assert document["job"]["finished_at"] == api.get(f"/v1/jobs/{job_id}").json()["finished_at"]
+    assert datetime.datetime.fromisoformat(document["job"]["finished_at"]).timestamp() >= before - 1
     assert api.post(f"/v1/jobs/{job_id}/retry").json() == {"success": True, "job_id": job_id, "state": "queued"}
     assert api.get(f"/v1/jobs/{job_id}").json()["state"] == "queued"
 

@@ -9,6 +9,7 @@ reconcile timer): the tests check the mechanism, not a speed.
 
 from __future__ import annotations
 
+import datetime
 import time
 
 import httpx
@@ -50,7 +51,7 @@ def test_a_service_runner_starts_a_job_posted_over_http_at_once(docutrain):
                     "user_document_id": f"d{i}", "user_id": "u", "storage_path": f"u/{i}.pdf"}).json()["job_id"]
                 job = wait_for(lambda: (j := client.get(f"/v1/jobs/{job_id}").json())["state"] == "done" and j,
                                20, f"job {job_id} done (the runner polls only every 60 s)")
-                assert job["started_at"] - before < 10
+                assert datetime.datetime.fromisoformat(job["started_at"]).timestamp() - before < 10
     finally:
         stop(serve)
         stop(runner)
