@@ -194,8 +194,8 @@ _TRUE_WORDS = {"1", "true", "yes", "on"}
 _FALSE_WORDS = {"0", "false", "no", "off"}
 
 
-def _coerce(name: str, value: Any, source: str) -> Any:
-    label = f"{source} {name}" if source else name
+def _coerce(name: str, value: Any, label: str) -> Any:
+    """`value` as the setting's type; errors name it by `label`, where it was given."""
     if name in _DURATION_FIELDS:
         return parse_duration(value, label)
     annotation = str(_FIELDS[name].type)
@@ -279,7 +279,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
     unknown = sorted(set(data) - set(_FIELDS))
     if unknown:
         raise ConfigError(f"{path}: unknown setting {unknown[0]!r}")
-    return {k: _coerce(k, v, str(path)) for k, v in data.items()}
+    return {k: _coerce(k, v, f"{path} {k}") for k, v in data.items()}
 
 
 def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -287,10 +287,15 @@ def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
     for name in _FIELDS:
         env_name = ENV_PREFIX + name.upper()
         if env_name in environ:
-            values[name] = _coerce(name, environ[env_name], env_name)
+            values[name] = _coerce(name, environ[env_name], f"{env_name} {name}")
         elif name in PLAIN_ENV and environ.get(PLAIN_ENV[name]):
-            values[name] = _coerce(name, environ[PLAIN_ENV[name]], PLAIN_ENV[name])
+            values[name] = _coerce(name, environ[PLAIN_ENV[name]], f"{PLAIN_ENV[name]} {name}")
     return values
+
+
+def flag_name(setting: str) -> str:
+    """The command-line flag of a setting: job_timeout -> --job-timeout."""
+    return "--" + setting.replace("_", "-")
 
 
 def load_settings(
@@ -308,7 +313,7 @@ def load_settings(
     values.update(_read_env(environ))
     for name, value in (overrides or {}).items():
         if value is not None:
-            values[name] = _coerce(name, value, "--" + name.replace("_", "-"))
+            values[name] = _coerce(name, value, flag_name(name))
     settings = Settings(**values)
     _validate(settings)
     return settings

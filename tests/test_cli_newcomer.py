@@ -40,12 +40,40 @@ def one_error_line(result) -> str:
         (("search",), "docutrain: error: missing argument 'QUESTION'"),
         (("retry",), "docutrain: error: give the ids of dead jobs, or --all-dead"),
         (("retry", "1", "--all-dead"), "docutrain: error: give dead job ids or --all-dead, not both"),
+        # Issue 26: the same pattern everywhere, and a hint for an option before the command.
+        (("search", ""), "docutrain: error: QUESTION: expected a question or a few words, e.g. `docutrain search \"refund policy\"` (see `docutrain search --help`)"),
+        (("search", "  ", "--json"), "docutrain: error: QUESTION: expected a question"),
+        (("search", "refunds", "--top", "0"), "docutrain: error: --top: must be at least 1, got 0 (see `docutrain search --help`)"),
+        (("run", "--workers", "0"), "docutrain: error: --workers: must be at least 1, got 0 (see `docutrain run --help`)"),
+        (("run", "--job-timeout", "soon"), "docutrain: error: --job-timeout: expected a duration such as 30s, 4m or 1h, got 'soon' (see `docutrain run --help`)"),
+        (("run", "--max-time", "soon"), "docutrain: error: --max-time: expected a duration such as 30s, 4m or 1h, got 'soon' (see `docutrain run --help`)"),
+        (("--workers", "2", "run"), "docutrain: error: no such option: --workers (it belongs after the command: `docutrain run --workers N`)"),
+        (("--json", "status"), "docutrain: error: no such option: --json (it belongs after the command: `docutrain status --json`)"),
     ],
 )
 def test_usage_errors_are_one_line_with_exit_code_2(docutrain, args, expected):
     result = docutrain(*args)
     assert result.returncode == 2
     assert one_error_line(result).startswith(expected)
+
+
+def test_a_search_that_finds_no_words_is_a_usage_error(docutrain, tmp_path):
+    make_files(tmp_path / "in", ["a.txt"], content="workers survive a crash")
+    docutrain("enqueue", "in")
+    assert docutrain("run", "--drain", "--workers", "1").returncode == 0
+    result = docutrain("search", "???")
+    assert result.returncode == 2 and one_error_line(result) == "docutrain: error: the query has no searchable words"
+
+
+def test_enqueue_says_when_it_creates_the_queues_folder(docutrain, tmp_path):
+    make_files(tmp_path / "in", ["a.txt"])
+    first = docutrain("enqueue", "in", "--queue", "qeueus/main.db")  # a typo of queues/
+    assert first.returncode == 0 and (tmp_path / "qeueus" / "main.db").exists()
+    assert first.stderr.splitlines() == [
+        "docutrain: created the folder qeueus/ for the queue qeueus/main.db (check --queue if that was a typo)"]
+    assert "1 queued" in first.stdout
+    again = docutrain("enqueue", "in", "--force", "--queue", "qeueus/main.db", "--json")
+    assert again.returncode == 0 and again.stderr == "" and json.loads(again.stdout)["queued"]
 
 
 def test_read_only_commands_create_no_files(docutrain, tmp_path):

@@ -8,8 +8,10 @@ from typing import List, Optional
 
 import typer
 
-from docutrain_cli.cli.app import app, command, console, emit, error_line, json_option, open_queue_for, settings_from
-from docutrain_cli.errors import ExitCode, UsageError
+from docutrain_cli.cli.app import (
+    app, command, console, emit, error_line, flag_problem, json_option, open_queue_for, settings_from,
+)
+from docutrain_cli.errors import ConfigError, ExitCode, UsageError
 
 ReportJson = json_option("Print the result as JSON.")
 SummaryJson = json_option("Print the final summary as JSON.")
@@ -32,13 +34,17 @@ def enqueue(
     Example: docutrain enqueue ./uploads/*.pdf --user-id 4f1c...
     """
     from docutrain_cli.queues.enqueue import EnqueueReport, enqueue_jobs, enqueue_paths
+    from docutrain_cli.cli.messages import new_queue_folder
     from docutrain_cli.cli.render import enqueue_lines
 
     settings = settings_from(ctx)
     if not paths and not from_supabase:
         raise UsageError("give files, folders or globs to queue (or --from-supabase)")
     report = EnqueueReport()
+    new_folder = new_queue_folder(settings)
     with open_queue_for(settings) as queue:
+        if new_folder:
+            print(f"docutrain: {new_folder}", file=sys.stderr)
         if from_supabase:
             from docutrain_cli.supabase.pull import pending_jobs
 
@@ -84,7 +90,10 @@ def run(
     from docutrain_cli.run.runner import Runner
 
     settings = settings_from(ctx, workers=workers, job_timeout=job_timeout, embedding_mode="batch" if batch else None)
-    seconds = parse_duration(max_time, "--max-time") if max_time else None
+    try:
+        seconds = parse_duration(max_time, "max_time") if max_time else None
+    except ConfigError as exc:
+        raise ConfigError(flag_problem(ctx, str(exc), ["max_time"])) from None
     interactive = sys.stdout.isatty() and not as_json
     observer = RichObserver(console()) if interactive else LogObserver()
     with open_queue_for(settings) as queue:
