@@ -318,6 +318,28 @@ def test_every_route_but_healthz_needs_the_token(server):
         assert client.get("/healthz").status_code == 200
 
 
+@pytest.mark.parametrize("with_token", [True, False])
+def test_the_start_line_says_where_the_dashboard_is_and_how_to_log_in(docutrain, with_token):
+    env = {"DOCUTRAIN_SERVE_TOKEN": TOKEN} if with_token else {}
+    proc = docutrain.start("serve", "--port", "0", **env)
+    try:
+        line = proc.stderr.readline().strip()
+        port = line.split("listening on http://127.0.0.1:", 1)[1].split()[0]
+        assert f"(queue {docutrain.queue})" in line
+        dashboard = f"http://127.0.0.1:{port}/"
+        if with_token:
+            assert line.endswith(f"dashboard: {dashboard} (log in with the token in DOCUTRAIN_SERVE_TOKEN)"), line
+            assert TOKEN not in line and TOKEN[:8] not in line
+        else:
+            assert line.endswith(f"dashboard: {dashboard} (no login: without serve_token only this machine reaches it)")
+        page = httpx.get(dashboard, follow_redirects=True)
+        assert page.status_code == 200 and "docutrain" in page.text  # the login page, or the dashboard itself
+        assert ('name="token"' in page.text) == with_token, page.text[:500]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_serve_refuses_a_public_address_without_a_token(docutrain):
     result = docutrain("serve", "--host", "0.0.0.0", "--port", "0", timeout=30)
     assert result.returncode == 2
