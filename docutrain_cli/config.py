@@ -38,6 +38,7 @@ SECRET_FIELDS = {
     "pdf_password",
     "cloudflare_api_token",
     "serve_token",
+    "webhook_secret",
     "status_webhook_secret",
     "cloudflare_api_token",
 }
@@ -66,9 +67,21 @@ class Settings:
     poll_interval: float = 1.0
     visibility_timeout: float = 120.0
     processor: str = DEFAULT_PROCESSOR
+    # Who is served first (queues/fair.py): "fair" shares by tokens between
+    # users within each priority; "fifo" is first in, first out.
+    lease_order: str = "fair"
+    # A job is never overtaken longer than this by higher-priority work that arrived after it.
+    priority_max_wait: float = 900.0
+    # user id -> weight (default 1): a user of weight 2 gets twice the tokens
+    # of one of weight 1 while both have work queued. TOML table, or env "u1=2,u2=0.5".
+    user_weights: dict[str, float] = dataclasses.field(default_factory=dict)
+    # The tokens a job is assumed to cost when its file cannot be measured at
+    # enqueue (a Storage object): corrected by what it really cost when it is done.
+    remote_job_tokens: int = 5_000
     # Cloudflare Queues (--queue cloudflare://<account_id>/<queue_id>)
     cloudflare_api_url: str = "https://api.cloudflare.com/client/v4"
     cloudflare_dead_queue: str | None = None  # the dead-letter queue's id
+    cloudflare_high_queue: str | None = None  # high-priority jobs go here, and are pulled first
     cloudflare_api_token: str | None = _secret()
     # Pipeline
     store: str = "docutrain.db"
@@ -80,7 +93,7 @@ class Settings:
     # OCR of scanned pages (pipeline/ocr.py)
     ocr: str = "auto"  # auto (when Tesseract is installed) | off | force
     ocr_language: str = "eng"  # Tesseract languages, several joined with '+'
-    ocr_dpi: int = 300
+    ocr_dpi: int = 200  # reads as many words as 300 at ~0.8x the CPU (docs/benchmarks.md, row 9)
     max_ocr_pages: int = 200  # per document; more is refused (OCR costs seconds a page)
     tessdata: str | None = None  # Tesseract's language folder; found when unset
     # Embeddings
@@ -112,6 +125,20 @@ class Settings:
     reconcile_interval: float = 300.0
     # HTTP intake (`docutrain serve`): the bearer token clients send.
     serve_token: str | None = _secret()
+    # The only secret /v1/webhooks/supabase takes once set (the serve token
+    # then no longer opens it): what the Supabase trigger stores.
+    webhook_secret: str | None = _secret()
+    # Documents a user, and a client address, may queue through `serve`
+    # ("120/minute"; None: no limit). Off by default: one backend (the app,
+    # Supabase's webhook, the Cloudflare Worker) often sends every user's uploads.
+    intake_rate: str | None = None
+    # The HTTP server's limits: a request's line and headers, connections and
+    # requests at once (more get 503), idle time between requests, and the
+    # time a client has to send a request's headers (and again its body).
+    serve_max_header_kb: int = 16
+    serve_limit_concurrency: int = 500
+    serve_keep_alive_timeout: float = 5.0
+    serve_request_timeout: float = 10.0
     # Status changes POSTed to the app, signed with HMAC-SHA256.
     status_webhook_url: str | None = None
     status_webhook_secret: str | None = _secret()
@@ -177,6 +204,20 @@ def parse_duration(value: str | float | int, name: str = "duration") -> float:
     return seconds
 
 
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)s?\s*$")
+_RATE_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+def parse_rate(value: str | None, name: str = "rate") -> tuple[int, float] | None:
+    """'120/minute' -> (120, 60.0); None, '' or 'off' -> None (no limit)."""
+    if value is None or value.strip().lower() in ("", "off"):
+        return None
+    match = _RATE.match(value.lower())
+    if not match or int(match.group(1)) < 1:
+        raise ConfigError(f"{name}: expected a count per second, minute, hour or day such as 120/minute, got {value!r}")
+    return int(match.group(1)), float(_RATE_SECONDS[match.group(2)])
+
+
 _DURATION_FIELDS = {
     "job_timeout",
     "retry_base_delay",
@@ -188,16 +229,46 @@ _DURATION_FIELDS = {
     "account_retry_interval",
     "batch_poll_interval",
     "reconcile_interval",
+    "serve_keep_alive_timeout",
+    "serve_request_timeout",
+    "priority_max_wait",
 }
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 _TRUE_WORDS = {"1", "true", "yes", "on"}
 _FALSE_WORDS = {"0", "false", "no", "off"}
 
 
+def parse_weights(value: Any, label: str = "user_weights") -> dict[str, float]:
+    """A TOML table {"u1" = 2} or the env form "u1=2,u2=0.5" -> {user id: weight}."""
+    if isinstance(value, str):
+        pairs = []
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            user, sep, weight = item.rpartition("=")
+            if not sep or not user.strip():
+                raise ConfigError(f"{label}: expected USER=WEIGHT pairs joined with ',', got {item!r}")
+            pairs.append((user.strip(), weight.strip()))
+    elif isinstance(value, Mapping):
+        pairs = list(value.items())
+    else:
+        raise ConfigError(f"{label}: expected a table of user id = weight, got {value!r}")
+    weights = {}
+    for user, weight in pairs:
+        try:
+            number = float(weight)
+        except (TypeError, ValueError):
+            number = float("nan")
+        if not number > 0 or number == float("inf"):
+            raise ConfigError(f"{label}: the weight of {user!r} must be a positive number, got {weight!r}")
+        weights[str(user)] = number
+    return weights
+
+
 def _coerce(name: str, value: Any, label: str) -> Any:
     """`value` as the setting's type; errors name it by `label`, where it was given."""
     if name in _DURATION_FIELDS:
         return parse_duration(value, label)
+    if name == "user_weights":
+        return parse_weights(value, label)
     annotation = str(_FIELDS[name].type)
     if value is None or (value == "" and "None" in annotation):
         return None
@@ -263,6 +334,16 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"status_webhook_url: expected an http:// or https:// URL, got {s.status_webhook_url!r}")
     if s.status_webhook_url and not s.status_webhook_secret:
         raise ConfigError("status_webhook_url is set but status_webhook_secret is not: the app could not verify the calls")
+    for name in ("serve_max_header_kb", "serve_limit_concurrency", "serve_keep_alive_timeout", "serve_request_timeout"):
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"{name}: must be positive, got {getattr(s, name)}")
+    parse_rate(s.intake_rate, "intake_rate")
+    if s.webhook_secret and s.webhook_secret == s.serve_token:
+        raise ConfigError("webhook_secret: must differ from serve_token, or it would still open everything")
+    if s.lease_order not in ("fair", "fifo"):
+        raise ConfigError(f"lease_order: expected fair or fifo, got {s.lease_order!r}")
+    if s.remote_job_tokens < 1:
+        raise ConfigError(f"remote_job_tokens: must be positive, got {s.remote_job_tokens}")
     if ":" not in s.processor:
         raise ConfigError(f"processor: expected 'module:function', got {s.processor!r}")
 

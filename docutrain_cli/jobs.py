@@ -51,6 +51,10 @@ class JobState(str, enum.Enum):
 
 STATES = [s.value for s in JobState]
 
+# Who is served first (queues/fair.py): a higher priority goes first, and
+# within one the users share by tokens. Index 0 is the highest.
+PRIORITIES = ("high", "normal", "low")
+
 
 @dataclasses.dataclass
 class Job:
@@ -60,6 +64,11 @@ class Job:
     user_id: str | None = None
     document_id: str | None = None
     metadata: dict[str, Any] | None = None  # the caller's, kept as given (HTTP intake)
+    priority: str = "normal"  # one of PRIORITIES; its default depends on where the job came from
+    # Written by the lease order at enqueue (queues/order.py): the estimated
+    # embedding tokens, and the virtual start it is leased by (fair share).
+    cost: int | None = None
+    vstart: float | None = None
     attempts: int = 0  # attempts started so far, this one included
     not_before: float = 0.0  # epoch seconds; a retry waits until then
     errors: list[str] = dataclasses.field(default_factory=list)
@@ -173,6 +182,7 @@ class JobResult:
     document_id: int | None = None  # the local store's row id
     document_key: str | None = None
     sha256: str | None = None  # of the file's bytes
+    # Page numbers whose text is not stored: damaged, or OCR output Tesseract rated unreadable.
     unreadable_pages: list[int] = dataclasses.field(default_factory=list)
     seconds: float | None = None  # wall time in the worker
     ocr_pages: int = 0  # scanned pages read by OCR

@@ -4,8 +4,9 @@ documents are enqueued beside it and Supabase comes and goes; then one
 
 For `seconds`: start `docutrain run` (three at once on pgmq); after a random
 1-5 s do one of: kill -9 of its whole process group, kill -9 of the runner
-alone, kill -9 of one random worker, kill -9 of the forkserver, SIGTERM, two
-SIGINTs in a row. Meanwhile `enqueue`s run beside it; some are killed with
+alone, kill -9 of one random worker, kill -9 of the forkserver, kill -9 of
+multiprocessing's resource tracker, kill -9 of any one of its descendants
+(whichever it is: worker, forkserver, tracker), SIGTERM, two SIGINTs in a row. Meanwhile `enqueue`s run beside it; some are killed with
 kill -9 halfway and then repeated, as a user would. With Supabase outages
 the stand-in refuses connections for random stretches.
 
@@ -39,15 +40,18 @@ from pathlib import Path
 from typing import Callable
 
 TESTS = Path(__file__).resolve().parent
-ROOT = TESTS.parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
 import pdfs  # noqa: E402
 from chaos_invariants import Invariants  # noqa: E402
-from proctree import alive, descendants, forkserver_of, workers_of  # noqa: E402
+from harness import child_env  # noqa: E402
+from proctree import alive, descendants, forkserver_of, tracker_of, workers_of  # noqa: E402
 
-ACTIONS = ("kill-group", "kill-runner", "kill-worker", "kill-forkserver", "sigterm", "double-sigint")
+ACTIONS = (
+    "kill-group", "kill-runner", "kill-worker", "kill-forkserver", "kill-tracker", "kill-descendant",
+    "sigterm", "double-sigint",
+)
 ENDS_RUNNER = {"kill-group", "kill-runner", "sigterm", "double-sigint"}
 EXPECTED_EXIT = {"kill-group": {-9}, "kill-runner": {-9}, "sigterm": {0}, "double-sigint": {130}}
 GRACE = 5.0  # the runners' grace period on a stop
@@ -178,9 +182,7 @@ class Chaos(Invariants):
     # -- setup -----------------------------------------------------------------
 
     def _env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCUTRAIN_", "OPENAI_", "SUPABASE_"))}
-        env.update(
-            PYTHONPATH=str(ROOT),
+        env = child_env(
             DOCUTRAIN_STORE=str(self.workdir / "docutrain.db"),
             DOCUTRAIN_EMBEDDER="offline",
             DOCUTRAIN_POLL_INTERVAL="0.2",
@@ -318,6 +320,14 @@ class Chaos(Invariants):
             server = forkserver_of(proc.pid)
             if server:
                 _kill(server)
+        elif action == "kill-tracker":
+            tracker = tracker_of(proc.pid)
+            if tracker:
+                _kill(tracker)
+        elif action == "kill-descendant":
+            below = descendants(proc.pid)
+            if below:
+                _kill(self.rng.choice(sorted(below)))
         elif action == "sigterm":
             os.kill(proc.pid, signal.SIGTERM)  # systemd's KillMode=mixed
         elif action == "double-sigint":

@@ -9,17 +9,17 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from harness import ROOT, child_env
 from docutrain_cli.run.activity import WorkerBoard
 from docutrain_cli.jobs import Job, JobResult
 from docutrain_cli.queues.base import Finished
 from docutrain_cli.serve.overview import bar_chart, chart_window, matches, throughput
-from docutrain_cli.serve.session import Sessions, host_is_loopback, safe_next
+from docutrain_cli.serve.guard import host_is_loopback
+from docutrain_cli.serve.session import Sessions, safe_next
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_a_worker_killed_mid_job_disappears_from_the_board(tmp_path):
@@ -35,7 +35,7 @@ def test_a_worker_killed_mid_job_disappears_from_the_board(tmp_path):
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=child_env(),
     )
     try:
         assert proc.stdout.readline().strip() == "busy"
@@ -161,8 +161,10 @@ def test_sessions_expire_and_refuse_tampering():
 def test_loopback_hosts_and_safe_redirects():
     for host in ("127.0.0.1:8080", "localhost", "[::1]:80", "LOCALHOST:1"):
         assert host_is_loopback(host), host
-    for host in ("evil.example", "127.0.0.1.evil.example:80", "", None):
+    for host in ("evil.example", "127.0.0.1.evil.example:80", "", None, "[::1]x", "127.0.0.1:８０"):
         assert not host_is_loopback(host), host
+    assert host_is_loopback("localhost:8080", 8080) and host_is_loopback("[::1]", 80)
+    assert not host_is_loopback("localhost:8081", 8080) and not host_is_loopback("localhost", 8080)
     assert safe_next("/jobs/3?x=1") == "/jobs/3?x=1"
     for bad in ("https://evil.example", "//evil.example", "/\\evil.example", None, "jobs"):
         assert safe_next(bad) == "/"

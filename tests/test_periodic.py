@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 
+from harness import wait_for
 from pdfs import multi_page
 from test_supabase_e2e import env_for
 
@@ -96,13 +97,8 @@ def test_every_periodic_task_runs_idle_busy_and_while_stopping(tmp_path, monkeyp
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
 
-    def seen(tasks, phase, timeout=60):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if all(phase in calls.get(t, ()) for t in tasks):
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"{tasks} not all seen {phase}: {calls}")
+    def seen(tasks, phase):
+        wait_for(lambda: all(phase in calls.get(t, ()) for t in tasks), what=f"{tasks} all seen {phase}")
 
     seen(["flush", "housekeep"], "idle")
     (tmp_path / "doc.txt").write_text("hello")

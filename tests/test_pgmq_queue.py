@@ -219,3 +219,16 @@ def test_a_job_leased_through_one_handle_can_be_settled_through_another(open_pgm
     (job,) = runner.lease(1, time.time())
     operator.complete(job)
     assert runner.job(job_id).state == JobState.DONE
+
+
+def test_messages_an_older_docutrain_sent_get_their_place_in_line(pg_url, pgmq_queue_name):
+    """Queued before the ordering table existed: given rows when the queue is opened, and leased."""
+    from docutrain_cli.queues import pgmq_order
+    from docutrain_cli.queues.pgmq import PgmqQueue
+
+    with PgmqQueue(pg_url, pgmq_queue_name) as queue:
+        ids = queue.enqueue([Job(id=0, source=f"/data/old{i}.pdf") for i in range(3)])
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # as if sent before this table
+        conn.execute(f"DELETE FROM {pgmq_order.TABLE} WHERE queue = %s", (pgmq_queue_name,))
+    with PgmqQueue(pg_url, pgmq_queue_name) as queue:
+        assert [j.id for j in queue.lease(5, time.time())] == ids

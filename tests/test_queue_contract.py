@@ -14,7 +14,6 @@ two cases that are nothing but such reads are skipped with the reason.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -23,12 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for
+from harness import ROOT, child_env, wait_for
 from docutrain_cli.errors import ConfigError
 from docutrain_cli.jobs import STATES, Job, JobResult, JobState
-from docutrain_cli.queues.order import LeaseOrder
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 class Backend:
@@ -48,7 +45,7 @@ class Backend:
             self.url = request.getfixturevalue("pg_url")
             self.name = request.getfixturevalue("pgmq_queue_name")
 
-    def open(self, visibility_timeout: float = 30.0):
+    def open(self, visibility_timeout: float = 30.0, order=None):
         if self.kind == "local":
             from docutrain_cli.queues.local import LocalQueue
 
@@ -59,8 +56,16 @@ class Backend:
             from docutrain_cli.queues.pgmq import PgmqQueue
 
             handle = PgmqQueue(self.url, self.name, visibility_timeout)
+        if order is not None:
+            handle.order = order
         self.handles.append(handle)
         return handle
+
+    def opener(self) -> str:
+        """Python that opens a handle on this queue in another process."""
+        if self.kind == "local":
+            return f"LocalQueue({str(self.path)!r})"
+        return f"PgmqQueue({self.url!r}, {self.name!r})"
 
     def _cloudflare_opener(self, lease: float) -> str:
         return (
@@ -88,7 +93,7 @@ class Backend:
         )
         proc = subprocess.run(
             [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env=child_env(),
         )
         assert proc.returncode == -signal.SIGKILL, proc.stderr
         return int(proc.stdout.split()[0])
@@ -201,10 +206,7 @@ def test_enqueue_unique_is_atomic_across_processes(backend):
     """Four processes queue the same 25 documents at once: 25 jobs."""
     if backend.kind == "cloudflare":
         pytest.skip("Cloudflare cannot list queued messages: enqueue_unique always sends (none is claimed)")
-    if backend.kind == "local":
-        opener = f"LocalQueue({str(backend.path)!r})"
-    else:
-        opener = f"PgmqQueue({backend.url!r}, {backend.name!r})"
+    opener = backend.opener()
     code = (
         "import sys\n"
         "from docutrain_cli.jobs import Job\n"
@@ -215,7 +217,7 @@ def test_enqueue_unique_is_atomic_across_processes(backend):
         "for i in range(25):\n"
         "    q.enqueue_unique(Job(id=0, source=f'/data/{i}.pdf', document_id=f'doc-{i}'))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = child_env()
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdin=subprocess.PIPE, text=True)
              for _ in range(4)]
     for proc in procs:
@@ -340,7 +342,8 @@ def test_a_revived_job_counts_its_queued_age_from_the_retry(queue):
     [job_id] = queue.enqueue(make_jobs(1))
     [job] = lease_all(queue)
     queue.bury(job, "corrupt")
-    time.sleep(1.5)
+    wait_for(lambda: time.time() - queue.job(job_id).enqueued_at >= 1.5, timeout=10,
+             what="the job to have been enqueued 1.5 s ago")
     revived_at = time.time()
     assert queue.revive(None) == [job_id]
     stats = queue.stats(time.time())
@@ -380,11 +383,7 @@ def test_release_with_a_delay_costs_no_attempt_and_hides_the_job_until_then(queu
         back = queue.job(job_id)
         assert (back.state, back.attempts) == (JobState.QUEUED, 0)
     assert queue.lease(5, time.time()) == []  # not due yet: nobody gets it
-    deadline = time.monotonic() + 10
-    leased = []
-    while not leased and time.monotonic() < deadline:
-        time.sleep(0.2)
-        leased = queue.lease(5, time.time())
+    leased = wait_for(lambda: queue.lease(5, time.time()), timeout=10, interval=0.2, what="the job to be due")
     assert [j.id for j in leased] == [job_id] and leased[0].attempts == 1
 
 
@@ -494,7 +493,61 @@ def test_housekeep_keeps_the_done_records(backend, monkeypatch):
     assert queue.job(ids[2]).state == JobState.DONE
 
 
+def test_a_done_job_whose_document_failed_afterwards_is_dead_and_retryable(queue):
+    """Batch API mode: the job was done when its chunks were parked; the
+    document then could not be embedded. Dead now, with the reason, under
+    the same id; `retry` brings it back. An active job is left alone."""
+    ids = queue.enqueue(make_jobs(2))
+    leased = {j.id: j for j in lease_all(queue)}
+    for job in leased.values():
+        job.result = JobResult(pages=1, batch_texts=3)
+        queue.complete(job)
+    queue.bury_done(Job(id=ids[0], source="/data/doc0.pdf", sha256="sha0"), "a chunk failed: 500")
+    (dead,) = queue.jobs(JobState.DEAD)
+    assert dead.id == ids[0] and dead.last_error == "a chunk failed: 500" and dead.finished_at
+    stats = queue.stats(time.time())
+    assert stats.counts["dead"] == 1 and stats.counts["done"] in (1, None)
+    if queue.kind != "cloudflare":
+        assert queue.job(ids[0]).state == JobState.DEAD and dead.attempts == 1  # its record, not a fresh one
+        assert queue.totals().finished == {"done": 2, "dead": 1}  # the done event happened too
+    assert queue.revive([ids[0]]) == [ids[0]]
+    (again,) = lease_all(queue)
+    assert again.id == ids[0]
+    queue.bury_done(again, "late news about an old attempt")  # running again: not a done job now
+    if queue.kind != "cloudflare":
+        assert queue.job(ids[0]).state == JobState.RUNNING
+
+
 # -- records of finished jobs (dashboard charts, /metrics) -------------------------
+def test_totals_count_finish_events_and_never_fall(queue, monkeypatch):
+    """/metrics' counters: a retried dead job and pruned done records still
+    count (the tally of records that left, plus the records kept)."""
+    if queue.kind == "cloudflare":
+        assert queue.totals() is None  # no records of its own to count: /metrics has no counter
+        return
+    ids = queue.enqueue(make_jobs(3))
+    leased = {j.id: j for j in lease_all(queue)}
+    for job_id in ids[:2]:
+        leased[job_id].result = JobResult(pages=1, tokens_embedded=100, model="m")
+        queue.complete(leased[job_id])
+    queue.bury(leased[ids[2]], "corrupt")
+    first = queue.totals()
+    assert first.finished == {"done": 2, "dead": 1} and first.tokens == {"m": 200}
+    assert sum(first.durations) == 2
+    assert queue.revive([ids[2]]) == [ids[2]]
+    assert queue.totals().finished == {"done": 2, "dead": 1}  # the death happened; the retry does not undo it
+    (again,) = lease_all(queue)
+    queue.bury(again, "corrupt again")
+    assert queue.totals().finished == {"done": 2, "dead": 2}
+    module = sys.modules[type(queue).__module__]
+    monkeypatch.setattr(module, "KEEP_DONE_RECORDS", 1)
+    queue.housekeep()
+    assert len([r for r in queue.finished() if r.outcome == "done"]) == 1  # one done record pruned
+    after = queue.totals()
+    assert (after.finished, after.tokens, after.durations) == ({"done": 2, "dead": 2}, {"m": 200}, first.durations)
+    assert after.duration_sum == pytest.approx(first.duration_sum)
+
+
 def test_finished_lists_done_and_dead_jobs_with_their_figures(queue):
     ids = queue.enqueue(make_jobs(4))
     leased = {j.id: j for j in lease_all(queue)}
@@ -522,41 +575,155 @@ def test_finished_lists_done_and_dead_jobs_with_their_figures(queue):
     assert stats.counts["done"] == (1 if keeps_done else None) and stats.counts["dead"] == 0
 
 
-# -- the lease order (queues/order.py) ---------------------------------------------
-class RankedWithAging(LeaseOrder):
-    """A test policy in the shape of fair share: `tag` ranks jobs as they are
-    enqueued (the reverse of arrival here), the lease goes by rank, and a job
-    waiting longer than `max_wait` seconds goes before every rank."""
 
-    name = "ranked"
-    by_arrival = False
-    max_wait = 600.0
+# -- the lease order (queues/order.py, queues/fair.py) --------------------------------
+def fair(**options):
+    from docutrain_cli.queues.fair import FairShare
 
-    def tag(self, jobs):
-        for job in jobs:
-            job.metadata = {**(job.metadata or {}), "rank": -int(job.source.removesuffix(".pdf")[-1])}
-
-    def order_by(self, columns):
-        waited = f"{columns.now} - {columns.field('enqueued_at')}"
-        return (
-            f"CASE WHEN {waited} > {self.max_wait} THEN 0 ELSE 1 END,"
-            f" {columns.field('metadata.rank')}, {columns.arrival}"
-        )
+    return FairShare(estimate=lambda job: 1000, **options)
 
 
-def test_lease_follows_the_queue_order_tags_written_at_enqueue(queue):
-    if queue.kind == "cloudflare":
-        pytest.skip("Cloudflare Queues has no ordering control: it hands messages out in its own order")
-    queue.order = RankedWithAging()
-    jobs = make_jobs(4)
-    jobs[1].enqueued_at = time.time() - 3600  # waited past max_wait: first, whatever its rank
-    if queue.kind == "pgmq":  # pgmq.read hands out by msg_id only
-        queue.enqueue(jobs)
-        with pytest.raises(ConfigError, match="arrival order only"):
-            lease_all(queue)
-        return
-    ids = queue.enqueue(jobs)
-    leased = [queue.lease(1, time.time())[0] for _ in ids]
-    assert [j.id for j in leased] == [ids[1], ids[3], ids[2], ids[0]]
-    assert [j.metadata["rank"] for j in leased] == [-1, -3, -2, 0]  # the tags were stored with the jobs
-    assert queue.lease(1, time.time()) == []
+def user_jobs(user: str, n: int, cost: int = 1000, priority: str = "normal") -> list[Job]:
+    return [Job(id=0, source=f"/data/{user}{i}.pdf", user_id=user, cost=cost, priority=priority) for i in range(n)]
+
+
+def lease_one_by_one(queue, n: int) -> list[Job]:
+    found = []
+    for _ in range(n):
+        found += queue.lease(1, time.time())
+    return found
+
+
+def ordered_backend(backend) -> None:
+    if backend.kind == "cloudflare":
+        pytest.skip("Cloudflare Queues has no ordering control: priority only, by a second queue")
+
+
+def test_a_newcomers_one_job_is_leased_next_despite_another_users_backlog(backend):
+    ordered_backend(backend)
+    queue = backend.open(order=fair())
+    queue.enqueue(user_jobs("alice", 500))
+    first = queue.lease(3, time.time())
+    assert [j.user_id for j in first] == ["alice"] * 3
+    [bob] = queue.enqueue(user_jobs("bob", 1))
+    assert queue.lease(1, time.time())[0].id == bob
+    # and fair from then on: bob's next jobs alternate with alice's
+    queue.enqueue(user_jobs("bob", 3))
+    assert [j.user_id for j in lease_one_by_one(queue, 6)] == ["alice", "bob"] * 3
+
+
+def test_first_in_first_out_keeps_a_backlog_ahead_of_a_newcomer(backend):
+    """What fair share changes (lease_order = fifo is the old order)."""
+    ordered_backend(backend)
+    queue = backend.open()  # the default order of a bare handle: first in, first out
+    queue.enqueue(user_jobs("alice", 20))
+    queue.enqueue(user_jobs("bob", 1))
+    assert [j.user_id for j in lease_all(queue)] == ["alice"] * 20 + ["bob"]
+
+
+def test_weights_share_the_tokens(backend):
+    ordered_backend(backend)
+    queue = backend.open(order=fair(weights={"gold": 2.0}))
+    queue.enqueue(user_jobs("plain", 60) + user_jobs("gold", 60))
+    leased = [j.user_id for j in lease_one_by_one(queue, 30)]
+    assert leased.count("gold") == 20 and leased.count("plain") == 10
+    # by tokens, not jobs: a user whose jobs cost 4x gets a quarter of the jobs
+    queue.enqueue(user_jobs("big", 20, cost=4000) + user_jobs("small", 80, cost=1000))
+    later = [j.user_id for j in lease_all(queue, 300) if j.user_id in ("big", "small")][:25]
+    assert later.count("big") in (4, 5, 6) and later.count("small") in (19, 20, 21)
+
+
+def test_jobs_without_a_user_id_share_as_one_user(backend):
+    ordered_backend(backend)
+    queue = backend.open(order=fair())
+    queue.enqueue([Job(id=0, source=f"/d/{i}.pdf", cost=1000) for i in range(10)])
+    queue.enqueue(user_jobs("carol", 2))
+    assert [j.user_id for j in lease_one_by_one(queue, 4)] == [None, "carol", None, "carol"]
+
+
+def test_higher_priority_goes_first_and_fair_share_applies_within_it(backend):
+    ordered_backend(backend)
+    queue = backend.open(order=fair())
+    queue.enqueue(user_jobs("alice", 3, priority="low"))
+    queue.enqueue(user_jobs("alice", 3) + user_jobs("bob", 1))
+    queue.enqueue(user_jobs("alice", 5, priority="high") + user_jobs("bob", 2, priority="high"))
+    leased = [(j.priority, j.user_id) for j in lease_one_by_one(queue, 14)]
+    assert leased[:7] == [("high", "alice"), ("high", "bob"), ("high", "alice"), ("high", "bob")] + [("high", "alice")] * 3
+    assert leased[7:11] == [("normal", "alice"), ("normal", "bob"), ("normal", "alice"), ("normal", "alice")]
+    assert leased[11:] == [("low", "alice")] * 3
+
+
+def test_a_job_is_not_overtaken_by_later_higher_priority_work_for_longer_than_the_max_wait(backend):
+    ordered_backend(backend)
+    queue = backend.open(order=fair(max_wait=1.0))
+    [low] = queue.enqueue(user_jobs("alice", 1, priority="low"))
+    [high] = queue.enqueue(user_jobs("bob", 1, priority="high"))
+    assert [j.id for j in queue.lease(1, time.time())] == [high]  # within the max wait: overtaken
+    time.sleep(1.3)
+    later = queue.enqueue(user_jobs("bob", 2, priority="high"))
+    assert [j.id for j in lease_one_by_one(queue, 3)] == [low, *later]  # waited too long: it goes first
+
+
+def test_what_a_job_really_cost_corrects_its_users_share(backend):
+    ordered_backend(backend)
+    queue = backend.open(order=fair())
+    # As estimated, alice's next job would tie with bob's second (place 2).
+    # 20x the estimate: behind all of bob's 10; nothing (all cached): tied with his first.
+    for alice, bob, actual, place in (("alice", "bob", 20_000, 10), ("ann", "ben", 0, 1)):
+        queue.enqueue(user_jobs(alice, 1))
+        [job] = queue.lease(1, time.time())
+        queue.enqueue(user_jobs(bob, 10))
+        job.result = JobResult(tokens_embedded=actual)
+        queue.complete(job)
+        [again] = queue.enqueue(user_jobs(alice, 1))
+        order = [j.id for j in lease_all(queue)]
+        assert order.index(again) == place, actual
+
+
+def test_the_order_is_kept_in_the_queue_across_processes(backend):
+    """alice's backlog queued by one process, bob's job by another, leased by a third."""
+    ordered_backend(backend)
+    code = (
+        "import sys\n"
+        "from docutrain_cli.jobs import Job\n"
+        "from docutrain_cli.queues.fair import FairShare\n"
+        "from docutrain_cli.queues.local import LocalQueue\n"
+        "from docutrain_cli.queues.pgmq import PgmqQueue\n"
+        f"q = {backend.opener()}\n"
+        "q.order = FairShare(estimate=lambda job: 1000)\n"
+        "user, n = sys.argv[1], int(sys.argv[2])\n"
+        "q.enqueue([Job(id=0, source=f'/d/{user}{i}.pdf', user_id=user) for i in range(n)])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for user, n in (("alice", 200), ("bob", 1)):
+        subprocess.run([sys.executable, "-c", code, user, str(n)], cwd=ROOT, env=env, check=True, timeout=60)
+    queue = backend.open(order=fair())
+    assert [j.user_id for j in queue.lease(2, time.time())] == ["alice", "bob"]
+    [carol] = queue.enqueue(user_jobs("carol", 1))  # the clock moved with the leases: carol is next
+    assert queue.lease(1, time.time())[0].id == carol
+
+
+def test_two_handles_leasing_at_once_follow_one_order(backend):
+    ordered_backend(backend)
+    if backend.kind == "local":
+        pytest.skip("one runner leases a local queue (its runner lock)")
+    import threading
+
+    first, second = backend.open(order=fair()), backend.open(order=fair())
+    first.enqueue(user_jobs("alice", 300))
+    [bob] = second.enqueue(user_jobs("bob", 1))
+    start, taken = threading.Barrier(2), {}
+
+    def lease(name, handle):
+        start.wait()
+        taken[name] = [j.id for j in handle.lease(2, time.time())]
+
+    threads = [threading.Thread(target=lease, args=(n, h)) for n, h in (("a", first), ("b", second))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(set(taken["a"]) | set(taken["b"])) == 4
+    assert bob in taken["a"][:2] + taken["b"][:2]  # in the first batch of whichever got there first
+    rest = [j.user_id for j in lease_one_by_one(first, 3) + lease_one_by_one(second, 3)]
+    assert rest == ["alice"] * 6

@@ -68,7 +68,7 @@ def test_the_live_display_counts_jobs_that_arrive_while_a_service_runs(docutrain
 
     from rich.console import Console
 
-    from conftest import wait_for
+    from harness import wait_for
     from docutrain_cli.cli.progress import RichObserver
     from docutrain_cli.jobs import Job
 

@@ -15,7 +15,7 @@ import time
 
 import httpx
 import pytest
-from serving import TOKEN, ServeThread, start_serve_process
+from serving import TOKEN, ServeThread, start_serve_process, with_supabase
 
 from docutrain_cli.config import Settings
 from docutrain_cli.jobs import JobState
@@ -25,9 +25,8 @@ from docutrain_cli.serve import ServeOptions
 
 @pytest.fixture
 def settings(tmp_path, supabase_standin) -> Settings:
-    # Supabase is configured: serve refuses Storage paths it could not download.
     return Settings(queue=str(tmp_path / "queue.db"), store=str(tmp_path / "docutrain.db"), serve_token=TOKEN,
-                    supabase_url=supabase_standin.url, supabase_service_role_key=supabase_standin.key)
+                    **with_supabase(supabase_standin))
 
 
 @pytest.fixture
@@ -80,17 +79,22 @@ def test_same_document_while_active_gets_the_same_job_and_a_new_one_once_finishe
     assert api.post("/v1/documents", json=doc("doc-2")).json()["created"]
 
 
-def test_concurrent_posts_of_one_document_make_one_job(server, settings):
-    """32 threads post the same document at once (the server runs them on
-    8 queue handles, i.e. 8 SQLite connections), then 4 other documents."""
+def post_at_once(server: ServeThread, threads: int, document_ids: list[str]) -> list[int]:
+    """POST each document from `threads` threads at once; the job id each answer names."""
     def post(document_id: str) -> int:
         with server.client() as client:
             answer = client.post("/v1/documents", json=doc(document_id))
             assert answer.status_code == 202, answer.text
             return answer.json()["job_id"]
 
-    with concurrent.futures.ThreadPoolExecutor(32) as pool:
-        ids = list(pool.map(post, ["same"] * 64 + [f"other-{i % 4}" for i in range(32)]))
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(post, document_ids))
+
+
+def test_concurrent_posts_of_one_document_make_one_job(server, settings):
+    """32 threads post the same document at once (the server runs them on
+    8 queue handles, i.e. 8 SQLite connections), then 4 other documents."""
+    ids = post_at_once(server, 32, ["same"] * 64 + [f"other-{i % 4}" for i in range(32)])
     assert len(set(ids[:64])) == 1
     jobs = queued(settings)
     assert sorted(j.document_id for j in jobs) == ["other-0", "other-1", "other-2", "other-3", "same"]
@@ -102,14 +106,7 @@ def test_concurrent_posts_on_pgmq_make_one_job(pg_url, pgmq_queue_name, settings
     settings = settings.replace(queue=pg_url, queue_name=pgmq_queue_name)
     serving = ServeThread(settings)
     try:
-        def post(document_id: str) -> int:
-            with serving.client() as client:
-                answer = client.post("/v1/documents", json=doc(document_id))
-                assert answer.status_code == 202, answer.text
-                return answer.json()["job_id"]
-
-        with concurrent.futures.ThreadPoolExecutor(16) as pool:
-            ids = list(pool.map(post, ["same"] * 48 + ["other"] * 16))
+        ids = post_at_once(serving, 16, ["same"] * 48 + ["other"] * 16)
     finally:
         serving.close()
     assert len(set(ids[:48])) == 1 and len(set(ids[48:])) == 1
@@ -118,40 +115,24 @@ def test_concurrent_posts_on_pgmq_make_one_job(pg_url, pgmq_queue_name, settings
 
 
 def test_local_paths_are_refused_unless_allowed(api, settings, tmp_path):
-    uploads = tmp_path / "uploads"
-    uploads.mkdir()
-    report = uploads / "report.pdf"
-    report.write_text("a report")
     secret = tmp_path / "secret.txt"
     secret.write_text("do not read me")
-    for path in (str(report), "./report.pdf", "file://" + str(report), "~/.ssh/id_rsa"):
+    for path in (str(secret), "./secret.txt", "file://" + str(secret), "~/.ssh/id_rsa"):
         answer = api.post("/v1/documents", json=doc(storage_path=path))
-        assert answer.status_code == 422 and "--allow-local-paths DIR" in answer.json()["error"], path
+        assert answer.status_code == 422 and "--allow-local-paths" in answer.json()["error"], path
     assert queued(settings) == []
 
-    allowing = ServeThread(settings, ServeOptions(allow_local_paths=str(uploads)))
+    allowing = ServeThread(settings, ServeOptions(allow_local_paths=str(tmp_path)))
     try:
         with allowing.client() as client:
-            for i, path in enumerate((str(report), "./report.pdf", "file://" + str(report))):
-                answer = client.post("/v1/documents", json=doc(f"d{i}", storage_path=path))
-                assert answer.status_code == 202, (path, answer.text)
-            for path in (str(secret), "./../secret.txt", "/etc/passwd", "./bad\x00.pdf"):
-                outside = client.post("/v1/documents", json=doc("d9", storage_path=path))
-                assert outside.status_code == 422, (path, outside.text)
-                assert "not inside the folder" in outside.json()["error"] or "not a path" in outside.json()["error"]
-            missing = client.post("/v1/documents", json=doc("d8", storage_path=str(uploads / "nope.pdf")))
+            answer = client.post("/v1/documents", json=doc(storage_path=str(secret)))
+            assert answer.status_code == 202
+            missing = client.post("/v1/documents", json=doc("d2", storage_path=str(tmp_path / "nope.pdf")))
             assert missing.status_code == 422 and "no such file" in missing.json()["error"]
     finally:
         allowing.close()
-    jobs = queued(settings)
-    assert {job.source for job in jobs} == {str(report)} and len(jobs) == 3
-    assert all(job.sha256 for job in jobs)  # hashed like `docutrain enqueue`
-
-
-def test_allow_local_paths_needs_a_folder(docutrain, tmp_path):
-    result = docutrain("serve", "--port", "0", "--allow-local-paths", str(tmp_path / "nowhere"), timeout=30)
-    assert result.returncode == 2
-    assert "--allow-local-paths: " in result.stderr and "is not a folder" in result.stderr
+    [job] = queued(settings)
+    assert job.source == str(secret.resolve()) and job.sha256  # hashed like `docutrain enqueue`
 
 
 def test_a_storage_path_without_supabase_is_422_at_the_door(settings):
@@ -251,6 +232,39 @@ def test_job_document_status_and_retry_routes(api, settings, docutrain):
     assert status == expected and status["queued"] == 1
 
 
+def test_an_upload_is_high_priority_and_says_where_it_stands_in_line(settings):
+    settings = settings.replace(embedding_tpm=60_000, embedder="offline")
+    from docutrain_cli.jobs import Job
+    from docutrain_cli.queues.fair import order_for
+
+    with LocalQueue(settings.queue, order=order_for(settings)) as queue:  # another user's backfill, waiting
+        queue.enqueue([Job(id=0, source=f"/d/{i}.pdf", user_id="alice", priority="low", cost=3000) for i in range(5)])
+    serving = ServeThread(settings)
+    try:
+        with serving.client() as api:
+            first = api.post("/v1/documents", json=doc("doc-1")).json()["job_id"]
+            second = api.post("/v1/documents", json=doc("doc-2", priority="low")).json()["job_id"]
+            job = api.get(f"/v1/jobs/{first}").json()
+            assert (job["priority"], job["position"]) == ("high", 0)  # before the whole backfill
+            assert job["eta_seconds"] is not None and job["eta_seconds"] >= 0
+            document = api.get("/v1/documents/doc-2").json()
+            # after the high one, then fair with alice: behind her first only (it came first, at the same vstart)
+            assert (document["job"]["priority"], document["position"]) == ("low", 2)
+            assert document["tokens_ahead"] == settings.remote_job_tokens + 3000
+            with LocalQueue(settings.queue) as queue:
+                [leased] = queue.lease(1, time.time())
+            assert leased.id == first
+            running = api.get(f"/v1/jobs/{first}").json()
+            assert (running["state"], running["position"], running["eta_seconds"]) == ("running", None, None)
+            status = api.get("/v1/status").json()
+            assert status["lease_order"] == "fair"
+            assert status["queued_by_priority"] == {"high": 0, "normal": 0, "low": 6}
+            assert {u["user_id"]: u["queued"] for u in status["users"]} == {"alice": 5, "user-1": 1}
+            assert api.get(f"/v1/jobs/{second}").json()["position"] == 1  # the high one is running now
+    finally:
+        serving.close()
+
+
 def test_health_and_readiness(server, api):
     with server.client(token=None) as anonymous:
         assert anonymous.get("/healthz").json() == {"ok": True}
@@ -303,9 +317,11 @@ def test_every_route_but_healthz_needs_the_token(server):
     routes = [("POST", "/v1/documents"), ("POST", "/v1/webhooks/supabase"), ("GET", "/v1/jobs/1"),
               ("POST", "/v1/jobs/1/retry"), ("GET", "/v1/documents/x"), ("GET", "/v1/status"),
               ("GET", "/readyz"), ("GET", "/no/such/route")]
-    for token in (None, "wrong-token", TOKEN[:-1], TOKEN + "x"):
+    for n, token in enumerate((None, "wrong-token", TOKEN[:-1], TOKEN + "x")):
         with server.client(token=token) as client:
-            for method, path in routes:
+            for m, (method, path) in enumerate(routes):
+                # each guess from its own address: ten from one are throttled (test_serve_throttle.py)
+                client.headers["x-forwarded-for"] = f"198.51.100.{n * len(routes) + m}"
                 answer = client.request(method, path, json=doc())
                 assert answer.status_code == 401, (token, method, path)
                 assert answer.headers["www-authenticate"] == "Bearer"
@@ -374,6 +390,8 @@ def test_error_statuses_are_json(api, server):
     error(api.post("/v1/documents", json={"user_document_id": "d"}), 422, "user_id is required")
     error(api.post("/v1/documents", json=doc(user_document_id=["x"])), 422, "must be a string")
     error(api.post("/v1/documents", json=doc(metadata="x")), 422, "metadata must be a JSON object")
+    for bad in ("urgent", "", None, 1, ["high"], {"level": "high"}):
+        error(api.post("/v1/documents", json=doc(priority=bad)), 422, "priority must be one of high, normal, low")
     error(api.post("/v1/documents", json=doc(storage_path="supabase://only-bucket")), 422, "storage_path")
     error(api.get("/v1/jobs/999"), 404, "no such job")
     error(api.get("/v1/jobs/abc"), 404, "no such route")
@@ -467,7 +485,7 @@ def test_supabase_webhook_payload_shapes(server, settings):
 
 def test_kill_9_right_after_a_202_loses_nothing(docutrain, supabase_standin):
     proc, url = start_serve_process(docutrain, DOCUTRAIN_SERVE_TOKEN=TOKEN, SUPABASE_URL=supabase_standin.url,
-                                    SUPABASE_SERVICE_ROLE_KEY=supabase_standin.key)
+                                    SUPABASE_SERVICE_ROLE_KEY=supabase_standin.key)  # Storage paths are welcome
     accepted = []
     try:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as client:

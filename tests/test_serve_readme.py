@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from harness import ROOT, child_env
 
 
 def readme_block(after: str) -> str:
@@ -36,8 +36,7 @@ def test_the_local_file_example_runs_as_written(tmp_path):
     script = readme_block("On a machine without Supabase")
     assert "docutrain serve --allow-local-paths ./uploads &" in script
     script = script.replace("8080", port).replace("./uploads &", f"./uploads --port {port} &")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCUTRAIN_", "OPENAI_", "SUPABASE_"))}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env = child_env(PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     result = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr

@@ -21,7 +21,7 @@ __all__ = ["Check", "run_checks"]
 
 
 def run_checks(settings: Settings, *, timeout: float = TIMEOUT) -> list[Check]:
-    checks = [_embedding_config(settings), _ocr(settings)]
+    checks = [_embedding_config(settings), _ocr(settings), _ocr_orientation(settings), _lease_order(settings)]
     if settings.supabase_enabled:
         checks.append(_supabase_key(settings))
         checks += _supabase_checks(settings, timeout)
@@ -100,11 +100,34 @@ def _embedding_config(settings: Settings) -> Check:
     return Check("embedding settings", True, detail)
 
 
+def _lease_order(settings: Settings) -> Check:
+    """Who is served first, as far as the queue can keep it (queues/order.py)."""
+    name = "who is served first"
+    if settings.queue_is_cloudflare:
+        if not settings.cloudflare_high_queue:
+            return Check(name, True, "Cloudflare Queues: fair share between users is not available (no ordering "
+                         "control) and priority is not kept", "for priority, create a second queue and set "
+                         "DOCUTRAIN_CLOUDFLARE_HIGH_QUEUE to its id (high jobs go there and are pulled first)")
+        return Check(name, True, f"Cloudflare Queues: by priority (high jobs through queue "
+                     f"{settings.cloudflare_high_queue}, pulled first); fair share between users is not available")
+    wait = f"a job waits at most {settings.priority_max_wait:g} s for later higher-priority work"
+    if settings.lease_order == "fifo":
+        return Check(name, True, f"first in, first out within each priority (lease_order fifo); {wait}")
+    weights = f", weights for {len(settings.user_weights)} user(s)" if settings.user_weights else ""
+    return Check(name, True, f"fair share by tokens between users within each priority{weights}; {wait}")
+
+
 def _ocr(settings: Settings) -> Check:
     from docutrain_cli.pipeline.ocr import ocr_check
 
     ok, detail, fix = ocr_check(settings)
     return Check("OCR (Tesseract)", ok, detail, fix)
+
+
+def _ocr_orientation(settings: Settings) -> Check:
+    from docutrain_cli.pipeline.ocr import orientation_check
+
+    return Check("OCR orientation detection", *orientation_check(settings))
 
 
 def _jwt_role(key: str) -> str | None:

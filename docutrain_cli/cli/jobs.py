@@ -26,17 +26,20 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     Example: docutrain status --json
     """
     from docutrain_cli.queues import QueueStats
+    from docutrain_cli.queues.line import users_in_line
     from docutrain_cli.status.reports import status_report
     from docutrain_cli.cli.render import status_lines
 
     settings = settings_from(ctx)
     missing = missing_queue(settings)
+    line = None
     if missing:
         stats, exclusive = QueueStats.empty(), True
     else:
         with open_queue_for(settings) as queue:
-            stats, exclusive = queue.stats(time.time()), queue.exclusive
-    data = status_report(settings, stats)  # the same object as serve's GET /v1/status
+            now = time.time()
+            stats, exclusive, line = queue.stats(now), queue.exclusive, users_in_line(queue, now)
+    data = status_report(settings, stats, line)  # the same object as serve's GET /v1/status
     emit(data, as_json, lambda: status_lines(data, exclusive=exclusive, known=stats.known, queue_missing=missing))
 
 
@@ -87,11 +90,13 @@ def jobs_show(
     job_id: int = typer.Argument(..., metavar="JOB_ID", help="The job id printed by enqueue."),
     as_json: JsonOption = False,
 ) -> None:
-    """Show one job: file, attempts, errors, timestamps, result.
+    """Show one job: file, attempts, errors, timestamps, result, and while
+    it waits, its place in line and when it should be done.
 
     Example: docutrain jobs show 12
     """
     from docutrain_cli.cli.render import job_detail
+    from docutrain_cli.queues.line import place_in_line
 
     settings = settings_from(ctx)
     missing = missing_queue(settings)
@@ -101,9 +106,10 @@ def jobs_show(
         job = queue.job(job_id)
         partial = len(queue.listable_states) < len(JobState)
         why = not_listable(queue, f"job {job_id} not found") if partial else f"job {job_id}: no such job"
+        place = place_in_line(queue, job, settings, time.time()) if job else None
     if job is None:
         raise UsageError(why)
-    emit(job.to_dict(), as_json, lambda: job_detail(job))
+    emit({**job.to_dict(), **place}, as_json, lambda: job_detail(job, place))
 
 
 # -- retry --------------------------------------------------------------------

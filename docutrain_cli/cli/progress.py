@@ -65,6 +65,8 @@ class LogObserver(RunObserver):
                 facts += f", {plural(r.ocr_pages, 'page')} by OCR"
             if r and r.ocr_skipped_pages:
                 facts += f", {plural(r.ocr_skipped_pages, 'scanned page')} left unread (no OCR)"
+            if r and r.unreadable_pages:
+                facts += f", unreadable: page {', '.join(map(str, r.unreadable_pages))}"
             self.log(f"done  job {job.id} {job.source}" + (f" ({facts})" if facts else "") + f" in {took:.1f}s")
         elif outcome == "released":
             self.log(f"returned job {job.id} {job.source} to the queue" + (f": {detail}" if detail else ""))
@@ -331,8 +333,13 @@ def batch_line(report: dict) -> str:
         + (f"${cost:.4f} at the batch price" if cost is not None else "cost unknown")
         + f"), {report['documents_ready']} documents ready"
     )
-    if report["documents_error"]:
-        text += f", {report['documents_error']} in error"
+    if report["documents_dead"]:
+        text += f", {report['documents_dead']} could not be embedded (dead jobs; `docutrain retry` brings them back)"
+    if report["full_price_texts"]:
+        paid = report["full_price_cost_usd"]
+        text += (f"; {report['full_price_texts']} texts failed twice in batches and were embedded with a normal "
+                 f"request ({report['full_price_tokens']} tokens at full price"
+                 + (f", ${paid:.4f}" if paid is not None else "") + ")")
     if report["problem"]:
         text += f"; trouble: {report['problem']}"
     return text

@@ -170,7 +170,8 @@ def status_lines(
         lines.append(
             f"cloudflare queue {d['queue']}: {count(d['backlog'])} unfinished (queued, running and "
             f"waiting to retry together), oldest {age(d['oldest_message_age_seconds'])}; "
-            f"dead-letter queue {d['dead_letter_queue']}: {count(d['dead_letter_backlog'])}"
+            f"dead-letter queue {d['dead_letter_queue']}: {count(d['dead_letter_backlog'])}, oldest "
+            f"{age(d.get('dead_letter_oldest_message_age_seconds'))}"
         )
         lines.append(
             "Cloudflare Queues does not report queued, running, retrying or done jobs apart; done documents are in the store"
@@ -188,8 +189,48 @@ def status_lines(
         lines.append(f"embedding {budget['key'].split(' key#')[0]}: {budget_line(budget)}")
         if budget["problem"]:
             lines.append(f"  stopped at {when(budget['problem_at'])}: {budget['problem']}")
+    lines += line_lines(data)
     if data["dead"]:
         lines.append("see dead jobs with `docutrain jobs --state dead`; retry them with `docutrain retry --all-dead`")
+    return lines
+
+
+def place_line(place: dict | None) -> str | None:
+    """'3 jobs ahead (41,000 tokens), done in about 2m' for a waiting job."""
+    if not place or place.get("position") is None:
+        return None
+    ahead = place["position"]
+    text = f"{ahead} job{'s' if ahead != 1 else ''} ahead ({place['tokens_ahead']:,} tokens)"
+    eta = place.get("eta_seconds")
+    return text + (f", done in about {age(eta)}" if eta is not None else ", no estimate of when yet")
+
+
+ORDER_WORDS = {
+    "fair": "fair share by tokens between users within each priority",
+    "fifo": "first in, first out within each priority",
+    "priority": "by priority only (fair share between users is not available on Cloudflare Queues)",
+    "none": "Cloudflare's own order (fair share between users is not available on Cloudflare Queues)",
+}
+
+
+def line_lines(data: dict[str, Any]) -> list[str]:
+    """The lease order, queued jobs per priority and who is waiting, for `status`."""
+    if not data.get("lease_order"):
+        return []
+    lines = [f"lease order: {ORDER_WORDS.get(data['lease_order'], data['lease_order'])}"]
+    depth = data.get("queued_by_priority")
+    if depth:
+        lines.append("waiting by priority: " + "  ".join(f"{name} {n}" for name, n in depth.items()))
+    users = data.get("users")
+    if users:
+        shown = f", the {len(users)} with the most tokens" if data["users_with_queued_work"] > len(users) else ""
+        lines.append(f"users with queued work: {data['users_with_queued_work']}{shown}")
+        for user in users:
+            share = user["share_last_hour"]
+            lines.append(
+                f"  {user['user_id'] or '(no user id)'}: {user['queued']} waiting, {user['queued_tokens']:,} tokens"
+                + (f", {share:.0%} of the last hour's tokens" if share is not None else "")
+            )
     return lines
 
 
@@ -329,8 +370,9 @@ def _result_fields(job) -> dict[str, str]:
     return fields
 
 
-def job_detail(job) -> Table:
-    """`docutrain jobs show ID`: one row per fact, every error, the result as a small table."""
+def job_detail(job, place: dict | None = None) -> Table:
+    """`docutrain jobs show ID`: one row per fact, every error, the result as
+    a small table; `place` is its place in line (queues/line.py)."""
     table = Table.grid(padding=(0, 1))
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
@@ -347,6 +389,8 @@ def job_detail(job) -> Table:
         ("started", when(job.started_at)),
         ("finished", when(job.finished_at)),
         ("next attempt", when(job.not_before) if job.state.value == "retrying" else None),
+        ("priority", job.priority),
+        ("in line", place_line(place)),
     ]
     for label, value in rows:
         if value not in (None, "-"):

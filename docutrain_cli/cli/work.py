@@ -12,6 +12,7 @@ from docutrain_cli.cli.app import (
     app, command, console, emit, error_line, flag_problem, json_option, open_queue_for, settings_from,
 )
 from docutrain_cli.errors import ConfigError, ExitCode, UsageError
+from docutrain_cli.jobs import PRIORITIES
 
 ReportJson = json_option("Print the result as JSON.")
 SummaryJson = json_option("Print the final summary as JSON.")
@@ -27,16 +28,23 @@ def enqueue(
     force: bool = typer.Option(False, "--force", help="Queue files even if the same content is already queued."),
     from_supabase: bool = typer.Option(False, "--from-supabase", help="Queue every pending Supabase document."),
     limit: Optional[int] = typer.Option(None, "--limit", metavar="N", help="With --from-supabase: at most this many."),
+    priority: Optional[str] = typer.Option(
+        None, "--priority", metavar="LEVEL", help="high, normal or low (default normal; --from-supabase: low)."
+    ),
     as_json: ReportJson = False,
 ) -> None:
     """Put documents into the queue and return at once with their job ids.
 
-    Example: docutrain enqueue ./uploads/*.pdf --user-id 4f1c...
+    Higher priority goes first; within one, users share by tokens.
+
+    Example: docutrain enqueue ./uploads/*.pdf --user-id 4f1c... --priority high
     """
     from docutrain_cli.queues.enqueue import EnqueueReport, enqueue_jobs, enqueue_paths
     from docutrain_cli.cli.messages import new_queue_folder
     from docutrain_cli.cli.render import enqueue_lines
 
+    if priority is not None and priority not in PRIORITIES:
+        raise UsageError(f"--priority: expected {', '.join(PRIORITIES)}, got {priority!r}")
     settings = settings_from(ctx)
     if not paths and not from_supabase:
         raise UsageError("give files, folders or globs to queue (or --from-supabase)")
@@ -49,10 +57,11 @@ def enqueue(
             from docutrain_cli.supabase.pull import pending_jobs
 
             jobs, refused_rows = pending_jobs(settings, limit=limit)
-            report = enqueue_jobs(queue, jobs, force=force)
+            report = enqueue_jobs(queue, jobs, force=force, priority=priority or "low")
             report.refused.extend(refused_rows)
         if paths:
-            more = enqueue_paths(queue, paths, user_id=user_id, document_id=document_id, force=force)
+            more = enqueue_paths(queue, paths, user_id=user_id, document_id=document_id, force=force,
+                                 priority=priority or "normal")
             report.queued += more.queued
             report.duplicates += more.duplicates
             report.refused += more.refused

@@ -11,6 +11,8 @@ from docutrain_cli.errors import ConfigError
 
 OFFLINE_MODEL = "offline-hash-v1"
 OFFLINE_DIMENSIONS = 384
+# The most tokens one embedding input may hold (OpenAI; the offline embedder keeps it too).
+MAX_INPUT_TOKENS = 8191
 
 # model -> (US$ per million input tokens at list price, default dimensions)
 MODELS = {

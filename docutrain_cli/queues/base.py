@@ -10,7 +10,8 @@ What a backend does not decide:
   `completed`, `failed`, `buried`, `released`, `revived`) and then persist
   what it wrote;
 - which due job is leased next: the queue's `order` (queues/order.py) tags
-  jobs as they are enqueued and names the order they are leased in.
+  jobs as they are enqueued (priority level, virtual start); the local file
+  and pgmq lease in that order, Cloudflare by priority only.
 """
 
 from __future__ import annotations
@@ -85,6 +86,22 @@ class Finished(NamedTuple):
     pages: int
     tokens: int  # embedding tokens sent (cached ones cost none)
     model: str | None  # embedding model, for done jobs that embedded
+    user_id: str | None = None  # whose it was (each user's share of the tokens)
+    cost: int | None = None  # the tokens it was estimated at when queued
+
+
+class Ahead(NamedTuple):
+    """What stands before one waiting job under the current lease order."""
+
+    jobs: int  # waiting jobs that start before it
+    tokens: int  # their estimated tokens
+    running_tokens: int  # estimated tokens of the jobs running now
+
+
+class UserBacklog(NamedTuple):
+    user_id: str | None  # None: the jobs without a user id
+    jobs: int  # queued or waiting to retry
+    tokens: int  # their estimated tokens
 
 
 class Waiter:
@@ -109,8 +126,8 @@ class JobQueue(abc.ABC):
     # The states whose jobs `jobs` and `job` can find (Cloudflare: dead only).
     listable_states: frozenset = frozenset(JobState)
     # The one decision of which due job is leased next (queues/order.py):
-    # `enqueue` and `enqueue_unique` call `order.tag` on the jobs they store,
-    # `lease` hands jobs out in `order`'s order.
+    # `enqueue` and `enqueue_unique` call `order.prepare` and `order.tag` on
+    # the jobs they store, `lease` hands jobs out in the order's order.
     order: LeaseOrder = FIFO
 
     # -- what it is ------------------------------------------------------
@@ -180,6 +197,15 @@ class JobQueue(abc.ABC):
     def bury(self, job: Job, error: str) -> None:
         """The job failed for good: keep it as dead until someone retries it."""
 
+    def bury_done(self, job: Job, error: str) -> None:
+        """A done job whose document failed afterwards (Batch API mode: its
+        vectors could not be made): dead now with `error`, retryable like any
+        dead job. Its done record goes (still counted, see queues/tally.py);
+        a job that is active again (retried meanwhile) is left alone.
+        This default suits a backend that keeps no done records (Cloudflare,
+        which cannot see an active job either: it always buries)."""
+        self.bury(job, error)
+
     @abc.abstractmethod
     def release(self, job: Job, not_before: float | None = None) -> None:
         """Give an unfinished job back without costing it an attempt (a stop,
@@ -201,6 +227,27 @@ class JobQueue(abc.ABC):
     @abc.abstractmethod
     def job(self, job_id: int) -> Job | None: ...
 
+    # -- the line (issue 21): None where a backend cannot see its waiting jobs --
+    @property
+    def lease_order(self) -> str:
+        """The order jobs are leased in: "fair" (fair share within each
+        priority), "fifo" (first in, first out within each priority), or
+        "priority" (a backend that can keep priority only)."""
+        return self.order.name
+
+    def ahead_of(self, job: Job, now: float) -> Ahead | None:
+        """What starts before `job` (waiting: queued or retrying) under the
+        current order; None when it is not waiting or cannot be known."""
+        return None
+
+    def waiting_by_user(self) -> list[UserBacklog] | None:
+        """Each user's waiting jobs and their estimated tokens, most tokens first."""
+        return None
+
+    def depth_by_priority(self) -> dict[str, int] | None:
+        """Waiting jobs (queued or retrying) per priority."""
+        return None
+
     def finished(self, since: float = 0.0) -> list[Finished]:
         """Done and dead jobs that finished at or after `since`, oldest first.
         Backends answer this in SQL; this fallback reads whole records."""
@@ -211,6 +258,13 @@ class JobQueue(abc.ABC):
             if (job.finished_at or 0.0) >= since
         ]
         return sorted(found, key=lambda f: f.finished_at)
+
+    def totals(self):
+        """Finish events since the queue began (a queues.tally.Tally): the
+        tally of records that left (pruned, retried) plus the records kept,
+        so it only ever grows. None when the backend keeps no records it
+        could count (Cloudflare)."""
+        return None
 
     @abc.abstractmethod
     def document_jobs(self, document_id: str, limit: int = 20) -> list[Job]:
@@ -242,4 +296,6 @@ def finished_record(job: Job) -> Finished:
         result.pages if result else 0,
         result.tokens_embedded if result else 0,
         result.model if result else None,
+        job.user_id,
+        job.cost,
     )

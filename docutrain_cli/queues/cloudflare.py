@@ -27,6 +27,13 @@ How the contract maps onto what Cloudflare offers:
 What the messages hold is in cloudflare_messages.py, the REST calls in
 cloudflare_api.py.
 
+Who is served first: Cloudflare Queues has no ordering control, so the
+lease order of queues/order.py cannot be kept. Priority can: with
+`cloudflare_high_queue` set, high-priority jobs are sent to that second
+queue and every lease pulls from it first. Fair share between users is not
+available on this backend (`lease_order` says "priority", or "none" without
+a high queue): within a queue, Cloudflare hands messages out in its own order.
+
 What Cloudflare cannot tell, docutrain does not invent: a queue answers with
 its backlog (unacknowledged messages: queued, leased and waiting retries
 together) and its oldest message, never per state, and acked messages are
@@ -93,8 +100,9 @@ class CloudflareQueue(JobQueue):
     def __init__(self, url: str, *, token: str | None, dead_queue: str | None,
                  api_url: str = "https://api.cloudflare.com/client/v4", job_timeout: float = 600.0,
                  storage_bucket: str = "documents", lease: float | None = None,
-                 api: CloudflareAPI | None = None):
-        """`lease` overrides the lease derived from `job_timeout` (seconds)."""
+                 api: CloudflareAPI | None = None, high_queue: str | None = None):
+        """`lease` overrides the lease derived from `job_timeout` (seconds);
+        `high_queue` is the id of the queue for high-priority jobs."""
         self.account_id, self.queue_id = parse_queue_url(url)
         if not token:
             raise ConfigError(
@@ -107,16 +115,20 @@ class CloudflareQueue(JobQueue):
                 "DOCUTRAIN_CLOUDFLARE_DEAD_QUEUE to its id"
             )
         self.dead_queue = dead_queue
+        if high_queue is not None and not _ID.match(high_queue):
+            raise ConfigError(f"cloudflare_high_queue: expected a queue id, got {high_queue!r}")
+        self.high_queue = high_queue
+        # pulled in this order: the high-priority queue first
+        self.queue_ids = [high_queue, self.queue_id] if high_queue else [self.queue_id]
         self.lease_seconds = min(lease, MAX_VISIBILITY_SECONDS) if lease else lease_seconds(job_timeout)
         self.storage_bucket = storage_bucket
         self.api = api or CloudflareAPI(api_url, self.account_id, token)
-        self._leases: dict[int, str] = {}  # job id -> lease id of what this handle holds
-        self._acks: dict[str, None] = {}  # lease ids waiting to be acked (ordered, unique)
-        self._retries: dict[str, int] = {}  # lease id -> delay seconds
+        self._leases: dict[int, tuple[str, str]] = {}  # job id -> (queue id, lease id) of what this handle holds
+        self._acks: dict[str, str] = {}  # lease ids waiting to be acked (ordered, unique) -> their queue
+        self._retries: dict[str, tuple[str, int]] = {}  # lease id -> (its queue, delay seconds)
         self._first_buffered: float | None = None
         self._history: dict[int, list[str]] = {}
         self._metrics: dict[str, tuple[float, dict | None]] = {}  # queue id -> (read at, metrics)
-        self._empty_batch_refused = False
 
     @classmethod
     def from_settings(cls, settings) -> "CloudflareQueue":
@@ -127,18 +139,27 @@ class CloudflareQueue(JobQueue):
             api_url=settings.cloudflare_api_url,
             job_timeout=settings.job_timeout,
             storage_bucket=settings.storage_bucket,
+            high_queue=settings.cloudflare_high_queue,
         )
 
     def __repr__(self) -> str:
         return f"CloudflareQueue({PREFIX}{self.account_id}/{self.queue_id})"
 
     # -- producers -------------------------------------------------------
+    @property
+    def lease_order(self) -> str:
+        return "priority" if self.high_queue else "none"
+
+    def queue_for(self, job: Job) -> str:
+        """Where a job is sent: the high-priority queue, when there is one, for high jobs."""
+        return self.high_queue if self.high_queue and job.priority == "high" else self.queue_id
+
     def enqueue(self, jobs: Sequence[Job]) -> list[int]:
-        """The order's tags travel in the body; Cloudflare itself hands
-        messages out in its own order (it has no ordering control)."""
+        """Cloudflare hands messages out in its own order (it has no
+        ordering control): only priority is kept, by the queue a job goes to."""
         if not jobs:
             return []
-        self.order.tag(jobs)
+        self.order.tag(jobs, None)
         ids = new_job_ids(len(jobs))
         bodies = [{**job.payload(), "attempts": 0, "job_id": job_id} for job, job_id in zip(jobs, ids)]
         for job, body in zip(jobs, bodies):  # name the file; the client would only count
@@ -147,7 +168,10 @@ class CloudflareQueue(JobQueue):
                     f"{job.source}: its job is {encoded_size(body):,} bytes as a message, over Cloudflare "
                     f"Queues' limit of {MAX_MESSAGE_BYTES:,} bytes; nothing was queued"
                 )
-        self._note_metrics(self.queue_id, self.api.send(self.queue_id, bodies))
+        for queue_id in self.queue_ids:
+            mine = [body for job, body in zip(jobs, bodies) if self.queue_for(job) == queue_id]
+            if mine:
+                self._note_metrics(queue_id, self.api.send(queue_id, mine))
         return ids
 
     def active_hashes(self) -> set[str]:
@@ -171,11 +195,17 @@ class CloudflareQueue(JobQueue):
     def lease(self, limit: int, now: float) -> list[Job]:
         self.flush()
         leased: list[Job] = []
+        for queue_id in self.queue_ids:  # the high-priority queue first
+            leased += self._pull(queue_id, limit - len(leased))
+        return leased
+
+    def _pull(self, queue_id: str, limit: int) -> list[Job]:
+        leased: list[Job] = []
         unreadable: list[tuple[dict, str]] = []
         while len(leased) < limit:
             want = min(limit - len(leased), MAX_PULL_BATCH)
-            messages, metrics = self.api.pull(self.queue_id, want, self.lease_seconds)
-            self._note_metrics(self.queue_id, metrics)
+            messages, metrics = self.api.pull(queue_id, want, self.lease_seconds)
+            self._note_metrics(queue_id, metrics)
             for message in messages:
                 try:
                     job = job_from_message(decode_body(message), message, JobState.RUNNING, self.storage_bucket)
@@ -183,18 +213,18 @@ class CloudflareQueue(JobQueue):
                     unreadable.append((message, str(exc)))
                     continue
                 if job.id in self._leases:  # a duplicate of a job in hand: one run is enough
-                    self._buffer_ack(message["lease_id"])
+                    self._buffer_ack(queue_id, message["lease_id"])
                     continue
                 # The body's attempts were spent before this message was sent;
                 # Cloudflare counts this message's deliveries.
                 job.leased(time.time(), attempts=job.attempts + int(message.get("attempts") or 1))
                 job.errors = self._history.get(job.id, job.errors)
-                self._leases[job.id] = message["lease_id"]
+                self._leases[job.id] = (queue_id, message["lease_id"])
                 leased.append(job)
             if len(messages) < want:
                 break
         if unreadable:
-            self._bury_unreadable(unreadable)
+            self._bury_unreadable(queue_id, unreadable)
         return leased
 
     def extend_lease(self, jobs: Sequence[Job], seconds: float) -> None:
@@ -207,7 +237,7 @@ class CloudflareQueue(JobQueue):
         self._history.pop(job.id, None)
         lease = self._leases.pop(job.id, None)
         if lease:
-            self._buffer_ack(lease)
+            self._buffer_ack(*lease)
         else:
             log.warning("job %s: not leased through this handle; it runs again when its lease lapses", job.id)
 
@@ -216,7 +246,8 @@ class CloudflareQueue(JobQueue):
         self._remember(job)
         lease = self._leases.pop(job.id, None)
         if lease:
-            self._retries[lease] = math.ceil(max(not_before - time.time(), 0))
+            queue_id, lease_id = lease
+            self._retries[lease_id] = (queue_id, math.ceil(max(not_before - time.time(), 0)))
             self._buffered()
 
     def bury(self, job: Job, error: str) -> None:
@@ -227,7 +258,7 @@ class CloudflareQueue(JobQueue):
         # buried again (a duplicate dead record), never lost.
         self._note_metrics(self.dead_queue, self.api.send(self.dead_queue, [dead_body(job)]))
         if lease:
-            self._buffer_ack(lease)
+            self._buffer_ack(*lease)
 
     def release(self, job: Job, not_before: float | None = None) -> None:
         lease = self._leases.pop(job.id, None)
@@ -235,18 +266,17 @@ class CloudflareQueue(JobQueue):
         if lease is None:
             return
         delays = [max(not_before - time.time(), 0.0)] if not_before is not None else None
-        self._note_metrics(
-            self.queue_id, self.api.send(self.queue_id, [{**job.payload(), "job_id": job.id}], delays)
-        )
-        self._buffer_ack(lease)
+        queue_id = lease[0]  # back where it came from
+        self._note_metrics(queue_id, self.api.send(queue_id, [{**job.payload(), "job_id": job.id}], delays))
+        self._buffer_ack(*lease)
 
     def housekeep(self) -> None:
         """Cloudflare deletes acked messages itself; only send waiting acks."""
         self.flush()
 
     # -- the ack buffer ----------------------------------------------------
-    def _buffer_ack(self, lease: str) -> None:
-        self._acks[lease] = None
+    def _buffer_ack(self, queue_id: str, lease: str) -> None:
+        self._acks[lease] = queue_id
         self._buffered()
 
     def _buffered(self) -> None:
@@ -262,24 +292,28 @@ class CloudflareQueue(JobQueue):
         comes): returns False, logging why, unless `quiet` is False."""
         if not self._acks and not self._retries:
             return True
-        acks, retries = list(self._acks), list(self._retries.items())
-        try:
-            self.api.ack(self.queue_id, acks, retries)
-        except ServiceUnavailableError as exc:
-            if not quiet:
-                raise
-            log.warning("acks not sent yet (%d waiting): %s", len(acks) + len(retries), exc)
-            return False
-        self._metrics.pop(self.queue_id, None)  # the backlog changed
-        for lease in acks:
-            self._acks.pop(lease, None)
-        for lease, _ in retries:
-            self._retries.pop(lease, None)
+        for queue_id in self.queue_ids:
+            acks = [lease for lease, where in self._acks.items() if where == queue_id]
+            retries = [(lease, delay) for lease, (where, delay) in self._retries.items() if where == queue_id]
+            if not acks and not retries:
+                continue
+            try:
+                self.api.ack(queue_id, acks, retries)
+            except ServiceUnavailableError as exc:
+                if not quiet:
+                    raise
+                log.warning("acks not sent yet (%d waiting): %s", len(self._acks) + len(self._retries), exc)
+                return False
+            self._metrics.pop(queue_id, None)  # the backlog changed
+            for lease in acks:
+                self._acks.pop(lease, None)
+            for lease, _ in retries:
+                self._retries.pop(lease, None)
         self._first_buffered = None if not (self._acks or self._retries) else time.monotonic()
         return True
 
     # -- messages <-> jobs ---------------------------------------------------
-    def _bury_unreadable(self, unreadable: list[tuple[dict, str]]) -> None:
+    def _bury_unreadable(self, queue_id: str, unreadable: list[tuple[dict, str]]) -> None:
         """Messages no job can be made of go to the dead-letter queue with the
         reason and what they held, so that nothing is lost."""
         for message, reason in unreadable:
@@ -287,7 +321,7 @@ class CloudflareQueue(JobQueue):
         bodies = [unreadable_body(message, reason) for message, reason in unreadable]
         self._note_metrics(self.dead_queue, self.api.send(self.dead_queue, bodies))
         for message, _ in unreadable:
-            self._buffer_ack(message["lease_id"])
+            self._buffer_ack(queue_id, message["lease_id"])
 
     def _remember(self, job: Job) -> None:
         self._history.pop(job.id, None)
@@ -301,36 +335,31 @@ class CloudflareQueue(JobQueue):
             self._metrics[queue_id] = (time.monotonic(), metrics)
 
     def _read_metrics(self, queue_id: str, *, required: bool) -> dict | None:
-        """The queue's backlog metrics: the last ones seen if fresh, else read
-        now. A figure is not worth stopping a runner for: when the API cannot
-        be reached (or rate-limits sends), stale metrics are used, or none;
-        only a `required` read with nothing to fall back on raises."""
+        """The queue's backlog metrics (GET .../metrics): the last ones seen if
+        fresh, else read now. A figure is not worth stopping a runner for:
+        when the API cannot be reached or refuses, stale metrics are used, or
+        none; only a `required` read with nothing to fall back on raises."""
         read_at, metrics = self._metrics.get(queue_id, (None, None))
         fresh = DEAD_METRICS_FRESH if queue_id == self.dead_queue else METRICS_FRESH
         if read_at is not None and time.monotonic() - read_at <= fresh:
             return metrics
-        if self._empty_batch_refused:
-            return metrics
         try:
             latest = self.api.metrics(queue_id)
-        except ServiceUnavailableError:
-            if read_at is not None or not required:
-                return metrics
-            raise
         except ConfigError:
             raise
-        except DocutrainError as exc:  # this API does not take an empty batch: say unknown
-            log.info("cloudflare: no backlog figures (%s)", exc)
-            self._empty_batch_refused = True
-            return metrics
+        except DocutrainError as exc:  # ServiceUnavailableError included
+            if read_at is not None or not required:
+                log.info("cloudflare: backlog figures of %s not read (%s)", queue_id, exc)
+                return metrics
+            raise
         self._note_metrics(queue_id, latest)
         return latest
 
     def stats(self, now: float) -> QueueStats:
         self.flush()
         main = self._read_metrics(self.queue_id, required=True) or {}
+        high = (self._read_metrics(self.high_queue, required=True) or {}) if self.high_queue else {}
         dead = self._read_metrics(self.dead_queue, required=False) or {}
-        oldest_ms = main.get("oldest_message_timestamp_ms") or 0  # 0 means unknown
         counts: dict[str, int | None] = {s: None for s in STATES}
         counts["dead"] = dead.get("backlog_count")
         return QueueStats(
@@ -338,15 +367,19 @@ class CloudflareQueue(JobQueue):
             oldest_queued_age=None,  # the oldest *unacknowledged* message may be running
             next_retry_at=None,
             runner=None,
-            unfinished=main.get("backlog_count"),
+            unfinished=_total(main.get("backlog_count"), high.get("backlog_count") if self.high_queue else 0),
             details={
                 "backend": "cloudflare",
                 "queue": self.queue_id,
                 "backlog": main.get("backlog_count"),
                 "backlog_bytes": main.get("backlog_bytes"),
-                "oldest_message_age_seconds": max(now - oldest_ms / 1000, 0.0) if oldest_ms else None,
+                "oldest_message_age_seconds": _age(now, main),
                 "dead_letter_queue": self.dead_queue,
                 "dead_letter_backlog": dead.get("backlog_count"),
+                "dead_letter_backlog_bytes": dead.get("backlog_bytes"),
+                "dead_letter_oldest_message_age_seconds": _age(now, dead),
+                "high_priority_queue": self.high_queue,
+                "high_priority_backlog": high.get("backlog_count"),
                 "unknown": ["queued", "running", "retrying", "done"],
             },
         )
@@ -384,18 +417,20 @@ class CloudflareQueue(JobQueue):
             if job.id in revive and "raw_body" not in record:
                 revived.add(job.id)
                 job.revived(time.time())
-                again.append({**job.payload(), "job_id": job.id})
+                again.append((self.queue_for(job), {**job.payload(), "job_id": job.id}))
             else:
                 back.append({**record, **dead_body(job)})
-        if again:
-            self._note_metrics(self.queue_id, self.api.send(self.queue_id, again))
+        for queue_id in self.queue_ids:
+            mine = [body for where, body in again if where == queue_id]
+            if mine:
+                self._note_metrics(queue_id, self.api.send(queue_id, mine))
         if back:
             self.api.send(self.dead_queue, back)
         leases = [lease for lease, _, _ in taken]
         for start in range(0, len(leases), ACK_BATCH):
             self.api.ack(self.dead_queue, leases[start:start + ACK_BATCH], [])
         self._metrics.pop(self.dead_queue, None)
-        return [body["job_id"] for body in again]
+        return [body["job_id"] for _, body in again]
 
     def jobs(self, state: JobState | None = None, limit: int = 100) -> list[Job]:
         """Dead jobs only (None lists them too): nothing else can be read back."""
@@ -430,4 +465,15 @@ class CloudflareQueue(JobQueue):
             self.api.close()
 
 
+def _total(*counts: int | None) -> int | None:
+    return None if any(n is None for n in counts) else sum(counts)
+
+
 __all__ = ["CloudflareQueue", "lease_seconds", "parse_queue_url", "UNKNOWN_DEATH"]
+
+
+def _age(now: float, metrics: dict) -> float | None:
+    """Seconds since the oldest unacknowledged message was sent; None when
+    the queue is empty or the figure unknown (the API says 0 then)."""
+    oldest_ms = metrics.get("oldest_message_timestamp_ms")
+    return max(now - oldest_ms / 1000, 0.0) if oldest_ms else None

@@ -32,6 +32,7 @@ def enqueue_paths(
     user_id: str | None = None,
     document_id: str | None = None,
     force: bool = False,
+    priority: str = "normal",
 ) -> EnqueueReport:
     """Queue every file the paths name. A file whose content is already
     queued, running or retrying is skipped unless `force`."""
@@ -42,7 +43,8 @@ def enqueue_paths(
     active = set() if force else queue.active_hashes()
     batch: list[Job] = []
     for item in found:
-        job = Job(id=0, source=item.path, sha256=item.sha256, user_id=user_id, document_id=document_id)
+        job = Job(id=0, source=item.path, sha256=item.sha256, user_id=user_id, document_id=document_id,
+                  priority=priority)
         if item.sha256 in active:
             report.duplicates.append(job)
             continue
@@ -63,12 +65,14 @@ def enqueue_document(queue: JobQueue, job: Job) -> bool:
     return created
 
 
-def enqueue_jobs(queue: JobQueue, jobs: list[Job], force: bool = False) -> EnqueueReport:
-    """Queue ready-made jobs (e.g. pulled from Supabase), skipping documents
-    that already have a job queued, running or retrying (unless `force`)."""
+def enqueue_jobs(queue: JobQueue, jobs: list[Job], force: bool = False, priority: str = "low") -> EnqueueReport:
+    """Queue ready-made jobs (e.g. pulled from Supabase: backfills, low by
+    default), skipping documents that already have a job queued, running or
+    retrying (unless `force`)."""
     report = EnqueueReport()
     plain = []
     for job in jobs:
+        job.priority = priority
         if force or not job.document_id:
             plain.append(job)
         elif enqueue_document(queue, job):

@@ -1,78 +1,127 @@
 """Who is leased next: the one place where the order of leasing is decided.
 
-Ordering policies live here and nowhere else. A policy (`LeaseOrder`) has
-two halves, and every backend goes through both:
+Every backend that picks its own jobs (the local file, pgmq through its
+ordering table) keeps one order, written as data when a job is enqueued:
 
-- `tag(jobs)`, at enqueue time, just before the backend stores the jobs:
-  writes into each job the fields the order sorts by. They are job fields,
-  so they are persisted with its payload and read back at lease time.
-- `order_by(columns)`, at lease time: the SQL ORDER BY a backend that picks
-  its own due rows uses among them, written over the backend's `Columns`
-  (what it calls the arrival sequence, a job field, and "now").
+1. priority: a job's `priority` (high > normal > low) is its *level*;
+   levels are served highest first, except that a level whose oldest due
+   job has waited longer than `priority_max_wait` goes before every higher
+   level whose oldest due job arrived after it (`turn_order`), so nothing starves;
+2. within a level, by the job's `vstart` (virtual start), then arrival.
 
-`FIFO`, the only policy today, tags nothing and sorts by arrival. Each
-backend keeps it this way:
-- the local file: `ORDER BY` what `order_by` returns (`_id`);
-- pgmq: `pgmq.read` hands out by msg_id, which is the arrival order; a
-  policy that sorts by anything else (`by_arrival` False) is refused there
-  until pgmq leases through an ordering table (`require_arrival`);
-- Cloudflare Queues has no ordering control: it hands out in its own order,
-  whatever the policy.
+What a policy (`LeaseOrder`) decides is how `vstart` is written:
+- `prepare(jobs)`, before the enqueue transaction: what needs a file read
+  (the estimated tokens of each job, `job.cost`);
+- `tag(jobs, book)`, inside the enqueue transaction: each job's `vstart`,
+  from what the policy keeps in the queue's own database (`book`, see
+  `Book`), so every process and machine leasing from one queue follows one
+  order;
+- `finished(job, book)`, in the transaction that completes a job: what the
+  policy learns from what it really cost.
+A policy that keeps a book (`uses_book`) has a virtual clock per level,
+which every lease moves up to the vstart of the jobs it takes (never down):
+the backends do that in the lease's own statement or transaction.
 
-Fair share (issue 21) is meant to be a second `LeaseOrder` here: `tag` gives
-each job `priority` and `vstart = max(virtual now, the user's last finish)`
-and moves the user's last finish to `vstart + cost / weight`; `order_by`
-sorts by priority rank (a job waiting longer than `priority_max_wait` ranks
-first), then vstart, then arrival. What such a policy keeps between jobs
-(virtual now, each user's last finish) belongs in the queue's own database,
-written in the same transaction as the jobs, so that every process and
-machine leasing from one queue follows one order.
+`LeaseOrder` itself is first in, first out within a level (every vstart is
+0, so arrival decides); `queues.fair.FairShare` shares by tokens between
+users (setting lease_order, default fair; `queues.order_for`). Cloudflare Queues has no
+ordering control: priority there is a second queue, pulled first
+(queues/cloudflare.py), and fair share is not available.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Callable, Sequence
+from typing import Mapping, Protocol, Sequence
 
-from docutrain_cli.errors import ConfigError
-from docutrain_cli.jobs import Job
+from docutrain_cli.jobs import PRIORITIES, Job
 
 
-@dataclasses.dataclass(frozen=True)
-class Columns:
-    """What an order may sort by, as SQL expressions over one backend's table."""
+def level_of(job: Job) -> int:
+    """The job's level: 0 for high, 1 normal, 2 low (an unknown priority is normal)."""
+    return PRIORITIES.index(job.priority) if job.priority in PRIORITIES else 1
 
-    arrival: str  # the queue's own arrival sequence (local: _id; pgmq: msg_id)
-    field: Callable[[str], str]  # a job field by dotted path ("metadata.x"), as `tag` wrote it
-    now: str  # the lease's now in epoch seconds: a bound parameter or the database clock
+
+class Book(Protocol):
+    """What an ordering policy keeps between jobs, in the queue's own database,
+    read and written inside the caller's transaction (queues/fair_book.py)."""
+
+    def clock(self, level: int) -> float:
+        """The level's virtual now; locked until the transaction ends."""
+
+    def finishes(self, level: int, users: set[str]) -> dict[str, float]:
+        """Each user's last virtual finish at the level (users never seen are absent)."""
+
+    def save(self, level: int, finishes: Mapping[str, float]) -> None: ...
+
+    def advance(self, latest: Mapping[int, float]) -> None:
+        """Move each level's virtual now up to the vstart given (never down)."""
+
+    def correct(self, level: int, user: str, delta: float) -> None:
+        """Move one user's last finish by `delta`."""
+
+
+def latest_vstarts(jobs: Sequence[Job]) -> dict[int, float]:
+    """level -> the highest vstart among `jobs`: where a lease moves the clocks."""
+    latest: dict[int, float] = {}
+    for job in jobs:
+        if job.vstart is not None:
+            level = level_of(job)
+            latest[level] = max(latest.get(level, job.vstart), job.vstart)
+    return latest
 
 
 class LeaseOrder:
-    """First in, first out: the base every ordering policy refines."""
+    """First in, first out within each priority level."""
 
     name = "fifo"
-    # True when the order is the queue's arrival order, which a backend's own
-    # ordered read (pgmq.read) keeps without being told.
-    by_arrival = True
+    # True when the policy keeps a book: backends then open one for `tag` and
+    # `finished`, and move each level's virtual clock as they lease.
+    uses_book = False
 
-    def tag(self, jobs: Sequence[Job]) -> None:
-        """Write the fields this order sorts by into jobs about to be
-        stored. First in, first out needs none: the queue's arrival
-        sequence is its order."""
+    def __init__(self, max_wait: float = 900.0):
+        self.max_wait = max_wait  # seconds: the aging of `turn_order`
 
-    def order_by(self, columns: Columns) -> str:
-        """The SQL ORDER BY (without the keywords) that puts due jobs in
-        lease order."""
-        return columns.arrival
+    def prepare(self, jobs: Sequence[Job]) -> None:
+        """Before the enqueue transaction: fill in what `tag` needs and
+        costs a file read. First in, first out needs nothing."""
+
+    def tag(self, jobs: Sequence[Job], book: Book | None) -> None:
+        """Write each job's `vstart` (inside the enqueue transaction)."""
+        for job in jobs:
+            job.vstart = 0.0
+
+    def finished(self, job: Job, book: Book | None) -> None:
+        """The job is done, its result known (inside the completing transaction)."""
+
+    def turn_order(self, level: str, oldest: str, now: str) -> str:
+        """The SQL ORDER BY that puts the levels with due jobs in the order
+        they are served, over a level, when its oldest due job entered the
+        queue and now (epoch seconds): highest first; but a level whose
+        oldest job has waited longer than `max_wait` goes before any level
+        whose oldest job is younger, so a job is never overtaken for longer
+        than that by higher-priority work that arrived after it."""
+        aged = f"({now} - {oldest} > {float(self.max_wait)!r})"
+        return f"CASE WHEN {aged} THEN 0 ELSE 1 END, CASE WHEN {aged} THEN {oldest} END, {level}"
 
 
 FIFO = LeaseOrder()
 
 
-def require_arrival(order: LeaseOrder, backend: str) -> None:
-    """For a backend that can only hand out in arrival order: refuse any
-    other order rather than ignore it."""
-    if not order.by_arrival:
-        raise ConfigError(
-            f"the {backend} queue leases in arrival order only; it cannot keep the {order.name!r} order"
-        )
+def levels_before(turns: Sequence[int], level: int) -> list[int]:
+    """The levels served before `level`, given the turns of the levels with
+    due jobs (a level without due jobs waits behind the higher ones)."""
+    return list(turns[: turns.index(level)]) if level in turns else [lv for lv in turns if lv < level]
+
+
+def priority_counts(rows) -> dict[str, int]:
+    """(level, count) rows -> {priority: count}, every priority present."""
+    counts = dict.fromkeys(PRIORITIES, 0)
+    for level, count in rows:
+        counts[PRIORITIES[level]] += count
+    return counts
+
+
+def level_sql(priority: str) -> str:
+    """`level_of` in SQL, over an expression giving the job's priority."""
+    cases = " ".join(f"WHEN '{name}' THEN {rank}" for rank, name in enumerate(PRIORITIES) if name != "normal")
+    return f"(CASE {priority} {cases} ELSE {PRIORITIES.index('normal')} END)"

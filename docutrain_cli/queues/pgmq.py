@@ -8,7 +8,8 @@ the hard parts:
   long jobs hidden with `extend_lease` (`pgmq.set_vt`).
 - `read_ct` counts reads, which are our attempts.
 - the archive table `pgmq.a_<name>` is the record of done jobs;
-  a second queue `<name>_dead` holds dead jobs.
+  a second queue `<name>_dead` holds dead jobs; `pgmq.docutrain_tally_<name>`
+  counts the records that left either (queues/tally.py).
 
 What pgmq does not have is kept in the message JSON (`Job.payload()` plus):
 - `job_id`: the first msg_id. A job moves between messages (main queue ->
@@ -20,6 +21,11 @@ What pgmq does not have is kept in the message JSON (`Job.payload()` plus):
   message; the next read makes them differ again. That tells a waiting
   retry (retrying) from a leased job (running) without an extra write at
   lease time.
+
+Who is leased next is not pgmq's msg_id order but the lease order
+(queues/order.py), kept in a docutrain-owned ordering table beside pgmq's
+(queues/pgmq_order.py); the order's book is in the same database
+(queues/fair_book.py), written in the transaction that sends.
 
 Producers NOTIFY `docutrain_<name>` in the transaction that sends; idle
 runners LISTEN (NotifyWaiter), so a new job starts without a poll delay.
@@ -39,9 +45,16 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from docutrain_cli.config import redact_url
 from docutrain_cli.errors import ConfigError, ServiceUnavailableError
-from docutrain_cli.jobs import STATES, Job, JobState
-from docutrain_cli.queues.base import Finished, JobQueue, QueueDescription, QueueStats, Waiter
-from docutrain_cli.queues.order import require_arrival
+from docutrain_cli.jobs import Job, JobState
+from docutrain_cli.queues.base import (
+    Ahead, Finished, JobQueue, QueueDescription, QueueStats, UserBacklog, Waiter, finished_record,
+)
+from docutrain_cli.queues import pgmq_order, pgmq_read
+from docutrain_cli.queues.pgmq_read import ATTEMPTS, DOCUMENT_ID, HELD, JOB_ID, STATE
+from docutrain_cli.queues.fair import order_for
+from docutrain_cli.queues.fair_book import SqlBook
+from docutrain_cli.queues.order import FIFO, LeaseOrder, level_of, levels_before, priority_counts
+from docutrain_cli.queues.tally import Tally, create_sql, fold_sql
 from docutrain_cli.queues.pgmq_setup import (
     DEAD_SUFFIX,
     check_name,
@@ -49,45 +62,28 @@ from docutrain_cli.queues.pgmq_setup import (
     one_line,
     psycopg_module,
     scrub,
+    tally_table,
 )
 
 KEEP_DONE_RECORDS = 100_000
 SEND_BATCH = 1_000  # messages per pgmq.send_batch call
 T = TypeVar("T")
 
-# -- the message fields we add, read in SQL --------------------------------
-_ATTEMPTS = "(read_ct - coalesce((message->>'uncounted_reads')::int, 0))"
-_HELD = "(read_ct > coalesce((message->>'returned_at_read')::int, 0))"
-_DOCUMENT_ID = "(message->>'document_id')"
-# Every message we write carries job_id (enqueue adds it in the sending
-# transaction); the same expression is indexed by init_queue.
-_JOB_ID = "((message->>'job_id')::bigint)"
-# State of a message in the main queue, by the database clock (which is
-# what pgmq.read goes by). A lapsed lease is a started attempt that never
-# finished: visible again, so it counts as retrying, as in the local queue.
-# A waiting message's state is JobState.waiting(attempts), written in SQL.
-_STATE = (
-    f"CASE WHEN {_HELD} AND vt > clock_timestamp() THEN 'running'"
-    f" WHEN {_ATTEMPTS} <= 0 THEN 'queued' ELSE 'retrying' END"
-)
-
-
-def _epoch(value) -> float | None:
-    return None if value is None else value.timestamp()
-
-
 class PgmqQueue(JobQueue):
     kind = "pgmq"
     exclusive = False  # many runners lease at once; pgmq keeps them apart
 
-    def __init__(self, url: str, queue_name: str = "docutrain", visibility_timeout: float = 120.0):
+    def __init__(self, url: str, queue_name: str = "docutrain", visibility_timeout: float = 120.0,
+                 order: LeaseOrder = FIFO):
         self.url = url
+        self.order = order
         self.name = check_name(queue_name)
         self.dead_name = queue_name + DEAD_SUFFIX
         self.visibility_timeout = visibility_timeout
         self._q = f"pgmq.q_{self.name}"  # pgmq's tables; the name is checked above
         self._a = f"pgmq.a_{self.name}"
         self._dq = f"pgmq.q_{self.dead_name}"
+        self._tally = tally_table(self.name)
         # msg_id and read_ct of what this handle leased: a settle only acts
         # on the message if nobody has read it since (see _locked).
         self._leases: dict[int, tuple[int, int]] = {}
@@ -96,7 +92,7 @@ class PgmqQueue(JobQueue):
 
     @classmethod
     def from_settings(cls, settings) -> "PgmqQueue":
-        return cls(settings.queue, settings.queue_name, settings.visibility_timeout)
+        return cls(settings.queue, settings.queue_name, settings.visibility_timeout, order=order_for(settings))
 
     @classmethod
     def describe(cls, settings) -> QueueDescription:
@@ -109,8 +105,9 @@ class PgmqQueue(JobQueue):
     # -- plumbing ----------------------------------------------------------
     def _check_installed(self) -> None:
         row = self._conn.execute(
-            "SELECT to_regnamespace('pgmq') IS NOT NULL, to_regclass(%s), to_regclass(%s)",
-            (self._q, self._dq),
+            "SELECT to_regnamespace('pgmq') IS NOT NULL, to_regclass(%s), to_regclass(%s),"
+            " to_regclass(%s), to_regclass('public.docutrain_fair_user'), to_regclass(%s)",
+            (self._q, self._dq, pgmq_order.TABLE, self._tally),
         ).fetchone()
         if not row[0]:
             raise ConfigError(
@@ -121,6 +118,11 @@ class PgmqQueue(JobQueue):
                 f"queue {self.name!r} does not exist in {redact_url(self.url)}: "
                 "run `docutrain queue init`"
             )
+        if row[3] is None or row[4] is None or pgmq_order.needs_rows(self._conn, self._q, self.name):
+            pgmq_order.ensure_tables(self._conn, self._q, self.name)  # a queue an older docutrain made
+        if row[5] is None:  # a queue made before the tally existed
+            with contextlib.suppress(psycopg_module().errors.UniqueViolation):  # made by another handle now
+                self._conn.execute(create_sql(self._tally))
 
     def _db(self, work: Callable[[Any], T]) -> T:
         """Run `work(conn)`; on a dropped connection reconnect and try once more.
@@ -178,34 +180,50 @@ class PgmqQueue(JobQueue):
         # the attempt this job object was leased for.
         return cur.execute(
             f"SELECT msg_id, read_ct, message FROM {self._q}"
-            f" WHERE {_JOB_ID} = %s AND {_HELD} AND {_ATTEMPTS} = %s FOR UPDATE",
+            f" WHERE {JOB_ID} = %s AND {HELD} AND {ATTEMPTS} = %s FOR UPDATE",
             (job.id, job.attempts),
         ).fetchone()
 
     # -- producers -------------------------------------------------------
     def enqueue(self, jobs: Sequence[Job]) -> list[int]:
+        self.order.prepare(jobs)  # reads files: before the transaction
+
         def work(conn) -> list[int]:
-            ids: list[int] = []
             with conn.transaction(), conn.cursor() as cur:
-                self.order.tag(jobs)
-                for start in range(0, len(jobs), SEND_BATCH):
-                    batch = [self._json(job.payload()) for job in jobs[start : start + SEND_BATCH]]
-                    rows = cur.execute(
-                        "SELECT * FROM pgmq.send_batch(%s, %s::jsonb[], 0)", (self.name, batch)
-                    ).fetchall()
-                    ids += [r[0] for r in rows]
-                # The first msg_id becomes the job's id for good. Nobody can
-                # read these rows before this transaction commits.
-                cur.execute(
-                    f"UPDATE {self._q} SET message = message || jsonb_build_object('job_id', msg_id)"
-                    " WHERE msg_id = ANY(%s)",
-                    (ids,),
-                )
+                ids = self._send(cur, jobs)
                 self._notify(cur)
             return ids
 
         ids = self._db(work) if jobs else []
+        if len(ids) >= pgmq_order.ANALYZE_AFTER:
+            self._db(lambda conn: conn.execute(pgmq_order.ANALYZE))
         return sorted(ids)  # send_batch inserts in order; the ids are too
+
+    def _book(self, cur) -> SqlBook | None:
+        return SqlBook(cur, self.name, postgres=True) if self.order.uses_book else None
+
+    def _send(self, cur, jobs: Sequence[Job], *, keep_ids: bool = False) -> list[int]:
+        """Tag and send `jobs` and give them their ordering rows (inside a
+        transaction). The first msg_id becomes a job's id for good, unless
+        `keep_ids` (a revived job keeps the id it has)."""
+        self.order.tag(jobs, self._book(cur))
+        ids: list[int] = []
+        for start in range(0, len(jobs), SEND_BATCH):
+            part = jobs[start : start + SEND_BATCH]
+            messages = [self._json(self._message(job) if keep_ids else job.payload()) for job in part]
+            rows = cur.execute(
+                "SELECT * FROM pgmq.send_batch(%s, %s::jsonb[], 0)", (self.name, messages)
+            ).fetchall()
+            ids += [r[0] for r in rows]
+        if not keep_ids:  # nobody can read these rows before this transaction commits
+            cur.execute(
+                f"UPDATE {self._q} SET message = message || jsonb_build_object('job_id', msg_id)"
+                " WHERE msg_id = ANY(%s)",
+                (ids,),
+            )
+        cur.execute(pgmq_order.rows_from_messages(self._q, "m.msg_id = ANY(%(ids)s)"),
+                    {"queue": self.name, "ids": ids})
+        return ids
 
     def enqueue_unique(self, job: Job) -> tuple[int, bool]:
         # A transaction-scoped advisory lock on (queue, document id) makes the
@@ -222,23 +240,16 @@ class PgmqQueue(JobQueue):
                     (f"docutrain:{self.name}:{job.document_id}",),
                 )
                 row = cur.execute(
-                    f"SELECT {_JOB_ID} FROM {self._q} WHERE {_DOCUMENT_ID} = %s ORDER BY msg_id LIMIT 1",
+                    f"SELECT {JOB_ID} FROM {self._q} WHERE {DOCUMENT_ID} = %s ORDER BY msg_id LIMIT 1",
                     (job.document_id,),
                 ).fetchone()
                 if row:
                     return int(row[0]), False
-                self.order.tag([job])
-                (msg_id,) = cur.execute(
-                    "SELECT * FROM pgmq.send(%s, %s, 0)", (self.name, self._json(job.payload()))
-                ).fetchone()
-                cur.execute(
-                    f"UPDATE {self._q} SET message = message || jsonb_build_object('job_id', msg_id)"
-                    " WHERE msg_id = %s",
-                    (msg_id,),
-                )
+                [msg_id] = self._send(cur, [job])
                 self._notify(cur)
             return int(msg_id), True
 
+        self.order.prepare([job])
         return self._db(work)
 
     @property
@@ -265,24 +276,21 @@ class PgmqQueue(JobQueue):
         available again right now (for the run summary)."""
         (count,) = self._db(
             lambda c: c.execute(
-                f"SELECT count(*) FROM {self._q} WHERE {_HELD} AND vt <= clock_timestamp()"
+                f"SELECT count(*) FROM {self._q} WHERE {HELD} AND vt <= clock_timestamp()"
             ).fetchone()
         )
         return count
 
     def lease(self, limit: int, now: float) -> list[Job]:
-        """`now` is not used: pgmq decides what is due by the database clock.
-        pgmq.read hands out by msg_id, the arrival order, so only an order
-        `by_arrival` is kept (queues/order.py)."""
-        require_arrival(self.order, self.kind)
+        """`now` is not used: what is due is decided by the database clock,
+        as pgmq does. The order is the ordering table's (queues/pgmq_order.py)."""
         if limit <= 0:
             return []
         vt = max(1, math.ceil(self.visibility_timeout))
-        rows = self._db(
-            lambda c: c.execute(
-                "SELECT msg_id, read_ct, message FROM pgmq.read(%s, %s, %s)", (self.name, vt, limit)
-            ).fetchall()
-        )
+
+        rows = self._db(lambda conn: conn.execute(
+            pgmq_order.lease(self._q, self.order), {"queue": self.name, "limit": limit, "vt": vt}
+        ).fetchall())
         leased = []
         for msg_id, read_ct, message in rows:
             job = Job.from_payload(int(message.get("job_id") or msg_id), JobState.RUNNING, message)
@@ -303,9 +311,12 @@ class PgmqQueue(JobQueue):
         vt = max(1, math.ceil(seconds))
         self._db(
             lambda c: c.execute(
-                "SELECT count(*) FROM unnest(%s::bigint[]) AS m(id), LATERAL pgmq.set_vt(%s, m.id, %s)",
-                (msg_ids, self.name, vt),
-            ).fetchone()
+                "WITH moved AS (SELECT m.id FROM unnest(%(ids)s::bigint[]) AS m(id),"
+                " LATERAL pgmq.set_vt(%(queue)s, m.id, %(vt)s))"
+                f" UPDATE {pgmq_order.TABLE} SET due = clock_timestamp() + make_interval(secs => %(vt)s)"
+                " WHERE queue = %(queue)s AND msg_id IN (SELECT id FROM moved)",
+                {"ids": msg_ids, "queue": self.name, "vt": vt},
+            )
         )
 
     def _settle(self, job: Job, change: Callable[[Any, int, int, dict], None]) -> None:
@@ -331,8 +342,16 @@ class PgmqQueue(JobQueue):
                 (self._json(self._message(job, **keep)), msg_id),
             )
             cur.execute("SELECT pgmq.archive(%s, %s::bigint)", (self.name, msg_id))
+            self._left_queue(cur, msg_id)
+            self.order.finished(job, self._book(cur))
 
         self._settle(job, change)
+
+    def _left_queue(self, cur, msg_id: int) -> None:
+        cur.execute(pgmq_order.DELETE, {"queue": self.name, "ids": [msg_id]})
+
+    def _returned(self, cur, msg_id: int) -> None:
+        cur.execute(pgmq_order.returned(self._q), {"queue": self.name, "ids": [msg_id]})
 
     def retry_later(self, job: Job, error: str, not_before: float) -> None:
         job.failed(error, not_before)
@@ -347,6 +366,7 @@ class PgmqQueue(JobQueue):
                 f"UPDATE {self._q} SET message = %s, vt = to_timestamp(%s) WHERE msg_id = %s",
                 (self._json(data), not_before, msg_id),
             )
+            self._returned(cur, msg_id)
 
         self._settle(job, change)
 
@@ -356,8 +376,35 @@ class PgmqQueue(JobQueue):
         def change(cur, msg_id: int, read_ct: int, message: dict) -> None:
             cur.execute("SELECT pgmq.send(%s, %s, 0)", (self.dead_name, self._json(self._message(job))))
             cur.execute("SELECT pgmq.delete(%s, %s::bigint)", (self.name, msg_id))
+            self._left_queue(cur, msg_id)
 
         self._settle(job, change)
+
+    def bury_done(self, job: Job, error: str) -> None:
+        def work(conn) -> None:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{self.name}:{job.id}",))
+                active = cur.execute(
+                    f"SELECT 1 FROM {self._q} WHERE {JOB_ID} = %s UNION ALL"
+                    f" SELECT 1 FROM {self._dq} WHERE {JOB_ID} = %s LIMIT 1", (job.id, job.id),
+                ).fetchone()
+                if active:
+                    return  # queued, running or dead again: not a done job any more
+                record = cur.execute(
+                    f"SELECT msg_id, message FROM {self._a} WHERE {JOB_ID} = %s"
+                    " ORDER BY archived_at DESC LIMIT 1 FOR UPDATE", (job.id,),
+                ).fetchone()
+                dead = job
+                if record is not None:  # its full record: attempts, errors, result
+                    self._fold(cur, [finished_record(Job.from_payload(job.id, JobState.DONE, record[1]))])
+                    cur.execute(f"DELETE FROM {self._a} WHERE msg_id = %s", (record[0],))
+                    dead = Job.from_payload(job.id, JobState.DONE, record[1])
+                dead.record_error(error)
+                dead.state = JobState.DEAD
+                dead.finished_at = time.time()
+                cur.execute("SELECT pgmq.send(%s, %s, 0)", (self.dead_name, self._json(self._message(dead))))
+
+        self._db(work)
 
     def release(self, job: Job, not_before: float | None = None) -> None:
         def change(cur, msg_id: int, read_ct: int, message: dict) -> None:
@@ -373,96 +420,44 @@ class PgmqQueue(JobQueue):
                 " vt = greatest(clock_timestamp(), to_timestamp(%s)) WHERE msg_id = %s",
                 (self._json(data), not_before or 0, msg_id),
             )
+            self._returned(cur, msg_id)
 
         self._settle(job, change)
 
     def housekeep(self) -> None:
         """Keep the latest KEEP_DONE_RECORDS done records in the archive."""
-        self._db(
-            lambda c: c.execute(
-                f"DELETE FROM {self._a} WHERE archived_at <"
-                f" (SELECT archived_at FROM {self._a} ORDER BY archived_at DESC OFFSET %s LIMIT 1)",
-                (KEEP_DONE_RECORDS - 1,),
-            )
-        )
+        def work(conn) -> None:
+            with conn.transaction(), conn.cursor() as cur:
+                where = (f"archived_at < (SELECT archived_at FROM {self._a}"
+                         " ORDER BY archived_at DESC OFFSET %s LIMIT 1)")
+                pruned = cur.execute(
+                    pgmq_read.finished_done(self._a, f"{where} FOR UPDATE"), (KEEP_DONE_RECORDS - 1,)
+                ).fetchall()
+                if pruned:
+                    self._fold(cur, [Finished(*row) for row in pruned])
+                    cur.execute(f"DELETE FROM {self._a} WHERE {where}", (KEEP_DONE_RECORDS - 1,))
+
+        self._db(work)
+
+    def _fold(self, cur, records: list[Finished]) -> None:
+        """Count records that are about to leave (in the caller's transaction)."""
+        cur.executemany(fold_sql(self._tally, "%s"), list(Tally.of(records).rows()))
 
     # -- readers and operators -------------------------------------------
     def stats(self, now: float) -> QueueStats:
-        def work(conn):
-            with conn.transaction(), conn.cursor() as cur:  # one snapshot
-                by_state = cur.execute(
-                    f"SELECT state, count(*), min(enqueued_at), min(vt) FROM"
-                    f" (SELECT {_STATE} AS state, enqueued_at, vt FROM {self._q}) s GROUP BY state"
-                ).fetchall()
-                (done,) = cur.execute(f"SELECT count(*) FROM {self._a}").fetchone()
-                metrics = cur.execute(
-                    "SELECT queue_length, oldest_msg_age_sec, total_messages FROM pgmq.metrics(%s)",
-                    (self.name,),
-                ).fetchone()
-                dead = cur.execute(
-                    "SELECT queue_length, oldest_msg_age_sec FROM pgmq.metrics(%s)", (self.dead_name,)
-                ).fetchone()
-            return by_state, done, metrics, dead
-
-        by_state, done, metrics, dead = self._db(work)
-        counts = {s: 0 for s in STATES}
-        oldest = next_retry = None
-        for state, n, first_enqueued, first_vt in by_state:
-            counts[state] = n
-            if state == "queued":
-                oldest = first_enqueued
-            elif state == "retrying":
-                next_retry = first_vt
-        counts["done"], counts["dead"] = done, dead[0]
-        return QueueStats(
-            counts=counts,
-            oldest_queued_age=None if oldest is None else max(now - oldest.timestamp(), 0.0),
-            next_retry_at=_epoch(next_retry),
-            runner=None,  # runners are not tracked: any number may lease
-            details={
-                "backend": "pgmq",
-                "queue": self.name,
-                "queue_length": metrics[0],
-                "oldest_message_age_seconds": metrics[1],
-                "messages_ever_sent": metrics[2],
-                "dead_letter_queue": self.dead_name,
-                "dead_letter_length": dead[0],
-            },
-        )
-
-    def _main_jobs(self, cur, where: str, params: tuple, limit: int | None = None) -> list[Job]:
-        rows = cur.execute(
-            f"SELECT {_JOB_ID}, {_STATE}, {_ATTEMPTS}, message FROM {self._q} WHERE {where}"
-            f" ORDER BY {_JOB_ID} DESC" + (" LIMIT %s" if limit else ""),
-            params + ((limit,) if limit else ()),
-        ).fetchall()
-        found = []
-        for job_id, state, attempts, message in rows:
-            job = Job.from_payload(job_id, JobState(state), message)
-            job.attempts = max(attempts, 0)
-            found.append(job)
-        return found
-
-    def _archived_jobs(self, cur, table: str, state: JobState, where: str, params: tuple,
-                       limit: int | None = None) -> list[Job]:
-        rows = cur.execute(
-            f"SELECT {_JOB_ID}, message FROM {table} WHERE {where}"
-            f" ORDER BY {_JOB_ID} DESC" + (" LIMIT %s" if limit else ""),
-            params + ((limit,) if limit else ()),
-        ).fetchall()
-        return [Job.from_payload(job_id, state, message) for job_id, message in rows]
+        return self._db(lambda conn: pgmq_read.stats(conn, self.name, self.dead_name, now))
 
     def jobs(self, state: JobState | None = None, limit: int = 100) -> list[Job]:
         def work(conn) -> list[Job]:
             found: list[Job] = []
             with conn.transaction(), conn.cursor() as cur:
                 if state in (None, JobState.DONE):
-                    found += self._archived_jobs(cur, self._a, JobState.DONE, "true", (), limit)
+                    found += pgmq_read.archived_jobs(cur, self._a, JobState.DONE, "true", (), limit)
                 if state in (None, JobState.DEAD):
-                    found += self._archived_jobs(cur, self._dq, JobState.DEAD, "true", (), limit)
+                    found += pgmq_read.archived_jobs(cur, self._dq, JobState.DEAD, "true", (), limit)
                 if state not in (JobState.DONE, JobState.DEAD):
-                    where, params = (f"{_STATE} = %s", (state.value,)) if state else ("true", ())
-                    found += self._main_jobs(cur, where, params, limit)
+                    where, params = (f"{STATE} = %s", (state.value,)) if state else ("true", ())
+                    found += pgmq_read.main_jobs(cur, self._q, where, params, limit)
             return found
 
         return sorted(self._db(work), key=lambda j: j.id, reverse=True)[:limit]
@@ -470,11 +465,11 @@ class PgmqQueue(JobQueue):
     def job(self, job_id: int) -> Job | None:
         def work(conn) -> Job | None:
             with conn.transaction(), conn.cursor() as cur:
-                where, params = f"{_JOB_ID} = %s", (job_id,)
+                where, params = f"{JOB_ID} = %s", (job_id,)
                 found = (
-                    self._main_jobs(cur, where, params)
-                    or self._archived_jobs(cur, self._dq, JobState.DEAD, where, params)
-                    or self._archived_jobs(cur, self._a, JobState.DONE, where, params)
+                    pgmq_read.main_jobs(cur, self._q, where, params)
+                    or pgmq_read.archived_jobs(cur, self._dq, JobState.DEAD, where, params)
+                    or pgmq_read.archived_jobs(cur, self._a, JobState.DONE, where, params)
                 )
             return found[0] if found else None
 
@@ -482,32 +477,51 @@ class PgmqQueue(JobQueue):
 
     def finished(self, since: float = 0.0) -> list[Finished]:
         # In SQL: /metrics reads every kept record at each scrape.
-        finished_at = "(message->>'finished_at')::float8"
-        seconds = f"{finished_at} - (message->>'started_at')::float8"
-        rows = self._db(
-            lambda conn: conn.execute(
-                f"SELECT {_JOB_ID}, 'done', {finished_at}, {seconds},"
-                " coalesce((message->'result'->>'pages')::int, 0),"
-                " coalesce((message->'result'->>'tokens_embedded')::bigint, 0),"
-                # `model` in JobResult records; `embedding_model` in older ones
-                " coalesce(message->'result'->>'model', message->'result'->>'embedding_model')"
-                f" FROM {self._a} WHERE {finished_at} >= %s"
-                " UNION ALL"
-                f" SELECT {_JOB_ID}, 'dead', {finished_at}, {seconds}, 0, 0, NULL"
-                f" FROM {self._dq} WHERE coalesce({finished_at}, 0) >= %s ORDER BY 3",
-                (since, since),
-            ).fetchall()
-        )
+        rows = self._db(lambda conn: conn.execute(pgmq_read.finished(self._a, self._dq), (since, since)).fetchall())
         return [Finished(*row) for row in rows]
+
+    def totals(self) -> Tally:
+        def work(conn) -> Tally:
+            with conn.transaction(), conn.cursor() as cur:
+                # One snapshot: a fold between two reads would count twice.
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                folded = Tally.from_rows(cur.execute(f"SELECT name, label, value FROM {self._tally}").fetchall())
+                kept = cur.execute(
+                    f"{pgmq_read.finished_done(self._a, 'true')} UNION ALL {pgmq_read.finished_dead(self._dq, 'true')}"
+                ).fetchall()
+            return folded.plus(Tally.of(Finished(*row) for row in kept))
+
+        return self._db(work)
+
+    # -- the line (queues/pgmq_order.py) ---------------------------------------
+    def ahead_of(self, job: Job, now: float) -> Ahead | None:
+        if job.state not in (JobState.QUEUED, JobState.RETRYING):
+            return None
+
+        def work(conn) -> Ahead | None:
+            turns = conn.execute(f"SELECT level FROM ({pgmq_order.turns(self.order)}) t ORDER BY turn",
+                                 {"queue": self.name}).fetchall()
+            before = levels_before([level for (level,) in turns], level_of(job))
+            row = conn.execute(pgmq_order.ahead(self._q), {"queue": self.name, "job_id": job.id, "before": before}).fetchone()
+            return None if row is None else Ahead(*row)
+
+        return self._db(work)
+
+    def waiting_by_user(self) -> list[UserBacklog]:
+        rows = self._db(lambda conn: conn.execute(pgmq_order.BY_USER, {"queue": self.name}).fetchall())
+        return [UserBacklog(user or None, jobs, int(tokens)) for user, jobs, tokens in rows]
+
+    def depth_by_priority(self) -> dict[str, int]:
+        return priority_counts(self._db(lambda conn: conn.execute(pgmq_order.BY_LEVEL, {"queue": self.name}).fetchall()))
 
     def document_jobs(self, document_id: str, limit: int = 20) -> list[Job]:
         def work(conn) -> list[Job]:
             with conn.transaction(), conn.cursor() as cur:
-                where, params = f"{_DOCUMENT_ID} = %s", (document_id,)
+                where, params = f"{DOCUMENT_ID} = %s", (document_id,)
                 return (
-                    self._main_jobs(cur, where, params, limit)
-                    + self._archived_jobs(cur, self._dq, JobState.DEAD, where, params, limit)
-                    + self._archived_jobs(cur, self._a, JobState.DONE, where, params, limit)
+                    pgmq_read.main_jobs(cur, self._q, where, params, limit)
+                    + pgmq_read.archived_jobs(cur, self._dq, JobState.DEAD, where, params, limit)
+                    + pgmq_read.archived_jobs(cur, self._a, JobState.DONE, where, params, limit)
                 )
 
         return sorted(self._db(work), key=lambda j: j.id, reverse=True)[:limit]
@@ -519,25 +533,26 @@ class PgmqQueue(JobQueue):
                     rows = cur.execute(f"SELECT msg_id, message FROM {self._dq} FOR UPDATE").fetchall()
                 else:
                     rows = cur.execute(
-                        f"SELECT msg_id, message FROM {self._dq} WHERE {_JOB_ID} = ANY(%s) FOR UPDATE",
+                        f"SELECT msg_id, message FROM {self._dq} WHERE {JOB_ID} = ANY(%s) FOR UPDATE",
                         (list(job_ids),),
                     ).fetchall()
                 if not rows:
                     return []
-                fresh, revived = [], []
+                fresh, deaths = [], []
                 for msg_id, message in sorted(rows, key=lambda r: int(r[1].get("job_id") or r[0])):
-                    job = Job.from_payload(int(message.get("job_id") or msg_id), JobState.QUEUED, message)
+                    job = Job.from_payload(int(message.get("job_id") or msg_id), JobState.DEAD, message)
+                    deaths.append(finished_record(job))  # still counted once it leaves the dead queue
                     # A new message starts at read_ct 0: attempts start afresh,
                     # and pgmq's enqueued_at of the new message agrees with queued_at.
                     job.revived(time.time())
-                    fresh.append(self._json(self._message(job)))
-                    revived.append(job.id)
-                cur.execute("SELECT * FROM pgmq.send_batch(%s, %s::jsonb[], 0)", (self.name, fresh))
+                    fresh.append(job)
+                self._fold(cur, deaths)
+                self._send(cur, fresh, keep_ids=True)  # back in line as if new
                 cur.execute(
                     "SELECT * FROM pgmq.delete(%s, %s::bigint[])", (self.dead_name, [r[0] for r in rows])
                 )
                 self._notify(cur)
-            return revived
+            return [job.id for job in fresh]
 
         return self._db(work)
 

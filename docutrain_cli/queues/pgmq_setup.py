@@ -1,6 +1,7 @@
 """Connecting to the pgmq queue database, and `docutrain queue init`, which
 makes a database ready for PgmqQueue (pgmq installed or enabled, the queue
-and its dead-letter queue created, the job_id indexes made).
+and its dead-letter queue created, the job_id indexes made, the lease
+order's tables made: queues/pgmq_order.py).
 
 Apart from the queue itself (queues/pgmq.py) because it runs once per
 database, by hand, while the queue runs all the time.
@@ -15,6 +16,8 @@ from pathlib import Path
 
 from docutrain_cli.config import redact_url
 from docutrain_cli.errors import ConfigError, DocutrainError, ServiceUnavailableError
+from docutrain_cli.queues import pgmq_order
+from docutrain_cli.queues.tally import create_sql
 
 CONNECT_TIMEOUT = 10  # seconds
 DEAD_SUFFIX = "_dead"
@@ -118,6 +121,11 @@ def _pgmq_version(conn) -> str | None:
     return "" if present else None
 
 
+def tally_table(queue_name: str) -> str:
+    """Counts of the queue's finished records that left it (queues/tally.py)."""
+    return f"pgmq.docutrain_tally_{queue_name}"
+
+
 def init_queue(url: str, queue_name: str = "docutrain") -> str:
     """Make `url` ready for PgmqQueue: pgmq present, queue and dead-letter
     queue created. Safe to run again. Returns a short summary of what it did."""
@@ -150,8 +158,10 @@ def init_queue(url: str, queue_name: str = "docutrain") -> str:
         else:
             done.append(f"pgmq {version or '(SQL-only install)'} already present")
         try:
+            fresh_main = False
             for queue in (name, name + DEAD_SUFFIX):
                 existed = conn.execute("SELECT to_regclass(%s)", (f"pgmq.q_{queue}",)).fetchone()[0]
+                fresh_main = fresh_main or (queue == name and not existed)
                 conn.execute("SELECT pgmq.create(%s)", (queue,))
                 # job(id) looks messages up by job_id, enqueue_unique and
                 # document_jobs by document_id; keep those index scans.
@@ -165,6 +175,11 @@ def init_queue(url: str, queue_name: str = "docutrain") -> str:
                         f" ON pgmq.{prefix}_{queue} ((message->>'document_id'))"
                     )
                 done.append(f"queue {queue} {'already there' if existed else 'created'}")
+            conn.execute(create_sql(tally_table(name)))
+            if fresh_main:  # made afresh, perhaps under an old queue's name: forget that one's order
+                pgmq_order.forget_if_present(conn, name)
+            pgmq_order.ensure_tables(conn, f"pgmq.q_{name}", name)
+            done.append("lease order tables ready")
         except psycopg.Error as exc:
             raise DocutrainError(
                 f"could not create queue {name!r} in {where}: {scrub(one_line(exc), url)}"

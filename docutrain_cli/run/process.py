@@ -24,8 +24,9 @@ from docutrain_cli.store.local import ChunkRow
 if TYPE_CHECKING:  # the worker runs us; we only read its context
     from docutrain_cli.run.worker import WorkerContext
 
-# Imported lazily below; the runner's forkserver imports it once for all workers.
-WORKER_PRELOAD = ("docutrain_cli.pipeline.extract",)
+# Imported lazily (PyMuPDF; numpy for the offline embedder); the runner's
+# forkserver imports them once for all workers.
+WORKER_PRELOAD = ("docutrain_cli.pipeline.extract", "docutrain_cli.pipeline.offline")
 
 def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -71,7 +72,7 @@ def process_job(job: Job, context: "WorkerContext") -> JobResult:
             )
         )
         page_count = doc.page_count
-        unreadable_pages = list(doc.unreadable_pages)
+        unreadable_pages = sorted(doc.unreadable_pages + ocr.unreadable)
     if not chunks:  # extraction raises first; this guards the contract
         raise PermanentError("no extractable text")
 
@@ -167,6 +168,7 @@ def _park(job, context, chunks, hashes, to_send, page_count, sha256, started, un
         user_id=job.user_id,
         source=job.source,
         sha256=sha256,
+        job_id=job.id,
     )
     return JobResult(
         pages=page_count,

@@ -31,6 +31,7 @@ def reconcile(settings: Settings, queue: JobQueue, skip_document_ids: set[str] =
     from docutrain_cli.supabase.pull import pending_jobs
 
     jobs, refused = pending_jobs(settings)
+    # low: a backfill of documents no webhook announced (enqueue_jobs' default)
     report = enqueue_jobs(queue, [job for job in jobs if job.document_id not in skip_document_ids])
     report.refused.extend(refused)
     return report

@@ -497,7 +497,7 @@ class Runner:
             return
         from docutrain_cli.batch.step import BatchStep, StepReport
 
-        self._batch = BatchStep(self.settings, self.status)
+        self._batch = BatchStep(self.settings, self.status, queue=self.queue)
         self._batch_report = StepReport()
         self._batch_pass(flush=True)
 
@@ -517,7 +517,7 @@ class Runner:
         try:
             report = self._batch.step(flush=flush)
             self._batch_report.add(report)
-            if report.documents_ready or report.documents_error:
+            if report.documents_ready or report.documents_dead:
                 self._flush_status()  # an idle service would otherwise sit on these statuses
         except AccountError as exc:  # nothing can be sent: every job and parked chunk stays
             self._account_problem(exc)

@@ -48,12 +48,23 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080,
     """Serve until SIGINT/SIGTERM (uvicorn finishes the requests in progress)."""
     import uvicorn
 
-    check_bind(host, settings.serve_token)
+    check_bind(host, settings.serve_token, settings.webhook_secret)
     app = create_app(settings, options)
     sock = bind(host, port)
     print(start_line(sock, app.state.queue.target, settings), file=sys.stderr, flush=True)
-    config = uvicorn.Config(
+    uvicorn.Server(uvicorn_config(app, settings, access_log=access_log)).run(sockets=[sock])
+
+
+def uvicorn_config(app, settings: Settings, *, access_log: bool = False):
+    """uvicorn's Config with our limits (settings serve_*): see protocol.py."""
+    import uvicorn
+
+    from docutrain_cli.serve.protocol import limited_protocol
+
+    return uvicorn.Config(
         app, log_level="warning", access_log=access_log, server_header=False, lifespan="on",
         timeout_graceful_shutdown=10,
+        http=limited_protocol(settings.serve_max_header_kb * 1024, settings.serve_request_timeout),
+        limit_concurrency=settings.serve_limit_concurrency,
+        timeout_keep_alive=settings.serve_keep_alive_timeout,
     )
-    uvicorn.Server(config).run(sockets=[sock])

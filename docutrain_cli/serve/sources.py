@@ -6,19 +6,30 @@ user's own `{user_id}/` prefix (setting storage_user_prefix), with no `..`,
 `.` or empty segments (see supabase/storage.check_object_path). A path on this
 machine must look like one (absolute, `./`, `~` or `file://`). Without it, the
 path is looked up in the document's `user_documents` row, and a path read
-from a row is always a Storage path, never a local file. A local file path
-is refused unless the operator started `serve --allow-local-paths`: a web
-request must not make the server read whatever file it names.
+from a row is always a Storage path, never a local file.
+
+A local file path is refused unless the operator started `serve
+--allow-local-paths DIR`, and then only a regular file whose real path
+(symlinks resolved) lies inside DIR; a relative path is taken inside DIR. A
+path outside DIR gets the same answer whether or not it exists, the size
+limit (max_file_mb) is checked before a byte is hashed, and the hash is kept
+for the job but never sent back (see jobs.public_job).
+
+A Storage path while Supabase is not configured here is refused too: the
+worker could not download it, and the job would end dead at once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
 
 from docutrain_cli.config import DEFAULT_PROCESSOR, Settings
 from docutrain_cli.errors import ConfigError, PermanentError
-from docutrain_cli.pipeline.discover import sha256_file
 from docutrain_cli.serve.errors import ApiError
+
+HASH_BLOCK = 1024 * 1024
 
 
 def _is_local(path: str) -> bool:
@@ -77,18 +88,48 @@ def resolve_source(settings: Settings, document_id: str, user_id: str, storage_p
             "storage_path: local file paths are refused; give a Supabase Storage path, "
             "or start `docutrain serve --allow-local-paths DIR`",
         )
+    return read_local(settings, storage_path, local_root)
+
+
+def read_local(settings: Settings, storage_path: str, root: str) -> tuple[str, str]:
+    """(real path, sha256) of a regular file inside `root`, or ApiError(422)."""
     named = os.path.expanduser(storage_path.removeprefix("file://"))
     if "\0" in named:
         raise ApiError(422, "storage_path: not a path")
-    path = os.path.realpath(os.path.join(local_root, named))  # relative: inside DIR; absolute: as given
-    if os.path.commonpath([local_root, path]) != local_root:
+    real = os.path.realpath(os.path.join(root, named))  # an absolute `named` replaces root
+    if os.path.commonpath([root, real]) != root:
+        # Said before looking at the file: the answer tells nothing about it.
         raise ApiError(422, "storage_path: not inside the folder `serve --allow-local-paths` allows")
-    if not os.path.isfile(path):
-        raise ApiError(422, f"storage_path: {path}: no such file")
+    shown = os.path.relpath(real, root)
     try:
-        return path, sha256_file(path)
+        # O_NOFOLLOW: a symlink swapped in since realpath is not followed;
+        # O_NONBLOCK: a FIFO cannot hang the thread.
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ApiError(422, f"storage_path: {shown}: no such file") from None
     except OSError as exc:
-        raise ApiError(422, f"storage_path: {path}: {(exc.strerror or str(exc)).lower()}") from None
+        raise ApiError(422, f"storage_path: {shown}: {(exc.strerror or 'cannot open').lower()}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ApiError(422, f"storage_path: {shown}: not a regular file")
+        limit = int(settings.max_file_mb * 1024 * 1024)
+        too_big = ApiError(422, f"storage_path: {shown}: larger than max_file_mb ({settings.max_file_mb:g} MB)")
+        if info.st_size > limit:
+            raise too_big
+        # Hashed from the file we opened and checked, up to the limit (a
+        # file may grow meanwhile).
+        digest, read = hashlib.sha256(), 0
+        while block := os.read(fd, HASH_BLOCK):
+            read += len(block)
+            if read > limit:
+                raise too_big
+            digest.update(block)
+    except OSError as exc:
+        raise ApiError(422, f"storage_path: {shown}: {(exc.strerror or 'cannot read').lower()}") from None
+    finally:
+        os.close(fd)
+    return real, digest.hexdigest()
 
 
 def _storage_path_of_row(settings: Settings, document_id: str) -> str:

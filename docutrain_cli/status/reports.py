@@ -37,9 +37,11 @@ def sync(settings: Settings, *, deadline_seconds: float = 60.0) -> dict:
         recorder.close()
 
 
-def status_report(settings: Settings, stats: QueueStats) -> dict:
-    """The object `docutrain status --json` prints and `GET /v1/status` answers."""
+def status_report(settings: Settings, stats: QueueStats, line: dict | None = None) -> dict:
+    """The object `docutrain status --json` prints and `GET /v1/status` answers;
+    `line` is who waits in the queue (queues/line.py `users_in_line`)."""
     from docutrain_cli.batch.ledger import batch_status
+    from docutrain_cli.queues.line import NO_LINE
 
     return {
         **stats.counts,
@@ -52,6 +54,7 @@ def status_report(settings: Settings, stats: QueueStats) -> dict:
         "status_webhook_outbox": iso_times(webhook_outbox_status(settings)),
         "embedding_budget": [iso_times(budget) for budget in budget_status(settings)],
         "batches": batch_status(settings.store),
+        **(line or NO_LINE),
     }
 
 

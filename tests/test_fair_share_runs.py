@@ -1,0 +1,105 @@
+"""Who is served first, end to end (issue 21): a real `docutrain run` with
+worker processes against the OpenAI stand-in enforcing an account limit,
+at a small scale of the issue's scenario. alice queues 24 documents; a
+moment later bob queues one, and alice one of her own with --priority high.
+Both are ready while most of alice's backlog is still queued (first in,
+first out, they would wait for all of it), and `jobs show` told where they
+stood and when the last of alice's would be done. On the local queue (one
+runner, 2 workers) and on pgmq (two runners of 1 worker each on one queue,
+sharing one order and one rate budget)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+
+import pdfs
+from conftest import wait_for
+from docutrain_cli.jobs import JobState
+from docutrain_cli.queues.local import LocalQueue
+
+KEY = "sk-proj-fair-share-test-0123456789abcdef"
+TPM = 30_000  # 500 of the stand-in's tokens a second: alice's 24 documents (~1,000 each) take ~50 s
+
+
+def queued_ids(result) -> list[int]:
+    return [int(line.split()[2].rstrip(":")) for line in result.stdout.splitlines() if line.startswith("queued job")]
+
+
+def shown(docutrain, job_id: int, env: dict) -> dict:
+    result = docutrain("jobs", "show", str(job_id), "--json", **env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(params=["local", pytest.param("pgmq", marks=pytest.mark.postgres)])
+def backend(request, docutrain):
+    """(env for the commands, a queue handle for the test, runners to start, workers each)."""
+    if request.param == "local":
+        yield {}, LocalQueue(docutrain.queue), 1, 2
+        return
+    from docutrain_cli.queues.pgmq import PgmqQueue
+
+    url, name = request.getfixturevalue("pg_url"), request.getfixturevalue("pgmq_queue_name")
+    queue = PgmqQueue(url, name)
+    yield {"DOCUTRAIN_QUEUE": url, "DOCUTRAIN_QUEUE_NAME": name}, queue, 2, 1
+    queue.close()
+
+
+def test_a_newcomer_and_a_high_priority_upload_go_before_a_big_backlog(docutrain, tmp_path, openai_standin, backend):
+    queue_env, queue, runners, workers = backend
+    openai_standin.limit(tpm=TPM, latency=0.05, level=0.0)  # no burst at the start: paced from the first token
+    for seed, (name, count, pages) in enumerate((("alice", 24, 6), ("bob", 1, 2), ("alice-urgent", 1, 2))):
+        (tmp_path / name).mkdir()
+        for i in range(count):
+            pdfs.multi_page(tmp_path / name / f"{name}{i:02}.pdf", pages=pages, seed=seed * 100 + i + 1)
+    env = {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": openai_standin.base_url, "DOCUTRAIN_EMBEDDING_TPM": str(TPM),
+           **queue_env}
+    backlog = queued_ids(docutrain("enqueue", "alice", "--user-id", "alice", **env))
+    assert len(backlog) == 24
+    first_look = shown(docutrain, backlog[-1], env)
+    assert first_look["position"] == 23 and first_look["eta_seconds"] is not None  # the limit is in the settings
+    runs = [docutrain.start("run", "--workers", str(workers), "--json", **env) for _ in range(runners)]
+    try:
+        # As in the issue, bob comes a few seconds into alice's import (past the start's burst).
+        wait_for(lambda: queue.stats(time.time()).counts["done"] >= 3, timeout=60, what="alice's import under way")
+
+        def alice_queued() -> int:
+            return sum(1 for job_id in backlog if queue.job(job_id).state == JobState.QUEUED)
+
+        [bob] = queued_ids(docutrain("enqueue", "bob", "--user-id", "bob", **env))
+        [urgent] = queued_ids(docutrain("enqueue", "alice-urgent", "--user-id", "alice", "--priority", "high", **env))
+        waiting_ids = [job_id for job_id in backlog if queue.job(job_id).state == JobState.QUEUED]
+        assert len(waiting_ids) >= 12
+        for job_id in (bob, urgent):  # next in line, and when it should be ready
+            place = shown(docutrain, job_id, env)
+            assert place["state"] != "queued" or place["position"] <= 1, place
+            assert place["state"] != "queued" or place["eta_seconds"] is not None
+        # Jobs are done, so what estimates really cost is known: the ETA of the last in line.
+        asked = time.monotonic()
+        last = shown(docutrain, backlog[-1], env)
+        assert last["position"] >= 8, last
+
+        for job_id in (urgent, bob):
+            wait_for(lambda: queue.job(job_id).state == JobState.DONE, timeout=60, what=f"job {job_id} done")
+            # done while most of what alice had waiting still waits (first in, first out: none would)
+            assert alice_queued() >= len(waiting_ids) // 2, "most of alice's backlog should still be waiting"
+        # leased next: of alice's jobs that waited when they came, at most one (leased by
+        # another runner at the same moment) started before them
+        started = {job_id: queue.job(job_id).started_at for job_id in waiting_ids}
+        for job_id in (urgent, bob):
+            mine = queue.job(job_id).started_at
+            assert sum(1 for at in started.values() if at and at < mine) <= 1 + (job_id == bob), job_id
+        wait_for(lambda: queue.job(backlog[-1]).state == JobState.DONE, timeout=120, what="alice's last document")
+        took = time.monotonic() - asked
+        assert 0.6 * took <= last["eta_seconds"] <= 1.6 * took, (last["eta_seconds"], took)
+        assert all(queue.job(job_id).state == JobState.DONE for job_id in backlog)
+        assert openai_standin.rate_limited <= 3
+    finally:
+        for run in runs:
+            run.send_signal(signal.SIGTERM)
+        for run in runs:
+            run.communicate(timeout=60)
