@@ -74,7 +74,8 @@ class Settings:
     priority_max_wait: float = 900.0
     # user id -> weight (default 1): a user of weight 2 gets twice the tokens
     # of one of weight 1 while both have work queued. TOML table, or env "u1=2,u2=0.5".
-    user_weights: dict[str, float] = dataclasses.field(default_factory=dict)
+    # Not part of the hash (a dict is not hashable; caches key on Settings).
+    user_weights: dict[str, float] = dataclasses.field(default_factory=dict, hash=False)
     # The tokens a job is assumed to cost when its file cannot be measured at
     # enqueue (a Storage object): corrected by what it really cost when it is done.
     remote_job_tokens: int = 5_000

@@ -17,6 +17,7 @@ TOKEN = "test-token-123"
 # Every family /metrics serves, with its type: states are gauges, events counters.
 EXPECTED = {
     "docutrain_jobs": "gauge",
+    "docutrain_queue_depth": "gauge",  # per priority, never per user
     "docutrain_jobs_unfinished": "gauge",
     "docutrain_oldest_queued_age_seconds": "gauge",
     "docutrain_jobs_finished": "counter",

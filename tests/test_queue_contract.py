@@ -694,7 +694,7 @@ def test_the_order_is_kept_in_the_queue_across_processes(backend):
         "user, n = sys.argv[1], int(sys.argv[2])\n"
         "q.enqueue([Job(id=0, source=f'/d/{user}{i}.pdf', user_id=user) for i in range(n)])\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**child_env(), "PYTHONPATH": str(ROOT)}
     for user, n in (("alice", 200), ("bob", 1)):
         subprocess.run([sys.executable, "-c", code, user, str(n)], cwd=ROOT, env=env, check=True, timeout=60)
     queue = backend.open(order=fair())

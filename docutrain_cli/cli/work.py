@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from docutrain_cli.cli.app import (
-    app, command, console, emit, error_line, flag_problem, json_option, open_queue_for, settings_from,
+    JsonOption, app, command, console, emit, error_line, flag_problem, json_option, open_queue_for, settings_from,
 )
 from docutrain_cli.errors import ConfigError, ExitCode, UsageError
 from docutrain_cli.jobs import PRIORITIES
@@ -69,6 +69,46 @@ def enqueue(
         error_line(f"{refused.path}: {refused.reason}")
     emit(report.to_dict(), as_json, lambda: enqueue_lines(report))
     if report.refused:
+        raise typer.Exit(ExitCode.PARTIAL)
+
+
+# -- estimate -------------------------------------------------------------------
+@command(app)
+def estimate(
+    ctx: typer.Context,
+    paths: List[str] = typer.Argument(..., metavar="PATH", help="Files, folders (searched recursively) or globs."),
+    as_json: JsonOption = False,
+) -> None:
+    """Count what embedding these files would cost, before spending anything:
+    files, pages, chunks, tokens to pay (embedding-cache hits excluded), the
+    price at the sync and the Batch API rate, minutes at the rate limit, and
+    the queue ahead. Sends no request.
+
+    Example: docutrain estimate ./uploads --json
+    """
+    from docutrain_cli.cli.messages import missing_queue
+    from docutrain_cli.cli.render import estimate_note, estimate_table
+    from docutrain_cli.run.estimate import estimate as estimate_paths
+
+    settings = settings_from(ctx)
+    if missing_queue(settings):  # nothing ahead, and nothing to create
+        result = estimate_paths(settings, paths)
+    else:
+        with open_queue_for(settings) as queue:
+            result = estimate_paths(settings, paths, queue)
+    for refused in result.refused:
+        error_line(f"{refused.path}: {refused.reason}")
+    data = result.to_dict()
+
+    def human():
+        from rich.console import Group
+        from rich.text import Text
+
+        note = estimate_note(data)
+        return Group(estimate_table(data), Text(f"note: {note}")) if note else estimate_table(data)
+
+    emit(data, as_json, human)
+    if result.refused:
         raise typer.Exit(ExitCode.PARTIAL)
 
 

@@ -20,7 +20,7 @@ from docutrain_cli.errors import AccountError, JobError, PermanentError, Transie
 from docutrain_cli.pipeline.models import DEFAULT_DIMENSIONS, MAX_INPUT_TOKENS, OFFLINE_DIMENSIONS, OFFLINE_MODEL
 from docutrain_cli.ratelimit.pacing import Pacer
 from docutrain_cli.ratelimit.budget import RateBudget, refusal_wait
-from docutrain_cli.pipeline.tokens import TokenCounter, counter_for, EstimatingCounter
+from docutrain_cli.pipeline.tokens import TokenCounter, counter_for
 
 # OpenAI's limits for one embeddings request (one input's: models.MAX_INPUT_TOKENS).
 MAX_INPUTS_PER_REQUEST = 2048
@@ -82,6 +82,16 @@ def request_tokens(texts: Sequence[str], scale: float = 1.0) -> list[int]:
     answer, and the count in a refusal ("Requested N tokens") when it was low.
     """
     return [math.ceil(len(t.encode("utf-8")) * scale / 4) for t in texts]
+
+
+def budget_weights(counter: TokenCounter, texts: Sequence[str], token_counts: Sequence[int] | None = None) -> list[int]:
+    """What each text is reserved at in the shared rate budget, before the
+    density the server's answers showed: the exact count when the counter is
+    exact, else `request_tokens`. The budget learns the server's count per
+    such token, so `docutrain estimate` predicts the bill from these too."""
+    if counter.exact:
+        return list(token_counts) if token_counts is not None else [counter.count(t) for t in texts]
+    return request_tokens(texts)
 
 
 # "Requested 9000 tokens, max 8192" (400) and "Limit 3000, Requested 4100." (429 too large)
@@ -230,7 +240,7 @@ class OpenAIEmbedder:
             kwargs["dimensions"] = self.requested_dimensions
         # The budget applies the density the server showed all workers, so it
         # gets the plain estimate (or the exact count), not this process's scale.
-        estimate = sum(self._weights(texts)) if self.counter.exact else sum(request_tokens(texts))
+        estimate = sum(budget_weights(self.counter, texts))
         refused_since: float | None = None
         failures = 0
         while True:

@@ -37,7 +37,7 @@ from starlette.staticfiles import StaticFiles
 
 from docutrain_cli.run.activity import WorkerBoard
 from docutrain_cli.config import Settings
-from docutrain_cli.jobs import STATES, JobState
+from docutrain_cli.jobs import STATES
 from docutrain_cli.errors import DocutrainError
 from docutrain_cli.ratelimit.budget import current_budget
 from docutrain_cli.serve import metrics

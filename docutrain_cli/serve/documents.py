@@ -12,7 +12,6 @@ before anything is looked up or queued.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse

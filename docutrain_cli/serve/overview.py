@@ -24,6 +24,7 @@ from typing import Any
 from docutrain_cli.run.activity import WorkerBoard, WorkerInfo
 from docutrain_cli.jobs import Job, JobState
 from docutrain_cli.queues.base import Finished, JobQueue, QueueStats
+from docutrain_cli.queues.line import users_in_line
 
 WINDOW_MINUTES = 60  # the longest chart window, and how far back finished jobs are read
 # A chart shows the shortest of these that holds the last hour's data, so a
@@ -89,6 +90,8 @@ class Overview:
     recent: list[Job]
     state_filter: str | None
     search: str
+    # Who waits (queues/line.py users_in_line): priorities, users, shares.
+    line: dict[str, Any] | None = None
 
     @property
     def on_worker(self) -> dict[int, int]:
@@ -229,4 +232,5 @@ def gather(
         recent=recent,
         state_filter=state,
         search=search,
+        line=users_in_line(queue, now),
     )

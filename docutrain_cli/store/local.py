@@ -356,6 +356,10 @@ class LocalStore(sqlite.SharedFile):
         found = embedding_cache.cached(self.conn, model, dimensions, text_hashes)
         return {text_hash: unpack_vector(blob) for text_hash, blob in found.items()}
 
+    def cached_hashes(self, model: str, dimensions: int, text_hashes: Sequence[str]) -> set[str]:
+        """Which of these texts the cache holds."""
+        return set(embedding_cache.cached(self.conn, model, dimensions, text_hashes))
+
     def put_cached_embeddings(
         self, model: str, dimensions: int, vectors: Mapping[str, Sequence[float]]
     ) -> None:
