@@ -43,6 +43,10 @@ SECRET_FIELDS = {
     "cloudflare_api_token",
 }
 CLOUDFLARE_PREFIX = "cloudflare://"
+# The built-in job: load the source (a local file or a Supabase Storage
+# object), extract, chunk, embed, store. Another processor reads its sources
+# its own way.
+DEFAULT_PROCESSOR = "docutrain_cli.run.process:process_job"
 
 
 def _secret(default: Any = None) -> Any:
@@ -62,7 +66,7 @@ class Settings:
     grace_period: float = 30.0
     poll_interval: float = 1.0
     visibility_timeout: float = 120.0
-    processor: str = "docutrain_cli.run.process:process_job"
+    processor: str = DEFAULT_PROCESSOR
     # Who is served first (queues/fair.py): "fair" shares by tokens between
     # users within each priority; "fifo" is first in, first out.
     lease_order: str = "fair"
@@ -260,8 +264,8 @@ def parse_weights(value: Any, label: str = "user_weights") -> dict[str, float]:
     return weights
 
 
-def _coerce(name: str, value: Any, source: str) -> Any:
-    label = f"{source} {name}" if source else name
+def _coerce(name: str, value: Any, label: str) -> Any:
+    """`value` as the setting's type; errors name it by `label`, where it was given."""
     if name in _DURATION_FIELDS:
         return parse_duration(value, label)
     if name == "user_weights":
@@ -357,7 +361,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
     unknown = sorted(set(data) - set(_FIELDS))
     if unknown:
         raise ConfigError(f"{path}: unknown setting {unknown[0]!r}")
-    return {k: _coerce(k, v, str(path)) for k, v in data.items()}
+    return {k: _coerce(k, v, f"{path} {k}") for k, v in data.items()}
 
 
 def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -365,10 +369,15 @@ def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
     for name in _FIELDS:
         env_name = ENV_PREFIX + name.upper()
         if env_name in environ:
-            values[name] = _coerce(name, environ[env_name], env_name)
+            values[name] = _coerce(name, environ[env_name], f"{env_name} {name}")
         elif name in PLAIN_ENV and environ.get(PLAIN_ENV[name]):
-            values[name] = _coerce(name, environ[PLAIN_ENV[name]], PLAIN_ENV[name])
+            values[name] = _coerce(name, environ[PLAIN_ENV[name]], f"{PLAIN_ENV[name]} {name}")
     return values
+
+
+def flag_name(setting: str) -> str:
+    """The command-line flag of a setting: job_timeout -> --job-timeout."""
+    return "--" + setting.replace("_", "-")
 
 
 def load_settings(
@@ -386,7 +395,7 @@ def load_settings(
     values.update(_read_env(environ))
     for name, value in (overrides or {}).items():
         if value is not None:
-            values[name] = _coerce(name, value, "--" + name.replace("_", "-"))
+            values[name] = _coerce(name, value, flag_name(name))
     settings = Settings(**values)
     _validate(settings)
     return settings

@@ -13,6 +13,12 @@ import httpx
 TOKEN = "test-serve-token-0123456789"
 
 
+def with_supabase(standin) -> dict:
+    """Settings that configure Supabase (the stand-in): serve refuses a
+    Storage path at the door when the job could not download it."""
+    return {"supabase_url": standin.url, "supabase_service_role_key": standin.key}
+
+
 class ServeThread:
     """uvicorn serving create_app(settings) in a thread."""
 

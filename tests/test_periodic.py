@@ -4,6 +4,7 @@ is idle, busy and winding down (issue 10)."""
 
 from __future__ import annotations
 
+import datetime
 import gc
 import threading
 import time
@@ -177,7 +178,8 @@ def test_drain_pushes_waiting_statuses_at_exit_whatever_the_backoff(docutrain, s
     supabase_standin.fail("PATCH", "/rest/v1/user_documents", 503)
     assert docutrain("run", "--drain", **env).returncode == 0
     assert {project.document(d)["status"] for d in first} == {"pending"}
-    assert docutrain.status()["supabase_outbox"]["retry_after"] > time.time()  # backing off
+    retry_after = docutrain.status()["supabase_outbox"]["retry_after"]  # ISO 8601, as JSON shows times
+    assert datetime.datetime.fromisoformat(retry_after).timestamp() > time.time()  # backing off
 
     supabase_standin.heal()
     second = upload(2)

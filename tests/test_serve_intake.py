@@ -8,7 +8,7 @@ neither; webhook events that queue nothing do not count. Off by default."""
 from __future__ import annotations
 
 import pytest
-from serving import TOKEN, ServeThread
+from serving import TOKEN, ServeThread, with_supabase
 
 from docutrain_cli.config import Settings, load_settings, parse_rate
 from docutrain_cli.errors import ConfigError
@@ -16,9 +16,9 @@ from docutrain_cli.queues.local import LocalQueue
 
 
 @pytest.fixture
-def settings(tmp_path) -> Settings:
+def settings(tmp_path, supabase_standin) -> Settings:
     return Settings(queue=str(tmp_path / "q.db"), store=str(tmp_path / "s.db"), serve_token=TOKEN,
-                    intake_rate="3/minute")
+                    intake_rate="3/minute", **with_supabase(supabase_standin))
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ it, and the webhook secret opens nothing else (API, dashboard log-in)."""
 from __future__ import annotations
 
 import pytest
-from serving import TOKEN, ServeThread
+from serving import TOKEN, ServeThread, with_supabase
 
 from docutrain_cli.config import Settings, load_settings
 from docutrain_cli.errors import ConfigError
@@ -27,9 +27,9 @@ def queued_ids(settings) -> list[str]:
 
 
 @pytest.fixture
-def settings(tmp_path) -> Settings:
+def settings(tmp_path, supabase_standin) -> Settings:
     return Settings(queue=str(tmp_path / "q.db"), store=str(tmp_path / "s.db"), serve_token=TOKEN,
-                    webhook_secret=WEBHOOK_SECRET)
+                    webhook_secret=WEBHOOK_SECRET, **with_supabase(supabase_standin))
 
 
 def test_only_the_webhook_secret_opens_the_webhook_and_nothing_else(settings):

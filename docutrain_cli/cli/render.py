@@ -13,6 +13,7 @@ error messages wrap instead.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
 import time
 from typing import Any, Callable, Iterable
@@ -48,8 +49,13 @@ def age(seconds: float | None) -> str:
     return f"{seconds:.0f}s"
 
 
-def when(epoch: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch)) if epoch else "-"
+def when(moment: float | str | None) -> str:
+    """Epoch seconds, or an ISO 8601 time from a JSON report, in local time with its zone."""
+    if not moment:
+        return "-"
+    if isinstance(moment, str):
+        moment = datetime.datetime.fromisoformat(moment).timestamp()
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(moment))
 
 
 # -- file names in narrow columns ------------------------------------------

@@ -9,9 +9,9 @@ from typing import List, Optional
 import typer
 
 from docutrain_cli.cli.app import (
-    JsonOption, app, command, console, emit, error_line, json_option, open_queue_for, settings_from,
+    JsonOption, app, command, console, emit, error_line, flag_problem, json_option, open_queue_for, settings_from,
 )
-from docutrain_cli.errors import ExitCode, UsageError
+from docutrain_cli.errors import ConfigError, ExitCode, UsageError
 from docutrain_cli.jobs import PRIORITIES
 
 ReportJson = json_option("Print the result as JSON.")
@@ -40,6 +40,7 @@ def enqueue(
     Example: docutrain enqueue ./uploads/*.pdf --user-id 4f1c... --priority high
     """
     from docutrain_cli.queues.enqueue import EnqueueReport, enqueue_jobs, enqueue_paths
+    from docutrain_cli.cli.messages import new_queue_folder
     from docutrain_cli.cli.render import enqueue_lines
 
     if priority is not None and priority not in PRIORITIES:
@@ -48,7 +49,10 @@ def enqueue(
     if not paths and not from_supabase:
         raise UsageError("give files, folders or globs to queue (or --from-supabase)")
     report = EnqueueReport()
+    new_folder = new_queue_folder(settings)
     with open_queue_for(settings) as queue:
+        if new_folder:
+            print(f"docutrain: {new_folder}", file=sys.stderr)
         if from_supabase:
             from docutrain_cli.supabase.pull import pending_jobs
 
@@ -131,11 +135,14 @@ def run(
     Example: docutrain run --workers 24 --drain --max-time 4m
     """
     from docutrain_cli.config import parse_duration
-    from docutrain_cli.cli.progress import LogObserver, RichObserver, summary_line
+    from docutrain_cli.cli.progress import LogObserver, RichObserver, summary_text
     from docutrain_cli.run.runner import Runner
 
     settings = settings_from(ctx, workers=workers, job_timeout=job_timeout, embedding_mode="batch" if batch else None)
-    seconds = parse_duration(max_time, "--max-time") if max_time else None
+    try:
+        seconds = parse_duration(max_time, "max_time") if max_time else None
+    except ConfigError as exc:
+        raise ConfigError(flag_problem(ctx, str(exc), ["max_time"])) from None
     interactive = sys.stdout.isatty() and not as_json
     observer = RichObserver(console()) if interactive else LogObserver()
     with open_queue_for(settings) as queue:
@@ -148,7 +155,7 @@ def run(
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # A terminal gets the summary under the live display; LogObserver has logged it already.
-    emit(summary.to_dict(), as_json, lambda: summary_line(summary) if interactive else None)
+    emit(summary.to_dict(), as_json, lambda: summary_text(summary) if interactive else None)
     if summary.stop_reason == "account":
         left = summary.remaining.get("queued", 0) + summary.remaining.get("retrying", 0)
         error_line(f"{summary.account_problem}; then run again ({left} jobs wait in the queue, none charged)")

@@ -116,6 +116,9 @@ class WorkerContext:
         for its display. Best effort: never blocks, never fails the job."""
         if self.job_id is not None:
             self._progress.send(self.job_id, message)
+            board = activity.current()  # and the dashboard, which reads <store>.workers
+            if board is not None:
+                board.job_progress(self.job_id, message)
 
     def close(self) -> None:
         """Release what was made (in-process runs and tests; a worker

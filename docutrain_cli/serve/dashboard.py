@@ -84,9 +84,18 @@ def _age(seconds: float | None) -> str:
 
 
 def _when(epoch: float | None) -> str:
+    """The one time format of the dashboard, header and tables alike: the
+    server's local time with its zone (`2026-12-03 04:59:16 UTC`)."""
     if not epoch:
         return "–"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(epoch))
+
+
+def _folder_and_name(path: str) -> tuple[str, str]:
+    """('/srv/uploads/', 'report-40.pdf'): the page shortens the folder from
+    the left and keeps the name whole, as the CLI's tables do."""
+    folder, slash, name = path.rpartition("/")
+    return (folder + slash, name) if name else ("", path)
 
 
 def make_templates() -> jinja2.Environment:
@@ -99,6 +108,7 @@ def make_templates() -> jinja2.Environment:
     )
     env.filters["age"] = _age
     env.filters["when"] = _when
+    env.filters["folder_and_name"] = _folder_and_name
     env.filters["num"] = lambda n: f"{n:,}" if isinstance(n, (int, float)) else "–"
     # Errors start with the file's path, which the table shows beside them.
     env.filters["without_source"] = lambda error, source: (error or "").removeprefix(f"{source}: ")

@@ -14,6 +14,9 @@ A local file path is refused unless the operator started `serve
 path outside DIR gets the same answer whether or not it exists, the size
 limit (max_file_mb) is checked before a byte is hashed, and the hash is kept
 for the job but never sent back (see jobs.public_job).
+
+A Storage path while Supabase is not configured here is refused too: the
+worker could not download it, and the job would end dead at once.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import hashlib
 import os
 import stat
 
-from docutrain_cli.config import Settings
+from docutrain_cli.config import DEFAULT_PROCESSOR, Settings
 from docutrain_cli.errors import ConfigError, PermanentError
 from docutrain_cli.serve.errors import ApiError
 
@@ -42,6 +45,20 @@ def local_root(folder: str) -> str:
     return root
 
 
+def check_storage_configured(settings: Settings, storage_path: str) -> None:
+    """ApiError(422) when a job reading `storage_path` from Supabase Storage
+    cannot succeed here: the built-in processor downloads it with the
+    service-role key, and Supabase is not configured."""
+    if settings.supabase_enabled or settings.processor != DEFAULT_PROCESSOR:
+        return
+    raise ApiError(
+        422,
+        f"storage_path: {storage_path} is a Supabase Storage path, but Supabase is not configured "
+        "for this server (set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY), so the job could not succeed; "
+        "for files on this machine, start `docutrain serve --allow-local-paths DIR` and send a path inside DIR",
+    )
+
+
 def resolve_source(settings: Settings, document_id: str, user_id: str, storage_path: str | None,
                    local_root: str | None) -> tuple[str, str | None]:
     """(job source, sha256 or None) for a document; ApiError(422) when it
@@ -54,11 +71,14 @@ def resolve_source(settings: Settings, document_id: str, user_id: str, storage_p
             raise ApiError(422, "storage_path is required (Supabase is not configured to look it up)")
         storage_path = _storage_path_of_row(settings, document_id)
     rule = {"user_id": user_id, "user_prefix": settings.storage_user_prefix}
+    remote = storage_path.startswith(REMOTE_PREFIX) or from_row or not _is_local(storage_path)
+    if remote:
+        check_storage_configured(settings, storage_path)
     try:
         if storage_path.startswith(REMOTE_PREFIX):
             check_source(storage_path, bucket=settings.storage_bucket, **rule)
             return storage_path, None
-        if from_row or not _is_local(storage_path):
+        if remote:
             return make_source(settings.storage_bucket, storage_path, **rule), None
     except PermanentError as exc:
         raise ApiError(422, f"storage_path: {exc}") from None

@@ -19,6 +19,7 @@ from docutrain_cli.jobs import Job
 from docutrain_cli.serve.body import document_id_field, read_json, text_field
 from docutrain_cli.serve.documents import check_intake, queue_job
 from docutrain_cli.serve.errors import ApiError
+from docutrain_cli.serve.sources import check_storage_configured
 
 EVENTS = ("INSERT", "UPDATE", "DELETE")
 
@@ -54,6 +55,7 @@ async def supabase_webhook(request: Request) -> JSONResponse:
         raise ApiError(422, f"storage_path: {exc}") from None
     if fields is None:
         return ignored("the row has no storage_path yet")
+    check_storage_configured(settings, record["storage_path"])
     check_intake(request, fields["user_id"])
     return await queue_job(request, Job(id=0, **fields, priority="high"))  # an upload someone waits for
 
