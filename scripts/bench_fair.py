@@ -5,7 +5,9 @@
      120,000 tokens/min; a few seconds later bob uploads one 10-page PDF.
      bob's wait (from his enqueue to his job done) with lease_order fair,
      side by side with lease_order fifo (first in, first out); and how
-     much of alice's backlog was still queued when bob's document was ready.
+     much of alice's import was done when bob's document was ready. Target:
+     issue 21's 45 s. The fifo wait grows with alice's backlog, the fair one
+     does not: quick mode has 12 documents, full mode the issue's 24.
 14b  the cost of the fair order on the local queue: leases/s with 100,000
      queued jobs from 1,000 users, against the first-in-first-out order
      (lease_order fifo) on the same jobs. Target: >= 1,000 leases/s.
@@ -359,8 +361,7 @@ def bench_newcomer(mode, root: Path, reps: int, h) -> tuple[object, dict]:
         "14a", f"newcomer's wait: bob's 10 pages {BOB_AFTER:g} s into alice's {alice_docs} x 30 pages,"
                f" {WORKERS} workers, {TPM:,} TPM", fair, "s",
         h.med([r["bob_wait_s"] for r in s["fifo"]]), "lease_order fifo", ratio,
-        "fair wait <= 0.5x fifo, most of alice's not done",
-        ratio <= 0.5 and done < alice_docs / 2,
+        "fair wait <= 45 s (issue 21)", fair <= 45,
         {"alice_docs": alice_docs, "bob_after_s": BOB_AFTER, "tpm": TPM, "workers": WORKERS,
          "wait": "from just before bob's enqueue to his job's finished_at",
          "fair_alice_done_when_bob_done": done,
