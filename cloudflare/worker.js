@@ -1,105 +1,13 @@
 // docutrain's edge intake: a Cloudflare Worker that takes upload requests
-// and puts them on the Cloudflare queue docutrain runners pull from.
-//
-//   POST /enqueue   Authorization: Bearer <ENQUEUE_TOKEN>
-//   {"user_document_id": "...", "user_id": "...", "storage_path": "user/file.pdf"}
-//   -> 202 {"success": true, "message", "user_document_id", "status": "pending"}
-//
-// A 202 means the queue accepted the message (send() resolved). 400: the
-// body is not what is expected; 401: no or wrong token; 405: not a POST;
-// 404: another path; 503: the queue refused, so the app should try again.
-// `storage_path` (the object's path in the Supabase storage bucket) is what
-// a runner downloads; without it the runner cannot find the file and
-// dead-letters the message, and `docutrain enqueue --from-supabase` is the
-// way to queue such rows.
-//
-// The message body is JSON (contentType "json": an HTTP pull consumer cannot
-// read the Workers-only "v8" type). `job_id` is made the way docutrain makes
-// its own: milliseconds * 1000 plus a small random number.
-
-const MAX_FIELD = 1024; // characters; ids and paths are far shorter
-
-export function json(status, data, headers = {}) {
-  return new Response(JSON.stringify(data), {
-    status,
-    headers: { "content-type": "application/json", ...headers },
-  });
-}
-
-function refuse(status, error, headers) {
-  return json(status, { success: false, error }, headers);
-}
-
-// Compare SHA-256 digests byte by byte, all of them: the time taken does
-// not tell how much of a guessed token was right.
-async function sameSecret(given, expected) {
-  const encoder = new TextEncoder();
-  const [a, b] = await Promise.all(
-    [given, expected].map((s) => crypto.subtle.digest("SHA-256", encoder.encode(s))),
-  );
-  const x = new Uint8Array(a);
-  const y = new Uint8Array(b);
-  let diff = 0;
-  for (let i = 0; i < x.length; i++) diff |= x[i] ^ y[i];
-  return diff === 0;
-}
-
-function text(value) {
-  return typeof value === "string" && value.trim() !== "" && value.length <= MAX_FIELD;
-}
-
-export function newJobId(now = Date.now(), random = Math.random) {
-  return now * 1000 + Math.floor(random() * 1000);
-}
-
-export async function handle(request, env) {
-  const url = new URL(request.url);
-  if (url.pathname !== "/enqueue") return refuse(404, "not found: POST /enqueue");
-  if (request.method !== "POST") return refuse(405, "method not allowed: use POST", { allow: "POST" });
-  if (!env.ENQUEUE_TOKEN) return refuse(500, "ENQUEUE_TOKEN is not set: run `wrangler secret put ENQUEUE_TOKEN`");
-
-  const auth = request.headers.get("authorization") || "";
-  const match = /^Bearer\s+(.+)$/i.exec(auth);
-  if (!match || !(await sameSecret(match[1].trim(), env.ENQUEUE_TOKEN))) {
-    return refuse(401, "missing or wrong bearer token", { "www-authenticate": "Bearer" });
-  }
-
-  let body;
-  try {
-    body = await request.json();
-  } catch {
-    return refuse(400, "the body must be JSON");
-  }
-  if (body === null || typeof body !== "object" || Array.isArray(body)) {
-    return refuse(400, "the body must be a JSON object");
-  }
-  for (const field of ["user_document_id", "user_id"]) {
-    if (!text(body[field])) return refuse(400, `${field} is required (a non-empty string)`);
-  }
-  if (body.storage_path !== undefined && !text(body.storage_path)) {
-    return refuse(400, "storage_path must be a non-empty string when given");
-  }
-
-  const message = {
-    job_id: newJobId(),
-    user_document_id: body.user_document_id.trim(),
-    user_id: body.user_id.trim(),
-  };
-  if (body.storage_path !== undefined) message.storage_path = body.storage_path.trim();
-  try {
-    await env.DOCUMENT_QUEUE.send(message, { contentType: "json" });
-  } catch (error) {
-    console.error(`queue send failed for ${message.user_document_id}: ${error}`);
-    return refuse(503, "the queue did not accept the document; try again");
-  }
-  return json(202, {
-    success: true,
-    message: "Document queued for processing",
-    user_document_id: message.user_document_id,
-    status: "pending",
-  });
-}
+// and puts them on a Cloudflare queue (intake.js). docutrain then gets them
+// one of two ways (wrangler.toml): its runners pull the queue over HTTP, or
+// this Worker's queue() consumer pushes each one to `docutrain serve`
+// (push.js). workerd lets the entry module export handlers only, so the
+// code lives in those two modules.
+import { handle } from "./intake.js";
+import { push } from "./push.js";
 
 export default {
   fetch: (request, env) => handle(request, env),
+  queue: (batch, env) => push(batch, env),
 };

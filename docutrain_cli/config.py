@@ -38,10 +38,15 @@ SECRET_FIELDS = {
     "pdf_password",
     "cloudflare_api_token",
     "serve_token",
+    "webhook_secret",
     "status_webhook_secret",
     "cloudflare_api_token",
 }
 CLOUDFLARE_PREFIX = "cloudflare://"
+# The built-in job: load the source (a local file or a Supabase Storage
+# object), extract, chunk, embed, store. Another processor reads its sources
+# its own way.
+DEFAULT_PROCESSOR = "docutrain_cli.run.process:process_job"
 
 
 def _secret(default: Any = None) -> Any:
@@ -61,7 +66,7 @@ class Settings:
     grace_period: float = 30.0
     poll_interval: float = 1.0
     visibility_timeout: float = 120.0
-    processor: str = "docutrain_cli.run.process:process_job"
+    processor: str = DEFAULT_PROCESSOR
     # Who is served first (queues/fair.py): "fair" shares by tokens between
     # users within each priority; "fifo" is first in, first out.
     lease_order: str = "fair"
@@ -69,7 +74,8 @@ class Settings:
     priority_max_wait: float = 900.0
     # user id -> weight (default 1): a user of weight 2 gets twice the tokens
     # of one of weight 1 while both have work queued. TOML table, or env "u1=2,u2=0.5".
-    user_weights: dict[str, float] = dataclasses.field(default_factory=dict)
+    # Not part of the hash (a dict is not hashable; caches key on Settings).
+    user_weights: dict[str, float] = dataclasses.field(default_factory=dict, hash=False)
     # The tokens a job is assumed to cost when its file cannot be measured at
     # enqueue (a Storage object): corrected by what it really cost when it is done.
     remote_job_tokens: int = 5_000
@@ -88,7 +94,7 @@ class Settings:
     # OCR of scanned pages (pipeline/ocr.py)
     ocr: str = "auto"  # auto (when Tesseract is installed) | off | force
     ocr_language: str = "eng"  # Tesseract languages, several joined with '+'
-    ocr_dpi: int = 300
+    ocr_dpi: int = 200  # reads as many words as 300 at ~0.8x the CPU (docs/benchmarks.md, row 9)
     max_ocr_pages: int = 200  # per document; more is refused (OCR costs seconds a page)
     tessdata: str | None = None  # Tesseract's language folder; found when unset
     # Embeddings
@@ -120,6 +126,20 @@ class Settings:
     reconcile_interval: float = 300.0
     # HTTP intake (`docutrain serve`): the bearer token clients send.
     serve_token: str | None = _secret()
+    # The only secret /v1/webhooks/supabase takes once set (the serve token
+    # then no longer opens it): what the Supabase trigger stores.
+    webhook_secret: str | None = _secret()
+    # Documents a user, and a client address, may queue through `serve`
+    # ("120/minute"; None: no limit). Off by default: one backend (the app,
+    # Supabase's webhook, the Cloudflare Worker) often sends every user's uploads.
+    intake_rate: str | None = None
+    # The HTTP server's limits: a request's line and headers, connections and
+    # requests at once (more get 503), idle time between requests, and the
+    # time a client has to send a request's headers (and again its body).
+    serve_max_header_kb: int = 16
+    serve_limit_concurrency: int = 500
+    serve_keep_alive_timeout: float = 5.0
+    serve_request_timeout: float = 10.0
     # Status changes POSTed to the app, signed with HMAC-SHA256.
     status_webhook_url: str | None = None
     status_webhook_secret: str | None = _secret()
@@ -185,6 +205,20 @@ def parse_duration(value: str | float | int, name: str = "duration") -> float:
     return seconds
 
 
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)s?\s*$")
+_RATE_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+def parse_rate(value: str | None, name: str = "rate") -> tuple[int, float] | None:
+    """'120/minute' -> (120, 60.0); None, '' or 'off' -> None (no limit)."""
+    if value is None or value.strip().lower() in ("", "off"):
+        return None
+    match = _RATE.match(value.lower())
+    if not match or int(match.group(1)) < 1:
+        raise ConfigError(f"{name}: expected a count per second, minute, hour or day such as 120/minute, got {value!r}")
+    return int(match.group(1)), float(_RATE_SECONDS[match.group(2)])
+
+
 _DURATION_FIELDS = {
     "job_timeout",
     "retry_base_delay",
@@ -196,6 +230,8 @@ _DURATION_FIELDS = {
     "account_retry_interval",
     "batch_poll_interval",
     "reconcile_interval",
+    "serve_keep_alive_timeout",
+    "serve_request_timeout",
     "priority_max_wait",
 }
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
@@ -228,8 +264,8 @@ def parse_weights(value: Any, label: str = "user_weights") -> dict[str, float]:
     return weights
 
 
-def _coerce(name: str, value: Any, source: str) -> Any:
-    label = f"{source} {name}" if source else name
+def _coerce(name: str, value: Any, label: str) -> Any:
+    """`value` as the setting's type; errors name it by `label`, where it was given."""
     if name in _DURATION_FIELDS:
         return parse_duration(value, label)
     if name == "user_weights":
@@ -299,6 +335,12 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"status_webhook_url: expected an http:// or https:// URL, got {s.status_webhook_url!r}")
     if s.status_webhook_url and not s.status_webhook_secret:
         raise ConfigError("status_webhook_url is set but status_webhook_secret is not: the app could not verify the calls")
+    for name in ("serve_max_header_kb", "serve_limit_concurrency", "serve_keep_alive_timeout", "serve_request_timeout"):
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"{name}: must be positive, got {getattr(s, name)}")
+    parse_rate(s.intake_rate, "intake_rate")
+    if s.webhook_secret and s.webhook_secret == s.serve_token:
+        raise ConfigError("webhook_secret: must differ from serve_token, or it would still open everything")
     if s.lease_order not in ("fair", "fifo"):
         raise ConfigError(f"lease_order: expected fair or fifo, got {s.lease_order!r}")
     if s.remote_job_tokens < 1:
@@ -319,7 +361,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
     unknown = sorted(set(data) - set(_FIELDS))
     if unknown:
         raise ConfigError(f"{path}: unknown setting {unknown[0]!r}")
-    return {k: _coerce(k, v, str(path)) for k, v in data.items()}
+    return {k: _coerce(k, v, f"{path} {k}") for k, v in data.items()}
 
 
 def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -327,10 +369,15 @@ def _read_env(environ: Mapping[str, str]) -> dict[str, Any]:
     for name in _FIELDS:
         env_name = ENV_PREFIX + name.upper()
         if env_name in environ:
-            values[name] = _coerce(name, environ[env_name], env_name)
+            values[name] = _coerce(name, environ[env_name], f"{env_name} {name}")
         elif name in PLAIN_ENV and environ.get(PLAIN_ENV[name]):
-            values[name] = _coerce(name, environ[PLAIN_ENV[name]], PLAIN_ENV[name])
+            values[name] = _coerce(name, environ[PLAIN_ENV[name]], f"{PLAIN_ENV[name]} {name}")
     return values
+
+
+def flag_name(setting: str) -> str:
+    """The command-line flag of a setting: job_timeout -> --job-timeout."""
+    return "--" + setting.replace("_", "-")
 
 
 def load_settings(
@@ -348,7 +395,7 @@ def load_settings(
     values.update(_read_env(environ))
     for name, value in (overrides or {}).items():
         if value is not None:
-            values[name] = _coerce(name, value, "--" + name.replace("_", "-"))
+            values[name] = _coerce(name, value, flag_name(name))
     settings = Settings(**values)
     _validate(settings)
     return settings

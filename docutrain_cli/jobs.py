@@ -12,12 +12,24 @@ persist what it wrote.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import enum
 import random
 import time
 from typing import Any
 
 MAX_ERROR_HISTORY = 10
+# A job's times: epoch seconds inside (queues, workers), ISO 8601 in JSON.
+TIME_FIELDS = ("not_before", "enqueued_at", "queued_at", "started_at", "finished_at")
+
+
+def iso_time(epoch: float | None) -> str | None:
+    """Epoch seconds as JSON shows times: ISO 8601 in UTC with its offset
+    (`2026-12-03T04:59:16.123+00:00`), as Supabase rows have them; None
+    (and 0, "never") stay None."""
+    if not epoch:
+        return None
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 class JobState(str, enum.Enum):
@@ -139,9 +151,12 @@ class Job:
         self.state = JobState.QUEUED
 
     def to_dict(self) -> dict[str, Any]:
+        """The job as JSON shows it (`jobs --json`, serve's /v1/jobs): times
+        in ISO 8601 (see iso_time); the queue stores `payload()` instead."""
         data = dataclasses.asdict(self)
         data["state"] = self.state.value
         data["result"] = self.result.to_dict() if self.result is not None else None
+        data.update({name: iso_time(data[name]) for name in TIME_FIELDS})
         return data
 
 
@@ -167,6 +182,7 @@ class JobResult:
     document_id: int | None = None  # the local store's row id
     document_key: str | None = None
     sha256: str | None = None  # of the file's bytes
+    # Page numbers whose text is not stored: damaged, or OCR output Tesseract rated unreadable.
     unreadable_pages: list[int] = dataclasses.field(default_factory=list)
     seconds: float | None = None  # wall time in the worker
     ocr_pages: int = 0  # scanned pages read by OCR

@@ -10,6 +10,7 @@ One home for their names, so every process that opens one (runner, workers,
     <store>.outbox    status changes waiting for Supabase (status/outbox.py)
     <store>.webhooks  status changes waiting for the status webhook
     <store>.workers   what each worker is doing (run/activity.py)
+    <store>.sessions  dashboard log-ins revoked by log-out (serve/revocations.py)
     <outbox>.lock     held while one process flushes that outbox
 """
 
@@ -54,3 +55,7 @@ def workers_path(store_path: str | os.PathLike[str]) -> Path:
 
 def flush_lock_path(outbox_path: str | os.PathLike[str]) -> Path:
     return beside(outbox_path, ".lock")
+
+
+def sessions_path(store_path: str | os.PathLike[str]) -> Path:
+    return beside(store_path, ".sessions")

@@ -12,6 +12,7 @@ mode) and reports medians; ratios are medians of the per-repetition ratios.
     .venv/bin/python scripts/bench.py --ocr --quick    # just OCR against the tesseract command (9)
     .venv/bin/python scripts/bench.py --rate-limit     # embedding at the account's limit (10, 11; about 16 minutes)
     .venv/bin/python scripts/bench.py --batch --quick  # just the Batch API mode (12a-12c)
+    .venv/bin/python scripts/bench.py --only 13        # just search at 100,000 and 1,000,000 chunks and the cache (13a-13c)
     .venv/bin/python scripts/bench.py --fair --quick   # who is served first: a newcomer's wait, lease cost (14a-14c)
 
 Writes a table to stdout, JSON to --json-out (default bench-results/bench.json)
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -49,9 +49,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
-for _path in (str(REPO), str(REPO / "scripts")):  # scripts/: bench_http.py, bench_ratelimit.py
+# scripts/: bench_http.py, bench_ratelimit.py; tests/: the stand-ins and the child environment
+for _path in (str(REPO), str(REPO / "scripts"), str(REPO / "tests")):
     if _path not in sys.path:
         sys.path.insert(0, _path)
+
+from harness import child_env  # noqa: E402
 
 PY = sys.executable
 
@@ -157,13 +160,9 @@ def docutrain_cmd() -> list[str]:
 
 
 def base_env(queue: Path | None = None, store: Path | None = None, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DOCUTRAIN_", "OPENAI_", "SUPABASE_"))
-    }
-    env["DOCUTRAIN_EMBEDDER"] = "offline"
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env = child_env(
+        DOCUTRAIN_EMBEDDER="offline", PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    )
     if queue is not None:
         env["DOCUTRAIN_QUEUE"] = str(queue)
     if store is not None:
@@ -557,11 +556,9 @@ def bench_memory(mode: Mode, root: Path, ncpu: int, reps: int) -> tuple[list[Row
 
 
 def _load_standin():
-    spec = importlib.util.spec_from_file_location("openai_standin", REPO / "tests" / "openai_standin.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["openai_standin"] = module
-    spec.loader.exec_module(module)
-    return module
+    import openai_standin  # tests/ is on sys.path (above)
+
+    return openai_standin
 
 
 def bench_embedding(mode: Mode, root: Path, ncpu: int, reps: int) -> tuple[list[Row], dict]:
@@ -701,92 +698,15 @@ def bench_startup(mode: Mode, root: Path, ncpu: int, reps: int) -> tuple[list[Ro
     return rows, s
 
 
-# -- 9: OCR ------------------------------------------------------------------------------------------
-
-OCR_DPI = 300  # docutrain's default ocr_dpi; the tesseract command reads images rendered at the same
-
-
-def scanned_pdf(path: Path, pages: int, seed: int) -> Path:
-    """Image-only pages: each page's prose typeset, photographed at 150 dpi,
-    and inserted as the page's only content (what a scanner makes)."""
-    import pymupdf
-
-    if path.exists():
-        return path
-    doc = pymupdf.open()
-    for number in range(1, pages + 1):
-        src = pymupdf.open()
-        src.new_page().insert_textbox(pymupdf.Rect(50, 50, 550, 800), page_text(seed, number), fontsize=10)
-        pixmap = src[0].get_pixmap(dpi=150)
-        src.close()
-        doc.new_page().insert_image(pymupdf.Rect(0, 0, 595, 842), pixmap=pixmap)
-    tmp = path.with_suffix(".tmp")
-    doc.save(tmp, deflate=True)
-    doc.close()
-    tmp.replace(path)
-    return path
-
-
-def _tesseract_page(image: str) -> None:
-    # One page, one process, as a hand-rolled batch would run it. One OpenMP
-    # thread: we run one process per worker, as docutrain runs one job per worker.
-    subprocess.run(["tesseract", image, "-", "-l", "eng"], capture_output=True, check=True,
-                   env={**os.environ, "OMP_THREAD_LIMIT": "1"})
+# -- 9: OCR (scripts/bench_ocr.py) -----------------------------------------------------------------
 
 
 def bench_ocr(mode: Mode, root: Path, ncpu: int, reps: int) -> tuple[list[Row], dict]:
-    import concurrent.futures
+    """9: OCR against the tesseract command, the engines side by side, orientation, dpi."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_ocr import bench_ocr as measure
 
-    import pymupdf
-
-    if not shutil.which("tesseract"):
-        log("OCR: skipped, the tesseract command is not installed (apt-get install tesseract-ocr tesseract-ocr-eng)")
-        return [], {}
-    workers = max(2, ncpu)
-    folder = root / "corpus" / "scanned"
-    folder.mkdir(parents=True, exist_ok=True)
-    files = [scanned_pdf(folder / f"scan{i:02d}.pdf", mode.ocr_pages, 500 + i) for i in range(workers)]
-    pages = workers * mode.ocr_pages
-    images = root / "corpus" / "scanned-png"
-    images.mkdir(exist_ok=True)
-    pngs = []
-    for file in files:  # the same page images, rendered outside the clock
-        with pymupdf.open(file) as doc:
-            for page in doc:
-                png = images / f"{file.stem}-{page.number + 1}.png"
-                if not png.exists():
-                    page.get_pixmap(dpi=OCR_DPI).save(png)
-                pngs.append(str(png))
-    s: dict[str, list[float]] = {"docutrain": [], "tesseract": [], "ratio": [], "ocr_seconds": []}
-    for rep in range(reps):
-        def docutrain() -> None:
-            d = fresh_dir(root, "ocr")
-            queue, store = d / "queue.db", d / "store.db"
-            enqueue_cli(folder, queue, store, d)
-            env = base_env(queue, store, DOCUTRAIN_OCR_DPI=str(OCR_DPI))
-            _, out = run(docutrain_cmd() + ["run", "--drain", "--json", "--workers", str(workers)], env, d)
-            summary = json.loads(out)
-            if summary["totals"].get("ocr_pages") != pages:
-                raise BenchError(f"OCR: expected {pages} pages OCR'd, summary says {summary['totals']}")
-            s["docutrain"].append(pages / summary["elapsed"])
-
-        def tesseract() -> None:
-            started = time.perf_counter()
-            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-                list(pool.map(_tesseract_page, pngs))
-            s["tesseract"].append(pages / (time.perf_counter() - started))
-
-        for fn in ((docutrain, tesseract) if rep % 2 == 0 else (tesseract, docutrain)):
-            fn()
-        s["ratio"].append(s["docutrain"][-1] / s["tesseract"][-1])
-    log(f"OCR: docutrain {med(s['docutrain']):.2f} pages/s, tesseract command {med(s['tesseract']):.2f} pages/s")
-    ratio = med(s["ratio"])
-    rows = [
-        Row("9", f"OCR: scanned pages/s, {workers} workers, {OCR_DPI} dpi", med(s["docutrain"]), "pages/s",
-            med(s["tesseract"]), f"tesseract command, {workers} at a time", ratio, ">= 0.8", ratio >= 0.8,
-            {"pages": pages, "repetitions": reps}),
-    ]
-    return rows, s
+    return measure(mode, root, ncpu, reps, h=sys.modules[__name__])
 
 
 # -- child processes (the baselines and the memory probe) -----------------------------------------------
@@ -1015,6 +935,14 @@ def bench_acceptance(*args) -> tuple[list[Row], dict]:
     return bench_ratelimit.bench_acceptance(*args)
 
 
+def bench_search(mode: Mode, root: Path, ncpu: int, reps: int) -> tuple[list[Row], dict]:
+    """13: local search at 100,000 and 1,000,000 chunks, the cache's bytes per vector (scripts/bench_search.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_search import bench_search as measure
+
+    return measure(mode, root, ncpu, reps, h=sys.modules[__name__])
+
+
 def bench_fair(mode: Mode, root: Path, ncpu: int, reps: int) -> tuple[list[Row], dict]:
     """14: who is served first (scripts/bench_fair.py)."""
     from bench_fair import bench_fair as measure
@@ -1034,6 +962,7 @@ BENCHES: dict[str, Callable] = {
     "10": bench_rate_limits,  # scripts/bench_ratelimit.py; minutes per row
     "11": bench_acceptance,
     "12": bench_batch,  # Batch API mode: scripts/bench_batch.py
+    "13": bench_search,  # search and the embedding cache: scripts/bench_search.py
     "14": bench_fair,  # who is served first: scripts/bench_fair.py; minutes (14a)
 }
 RATE_LIMIT_BENCHES = ("10", "11")
@@ -1079,8 +1008,8 @@ def main() -> int:
         only = ["14"]
     elif args.only:
         only = [x.strip() for x in args.only.split(",")]
-    else:  # OCR (9) takes minutes at seconds a page: only when asked for; rate limits (10, 11) and 14 in full mode
-        only = [k for k in BENCHES if k != "9" and not (args.quick and k in FULL_MODE_ONLY)]
+    else:  # OCR (9) and search (13) only when asked for; rate limits (10, 11) and 14 in full mode
+        only = [k for k in BENCHES if k not in ("9", "13") and not (args.quick and k in FULL_MODE_ONLY)]
     only = ["1" if x == "4" else x for x in only]
     rate_rows = {x for x in only if x[:2] == "10" and len(x) > 2}  # e.g. --only 10c,10e
     if rate_rows:

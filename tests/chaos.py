@@ -4,12 +4,14 @@ documents are enqueued beside it and Supabase comes and goes; then one
 
 For `seconds`: start `docutrain run` (three at once on pgmq); after a random
 1-5 s do one of: kill -9 of its whole process group, kill -9 of the runner
-alone, kill -9 of one random worker, kill -9 of the forkserver, SIGTERM, two
-SIGINTs in a row. Meanwhile `enqueue`s run beside it, for a few users (and
-none) at mixed priorities (`--priority`, or the default); some are killed
-with kill -9 halfway and then repeated, as a user would. With Supabase
-outages the stand-in refuses connections for random stretches. Then (on
-files) six more enqueues, queued together, so the drain has a backlog to order.
+alone, kill -9 of one random worker, kill -9 of the forkserver, kill -9 of
+multiprocessing's resource tracker, kill -9 of any one of its descendants
+(whichever it is: worker, forkserver, tracker), SIGTERM, two SIGINTs in a
+row. Meanwhile `enqueue`s run beside it, for a few users (and none) at mixed
+priorities (`--priority`, or the default); some are killed with kill -9
+halfway and then repeated, as a user would. With Supabase outages the
+stand-in refuses connections for random stretches. Then (on files) six more
+enqueues, queued together, so the drain has a backlog to order.
 
 Invariants, checked at the end (tests/chaos_invariants.py): every document whose enqueue printed a job
 id (or said it was already queued) ends ready exactly once, with one
@@ -44,15 +46,18 @@ from pathlib import Path
 from typing import Callable
 
 TESTS = Path(__file__).resolve().parent
-ROOT = TESTS.parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
 import pdfs  # noqa: E402
 from chaos_invariants import Invariants  # noqa: E402
-from proctree import alive, descendants, forkserver_of, workers_of  # noqa: E402
+from harness import child_env  # noqa: E402
+from proctree import alive, descendants, forkserver_of, tracker_of, workers_of  # noqa: E402
 
-ACTIONS = ("kill-group", "kill-runner", "kill-worker", "kill-forkserver", "sigterm", "double-sigint")
+ACTIONS = (
+    "kill-group", "kill-runner", "kill-worker", "kill-forkserver", "kill-tracker", "kill-descendant",
+    "sigterm", "double-sigint",
+)
 ENDS_RUNNER = {"kill-group", "kill-runner", "sigterm", "double-sigint"}
 EXPECTED_EXIT = {"kill-group": {-9}, "kill-runner": {-9}, "sigterm": {0}, "double-sigint": {130}}
 GRACE = 5.0  # the runners' grace period on a stop
@@ -193,9 +198,7 @@ class Chaos(Invariants):
     # -- setup -----------------------------------------------------------------
 
     def _env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCUTRAIN_", "OPENAI_", "SUPABASE_"))}
-        env.update(
-            PYTHONPATH=str(ROOT),
+        env = child_env(
             DOCUTRAIN_STORE=str(self.workdir / "docutrain.db"),
             DOCUTRAIN_EMBEDDER="offline",
             DOCUTRAIN_POLL_INTERVAL="0.2",
@@ -333,6 +336,14 @@ class Chaos(Invariants):
             server = forkserver_of(proc.pid)
             if server:
                 _kill(server)
+        elif action == "kill-tracker":
+            tracker = tracker_of(proc.pid)
+            if tracker:
+                _kill(tracker)
+        elif action == "kill-descendant":
+            below = descendants(proc.pid)
+            if below:
+                _kill(self.rng.choice(sorted(below)))
         elif action == "sigterm":
             os.kill(proc.pid, signal.SIGTERM)  # systemd's KillMode=mixed
         elif action == "double-sigint":

@@ -38,6 +38,8 @@ class Invariants:
                 text = path.read_text(errors="replace")
                 if "Traceback" in text:
                     v.append(f"a traceback in {path.name}")
+                if "resource_tracker: process died" in text:  # the relaunch warning: ours is a log line
+                    v.append(f"multiprocessing's tracker warning in {path.name}")
                 self.report.pools_replaced += text.count("worker pool broken")
                 self.report.jobs_returned += text.count("to the queue\n")
                 self.report.worker_crashes += text.count("worker crashed (")

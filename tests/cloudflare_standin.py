@@ -17,6 +17,10 @@ messages/pull, /ack, /messages, /messages/batch):
   (or is dropped when there is none);
 - send: 128 KB per message, 100 messages and 256 KB per batch (1 KB = 1000 bytes),
   `delay_seconds` up to 12 h; the answer carries `metadata.metrics`;
+- GET /accounts/{a}/queues/{q}/metrics ("Get Queue Metrics"): `backlog_count`,
+  `backlog_bytes` and `oldest_message_timestamp_ms` of the unacknowledged
+  messages (leased ones included), numbers as the API's floats, 0 for the
+  timestamp of an empty queue; any other method is refused;
 - 429 with `retry-after` and the `Ratelimit` headers when switched on.
 """
 
@@ -29,8 +33,9 @@ import secrets
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from standin_server import Listener, QuietHandler
 
 MAX_MESSAGE_BYTES = 128_000
 MAX_BATCH_BYTES = 256_000
@@ -100,23 +105,19 @@ class CloudflareStandin:
         self._limited = 0  # answer this many next requests with 429
         self._retry_after = 1
         self._drop: dict[str, int] = {}  # path tail -> answers to lose after doing the work
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._listener = Listener(self._handler())
 
     # -- set-up and inspection (in the test process) ----------------------
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/client/v4"
+        return f"http://127.0.0.1:{self._listener.port}/client/v4"
 
     def start(self) -> "CloudflareStandin":
-        self._thread.start()
+        self._listener.up()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._listener.down()
 
     def create_queue(self, queue_id: str, *, max_retries: int = 3, dead_letter_queue: str | None = None,
                      retry_delay: float = 0.0) -> Queue:
@@ -287,14 +288,19 @@ class CloudflareStandin:
     def handle(self, method: str, path: str, headers, raw: bytes) -> tuple[int, dict, dict]:
         """(status, extra headers, JSON answer) for one request."""
         parts = path.split("?", 1)[0].strip("/").split("/")
-        # client/v4/accounts/<a>/queues/<q>/messages[/<action>]
+        # client/v4/accounts/<a>/queues/<q>/messages[/<action>] or .../<q>/metrics
         if len(parts) < 7 or parts[:3] != ["client", "v4", "accounts"] or parts[4] != "queues" \
-                or parts[6] != "messages" or len(parts) > 8:
+                or parts[6] not in ("messages", "metrics") or len(parts) > (8 if parts[6] == "messages" else 7):
             raise ApiError(404, 7003, "No route for the URI")
-        if method != "POST":
+        if method != ("GET" if parts[6] == "metrics" else "POST"):
             raise ApiError(405, 7001, "Method not allowed for this route")
         if headers.get("Authorization") != f"Bearer {self.token}":
             raise ApiError(403, 10000, "Authentication error")
+        if parts[6] == "metrics":
+            with self.lock:
+                queue = self._queue(parts[3], parts[5])
+                self._expire(queue, time.time())
+                return 200, {}, {k: float(v) for k, v in self._metrics(queue).items()}
         action = parts[7] if len(parts) == 8 else ""
         try:
             request = json.loads(raw or b"{}")
@@ -320,12 +326,7 @@ class CloudflareStandin:
     def _handler(self):
         standin = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):  # quiet
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self):
                 self._serve("GET")
 
@@ -333,9 +334,9 @@ class CloudflareStandin:
                 self._serve("POST")
 
             def _serve(self, method: str) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                tail = self.path.rstrip("/").rsplit("/messages", 1)[-1].lstrip("/")
+                raw = self.read_body()
+                path = self.path.split("?", 1)[0].rstrip("/")
+                tail = "metrics" if path.endswith("/metrics") else path.rsplit("/messages", 1)[-1].lstrip("/")
                 with standin.lock:
                     limited = standin._limited > 0
                     if limited:
@@ -364,14 +365,7 @@ class CloudflareStandin:
                     self.connection.shutdown(socket.SHUT_RDWR)
                     self.close_connection = True
                     return
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for name, value in extra.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
+                self.send_json(status, answer, extra)
 
         return Handler
 

@@ -5,32 +5,32 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from harness import child_env, wait_for
 
 
 class Docutrain:
-    """Runs `python -m docutrain_cli` with an isolated queue, store and env."""
+    """Runs `python -m docutrain_cli` with an isolated queue, store and env.
 
-    def __init__(self, workdir: Path):
+    `own_session`: every started process leads its own process group, so
+    `kill_machine` takes the runner and its workers at once, the way a
+    machine dies."""
+
+    own_session = False
+
+    def __init__(self, workdir: Path, **env: str):
         self.workdir = workdir
         self.queue = workdir / "queue.db"
         self.store = workdir / "docutrain.db"
         self.output = workdir / "output.db"
-        self.env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("DOCUTRAIN_", "OPENAI_", "SUPABASE_"))
-        }
-        self.env.update(
-            PYTHONPATH=str(ROOT),
+        self.env = child_env(
             DOCUTRAIN_QUEUE=str(self.queue),
             DOCUTRAIN_STORE=str(self.store),
             DOCUTRAIN_TEST_OUTPUT=str(self.output),
@@ -38,6 +38,8 @@ class Docutrain:
             DOCUTRAIN_RETRY_MAX_DELAY="0.2",
             DOCUTRAIN_POLL_INTERVAL="0.1",
         )
+        self.env.update(env)
+        self.started: list[subprocess.Popen] = []
 
     def argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "docutrain_cli", *args]
@@ -53,14 +55,31 @@ class Docutrain:
         )
 
     def start(self, *args: str, **env: str) -> subprocess.Popen:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             self.argv(*args),
             cwd=self.workdir,
             env={**self.env, **env},
+            start_new_session=self.own_session,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
+        self.started.append(proc)
+        return proc
+
+    def kill_machine(self, proc: subprocess.Popen) -> None:
+        """SIGKILL a started process with all of its group (own_session)."""
+        if self.own_session:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+        proc.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        """Kill what a test started and left running (a failed test's runners)."""
+        for proc in self.started:
+            if proc.poll() is None:
+                self.kill_machine(proc)
 
     def status(self) -> dict:
         result = self("status", "--json")
@@ -71,16 +90,16 @@ class Docutrain:
         return wait_for(predicate, timeout, what)
 
     def output_rows(self) -> list[tuple]:
-        return self._output("SELECT document, job FROM output ORDER BY job")
+        return self.recorded("SELECT document, job FROM output ORDER BY job")
 
     def runs(self) -> list[tuple]:
-        return self._output("SELECT job, attempt FROM runs ORDER BY at")
+        return self.recorded("SELECT job, attempt FROM runs ORDER BY at")
 
     def worker_pids(self) -> set[int]:
         """The processes that ran jobs so far."""
-        return {pid for (pid,) in self._output("SELECT DISTINCT pid FROM runs")}
+        return {pid for (pid,) in self.recorded("SELECT DISTINCT pid FROM runs")}
 
-    def _output(self, sql: str) -> list[tuple]:
+    def recorded(self, sql: str) -> list[tuple]:
         """What tests/processors.py recorded; nothing before a worker made the file."""
         if not self.output.exists():
             return []
@@ -93,22 +112,11 @@ class Docutrain:
                 return []  # a worker is creating the tables right now
 
 
-def wait_for(predicate, timeout: float = 60.0, what: str = "condition", interval: float = 0.05):
-    """Poll until `predicate()` is truthy and return its value; fail the
-    test naming `what` after `timeout` seconds. Tests wait for observable
-    state with this, never for a fixed time."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture
-def docutrain(tmp_path: Path) -> Docutrain:
-    return Docutrain(tmp_path)
+def docutrain(tmp_path: Path):
+    made = Docutrain(tmp_path)
+    yield made
+    made.stop_all()
 
 
 def make_files(folder: Path, names: list[str], content: str = "hello {name}") -> list[Path]:
@@ -209,6 +217,25 @@ def pgmq_queue_name(pg_url):
 
 
 # --- end of PostgreSQL / pgmq fixtures ---
+
+
+@pytest.fixture
+def tesseract():
+    """Tesseract with English data and orientation detection (osd); skips
+    (fails when CI is set) without them."""
+    from docutrain_cli.config import environ_flag
+    from docutrain_cli.pipeline.ocr import find_support
+    from docutrain_cli.pipeline.tesseract import orientation_available
+
+    support = find_support(None)
+    problem = support.problem("eng")
+    if not problem and not orientation_available(support.tessdata):
+        problem = f"no osd.traineddata in {support.tessdata} (apt-get install tesseract-ocr-osd)"
+    if problem:
+        message = f"OCR tests need Tesseract: {problem}"
+        if environ_flag("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
 
 
 @pytest.fixture

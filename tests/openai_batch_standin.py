@@ -5,15 +5,18 @@ Implements what docutrain's batch mode calls, in OpenAI's documented shapes:
 - POST /v1/files (multipart: `file`, `purpose`), GET /v1/files (list, cursor
   pages with `after`/`limit`), GET /v1/files/{id}, GET /v1/files/{id}/content
 - POST /v1/batches, GET /v1/batches/{id}, GET /v1/batches (list, cursor pages)
-- POST /v1/embeddings (sync, for `docutrain search`'s query)
+- POST /v1/embeddings (sync, for `docutrain search`'s query): openai_standin's,
+  with its checks, limits, error shapes and rate-limit headers (`state.sync`)
 
 Batches move validating -> in_progress -> completed | failed | expired when
 the test says so (`advance`), so tests wait for states, not for time.
 Validation is OpenAI's: purpose `batch`, endpoint and completion window,
 every line a JSON object with a unique custom_id, method POST and the
 batch's url, one model per file, at most 50,000 requests, 50,000 embedding
-inputs and 200 MB. Output lines come back shuffled; lines whose inputs
-contain a text in `fail_texts` go to the error file (500). An expired batch
+inputs and 200 MB. Output lines come back shuffled; lines with an input in
+`fail_texts` or containing `fail_marker` go to the error file (500), and,
+unless `fail_in_sync` is off, a sync request with such an input is answered
+500 (as many times as it is sent: the SDK's own retries included). An expired batch
 runs only `expire_after` requests; the rest go to the error file as
 `batch_expired`. It counts files and batches created, and tokens billed.
 """
@@ -28,9 +31,9 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from openai_standin import MODELS, count_tokens, fake_vector
+from openai_standin import MODELS, EmbeddingsHandler, StandIn, count_tokens, fake_vector
+from standin_server import Listener
 
 MAX_REQUESTS = 50_000
 MAX_INPUTS = 50_000
@@ -48,9 +51,13 @@ class BatchState:
     requests_run: int = 0
     inputs_run: int = 0
     fail_texts: set[str] = field(default_factory=set)
+    fail_marker: str | None = None  # any input containing it fails too
+    fail_in_sync: bool = True  # False: failing inputs fail in batch lines only
+    sync_failures: int = 0  # POST /v1/embeddings answered 500 for a failing input
     required_key: str | None = None
     quota_exhausted: bool = False
     seed: int = 7
+    sync: StandIn = field(default_factory=StandIn)  # the sync /v1/embeddings endpoint
     lock: threading.Lock = field(default_factory=threading.Lock)
     _serial: int = 0
 
@@ -58,9 +65,21 @@ class BatchState:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    @property
+    def sync_requests(self) -> int:
+        """POST /v1/embeddings answered 200 (the sync endpoint's own record)."""
+        return len(self.sync.requests)
+
+    @property
+    def sync_tokens(self) -> int:
+        return self.sync.tokens
+
     def new_id(self, prefix: str) -> str:
         self._serial += 1
         return f"{prefix}{self._serial:06d}{random.Random(self._serial).randrange(16**6):06x}"
+
+    def fails(self, text: str) -> bool:
+        return text in self.fail_texts or bool(self.fail_marker and self.fail_marker in text)
 
     def batch_ids(self, status: str | None = None) -> list[str]:
         with self.lock:
@@ -93,7 +112,7 @@ class BatchState:
         for record in run:
             texts = record["body"]["input"]
             request_id = self.new_id("req_")
-            if any(t in self.fail_texts for t in texts):
+            if any(self.fails(t) for t in texts):
                 err.append({"id": self.new_id("batch_req_"), "custom_id": record["custom_id"],
                             "response": {"status_code": 500, "request_id": request_id,
                                          "body": {"error": {"message": "The server had an error processing your request.",
@@ -137,24 +156,8 @@ def _public(obj: dict) -> dict:
 
 
 def _handler(state: BatchState):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args) -> None:
-            pass
-
-        def _send(self, status: int, body, content_type: str = "application/json") -> None:
-            payload = body if isinstance(body, bytes) else json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("content-type", content_type)
-            self.send_header("content-length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def _error(self, status: int, message: str, code: str | None = None, param: str | None = None) -> None:
-            kind = {429: "insufficient_quota" if code == "insufficient_quota" else "rate_limit_error"}.get(
-                status, "invalid_request_error")
-            self._send(status, {"error": {"message": message, "type": kind, "param": param, "code": code}})
+    class Handler(EmbeddingsHandler):
+        standin = state.sync
 
         def _refused(self) -> bool:
             if state.required_key is not None and self.headers.get("authorization") != f"Bearer {state.required_key}":
@@ -174,7 +177,7 @@ def _handler(state: BatchState):
                 items = items[ids.index(after) + 1:] if after in ids else []
             limit = int(query.get("limit", ["20"])[0])
             page = items[:limit]
-            self._send(200, {"object": "list", "data": [_public(o) for o in page],
+            self.send_json(200, {"object": "list", "data": [_public(o) for o in page],
                              "first_id": page[0]["id"] if page else None,
                              "last_id": page[-1]["id"] if page else None, "has_more": len(items) > limit})
 
@@ -193,19 +196,19 @@ def _handler(state: BatchState):
                     if file is None:
                         return self._error(404, f"No such File object: {parts[2]}", param="id")
                     if len(parts) == 4 and parts[3] == "content":
-                        return self._send(200, file["_content"], "application/octet-stream")
-                    return self._send(200, _public(file))
+                        return self.send_body(200, file["_content"], "application/octet-stream")
+                    return self.send_json(200, _public(file))
                 if parts[:2] == ["v1", "batches"]:
                     if len(parts) == 2:
                         return self._page(list(state.batches.values()), query)
                     batch = state.batches.get(parts[2])
                     if batch is None:
                         return self._error(404, f"No batch found with id '{parts[2]}'.")
-                    return self._send(200, batch)
+                    return self.send_json(200, batch)
             self._error(404, f"Invalid URL (GET {url.path})")
 
         def do_POST(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+            raw = self.read_body()
             path = urllib.parse.urlsplit(self.path).path.rstrip("/")
             if self._refused():
                 return
@@ -214,13 +217,16 @@ def _handler(state: BatchState):
             if path == "/v1/batches":
                 return self._create(raw)
             if path == "/v1/embeddings":  # a sync request (e.g. `docutrain search` embedding its query)
-                body = json.loads(raw)
-                dims = body.get("dimensions") or MODELS[body["model"]]
-                data = [{"object": "embedding", "index": i, "embedding": fake_vector(t, dims)}
-                        for i, t in enumerate(body["input"])]
-                tokens = sum(count_tokens(t) for t in body["input"])
-                return self._send(200, {"object": "list", "data": data, "model": body["model"],
-                                        "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+                try:
+                    inputs = json.loads(raw).get("input") or []
+                except (ValueError, AttributeError):
+                    inputs = []
+                with state.lock:
+                    failing = state.fail_in_sync and any(isinstance(t, str) and state.fails(t) for t in inputs)
+                    state.sync_failures += failing
+                if failing:
+                    return self._error(500, "The server had an error processing your request.")
+                return self.answer_embeddings(raw)
             self._error(404, f"Invalid URL (POST {path})")
 
         def _upload(self, raw: bytes) -> None:
@@ -244,7 +250,7 @@ def _handler(state: BatchState):
                                         "created_at": int(time.time()), "filename": filename,
                                         "purpose": purpose, "_content": content}
                 state.files_created += 1
-                self._send(200, _public(state.files[file_id]))
+                self.send_json(200, _public(state.files[file_id]))
 
         def _create(self, raw: bytes) -> None:
             body = json.loads(raw)
@@ -271,7 +277,7 @@ def _handler(state: BatchState):
                         {"code": problem[0], "message": problem[1], "param": None, "line": problem[2]}]})
                 state.batches[batch_id] = batch
                 state.batches_created += 1
-                self._send(200, batch)
+                self.send_json(200, batch)
 
     return Handler
 
@@ -304,15 +310,11 @@ def _validate(content: bytes, endpoint: str) -> tuple[str, str, int | None] | No
 class BatchServer:
     def __init__(self) -> None:
         self.state = BatchState()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.state))
-        self._httpd.daemon_threads = True
-        self.state.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
+        self._listener = Listener(_handler(self.state))
 
     def __enter__(self) -> BatchState:
-        self._thread.start()
+        self.state.port = self.state.sync.port = self._listener.up().port
         return self.state
 
     def __exit__(self, *exc) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._listener.down()

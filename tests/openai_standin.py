@@ -26,7 +26,8 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from standin_server import Listener, QuietHandler
 
 MODELS = {
     "text-embedding-3-small": 1536,
@@ -180,205 +181,204 @@ class StandIn:
             self.accepted.clear()
 
 
-def _handler(state: StandIn):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+class EmbeddingsHandler(QuietHandler):
+    """POST /v1/embeddings as OpenAI answers it, for the StandIn `standin`;
+    openai_batch_standin's handler inherits it for its sync endpoint."""
 
-        def log_message(self, *args) -> None:  # keep test output clean
-            pass
+    standin: StandIn
 
-        def _send(self, status: int, body: dict, headers: dict | None = None) -> None:
-            payload = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(payload)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(payload)
+    def _error(self, status: int, message: str, code: str | None = None, *, param: str | None = None,
+               headers: dict | None = None, kind: str | None = None) -> None:
+        """OpenAI's error body, with the account's rate-limit headers."""
+        if kind is None and code == "insufficient_quota":
+            kind = code
+        kind = kind or {400: "invalid_request_error", 401: "invalid_request_error",
+                        404: "invalid_request_error", 429: "rate_limit_error"}.get(status, "server_error")
+        headers = {**self._limit_headers(), **(headers or {})}
+        self.send_json(status, {"error": {"message": message, "type": kind, "param": param, "code": code}}, headers)
 
-        def _error(self, status: int, message: str, code: str | None = None, headers=None, kind=None) -> None:
-            kind = kind or {400: "invalid_request_error", 401: "invalid_request_error",
-                            404: "invalid_request_error", 429: "rate_limit_error"}.get(status, "server_error")
-            headers = {**self._limit_headers(), **(headers or {})}
-            self._send(status, {"error": {"message": message, "type": kind, "param": None, "code": code}}, headers)
+    def _limit_headers(self) -> dict[str, str]:
+        state = self.standin
+        headers: dict[str, str] = {}
+        with state.lock:
+            for bucket, kind in ((state.request_bucket, "requests"), (state.token_bucket, "tokens")):
+                if bucket is not None:
+                    bucket.refill()
+                    headers.update(bucket.headers(kind))
+        return headers
 
-        @staticmethod
-        def _limit_headers() -> dict[str, str]:
-            headers: dict[str, str] = {}
-            with state.lock:
-                for bucket, kind in ((state.request_bucket, "requests"), (state.token_bucket, "tokens")):
-                    if bucket is not None:
-                        bucket.refill()
-                        headers.update(bucket.headers(kind))
-            return headers
-
-        def _account_refusal(self, model: str, tokens: int) -> bool:
-            """Charge the account's buckets, or answer 429 as OpenAI does. True if refused."""
-            with state.lock:
-                tb, rb = state.token_bucket, state.request_bucket
-                if tb is not None and tokens > tb.limit:
-                    state.too_large += 1
-                    message = (
-                        f"Request too large for {model} in organization {ORGANIZATION} on tokens per min "
-                        f"(TPM): Limit {tb.limit}, Requested {tokens}. The input or output tokens must be "
-                        "reduced in order to run successfully. Visit https://platform.openai.com/account/"
-                        "rate-limits to learn more."
-                    )
-                    refusal = (message, "tokens", None)
+    def _account_refusal(self, model: str, tokens: int) -> bool:
+        """Charge the account's buckets, or answer 429 as OpenAI does. True if refused."""
+        state = self.standin
+        with state.lock:
+            tb, rb = state.token_bucket, state.request_bucket
+            if tb is not None and tokens > tb.limit:
+                state.too_large += 1
+                message = (
+                    f"Request too large for {model} in organization {ORGANIZATION} on tokens per min "
+                    f"(TPM): Limit {tb.limit}, Requested {tokens}. The input or output tokens must be "
+                    "reduced in order to run successfully. Visit https://platform.openai.com/account/"
+                    "rate-limits to learn more."
+                )
+                refusal = (message, "tokens", None)
+            else:
+                refusal = None
+                for bucket, amount, kind, unit in ((rb, 1, "requests", "RPM"), (tb, tokens, "tokens", "TPM")):
+                    if bucket is None:
+                        continue
+                    bucket.refill()
+                    wait = bucket.wait_for(amount)
+                    if wait > 0:
+                        used = bucket.limit - int(bucket.level)
+                        per = "requests per min" if kind == "requests" else "tokens per min"
+                        message = (
+                            f"Rate limit reached for {model} in organization {ORGANIZATION} on {per} "
+                            f"({unit}): Limit {bucket.limit}, Used {used}, Requested {amount}. Please try "
+                            f"again in {go_duration(wait)}. Visit https://platform.openai.com/account/"
+                            "rate-limits to learn more."
+                        )
+                        refusal = (message, kind, wait)
+                        break
+                if refusal is None:  # both buckets cover it: charge them
+                    if rb is not None:
+                        rb.level -= 1
+                    if tb is not None:
+                        tb.level -= tokens
                 else:
-                    refusal = None
-                    for bucket, amount, kind, unit in ((rb, 1, "requests", "RPM"), (tb, tokens, "tokens", "TPM")):
-                        if bucket is None:
-                            continue
-                        bucket.refill()
-                        wait = bucket.wait_for(amount)
-                        if wait > 0:
-                            used = bucket.limit - int(bucket.level)
-                            per = "requests per min" if kind == "requests" else "tokens per min"
-                            message = (
-                                f"Rate limit reached for {model} in organization {ORGANIZATION} on {per} "
-                                f"({unit}): Limit {bucket.limit}, Used {used}, Requested {amount}. Please try "
-                                f"again in {go_duration(wait)}. Visit https://platform.openai.com/account/"
-                                "rate-limits to learn more."
-                            )
-                            refusal = (message, kind, wait)
-                            break
-                    if refusal is None:  # both buckets cover it: charge them
-                        if rb is not None:
-                            rb.level -= 1
-                        if tb is not None:
-                            tb.level -= tokens
-                    else:
-                        state.rate_limited += 1
-            if refusal is None:
-                return False
-            message, kind, wait = refusal
-            headers = {}
-            if wait is not None:
-                headers = {"retry-after": str(max(1, math.ceil(wait))), "retry-after-ms": str(math.ceil(wait * 1000))}
-            self._error(429, message, "rate_limit_exceeded", headers, kind=kind)
-            return True
+                    state.rate_limited += 1
+        if refusal is None:
+            return False
+        message, kind, wait = refusal
+        headers = {}
+        if wait is not None:
+            headers = {"retry-after": str(max(1, math.ceil(wait))), "retry-after-ms": str(math.ceil(wait * 1000))}
+        self._error(429, message, "rate_limit_exceeded", headers=headers, kind=kind)
+        return True
 
-        def do_POST(self) -> None:
-            length = int(self.headers.get("content-length") or 0)
-            raw = self.rfile.read(length)
-            with state.lock:
-                state.hits += 1
-                failure = state.failures.pop(0) if state.failures else None
-            if self.path.rstrip("/") != "/v1/embeddings":
-                return self._error(404, f"Invalid URL (POST {self.path})")
-            if state.latency:
-                time.sleep(state.latency)
-            presented = (self.headers.get("authorization") or "").removeprefix("Bearer ")
-            if state.key_revoked or (state.required_key is not None and presented != state.required_key):
-                # OpenAI names the key it refused, masked in the middle.
-                shown = presented[:8] + "*" * 10 + presented[-4:] if len(presented) > 12 else "***"
-                return self._error(
-                    401,
-                    f"Incorrect API key provided: {shown}. You can find your API key at "
-                    "https://platform.openai.com/account/api-keys.",
-                    "invalid_api_key",
-                )
-            if state.quota_exhausted:
-                return self._error(
-                    429,
-                    "You exceeded your current quota, please check your plan and billing details. For more "
-                    "information on this error, read the docs: https://platform.openai.com/docs/guides/"
-                    "error-codes/api-errors.",
-                    "insufficient_quota",
-                    kind="insufficient_quota",
-                )
-            if failure is not None:
-                status, headers = failure
-                message = "Rate limit reached" if status == 429 else "The server had an error"
-                return self._error(status, message, headers=headers)
-            try:
-                body = json.loads(raw)
-            except ValueError:
-                return self._error(400, "We could not parse the JSON body of your request.")
-            if isinstance(body, dict) and body.get("model") not in MODELS:
-                return self._error(
-                    404, f"The model `{body.get('model')}` does not exist or you do not have access to it.",
-                    "model_not_found",
-                )
-            problem = self._validate(body)
-            if problem:
-                return self._error(400, problem)
-            model = body["model"]
-            inputs = body["input"]
-            dimensions = body.get("dimensions") or MODELS[model]
-            tokens = sum(count_tokens(t) for t in inputs)
-            if state.max_tokens_per_request and tokens > state.max_tokens_per_request:
-                return self._error(
-                    400,
-                    state.token_limit_message
-                    or f"Requested {tokens} tokens, max {state.max_tokens_per_request} tokens per request",
-                    "max_tokens_per_request",
-                )
-            if self._account_refusal(model, tokens):
-                return
-            with state.lock:
-                state.requests.append(
-                    Recorded(list(inputs), tokens, model, body.get("dimensions"),
-                             self.headers.get("authorization"))
-                )
-                state.successes += 1
-                state.accepted.append((time.monotonic(), tokens))
-            data = [
-                {"object": "embedding", "index": i, "embedding": fake_vector(text, dimensions)}
-                for i, text in enumerate(inputs)
-            ]
-            self._send(200, {
-                "object": "list",
-                "data": data,
-                "model": model,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            }, self._limit_headers())
+    def do_POST(self) -> None:
+        raw = self.read_body()
+        if self.path.rstrip("/") == "/v1/embeddings":
+            return self.answer_embeddings(raw)
+        self._count_hit()
+        self._error(404, f"Invalid URL (POST {self.path})")
 
-        @staticmethod
-        def _validate(body) -> str | None:
-            if not isinstance(body, dict):
-                return "The request body must be a JSON object."
-            if body.get("model") not in MODELS:
-                return f"The model `{body.get('model')}` does not exist or you do not have access to it."
-            inputs = body.get("input")
-            if not isinstance(inputs, list) or not all(isinstance(t, str) for t in inputs):
-                return "'input' must be a list of strings (this stand-in accepts no other shape)."
-            if not inputs:
-                return "'input' : input must be a non-empty list"
-            if len(inputs) > MAX_INPUTS:
-                return f"'input' : maximum {MAX_INPUTS} inputs, got {len(inputs)}"
-            if any(t == "" for t in inputs):
-                return "'input' : input cannot be an empty string"
-            if body.get("encoding_format", "float") != "float":
-                return "this stand-in answers encoding_format=float only"
-            dimensions = body.get("dimensions")
-            if dimensions is not None:
-                if body["model"] == "text-embedding-ada-002":
-                    return "This model does not support specifying dimensions."
-                if not isinstance(dimensions, int) or not 1 <= dimensions <= MODELS[body["model"]]:
-                    return f"'dimensions' must be between 1 and {MODELS[body['model']]}"
-            return None
+    def _count_hit(self) -> tuple[int, dict] | None:
+        """Count a POST; the failure fail_next queued for it, if any."""
+        with self.standin.lock:
+            self.standin.hits += 1
+            return self.standin.failures.pop(0) if self.standin.failures else None
 
-    return Handler
+    def answer_embeddings(self, raw: bytes) -> None:
+        state = self.standin
+        failure = self._count_hit()
+        if state.latency:
+            time.sleep(state.latency)
+        presented = (self.headers.get("authorization") or "").removeprefix("Bearer ")
+        if state.key_revoked or (state.required_key is not None and presented != state.required_key):
+            # OpenAI names the key it refused, masked in the middle.
+            shown = presented[:8] + "*" * 10 + presented[-4:] if len(presented) > 12 else "***"
+            return self._error(
+                401,
+                f"Incorrect API key provided: {shown}. You can find your API key at "
+                "https://platform.openai.com/account/api-keys.",
+                "invalid_api_key",
+            )
+        if state.quota_exhausted:
+            return self._error(
+                429,
+                "You exceeded your current quota, please check your plan and billing details. For more "
+                "information on this error, read the docs: https://platform.openai.com/docs/guides/"
+                "error-codes/api-errors.",
+                "insufficient_quota",
+            )
+        if failure is not None:
+            status, headers = failure
+            message = "Rate limit reached" if status == 429 else "The server had an error"
+            return self._error(status, message, headers=headers)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return self._error(400, "We could not parse the JSON body of your request.")
+        if isinstance(body, dict) and body.get("model") not in MODELS:
+            return self._error(
+                404, f"The model `{body.get('model')}` does not exist or you do not have access to it.",
+                "model_not_found",
+            )
+        problem = self._validate(body)
+        if problem:
+            return self._error(400, problem)
+        model = body["model"]
+        inputs = body["input"]
+        dimensions = body.get("dimensions") or MODELS[model]
+        tokens = sum(count_tokens(t) for t in inputs)
+        if state.max_tokens_per_request and tokens > state.max_tokens_per_request:
+            return self._error(
+                400,
+                state.token_limit_message
+                or f"Requested {tokens} tokens, max {state.max_tokens_per_request} tokens per request",
+                "max_tokens_per_request",
+            )
+        if self._account_refusal(model, tokens):
+            return
+        with state.lock:
+            state.requests.append(
+                Recorded(list(inputs), tokens, model, body.get("dimensions"),
+                         self.headers.get("authorization"))
+            )
+            state.successes += 1
+            state.accepted.append((time.monotonic(), tokens))
+        data = [
+            {"object": "embedding", "index": i, "embedding": fake_vector(text, dimensions)}
+            for i, text in enumerate(inputs)
+        ]
+        self.send_json(200, {
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }, self._limit_headers())
+
+    @staticmethod
+    def _validate(body) -> str | None:
+        if not isinstance(body, dict):
+            return "The request body must be a JSON object."
+        if body.get("model") not in MODELS:
+            return f"The model `{body.get('model')}` does not exist or you do not have access to it."
+        inputs = body.get("input")
+        if not isinstance(inputs, list) or not all(isinstance(t, str) for t in inputs):
+            return "'input' must be a list of strings (this stand-in accepts no other shape)."
+        if not inputs:
+            return "'input' : input must be a non-empty list"
+        if len(inputs) > MAX_INPUTS:
+            return f"'input' : maximum {MAX_INPUTS} inputs, got {len(inputs)}"
+        if any(t == "" for t in inputs):
+            return "'input' : input cannot be an empty string"
+        if body.get("encoding_format", "float") != "float":
+            return "this stand-in answers encoding_format=float only"
+        dimensions = body.get("dimensions")
+        if dimensions is not None:
+            if body["model"] == "text-embedding-ada-002":
+                return "This model does not support specifying dimensions."
+            if not isinstance(dimensions, int) or not 1 <= dimensions <= MODELS[body["model"]]:
+                return f"'dimensions' must be between 1 and {MODELS[body['model']]}"
+        return None
+
+
+def _handler(state: StandIn) -> type[EmbeddingsHandler]:
+    return type("Handler", (EmbeddingsHandler,), {"standin": state})
 
 
 class Server:
     def __init__(self) -> None:
         self.state = StandIn()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.state))
-        self._httpd.daemon_threads = True
-        self.state.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
+        self._listener = Listener(_handler(self.state))
 
     def __enter__(self) -> StandIn:
-        self._thread.start()
+        self.state.port = self._listener.up().port
         return self.state
 
     def __exit__(self, *exc) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._listener.down()
 
 
 def float32_roundtrip(values: list[float]) -> list[float]:

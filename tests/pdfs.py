@@ -156,3 +156,46 @@ def mixed(path: Path, typed: list[str], scanned_text: str, scanned_at: int = 1, 
     doc.save(path, deflate=True)
     doc.close()
     return path
+
+
+def turned_scan(path: Path, pages: list[tuple[str, float]], *, dpi: int = 150) -> Path:
+    """Image-only pages of (text, degrees): the text typeset upright, turned
+    by `degrees` (90, 180, 270, or a small skew like 4, or both: 94), and
+    photographed, as a scanner without orientation detection stores it."""
+    doc = pymupdf.open()
+    for text, degrees in pages:
+        src = pymupdf.open()
+        src.new_page().insert_textbox(pymupdf.Rect(50, 50, 550, 800), text, fontsize=12)
+        sideways = round(degrees / 90) % 2 == 1
+        canvas = pymupdf.open()
+        page = canvas.new_page(width=842, height=595) if sideways else canvas.new_page()
+        page.show_pdf_page(page.rect, src, 0, rotate=degrees)
+        picture = page.get_pixmap(dpi=dpi, colorspace=pymupdf.csGRAY)
+        scan = doc.new_page(width=page.rect.width, height=page.rect.height)
+        scan.insert_image(scan.rect, pixmap=picture)
+        canvas.close()
+        src.close()
+    doc.save(path, deflate=True)
+    doc.close()
+    return path
+
+
+def scribbled_scan(path: Path, pages: int = 1, *, strokes: int = 600, seed: int = 1, dpi: int = 150) -> Path:
+    """Image-only pages of random pen strokes: a scan with marks and no words."""
+    import random
+
+    rng = random.Random(seed)
+    doc = pymupdf.open()
+    for _ in range(pages):
+        canvas = pymupdf.open()
+        page = canvas.new_page()
+        for _ in range(strokes):
+            x, y = rng.uniform(40, 550), rng.uniform(40, 800)
+            end = (x + rng.uniform(-8, 8), y + rng.uniform(-8, 8))
+            page.draw_line((x, y), end, width=rng.uniform(0.5, 2))
+        picture = page.get_pixmap(dpi=dpi, colorspace=pymupdf.csGRAY)
+        canvas.close()
+        doc.new_page().insert_image(pymupdf.Rect(0, 0, 595, 842), pixmap=picture)
+    doc.save(path, deflate=True)
+    doc.close()
+    return path

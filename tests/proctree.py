@@ -1,5 +1,6 @@
 """Process-tree helpers for tests that kill parts of a running `docutrain
-run` (Linux /proc): its children, its workers, its forkserver."""
+run` (Linux /proc): its children, its workers, its forkserver, its
+resource tracker."""
 
 from __future__ import annotations
 
@@ -52,6 +53,14 @@ def descendants(pid: int) -> list[int]:
 def forkserver_of(runner_pid: int) -> int | None:
     for child in children(runner_pid):
         if "multiprocessing.forkserver" in cmdline(child):
+            return child
+    return None
+
+
+def tracker_of(runner_pid: int) -> int | None:
+    """multiprocessing's resource tracker (a child of the runner)."""
+    for child in children(runner_pid):
+        if "multiprocessing.resource_tracker" in cmdline(child):
             return child
     return None
 

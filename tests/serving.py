@@ -13,6 +13,12 @@ import httpx
 TOKEN = "test-serve-token-0123456789"
 
 
+def with_supabase(standin) -> dict:
+    """Settings that configure Supabase (the stand-in): serve refuses a
+    Storage path at the door when the job could not download it."""
+    return {"supabase_url": standin.url, "supabase_service_role_key": standin.key}
+
+
 class ServeThread:
     """uvicorn serving create_app(settings) in a thread."""
 
@@ -20,13 +26,13 @@ class ServeThread:
         import uvicorn
 
         from docutrain_cli.serve import ServeOptions, create_app
-        from docutrain_cli.serve.server import bind
+        from docutrain_cli.serve.server import bind, uvicorn_config
 
         self.app = create_app(settings, options or ServeOptions())
         sock = bind("127.0.0.1", 0)
         self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="on"))
+        self.server = uvicorn.Server(uvicorn_config(self.app, settings))  # the limits `serve` runs with
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()
         end = time.monotonic() + 20

@@ -37,9 +37,10 @@ import re
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from standin_server import Listener, QuietHandler, Served
 
 KEY = "standin-service-role-key-0123456789"
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -448,7 +449,7 @@ class Project:
         return hits[:count]
 
 
-class StandIn:
+class StandIn(Served):
     """The HTTP server around a Project, on 127.0.0.1 and a free port."""
 
     def __init__(self, project: Project | None = None):
@@ -456,9 +457,7 @@ class StandIn:
         self._failures: list[list] = []  # [method, path_prefix, status, times_left]
         self._redirects: dict[str, str] = {}  # path prefix -> Location
         self._delay = 0.0
-        self.port = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self.listener = Listener(type("Handler", (_Handler,), {"standin": self}))
         self.up()
 
     @property
@@ -468,29 +467,6 @@ class StandIn:
     @property
     def key(self) -> str:
         return self.project.key
-
-    def up(self) -> None:
-        if self._server is not None:
-            return
-        handler = type("Handler", (_Handler,), {"standin": self})
-        self._server = _Server(("127.0.0.1", self.port), handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-
-    def down(self) -> None:
-        """Stop listening and cut open keep-alive connections: clients get
-        'connection refused' (or a reset) on this port."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server.cut_connections()
-            self._thread.join(5)
-            self._server = self._thread = None
-
-    def close(self) -> None:
-        self.down()
 
     def fail(self, method: str = "*", path_prefix: str = "/", status: int = 500, times: int = 1_000_000) -> None:
         """Answer `status` to matching requests, `times` times."""
@@ -523,49 +499,8 @@ class StandIn:
         return len(self.requests(method, path_prefix))
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        self._open: set = set()
-        self._open_lock = threading.Lock()
-        super().__init__(*args, **kwargs)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._open_lock:
-            self._open.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._open_lock:
-            self._open.discard(request)
-        super().shutdown_request(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        import sys
-
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return  # the client went away mid-request (killed): nothing to answer
-        super().handle_error(request, client_address)
-
-    def cut_connections(self) -> None:
-        import socket
-
-        with self._open_lock:
-            sockets, self._open = list(self._open), set()
-        for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     standin: StandIn
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: Any) -> None:  # keep test output clean
-        pass
 
     def do_GET(self) -> None:
         self._handle("GET")
@@ -584,14 +519,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: Any = None, *, raw: bytes | None = None, content_type: str = "application/json", headers: dict | None = None) -> None:
         data = raw if raw is not None else (b"" if body is None else json.dumps(body, default=str).encode())
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+        self.send_body(status, data, content_type, headers)
 
     def _handle(self, method: str) -> None:
         standin, project = self.standin, self.standin.project

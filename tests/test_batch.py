@@ -27,6 +27,42 @@ def batch_api():
         yield state
 
 
+class BatchStepRig:
+    """A BatchStep on a fresh local store, and a way to park a document's chunks for it."""
+
+    def __init__(self, tmp_path, batch_api):
+        from docutrain_cli.batch.ledger import Ledger
+        from docutrain_cli.batch.step import BatchStep
+        from docutrain_cli.config import load_settings
+        from docutrain_cli.status.recorder import StatusRecorder
+        from docutrain_cli.store.local import LocalStore
+
+        self.settings = load_settings({"store": str(tmp_path / "s.db")}, environ=env_for(batch_api))
+        self.store = LocalStore(self.settings.store)
+        self.ledger = Ledger(self.store)
+        self.status = StatusRecorder(self.settings)
+        self.step = BatchStep(self.settings, self.status)
+
+    def park(self, source: str, texts: list[str], tokens: int = 2) -> None:
+        from docutrain_cli.batch.ledger import PendingChunk
+
+        # Stand-in text hashes that sort as parked: the batch's lines go by hash,
+        # and the tests count on a line holding one document's chunks.
+        chunks = [PendingChunk(i, 1, 1, tokens, text, f"{source}#{i}") for i, text in enumerate(texts)]
+        self.ledger.park(source, chunks, model="text-embedding-3-small", dimensions=0, page_count=1,
+                         remote_id=None, user_id=None, source=source, sha256=f"sha-{source}")
+
+    def close(self) -> None:
+        self.step.close(), self.status.close(), self.store.close()
+
+
+@pytest.fixture
+def batch_step(tmp_path, batch_api):
+    rig = BatchStepRig(tmp_path, batch_api)
+    yield rig
+    rig.close()
+
+
 def env_for(state) -> dict:
     return {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": state.base_url}
 
@@ -166,25 +202,11 @@ def test_kill_9_between_steps_pays_nothing_twice_and_loses_nothing(docutrain, tm
     assert batch_api.inputs_run == len(texts)  # every text embedded once, none twice
 
 
-def test_failed_lines_go_into_the_next_batch_and_an_expired_batch_keeps_what_completed(tmp_path, batch_api):
-    from docutrain_cli.batch.ledger import Ledger, PendingChunk
-    from docutrain_cli.batch.step import BatchStep
-    from docutrain_cli.config import load_settings
-    from docutrain_cli.status.recorder import StatusRecorder
-    from docutrain_cli.store.local import LocalStore
-
-    settings = load_settings({"store": str(tmp_path / "s.db")}, environ={
-        "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": batch_api.base_url})
-    store = LocalStore(settings.store)
-    ledger = Ledger(store)
+def test_failed_lines_go_into_the_next_batch_and_an_expired_batch_keeps_what_completed(batch_step, batch_api):
+    store, step = batch_step.store, batch_step.step
     for d in range(4):
-        texts = [f"document {d} chunk {i} words" for i in range(3)]
-        ledger.park(f"/docs/{d}.pdf", [PendingChunk(i, 1, 1, 4, t, f"h{d}-{i}") for i, t in enumerate(texts)],
-                    model="text-embedding-3-small", dimensions=0, page_count=1, remote_id=None, user_id=None,
-                    source=f"/docs/{d}.pdf", sha256=f"sha{d}")
-    status = StatusRecorder(settings)
-    step = BatchStep(settings, status)
-    step.limits = plan.Limits(tokens=settings.batch_queue_tokens, inputs_per_request=3)  # a line per document
+        batch_step.park(f"/docs/{d}.pdf", [f"document {d} chunk {i} words" for i in range(3)], tokens=4)
+    step.limits = plan.Limits(tokens=batch_step.settings.batch_queue_tokens, inputs_per_request=3)  # a line per document
     batch_api.fail_texts = {"document 1 chunk 0 words"}
     assert step.step(flush=True).files == 1
     (first,) = batch_api.batch_ids()
@@ -202,10 +224,11 @@ def test_failed_lines_go_into_the_next_batch_and_an_expired_batch_keeps_what_com
     assert report.documents_ready == 2
     assert {store.get_document(f"/docs/{d}.pdf")["status"] for d in range(4)} == {"ready"}
     assert store.chunk_count() == 12
-    step.close(), status.close(), store.close()
 
 
-def test_a_text_that_keeps_failing_ends_its_documents_in_error(tmp_path, batch_api):
+def test_a_line_that_fails_in_two_batches_is_embedded_with_a_normal_request(tmp_path, batch_api):
+    """Failed once: resubmitted in the next batch; failed again: a normal
+    request at full price, and the document is ready (the report says so)."""
     from docutrain_cli.batch.ledger import MAX_LINE_FAILURES, Ledger, PendingChunk
     from docutrain_cli.batch.step import BatchStep
     from docutrain_cli.config import load_settings
@@ -215,20 +238,93 @@ def test_a_text_that_keeps_failing_ends_its_documents_in_error(tmp_path, batch_a
     settings = load_settings({"store": str(tmp_path / "s.db")}, environ={
         "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": batch_api.base_url})
     store = LocalStore(settings.store)
-    Ledger(store).park("/docs/bad.pdf", [PendingChunk(0, 1, 1, 2, "poison text", "p")], model="text-embedding-3-small",
-                       dimensions=0, page_count=1, remote_id=None, user_id=None, source="/docs/bad.pdf", sha256="s")
+    Ledger(store).park("/docs/flaky.pdf", [PendingChunk(0, 1, 1, 2, "flaky text", "f"),
+                                           PendingChunk(1, 1, 1, 2, "fine text", "g")],
+                       model="text-embedding-3-small", dimensions=0, page_count=1, remote_id=None, user_id=None,
+                       source="/docs/flaky.pdf", sha256="s", job_id=1)
     status = StatusRecorder(settings)
     step = BatchStep(settings, status)
-    batch_api.fail_texts = {"poison text"}
-    for _ in range(MAX_LINE_FAILURES):
-        step.step(flush=True)
-        batch_api.advance(None, "completed")
-    report = step.step(flush=True)
-    assert report.documents_error == 1 and report.files == 0
-    row = store.get_document("/docs/bad.pdf")
-    assert row["status"] == "error" and "500" in row["error"] and "3 batches" in row["error"]
-    assert batch_api.batches_created == MAX_LINE_FAILURES
+    batch_api.fail_texts, batch_api.fail_in_sync = {"flaky text"}, False
+    assert step.step(flush=True).files == 1
+    batch_api.advance(None, "completed")
+    report = step.step(flush=True)  # failed once: into the next batch
+    assert report.files == 1 and report.documents_ready == 0 and report.full_price_texts == 0
+    batch_api.advance(None, "completed")
+    report = step.step(flush=True)  # failed twice: a normal request
+    assert batch_api.batches_created == MAX_LINE_FAILURES == 2
+    assert (report.documents_ready, report.documents_dead, report.files) == (1, 0, 0)
+    # both texts shared the failing request line: both go by a normal request
+    assert report.full_price_texts == 2 and report.full_price_tokens == batch_api.sync_tokens > 0
+    assert batch_api.sync_requests == 1
+    full = cost_usd("text-embedding-3-small", batch_api.sync_tokens)
+    assert report.full_price_cost_usd == pytest.approx(full) and report.cost_usd == pytest.approx(full)
+    assert store.get_document("/docs/flaky.pdf")["status"] == "ready" and store.chunk_count() == 2
     step.close(), status.close(), store.close()
+
+
+def test_a_line_failing_three_times_in_a_row_ends_a_dead_job_that_queue_store_and_supabase_agree_on(
+    docutrain, tmp_path, batch_api, supabase_standin
+):
+    """The same request line fails in a batch, in the batch it is resubmitted
+    in, and in a normal request: its document's job is dead in the queue with
+    the reason, `error` in the store and in Supabase; every other document is
+    done, ready and ready. `docutrain retry` brings it back like any dead job."""
+    import uuid
+
+    from pdfs import write_pdf
+
+    project = supabase_standin.project
+    env = dict(SUPABASE_URL=supabase_standin.url, SUPABASE_SERVICE_ROLE_KEY=supabase_standin.key)
+    docs = {}
+    for name in ("good0", "poisoned", "good1"):
+        path = tmp_path / f"{name}.pdf"
+        marker = " POISON-7f3a." if name == "poisoned" else ""
+        write_pdf(path, [f"Page {p} of {name}. Some words about leases and rent.{marker}" for p in (1, 2)])
+        storage_path = f"{uuid.uuid4()}/{name}.pdf"
+        project.put_object("documents", storage_path, path.read_bytes())
+        docs[name] = project.add_document("pending", storage_path=storage_path)
+    assert docutrain("enqueue", "--from-supabase", **env).returncode == 0
+    batch_api.fail_marker = "POISON-7f3a"
+
+    def agree(expected: dict[str, tuple[str, str, str]]) -> None:
+        """name -> (queue state, store status, Supabase status), for every document."""
+        jobs = {j["document_id"]: j for j in json.loads(docutrain("jobs", "--limit", "100", "--json").stdout)}
+        with sqlite3.connect(docutrain.store) as conn:
+            store = dict(conn.execute("SELECT document_key, status FROM documents"))
+        seen = {name: (jobs[d]["state"], store[d], project.document(d)["status"]) for name, d in docs.items()}
+        assert seen == expected
+
+    result, _ = run_batch(docutrain, batch_api, **env)  # parked, batch 1 sent
+    assert result.returncode == 0, result.stderr
+    for _ in range(2):  # batch 1 back (the line fails), batch 2 with it again, back (fails again)
+        batch_api.advance(None, "completed")
+        result, summary = run_batch(docutrain, batch_api, **env)
+    assert result.returncode == 3, result.stderr  # partly done: one document could not be embedded
+    assert batch_api.batches_created == 2 and batch_api.sync_failures >= 1  # and the normal request failed
+    assert summary["batch"]["documents_dead"] == 1 and "could not be embedded" in result.stderr
+    agree({"good0": ("done", "ready", "ready"), "poisoned": ("dead", "error", "error"),
+           "good1": ("done", "ready", "ready")})
+    (dead,) = json.loads(docutrain("jobs", "--state", "dead", "--json").stdout)
+    reason = dead["errors"][-1]
+    assert "failed in 2 batches" in reason and "500" in reason and "normal request" in reason
+    assert project.document(docs["poisoned"])["error_message"] and "500" in project.document(docs["poisoned"])["error_message"]
+    status = json.loads(docutrain("status", "--json").stdout)
+    assert (status["done"], status["dead"]) == (2, 1)
+
+    batch_api.fail_marker = None  # the server is well again
+    retried = docutrain("retry", str(dead["id"]), "--json")
+    assert retried.returncode == 0, retried.stderr
+    result, summary = run_batch(docutrain, batch_api, **env)
+    assert result.returncode == 0, result.stderr
+    assert summary["batch"]["full_price_texts"] >= 1 and summary["batch"]["documents_ready"] == 1
+    assert batch_api.batches_created == 2  # the retried job's failed text went straight to a normal request
+    agree({name: ("done", "ready", "ready") for name in docs})
+    status = json.loads(docutrain("status", "--json").stdout)
+    assert (status["done"], status["dead"]) == (3, 0)
+    counts: dict[str, int] = {}
+    for row in project.rows("document_chunks"):
+        counts[row["user_document_id"]] = counts.get(row["user_document_id"], 0) + 1
+    assert all(counts[d] == project.document(d)["chunk_count"] > 0 for d in docs.values())
 
 
 def test_a_rejected_key_stops_the_run_with_exit_5_and_nothing_lost(docutrain, tmp_path, batch_api):
@@ -329,21 +425,11 @@ def test_a_service_polls_its_batches_on_a_timer_while_idle_and_tells_supabase(
     assert batch_api.files_created == 1 and batch_api.batches_created == 1
 
 
-def test_a_batch_that_fails_as_a_whole_returns_its_texts_and_pauses_new_batches(tmp_path, batch_api, monkeypatch):
+def test_a_batch_that_fails_as_a_whole_returns_its_texts_and_pauses_new_batches(batch_step, batch_api, monkeypatch):
     from docutrain_cli.batch import step as step_module
-    from docutrain_cli.batch.ledger import Ledger, PendingChunk
-    from docutrain_cli.batch.step import BatchStep
-    from docutrain_cli.config import load_settings
-    from docutrain_cli.status.recorder import StatusRecorder
-    from docutrain_cli.store.local import LocalStore
 
-    settings = load_settings({"store": str(tmp_path / "s.db")}, environ={
-        "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": batch_api.base_url})
-    store = LocalStore(settings.store)
-    Ledger(store).park("/d.pdf", [PendingChunk(0, 1, 1, 2, "some text", "t")], model="text-embedding-3-small",
-                       dimensions=0, page_count=1, remote_id=None, user_id=None, source="/d.pdf", sha256="s")
-    status = StatusRecorder(settings)
-    step = BatchStep(settings, status)
+    step = batch_step.step
+    batch_step.park("/d.pdf", ["some text"])
     step.step(flush=True)
     batch_api.advance(None, "failed", failure=("token_limit_exceeded", "Enqueued token limit reached."))
     report = step.step(flush=True)
@@ -354,7 +440,6 @@ def test_a_batch_that_fails_as_a_whole_returns_its_texts_and_pauses_new_batches(
     assert step.step(flush=True).files == 1
     batch_api.advance(None, "completed")
     assert step.step(flush=True).documents_ready == 1
-    step.close(), status.close(), store.close()
 
 
 def test_an_exhausted_quota_stops_the_run_with_exit_5_and_keeps_the_parked_chunks(docutrain, tmp_path, batch_api):

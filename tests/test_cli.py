@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 
-from conftest import ROOT, make_files
+from conftest import make_files
+from harness import ROOT
 from docutrain_cli.jobs import STATES
 
 def command_paths() -> list[list[str]]:

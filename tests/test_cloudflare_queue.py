@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from harness import wait_for
 from docutrain_cli.errors import ConfigError
 from docutrain_cli.jobs import Job, JobState
 from docutrain_cli.queues.cloudflare import UNKNOWN_DEATH, CloudflareQueue, lease_seconds
@@ -95,6 +96,20 @@ def test_bodies_are_decoded_by_content_type_and_unreadable_ones_dead_lettered(cf
     kept = cf.bodies(DEAD)
     assert len(kept) == 3 and "not json at all" in [b["raw_body"] for b in kept]
     assert q.revive(None) == [] and cf.backlog(DEAD) == 3
+
+
+def test_a_document_the_push_consumer_dead_lettered_shows_serve_s_reason_and_can_be_retried(cf):
+    # The record cloudflare/push.js writes when `docutrain serve` refuses a document.
+    reason = "push consumer: docutrain serve answered 422: storage_path: no such object"
+    push_raw(cf, DEAD, "json", {"job_id": 12, "user_document_id": "doc-12", "user_id": "u-12",
+                                "storage_path": "u-12/a.pdf", "dead": True, "attempts": 1, "errors": [reason]})
+    q = open_queue(cf)
+    [dead] = q.jobs(JobState.DEAD)
+    assert (dead.id, dead.document_id, dead.source) == (12, "doc-12", "supabase://documents/u-12/a.pdf")
+    assert dead.errors == [reason] and dead.attempts == 1
+    assert q.revive([12]) == [12]
+    [back] = cf.bodies(MAIN)
+    assert (back["document_id"], back["source"], back["attempts"]) == ("doc-12", "supabase://documents/u-12/a.pdf", 0)
 
 
 def test_sends_respect_the_message_and_batch_limits(cf):
@@ -201,13 +216,7 @@ def test_cloudflare_dead_letters_a_job_whose_runners_keep_dying(cf):
 
 
 def lease_until(q, timeout: float = 5.0) -> list[Job]:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        found = q.lease(1, time.time())
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError("nothing to lease")
+    return wait_for(lambda: q.lease(1, time.time()), timeout, what="something to lease")
 
 
 def test_a_duplicate_of_a_job_in_hand_is_acked_not_run_twice(cf):
@@ -219,7 +228,8 @@ def test_a_duplicate_of_a_job_in_hand_is_acked_not_run_twice(cf):
     assert cf.backlog(MAIN) == 1
 
 
-def test_status_says_unknown_where_cloudflare_cannot_tell(cf, docutrain):
+def two_unfinished_and_one_dead(cf) -> tuple[Job, dict]:
+    """Three jobs sent, one buried; the env the CLI needs for this queue."""
     q = open_queue(cf)
     q.enqueue(jobs(3))
     (job,) = q.lease(1, time.time())
@@ -227,6 +237,11 @@ def test_status_says_unknown_where_cloudflare_cannot_tell(cf, docutrain):
     q.close()
     env = dict(DOCUTRAIN_QUEUE=f"cloudflare://{cf.account_id}/{MAIN}", CLOUDFLARE_API_TOKEN=cf.token,
                DOCUTRAIN_CLOUDFLARE_DEAD_QUEUE=DEAD, DOCUTRAIN_CLOUDFLARE_API_URL=cf.url)
+    return job, env
+
+
+def test_status_says_unknown_where_cloudflare_cannot_tell(cf, docutrain):
+    job, env = two_unfinished_and_one_dead(cf)
     result = docutrain("status", **env)
     assert result.returncode == 0, result.stderr
     assert "queued unknown  running unknown  retrying unknown  done unknown  dead 1" in result.stdout
@@ -301,6 +316,49 @@ def test_a_runner_does_not_stop_for_a_figure_it_cannot_read(cf):
     fresh = open_queue(cf)
     with pytest.raises(Exception, match="retry after 300 s"):
         fresh.stats(time.time())
+
+
+def test_the_stand_in_answers_get_queue_metrics_as_documented(cf):
+    """GET /accounts/{account_id}/queues/{queue_id}/metrics: the envelope,
+    float numbers, 0 as the oldest timestamp of an empty queue, a 404 for an
+    unknown queue, 405 for another method, 403 without the token."""
+    import httpx
+
+    url = f"{cf.url}/accounts/{cf.account_id}/queues/{MAIN}/metrics"
+    auth = {"Authorization": f"Bearer {cf.token}"}
+    empty = httpx.get(url, headers=auth).json()
+    assert empty == {"success": True, "errors": [], "messages": [],
+                     "result": {"backlog_count": 0.0, "backlog_bytes": 0.0, "oldest_message_timestamp_ms": 0.0}}
+    before = time.time() * 1000
+    push_raw(cf, MAIN, "json", {"source": "/data/x.pdf"})
+    result = httpx.get(url, headers=auth).json()["result"]
+    assert result["backlog_count"] == 1.0 and result["backlog_bytes"] > 100
+    assert before - 1000 <= result["oldest_message_timestamp_ms"] <= time.time() * 1000
+    assert httpx.get(url.replace(MAIN, "nosuch01"), headers=auth).status_code == 404
+    assert httpx.post(url, headers=auth, json={}).status_code == 405
+    assert httpx.get(url).status_code == 403
+
+
+def test_status_reads_backlog_and_oldest_age_from_the_metrics_endpoint(cf, docutrain):
+    _, env = two_unfinished_and_one_dead(cf)
+    with cf.lock:  # the oldest message was sent a minute ago
+        cf.queues[MAIN].messages[0].timestamp_ms -= 60_000
+        cf.queues[DEAD].messages[0].timestamp_ms -= 30_000
+        cf.requests.clear()
+    result = docutrain("status", "--json", **env)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    details = data["queue_details"]
+    assert (data["unfinished"], data["dead"]) == (2, 1)
+    assert details["backlog"] == 2 and details["backlog_bytes"] > 0
+    assert 60 <= details["oldest_message_age_seconds"] < 120
+    assert details["dead_letter_backlog"] == 1 and details["dead_letter_backlog_bytes"] > 0
+    assert 30 <= details["dead_letter_oldest_message_age_seconds"] < 90
+    with cf.lock:
+        asked = [tail for tail, _ in cf.requests]
+    assert asked.count("metrics") == 2 and "batch" not in asked  # no empty batch sent
+    shown = docutrain("status", **env).stdout
+    assert f"cloudflare queue {MAIN}: 2 unfinished" in shown and ", oldest 1." in shown
 
 
 def test_high_priority_goes_through_a_second_queue_pulled_first(cf):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -134,7 +135,7 @@ def test_counts_change_while_a_run_drains_then_log_out(browser, docutrain, fast_
         assert seen - {0, 6}, f"never saw the run in progress: {sorted(seen)}"
         assert page.evaluate("window.notReloaded") is True  # refreshed in place
         page.wait_for_selector("#runner-holder.warn")  # the runner let go of the queue
-        assert "last hour: 7 jobs" in page.inner_text("section.charts")  # 6 done + 1 dead
+        assert "last 5 minutes: 7 jobs" in page.inner_text("section.charts")  # 6 done + 1 dead, a short run
 
         page.click("form.logout button")
         page.wait_for_url(url + "/login")
@@ -153,7 +154,7 @@ def test_a_dead_job_with_a_hostile_name_shows_as_text_and_retry_queues_it(browse
         log_in(page, url)
         dead = page.locator("section.dead table.jobs td.file a")
         assert dead.count() == 1
-        assert dead.inner_text().endswith("/" + HOSTILE)  # the name, as text
+        assert dead.text_content().endswith("/" + HOSTILE)  # the name, as text (folder and name are two boxes)
         assert page.locator("main img").count() == 0  # no element was made from it
 
         dead.click()
@@ -196,3 +197,113 @@ def test_reads_on_a_phone(browser, docutrain, shots):
         assert page.locator("section.dead table.jobs td.error").first.is_visible()
         page.screenshot(path=str(shots / "dashboard-phone.png"))
     assert json.loads(docutrain("status", "--json").stdout)["dead"] == 1
+
+
+# -- issue 26: names kept whole, a leased job's own look, one time format, a chart window, OCR progress --
+
+ZONED_TIME = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [A-Z][A-Za-z+\-0-9]*"  # 2026-12-03 04:59:16 UTC
+
+
+def names_whole_and_folders_shortened(page) -> tuple[int, int]:
+    """For every file link: the name on one line, not clipped, whole in its
+    cell. Returns (links, links whose folder is shortened)."""
+    return tuple(page.evaluate("""() => {
+        let links = 0, shortened = 0;
+        for (const a of document.querySelectorAll("a.path")) {
+            const name = a.querySelector(".name"), folder = a.querySelector(".folder");
+            // The cell, as far as it shows: a table may scroll inside its frame.
+            const td = a.closest("td").getBoundingClientRect(), frame = a.closest(".table-wrap").getBoundingClientRect();
+            const cell = {left: Math.max(td.left, frame.left), right: Math.min(td.right, frame.right)};
+            const box = name.getBoundingClientRect();
+            if (name.getClientRects().length !== 1) throw new Error("name on two lines: " + name.textContent);
+            if (name.scrollWidth > name.clientWidth + 1) throw new Error("name clipped: " + name.textContent);
+            if (box.left < cell.left - 1 || box.right > cell.right + 1) throw new Error("name outside its cell: " + name.textContent + " at " + window.innerWidth + " px");
+            links += 1;
+            if (folder && folder.scrollWidth > folder.clientWidth + 1) shortened += 1;
+        }
+        return [links, shortened];
+    }"""))
+
+
+def test_file_names_stay_whole_and_a_leased_job_waiting_for_a_worker_looks_its_own(browser, docutrain, fast_refresh, shots):
+    """One worker holds `wait-…` until the test lets it go; the runner has
+    leased a second job, which waits in the pool's line (not `running`)."""
+    deep = docutrain.workdir / "customers" / "acme-corporation" / "2024" / "contracts" / "live" / "uploads"
+    deep.mkdir(parents=True)
+    names = ["wait-report-40.pdf", "wait-quarterly-summary-of-the-board.pdf", "signed-agreement-with-annexes.pdf"]
+    for i, name in enumerate(names):
+        (deep / name).write_text(f"document {i}")
+    (deep / "permanent-broken-scan.pdf").write_text("fails for good")
+    assert docutrain("enqueue", str(deep)).returncode == 0
+    run = docutrain.start("run", "--workers", "1", DOCUTRAIN_PROCESSOR="tests.processors:by_name")
+    try:
+        with dashboard(docutrain) as url:
+            page = new_page(browser, viewport={"width": 1000, "height": 900})
+            log_in(page, url)
+            leased = page.locator("section.runner table.jobs .badge.state-leased")
+            leased.first.wait_for()
+            page.wait_for_selector("table.workers a.path")
+            running = page.locator("section.runner table.jobs .badge.state-running")
+            assert (leased.count(), running.count()) == (1, 1), page.inner_text("section.runner")
+            assert leased.inner_text() == "leased"
+            look = "b => [getComputedStyle(b).backgroundColor, getComputedStyle(b).borderStyle]"
+            assert leased.evaluate(look) != running.evaluate(look)  # not the blue `running` badge
+            row = page.locator("section.runner table.jobs tr", has=page.locator(".badge.state-leased"))
+            assert "waiting for a worker" in row.inner_text()
+
+            page.screenshot(path=str(shots / "dashboard-names.png"), full_page=True)
+            links, shortened = names_whole_and_folders_shortened(page)
+            assert links >= 6 and shortened >= 1, (links, shortened)  # narrow cells: the folder gave way
+            texts = page.locator("section.recent a.path").evaluate_all("els => els.map(e => e.textContent)")
+            assert sorted(t.rsplit("/", 1)[1] for t in texts) == sorted(names + ["permanent-broken-scan.pdf"])
+
+            # One time format, with the zone, in the header and the tables.
+            page.wait_for_function("document.getElementById('refresh-status').textContent.startsWith('updated ')")
+            assert re.fullmatch("updated " + ZONED_TIME, page.inner_text("#refresh-status"))
+            for cell in page.locator("section.recent td[data-label=when]").all_inner_texts():
+                assert re.fullmatch(ZONED_TIME, cell.strip()), cell
+
+            for name in names[:2]:  # let both go; the rest finish
+                (deep / name).with_suffix(".go").write_text("go")
+            end = time.monotonic() + 60
+            while count(page, "done") < 3 and time.monotonic() < end:
+                page.wait_for_timeout(200)
+            assert count(page, "done") == 3 and count(page, "dead") == 1
+            # A short run: the charts show the last 5 minutes, not one thin bar of an hour.
+            charts = page.inner_text("section.charts")
+            assert "last 5 minutes: 4 jobs" in charts and "−5 min" in charts, charts
+            assert page.locator("section.runner .badge.state-leased").count() == 0
+            page.set_viewport_size({"width": 390, "height": 844})  # a phone: names whole there too
+            page.wait_for_timeout(1500)
+            assert names_whole_and_folders_shortened(page)[0] >= 4
+            assert page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
+            page.screenshot(path=str(shots / "dashboard-names-phone.png"), full_page=True)
+    finally:
+        run.terminate()
+        run.wait(timeout=60)
+
+
+def test_the_workers_table_shows_the_ocr_progress_the_cli_shows(browser, docutrain, fast_refresh, shots):
+    from docutrain_cli.pipeline.ocr import find_support
+    from pdfs import scanned
+
+    problem = find_support(None).problem("eng")
+    if problem:
+        _unavailable(f"OCR needs Tesseract: {problem}")
+    (docutrain.workdir / "uploads").mkdir()
+    scanned(docutrain.workdir / "uploads" / "scanned-letter.pdf",
+            [f"Page {i} of a scanned letter about refunds and deposits." for i in range(1, 13)])
+    assert docutrain("enqueue", "uploads").returncode == 0
+    run = docutrain.start("run", "--workers", "1", "--drain")
+    try:
+        with dashboard(docutrain) as url:
+            page = new_page(browser)
+            log_in(page, url)
+            progress = page.locator("table.workers .progress")
+            progress.first.wait_for(timeout=60_000)
+            assert re.fullmatch(r"OCR page \d+/12", progress.first.inner_text()), progress.first.inner_text()
+            page.screenshot(path=str(shots / "dashboard-ocr.png"), full_page=True)
+        assert run.wait(timeout=120) == 0, run.stderr.read()
+    finally:
+        if run.poll() is None:
+            run.kill()

@@ -58,12 +58,12 @@ def test_a_learned_limit_is_drawn_on_the_chart_and_exported(docutrain, tmp_path,
     assert 'class="limit"' in page.text and "limit 60,000 tokens/min" in page.text  # the dashed line
     assert "learned from the API" in page.text and budget["model"] in page.text
     assert attention(page.text) == ""  # nothing wrong
-    assert samples[("docutrain_embedding_tokens_per_minute_limit", labels)] == 60_000
+    assert samples[("docutrain_embedding_tokens_per_second_limit", labels)] == 1_000  # 60,000 a minute
     assert samples[("docutrain_embedding_tokens_last_minute", labels)] == budget["tokens_last_minute"] > 0
     assert samples[("docutrain_embedding_rate_wait_seconds_total", labels)] == budget["waited_seconds_total"]
     assert samples[("docutrain_embedding_rate_limited_total", labels)] == budget["rate_limited_total"]
     assert samples[("docutrain_embedding_account_problem", labels)] == 0
-    assert ("docutrain_embedding_requests_per_minute_limit", labels) not in samples  # not known: no sample
+    assert ("docutrain_embedding_requests_per_second_limit", labels) not in samples  # not known: no sample
 
 
 def test_without_a_known_limit_no_line_is_drawn(docutrain, tmp_path, openai_standin):
@@ -73,7 +73,7 @@ def test_without_a_known_limit_no_line_is_drawn(docutrain, tmp_path, openai_stan
         page = client.get("/", headers=AUTH)
         samples = scrape(client)
     assert 'class="limit"' not in page.text and "no embedding rate limit known yet" in page.text
-    assert not any(name == "docutrain_embedding_tokens_per_minute_limit" for name, _ in samples)
+    assert not any(name == "docutrain_embedding_tokens_per_second_limit" for name, _ in samples)
 
 
 def test_a_revoked_key_shows_under_needs_attention_without_the_key(docutrain, tmp_path, openai_standin):

@@ -9,17 +9,17 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from harness import ROOT, child_env
 from docutrain_cli.run.activity import WorkerBoard
 from docutrain_cli.jobs import Job, JobResult
 from docutrain_cli.queues.base import Finished
-from docutrain_cli.serve.overview import bar_chart, matches, throughput
-from docutrain_cli.serve.session import Sessions, host_is_loopback, safe_next
+from docutrain_cli.serve.overview import bar_chart, chart_window, matches, throughput
+from docutrain_cli.serve.guard import host_is_loopback
+from docutrain_cli.serve.session import Sessions, safe_next
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_a_worker_killed_mid_job_disappears_from_the_board(tmp_path):
@@ -35,7 +35,7 @@ def test_a_worker_killed_mid_job_disappears_from_the_board(tmp_path):
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=child_env(),
     )
     try:
         assert proc.stdout.readline().strip() == "busy"
@@ -68,6 +68,51 @@ def test_a_worker_goes_idle_after_its_job_and_counts_it(tmp_path):
     board.job_finished()
     (worker,) = board.workers()
     assert (worker.busy, worker.jobs_done, worker.job_id) == (False, 1, None)
+
+
+def test_a_worker_shows_what_its_job_reported_and_only_for_that_job(tmp_path):
+    board = WorkerBoard.for_store(tmp_path / "docutrain.db")
+    board.worker_started()
+    board.job_started(Job(id=3, source="/scan.pdf"))
+    board.job_progress(3, "OCR page 3/40")
+    (worker,) = board.workers()
+    assert (worker.job_id, worker.progress) == (3, "OCR page 3/40")
+    board.job_finished()
+    board.job_started(Job(id=4, source="/next.pdf"))
+    (worker,) = board.workers()
+    assert (worker.job_id, worker.progress) == (4, None)  # job 3's progress is not job 4's
+
+
+def test_a_file_from_an_older_version_gains_the_progress_table(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "docutrain.db.workers"
+    with sqlite3.connect(path) as conn:  # the workers table as it was, without progress
+        conn.execute("CREATE TABLE workers (host TEXT NOT NULL, pid INTEGER NOT NULL, proc_start TEXT,"
+                     " started_at REAL NOT NULL, jobs_done INTEGER NOT NULL DEFAULT 0, job_id INTEGER,"
+                     " source TEXT, document_id TEXT, job_since REAL, PRIMARY KEY (host, pid))")
+    board = WorkerBoard.for_store(tmp_path / "docutrain.db")
+    board.worker_started()
+    board.job_started(Job(id=1, source="/a.pdf"))
+    board.job_progress(1, "OCR page 1/2")
+    assert [w.progress for w in board.workers()] == ["OCR page 1/2"]
+
+
+def test_the_charts_window_is_the_shortest_that_holds_the_data():
+    now = 1_000_000 * 60 + 30.0
+
+    def done(seconds_ago: float) -> Finished:
+        return Finished(1, "done", now - seconds_ago, 1.0, 1, 1, "m")
+
+    assert chart_window([], now) == 5  # nothing yet: "last 5 minutes", not an empty hour
+    assert chart_window([done(20)], now) == 5
+    assert chart_window([done(20), done(4 * 60)], now) == 5
+    assert chart_window([done(20), done(6 * 60)], now) == 15
+    assert chart_window([done(40 * 60)], now) == 60
+    minutes = throughput([done(20)], now, chart_window([done(20)], now))
+    chart = bar_chart("Jobs", "jobs", minutes, lambda m: m.done)
+    assert (len(chart.bars), chart.window, chart.window_label, chart.total) == (5, 5, "last 5 minutes", 1)
+    assert chart.bars[-1].width == pytest.approx(chart.WIDTH / 5 - 1)  # a fifth of the chart, not a sixtieth
 
 
 def test_throughput_buckets_the_last_hour_by_minute():
@@ -116,8 +161,10 @@ def test_sessions_expire_and_refuse_tampering():
 def test_loopback_hosts_and_safe_redirects():
     for host in ("127.0.0.1:8080", "localhost", "[::1]:80", "LOCALHOST:1"):
         assert host_is_loopback(host), host
-    for host in ("evil.example", "127.0.0.1.evil.example:80", "", None):
+    for host in ("evil.example", "127.0.0.1.evil.example:80", "", None, "[::1]x", "127.0.0.1:８０"):
         assert not host_is_loopback(host), host
+    assert host_is_loopback("localhost:8080", 8080) and host_is_loopback("[::1]", 80)
+    assert not host_is_loopback("localhost:8081", 8080) and not host_is_loopback("localhost", 8080)
     assert safe_next("/jobs/3?x=1") == "/jobs/3?x=1"
     for bad in ("https://evil.example", "//evil.example", "/\\evil.example", None, "jobs"):
         assert safe_next(bad) == "/"

@@ -10,12 +10,9 @@ import pytest
 
 from docutrain_cli.config import Settings
 from docutrain_cli.errors import AccountError, PermanentError, RateLimitedError, TransientError
-from docutrain_cli.pipeline.embed import (
-    OFFLINE_DIMENSIONS,
-    OfflineEmbedder,
-    OpenAIEmbedder,
-    plan_batches,
-)
+from docutrain_cli.pipeline.embed import OpenAIEmbedder, plan_batches
+from docutrain_cli.pipeline.models import OFFLINE_DIMENSIONS
+from docutrain_cli.pipeline.offline import OfflineEmbedder
 from docutrain_cli.pipeline.models import price_per_million_tokens
 from docutrain_cli.run.worker import WorkerContext
 from openai_standin import fake_vector

@@ -20,6 +20,7 @@ import pdfs
 from conftest import wait_for
 from docutrain_cli.jobs import JobState
 from docutrain_cli.queues.local import LocalQueue
+from docutrain_cli.ratelimit.budget import MARGIN
 
 KEY = "sk-proj-fair-share-test-0123456789abcdef"
 TPM = 30_000  # 500 of the stand-in's tokens a second: alice's 24 documents (~1,000 each) take ~50 s
@@ -103,3 +104,40 @@ def test_a_newcomer_and_a_high_priority_upload_go_before_a_big_backlog(docutrain
             run.send_signal(signal.SIGTERM)
         for run in runs:
             run.communicate(timeout=60)
+
+
+def test_a_newcomers_requests_do_not_queue_behind_anothers_pending_ones(docutrain, tmp_path, openai_standin):
+    # 4 workers on alice's import keep the account at its limit: each of her
+    # documents is one request of ~1,000 tokens (2 s of the limit), and while
+    # one is sent the other workers' requests wait their turn in the budget.
+    # bob's job is leased next (the fair order); first come, first served in
+    # the budget, his request would then wait behind her ~3 pending ones
+    # (~6 s more). Granted in the fair order, it waits for its own tokens.
+    openai_standin.limit(tpm=TPM, latency=0.05, level=0.0)
+    for seed, (name, count, pages) in enumerate((("alice", 12, 6), ("bob", 1, 3))):
+        (tmp_path / name).mkdir()
+        for i in range(count):
+            pdfs.multi_page(tmp_path / name / f"{name}{i:02}.pdf", pages=pages, seed=seed * 100 + i + 1)
+    env = {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": openai_standin.base_url, "DOCUTRAIN_EMBEDDING_TPM": str(TPM)}
+    backlog = queued_ids(docutrain("enqueue", "alice", "--user-id", "alice", **env))
+    runner = docutrain.start("run", "--workers", "4", "--json", **env)
+    try:
+        queue = LocalQueue(docutrain.queue)
+        wait_for(lambda: queue.stats(time.time()).counts["done"] >= 3, timeout=60, what="alice's import at the limit")
+        arrived = time.time()
+        [bob] = queued_ids(docutrain("enqueue", "bob", "--user-id", "bob", **env))
+        wait_for(lambda: queue.job(bob).state == JobState.DONE, timeout=60, what="bob's document")
+        time.sleep(3)  # one more of alice's finishes
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        runner.communicate(timeout=60)
+    result = queue.job(bob).result
+    usable_per_second = TPM * (1 - MARGIN) / 60
+    own = result.tokens_embedded / usable_per_second  # seconds of the limit his own tokens take
+    # alice's jobs leased after bob came: theirs waited behind her other pending requests.
+    later = [queue.job(j) for j in backlog]
+    alice_waits = sorted(j.result.rate_wait_seconds for j in later if j.result and j.started_at > arrived)
+    assert alice_waits and alice_waits[-1] >= 2 * own, ("the account was not at its limit: nothing to show",
+                                                        alice_waits)
+    assert result.rate_wait_seconds <= own + 1.0, (result.rate_wait_seconds, own, alice_waits)
+    assert openai_standin.rate_limited <= 2

@@ -9,28 +9,20 @@ import json
 import re
 import time
 
+import pymupdf
 import pytest
 
 import pdfs
-from docutrain_cli.config import Settings, environ_flag
+from docutrain_cli.config import Settings
 from docutrain_cli.errors import PermanentError
 from docutrain_cli.jobs import Job
 from docutrain_cli.pipeline.extract import Extraction
 from docutrain_cli.pipeline.ocr import OcrOptions, OcrSupport, PageOcr, find_support, ocr_check
+from docutrain_cli.pipeline.tesseract import orientation_available
 from docutrain_cli.run.process import process_job
 from docutrain_cli.run.worker import WorkerContext
 
 TEST_DPI = 150  # enough for 12 pt text; 300 (the default) doubles the time
-
-
-@pytest.fixture
-def tesseract():
-    problem = find_support(None).problem("eng")
-    if problem:
-        message = f"OCR tests need Tesseract: {problem}"
-        if environ_flag("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 def process(job: Job, settings: Settings):
@@ -83,6 +75,80 @@ def test_a_page_turned_a_quarter_is_read_upright(tesseract, tmp_path):
     [(_, got)], ocr = read(pdfs.scanned(tmp_path / "sideways.pdf", [text], sideways={0}))
     assert recall(text, got) >= 0.9, got
     assert ocr.pages_done == 1
+
+
+@pytest.mark.parametrize("degrees", [90, 180, 270, 4, -4, 94, 266])
+def test_a_scan_turned_or_skewed_is_read_upright(tesseract, tmp_path, degrees):
+    """Stored turned, as a scanner without orientation detection does, and skewed."""
+    text = paragraph(20)
+    [(_, got)], ocr = read(pdfs.turned_scan(tmp_path / "turned.pdf", [(text, degrees)]))
+    assert recall(text, got) >= 0.8, got
+    assert ocr.unreadable == []
+
+
+@pytest.fixture
+def only_english(tmp_path):
+    """A tessdata folder with English and without osd.traineddata."""
+    folder = tmp_path / "tessdata"
+    folder.mkdir()
+    (folder / "eng.traineddata").symlink_to(f"{find_support(None).tessdata}/eng.traineddata")
+    return folder
+
+
+def test_without_orientation_data_each_turn_is_tried(tesseract, only_english, tmp_path):
+    texts = [paragraph(30), paragraph(40)]
+    pages, _ = read(pdfs.turned_scan(tmp_path / "turned.pdf", list(zip(texts, [180, 90]))), tessdata=str(only_english))
+    for (_, got), expected in zip(pages, texts):
+        assert recall(expected, got) >= 0.8, got
+
+
+def scribbles_after_text(path, text_pages: list[str], scribbled_pages: int):
+    """Scanned text pages, then scanned pages of pen strokes without a word."""
+    scans = pdfs.turned_scan(path.with_name("text-" + path.name), [(t, 0) for t in text_pages])
+    marks = pdfs.scribbled_scan(path.with_name("marks-" + path.name), scribbled_pages)
+    with pymupdf.open(scans) as doc, pymupdf.open(marks) as more:
+        doc.insert_pdf(more)
+        doc.save(path)
+    return path
+
+
+def test_a_page_of_scribbles_is_counted_unreadable_and_not_stored(tesseract, tmp_path):
+    text = paragraph(60)
+    path = scribbles_after_text(tmp_path / "scan.pdf", [text], 1)
+    pages, ocr = read(path)
+    assert recall(text, pages[0][1]) >= 0.9
+    assert pages[1] == (2, "") and ocr.unreadable == [2]
+    settings = Settings(store=str(tmp_path / "store.db"), embedder="offline", ocr_dpi=TEST_DPI)
+    result = process(Job(id=1, source=str(path)), settings)
+    assert result.unreadable_pages == [2] and result.ocr_pages == 2
+    assert result.chunks == 1
+
+
+def test_a_document_of_only_unreadable_scans_ends_dead_with_its_reason(tesseract, docutrain, tmp_path):
+    path = pdfs.scribbled_scan(tmp_path / "marks.pdf", 1)
+    settings = Settings(store=str(tmp_path / "store.db"), embedder="offline", ocr_dpi=TEST_DPI)
+    with pytest.raises(PermanentError) as info:
+        process(Job(id=1, source=str(path)), settings)
+    assert str(info.value) == (
+        "no extractable text: OCR of the scanned page was unreadable (low confidence, few dictionary words)"
+    )
+
+
+def test_jobs_show_and_the_dashboard_name_the_unreadable_pages(tesseract, docutrain, tmp_path):
+    import httpx
+    from dashboard_server import dashboard
+
+    scribbles_after_text(docutrain.workdir / "scan.pdf", [paragraph(70)], 1)
+    assert docutrain("enqueue", "scan.pdf").returncode == 0
+    run = docutrain("run", "--workers", "1", "--drain", DOCUTRAIN_OCR_DPI=str(TEST_DPI))
+    assert run.returncode == 0, run.stderr
+    assert "unreadable: page 2" in run.stderr
+    shown = docutrain("jobs", "show", "1")
+    assert re.search(r"unreadable pages\s+\[2\]", shown.stdout), shown.stdout
+    with dashboard(docutrain, token=None) as url, httpx.Client(base_url=url) as client:
+        page = client.get("/jobs/1")
+    assert page.status_code == 200
+    assert re.search(r'id="job-unreadable">2: text not stored', page.text)
 
 
 def test_a_mixed_document_keeps_its_text_and_reads_only_the_scanned_page(tesseract, tmp_path):
@@ -164,10 +230,15 @@ def test_a_job_reports_its_ocr_pages_and_seconds(tesseract, tmp_path):
     assert result.chunks >= 1
 
 
-def test_doctor_reports_ocr_and_its_languages(tesseract, docutrain):
+def test_doctor_reports_ocr_and_its_languages(tesseract, docutrain, only_english):
     checks = {c["name"]: c for c in json.loads(docutrain("doctor", "--json").stdout)}
     ocr = checks["OCR (Tesseract)"]
     assert ocr["ok"] and "installed languages: eng" in ocr["detail"]
+    orientation = checks["OCR orientation detection"]
+    assert orientation["ok"] and orientation["detail"].startswith("available (osd.traineddata in ")
+    without = {c["name"]: c for c in json.loads(docutrain("doctor", "--json", TESSDATA_PREFIX=str(only_english)).stdout)}
+    assert without["OCR orientation detection"]["detail"].startswith(f"no osd.traineddata in {only_english}")
+    assert without["OCR orientation detection"]["fix"] == "install it: apt-get install tesseract-ocr-osd"
     bad = {c["name"]: c for c in json.loads(docutrain("doctor", "--json", DOCUTRAIN_OCR_LANGUAGE="eng+xyz").stdout)}
     assert not bad["OCR (Tesseract)"]["ok"]
 
@@ -228,7 +299,7 @@ def test_ocr_settings_are_checked_and_tessdata_prefix_is_read(tmp_path):
     from docutrain_cli.errors import ConfigError
 
     settings = load_settings(environ={"TESSDATA_PREFIX": "/opt/tessdata", "DOCUTRAIN_OCR_LANGUAGE": "eng+deu"})
-    assert (settings.tessdata, settings.ocr_language, settings.ocr, settings.ocr_dpi) == ("/opt/tessdata", "eng+deu", "auto", 300)
+    assert (settings.tessdata, settings.ocr_language, settings.ocr, settings.ocr_dpi) == ("/opt/tessdata", "eng+deu", "auto", 200)
     for bad, message in [
         ({"ocr": "sometimes"}, "ocr: expected auto, off or force"),
         ({"ocr_language": "eng deu"}, "ocr_language: expected Tesseract language names joined with '+'"),

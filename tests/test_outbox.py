@@ -9,8 +9,8 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+from harness import ROOT, child_env
 from docutrain_cli.jobs import Job, JobResult
 from docutrain_cli.paths import outbox_path
 from docutrain_cli.status.outbox import Outbox
@@ -18,7 +18,6 @@ from docutrain_cli.status.supabase import SupabaseStatusDelivery
 from docutrain_cli.status.recorder import StatusRecorder
 from docutrain_cli.status.reports import sync
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def statuses_sent(standin, doc: str) -> list[str]:
@@ -203,7 +202,7 @@ def test_changes_survive_a_killed_process(supabase_standin, supabase_settings):
     )
     path = outbox_path(supabase_settings.store)
     proc = subprocess.run(
-        [sys.executable, "-c", script, str(path), *docs], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+        [sys.executable, "-c", script, str(path), *docs], cwd=ROOT, env=child_env()
     )
     assert proc.returncode == -9
     report = sync(supabase_settings)

@@ -4,6 +4,7 @@ is idle, busy and winding down (issue 10)."""
 
 from __future__ import annotations
 
+import datetime
 import gc
 import threading
 import time
@@ -11,6 +12,7 @@ import uuid
 
 import pytest
 
+from harness import wait_for
 from pdfs import multi_page
 from test_supabase_e2e import env_for
 
@@ -95,13 +97,8 @@ def test_every_periodic_task_runs_idle_busy_and_while_stopping(tmp_path, monkeyp
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
 
-    def seen(tasks, phase, timeout=60):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if all(phase in calls.get(t, ()) for t in tasks):
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"{tasks} not all seen {phase}: {calls}")
+    def seen(tasks, phase):
+        wait_for(lambda: all(phase in calls.get(t, ()) for t in tasks), what=f"{tasks} all seen {phase}")
 
     seen(["flush", "housekeep"], "idle")
     (tmp_path / "doc.txt").write_text("hello")
@@ -181,7 +178,8 @@ def test_drain_pushes_waiting_statuses_at_exit_whatever_the_backoff(docutrain, s
     supabase_standin.fail("PATCH", "/rest/v1/user_documents", 503)
     assert docutrain("run", "--drain", **env).returncode == 0
     assert {project.document(d)["status"] for d in first} == {"pending"}
-    assert docutrain.status()["supabase_outbox"]["retry_after"] > time.time()  # backing off
+    retry_after = docutrain.status()["supabase_outbox"]["retry_after"]  # ISO 8601, as JSON shows times
+    assert datetime.datetime.fromisoformat(retry_after).timestamp() > time.time()  # backing off
 
     supabase_standin.heal()
     second = upload(2)

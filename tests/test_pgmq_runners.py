@@ -12,11 +12,7 @@ count `running` when `queue.exclusive` is False.
 
 from __future__ import annotations
 
-import os
 import signal
-import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,53 +21,32 @@ import pytest
 
 import pdfs
 from store_checks import assert_one_chunk_set_each
-from conftest import wait_for
+from conftest import Docutrain
+from harness import wait_for
 
 pytestmark = pytest.mark.postgres
 
-ROOT = Path(__file__).resolve().parent.parent
 VISIBILITY = 3.0  # seconds; short so the test does not wait long for a dead runner's jobs
 SURVIVOR_VISIBILITY = 600.0  # seconds; no lease of theirs lapses, however loaded the machine
 
 
-class Fleet:
-    """`docutrain` subprocesses pointed at one pgmq queue and one store."""
+class Fleet(Docutrain):
+    """`docutrain` machines pointed at one pgmq queue and one store."""
+
+    own_session = True
 
     def __init__(self, workdir: Path, url: str, queue_name: str, **env: str):
-        self.workdir, self.url, self.queue_name = workdir, url, queue_name
-        self.store = workdir / "docutrain.db"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCUTRAIN_", "OPENAI_", "SUPABASE_"))}
-        self.env.update(
-            PYTHONPATH=str(ROOT),
+        super().__init__(
+            workdir,
             DOCUTRAIN_QUEUE=url,
             DOCUTRAIN_QUEUE_NAME=queue_name,
             DOCUTRAIN_VISIBILITY_TIMEOUT=f"{VISIBILITY:g}s",
-            DOCUTRAIN_STORE=str(self.store),
-            DOCUTRAIN_TEST_OUTPUT=str(workdir / "output.db"),
             DOCUTRAIN_POLL_INTERVAL="0.2",
             DOCUTRAIN_RETRY_BASE_DELAY="0.2",
             DOCUTRAIN_RETRY_MAX_DELAY="0.5",
             **env,
         )
-        self.procs: list[subprocess.Popen] = []
-
-    def argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "docutrain_cli", *args]
-
-    def __call__(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run(self.argv(*args), cwd=self.workdir, env=self.env, capture_output=True, text=True, timeout=timeout)
-
-    def start(self, *args: str, **env: str) -> subprocess.Popen:
-        proc = subprocess.Popen(
-            self.argv(*args), cwd=self.workdir, env={**self.env, **env}, start_new_session=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        self.procs.append(proc)
-        return proc
-
-    def kill_machine(self, proc: subprocess.Popen) -> None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+        self.url, self.queue_name = url, queue_name
 
     def sql(self, query: str, *params) -> list[tuple]:
         with psycopg.connect(self.url, autocommit=True) as conn:
@@ -90,15 +65,9 @@ class Fleet:
         )
         return dict(rows)
 
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-
 
 @pytest.fixture
-def fleet(tmp_path, pg_url, pgmq_queue_name, request):
+def fleet(tmp_path, pg_url, pgmq_queue_name):
     made = []
 
     def make(**env: str) -> Fleet:
@@ -196,16 +165,10 @@ def test_leases_are_extended_while_a_long_job_runs_and_through_a_stops_grace_per
     )
     assert f("enqueue", str(source)).returncode == 0
     holder = f.start("run", "--workers", "1")
-    output = tmp_path / "output.db"
 
     def started_at():
-        if not output.exists():
-            return None
-        try:
-            with sqlite3.connect(output) as conn:
-                return conn.execute("SELECT min(at) FROM runs").fetchone()[0]
-        except sqlite3.OperationalError:  # the worker is creating the table right now
-            return None
+        rows = f.recorded("SELECT min(at) FROM runs")
+        return rows[0][0] if rows else None
 
     began = wait_for(started_at, timeout=60, what="the job to start")
     other = f.start("run", "--workers", "1")  # takes any job whose lease lapses
@@ -216,8 +179,7 @@ def test_leases_are_extended_while_a_long_job_runs_and_through_a_stops_grace_per
     other.send_signal(signal.SIGTERM)
     out, other_err = other.communicate(timeout=60)
     assert other.returncode == 0, other_err
-    with sqlite3.connect(output) as conn:
-        runs = conn.execute("SELECT job, pid FROM runs").fetchall()
+    runs = f.recorded("SELECT job, pid FROM runs")
     assert len(runs) == 1, f"the job ran again elsewhere: {runs}"
     assert f.archived()[0][1] == 1  # read once: the lease never lapsed
     assert "done  job" in err

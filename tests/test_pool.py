@@ -13,7 +13,10 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import ROOT, make_files
+import pytest
+
+from conftest import make_files
+from harness import ROOT, child_env
 from proctree import alive, forkserver_of, ignores, workers_of
 
 SLOW = {"DOCUTRAIN_PROCESSOR": "tests.processors:record", "DOCUTRAIN_TEST_SLEEP": "3"}
@@ -154,23 +157,17 @@ STOP_WHILE_A_REPLACEMENT_STARTS = textwrap.dedent("""
     from docutrain_cli.run.pool import _forkserver_pid, _stop, forkserver_context
     from proctree import children, ignores
     from forkserver_pools import SlowToUnpickle, deaf_to_sigterm
-
-    def wait_for(predicate, what):
-        deadline = time.monotonic() + 60
-        while not (found := predicate()):
-            assert time.monotonic() < deadline, what
-            time.sleep(0.05)
-        return found
+    from harness import wait_for
 
     pool = ProcessPool(max_workers=2, initializer=deaf_to_sigterm, initargs=(SlowToUnpickle(0, 0, 1, deaf=2),),
                        context=forkserver_context("tests.processors:record"))
     assert pool.active
     server = _forkserver_pid()
-    first = wait_for(lambda: len(w := [w for w in children(server) if ignores(w, signal.SIGTERM)]) == 2 and w, "two workers up")
+    first = wait_for(lambda: len(w := [w for w in children(server) if ignores(w, signal.SIGTERM)]) == 2 and w, what="two workers up")
     tasks = [pool.schedule(time.sleep, args=(60,)) for _ in first]  # pebble replaces only a busy worker
-    wait_for(lambda: all(t.running() for t in tasks), "both workers busy")
+    wait_for(lambda: all(t.running() for t in tasks), what="both workers busy")
     os.kill(first[1], signal.SIGKILL)
-    replacement = wait_for(lambda: [w for w in children(server) if w not in first], "a replacement")
+    replacement = wait_for(lambda: [w for w in children(server) if w not in first], what="a replacement")
     _stop(pool)
     print(json.dumps(replacement))
 """)
@@ -179,7 +176,7 @@ STOP_WHILE_A_REPLACEMENT_STARTS = textwrap.dedent("""
 def run_pool_script(script: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", script],
-        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"},
+        env=child_env(PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}"),
         capture_output=True, text=True, timeout=120,
     )  # returns once every holder of its stderr, the workers too, is gone
 
@@ -216,3 +213,37 @@ def test_a_workers_own_fork_lives():
     proc = run_pool_script(FORK_IN_A_WORKER)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["7"]
+
+
+@pytest.mark.parametrize("then_a_worker", [False, True], ids=["tracker", "tracker-then-worker"])
+def test_the_resource_tracker_killed_mid_run_leaves_no_traceback_and_every_job_done_once(
+    docutrain, tmp_path, then_a_worker
+):
+    """multiprocessing's resource tracker (a child of the runner holding the
+    pool's semaphores) killed while jobs run: the run goes on, and whoever
+    relaunches it (the pool's stop, or pebble starting a replacement for a
+    killed worker) leaves no warning and no `KeyError: '/mp-...'` traceback."""
+    from proctree import tracker_of
+
+    names = [f"doc{i}.txt" for i in range(4)]
+    make_files(tmp_path / "in", names)
+    assert docutrain("enqueue", "in").returncode == 0
+    runner = docutrain.start("run", "--workers", "2", "--drain", "--json", **SLOW)
+    docutrain.wait_for(lambda: len(runs(docutrain)) >= 2, timeout=60, what="two jobs running")
+    tracker = docutrain.wait_for(lambda: tracker_of(runner.pid), timeout=60, what="the resource tracker")
+    os.kill(tracker, signal.SIGKILL)
+    if then_a_worker:  # its replacement is started through the forkserver, which relaunches the tracker
+        docutrain.wait_for(lambda: not alive(tracker), timeout=10, what="the tracker gone")
+        os.kill(workers_of(runner.pid)[0], signal.SIGKILL)
+        docutrain.wait_for(lambda: tracker_of(runner.pid), timeout=60, what="a relaunched tracker")
+    out, err = runner.communicate(timeout=120)
+    assert runner.returncode == 0, err
+    assert "Traceback" not in out + err and "KeyError" not in err and "UserWarning" not in err, err
+    summary = json.loads(out)
+    assert (summary["done"], summary["dead"]) == (4, 0)
+    assert set(attempts(docutrain).values()) == ({1, 2} if then_a_worker else {1})  # a killed worker costs one
+    rows = [row[0] for row in docutrain.output_rows()]
+    assert sorted(rows) == sorted(str(tmp_path / "in" / name) for name in names)  # each once
+    assert not alive(tracker)
+    if not then_a_worker:  # the pool's stop relaunched it
+        assert "resource tracker had died; started a new one" in err

@@ -14,7 +14,6 @@ two cases that are nothing but such reads are skipped with the reason.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -23,11 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for
+from harness import ROOT, child_env, wait_for
 from docutrain_cli.errors import ConfigError
 from docutrain_cli.jobs import STATES, Job, JobResult, JobState
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 class Backend:
@@ -95,7 +93,7 @@ class Backend:
         )
         proc = subprocess.run(
             [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env=child_env(),
         )
         assert proc.returncode == -signal.SIGKILL, proc.stderr
         return int(proc.stdout.split()[0])
@@ -219,7 +217,7 @@ def test_enqueue_unique_is_atomic_across_processes(backend):
         "for i in range(25):\n"
         "    q.enqueue_unique(Job(id=0, source=f'/data/{i}.pdf', document_id=f'doc-{i}'))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = child_env()
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdin=subprocess.PIPE, text=True)
              for _ in range(4)]
     for proc in procs:
@@ -344,7 +342,8 @@ def test_a_revived_job_counts_its_queued_age_from_the_retry(queue):
     [job_id] = queue.enqueue(make_jobs(1))
     [job] = lease_all(queue)
     queue.bury(job, "corrupt")
-    time.sleep(1.5)
+    wait_for(lambda: time.time() - queue.job(job_id).enqueued_at >= 1.5, timeout=10,
+             what="the job to have been enqueued 1.5 s ago")
     revived_at = time.time()
     assert queue.revive(None) == [job_id]
     stats = queue.stats(time.time())
@@ -384,11 +383,7 @@ def test_release_with_a_delay_costs_no_attempt_and_hides_the_job_until_then(queu
         back = queue.job(job_id)
         assert (back.state, back.attempts) == (JobState.QUEUED, 0)
     assert queue.lease(5, time.time()) == []  # not due yet: nobody gets it
-    deadline = time.monotonic() + 10
-    leased = []
-    while not leased and time.monotonic() < deadline:
-        time.sleep(0.2)
-        leased = queue.lease(5, time.time())
+    leased = wait_for(lambda: queue.lease(5, time.time()), timeout=10, interval=0.2, what="the job to be due")
     assert [j.id for j in leased] == [job_id] and leased[0].attempts == 1
 
 
@@ -498,7 +493,61 @@ def test_housekeep_keeps_the_done_records(backend, monkeypatch):
     assert queue.job(ids[2]).state == JobState.DONE
 
 
+def test_a_done_job_whose_document_failed_afterwards_is_dead_and_retryable(queue):
+    """Batch API mode: the job was done when its chunks were parked; the
+    document then could not be embedded. Dead now, with the reason, under
+    the same id; `retry` brings it back. An active job is left alone."""
+    ids = queue.enqueue(make_jobs(2))
+    leased = {j.id: j for j in lease_all(queue)}
+    for job in leased.values():
+        job.result = JobResult(pages=1, batch_texts=3)
+        queue.complete(job)
+    queue.bury_done(Job(id=ids[0], source="/data/doc0.pdf", sha256="sha0"), "a chunk failed: 500")
+    (dead,) = queue.jobs(JobState.DEAD)
+    assert dead.id == ids[0] and dead.last_error == "a chunk failed: 500" and dead.finished_at
+    stats = queue.stats(time.time())
+    assert stats.counts["dead"] == 1 and stats.counts["done"] in (1, None)
+    if queue.kind != "cloudflare":
+        assert queue.job(ids[0]).state == JobState.DEAD and dead.attempts == 1  # its record, not a fresh one
+        assert queue.totals().finished == {"done": 2, "dead": 1}  # the done event happened too
+    assert queue.revive([ids[0]]) == [ids[0]]
+    (again,) = lease_all(queue)
+    assert again.id == ids[0]
+    queue.bury_done(again, "late news about an old attempt")  # running again: not a done job now
+    if queue.kind != "cloudflare":
+        assert queue.job(ids[0]).state == JobState.RUNNING
+
+
 # -- records of finished jobs (dashboard charts, /metrics) -------------------------
+def test_totals_count_finish_events_and_never_fall(queue, monkeypatch):
+    """/metrics' counters: a retried dead job and pruned done records still
+    count (the tally of records that left, plus the records kept)."""
+    if queue.kind == "cloudflare":
+        assert queue.totals() is None  # no records of its own to count: /metrics has no counter
+        return
+    ids = queue.enqueue(make_jobs(3))
+    leased = {j.id: j for j in lease_all(queue)}
+    for job_id in ids[:2]:
+        leased[job_id].result = JobResult(pages=1, tokens_embedded=100, model="m")
+        queue.complete(leased[job_id])
+    queue.bury(leased[ids[2]], "corrupt")
+    first = queue.totals()
+    assert first.finished == {"done": 2, "dead": 1} and first.tokens == {"m": 200}
+    assert sum(first.durations) == 2
+    assert queue.revive([ids[2]]) == [ids[2]]
+    assert queue.totals().finished == {"done": 2, "dead": 1}  # the death happened; the retry does not undo it
+    (again,) = lease_all(queue)
+    queue.bury(again, "corrupt again")
+    assert queue.totals().finished == {"done": 2, "dead": 2}
+    module = sys.modules[type(queue).__module__]
+    monkeypatch.setattr(module, "KEEP_DONE_RECORDS", 1)
+    queue.housekeep()
+    assert len([r for r in queue.finished() if r.outcome == "done"]) == 1  # one done record pruned
+    after = queue.totals()
+    assert (after.finished, after.tokens, after.durations) == ({"done": 2, "dead": 2}, {"m": 200}, first.durations)
+    assert after.duration_sum == pytest.approx(first.duration_sum)
+
+
 def test_finished_lists_done_and_dead_jobs_with_their_figures(queue):
     ids = queue.enqueue(make_jobs(4))
     leased = {j.id: j for j in lease_all(queue)}
@@ -645,7 +694,7 @@ def test_the_order_is_kept_in_the_queue_across_processes(backend):
         "user, n = sys.argv[1], int(sys.argv[2])\n"
         "q.enqueue([Job(id=0, source=f'/d/{user}{i}.pdf', user_id=user) for i in range(n)])\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**child_env(), "PYTHONPATH": str(ROOT)}
     for user, n in (("alice", 200), ("bob", 1)):
         subprocess.run([sys.executable, "-c", code, user, str(n)], cwd=ROOT, env=env, check=True, timeout=60)
     queue = backend.open(order=fair())

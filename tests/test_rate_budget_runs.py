@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 
 
 import pdfs
@@ -121,7 +120,8 @@ def test_a_service_pauses_on_quota_trouble_and_resumes_by_itself(docutrain, tmp_
     )
     try:
         docutrain.wait_for(lambda: openai_standin.hits >= 1, what="a first refused request")
-        time.sleep(1.5)  # refused, paused, tried again: still nothing charged
+        # Refused, paused, tried again: still nothing charged.
+        docutrain.wait_for(lambda: openai_standin.hits >= 2, what="a second try after the pause")
         assert {state for state, _ in job_states(docutrain)} <= {"queued", "running"}
         assert all(attempts <= 1 for _, attempts in job_states(docutrain))
         openai_standin.quota_exhausted = False

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from docutrain_cli.config import Settings
 from docutrain_cli.jobs import Job, JobResult, JobState
-from docutrain_cli.cli.progress import RichObserver, summary_line
+from docutrain_cli.cli.progress import RATE_WINDOW, LiveCounts, RichObserver, summary_line, summary_text
 from docutrain_cli.queues.base import QueueStats
 from docutrain_cli.cli.render import FileName, job_detail, jobs_table, plural, search_hits
 from docutrain_cli.run.summary import RunSummary
@@ -142,6 +142,59 @@ def test_a_running_job_shows_what_its_worker_reports(width):
     assert line.rstrip().endswith("24s  OCR page 3/40"), line
 
 
+def test_the_live_counts_take_in_jobs_that_arrive_and_use_a_recent_rate():
+    """A service: 5 jobs at start, 10 more arrive while it runs; the rate is
+    the last minute's, and an idle service says so instead of a falling rate."""
+    counts = LiveCounts(now=0.0)
+    counts.counted(5)
+    for t in range(1, 4):  # one job a second
+        counts.started()
+        counts.settled("done", now=float(t))
+    assert (counts.done, counts.unfinished, counts.total) == (3, 2, 5)
+    assert counts.rate(now=3.0) == 1.0 and counts.eta_seconds(now=3.0) == 2.0
+    counts.counted(12)  # the queue says 12 unfinished: 10 arrived
+    assert (counts.unfinished, counts.total) == (12, 15)
+    assert "3 done" in counts.line(3.0) and "12 remaining" in counts.line(3.0) and "ETA 12s" in counts.line(3.0)
+    for _ in range(3):  # started here before the next count: still counted
+        counts.started()
+    counts.counted(0)
+    assert counts.unfinished == 3 and counts.total == 6
+    for t in (4.0, 5.0, 6.0):
+        counts.settled("done", now=t)
+    # Nothing for a while: the rate falls to 0 within the window, it is not the run's average.
+    assert counts.rate(now=6.0 + RATE_WINDOW + 1) == 0.0
+    counts.idle = True
+    line = counts.line(6.0 + RATE_WINDOW + 1)
+    assert "6 done" in line and "0 remaining" in line and "idle, waiting for jobs" in line and "docs/s" not in line
+    counts.started()  # a job arrives: not idle any more
+    assert "idle" not in counts.line(70.0)
+    counts.settled("retry", now=71.0)  # a retry is not finished: still remaining, not in the rate
+    assert (counts.done, counts.rate(now=71.0)) == (6, 0.0)
+
+
+def test_the_live_display_counts_jobs_the_queue_reports_after_start():
+    console = Console(width=100, file=io.StringIO(), force_terminal=True, color_system=None, record=True)
+    observer = RichObserver(console)
+    stats = lambda queued, running=0: QueueStats(  # noqa: E731
+        {"queued": queued, "running": running, "retrying": 0, "done": 0, "dead": 0}, None, None, None)
+    observer.started(FakeRunner([]), stats(2))
+    try:
+        for i in (1, 2):
+            observer.job_started(Job(id=i, source=f"in/{i}.pdf"))
+            observer.job_finished(Job(id=i, source=f"in/{i}.pdf"), "done", None)
+        observer.live.refresh()
+        assert "0 remaining" in console.export_text()
+        observer.queue_counts(stats(17, running=1))  # 18 arrived while it ran
+        observer.live.refresh()
+        frame = console.export_text()
+        assert "2 done" in frame and "18 remaining" in frame and "ETA" in frame and "ETA -" not in frame
+        observer.idle(stats(0))
+        observer.live.refresh()
+        assert "idle, waiting for jobs" in console.export_text()
+    finally:
+        observer.finished(RunSummary())
+
+
 def test_the_running_time_moves_on_every_refresh_without_any_event():
     console = Console(width=80, file=io.StringIO(), force_terminal=True, color_system=None, record=True)
     job = Job(id=3, source="in/slow.pdf", started_at=time.time())
@@ -165,3 +218,15 @@ def test_the_summary_counts_in_words():
     summary.retried = 2
     assert "2 pages, 3 chunks" in summary_line(summary) and "2 retries" in summary_line(summary)
     assert plural(1, "entry") == "1 entry" and plural(2, "entry") == "2 entries" and plural(2, "day") == "2 days"
+
+
+@pytest.mark.parametrize("width", [40, 80, 120])
+def test_the_end_of_run_summary_wraps_between_words(width):
+    """At 120 columns it once broke `3,391,334 from cache` into `from c` / `ache`."""
+    summary = RunSummary(done=1812, dead=3, retried=7, released=2, elapsed=5423.7, cost_usd=12.3456,
+                         given_back=4, ocr_seconds=311.2, remaining={"queued": 18, "retrying": 2})
+    summary.totals.update(pages=48211, chunks=96402, tokens_embedded=61727734, tokens_cached=3391334, ocr_pages=402)
+    words = summary_line(summary).split()
+    lines = rendered(summary_text(summary), width)
+    assert len(lines) > 1 and all(len(line.rstrip()) <= width for line in lines), "\n".join(lines)
+    assert [word for line in lines for word in line.split()] == words  # every word whole, in order

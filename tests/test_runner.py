@@ -3,6 +3,7 @@ locks, signals and kill -9 of a running `docutrain run`."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -55,6 +56,50 @@ def test_crashing_and_hanging_workers_cost_one_attempt_each(docutrain, tmp_path)
     assert "timed out after 1 s" in reasons["hang.txt"]
     assert all("gave up after 2 attempts" in r for r in reasons.values())
     assert all(j["attempts"] == 2 for j in dead)
+
+
+def test_the_live_display_counts_jobs_that_arrive_while_a_service_runs(docutrain, tmp_path, monkeypatch):
+    """Issue 26: as a service, jobs queued while it runs showed a full bar
+    and `0 remaining`. A real runner (in process), a real queue, jobs
+    enqueued from another connection mid-run, as `serve` does."""
+    import io
+    import re
+    import threading
+
+    from rich.console import Console
+
+    from harness import wait_for
+    from docutrain_cli.cli.progress import RichObserver
+    from docutrain_cli.jobs import Job
+
+    monkeypatch.setenv("DOCUTRAIN_TEST_OUTPUT", str(docutrain.output))
+    monkeypatch.setenv("DOCUTRAIN_TEST_SLEEP", "0.2")
+    files = make_files(tmp_path / "in", [f"doc{i}.txt" for i in range(20)])
+    settings = Settings(queue=str(docutrain.queue), store=str(docutrain.store), processor="tests.processors:record",
+                        workers=1, poll_interval=0.1)
+    console = Console(width=100, file=io.StringIO(), force_terminal=True, color_system=None, record=True)
+    observer = RichObserver(console)
+    with LocalQueue(settings.queue) as queue:
+        queue.enqueue([Job(id=0, source=str(f)) for f in files[:10]])  # busy from here to the end: never idle
+        runner = Runner(settings, queue, observer, in_process=True)
+        service = threading.Thread(target=runner.run)  # no drain: a service
+        service.start()
+        try:
+            wait_for(lambda: observer.counts.done >= 1, 30, "the first job done")
+            with LocalQueue(settings.queue) as other:
+                other.enqueue([Job(id=0, source=str(f)) for f in files[10:]])
+            wait_for(lambda: observer.counts.total == 20, 30, "the display to count the 10 new jobs")
+            observer.live.refresh()
+            frame = console.export_text(clear=False).splitlines()[-1]
+            done, remaining = map(int, re.search(r"(\d+) done 0 dead (\d+) remaining", frame).groups())
+            assert done + remaining == 20 and remaining > 0, frame
+            wait_for(lambda: observer.counts.done == 20 and observer.counts.idle, 60, "all done, idle")
+            observer.live.refresh()
+            last = console.export_text(clear=False)
+        finally:
+            runner.request_stop("terminated")
+            service.join(60)
+    assert "20 done 0 dead 0 remaining  idle, waiting for jobs" in last
 
 
 @pytest.fixture
@@ -128,7 +173,7 @@ def test_retry_schedule_survives_a_runner_restart(docutrain, tmp_path, in_proces
     assert summary.exit_code == 0 and summary.retried == 1
     status = docutrain.status()
     assert status["retrying"] == 1
-    assert status["next_retry_at"] > time.time() + 10  # 15-30 s away
+    assert datetime.datetime.fromisoformat(status["next_retry_at"]).timestamp() > time.time() + 10  # 15-30 s away
     # A new runner honours the schedule: nothing is due, so it runs nothing.
     in_process(BY_NAME["DOCUTRAIN_PROCESSOR"], max_time=1, **slow_retry)
     assert len(docutrain.runs()) == 1

@@ -7,6 +7,7 @@ and a `kill -9` right after a 202."""
 from __future__ import annotations
 
 import concurrent.futures
+import datetime
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ import time
 
 import httpx
 import pytest
-from serving import TOKEN, ServeThread, start_serve_process
+from serving import TOKEN, ServeThread, start_serve_process, with_supabase
 
 from docutrain_cli.config import Settings
 from docutrain_cli.jobs import JobState
@@ -23,8 +24,9 @@ from docutrain_cli.serve import ServeOptions
 
 
 @pytest.fixture
-def settings(tmp_path) -> Settings:
-    return Settings(queue=str(tmp_path / "queue.db"), store=str(tmp_path / "docutrain.db"), serve_token=TOKEN)
+def settings(tmp_path, supabase_standin) -> Settings:
+    return Settings(queue=str(tmp_path / "queue.db"), store=str(tmp_path / "docutrain.db"), serve_token=TOKEN,
+                    **with_supabase(supabase_standin))
 
 
 @pytest.fixture
@@ -77,36 +79,34 @@ def test_same_document_while_active_gets_the_same_job_and_a_new_one_once_finishe
     assert api.post("/v1/documents", json=doc("doc-2")).json()["created"]
 
 
-def test_concurrent_posts_of_one_document_make_one_job(server, settings):
-    """32 threads post the same document at once (the server runs them on
-    8 queue handles, i.e. 8 SQLite connections), then 4 other documents."""
+def post_at_once(server: ServeThread, threads: int, document_ids: list[str]) -> list[int]:
+    """POST each document from `threads` threads at once; the job id each answer names."""
     def post(document_id: str) -> int:
         with server.client() as client:
             answer = client.post("/v1/documents", json=doc(document_id))
             assert answer.status_code == 202, answer.text
             return answer.json()["job_id"]
 
-    with concurrent.futures.ThreadPoolExecutor(32) as pool:
-        ids = list(pool.map(post, ["same"] * 64 + [f"other-{i % 4}" for i in range(32)]))
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(post, document_ids))
+
+
+def test_concurrent_posts_of_one_document_make_one_job(server, settings):
+    """32 threads post the same document at once (the server runs them on
+    8 queue handles, i.e. 8 SQLite connections), then 4 other documents."""
+    ids = post_at_once(server, 32, ["same"] * 64 + [f"other-{i % 4}" for i in range(32)])
     assert len(set(ids[:64])) == 1
     jobs = queued(settings)
     assert sorted(j.document_id for j in jobs) == ["other-0", "other-1", "other-2", "other-3", "same"]
 
 
-def test_concurrent_posts_on_pgmq_make_one_job(pg_url, pgmq_queue_name, tmp_path):
+def test_concurrent_posts_on_pgmq_make_one_job(pg_url, pgmq_queue_name, settings):
     from docutrain_cli.queues.pgmq import PgmqQueue
 
-    settings = Settings(queue=pg_url, queue_name=pgmq_queue_name, store=str(tmp_path / "s.db"), serve_token=TOKEN)
+    settings = settings.replace(queue=pg_url, queue_name=pgmq_queue_name)
     serving = ServeThread(settings)
     try:
-        def post(document_id: str) -> int:
-            with serving.client() as client:
-                answer = client.post("/v1/documents", json=doc(document_id))
-                assert answer.status_code == 202, answer.text
-                return answer.json()["job_id"]
-
-        with concurrent.futures.ThreadPoolExecutor(16) as pool:
-            ids = list(pool.map(post, ["same"] * 48 + ["other"] * 16))
+        ids = post_at_once(serving, 16, ["same"] * 48 + ["other"] * 16)
     finally:
         serving.close()
     assert len(set(ids[:48])) == 1 and len(set(ids[48:])) == 1
@@ -122,7 +122,7 @@ def test_local_paths_are_refused_unless_allowed(api, settings, tmp_path):
         assert answer.status_code == 422 and "--allow-local-paths" in answer.json()["error"], path
     assert queued(settings) == []
 
-    allowing = ServeThread(settings, ServeOptions(allow_local_paths=True))
+    allowing = ServeThread(settings, ServeOptions(allow_local_paths=str(tmp_path)))
     try:
         with allowing.client() as client:
             answer = client.post("/v1/documents", json=doc(storage_path=str(secret)))
@@ -132,7 +132,40 @@ def test_local_paths_are_refused_unless_allowed(api, settings, tmp_path):
     finally:
         allowing.close()
     [job] = queued(settings)
-    assert job.source == str(secret) and job.sha256  # hashed like `docutrain enqueue`
+    assert job.source == str(secret.resolve()) and job.sha256  # hashed like `docutrain enqueue`
+
+
+def test_a_storage_path_without_supabase_is_422_at_the_door(settings):
+    """The README's first curl on a machine without Supabase: the job could
+    only go dead ("Supabase is not configured"), so serve says so at once."""
+    bare = ServeThread(settings.replace(supabase_url=None, supabase_service_role_key=None))
+    try:
+        with bare.client() as client:
+            for path in ("user-1/report.pdf", "supabase://documents/user-1/report.pdf"):
+                answer = client.post("/v1/documents", json=doc(storage_path=path))
+                assert answer.status_code == 422, answer.text
+                reason = answer.json()["error"]
+                assert "Supabase is not configured" in reason and "SUPABASE_URL" in reason
+                assert "--allow-local-paths DIR" in reason  # what to do instead
+            hook = {"type": "INSERT", "table": "user_documents", "schema": "public", "old_record": None,
+                    "record": {"id": "d1", "user_id": "u7", "status": "pending", "storage_path": "u7/a.pdf"}}
+            answer = client.post("/v1/webhooks/supabase", json=hook)
+            assert answer.status_code == 422 and "Supabase is not configured" in answer.json()["error"]
+    finally:
+        bare.close()
+    assert queued(settings) == []
+
+
+def test_a_custom_processor_may_take_storage_paths_without_supabase(settings):
+    """Another processor reads its sources its own way: serve cannot tell it would fail."""
+    custom = settings.replace(supabase_url=None, supabase_service_role_key=None, processor="tests.processors:record")
+    serving = ServeThread(custom)
+    try:
+        with serving.client() as client:
+            assert client.post("/v1/documents", json=doc()).status_code == 202
+    finally:
+        serving.close()
+    assert [job.source for job in queued(settings)] == ["supabase://documents/user-1/doc-1.pdf"]
 
 
 def test_without_storage_path_the_row_is_looked_up_in_supabase(supabase_standin, tmp_path):
@@ -153,8 +186,13 @@ def test_without_storage_path_the_row_is_looked_up_in_supabase(supabase_standin,
     assert job.source == "supabase://documents/u9/report.pdf"
 
 
-def test_without_storage_path_or_supabase_it_is_422(api):
-    answer = api.post("/v1/documents", json={"user_document_id": "d", "user_id": "u"})
+def test_without_storage_path_or_supabase_it_is_422(settings):
+    bare = ServeThread(settings.replace(supabase_url=None, supabase_service_role_key=None))
+    try:
+        with bare.client() as client:
+            answer = client.post("/v1/documents", json={"user_document_id": "d", "user_id": "u"})
+    finally:
+        bare.close()
     assert answer.status_code == 422 and "storage_path is required" in answer.json()["error"]
 
 
@@ -162,9 +200,15 @@ def test_without_storage_path_or_supabase_it_is_422(api):
 
 
 def test_job_document_status_and_retry_routes(api, settings, docutrain):
+    before = time.time()
     job_id = api.post("/v1/documents", json=doc()).json()["job_id"]
     job = api.get(f"/v1/jobs/{job_id}").json()
     assert (job["id"], job["state"], job["document_id"]) == (job_id, "queued", "doc-1")
+    # Times are ISO 8601 with the zone, as Supabase rows have them; none yet is null.
+    enqueued = datetime.datetime.fromisoformat(job["enqueued_at"])
+    assert enqueued.utcoffset() == datetime.timedelta(0) and job["enqueued_at"].endswith("+00:00")
+    assert before - 1 <= enqueued.timestamp() <= time.time() + 1
+    assert (job["started_at"], job["finished_at"], job["not_before"]) == (None, None, None)
     document = api.get("/v1/documents/doc-1").json()
     assert (document["status"], document["job_id"], document["job_ids"]) == ("pending", job_id, [job_id])
 
@@ -173,7 +217,10 @@ def test_job_document_status_and_retry_routes(api, settings, docutrain):
     with LocalQueue(settings.queue) as queue:
         [leased] = queue.lease(1, time.time())
         queue.bury(leased, "u1/doc-1.pdf: broken")
-    assert api.get("/v1/documents/doc-1").json()["status"] == "error"
+    document = api.get("/v1/documents/doc-1").json()
+    assert document["status"] == "error"
+    assert document["job"]["finished_at"] == api.get(f"/v1/jobs/{job_id}").json()["finished_at"]
+    assert datetime.datetime.fromisoformat(document["job"]["finished_at"]).timestamp() >= before - 1
     assert api.post(f"/v1/jobs/{job_id}/retry").json() == {"success": True, "job_id": job_id, "state": "queued"}
     assert api.get(f"/v1/jobs/{job_id}").json()["state"] == "queued"
 
@@ -185,9 +232,8 @@ def test_job_document_status_and_retry_routes(api, settings, docutrain):
     assert status == expected and status["queued"] == 1
 
 
-def test_an_upload_is_high_priority_and_says_where_it_stands_in_line(tmp_path):
-    settings = Settings(queue=str(tmp_path / "queue.db"), store=str(tmp_path / "docutrain.db"), serve_token=TOKEN,
-                        embedding_tpm=60_000, embedder="offline")
+def test_an_upload_is_high_priority_and_says_where_it_stands_in_line(settings):
+    settings = settings.replace(embedding_tpm=60_000, embedder="offline")
     from docutrain_cli.jobs import Job
     from docutrain_cli.queues.fair import order_for
 
@@ -247,9 +293,9 @@ def test_readiness_names_the_queue_as_the_queue_describes_itself(cloudflare, tmp
     assert ready.json() == {"ok": True, "queue": "cloudflare"}, ready.text
 
 
-def test_unreachable_queue_is_503_with_the_reason_and_no_secret(tmp_path):
+def test_unreachable_queue_is_503_with_the_reason_and_no_secret(settings):
     url = "postgresql://docutrain:hunter2-secret@127.0.0.1:1/nowhere"
-    settings = Settings(queue=url, store=str(tmp_path / "s.db"), serve_token=TOKEN)
+    settings = settings.replace(queue=url)
     serving = ServeThread(settings)
     try:
         with serving.client() as client:
@@ -271,9 +317,11 @@ def test_every_route_but_healthz_needs_the_token(server):
     routes = [("POST", "/v1/documents"), ("POST", "/v1/webhooks/supabase"), ("GET", "/v1/jobs/1"),
               ("POST", "/v1/jobs/1/retry"), ("GET", "/v1/documents/x"), ("GET", "/v1/status"),
               ("GET", "/readyz"), ("GET", "/no/such/route")]
-    for token in (None, "wrong-token", TOKEN[:-1], TOKEN + "x"):
+    for n, token in enumerate((None, "wrong-token", TOKEN[:-1], TOKEN + "x")):
         with server.client(token=token) as client:
-            for method, path in routes:
+            for m, (method, path) in enumerate(routes):
+                # each guess from its own address: ten from one are throttled (test_serve_throttle.py)
+                client.headers["x-forwarded-for"] = f"198.51.100.{n * len(routes) + m}"
                 answer = client.request(method, path, json=doc())
                 assert answer.status_code == 401, (token, method, path)
                 assert answer.headers["www-authenticate"] == "Bearer"
@@ -284,6 +332,28 @@ def test_every_route_but_healthz_needs_the_token(server):
         hook = {"type": "DELETE", "table": "user_documents", "record": None, "old_record": {"id": "x"}}
         assert client.post("/v1/webhooks/supabase", json=hook, headers=headers).status_code == 200
         assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("with_token", [True, False])
+def test_the_start_line_says_where_the_dashboard_is_and_how_to_log_in(docutrain, with_token):
+    env = {"DOCUTRAIN_SERVE_TOKEN": TOKEN} if with_token else {}
+    proc = docutrain.start("serve", "--port", "0", **env)
+    try:
+        line = proc.stderr.readline().strip()
+        port = line.split("listening on http://127.0.0.1:", 1)[1].split()[0]
+        assert f"(queue {docutrain.queue})" in line
+        dashboard = f"http://127.0.0.1:{port}/"
+        if with_token:
+            assert line.endswith(f"dashboard: {dashboard} (log in with the token in DOCUTRAIN_SERVE_TOKEN)"), line
+            assert TOKEN not in line and TOKEN[:8] not in line
+        else:
+            assert line.endswith(f"dashboard: {dashboard} (no login: without serve_token only this machine reaches it)")
+        page = httpx.get(dashboard, follow_redirects=True)
+        assert page.status_code == 200 and "docutrain" in page.text  # the login page, or the dashboard itself
+        assert ('name="token"' in page.text) == with_token, page.text[:500]
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_serve_refuses_a_public_address_without_a_token(docutrain):
@@ -413,8 +483,9 @@ def test_supabase_webhook_payload_shapes(server, settings):
 # -- durability ----------------------------------------------------------------------------------------
 
 
-def test_kill_9_right_after_a_202_loses_nothing(docutrain):
-    proc, url = start_serve_process(docutrain, DOCUTRAIN_SERVE_TOKEN=TOKEN)
+def test_kill_9_right_after_a_202_loses_nothing(docutrain, supabase_standin):
+    proc, url = start_serve_process(docutrain, DOCUTRAIN_SERVE_TOKEN=TOKEN, SUPABASE_URL=supabase_standin.url,
+                                    SUPABASE_SERVICE_ROLE_KEY=supabase_standin.key)  # Storage paths are welcome
     accepted = []
     try:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as client:

@@ -4,11 +4,13 @@ and many processes writing one file."""
 from __future__ import annotations
 
 import multiprocessing
+import random
 import sqlite3
 
 import pytest
 
-from docutrain_cli.store.local import ChunkRow, LocalStore, unpack_vector
+from docutrain_cli.store import embedding_cache
+from docutrain_cli.store.local import ChunkRow, LocalStore, pack_vector, unpack_vector
 
 
 def rows(n: int, dims: int = 4, text: str = "chunk") -> list[ChunkRow]:
@@ -30,7 +32,9 @@ def test_schema_and_wal(tmp_path):
     conn = sqlite3.connect(tmp_path / "sub" / "store.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"documents", "chunks", "embedding_cache"} <= tables
+    assert {"documents", "chunks", "embedding_blocks", "embedding_keys"} <= tables
+    views = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='view'")}
+    assert "embedding_cache" in views
     columns = {r[1] for r in conn.execute("PRAGMA table_info(documents)")}
     assert columns == {
         "id", "source", "sha256", "user_id", "document_key", "status", "error", "page_count",
@@ -99,6 +103,72 @@ def test_embedding_cache(tmp_path):
         assert {k: list(v) for k, v in found.items()} == {"h1": [1.0, 2.0]}
         assert store.cached_embeddings("m", 256, ["h1"]) == {}  # other dimensions: other vectors
         assert store.cached_embeddings("other", 0, ["h1"]) == {}
+
+
+OLD_CACHE_TABLE = """CREATE TABLE embedding_cache (
+    model TEXT NOT NULL, dimensions INTEGER NOT NULL, text_sha256 TEXT NOT NULL,
+    embedding BLOB NOT NULL, created_at TEXT NOT NULL,
+    PRIMARY KEY (model, dimensions, text_sha256)
+) WITHOUT ROWID"""
+
+
+def test_a_store_with_the_old_cache_table_keeps_every_vector(tmp_path):
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)  # the cache as stores before issue 24 hold it
+    conn.execute(OLD_CACHE_TABLE)
+    rng = random.Random(7)
+    old = {}
+    for i in range(300):
+        model, dims, size = [("offline-hash-v1", 384, 384), ("text-embedding-3-small", 0, 1536), ("m", 3, 3)][i % 3]
+        vector = [rng.uniform(-1, 1) for _ in range(size)]
+        old[(model, dims, f"h{i}")] = vector
+        conn.execute("INSERT INTO embedding_cache VALUES (?, ?, ?, ?, ?)",
+                     (model, dims, f"h{i}", pack_vector(vector), f"2026-11-{1 + i % 28:02d}T00:00:00.000Z"))
+    conn.commit()
+    conn.close()
+    with LocalStore(path) as store:
+        for (model, dims, text_hash), vector in old.items():
+            found = store.cached_embeddings(model, dims, [text_hash])
+            assert list(found[text_hash]) == pytest.approx(vector, abs=1e-6)  # float32, as stored
+        kinds = dict(store.conn.execute("SELECT name, type FROM sqlite_master WHERE name LIKE 'embedding%'").fetchall())
+        assert kinds["embedding_cache"] == "view" and "embedding_cache_old" not in kinds
+        created = store.conn.execute(
+            "SELECT created_at FROM embedding_cache WHERE text_sha256 = 'h4'").fetchone()[0]
+        assert created == "2026-11-05T00:00:00.000Z"
+        # And it goes on working: new vectors next to the converted ones.
+        store.put_cached_embeddings("m", 3, {"new": [1.0, 2.0, 3.0]})
+        assert list(store.cached_embeddings("m", 3, ["new", "h2"])["new"]) == [1.0, 2.0, 3.0]
+        assert len(store.cached_embeddings("m", 3, ["new", "h2"])) == 2
+    with LocalStore(path) as store:  # opening it again changes nothing
+        assert store.conn.execute("SELECT count(*) FROM embedding_cache").fetchone()[0] == 301
+
+
+def test_the_cache_takes_at_most_1_2x_the_bytes_of_its_vectors(tmp_path):
+    rng = random.Random(3)
+    with LocalStore(tmp_path / "s.db") as store:
+        for size, dims in ((384, 384), (256, 256), (1536, 0)):
+            for batch in range(40):  # one-chunk documents and whole books alike
+                count = 1 if batch % 2 else 37
+                vectors = {f"{size}-{batch}-{i}": [rng.random() for _ in range(size)] for i in range(count)}
+                store.put_cached_embeddings("model", dims, vectors)
+        count, vector_bytes, page_bytes = embedding_cache.bytes_per_vector(store.conn)
+    assert count == 3 * 20 * 38
+    assert page_bytes <= 1.2 * vector_bytes, (page_bytes / vector_bytes, page_bytes / count)
+
+
+def test_sql_inserts_into_the_cache_view_as_into_the_old_table(tmp_path):
+    # The Batch API ledger (and a user) write the cache with plain SQL.
+    with LocalStore(tmp_path / "s.db") as store:
+        rows = [("m", 0, f"h{i}", pack_vector([float(i)] * 500), "2026-12-01T00:00:00.000Z") for i in range(100)]
+        store.conn.executemany("INSERT OR REPLACE INTO embedding_cache VALUES (?, ?, ?, ?, ?)", rows)
+        store.conn.execute("INSERT INTO embedding_cache VALUES ('m', 0, 'h5', ?, 'later')", (pack_vector([9.0] * 500),))
+        found = store.cached_embeddings("m", 0, [f"h{i}" for i in range(100)])
+        assert [v[0] for v in (found[f"h{i}"] for i in range(100))] == [float(i) for i in range(100)]
+        assert store.conn.execute("SELECT count(*) FROM embedding_keys").fetchone()[0] == 100
+        # Blocks of about BLOCK_BYTES, each vector whole in one of them.
+        blocks = [n for (n,) in store.conn.execute("SELECT length(vectors) FROM embedding_blocks ORDER BY id")]
+        assert sum(blocks) == 100 * 2000 and len(blocks) == -(-100 * 2000 // (embedding_cache.BLOCK_BYTES // 2000 * 2000))
+        assert all(n <= embedding_cache.BLOCK_BYTES and n % 2000 == 0 for n in blocks)
 
 
 def test_search_ranks_by_cosine(tmp_path):

@@ -9,6 +9,7 @@ reconcile timer): the tests check the mechanism, not a speed.
 
 from __future__ import annotations
 
+import datetime
 import time
 
 import httpx
@@ -37,7 +38,8 @@ def done_documents(docutrain) -> set[str]:
 
 def test_a_service_runner_starts_a_job_posted_over_http_at_once(docutrain):
     runner = docutrain.start("run", **SLOW_POLL)
-    serve, url = start_serve_process(docutrain, DOCUTRAIN_SERVE_TOKEN=TOKEN)
+    # The same settings as the runner (its processor takes Storage paths without Supabase).
+    serve, url = start_serve_process(docutrain, DOCUTRAIN_SERVE_TOKEN=TOKEN, **SLOW_POLL)
     try:
         # The runner listens once it holds the queue; a wake-up sent after
         # that waits in the socket even if the runner is busy for a moment.
@@ -49,7 +51,7 @@ def test_a_service_runner_starts_a_job_posted_over_http_at_once(docutrain):
                     "user_document_id": f"d{i}", "user_id": "u", "storage_path": f"u/{i}.pdf"}).json()["job_id"]
                 job = wait_for(lambda: (j := client.get(f"/v1/jobs/{job_id}").json())["state"] == "done" and j,
                                20, f"job {job_id} done (the runner polls only every 60 s)")
-                assert job["started_at"] - before < 10
+                assert datetime.datetime.fromisoformat(job["started_at"]).timestamp() - before < 10
     finally:
         stop(serve)
         stop(runner)

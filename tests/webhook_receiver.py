@@ -7,7 +7,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from standin_server import Listener, QuietHandler, Served
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,13 +21,12 @@ class Call:
         return json.loads(self.body)
 
 
-class Receiver:
+class Receiver(Served):
     def __init__(self):
         self.calls: list[Call] = []
         self._answers: list[int] = []  # statuses to answer next, then 204
         self._lock = threading.Lock()
-        self.port = 0
-        self._server: ThreadingHTTPServer | None = None
+        self.listener = Listener(self._handler())
         self.up()
 
     @property
@@ -41,14 +41,12 @@ class Receiver:
         with self._lock:
             return [c for c in self.calls if 200 <= c.answered < 300]
 
-    def up(self) -> None:
+    def _handler(self) -> type[QuietHandler]:
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = self.read_body()
                 with receiver._lock:
                     status = receiver._answers.pop(0) if receiver._answers else 204
                     receiver.calls.append(Call({k.lower(): v for k, v in self.headers.items()}, body, status))
@@ -59,19 +57,4 @@ class Receiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def log_message(self, *args) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def down(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def close(self) -> None:
-        self.down()
+        return Handler

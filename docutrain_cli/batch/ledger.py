@@ -36,9 +36,10 @@ from typing import Iterable, Sequence
 from docutrain_cli import sqlite
 from docutrain_cli.store.local import NOW, LocalStore, pack_vector
 
-# How many times a text may fail in a batch's error file before the
-# documents holding it end in error (the error file's message says why).
-MAX_LINE_FAILURES = 3
+# How many batches a text may fail in (its line in the error file) before the
+# batch step embeds it with a normal request instead: failed once, it is
+# resubmitted once; failed twice, a batch is no place for it.
+MAX_LINE_FAILURES = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS batch_meta (
@@ -56,7 +57,8 @@ CREATE TABLE IF NOT EXISTS batch_documents (
     dimensions INTEGER NOT NULL,
     page_count INTEGER NOT NULL,
     problem TEXT,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    job_id INTEGER
 );
 CREATE TABLE IF NOT EXISTS batch_chunks (
     document_key TEXT NOT NULL REFERENCES batch_documents(document_key) ON DELETE CASCADE,
@@ -160,6 +162,9 @@ class Ledger:
         conn = self.store.conn
         if conn is not self._ready_conn:  # a new (or reopened) connection: make sure the tables exist
             conn.executescript(SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(batch_documents)")}
+            if "job_id" not in columns:  # a ledger from before issue 25: its documents' job ids are unknown
+                conn.execute("ALTER TABLE batch_documents ADD COLUMN job_id INTEGER")
             self._ready_conn = conn
         return conn
 
@@ -177,17 +182,19 @@ class Ledger:
         user_id: str | None,
         source: str | None,
         sha256: str | None,
+        job_id: int | None = None,
     ) -> None:
         """Keep a document's chunks until their vectors come back. A second
-        delivery replaces the first (a fresh version), in one transaction."""
+        delivery replaces the first (a fresh version), in one transaction.
+        `job_id`: the queue's job, made dead should the document fail."""
         with sqlite.transaction(self.conn) as conn:
             conn.execute("DELETE FROM batch_documents WHERE document_key = ?", (document_key,))
             conn.execute(
                 f"""INSERT INTO batch_documents (document_key, version, remote_id, user_id, source, sha256,
-                                                 model, dimensions, page_count, created_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW})""",
+                                                 model, dimensions, page_count, created_at, job_id)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW}, ?)""",
                 (document_key, secrets.token_hex(8), remote_id, user_id, source, sha256,
-                 model, dimensions, page_count),
+                 model, dimensions, page_count, job_id),
             )
             conn.executemany(
                 """INSERT INTO batch_chunks (document_key, chunk_index, page_start, page_end,
@@ -372,19 +379,24 @@ class Ledger:
             (document_key,),
         )]
 
-    def failed_text(self, text_hashes: Sequence[str]) -> str | None:
-        """The last error of a text that failed MAX_LINE_FAILURES times, if any."""
+    def exhausted(self, text_hashes: Sequence[str]) -> dict[str, tuple[str, int, str]]:
+        """Texts among `text_hashes` that failed in MAX_LINE_FAILURES batches:
+        hash -> (content, tokens, the last batch error)."""
+        found: dict[str, tuple[str, int, str]] = {}
         for start in range(0, len(text_hashes), 500):
             part = list(text_hashes[start : start + 500])
-            row = self.conn.execute(
-                f"""SELECT text_sha256, count(*), max(error) FROM batch_inputs
-                    WHERE outcome = 'failed' AND text_sha256 IN ({','.join('?' * len(part))})
-                    GROUP BY text_sha256 HAVING count(*) >= ? LIMIT 1""",
+            for text_hash, error, content, tokens in self.conn.execute(
+                f"""SELECT i.text_sha256, max(i.error),
+                           (SELECT content FROM batch_chunks c WHERE c.text_sha256 = i.text_sha256 LIMIT 1),
+                           (SELECT max(token_count) FROM batch_chunks c WHERE c.text_sha256 = i.text_sha256)
+                    FROM batch_inputs i
+                    WHERE i.outcome = 'failed' AND i.text_sha256 IN ({','.join('?' * len(part))})
+                    GROUP BY i.text_sha256 HAVING count(*) >= ?""",
                 (*part, MAX_LINE_FAILURES),
-            ).fetchone()
-            if row:
-                return f"a chunk failed in {row[1]} batches: {row[2]}"
-        return None
+            ):
+                if content is not None:
+                    found[text_hash] = (content, tokens, error)
+        return found
 
     def release(self, document_key: str, version: str) -> None:
         """Forget a finished document, unless a newer version was parked meanwhile."""

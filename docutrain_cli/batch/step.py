@@ -13,24 +13,29 @@ runs, and at its end. Each step:
    Mid-run only full files go (a partly filled file waits for more chunks);
    at the end of a run, or when the queue is idle, everything goes.
 
-Failed lines go into the next batch, not a normal request: nobody waits on a
-backfill, a batch line costs half, and a line that fails for good (a 4xx)
-fails the same way in a normal request. After MAX_LINE_FAILURES the
-documents holding it end in error with the error file's message. A batch
-that expired or failed as a whole keeps what completed; its other inputs
-go into the next batch without counting as failures.
+A line that fails (it is in the batch's error file, e.g. a 500) goes into
+the next batch once more: a batch line costs half and nobody waits on it.
+Failed in MAX_LINE_FAILURES batches, its texts are embedded with a normal
+request (a few texts at full price; the summary says how many). Should that
+fail too, the document cannot be embedded: its job is made dead in the
+queue with the reason (`docutrain retry` brings it back, and the retried
+job's texts go straight to a normal request), and it ends `error` in the
+store and in Supabase, so all of them agree. A batch that expired or failed
+as a whole keeps what completed; its other inputs go into the next batch
+without counting as failures.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from array import array
 
 from docutrain_cli.batch import plan
-from docutrain_cli.batch.ledger import IN_FLIGHT, BatchRow, Ledger, PendingChunk
+from docutrain_cli.batch.ledger import IN_FLIGHT, MAX_LINE_FAILURES, BatchRow, Ledger, PendingChunk
 from docutrain_cli.batch.remote import BatchAPI, crash_point
 from docutrain_cli.config import Settings
-from docutrain_cli.errors import AccountError, JobError
+from docutrain_cli.errors import AccountError, JobError, RateLimitedError
 from docutrain_cli.jobs import Job, JobResult
 from docutrain_cli.pipeline.models import cost_usd
 from docutrain_cli.store.local import ChunkRow, LocalStore
@@ -51,9 +56,13 @@ class StepReport:
     batches_applied: int = 0
     vectors: int = 0
     tokens_embedded: int = 0  # as the output files' usage reports them
-    cost_usd: float | None = 0.0  # at the batch price
+    cost_usd: float | None = 0.0  # what was paid: the batch price, plus the full price of the texts below
+    # Texts that failed in MAX_LINE_FAILURES batches, embedded with a normal request at full price.
+    full_price_texts: int = 0
+    full_price_tokens: int = 0
+    full_price_cost_usd: float | None = 0.0
     documents_ready: int = 0
-    documents_error: int = 0
+    documents_dead: int = 0  # could not be embedded at all: dead in the queue, error in the store
     problem: str | None = None  # the last trouble (network, server): the next step tries again
 
     def add(self, other: "StepReport") -> None:
@@ -61,8 +70,8 @@ class StepReport:
             mine, theirs = getattr(self, field.name), getattr(other, field.name)
             if field.name == "problem":
                 self.problem = theirs or mine
-            elif field.name == "cost_usd":
-                self.cost_usd = None if mine is None or theirs is None else mine + theirs
+            elif field.name in ("cost_usd", "full_price_cost_usd"):
+                setattr(self, field.name, None if mine is None or theirs is None else mine + theirs)
             else:
                 setattr(self, field.name, mine + theirs)
 
@@ -71,12 +80,14 @@ class StepReport:
 
 
 class BatchStep:
-    def __init__(self, settings: Settings, status, *, embedder=None):
+    def __init__(self, settings: Settings, status, *, embedder=None, queue=None):
         """`status` is the runner's StatusListener (document status and the
         Supabase outbox); `embedder` an OpenAIEmbedder (its client and error
-        mapping), made here when not given."""
+        mapping), made here when not given; `queue` the runner's JobQueue,
+        where a document that cannot be embedded ends as a dead job."""
         self.settings = settings
         self.status = status
+        self.queue = queue
         self.store = LocalStore(settings.store)
         self.ledger = Ledger(self.store)
         self._embedder = embedder
@@ -85,13 +96,17 @@ class BatchStep:
         self.limits = plan.Limits(tokens=settings.batch_queue_tokens)
 
     @property
+    def embedder(self):
+        if self._embedder is None:
+            from docutrain_cli.pipeline.embed import make_embedder
+
+            self._embedder = make_embedder(self.settings)
+        return self._embedder
+
+    @property
     def api(self) -> BatchAPI:
         if self._api is None:
-            if self._embedder is None:
-                from docutrain_cli.pipeline.embed import make_embedder
-
-                self._embedder = make_embedder(self.settings)
-            self._api = BatchAPI(self._embedder)
+            self._api = BatchAPI(self.embedder)
         return self._api
 
     def close(self) -> None:
@@ -192,12 +207,16 @@ class BatchStep:
             vectors = self.store.cached_embeddings(doc["model"], doc["dimensions"], hashes)
             missing = sorted(set(hashes) - set(vectors))
             if missing:
-                problem = self.ledger.failed_text(missing)
+                exhausted = self.ledger.exhausted(missing)
+                if not exhausted:
+                    continue  # in a batch, or waiting for the next one
+                problem = self._embed_now(doc, exhausted, report)
                 if problem:
-                    self.status.error(_job(doc), f"{doc['source']}: {problem}")
-                    self.ledger.release(doc["document_key"], doc["version"])
-                    report.documents_error += 1
-                continue
+                    self._give_up(doc, problem, report)
+                    continue
+                vectors = self.store.cached_embeddings(doc["model"], doc["dimensions"], hashes)
+                if set(hashes) - set(vectors):
+                    continue
             if self._superseded(doc):
                 self.ledger.release(doc["document_key"], doc["version"])
                 continue
@@ -207,6 +226,48 @@ class BatchStep:
                 self.ledger.note_problem(doc["document_key"], str(exc))
                 raise  # the same trouble would meet the next document: the next step tries again
             report.documents_ready += 1
+
+    def _embed_now(self, doc: dict, texts: dict[str, tuple[str, int, str]], report: StepReport) -> str | None:
+        """Embed texts that failed in MAX_LINE_FAILURES batches with a normal
+        request, at full price, into the cache. Returns why the document
+        cannot be embedded, or None. Account trouble stops the run; a rate
+        limit that outlasts the wait leaves them for the next step."""
+        hashes = list(texts)
+        embedder = self.embedder
+        before = embedder.tokens_used
+        try:
+            vectors = embedder.embed([texts[h][0] for h in hashes], [texts[h][1] for h in hashes])
+        except (AccountError, RateLimitedError):
+            raise
+        except JobError as exc:
+            last_batch_error = texts[hashes[0]][2]
+            return (f"{doc['source']}: a chunk failed in {MAX_LINE_FAILURES} batches ({last_batch_error}) "
+                    f"and in a normal request ({exc})")
+        self.store.put_cached_embeddings(doc["model"], doc["dimensions"],
+                                         {h: array("f", v) for h, v in zip(hashes, vectors)})
+        tokens = embedder.tokens_used - before
+        cost = cost_usd(doc["model"], tokens)
+        report.full_price_texts += len(hashes)
+        report.full_price_tokens += tokens
+        for field in ("full_price_cost_usd", "cost_usd"):
+            paid = getattr(report, field)
+            setattr(report, field, None if cost is None or paid is None else paid + cost)
+        log.info("%s: %d texts failed in %d batches; embedded with a normal request (%d tokens at full price)",
+                 doc["source"], len(hashes), MAX_LINE_FAILURES, tokens)
+        return None
+
+    def _give_up(self, doc: dict, reason: str, report: StepReport) -> None:
+        """The document cannot be embedded: its job dead in the queue (first:
+        a crash after it only repeats this), `error` in the store and, through
+        the outbox, in Supabase; then out of the ledger."""
+        job = _job(doc)
+        if self.queue is not None and job.id:
+            self.queue.bury_done(job, reason)
+        else:  # parked before ledgers kept job ids, or no queue at hand
+            log.warning("%s: cannot be embedded, but its job is unknown: only the store says so", doc["source"])
+        self.status.error(job, reason)
+        self.ledger.release(doc["document_key"], doc["version"])
+        report.documents_dead += 1
 
     def _superseded(self, doc: dict) -> bool:
         """A normal (sync) run made this document ready from other content
@@ -274,5 +335,5 @@ class BatchStep:
 def _job(doc: dict) -> Job:
     """The job-shaped record the status listener takes, rebuilt from a parked
     document (its document_key is the same: the remote id, else the source)."""
-    return Job(id=0, source=doc["source"], sha256=doc["sha256"], user_id=doc["user_id"],
+    return Job(id=doc.get("job_id") or 0, source=doc["source"], sha256=doc["sha256"], user_id=doc["user_id"],
                document_id=doc["remote_id"])

@@ -3,7 +3,7 @@ exit codes. Everything it calls is usable from Python; how output looks is in
 `render` (tables, times) and `style` (help screens, usage errors).
 
 `app` (the Typer app, global options, shared helpers, `main`) is cli/app.py;
-the commands are grouped by job in work (enqueue, run, serve), jobs (status,
+the commands are grouped by job in work (enqueue, estimate, run, serve), jobs (status,
 jobs, jobs show, retry), services (queue init, schema, sync, doctor) and search.
 Importing them registers them, in the order `docutrain --help` lists them.
 """

@@ -14,8 +14,9 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from docutrain_cli import __version__
-from docutrain_cli.cli.style import HelpCommand, HelpGroup, also_after_the_command, run_app
-from docutrain_cli.config import Settings, load_settings
+from docutrain_cli.cli.style import HelpCommand, HelpGroup, also_after_the_command, run_app, see_help
+from docutrain_cli.config import Settings, flag_name, load_settings
+from docutrain_cli.errors import ConfigError
 
 app = typer.Typer(
     name="docutrain",
@@ -83,9 +84,23 @@ def _global(
 
 def settings_from(ctx: typer.Context, **flags) -> Settings:
     root = ctx.find_root().obj or {}
-    return load_settings(
-        {"queue": root.get("queue"), "store": root.get("store"), **flags}, config_file=root.get("config")
-    )
+    given = {"queue": root.get("queue"), "store": root.get("store"), **flags}
+    try:
+        return load_settings(given, config_file=root.get("config"))
+    except ConfigError as exc:
+        raise ConfigError(flag_problem(ctx, str(exc), [name for name, value in given.items() if value is not None]))
+
+
+def flag_problem(ctx: typer.Context, message: str, flags: list[str]) -> str:
+    """A settings error about a value given as a flag, worded as the other
+    flags' errors are: `--workers: must be at least 1, got 0 (see `docutrain
+    run --help`)`. Other errors (a file, the environment) are kept as they are."""
+    name, colon, problem = message.partition(": ")
+    if colon and name in flags:
+        name = flag_name(name)
+    if colon and name in {flag_name(flag) for flag in flags}:
+        return f"{name}: {problem}{see_help(ctx)}"
+    return message
 
 
 def open_queue_for(settings: Settings):

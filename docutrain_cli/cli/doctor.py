@@ -21,7 +21,7 @@ __all__ = ["Check", "run_checks"]
 
 
 def run_checks(settings: Settings, *, timeout: float = TIMEOUT) -> list[Check]:
-    checks = [_embedding_config(settings), _ocr(settings), _lease_order(settings)]
+    checks = [_embedding_config(settings), _ocr(settings), _ocr_orientation(settings), _lease_order(settings)]
     if settings.supabase_enabled:
         checks.append(_supabase_key(settings))
         checks += _supabase_checks(settings, timeout)
@@ -122,6 +122,12 @@ def _ocr(settings: Settings) -> Check:
 
     ok, detail, fix = ocr_check(settings)
     return Check("OCR (Tesseract)", ok, detail, fix)
+
+
+def _ocr_orientation(settings: Settings) -> Check:
+    from docutrain_cli.pipeline.ocr import orientation_check
+
+    return Check("OCR orientation detection", *orientation_check(settings))
 
 
 def _jwt_role(key: str) -> str | None:

@@ -18,6 +18,18 @@ def missing_queue(settings) -> str | None:
     return f"no queue at {settings.queue}: nothing was enqueued there yet{demo_hint()}"
 
 
+def new_queue_folder(settings) -> str | None:
+    """The line `enqueue` says when the local queue's folder does not exist
+    yet (opening the queue makes it): a typo in --queue would otherwise go
+    unnoticed until nothing processes the jobs."""
+    if settings.queue_is_postgres or settings.queue_is_cloudflare:
+        return None
+    folder = Path(settings.queue).parent
+    if folder.exists():
+        return None
+    return f"created the folder {folder}/ for the queue {settings.queue} (check --queue if that was a typo)"
+
+
 def demo_hint() -> str:
     """Newcomers run scripts/demo, then look for its results in the wrong place."""
     if Path("demo/queue.db").exists() and Path("demo/docutrain.db").exists():

@@ -3,6 +3,7 @@ under cron or systemd. Both are RunObservers fed by the runner."""
 
 from __future__ import annotations
 
+import collections
 import sys
 import time
 from typing import TextIO
@@ -64,6 +65,8 @@ class LogObserver(RunObserver):
                 facts += f", {plural(r.ocr_pages, 'page')} by OCR"
             if r and r.ocr_skipped_pages:
                 facts += f", {plural(r.ocr_skipped_pages, 'scanned page')} left unread (no OCR)"
+            if r and r.unreadable_pages:
+                facts += f", unreadable: page {', '.join(map(str, r.unreadable_pages))}"
             self.log(f"done  job {job.id} {job.source}" + (f" ({facts})" if facts else "") + f" in {took:.1f}s")
         elif outcome == "released":
             self.log(f"returned job {job.id} {job.source} to the queue" + (f": {detail}" if detail else ""))
@@ -88,18 +91,81 @@ class LogObserver(RunObserver):
         self.log("run finished: " + summary_line(summary))
 
 
+RATE_WINDOW = 60.0  # seconds: the rate shown is the last minute's, not the run's average
+
+
+class LiveCounts:
+    """What the live display counts, apart from how it is drawn: jobs done
+    and dead, jobs remaining (the queue's own count, so jobs that arrive
+    while a service runs are counted), the rate over the last RATE_WINDOW
+    seconds, and whether the runner is idle. Times are monotonic seconds,
+    passed in so tests can set them."""
+
+    def __init__(self, now: float):
+        self.started_at = now
+        self.done = self.dead = 0
+        self.remaining = 0  # queued + running + retrying, as last counted, minus what finished since
+        self.in_flight = 0  # jobs this runner has started and not settled
+        self.idle = False  # nothing in flight: the runner waits for jobs
+        self._finishes: collections.deque[float] = collections.deque()
+
+    def counted(self, pending: int) -> None:
+        """The queue's count of unfinished jobs, read just now."""
+        self.remaining = pending
+
+    def started(self) -> None:
+        self.in_flight += 1
+        self.idle = False
+
+    def settled(self, outcome: str, now: float) -> None:
+        """A job left this runner: done, dead, retry or released (back in the queue)."""
+        self.in_flight = max(self.in_flight - 1, 0)
+        if outcome in ("done", "dead"):
+            setattr(self, outcome, getattr(self, outcome) + 1)
+            self.remaining = max(self.remaining - 1, 0)
+            self._finishes.append(now)
+
+    @property
+    def unfinished(self) -> int:
+        # A job that arrived since the last count may already be running here.
+        return max(self.remaining, self.in_flight)
+
+    @property
+    def total(self) -> int:
+        return self.done + self.dead + self.unfinished
+
+    def rate(self, now: float) -> float:
+        """Jobs finished per second over the last RATE_WINDOW seconds (or
+        since the start, if that is shorter)."""
+        while self._finishes and self._finishes[0] < now - RATE_WINDOW:
+            self._finishes.popleft()
+        window = min(RATE_WINDOW, max(now - self.started_at, 1.0))
+        return len(self._finishes) / window
+
+    def eta_seconds(self, now: float) -> float | None:
+        rate = self.rate(now)
+        return self.unfinished / rate if rate > 0 and self.unfinished else None
+
+    def line(self, now: float) -> str:
+        """`3 done 1 dead 18 remaining  1.4 docs/s  ETA 13s`, or `idle, waiting for jobs`."""
+        counts = f"[green]{self.done} done[/] [red]{self.dead} dead[/] {self.unfinished} remaining"
+        if self.idle and not self.unfinished:
+            return f"{counts}  idle, waiting for jobs"
+        eta = self.eta_seconds(now)
+        return f"{counts}  {self.rate(now):.1f} docs/s  ETA {age(eta) if eta is not None else '-'}"
+
+
 class RichObserver(RunObserver):
-    """Overall bar (done/dead/remaining, rate, ETA) and one line per running
-    job with how long it has been running. Rebuilt on every refresh (4 a
-    second), so the times move even when no job starts or ends."""
+    """Overall bar (done/dead/remaining, recent rate, ETA) and one line per
+    running job with how long it has been running. Rebuilt on every refresh
+    (4 a second), so the times move even when no job starts or ends."""
 
     REFRESH_PER_SECOND = 4
+    wants_queue_counts = True  # remaining counts jobs that arrive while it runs
 
     def __init__(self, console):
         self.console = console
-        self.done = self.dead = 0
-        self.remaining = 0
-        self.started_at = time.monotonic()
+        self.counts = LiveCounts(time.monotonic())
         self.runner: RunView | None = None
         self.budget_view: dict | None = None
         self.paused_reason: str | None = None
@@ -114,15 +180,11 @@ class RichObserver(RunObserver):
         from rich.progress_bar import ProgressBar
         from rich.table import Table
 
-        total = self.done + self.dead + self.remaining
-        elapsed = time.monotonic() - self.started_at
-        rate = (self.done + self.dead) / elapsed if elapsed > 0 else 0.0
-        eta = f"{self.remaining / rate:,.0f}s" if rate > 0 and self.remaining else "-"
+        c = self.counts
         head = Table.grid(padding=(0, 1))
         head.add_row(
-            ProgressBar(total=max(total, 1), completed=self.done + self.dead, width=30),
-            f"[green]{self.done} done[/] [red]{self.dead} dead[/] {self.remaining} remaining"
-            f"  {rate:.1f} docs/s  ETA {eta}",
+            ProgressBar(total=max(c.total, 1), completed=c.done + c.dead, width=30),
+            c.line(time.monotonic()),
         )
         return head
 
@@ -168,7 +230,7 @@ class RichObserver(RunObserver):
         from rich.live import Live
 
         self.runner = runner
-        self.remaining = stats.pending
+        self.counts.counted(stats.pending)
         self.console.print(f"docutrain: {runner.settings.workers} workers, embedder: {describe_embedder(runner.settings)}")
         # Built here, not in __init__, so the first frame shows the real counts.
         self.live = Live(
@@ -179,19 +241,22 @@ class RichObserver(RunObserver):
 
     # Events only change counts: drawing is rich's refresh thread's job, 4
     # times a second, so thousands of short jobs a second cost no redraws.
+    def job_started(self, job: Job) -> None:
+        self.counts.started()
+
     def job_finished(self, job: Job, outcome: str, detail: str | None) -> None:
-        if outcome == "done":
-            self.done += 1
-            self.remaining = max(self.remaining - 1, 0)
-        elif outcome == "dead":
-            self.dead += 1
-            self.remaining = max(self.remaining - 1, 0)
+        self.counts.settled(outcome, time.monotonic())
+        if outcome == "dead":
             self.console.print(f"[red]dead[/] job {job.id} {detail}")
         elif outcome == "retry":
             self.console.print(f"[yellow]retry[/] job {job.id} {detail}")
 
+    def queue_counts(self, stats: QueueStats) -> None:
+        self.counts.counted(stats.pending)
+
     def idle(self, stats: QueueStats) -> None:
-        self.remaining = stats.pending
+        self.counts.counted(stats.pending)
+        self.counts.idle = True
 
     def budget(self, view: dict) -> None:
         self.budget_view = view  # shown at the next refresh
@@ -216,6 +281,14 @@ def describe_embedder(settings) -> str:
     from docutrain_cli.pipeline.embed import describe_embedder as describe
 
     return describe(settings)
+
+
+def summary_text(summary: RunSummary):
+    """The summary for a terminal: rich wraps it between words at the
+    terminal's width (a plain print left the terminal to cut words in two)."""
+    from rich.text import Text
+
+    return Text(summary_line(summary))
 
 
 def summary_line(summary: RunSummary) -> str:
@@ -260,8 +333,13 @@ def batch_line(report: dict) -> str:
         + (f"${cost:.4f} at the batch price" if cost is not None else "cost unknown")
         + f"), {report['documents_ready']} documents ready"
     )
-    if report["documents_error"]:
-        text += f", {report['documents_error']} in error"
+    if report["documents_dead"]:
+        text += f", {report['documents_dead']} could not be embedded (dead jobs; `docutrain retry` brings them back)"
+    if report["full_price_texts"]:
+        paid = report["full_price_cost_usd"]
+        text += (f"; {report['full_price_texts']} texts failed twice in batches and were embedded with a normal "
+                 f"request ({report['full_price_tokens']} tokens at full price"
+                 + (f", ${paid:.4f}" if paid is not None else "") + ")")
     if report["problem"]:
         text += f"; trouble: {report['problem']}"
     return text

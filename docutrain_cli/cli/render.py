@@ -13,6 +13,7 @@ error messages wrap instead.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
 import time
 from typing import Any, Callable, Iterable
@@ -22,6 +23,8 @@ from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
+
+from docutrain_cli.pipeline.models import OFFLINE_MODEL
 
 ELLIPSIS = "…"
 
@@ -46,8 +49,13 @@ def age(seconds: float | None) -> str:
     return f"{seconds:.0f}s"
 
 
-def when(epoch: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch)) if epoch else "-"
+def when(moment: float | str | None) -> str:
+    """Epoch seconds, or an ISO 8601 time from a JSON report, in local time with its zone."""
+    if not moment:
+        return "-"
+    if isinstance(moment, str):
+        moment = datetime.datetime.fromisoformat(moment).timestamp()
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(moment))
 
 
 # -- file names in narrow columns ------------------------------------------
@@ -164,7 +172,8 @@ def status_lines(
         lines.append(
             f"cloudflare queue {d['queue']}: {count(d['backlog'])} unfinished (queued, running and "
             f"waiting to retry together), oldest {age(d['oldest_message_age_seconds'])}; "
-            f"dead-letter queue {d['dead_letter_queue']}: {count(d['dead_letter_backlog'])}"
+            f"dead-letter queue {d['dead_letter_queue']}: {count(d['dead_letter_backlog'])}, oldest "
+            f"{age(d.get('dead_letter_oldest_message_age_seconds'))}"
         )
         lines.append(
             "Cloudflare Queues does not report queued, running, retrying or done jobs apart; done documents are in the store"
@@ -399,6 +408,60 @@ def job_detail(job, place: dict | None = None) -> Table:
             result.add_row(label, value)
         table.add_row("result:", result)
     return table
+
+
+# -- estimate -----------------------------------------------------------------
+def _minutes(minutes: float | None, data: dict) -> str:
+    if data["model"] == OFFLINE_MODEL:
+        return "no rate limit offline"
+    if minutes is None:
+        return "no rate limit known (set embedding_tpm, or run once to learn it)"
+    source = "learned from the API" if data["limit_source"] == "headers" else "from the settings"
+    return f"{age(minutes * 60)} at {data['tokens_per_minute_limit']:,} tokens/min ({source})"
+
+
+def estimate_table(data: dict) -> Table:
+    """`docutrain estimate`: what the files would cost, one fact a row."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(justify="right", no_wrap=True)
+    table.add_column(style="dim", overflow="fold")
+    skipped = [plural(len(data["refused"]), "refused", "refused")] if data["refused"] else []
+    skipped += [plural(data["duplicates"], "duplicate")] if data["duplicates"] else []
+    table.add_row("files", f"{data['files']:,}", ", ".join(skipped))
+    ocr = f"{plural(data['ocr_pages'], 'scanned page')} to OCR: their text is not counted" if data["ocr_pages"] else ""
+    table.add_row("pages", f"{data['pages']:,}", ocr)
+    table.add_row("chunks", f"{data['chunks']:,}", "")
+    cached = f"{data['cached_tokens']:,} more already in the embedding cache" if data["cached_tokens"] else ""
+    table.add_row("tokens to pay", f"{data['tokens']:,}", cached)
+    if data["cost_usd"] is None:
+        table.add_row("cost", "unknown", f"no price known for {data['model']}")
+    else:
+        table.add_row("cost", f"${data['cost_usd']:.4f}", f"{data['model']}; ${data['batch_cost_usd']:.4f} with --batch")
+    table.add_row("time", "", _minutes(data["minutes_at_limit"], data))
+    ahead = data.get("queue_ahead")
+    if ahead and ahead["jobs"] is None:
+        table.add_row("queue ahead", "unknown", "this queue cannot tell how many jobs wait")
+    elif ahead and ahead["jobs"]:
+        tokens = "tokens unknown" if ahead["tokens"] is None else f"{ahead['tokens']:,} tokens"
+        counted = f" ({ahead['counted_jobs']:,} counted)" if ahead["counted_jobs"] < ahead["jobs"] else ""
+        when_done = f"; {age(ahead['minutes_at_limit'] * 60)} at the limit" if ahead["minutes_at_limit"] is not None else ""
+        table.add_row("queue ahead", plural(ahead["jobs"], "job"), f"{tokens}{counted}{when_done}")
+    elif ahead:
+        table.add_row("queue ahead", "0 jobs", "")
+    return table
+
+
+def estimate_note(data: dict) -> str | None:
+    """Why the token count may be off, when it may."""
+    if data["counted_with"].startswith("tiktoken") or data["server_tokens_per_estimated_token"]:
+        return None
+    if data["model"] == OFFLINE_MODEL:
+        return "offline embedder: tokens as its estimator counts them; nothing is billed"
+    return (
+        "tokens estimated at about 4 bytes a token, not yet calibrated by the API's own counts "
+        "(it is after the first documents are embedded with this queue)"
+    )
 
 
 # -- search -------------------------------------------------------------------

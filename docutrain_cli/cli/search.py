@@ -8,6 +8,7 @@ import typer
 
 from docutrain_cli.cli.app import JsonOption, app, command, emit, settings_from
 from docutrain_cli.cli.messages import demo_hint
+from docutrain_cli.cli.style import see_help
 from docutrain_cli.errors import UsageError
 
 
@@ -26,6 +27,10 @@ def search(
     from docutrain_cli.cli.render import search_hits
     from docutrain_cli.store.search import search as search_store
 
+    if not query.strip():
+        raise UsageError(f"QUESTION: expected a question or a few words, e.g. `docutrain search \"refund policy\"`{see_help(ctx)}")
+    if top < 1:
+        raise UsageError(f"--top: must be at least 1, got {top}{see_help(ctx)}")
     settings = settings_from(ctx)
     if not Path(settings.store).exists():  # a usage error: point at the right store
         raise UsageError(

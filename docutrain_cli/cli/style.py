@@ -118,23 +118,46 @@ _PYDANTIC_WORDS = {
 }
 
 
+def see_help(ctx) -> str:
+    """Where a usage error points: ` (see `docutrain run --help`)`."""
+    return f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+
+
 def usage_error_line(exc) -> str:
     """One line for a Click usage error (bad value, missing argument, unknown
     option or command), naming the parameter and where help is."""
     from typer import BadParameter
 
     ctx = getattr(exc, "ctx", None)
-    where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    where = see_help(ctx)
     param = getattr(exc, "param", None)
     missing = hasattr(exc, "param_type")  # MissingParameter: "Missing argument 'QUESTION'"
     if isinstance(exc, BadParameter) and not missing and param is not None:
         name = param.opts[0] if getattr(param, "opts", None) and param.param_type_name == "option" else param.display_name_raw
         return f"{name}: {_value_problem(exc)}{where}"
+    if type(exc).__name__ == "NoSuchOption" and ctx is not None:
+        belongs = _option_of_a_command(ctx, exc.option_name)
+        if belongs:
+            return f"no such option: {exc.option_name} (it belongs after the command: `{belongs}`)"
     message = exc.format_message().strip()
     if message == "Missing command.":
         message = "give a command, e.g. `docutrain status`"
     message = message.rstrip(".")
     return message[:1].lower() + message[1:] + where
+
+
+def _option_of_a_command(ctx, option: str) -> str | None:
+    """`docutrain run --workers N` when `option`, given before the command
+    (`docutrain --workers 2 run`), is an option of the command typed after it
+    (or, with none typed, of one of the group's commands)."""
+    commands = getattr(ctx.command, "commands", {})
+    typed = [arg for arg in sys.argv[1:] if arg in commands][:1]
+    for name in typed or sorted(commands):
+        for param in commands[name].params:
+            if option in getattr(param, "opts", ()) and param.param_type_name == "option":
+                value = "" if param.is_flag else f" {param.metavar or 'VALUE'}"
+                return f"{ctx.command_path} {name} {option}{value}"
+    return None
 
 
 def _value_problem(exc) -> str:

@@ -8,8 +8,10 @@ from typing import List, Optional
 
 import typer
 
-from docutrain_cli.cli.app import app, command, console, emit, error_line, json_option, open_queue_for, settings_from
-from docutrain_cli.errors import ExitCode, UsageError
+from docutrain_cli.cli.app import (
+    JsonOption, app, command, console, emit, error_line, flag_problem, json_option, open_queue_for, settings_from,
+)
+from docutrain_cli.errors import ConfigError, ExitCode, UsageError
 from docutrain_cli.jobs import PRIORITIES
 
 ReportJson = json_option("Print the result as JSON.")
@@ -38,6 +40,7 @@ def enqueue(
     Example: docutrain enqueue ./uploads/*.pdf --user-id 4f1c... --priority high
     """
     from docutrain_cli.queues.enqueue import EnqueueReport, enqueue_jobs, enqueue_paths
+    from docutrain_cli.cli.messages import new_queue_folder
     from docutrain_cli.cli.render import enqueue_lines
 
     if priority is not None and priority not in PRIORITIES:
@@ -46,7 +49,10 @@ def enqueue(
     if not paths and not from_supabase:
         raise UsageError("give files, folders or globs to queue (or --from-supabase)")
     report = EnqueueReport()
+    new_folder = new_queue_folder(settings)
     with open_queue_for(settings) as queue:
+        if new_folder:
+            print(f"docutrain: {new_folder}", file=sys.stderr)
         if from_supabase:
             from docutrain_cli.supabase.pull import pending_jobs
 
@@ -63,6 +69,46 @@ def enqueue(
         error_line(f"{refused.path}: {refused.reason}")
     emit(report.to_dict(), as_json, lambda: enqueue_lines(report))
     if report.refused:
+        raise typer.Exit(ExitCode.PARTIAL)
+
+
+# -- estimate -------------------------------------------------------------------
+@command(app)
+def estimate(
+    ctx: typer.Context,
+    paths: List[str] = typer.Argument(..., metavar="PATH", help="Files, folders (searched recursively) or globs."),
+    as_json: JsonOption = False,
+) -> None:
+    """Count what embedding these files would cost, before spending anything:
+    files, pages, chunks, tokens to pay (embedding-cache hits excluded), the
+    price at the sync and the Batch API rate, minutes at the rate limit, and
+    the queue ahead. Sends no request.
+
+    Example: docutrain estimate ./uploads --json
+    """
+    from docutrain_cli.cli.messages import missing_queue
+    from docutrain_cli.cli.render import estimate_note, estimate_table
+    from docutrain_cli.run.estimate import estimate as estimate_paths
+
+    settings = settings_from(ctx)
+    if missing_queue(settings):  # nothing ahead, and nothing to create
+        result = estimate_paths(settings, paths)
+    else:
+        with open_queue_for(settings) as queue:
+            result = estimate_paths(settings, paths, queue)
+    for refused in result.refused:
+        error_line(f"{refused.path}: {refused.reason}")
+    data = result.to_dict()
+
+    def human():
+        from rich.console import Group
+        from rich.text import Text
+
+        note = estimate_note(data)
+        return Group(estimate_table(data), Text(f"note: {note}")) if note else estimate_table(data)
+
+    emit(data, as_json, human)
+    if result.refused:
         raise typer.Exit(ExitCode.PARTIAL)
 
 
@@ -89,11 +135,14 @@ def run(
     Example: docutrain run --workers 24 --drain --max-time 4m
     """
     from docutrain_cli.config import parse_duration
-    from docutrain_cli.cli.progress import LogObserver, RichObserver, summary_line
+    from docutrain_cli.cli.progress import LogObserver, RichObserver, summary_text
     from docutrain_cli.run.runner import Runner
 
     settings = settings_from(ctx, workers=workers, job_timeout=job_timeout, embedding_mode="batch" if batch else None)
-    seconds = parse_duration(max_time, "--max-time") if max_time else None
+    try:
+        seconds = parse_duration(max_time, "max_time") if max_time else None
+    except ConfigError as exc:
+        raise ConfigError(flag_problem(ctx, str(exc), ["max_time"])) from None
     interactive = sys.stdout.isatty() and not as_json
     observer = RichObserver(console()) if interactive else LogObserver()
     with open_queue_for(settings) as queue:
@@ -106,7 +155,7 @@ def run(
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # A terminal gets the summary under the live display; LogObserver has logged it already.
-    emit(summary.to_dict(), as_json, lambda: summary_line(summary) if interactive else None)
+    emit(summary.to_dict(), as_json, lambda: summary_text(summary) if interactive else None)
     if summary.stop_reason == "account":
         left = summary.remaining.get("queued", 0) + summary.remaining.get("retrying", 0)
         error_line(f"{summary.account_problem}; then run again ({left} jobs wait in the queue, none charged)")
@@ -128,7 +177,9 @@ def serve(
         "127.0.0.1", "--host", metavar="ADDRESS", help="Address to listen on; other than loopback needs serve_token."
     ),
     port: int = typer.Option(8080, "--port", metavar="N", help="Port (0: any free port; the address is printed)."),
-    allow_local_paths: bool = typer.Option(False, "--allow-local-paths", help="Let requests name files on this machine."),
+    allow_local_paths: Optional[str] = typer.Option(
+        None, "--allow-local-paths", metavar="DIR", help="Let requests name files inside DIR on this machine."
+    ),
     access_log: bool = typer.Option(False, "--access-log", help="Log every request."),
 ) -> None:
     """Accept documents over HTTP (POST /v1/documents, Supabase webhooks) into the queue.

@@ -26,15 +26,24 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 from docutrain_cli.pipeline.tokens import TokenCounter, utf8_len
 
 HEADING, PARAGRAPH, SENTENCE, WORD, ANYWHERE = 4, 3, 2, 1, 0
 
-_PARAGRAPH_END = re.compile(r"\n[ \t]*\n\s*")
-_LINE_END = re.compile(r"\n\s*")
-_SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*\s+|[。！？]\s*")
+
+
+def _pieces_ending_in(separator: str) -> re.Pattern:
+    """findall() of this splits text after each separator, keeping it: the
+    shortest text up to and including the next separator, or else the rest.
+    One C-level call instead of a Python loop over matches."""
+    return re.compile(rf"(?s:.*?(?:{separator})|.+)")
+
+
+_PARAGRAPHS = _pieces_ending_in(r"\n[ \t]*\n\s*")
+_LINES = _pieces_ending_in(r"\n\s*")
+_SENTENCES = _pieces_ending_in(r"[.!?][\"'”’)\]]*\s+|[。！？]\s*")
 _HEADING_LINE = re.compile(r"(#{1,6})[ \t]+(\S.*?)[ \t#]*\s*\Z")
 _TABLE_ROW = re.compile(r"\|.*\|\s*\Z")
 _WORD = re.compile(r"\S+\s*")
@@ -52,8 +61,7 @@ class Chunk:
     heading: str | None = None  # the heading path it falls under: "Lease > Rent"
 
 
-@dataclasses.dataclass(frozen=True)
-class _Unit:
+class _Unit(NamedTuple):  # a tuple: made once per sentence or word, so cheap to make
     text: str
     tokens: int
     nbytes: int
@@ -68,19 +76,10 @@ def normalize_text(text: str) -> str:
     characters go: PDFs and .txt uploads both carry them, and Postgres text
     (Supabase) refuses a request holding one. Every page passes here."""
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
-    text = _TRAILING_SPACES.sub("\n", text)
-    return _MANY_NEWLINES.sub("\n\n", text)
-
-
-def _split_after(pattern: re.Pattern, text: str) -> Iterator[str]:
-    """Split `text` after each match, keeping the matched separator."""
-    start = 0
-    for match in pattern.finditer(text):
-        if match.end() > start:
-            yield text[start : match.end()]
-            start = match.end()
-    if start < len(text):
-        yield text[start:]
+    # Each regex only where it can match: a substring test costs far less.
+    if " \n" in text or "\t\n" in text or "\u00a0\n" in text:
+        text = _TRAILING_SPACES.sub("\n", text)
+    return _MANY_NEWLINES.sub("\n\n", text) if "\n\n\n" in text else text
 
 
 class Chunker:
@@ -109,6 +108,9 @@ class Chunker:
         # Headings known from outside the text (a PDF's outline), by page;
         # headings in the text itself take precedence.
         self._page_headings = page_headings
+        self._heading_changes = 0
+        self._path_key: tuple[int, int] | None = None
+        self._path: str | None = None
 
     # -- units ----------------------------------------------------------------
 
@@ -119,17 +121,23 @@ class Chunker:
         return _Unit(text, self.counter.count(text), utf8_len(text), page, strength, self._heading_path(page))
 
     def _heading_path(self, page: int) -> str | None:
-        if self._headings:
-            return " > ".join(title for _, title in self._headings)
-        return self._page_headings(page) if self._page_headings else None
+        # Asked for every unit: made again only when the headings or the page change.
+        key = (self._heading_changes, page)
+        if key != self._path_key:
+            if self._headings:
+                self._path = " > ".join(title for _, title in self._headings)
+            else:
+                self._path = self._page_headings(page) if self._page_headings else None
+            self._path_key = key
+        return self._path
 
     def units(self, page: int, text: str) -> Iterator[_Unit]:
         text = normalize_text(text).strip()
         if not text:
             return
         text += "\n\n"  # a page ends a paragraph
-        for paragraph in _split_after(_PARAGRAPH_END, text):
-            lines = list(_split_after(_LINE_END, paragraph))
+        for paragraph in _PARAGRAPHS.findall(text):
+            lines = _LINES.findall(paragraph)
             for li, line in enumerate(lines):
                 last_line = li == len(lines) - 1
                 heading = _HEADING_LINE.match(line)
@@ -142,11 +150,11 @@ class Chunker:
                     strength = WORD if heading else (PARAGRAPH if last_line else SENTENCE)
                     unit = self._unit(line, page, strength)
                     if unit.tokens <= self.budget // 2 and unit.nbytes <= self.byte_cap:
-                        yield dataclasses.replace(unit, is_heading=bool(heading))
+                        yield unit._replace(is_heading=bool(heading))
                     else:
                         yield from self._words(line, page, strength)
                     continue
-                sentences = list(_split_after(_SENTENCE_END, line))
+                sentences = _SENTENCES.findall(line)
                 # A line that is one sentence (a CSV row, a list item) stays
                 # whole up to half a chunk; longer prose goes word by word.
                 limit = self.budget // 2 if len(sentences) == 1 else self.sentence_max
@@ -162,6 +170,7 @@ class Chunker:
                         yield from self._words(sentence, page, strength)
 
     def _enter_heading(self, level: int, title: str) -> None:
+        self._heading_changes += 1
         while self._headings and self._headings[-1][0] >= level:
             self._headings.pop()
         self._headings.append((level, title))
@@ -219,7 +228,7 @@ class Chunker:
             for unit in self.units(page, text):
                 if unit.is_heading and len(buf) > fresh and not buf[-1].is_heading:
                     # Just before a heading (or a run of them) is the best place to end a chunk.
-                    buf[-1] = dataclasses.replace(buf[-1], strength=HEADING)
+                    buf[-1] = buf[-1]._replace(strength=HEADING)
                 while buf and not self._fits(tokens + unit.tokens, nbytes + unit.nbytes):
                     if fresh == len(buf):  # only overlap left: give some up
                         dropped = buf.pop(0)

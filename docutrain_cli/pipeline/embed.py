@@ -13,20 +13,18 @@ import math
 import random
 import re
 import time
-import zlib
 from collections import deque
 from typing import Iterator, Protocol, Sequence
 
 from docutrain_cli.errors import AccountError, JobError, PermanentError, TransientError
-from docutrain_cli.pipeline.models import DEFAULT_DIMENSIONS, OFFLINE_DIMENSIONS, OFFLINE_MODEL
+from docutrain_cli.pipeline.models import DEFAULT_DIMENSIONS, MAX_INPUT_TOKENS, OFFLINE_DIMENSIONS, OFFLINE_MODEL
 from docutrain_cli.ratelimit.pacing import Pacer
 from docutrain_cli.ratelimit.budget import RateBudget, refusal_wait
-from docutrain_cli.pipeline.tokens import TokenCounter, counter_for, EstimatingCounter
+from docutrain_cli.pipeline.tokens import TokenCounter, counter_for
 
-# OpenAI's limits for one embeddings request and one input.
+# OpenAI's limits for one embeddings request (one input's: models.MAX_INPUT_TOKENS).
 MAX_INPUTS_PER_REQUEST = 2048
 MAX_TOKENS_PER_REQUEST = 300_000
-MAX_INPUT_TOKENS = 8191
 
 
 class Embedder(Protocol):
@@ -86,79 +84,23 @@ def request_tokens(texts: Sequence[str], scale: float = 1.0) -> list[int]:
     return [math.ceil(len(t.encode("utf-8")) * scale / 4) for t in texts]
 
 
+def budget_weights(counter: TokenCounter, texts: Sequence[str], token_counts: Sequence[int] | None = None) -> list[int]:
+    """What each text is reserved at in the shared rate budget, before the
+    density the server's answers showed: the exact count when the counter is
+    exact, else `request_tokens`. The budget learns the server's count per
+    such token, so `docutrain estimate` predicts the bill from these too."""
+    if counter.exact:
+        return list(token_counts) if token_counts is not None else [counter.count(t) for t in texts]
+    return request_tokens(texts)
+
+
 # "Requested 9000 tokens, max 8192" (400) and "Limit 3000, Requested 4100." (429 too large)
 _REQUESTED_TOKENS = re.compile(r"requested\s+(\d+)", re.IGNORECASE)
 _REQUEST_TOO_LARGE = "request too large"
 
 
-# -- offline ------------------------------------------------------------------
-
-_OFFLINE_BATCH = 128
-_WORD = re.compile(r"\w+", re.UNICODE)
-_STOPWORDS = frozenset(
-    """a an and are as at be but by for from has have he her his i in is it its
-    of on or our she that the their them they this to was we were what which
-    who will with you your""".split()
-)
-
-
-class OfflineEmbedder:
-    """Feature hashing of word unigrams and bigrams, L2-normalised.
-
-    No network, deterministic across machines and Python versions (crc32, not
-    hash()). Vectors capture word overlap, so search finds chunks that share
-    the query's words: lexical, not semantic, but useful on a fresh machine.
-    """
-
-    kind = "offline"
-    model = OFFLINE_MODEL
-    dimensions = OFFLINE_DIMENSIONS
-    requested_dimensions = OFFLINE_DIMENSIONS
-    max_input_tokens = MAX_INPUT_TOKENS
-
-    def __init__(self) -> None:
-        self.counter = EstimatingCounter()
-        self.tokens_used = 0
-        self.rate_limited = 0  # no rate limit offline
-        self.waited = 0.0
-        self.deadline = None
-
-    def embed(self, texts: list[str], token_counts: Sequence[int] | None = None) -> list[list[float]]:
-        counts = token_counts if token_counts is not None else [self.counter.count(t) for t in texts]
-        self.tokens_used += sum(counts)
-        return [self.vector(text) for text in texts]
-
-    def embed_batches(
-        self, texts: list[str], token_counts: Sequence[int] | None = None
-    ) -> Iterator[tuple[range, list[list[float]]]]:
-        # No request limits offline, but vectors are lists of Python floats
-        # (32 bytes a value) until the caller packs them: small batches keep
-        # a 2,000-page document from holding all of them at once.
-        for start in range(0, len(texts), _OFFLINE_BATCH):
-            batch = range(start, min(start + _OFFLINE_BATCH, len(texts)))
-            counts = None if token_counts is None else token_counts[batch.start : batch.stop]
-            yield batch, self.embed(texts[batch.start : batch.stop], counts)
-
-    def vector(self, text: str) -> list[float]:
-        dims = self.dimensions
-        values = [0.0] * dims
-        words = _WORD.findall(text.lower())
-        features: dict[str, float] = {}
-        for word in words:
-            if word not in _STOPWORDS:
-                features[word] = features.get(word, 0.0) + 1.0
-        for first, second in zip(words, words[1:]):
-            if first in _STOPWORDS and second in _STOPWORDS:
-                continue
-            key = first + " " + second
-            features[key] = features.get(key, 0.0) + 0.5
-        for feature, weight in features.items():
-            h = zlib.crc32(feature.encode("utf-8"))
-            sign = 1.0 if h & 0x80000000 else -1.0
-            values[h % dims] += sign * (1.0 + math.log(weight)) if weight >= 1 else sign * weight
-        norm = math.sqrt(sum(v * v for v in values))
-        return [v / norm for v in values] if norm else values
-
+# The offline embedder is pipeline/offline.py (it imports numpy: only
+# make_embedder loads it, so importing this module stays cheap).
 
 # -- OpenAI -------------------------------------------------------------------
 
@@ -298,7 +240,7 @@ class OpenAIEmbedder:
             kwargs["dimensions"] = self.requested_dimensions
         # The budget applies the density the server showed all workers, so it
         # gets the plain estimate (or the exact count), not this process's scale.
-        estimate = sum(self._weights(texts)) if self.counter.exact else sum(request_tokens(texts))
+        estimate = sum(budget_weights(self.counter, texts))
         refused_since: float | None = None
         failures = 0
         while True:
@@ -458,6 +400,8 @@ def make_embedder(
     An OpenAI embedder paces itself by the account's shared rate budget
     (the context's, or one opened here)."""
     if settings.embedder_kind == "offline":
+        from docutrain_cli.pipeline.offline import OfflineEmbedder
+
         return OfflineEmbedder()
     if not settings.openai_api_key:
         raise PermanentError("embedder is 'openai' but OPENAI_API_KEY is not set")

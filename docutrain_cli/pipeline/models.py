@@ -11,6 +11,8 @@ from docutrain_cli.errors import ConfigError
 
 OFFLINE_MODEL = "offline-hash-v1"
 OFFLINE_DIMENSIONS = 384
+# The most tokens one embedding input may hold (OpenAI; the offline embedder keeps it too).
+MAX_INPUT_TOKENS = 8191
 
 # model -> (US$ per million input tokens at list price, default dimensions)
 MODELS = {
@@ -58,3 +60,11 @@ def vector_dimensions(settings) -> int:
             f"embedding_dimensions: unknown size for model {settings.embedding_model!r}; "
             "set embedding_dimensions (DOCUTRAIN_EMBEDDING_DIMENSIONS)"
         ) from None
+
+
+def cache_dimensions(settings) -> int:
+    """The dimensions the embedder asks for, as the embedding cache keys
+    them: 0 when the model's default size is used."""
+    if settings.embedder_kind == "offline":
+        return OFFLINE_DIMENSIONS
+    return settings.embedding_dimensions or 0

@@ -1,13 +1,17 @@
-"""OCR of scanned pages with Tesseract, through PyMuPDF.
+"""OCR of scanned pages: which pages, the limits, what a document's OCR came to.
 
-PyMuPDF's wheels carry MuPDF built with Tesseract, so all OCR needs from the
-system is Tesseract's language data: `<lang>.traineddata` files in a
-"tessdata" folder (Debian: `apt-get install tesseract-ocr tesseract-ocr-eng`
-puts them in /usr/share/tesseract-ocr/5/tessdata). "OCR is available" means
-that folder exists and holds the languages asked for. We look for it
-ourselves (the `tessdata` setting / TESSDATA_PREFIX, then the usual install
-paths) once per process, instead of `pymupdf.get_tessdata()`, which starts
-`tesseract --list-langs` through a shell on every page.
+Pages are read by Tesseract through tesserocr (pipeline/tesseract.py: turned
+upright, levelled, rated). Its wheels carry libtesseract, so all OCR needs
+from the system is Tesseract's language data: `<lang>.traineddata` files in a
+"tessdata" folder (Debian: `apt-get install tesseract-ocr-eng
+tesseract-ocr-osd` puts them in /usr/share/tesseract-ocr/5/tessdata; osd is
+the orientation detection). "OCR is available" means that folder exists and
+holds the languages asked for. We look for it ourselves (the `tessdata`
+setting / TESSDATA_PREFIX, then the usual install paths) once per process.
+
+A reading Tesseract rates unreadable (`Reading.readable`: low confidence and
+few dictionary words) is not stored as the page's text: the page is counted
+in `unreadable` and the job result's `unreadable_pages`.
 
 OCR costs seconds a page, so in `auto` mode only pages without a usable text
 layer (no text, or mostly U+FFFD from fonts without a Unicode map) whose
@@ -31,10 +35,12 @@ import time
 from typing import Callable
 
 from docutrain_cli.errors import PermanentError, one_line
+from docutrain_cli.pipeline.tesseract import orientation_available, read_page
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "apt-get install tesseract-ocr tesseract-ocr-eng"
+ORIENTATION_HINT = "apt-get install tesseract-ocr-osd"
 # Where distributions and Homebrew put the language data, newest version last.
 TESSDATA_PATTERNS = (
     "/usr/share/tesseract-ocr/*/tessdata",
@@ -118,33 +124,24 @@ def ocr_check(settings) -> tuple[bool, str, str | None]:
     return False, problem, None  # the problem names its fix
 
 
+def orientation_check(settings) -> tuple[bool, str, str | None]:
+    """For `doctor`: can sideways and upside-down scans be found cheaply?"""
+    tessdata = find_support(settings.tessdata).tessdata
+    if settings.ocr == "off" or tessdata is None:
+        return True, "not needed: OCR is off or not available", None
+    if orientation_available(tessdata):
+        return True, f"available (osd.traineddata in {tessdata}): turned scans are read upright", None
+    return True, (
+        f"no osd.traineddata in {tessdata}: a poorly read page is read again turned each way (slower)"
+    ), f"install it: {ORIENTATION_HINT}"
+
+
 def needs_ocr(page, text: str) -> bool:
     """No usable text layer, and images cover most of the page."""
     visible = "".join(text.split())
     if visible and visible.count("\ufffd") < MIN_REPLACEMENT_SHARE * len(visible):
         return False
     return image_cover(page) >= MIN_IMAGE_COVER
-
-
-def ocr_page_text(page, language: str, dpi: int, tessdata: str) -> str:
-    """Render the page as it is displayed (rotation applied) and read it.
-
-    What `Page.get_textpage_ocr(full=True)` does, minus mapping the words back
-    onto the page: with PyMuPDF 1.26-1.28 that mapping clips the text of a
-    page with /Rotate 90 (a sideways scan shown upright) at the edge of its
-    unrotated box, losing the start of every line. We need the text only.
-    """
-    import pymupdf
-
-    # RGB: MuPDF's OCR writer silently reads nothing from a grey pixmap.
-    pixmap = page.get_pixmap(dpi=dpi, colorspace=pymupdf.csRGB, alpha=False)
-    try:
-        data = pixmap.pdfocr_tobytes(compress=False, language=language, tessdata=tessdata)
-    except pymupdf.mupdf.FzErrorBase as exc:  # e.g. "Tesseract language initialisation failed"
-        raise RuntimeError(str(exc)) from None
-    pixmap = None  # noqa: F841 - free the image before parsing the result
-    with pymupdf.open("pdf", data) as ocr_doc:
-        return ocr_doc[0].get_text("text")
 
 
 def image_cover(page) -> float:
@@ -198,6 +195,7 @@ class PageOcr:
         self.seconds = 0.0
         self.slowest = 0.0
         self.skipped: list[int] = []  # scanned pages left unread (OCR off or unavailable)
+        self.unreadable: list[int] = []  # page numbers whose OCR output Tesseract rated unreadable
         self.failures: list[str] = []  # why OCR failed, per failed page
         self._plan: set[int] | None = None  # page indexes to OCR, once known
         self._total = 0
@@ -243,16 +241,25 @@ class PageOcr:
         self._plan, self._total = plan, len(plan)
 
     def read(self, page) -> str:
-        """The page's text by OCR."""
+        """The page's text by OCR; "" when Tesseract rates what it read unreadable."""
         self._check_deadline()
         self.progress(f"OCR page {self.pages_done + 1}/{self._total}")
         started = time.monotonic()
         try:
-            text = ocr_page_text(page, self.options.language, self.options.dpi, self.support.tessdata)
+            reading = read_page(page, self.options.language, self.options.dpi, self.support.tessdata)
+            text = reading.text
         except RuntimeError as exc:  # MuPDF or Tesseract gave up on this page: keep the rest
             log.warning("page %d: OCR failed: %s", page.number + 1, exc)
             self.failures.append(one_line(exc))
             text = ""
+        else:
+            if not reading.readable:
+                log.warning(
+                    "page %d: OCR output unreadable (mean word confidence %.0f, %.0f%% dictionary words): not stored",
+                    page.number + 1, reading.confidence, 100 * reading.dictionary_share,
+                )
+                self.unreadable.append(page.number + 1)
+                text = ""
         took = time.monotonic() - started
         self.pages_done += 1
         self.seconds += took
@@ -273,6 +280,10 @@ class PageOcr:
         """Why a document came out without text, when OCR is the reason."""
         if self.failures and len(self.failures) == self.pages_done:
             return f"no extractable text: OCR failed on every scanned page ({self.failures[0]})"
+        if self.unreadable:
+            which = "the scanned page" if self.pages_done == 1 else f"{len(self.unreadable)} of {self.pages_done} scanned pages"
+            rest = "" if len(self.unreadable) == self.pages_done else ", the rest blank"
+            return f"no extractable text: OCR of {which} was unreadable (low confidence, few dictionary words){rest}"
         if self.pages_done:
             pages = "1 scanned page" if self.pages_done == 1 else f"{self.pages_done} scanned pages"
             return f"no extractable text, even by OCR of {pages}"

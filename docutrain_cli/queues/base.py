@@ -197,6 +197,15 @@ class JobQueue(abc.ABC):
     def bury(self, job: Job, error: str) -> None:
         """The job failed for good: keep it as dead until someone retries it."""
 
+    def bury_done(self, job: Job, error: str) -> None:
+        """A done job whose document failed afterwards (Batch API mode: its
+        vectors could not be made): dead now with `error`, retryable like any
+        dead job. Its done record goes (still counted, see queues/tally.py);
+        a job that is active again (retried meanwhile) is left alone.
+        This default suits a backend that keeps no done records (Cloudflare,
+        which cannot see an active job either: it always buries)."""
+        self.bury(job, error)
+
     @abc.abstractmethod
     def release(self, job: Job, not_before: float | None = None) -> None:
         """Give an unfinished job back without costing it an attempt (a stop,
@@ -249,6 +258,13 @@ class JobQueue(abc.ABC):
             if (job.finished_at or 0.0) >= since
         ]
         return sorted(found, key=lambda f: f.finished_at)
+
+    def totals(self):
+        """Finish events since the queue began (a queues.tally.Tally): the
+        tally of records that left (pruned, retried) plus the records kept,
+        so it only ever grows. None when the backend keeps no records it
+        could count (Cloudflare)."""
+        return None
 
     @abc.abstractmethod
     def document_jobs(self, document_id: str, limit: int = 20) -> list[Job]:

@@ -129,7 +129,6 @@ class CloudflareQueue(JobQueue):
         self._first_buffered: float | None = None
         self._history: dict[int, list[str]] = {}
         self._metrics: dict[str, tuple[float, dict | None]] = {}  # queue id -> (read at, metrics)
-        self._empty_batch_refused = False
 
     @classmethod
     def from_settings(cls, settings) -> "CloudflareQueue":
@@ -336,28 +335,23 @@ class CloudflareQueue(JobQueue):
             self._metrics[queue_id] = (time.monotonic(), metrics)
 
     def _read_metrics(self, queue_id: str, *, required: bool) -> dict | None:
-        """The queue's backlog metrics: the last ones seen if fresh, else read
-        now. A figure is not worth stopping a runner for: when the API cannot
-        be reached (or rate-limits sends), stale metrics are used, or none;
-        only a `required` read with nothing to fall back on raises."""
+        """The queue's backlog metrics (GET .../metrics): the last ones seen if
+        fresh, else read now. A figure is not worth stopping a runner for:
+        when the API cannot be reached or refuses, stale metrics are used, or
+        none; only a `required` read with nothing to fall back on raises."""
         read_at, metrics = self._metrics.get(queue_id, (None, None))
         fresh = DEAD_METRICS_FRESH if queue_id == self.dead_queue else METRICS_FRESH
         if read_at is not None and time.monotonic() - read_at <= fresh:
             return metrics
-        if self._empty_batch_refused:
-            return metrics
         try:
             latest = self.api.metrics(queue_id)
-        except ServiceUnavailableError:
-            if read_at is not None or not required:
-                return metrics
-            raise
         except ConfigError:
             raise
-        except DocutrainError as exc:  # this API does not take an empty batch: say unknown
-            log.info("cloudflare: no backlog figures (%s)", exc)
-            self._empty_batch_refused = True
-            return metrics
+        except DocutrainError as exc:  # ServiceUnavailableError included
+            if read_at is not None or not required:
+                log.info("cloudflare: backlog figures of %s not read (%s)", queue_id, exc)
+                return metrics
+            raise
         self._note_metrics(queue_id, latest)
         return latest
 
@@ -366,7 +360,6 @@ class CloudflareQueue(JobQueue):
         main = self._read_metrics(self.queue_id, required=True) or {}
         high = (self._read_metrics(self.high_queue, required=True) or {}) if self.high_queue else {}
         dead = self._read_metrics(self.dead_queue, required=False) or {}
-        oldest_ms = main.get("oldest_message_timestamp_ms") or 0  # 0 means unknown
         counts: dict[str, int | None] = {s: None for s in STATES}
         counts["dead"] = dead.get("backlog_count")
         return QueueStats(
@@ -380,9 +373,11 @@ class CloudflareQueue(JobQueue):
                 "queue": self.queue_id,
                 "backlog": main.get("backlog_count"),
                 "backlog_bytes": main.get("backlog_bytes"),
-                "oldest_message_age_seconds": max(now - oldest_ms / 1000, 0.0) if oldest_ms else None,
+                "oldest_message_age_seconds": _age(now, main),
                 "dead_letter_queue": self.dead_queue,
                 "dead_letter_backlog": dead.get("backlog_count"),
+                "dead_letter_backlog_bytes": dead.get("backlog_bytes"),
+                "dead_letter_oldest_message_age_seconds": _age(now, dead),
                 "high_priority_queue": self.high_queue,
                 "high_priority_backlog": high.get("backlog_count"),
                 "unknown": ["queued", "running", "retrying", "done"],
@@ -475,3 +470,10 @@ def _total(*counts: int | None) -> int | None:
 
 
 __all__ = ["CloudflareQueue", "lease_seconds", "parse_queue_url", "UNKNOWN_DEATH"]
+
+
+def _age(now: float, metrics: dict) -> float | None:
+    """Seconds since the oldest unacknowledged message was sent; None when
+    the queue is empty or the figure unknown (the API says 0 then)."""
+    oldest_ms = metrics.get("oldest_message_timestamp_ms")
+    return max(now - oldest_ms / 1000, 0.0) if oldest_ms else None

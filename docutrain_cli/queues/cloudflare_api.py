@@ -1,12 +1,13 @@
 """The Cloudflare Queues REST API, as an HTTP pull consumer and producer uses it.
 
-Only the four documented message endpoints (developers.cloudflare.com/queues,
-"Pull consumers" and the API reference):
+Only documented endpoints (developers.cloudflare.com/queues, "Pull
+consumers" and the API reference):
 - POST /accounts/{a}/queues/{q}/messages/pull   lease up to 100 messages
 - POST /accounts/{a}/queues/{q}/messages/ack    acks and retries, by lease id
 - POST /accounts/{a}/queues/{q}/messages/batch  send up to 100 messages / 256 KB
-  (an empty batch sends nothing and answers with the queue's metrics)
-Every answer is the Cloudflare envelope {"success", "errors", "result"}.
+- GET  /accounts/{a}/queues/{q}/metrics         backlog_count, backlog_bytes and
+  oldest_message_timestamp_ms (best effort, "may be approximate")
+Every answer is the Cloudflare envelope {"success", "errors", "messages", "result"}.
 
 Trouble in transit (connection errors, 5xx) and 429 rate limiting are
 retried here with backoff, honouring `retry-after`, for up to `patience`
@@ -148,10 +149,16 @@ class CloudflareAPI:
             metrics = self._send_batch(queue_id, batch)
         return metrics
 
-    def metrics(self, queue_id: str) -> dict | None:
-        """The queue's backlog metrics, read by sending an empty batch (the
-        documented bounds are 0-100 messages): no message is leased or sent."""
-        return self._send_batch(queue_id, [])
+    def metrics(self, queue_id: str) -> dict:
+        """The queue's backlog: {"backlog_count", "backlog_bytes",
+        "oldest_message_timestamp_ms"} (the API gives numbers as floats; counts
+        come back as ints, an oldest timestamp of 0 as None)."""
+        result = self._call("GET", queue_id, "metrics", None) or {}
+        return {
+            "backlog_count": _whole(result.get("backlog_count")),
+            "backlog_bytes": _whole(result.get("backlog_bytes")),
+            "oldest_message_timestamp_ms": _whole(result.get("oldest_message_timestamp_ms")) or None,
+        }
 
     def _send_batch(self, queue_id: str, items: list[dict]) -> dict | None:
         result = self._post(queue_id, "batch", {"messages": items}) or {}
@@ -159,14 +166,17 @@ class CloudflareAPI:
 
     # -- the envelope, retries and errors -----------------------------------
     def _post(self, queue_id: str, action: str, payload: dict) -> Any:
-        url = f"{self.base_url}/accounts/{self.account_id}/queues/{queue_id}/messages/{action}"
-        what = f"Cloudflare Queues ({action} on queue {queue_id})"
+        return self._call("POST", queue_id, f"messages/{action}", payload)
+
+    def _call(self, method: str, queue_id: str, tail: str, payload: dict | None) -> Any:
+        url = f"{self.base_url}/accounts/{self.account_id}/queues/{queue_id}/{tail}"
+        what = f"Cloudflare Queues ({tail.rsplit('/', 1)[-1]} on queue {queue_id})"
         deadline = time.monotonic() + self.patience
         delay = 0.25
         while True:
             limited = False
             try:
-                response = self._http.post(url, json=payload)
+                response = self._http.request(method, url, json=payload)
             except httpx.TransportError as exc:
                 problem, wait = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, delay
             else:
@@ -185,6 +195,10 @@ class CloudflareAPI:
                 )
             time.sleep(min(wait, left))
             delay = min(delay * 2, 8.0)
+
+
+def _whole(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _retry_after(response: httpx.Response, fallback: float) -> float:

@@ -7,9 +7,11 @@ Three kinds of body arrive:
   than used when a runner gave the job back); the runner adds the message's
   own delivery count. In the dead-letter queue, bodies written by docutrain
   carry `"dead": true` and the attempts used in all.
-- an /enqueue request from the edge Worker (cloudflare/worker.js):
+- an /enqueue request from the edge Worker (cloudflare/intake.js):
   `{job_id, user_document_id, user_id, storage_path}`; the file is
-  `supabase://<storage_bucket>/<storage_path>`.
+  `supabase://<storage_bucket>/<storage_path>`. In the dead-letter queue the
+  Worker's push consumer adds `"dead": true`, `attempts` and `errors` (why
+  `docutrain serve` refused it).
 - anything else is unreadable (BadMessage): it is dead-lettered with the
   reason and what it held (`unreadable_body`), never dropped.
 
@@ -78,11 +80,14 @@ def job_from_message(body: Any, message: dict, state: JobState, storage_bucket: 
             source = make_source(storage_bucket, path.strip())
         except PermanentError as exc:
             raise BadMessage(f"document {body['user_document_id']}: {exc}") from None
+        errors, attempts = body.get("errors"), body.get("attempts")
         return Job(
             id=job_id, state=state, source=source,
             document_id=str(body["user_document_id"]),
             user_id=None if body.get("user_id") is None else str(body["user_id"]),
             enqueued_at=int(message.get("timestamp_ms") or 0) / 1000 or time.time(),
+            attempts=attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else 0,
+            errors=[str(e) for e in errors] if isinstance(errors, list) else [],
         )
     raise BadMessage("neither a docutrain job nor an /enqueue request (no source, no user_document_id)")
 

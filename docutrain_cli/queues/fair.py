@@ -26,6 +26,7 @@ from typing import Callable, Mapping, Sequence
 
 from docutrain_cli.jobs import Job
 from docutrain_cli.queues.order import Book, LeaseOrder, level_of
+from docutrain_cli.ratelimit.order import Place
 
 
 def user_key(job: Job) -> str:
@@ -72,6 +73,10 @@ class FairShare(LeaseOrder):
         actual = job.result.tokens_embedded + job.result.batch_tokens  # cached tokens cost nothing
         if actual != job.cost:
             book.correct(level_of(job), user_key(job), (actual - job.cost) / self.weight(job))
+
+    def place(self, job: Job) -> Place:
+        """In the rate budget's line, users share by tokens too (ratelimit/order.py)."""
+        return Place(level=level_of(job), user=user_key(job), weight=self.weight(job), vstart=job.vstart or 0.0)
 
 
 def order_for(settings) -> LeaseOrder:

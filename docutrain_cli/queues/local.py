@@ -42,7 +42,8 @@ from persistqueue.sqlackqueue import AckStatus, SQLiteAckQueue
 from docutrain_cli.errors import ConfigError, DocutrainError
 from docutrain_cli.jobs import PRIORITIES, STATES, Job, JobState
 from docutrain_cli import sqlite
-from docutrain_cli.queues.base import Ahead, Finished, JobQueue, QueueStats, UserBacklog
+from docutrain_cli.queues.base import Ahead, Finished, JobQueue, QueueStats, UserBacklog, finished_record
+from docutrain_cli.queues.tally import Tally, create_sql, fold_sql
 from docutrain_cli.queues.lock import RunnerLock, describe_holder
 from docutrain_cli.paths import runner_lock_path, wake_path
 from docutrain_cli.queues.fair import order_for
@@ -54,6 +55,7 @@ from docutrain_cli.queues.wake import Poker, SocketWaiter
 
 TABLE = "ack_queue_default"  # persist-queue's table for name="default"
 DONE_TABLE = "docutrain_done"
+TALLY_TABLE = "docutrain_tally"  # finished records that left (queues/tally.py)
 KEEP_DONE_RECORDS = 100_000
 
 READY = (int(AckStatus.inited), int(AckStatus.ready))
@@ -124,6 +126,7 @@ class LocalQueue(JobQueue):
                 f"CREATE TABLE IF NOT EXISTS {DONE_TABLE} ("
                 " id INTEGER PRIMARY KEY, data TEXT NOT NULL, finished_at REAL NOT NULL)"
             )
+            self._db.execute(create_sql(TALLY_TABLE))
             # Only the waiting rows, in lease order within each level, and by
             # when they entered (the aging of queues/order.py): `lease` walks
             # these instead of scanning past running, dead or done rows.
@@ -274,6 +277,25 @@ class LocalQueue(JobQueue):
         self._q.update(job.payload(), id=job.id)
         self._q.ack_failed(id=job.id)
 
+    def bury_done(self, job: Job, error: str) -> None:
+        with sqlite.transaction(self._db):
+            row = self._db.execute(f"SELECT status FROM {TABLE} WHERE _id = ?", (job.id,)).fetchone()
+            if row is not None and row[0] != int(AckStatus.acked):
+                return  # queued, running or dead again: not a done job any more
+            record = self._db.execute(f"SELECT data FROM {DONE_TABLE} WHERE id = ?", (job.id,)).fetchone()
+            if record is not None:  # its full record: attempts, errors, result
+                self._fold(self._finished_rows(f"SELECT * FROM {DONE_TABLE} WHERE id = ?", (job.id,), dead=False))
+                self._db.execute(f"DELETE FROM {DONE_TABLE} WHERE id = ?", (job.id,))
+                job = Job.from_payload(job.id, JobState.DONE, json.loads(record[0]))
+            job.record_error(error)
+            job.state = JobState.DEAD
+            job.finished_at = time.time()
+            # The row persist-queue's ack_failed would leave, under the same id.
+            self._db.execute(
+                f"INSERT OR REPLACE INTO {TABLE} (_id, data, timestamp, status) VALUES (?, ?, ?, ?)",
+                (job.id, json_serializer.dumps(job.payload()), job.enqueued_at, DEAD),
+            )
+
     def release(self, job: Job, not_before: float | None = None) -> None:
         job.released(not_before)
         self._q.update(job.payload(), id=job.id)
@@ -281,11 +303,18 @@ class LocalQueue(JobQueue):
 
     def housekeep(self) -> None:
         self._q.clear_acked_data(max_delete=None, keep_latest=None)
-        self._db.execute(
-            f"DELETE FROM {DONE_TABLE} WHERE id <= "
-            f"(SELECT id FROM {DONE_TABLE} ORDER BY id DESC LIMIT 1 OFFSET ?)",
-            (KEEP_DONE_RECORDS,),
-        )
+        with sqlite.transaction(self._db):
+            (cutoff,) = self._db.execute(
+                f"SELECT coalesce((SELECT id FROM {DONE_TABLE} ORDER BY id DESC LIMIT 1 OFFSET ?), 0)",
+                (KEEP_DONE_RECORDS,),
+            ).fetchone()
+            if cutoff:
+                self._fold(self._finished_rows(f"SELECT * FROM {DONE_TABLE} WHERE id <= ?", (cutoff,), dead=False))
+                self._db.execute(f"DELETE FROM {DONE_TABLE} WHERE id <= ?", (cutoff,))
+
+    def _fold(self, records: list[Finished]) -> None:
+        """Count records that are about to leave (inside the caller's transaction)."""
+        self._db.executemany(fold_sql(TALLY_TABLE), list(Tally.of(records).rows()))
 
     # -- readers and operators -------------------------------------------
     # A waiting row's state is JobState.waiting(attempts), written in SQL.
@@ -321,22 +350,33 @@ class LocalQueue(JobQueue):
 
     def finished(self, since: float = 0.0) -> list[Finished]:
         # In SQL: /metrics reads every kept record at each scrape.
-        field = _payload_field
-        rows = self._db.execute(
-            f"SELECT id, 'done', finished_at, finished_at - {field('started_at')},"
-            f" coalesce({field('result.pages')}, 0), coalesce({field('result.tokens_embedded')}, 0),"
-            # `model` in JobResult records; `embedding_model` in older ones
-            f" coalesce({field('result.model')}, {field('result.embedding_model')}),"
-            f" {field('user_id')}, {field('cost')}"
-            f" FROM {DONE_TABLE} WHERE finished_at >= ?"
-            " UNION ALL"
-            f" SELECT _id, 'dead', {field('finished_at')}, {field('finished_at')} - {field('started_at')},"
-            f" 0, 0, NULL, {field('user_id')}, {field('cost')}"
-            f" FROM {TABLE} WHERE status = {DEAD} AND coalesce({field('finished_at')}, 0) >= ?"
-            " ORDER BY 3",
-            (since, since),
+        done = self._finished_rows(f"SELECT * FROM {DONE_TABLE} WHERE finished_at >= ?", (since,), dead=False)
+        dead = self._finished_rows(
+            f"SELECT * FROM {TABLE} WHERE status = {DEAD}"
+            " AND coalesce(json_extract(CAST(data AS TEXT), '$.finished_at'), 0) >= ?",
+            (since,), dead=True,
         )
-        return [Finished(*row) for row in rows]
+        return sorted(done + dead, key=lambda f: f.finished_at)
+
+    def _finished_rows(self, rows_sql: str, params: tuple, *, dead: bool) -> list[Finished]:
+        """Finished records of the done records (or dead rows) `rows_sql` selects."""
+        field = _payload_field
+        if dead:
+            columns = (f"_id, 'dead', {field('finished_at')}, {field('finished_at')} - {field('started_at')},"
+                       f" 0, 0, NULL, {field('user_id')}, {field('cost')}")
+        else:
+            columns = (f"id, 'done', finished_at, finished_at - {field('started_at')},"
+                       f" coalesce({field('result.pages')}, 0), coalesce({field('result.tokens_embedded')}, 0),"
+                       # `model` in JobResult records; `embedding_model` in older ones
+                       f" coalesce({field('result.model')}, {field('result.embedding_model')}),"
+                       f" {field('user_id')}, {field('cost')}")
+        return [Finished(*row) for row in self._db.execute(f"SELECT {columns} FROM ({rows_sql})", params)]
+
+    def totals(self) -> Tally:
+        with sqlite.transaction(self._db, "DEFERRED"):  # one snapshot: a fold between reads would count twice
+            folded = Tally.from_rows(self._db.execute(f"SELECT name, label, value FROM {TALLY_TABLE}"))
+            kept = Tally.of(self.finished())
+        return folded.plus(kept)
 
     # -- the line ----------------------------------------------------------------
     def ahead_of(self, job: Job, now: float) -> Ahead | None:
@@ -426,12 +466,16 @@ class LocalQueue(JobQueue):
     def revive(self, job_ids: Sequence[int] | None = None) -> list[int]:
         if job_ids is None:
             job_ids = [i for (i,) in self._db.execute(f"SELECT _id FROM {TABLE} WHERE status = ?", (DEAD,))]
-        jobs = [job for job in map(self.job, job_ids) if job is not None and job.state == JobState.DEAD]
+        jobs = [job for job in map(self.job, dict.fromkeys(job_ids)) if job is not None and job.state == JobState.DEAD]
+        # Counted before they leave the dead rows, in the same transaction
+        # (the counter must not fall).
+        deaths = [finished_record(job) for job in jobs]
         now = time.time()
         for job in jobs:
             job.revived(now)
         # Back in line as if new: the lease order tags them again.
         with sqlite.transaction(self._db):
+            self._fold(deaths)
             self.order.tag(jobs, self._book())
             for job in jobs:
                 self._db.execute(

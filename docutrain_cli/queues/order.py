@@ -22,6 +22,10 @@ A policy that keeps a book (`uses_book`) has a virtual clock per level,
 which every lease moves up to the vstart of the jobs it takes (never down):
 the backends do that in the lease's own statement or transaction.
 
+The rate budget follows the same order: `place(job)` says where the job's
+requests stand in the budget's line (ratelimit/order.py), so the tokens of
+a short account go to the job first in this order too.
+
 `LeaseOrder` itself is first in, first out within a level (every vstart is
 0, so arrival decides); `queues.fair.FairShare` shares by tokens between
 users (setting lease_order, default fair; `queues.order_for`). Cloudflare Queues has no
@@ -34,6 +38,7 @@ from __future__ import annotations
 from typing import Mapping, Protocol, Sequence
 
 from docutrain_cli.jobs import PRIORITIES, Job
+from docutrain_cli.ratelimit.order import Place
 
 
 def level_of(job: Job) -> int:
@@ -92,6 +97,11 @@ class LeaseOrder:
 
     def finished(self, job: Job, book: Book | None) -> None:
         """The job is done, its result known (inside the completing transaction)."""
+
+    def place(self, job: Job) -> Place:
+        """Where the job's requests stand in the rate budget's line: by its
+        level, then first come, first served (no users told apart)."""
+        return Place(level=level_of(job))
 
     def turn_order(self, level: str, oldest: str, now: str) -> str:
         """The SQL ORDER BY that puts the levels with due jobs in the order

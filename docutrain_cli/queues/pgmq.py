@@ -8,7 +8,8 @@ the hard parts:
   long jobs hidden with `extend_lease` (`pgmq.set_vt`).
 - `read_ct` counts reads, which are our attempts.
 - the archive table `pgmq.a_<name>` is the record of done jobs;
-  a second queue `<name>_dead` holds dead jobs.
+  a second queue `<name>_dead` holds dead jobs; `pgmq.docutrain_tally_<name>`
+  counts the records that left either (queues/tally.py).
 
 What pgmq does not have is kept in the message JSON (`Job.payload()` plus):
 - `job_id`: the first msg_id. A job moves between messages (main queue ->
@@ -45,12 +46,15 @@ from typing import Any, Callable, Sequence, TypeVar
 from docutrain_cli.config import redact_url
 from docutrain_cli.errors import ConfigError, ServiceUnavailableError
 from docutrain_cli.jobs import Job, JobState
-from docutrain_cli.queues.base import Ahead, Finished, JobQueue, QueueDescription, QueueStats, UserBacklog, Waiter
+from docutrain_cli.queues.base import (
+    Ahead, Finished, JobQueue, QueueDescription, QueueStats, UserBacklog, Waiter, finished_record,
+)
 from docutrain_cli.queues import pgmq_order, pgmq_read
 from docutrain_cli.queues.pgmq_read import ATTEMPTS, DOCUMENT_ID, HELD, JOB_ID, STATE
 from docutrain_cli.queues.fair import order_for
 from docutrain_cli.queues.fair_book import SqlBook
 from docutrain_cli.queues.order import FIFO, LeaseOrder, level_of, levels_before, priority_counts
+from docutrain_cli.queues.tally import Tally, create_sql, fold_sql
 from docutrain_cli.queues.pgmq_setup import (
     DEAD_SUFFIX,
     check_name,
@@ -58,6 +62,7 @@ from docutrain_cli.queues.pgmq_setup import (
     one_line,
     psycopg_module,
     scrub,
+    tally_table,
 )
 
 KEEP_DONE_RECORDS = 100_000
@@ -78,6 +83,7 @@ class PgmqQueue(JobQueue):
         self._q = f"pgmq.q_{self.name}"  # pgmq's tables; the name is checked above
         self._a = f"pgmq.a_{self.name}"
         self._dq = f"pgmq.q_{self.dead_name}"
+        self._tally = tally_table(self.name)
         # msg_id and read_ct of what this handle leased: a settle only acts
         # on the message if nobody has read it since (see _locked).
         self._leases: dict[int, tuple[int, int]] = {}
@@ -100,8 +106,8 @@ class PgmqQueue(JobQueue):
     def _check_installed(self) -> None:
         row = self._conn.execute(
             "SELECT to_regnamespace('pgmq') IS NOT NULL, to_regclass(%s), to_regclass(%s),"
-            " to_regclass(%s), to_regclass('public.docutrain_fair_user')",
-            (self._q, self._dq, pgmq_order.TABLE),
+            " to_regclass(%s), to_regclass('public.docutrain_fair_user'), to_regclass(%s)",
+            (self._q, self._dq, pgmq_order.TABLE, self._tally),
         ).fetchone()
         if not row[0]:
             raise ConfigError(
@@ -114,6 +120,9 @@ class PgmqQueue(JobQueue):
             )
         if row[3] is None or row[4] is None or pgmq_order.needs_rows(self._conn, self._q, self.name):
             pgmq_order.ensure_tables(self._conn, self._q, self.name)  # a queue an older docutrain made
+        if row[5] is None:  # a queue made before the tally existed
+            with contextlib.suppress(psycopg_module().errors.UniqueViolation):  # made by another handle now
+                self._conn.execute(create_sql(self._tally))
 
     def _db(self, work: Callable[[Any], T]) -> T:
         """Run `work(conn)`; on a dropped connection reconnect and try once more.
@@ -371,6 +380,32 @@ class PgmqQueue(JobQueue):
 
         self._settle(job, change)
 
+    def bury_done(self, job: Job, error: str) -> None:
+        def work(conn) -> None:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{self.name}:{job.id}",))
+                active = cur.execute(
+                    f"SELECT 1 FROM {self._q} WHERE {JOB_ID} = %s UNION ALL"
+                    f" SELECT 1 FROM {self._dq} WHERE {JOB_ID} = %s LIMIT 1", (job.id, job.id),
+                ).fetchone()
+                if active:
+                    return  # queued, running or dead again: not a done job any more
+                record = cur.execute(
+                    f"SELECT msg_id, message FROM {self._a} WHERE {JOB_ID} = %s"
+                    " ORDER BY archived_at DESC LIMIT 1 FOR UPDATE", (job.id,),
+                ).fetchone()
+                dead = job
+                if record is not None:  # its full record: attempts, errors, result
+                    self._fold(cur, [finished_record(Job.from_payload(job.id, JobState.DONE, record[1]))])
+                    cur.execute(f"DELETE FROM {self._a} WHERE msg_id = %s", (record[0],))
+                    dead = Job.from_payload(job.id, JobState.DONE, record[1])
+                dead.record_error(error)
+                dead.state = JobState.DEAD
+                dead.finished_at = time.time()
+                cur.execute("SELECT pgmq.send(%s, %s, 0)", (self.dead_name, self._json(self._message(dead))))
+
+        self._db(work)
+
     def release(self, job: Job, not_before: float | None = None) -> None:
         def change(cur, msg_id: int, read_ct: int, message: dict) -> None:
             # The job changes only if this runner still held it (_locked
@@ -391,13 +426,22 @@ class PgmqQueue(JobQueue):
 
     def housekeep(self) -> None:
         """Keep the latest KEEP_DONE_RECORDS done records in the archive."""
-        self._db(
-            lambda c: c.execute(
-                f"DELETE FROM {self._a} WHERE archived_at <"
-                f" (SELECT archived_at FROM {self._a} ORDER BY archived_at DESC OFFSET %s LIMIT 1)",
-                (KEEP_DONE_RECORDS - 1,),
-            )
-        )
+        def work(conn) -> None:
+            with conn.transaction(), conn.cursor() as cur:
+                where = (f"archived_at < (SELECT archived_at FROM {self._a}"
+                         " ORDER BY archived_at DESC OFFSET %s LIMIT 1)")
+                pruned = cur.execute(
+                    pgmq_read.finished_done(self._a, f"{where} FOR UPDATE"), (KEEP_DONE_RECORDS - 1,)
+                ).fetchall()
+                if pruned:
+                    self._fold(cur, [Finished(*row) for row in pruned])
+                    cur.execute(f"DELETE FROM {self._a} WHERE {where}", (KEEP_DONE_RECORDS - 1,))
+
+        self._db(work)
+
+    def _fold(self, cur, records: list[Finished]) -> None:
+        """Count records that are about to leave (in the caller's transaction)."""
+        cur.executemany(fold_sql(self._tally, "%s"), list(Tally.of(records).rows()))
 
     # -- readers and operators -------------------------------------------
     def stats(self, now: float) -> QueueStats:
@@ -435,6 +479,19 @@ class PgmqQueue(JobQueue):
         # In SQL: /metrics reads every kept record at each scrape.
         rows = self._db(lambda conn: conn.execute(pgmq_read.finished(self._a, self._dq), (since, since)).fetchall())
         return [Finished(*row) for row in rows]
+
+    def totals(self) -> Tally:
+        def work(conn) -> Tally:
+            with conn.transaction(), conn.cursor() as cur:
+                # One snapshot: a fold between two reads would count twice.
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                folded = Tally.from_rows(cur.execute(f"SELECT name, label, value FROM {self._tally}").fetchall())
+                kept = cur.execute(
+                    f"{pgmq_read.finished_done(self._a, 'true')} UNION ALL {pgmq_read.finished_dead(self._dq, 'true')}"
+                ).fetchall()
+            return folded.plus(Tally.of(Finished(*row) for row in kept))
+
+        return self._db(work)
 
     # -- the line (queues/pgmq_order.py) ---------------------------------------
     def ahead_of(self, job: Job, now: float) -> Ahead | None:
@@ -481,13 +538,15 @@ class PgmqQueue(JobQueue):
                     ).fetchall()
                 if not rows:
                     return []
-                fresh = []
+                fresh, deaths = [], []
                 for msg_id, message in sorted(rows, key=lambda r: int(r[1].get("job_id") or r[0])):
-                    job = Job.from_payload(int(message.get("job_id") or msg_id), JobState.QUEUED, message)
+                    job = Job.from_payload(int(message.get("job_id") or msg_id), JobState.DEAD, message)
+                    deaths.append(finished_record(job))  # still counted once it leaves the dead queue
                     # A new message starts at read_ct 0: attempts start afresh,
                     # and pgmq's enqueued_at of the new message agrees with queued_at.
                     job.revived(time.time())
                     fresh.append(job)
+                self._fold(cur, deaths)
                 self._send(cur, fresh, keep_ids=True)  # back in line as if new
                 cur.execute(
                     "SELECT * FROM pgmq.delete(%s, %s::bigint[])", (self.dead_name, [r[0] for r in rows])

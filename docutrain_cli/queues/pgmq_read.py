@@ -96,20 +96,30 @@ def archived_jobs(cur, table: str, state: JobState, where: str, params: tuple,
     return [Job.from_payload(job_id, state, message) for job_id, message in rows]
 
 
-def finished(archive: str, dead_queue: str) -> str:
-    """The records of done and dead jobs finished since %s (twice), as `Finished` rows."""
-    finished_at = "(message->>'finished_at')::float8"
-    seconds = f"{finished_at} - (message->>'started_at')::float8"
-    owner_and_cost = "message->>'user_id', (message->>'cost')::bigint"
+_FINISHED_AT = "(message->>'finished_at')::float8"
+_SECONDS = f"{_FINISHED_AT} - (message->>'started_at')::float8"
+_OWNER_AND_COST = "message->>'user_id', (message->>'cost')::bigint"
+
+
+def finished_done(archive: str, where: str) -> str:
+    """The records of done jobs (the archive) that `where` selects, as `Finished` rows."""
     return (
-        f"SELECT {JOB_ID}, 'done', {finished_at}, {seconds},"
+        f"SELECT {JOB_ID}, 'done', {_FINISHED_AT}, {_SECONDS},"
         " coalesce((message->'result'->>'pages')::int, 0),"
         " coalesce((message->'result'->>'tokens_embedded')::bigint, 0),"
         # `model` in JobResult records; `embedding_model` in older ones
         " coalesce(message->'result'->>'model', message->'result'->>'embedding_model'),"
-        f" {owner_and_cost}"
-        f" FROM {archive} WHERE {finished_at} >= %s"
-        " UNION ALL"
-        f" SELECT {JOB_ID}, 'dead', {finished_at}, {seconds}, 0, 0, NULL, {owner_and_cost}"
-        f" FROM {dead_queue} WHERE coalesce({finished_at}, 0) >= %s ORDER BY 3"
+        f" {_OWNER_AND_COST}"
+        f" FROM {archive} WHERE {where}"
     )
+
+
+def finished_dead(dead_queue: str, where: str) -> str:
+    """The records of dead jobs (the dead-letter queue) that `where` selects."""
+    return f"SELECT {JOB_ID}, 'dead', {_FINISHED_AT}, {_SECONDS}, 0, 0, NULL, {_OWNER_AND_COST} FROM {dead_queue} WHERE {where}"
+
+
+def finished(archive: str, dead_queue: str) -> str:
+    """The records of done and dead jobs finished since %s (twice), as `Finished` rows."""
+    since = f"coalesce({_FINISHED_AT}, 0) >= %s"
+    return f"{finished_done(archive, since)} UNION ALL {finished_dead(dead_queue, since)} ORDER BY 3"

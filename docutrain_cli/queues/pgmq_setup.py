@@ -17,6 +17,7 @@ from pathlib import Path
 from docutrain_cli.config import redact_url
 from docutrain_cli.errors import ConfigError, DocutrainError, ServiceUnavailableError
 from docutrain_cli.queues import pgmq_order
+from docutrain_cli.queues.tally import create_sql
 
 CONNECT_TIMEOUT = 10  # seconds
 DEAD_SUFFIX = "_dead"
@@ -120,6 +121,11 @@ def _pgmq_version(conn) -> str | None:
     return "" if present else None
 
 
+def tally_table(queue_name: str) -> str:
+    """Counts of the queue's finished records that left it (queues/tally.py)."""
+    return f"pgmq.docutrain_tally_{queue_name}"
+
+
 def init_queue(url: str, queue_name: str = "docutrain") -> str:
     """Make `url` ready for PgmqQueue: pgmq present, queue and dead-letter
     queue created. Safe to run again. Returns a short summary of what it did."""
@@ -169,6 +175,7 @@ def init_queue(url: str, queue_name: str = "docutrain") -> str:
                         f" ON pgmq.{prefix}_{queue} ((message->>'document_id'))"
                     )
                 done.append(f"queue {queue} {'already there' if existed else 'created'}")
+            conn.execute(create_sql(tally_table(name)))
             if fresh_main:  # made afresh, perhaps under an old queue's name: forget that one's order
                 pgmq_order.forget_if_present(conn, name)
             pgmq_order.ensure_tables(conn, f"pgmq.q_{name}", name)

@@ -6,10 +6,13 @@ clients together. Workers that each fight the limit alone get mostly 429s
 asks one shared budget before each request and waits its turn.
 
 The budget is a token bucket like the server's own (one minute of capacity,
-refilled continuously), with reservations: a worker takes its request's
-estimated tokens at once, the level may go below zero, and the worker sleeps
-until the refill has covered its share. Reservations queue up in order, so
-the workers take turns without all waking at once, and nobody has to poll.
+refilled continuously), with reservations: a worker asks for its request's
+estimated tokens; when the bucket holds them they are taken at once, else
+the worker takes a place in the budget's line and sleeps until the refill
+has covered its own tokens and those of everyone ahead of it, then asks
+again. The line keeps the fair order of jobs (ratelimit/order.py): a
+newcomer's request goes before the requests another user's workers already
+have waiting. The workers take turns without all waking at once.
 After each answer the bucket is corrected with the tokens the server really
 counted and with its `x-ratelimit-remaining-*` headers; a 429 blocks
 everyone for as long as the server asks. The limit comes from the settings
@@ -37,11 +40,13 @@ from typing import Any, Callable, Mapping, TypeVar
 
 from docutrain_cli import sqlite
 from docutrain_cli.paths import budget_path
+from docutrain_cli.ratelimit.order import GRACE, Line, Place, Waiting, new_ticket
 from docutrain_cli.ratelimit.row import FIELDS, BudgetRow, BudgetStore
 
 MARGIN = 0.03  # we aim this far under the server's limit: latency jitter and estimates drift
 PROBE_TIMEOUT = 30.0  # seconds the others wait for the first answer before going ahead anyway
 RECHECK = 0.1  # seconds between looks while the first request is out
+SLACK = 0.01  # seconds: a grant this close is made now; the worker sleeps the rest
 T = TypeVar("T")
 
 
@@ -51,6 +56,15 @@ class Reservation:
     wait: float  # seconds the caller must sleep before sending
     again: bool = False  # after the wait, ask again instead of sending (nothing was reserved)
     estimate: int = 0  # the caller's own estimate, before the density
+    # Set while the reservation waits in the budget's line (nothing taken
+    # yet): sleep `wait`, then ask again with it (`RateBudget.reserve(..., held=)`).
+    ticket: str | None = None
+    place: Place | None = None  # the job it is for, in the line's order
+    since: float = 0.0  # when it first asked
+
+    @property
+    def in_line(self) -> bool:
+        return self.ticket is not None
 
 
 def budget_key(base_url: str | None, api_key: str | None, model: str) -> str:
@@ -74,13 +88,18 @@ def key_parts(key: str) -> tuple[str, str]:
 class RateBudget:
     """One account's budget, as seen from one process."""
 
-    def __init__(self, store: BudgetStore, key: str, *, tpm: int = 0, rpm: int = 0, margin: float = MARGIN):
+    def __init__(self, store: BudgetStore, key: str, *, tpm: int = 0, rpm: int = 0, margin: float = MARGIN,
+                 grace: float = GRACE):
         self.store = store
         self.key = key
         self.configured = (tpm, rpm)
         self.margin = margin
+        self.grace = grace  # how long our place in the line outlives a missed turn
         self.tpm = tpm  # last known limits, for planning requests
         self.rpm = rpm
+        # The job this process is working for (a worker runs one at a time):
+        # where its requests stand in the line. Set by run/worker.py.
+        self.place = Place()
 
     # -- the bucket arithmetic (called with the row locked) -----------------
     def _refill(self, row: BudgetRow, now: float) -> None:
@@ -100,12 +119,13 @@ class RateBudget:
     def _usable(self, limit: int) -> float:
         return limit * (1.0 - self.margin)
 
-    def _wait(self, row: BudgetRow, now: float) -> float:
+    def _wait(self, row: BudgetRow, now: float, tokens: float, requests: int) -> float:
+        """Seconds until the bucket holds `tokens` and `requests` (and no 429 holds everyone off)."""
         wait = max(0.0, row.blocked_until - now)
-        if row.tpm and row.token_level < 0:
-            wait = max(wait, -row.token_level * 60.0 / self._usable(row.tpm))
-        if row.rpm and row.request_level < 0:
-            wait = max(wait, -row.request_level * 60.0 / self._usable(row.rpm))
+        if row.tpm and row.token_level < tokens:
+            wait = max(wait, (tokens - row.token_level) * 60.0 / self._usable(row.tpm))
+        if row.rpm and row.request_level < requests:
+            wait = max(wait, (requests - row.request_level) * 60.0 / self._usable(row.rpm))
         return wait
 
     def _learn(self, row: BudgetRow, headers: Mapping[str, str] | None) -> None:
@@ -132,12 +152,14 @@ class RateBudget:
         self.tpm, self.rpm = row.tpm, row.rpm
 
     # -- what workers call --------------------------------------------------
-    def reserve(self, estimate: int) -> Reservation:
-        """Take a request's tokens and one request from the budget; returns how
-        long to wait first. `estimate` is the caller's guess; the budget
+    def reserve(self, estimate: int, held: Reservation | None = None) -> Reservation:
+        """Take a request's tokens and one request from the budget, or a place
+        in its line (`in_line`: sleep `wait`, then ask again with `held=` the
+        reservation returned). `estimate` is the caller's guess; the budget
         reserves it at the density the server's answers showed, which all
         workers share: a reservation far above what the server then counts
         would make every worker behind it wait for nothing."""
+        place = held.place if held is not None and held.place is not None else self.place
 
         def work(row: BudgetRow, now: float) -> Reservation:
             tokens = math.ceil(estimate * (row.density or 1.0))
@@ -152,24 +174,43 @@ class RateBudget:
                     return Reservation(tokens, 0.0, False, estimate)
                 return Reservation(tokens, max(0.0, row.blocked_until - now), False, estimate)  # a read
             self._refill(row, now)
+            line = Line.load(row.line, now)
+            entry = Waiting(held.ticket if held and held.ticket else new_ticket(), tokens, place,
+                            held.since if held and held.since else now, 0.0)
+            ahead = line.ahead_of(entry, now)
+            wait = self._wait(row, now, sum(w.tokens for w in ahead) + tokens, len(ahead) + 1)
+            if wait > SLACK:  # not yet: keep a place, ask again when the tokens ahead are covered
+                entry.expires = now + wait + self.grace
+                line.join(entry)
+                row.line = line.dump()
+                return Reservation(tokens, wait, False, estimate, entry.ticket, place, entry.since)
+            line.leave(entry.ticket)
+            line.count(place, tokens)
+            row.line = line.dump()
             if row.tpm:
                 row.token_level -= tokens
             if row.rpm:
                 row.request_level -= 1
-            return Reservation(tokens, self._wait(row, now), False, estimate)
+            return Reservation(tokens, wait, False, estimate, None, place, entry.since)
 
         return self.store.transact(self.key, work)
 
     def cancel(self, reservation: Reservation) -> None:
-        """Give an unused reservation back (the job is given up)."""
+        """Give an unused reservation back (the job is given up), or its place in the line."""
 
         def work(row: BudgetRow, now: float) -> None:
             row.probe_until = 0.0  # a failed first request: let the next one try
             if not (row.tpm or row.rpm):
                 return
             self._refill(row, now)
-            row.token_level += reservation.tokens if row.tpm else 0
-            row.request_level += 1 if row.rpm else 0
+            line = Line.load(row.line, now)
+            if reservation.in_line:  # nothing was taken yet
+                line.leave(reservation.ticket)
+            else:
+                line.count(reservation.place, -reservation.tokens)
+                row.token_level += reservation.tokens if row.tpm else 0
+                row.request_level += 1 if row.rpm else 0
+            row.line = line.dump()
 
         self.store.transact(self.key, work)
 
@@ -180,6 +221,10 @@ class RateBudget:
             self._refill(row, now)
             if row.tpm:
                 row.token_level += reservation.tokens - used
+            if reservation.place is not None:  # the user is counted what the server counted
+                line = Line.load(row.line, now)
+                line.count(reservation.place, used - reservation.tokens)
+                row.line = line.dump()
             if reservation.estimate:
                 seen = used / reservation.estimate
                 row.density = seen if not row.density else 0.7 * row.density + 0.3 * seen
@@ -246,6 +291,8 @@ def describe(row: BudgetRow, now: float) -> dict[str, Any]:
         "tokens_per_minute_limit": row.tpm or None,
         "requests_per_minute_limit": row.rpm or None,
         "limit_source": ("headers" if row.learned else "settings") if (row.tpm or row.rpm) else None,
+        # What the server counted per token the workers estimated (`estimate` bills with it).
+        "server_tokens_per_estimated_token": round(row.density, 4) or None,
         "tokens_last_minute": per_minute,
         "tokens_total": row.tokens_total,
         "requests_total": row.requests_total,

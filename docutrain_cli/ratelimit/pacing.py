@@ -1,7 +1,8 @@
 """A worker's side of the shared rate budget, around each embedding request.
 
 Before a request: reserve its tokens and sleep until the budget says it is
-our turn. After a 429: wait what the server asked (with jitter, so the
+our turn (asking again after each sleep while we wait in its line: someone
+earlier in the fair order may have come in between). After a 429: wait what the server asked (with jitter, so the
 refused workers do not all come back at once), tell the budget so everyone
 else holds off too, and try again, never charging the job an attempt. Only
 when refusals go on for `patience`, or waiting would run into the job's own
@@ -37,22 +38,33 @@ class Pacer:
         if self.budget is None:
             return None
         reservation = self.budget.reserve(tokens)
-        while reservation.again:  # another worker's first request is out: its answer tells the limit
-            time.sleep(reservation.wait)
-            self.waited += reservation.wait
-            reservation = self.budget.reserve(tokens)
+        # again: another worker's first request is out, its answer tells the
+        # limit; in_line: our tokens are not covered yet.
+        while reservation.again or reservation.in_line:
+            if reservation.in_line:
+                self._check_patience(reservation, refused_since)
+            self._sleep(reservation.wait)
+            reservation = self.budget.reserve(tokens, held=reservation)
         if reservation.wait > 0:
-            give_up = self._give_up_at(refused_since)
-            if give_up is not None and time.monotonic() + reservation.wait > give_up:
-                self.budget.cancel(reservation)
-                raise RateLimitedError(
-                    f"the embedding API's rate limit left no room for {reservation.wait:.0f} s; "
-                    "the job goes back to the queue",
-                    retry_after=reservation.wait,
-                )
-            time.sleep(reservation.wait)
-            self.waited += reservation.wait
+            self._check_patience(reservation, refused_since)
+            self._sleep(reservation.wait)
         return reservation
+
+    def _check_patience(self, reservation: Reservation, refused_since: float | None) -> None:
+        """Give the reservation back and the job to the queue when waiting
+        `reservation.wait` would run past `patience` or the job's deadline."""
+        give_up = self._give_up_at(refused_since)
+        if give_up is not None and time.monotonic() + reservation.wait > give_up:
+            self.budget.cancel(reservation)
+            raise RateLimitedError(
+                f"the embedding API's rate limit left no room for {reservation.wait:.0f} s; "
+                "the job goes back to the queue",
+                retry_after=reservation.wait,
+            )
+
+    def _sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+        self.waited += seconds
 
     def refused(self, headers: Mapping[str, str] | None, message: str, refused_since: float) -> None:
         """A 429: wait what the server says, with jitter, and tell the budget."""

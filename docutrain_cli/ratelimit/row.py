@@ -37,6 +37,7 @@ class BudgetRow:
     problem: str | None = None  # an account problem (quota, key) that stopped runs
     problem_at: float | None = None
     updated_at: float = 0.0
+    line: str = ""  # who waits for tokens and who was granted lately: JSON of ratelimit/order.py's Line
 
 
 FIELDS = [f.name for f in dataclasses.fields(BudgetRow)]

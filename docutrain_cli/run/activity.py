@@ -43,6 +43,15 @@ CREATE TABLE IF NOT EXISTS workers (
     job_since    REAL,                 -- when it took that job, or went idle
     PRIMARY KEY (host, pid)
 );
+-- What a worker's job last reported ("OCR page 3/40"), as the CLI shows it.
+-- A table of its own so a file made by an older version gains it too.
+CREATE TABLE IF NOT EXISTS progress (
+    host     TEXT NOT NULL,
+    pid      INTEGER NOT NULL,
+    job_id   INTEGER NOT NULL,
+    message  TEXT NOT NULL,
+    PRIMARY KEY (host, pid)
+);
 """
 
 
@@ -56,6 +65,7 @@ class WorkerInfo:
     source: str | None
     document_id: str | None
     since: float | None  # on this job since, or idle since
+    progress: str | None = None  # what its job last reported: "OCR page 3/40"
 
     @property
     def busy(self) -> bool:
@@ -112,6 +122,12 @@ class WorkerBoard(sqlite_files.SharedFile):
             (job.id, job.source, job.document_id, time.time(), self._host, os.getpid()),
         )
 
+    def job_progress(self, job_id: int, message: str) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO progress (host, pid, job_id, message) VALUES (?, ?, ?, ?)",
+            (self._host, os.getpid(), job_id, message),
+        )
+
     def job_finished(self) -> None:
         self._write(
             "UPDATE workers SET job_id = NULL, source = NULL, document_id = NULL, job_since = ?,"
@@ -132,8 +148,10 @@ class WorkerBoard(sqlite_files.SharedFile):
         if not self.path.exists():
             return []
         rows = self.conn.execute(
-            "SELECT host, pid, proc_start, started_at, jobs_done, job_id, source, document_id, job_since"
-            " FROM workers ORDER BY started_at, pid"
+            "SELECT w.host, w.pid, w.proc_start, w.started_at, w.jobs_done, w.job_id, w.source, w.document_id,"
+            " w.job_since, p.message FROM workers w LEFT JOIN progress p"
+            " ON p.host = w.host AND p.pid = w.pid AND p.job_id = w.job_id"  # this job's, not the last one's
+            " ORDER BY w.started_at, w.pid"
         ).fetchall()
         live, gone = [], []
         for host, pid, proc_start, *rest in rows:
@@ -144,6 +162,7 @@ class WorkerBoard(sqlite_files.SharedFile):
         if gone:
             try:
                 self.conn.executemany("DELETE FROM workers WHERE host = ? AND pid = ?", gone)
+                self.conn.executemany("DELETE FROM progress WHERE host = ? AND pid = ?", gone)
             except sqlite3.Error:  # a reader that cannot tidy up still answers
                 pass
         return live

@@ -31,6 +31,7 @@ import time
 from docutrain_cli.config import Settings
 from docutrain_cli.errors import DocutrainError
 from docutrain_cli.jobs import Job
+from docutrain_cli.run.tracker import restore as restore_tracker
 from docutrain_cli.run.worker import WorkerContext, init_worker, load_processor, run_job, run_with, worker_modules
 
 
@@ -61,6 +62,7 @@ class WorkerPool:
 
         from pebble import ProcessPool
 
+        restore_tracker(())  # the pool's channel registers its semaphores with it now
         pool = ProcessPool(
             max_workers=self.settings.workers,
             initializer=init_worker,
@@ -176,6 +178,7 @@ def _stop(pool) -> None:
     # FileNotFoundError traceback. Holding them until every worker is
     # joined removes them only when nobody can open them any more.
     locks = _channel_locks(pool)
+    restore_tracker(_semaphore_names(locks))  # their unlinking below tells the tracker
     pool.stop()
     pool.join(timeout=10)
     del locks  # the last reference: multiprocessing unlinks them now
@@ -187,6 +190,12 @@ def _channel_locks(pool) -> tuple:
     manager = getattr(getattr(pool, "_pool_manager", None), "worker_manager", None)
     mutex = getattr(getattr(manager, "workers_channel", None), "mutex", None)
     return (getattr(mutex, "reader_mutex", None), getattr(mutex, "writer_mutex", None))
+
+
+def _semaphore_names(locks: tuple) -> list[str]:
+    """The names multiprocessing gave the locks' semaphores (None-safe)."""
+    names = (getattr(getattr(lock, "_semlock", None), "name", None) for lock in locks)
+    return [name for name in names if name]
 
 
 def _forkserver_pid() -> int | None:

@@ -24,8 +24,9 @@ from docutrain_cli.store.local import ChunkRow
 if TYPE_CHECKING:  # the worker runs us; we only read its context
     from docutrain_cli.run.worker import WorkerContext
 
-# Imported lazily below; the runner's forkserver imports it once for all workers.
-WORKER_PRELOAD = ("docutrain_cli.pipeline.extract",)
+# Imported lazily (PyMuPDF; numpy for the offline embedder); the runner's
+# forkserver imports them once for all workers.
+WORKER_PRELOAD = ("docutrain_cli.pipeline.extract", "docutrain_cli.pipeline.offline")
 
 def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -41,6 +42,28 @@ def _waiting_deadline(job: Job, settings) -> float | None:
     return time.monotonic() + max(left, 0.0)
 
 
+def chunk_document(path, settings, counter, max_input_tokens: int, ocr) -> tuple[list, int, list[int]]:
+    """The document's chunks, page count and unreadable pages, exactly as a
+    run makes them (`docutrain estimate` counts with this too)."""
+    # PyMuPDF only here: the runner imports this module to check the
+    # processor, and its start-up should not pay for PyMuPDF.
+    from docutrain_cli.pipeline.extract import Extraction
+
+    with Extraction(path, password=settings.pdf_password, max_pages=settings.max_pages, ocr=ocr) as doc:
+        chunks = list(
+            chunk_pages(
+                doc.pages(),
+                counter,
+                chunk_tokens=settings.chunk_tokens,
+                overlap=settings.chunk_overlap,
+                max_input_tokens=max_input_tokens,
+                page_headings=doc.page_headings(),
+            )
+        )
+        # damaged pages and scanned pages whose OCR Tesseract rates unreadable
+        return chunks, doc.page_count, sorted(doc.unreadable_pages + ocr.unreadable)
+
+
 def process_job(job: Job, context: "WorkerContext") -> JobResult:
     settings = context.settings
     started = time.monotonic()
@@ -48,9 +71,6 @@ def process_job(job: Job, context: "WorkerContext") -> JobResult:
     embedder = context.embedder
     store = context.store
 
-    # PyMuPDF only in workers: the runner imports this module to check the
-    # processor, and its start-up should not pay for PyMuPDF.
-    from docutrain_cli.pipeline.extract import Extraction
     from docutrain_cli.pipeline.ocr import OcrOptions, PageOcr
 
     # The pool kills the job at job_timeout; OCR stops before that with a reason.
@@ -59,19 +79,9 @@ def process_job(job: Job, context: "WorkerContext") -> JobResult:
         deadline=started + settings.job_timeout if settings.job_timeout else None,
         progress=context.report_progress,
     )
-    with Extraction(loaded.path, password=settings.pdf_password, max_pages=settings.max_pages, ocr=ocr) as doc:
-        chunks = list(
-            chunk_pages(
-                doc.pages(),
-                embedder.counter,
-                chunk_tokens=settings.chunk_tokens,
-                overlap=settings.chunk_overlap,
-                max_input_tokens=embedder.max_input_tokens,
-                page_headings=doc.page_headings(),
-            )
-        )
-        page_count = doc.page_count
-        unreadable_pages = list(doc.unreadable_pages)
+    chunks, page_count, unreadable_pages = chunk_document(
+        loaded.path, settings, embedder.counter, embedder.max_input_tokens, ocr
+    )
     if not chunks:  # extraction raises first; this guards the contract
         raise PermanentError("no extractable text")
 
@@ -167,6 +177,7 @@ def _park(job, context, chunks, hashes, to_send, page_count, sha256, started, un
         user_id=job.user_id,
         source=job.source,
         sha256=sha256,
+        job_id=job.id,
     )
     return JobResult(
         pages=page_count,

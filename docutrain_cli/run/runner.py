@@ -33,6 +33,7 @@ HOUSEKEEP_EVERY = 30.0  # seconds, or
 HOUSEKEEP_AFTER = 1000  # finished jobs, whichever comes first: keeps the queue table small
 FLUSH_EVERY = 2.0  # the outbox's own backoff decides whether a flush sends anything
 BUDGET_EVERY = 5.0  # how often the display learns the rate budget's figures
+COUNTS_EVERY = 2.0  # how often the live display learns the queue's counts (jobs arrive any time)
 POOL_STARTS = 3  # fresh pools that may fail in a row before the run gives up
 POOL_PROVEN_AFTER = 10.0  # seconds up (or one job finished) and a pool counts as started
 
@@ -161,6 +162,8 @@ class Runner:
         tasks.append(Periodic("reconcile", TICK, self._reconcile))
         if not self.queue.exclusive:  # other runners take jobs whose lease lapses
             tasks.append(Periodic("lease extension", self.settings.visibility_timeout / 3, self._extend_leases))
+        if self.observer.wants_queue_counts:
+            tasks.append(Periodic("queue counts", COUNTS_EVERY, self._show_counts))
         if self.settings.embedder_kind == "openai":  # tokens/min against the limit, for the display
             tasks.append(Periodic("rate budget view", BUDGET_EVERY, self._show_budget))
         if self.settings.embedding_mode == "batch":
@@ -189,6 +192,9 @@ class Runner:
         if self.reconciler is not None and self.reconciler.due(now):
             self._flush_status()  # so rows that just finished here are not `pending` any more
             self.reconciler.run(now)
+
+    def _show_counts(self) -> None:
+        self.observer.queue_counts(self.queue.stats(time.time()))
 
     def _show_budget(self) -> None:
         view = self._budget_view()
@@ -491,7 +497,7 @@ class Runner:
             return
         from docutrain_cli.batch.step import BatchStep, StepReport
 
-        self._batch = BatchStep(self.settings, self.status)
+        self._batch = BatchStep(self.settings, self.status, queue=self.queue)
         self._batch_report = StepReport()
         self._batch_pass(flush=True)
 
@@ -511,7 +517,7 @@ class Runner:
         try:
             report = self._batch.step(flush=flush)
             self._batch_report.add(report)
-            if report.documents_ready or report.documents_error:
+            if report.documents_ready or report.documents_dead:
                 self._flush_status()  # an idle service would otherwise sit on these statuses
         except AccountError as exc:  # nothing can be sent: every job and parked chunk stays
             self._account_problem(exc)

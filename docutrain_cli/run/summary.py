@@ -67,7 +67,8 @@ class RunSummary:
             return ExitCode.INTERRUPTED
         if self.stop_reason == "account":
             return ExitCode.UNAVAILABLE
-        return ExitCode.PARTIAL if self.dead else ExitCode.OK
+        dead_after_batch = (self.batch or {}).get("documents_dead", 0)  # Batch API mode: dead after the job
+        return ExitCode.PARTIAL if self.dead or dead_after_batch else ExitCode.OK
 
     @property
     def tokens_per_minute(self) -> float:

@@ -20,6 +20,7 @@ from docutrain_cli.run import activity
 from docutrain_cli.config import Settings
 from docutrain_cli.errors import ConfigError
 from docutrain_cli.jobs import Job, JobResult
+from docutrain_cli.ratelimit.order import Place
 from docutrain_cli.run.progress_channel import ProgressSender
 
 class WorkerContext:
@@ -29,18 +30,21 @@ class WorkerContext:
     in the process that uses them (clients never cross a fork), and kept for
     the process's later jobs. So is the embedding API's rate budget, shared
     by all workers (and all runners on a shared queue): every processor
-    reaches it the same way.
+    reaches it the same way, and its requests stand in the budget's line
+    where the lease order puts the job being run (`working_on`).
     """
 
     def __init__(self, settings: Settings, progress_address: str | None = None):
         self.settings = settings
-        self.job_id: int | None = None  # the job being run, for report_progress
+        self.job: Job | None = None  # the job being run (working_on)
+        self.job_id: int | None = None  # its id, for report_progress
         self._progress = ProgressSender(progress_address)
         self._store = None
         self._embedder = None
         self._supabase = None
         self._downloads = None
         self._budget = None
+        self._lease_order = None
 
     @property
     def store(self):
@@ -68,7 +72,24 @@ class WorkerContext:
             from docutrain_cli.ratelimit.budget import open_budget
 
             self._budget = open_budget(self.settings)
+            if self.job is not None:
+                self._budget.place = self._place(self.job)
         return self._budget
+
+    def working_on(self, job: Job | None) -> None:
+        """The job this process runs now (None: between jobs), for progress
+        reports and for where its requests stand in the budget's line."""
+        self.job = job
+        self.job_id = job.id if job is not None else None
+        if self._budget is not None:
+            self._budget.place = self._place(job) if job is not None else Place()
+
+    def _place(self, job: Job) -> Place:
+        if self._lease_order is None:
+            from docutrain_cli.queues.fair import order_for
+
+            self._lease_order = order_for(self.settings)
+        return self._lease_order.place(job)
 
     @property
     def supabase(self):
@@ -95,6 +116,9 @@ class WorkerContext:
         for its display. Best effort: never blocks, never fails the job."""
         if self.job_id is not None:
             self._progress.send(self.job_id, message)
+            board = activity.current()  # and the dashboard, which reads <store>.workers
+            if board is not None:
+                board.job_progress(self.job_id, message)
 
     def close(self) -> None:
         """Release what was made (in-process runs and tests; a worker
@@ -202,11 +226,11 @@ def run_with(processor: Processor, job: Job, context: WorkerContext) -> JobResul
     """One job through a processor; None (nothing to report) is an empty
     result, and a plain dict (a processor written before JobResult) is read
     like an old queue record."""
-    context.job_id = job.id
+    context.working_on(job)
     try:
         result: Any = processor(job, context)
     finally:
-        context.job_id = None
+        context.working_on(None)
     if result is None:
         return JobResult()
     return JobResult.from_dict(result) if isinstance(result, dict) else result

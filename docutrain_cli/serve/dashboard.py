@@ -37,17 +37,24 @@ from starlette.staticfiles import StaticFiles
 
 from docutrain_cli.run.activity import WorkerBoard
 from docutrain_cli.config import Settings
-from docutrain_cli.jobs import STATES, JobState
+from docutrain_cli.jobs import STATES
 from docutrain_cli.errors import DocutrainError
 from docutrain_cli.ratelimit.budget import current_budget
 from docutrain_cli.serve import metrics
 from docutrain_cli.serve import session as sess
+from docutrain_cli.serve.auth import failed_auth_window
+from docutrain_cli.serve.body import BodyTooLarge, read_body
 from docutrain_cli.serve.handles import QueueHandles
+from docutrain_cli.serve.jobs import MAX_JOB_ID, without_local_hash
 from docutrain_cli.serve.overview import gather
+from docutrain_cli.paths import sessions_path
+from docutrain_cli.serve.revocations import Revocations
+from docutrain_cli.serve.throttle import SlidingWindow, client_key
 
 HERE = Path(__file__).parent
 REFRESH_SECONDS = 3
 MAX_FORM_BYTES = 16 * 1024
+UNKNOWN = object()  # request.state.auth before the first check
 
 # No inline scripts or styles, nothing from elsewhere: even markup that slipped
 # through escaping could not run.
@@ -77,9 +84,18 @@ def _age(seconds: float | None) -> str:
 
 
 def _when(epoch: float | None) -> str:
+    """The one time format of the dashboard, header and tables alike: the
+    server's local time with its zone (`2026-12-03 04:59:16 UTC`)."""
     if not epoch:
         return "–"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(epoch))
+
+
+def _folder_and_name(path: str) -> tuple[str, str]:
+    """('/srv/uploads/', 'report-40.pdf'): the page shortens the folder from
+    the left and keeps the name whole, as the CLI's tables do."""
+    folder, slash, name = path.rpartition("/")
+    return (folder + slash, name) if name else ("", path)
 
 
 def make_templates() -> jinja2.Environment:
@@ -92,6 +108,7 @@ def make_templates() -> jinja2.Environment:
     )
     env.filters["age"] = _age
     env.filters["when"] = _when
+    env.filters["folder_and_name"] = _folder_and_name
     env.filters["num"] = lambda n: f"{n:,}" if isinstance(n, (int, float)) else "–"
     # Errors start with the file's path, which the table shows beside them.
     env.filters["without_source"] = lambda error, source: (error or "").removeprefix(f"{source}: ")
@@ -107,15 +124,23 @@ class Dashboard:
         settings: Settings,
         handles: QueueHandles,
         *,
+        failures: SlidingWindow | None = None,
         budget_snapshot: Callable[[], dict[str, Any] | None] | None = None,
     ):
         self.settings = settings
-        self.sessions = sess.Sessions(settings.serve_token)
+        self.sessions = sess.Sessions(settings.serve_token, Revocations(sessions_path(settings.store)))
         self.handles = handles
+        # Wrong tokens and forged cookies, counted with the API's (auth.py
+        # answers 429 once there are too many).
+        self.failures = failures or failed_auth_window()
         # Read afresh on each page, like everything else: the runs write it.
         self._budget = budget_snapshot or partial(current_budget, settings)
         self.templates = make_templates()
         self.registry = metrics.registry_for(settings)
+
+    def close(self) -> None:
+        if self.sessions.revocations is not None:
+            self.sessions.revocations.close()
 
     def routes(self) -> list:
         return [
@@ -132,13 +157,25 @@ class Dashboard:
 
     # -- plumbing -----------------------------------------------------------
     def authenticated(self, request: Request) -> str | None:
-        """'bearer', 'cookie', 'open' (no token configured) or None."""
+        """'bearer', 'cookie', 'open' (no token configured) or None; a wrong
+        bearer token or a cookie we did not issue counts as a failure (once
+        per request)."""
+        known = getattr(request.state, "auth", UNKNOWN)
+        if known is UNKNOWN:
+            known = request.state.auth = self._authenticate(request)
+        return known
+
+    def _authenticate(self, request: Request) -> str | None:
         if not self.sessions.login_required:
-            return "open" if sess.host_is_loopback(request.headers.get("host")) else None
-        if self.sessions.bearer_ok(request.headers.get("authorization")):
+            return "open"  # loopback only, and EdgeGuard took only loopback Host names
+        authorization = request.headers.get("authorization")
+        if self.sessions.bearer_ok(authorization):
             return "bearer"
-        if self.sessions.session_ok(request.cookies.get(sess.COOKIE)):
+        cookie = request.cookies.get(sess.COOKIE)
+        if self.sessions.session_ok(cookie):
             return "cookie"
+        if authorization or cookie:
+            self.failures.add(client_key(request.scope))
         return None
 
     def _render(self, request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -163,36 +200,36 @@ class Dashboard:
 
     def _refuse(self, request: Request) -> Response:
         if request.query_params.get("partial") or request.method != "GET":
-            return PlainTextResponse("log in first", status_code=401, headers=SECURITY_HEADERS)
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return RedirectResponse("/login?" + urlencode({"next": target}), status_code=303)
+            response: Response = PlainTextResponse("log in first", status_code=401, headers=SECURITY_HEADERS)
+        else:
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            response = RedirectResponse("/login?" + urlencode({"next": target}), status_code=303)
+        if sess.COOKIE in request.cookies:  # expired, logged out or forged: the browser stops sending it
+            response.delete_cookie(sess.COOKIE, path="/", httponly=True, samesite="strict")
+        return response
 
     async def _form(self, request: Request) -> dict[str, str] | None:
         """The posted url-encoded form, or None if it is not one (or too big)."""
         if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
             return None
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_FORM_BYTES:
-                return None
+        try:
+            body = await read_body(request, MAX_FORM_BYTES)
+        except BodyTooLarge:
+            return None
         fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
         return {k: v[0] for k, v in fields.items()}
 
     async def _refuse_post(self, request: Request) -> Response | None:
         """Why this POST may not act (None when it may): auth, then, for
-        browsers, the page's own origin and the CSRF token."""
+        browsers, the CSRF token (EdgeGuard refused other sites' pages)."""
         how = self.authenticated(request)
         if how is None:
             return PlainTextResponse("log in first", status_code=401, headers=SECURITY_HEADERS)
         if how == "bearer":
             return None  # no browser sends that header by itself: no CSRF
         form = await self._form(request) or {}
-        base = f"{request.url.scheme}://{request.headers.get('host', '')}"
         session = request.cookies.get(sess.COOKIE) if self.sessions.login_required else None
-        if not sess.same_origin(request.headers, base) or not self.sessions.csrf_ok(
-            session, form.get(sess.CSRF_FIELD)
-        ):
+        if not self.sessions.csrf_ok(session, form.get(sess.CSRF_FIELD)):
             return PlainTextResponse(
                 "refused: this form did not come from the dashboard (reload the page and try again)",
                 status_code=403,
@@ -237,6 +274,8 @@ class Dashboard:
         if not self.authenticated(request):
             return self._refuse(request)
         job_id = request.path_params["job_id"]
+        if job_id > MAX_JOB_ID:
+            return self._render(request, "not_found.html", status=404, job_id=job_id)
         try:
             job = await self.handles.call(lambda queue: queue.job(job_id))
         except DocutrainError as exc:
@@ -245,7 +284,7 @@ class Dashboard:
             return self._render(request, "not_found.html", status=404, job_id=job_id)
         template = "_job.html" if request.query_params.get("partial") else "job.html"
         return self._render(
-            request, template, job=job, now=time.time(), notice=_notice(request.query_params),
+            request, template, job=without_local_hash(job), now=time.time(), notice=_notice(request.query_params),
             queue_label=request.app.state.queue.label,
         )
 
@@ -254,6 +293,8 @@ class Dashboard:
         if refused:
             return refused
         job_id = request.path_params["job_id"]
+        if job_id > MAX_JOB_ID:
+            return self._render(request, "not_found.html", status=404, job_id=job_id)
         revived = await self.handles.call(lambda queue: queue.revive([job_id]))
         outcome = {"retried": len(revived)} if revived else {"not_dead": job_id}
         return RedirectResponse(f"/jobs/{job_id}?{urlencode(outcome)}", status_code=303)
@@ -288,9 +329,9 @@ class Dashboard:
         if not self.sessions.login_required:
             return RedirectResponse("/", status_code=303)
         form = await self._form(request) or {}
-        base = f"{request.url.scheme}://{request.headers.get('host', '')}"
         target = sess.safe_next(form.get("next"))
-        if not sess.same_origin(request.headers, base) or not self.sessions.token_ok(form.get("token")):
+        if not self.sessions.token_ok(form.get("token")):
+            self.failures.add(client_key(request.scope))
             return self._render(request, "login.html", status=401, next=target, failed=True)
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(
@@ -308,6 +349,7 @@ class Dashboard:
         refused = await self._refuse_post(request)
         if refused:
             return refused
+        self.sessions.end_session(request.cookies.get(sess.COOKIE))
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(sess.COOKIE, path="/", httponly=True, samesite="strict")
         return response

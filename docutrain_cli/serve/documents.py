@@ -4,13 +4,14 @@ Supabase Database Webhook; `GET /v1/documents/{id}` for where one stands.
 A 202 is sent only after the job is committed to the queue, so it survives
 a `kill -9` of the server right after. Both intake routes go through
 `enqueue_document`: one job per document while one is queued, running or
-retrying, also when requests race (see JobQueue.enqueue_unique).
+retrying, also when requests race (see JobQueue.enqueue_unique). Both
+count against intake_rate per user and per client address (check_intake)
+before anything is looked up or queued.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -19,8 +20,9 @@ from starlette.routing import Route
 from docutrain_cli.queues.enqueue import enqueue_document
 from docutrain_cli.jobs import PRIORITIES, Job, JobState
 from docutrain_cli.queues.line import place_in_line
-from docutrain_cli.serve.body import read_json, text_field
+from docutrain_cli.serve.body import document_id_field, read_json, text_field
 from docutrain_cli.serve.errors import ApiError
+from docutrain_cli.serve.jobs import public_job
 
 # What a job's state means for the document, in the app's words
 # (user_documents.status): a retry is still being processed.
@@ -58,14 +60,22 @@ async def queue_job(request: Request, job: Job) -> JSONResponse:
     return accepted(job, created, state)
 
 
+def check_intake(request: Request, user_id: str | None) -> None:
+    """429 with Retry-After past intake_rate for this user or address."""
+    limit = request.app.state.intake_limit
+    if limit is not None:
+        limit.check(request.scope, user_id)
+
+
 async def create_document(request: Request) -> JSONResponse:
     data = await read_json(request)
-    document_id = text_field(data, "user_document_id", required=True, max_length=200)
+    document_id = document_id_field(data, "user_document_id")
     user_id = text_field(data, "user_id", required=True, max_length=200)
     storage_path = text_field(data, "storage_path", required=False)
     metadata = data.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise ApiError(422, "metadata must be a JSON object")
+    check_intake(request, user_id)
     priority = data.get("priority", "high")  # a single upload: someone is waiting for it
     if priority not in PRIORITIES:
         raise ApiError(422, f"priority must be one of {', '.join(PRIORITIES)}")
@@ -93,14 +103,10 @@ async def show_document(request: Request) -> JSONResponse:
             "status": DOCUMENT_STATUS[latest.state],
             "job_id": latest.id,
             **place,  # position, tokens_ahead, eta_seconds of the latest job
-            "job": _public(latest),
+            "job": public_job(latest),
             "job_ids": [job.id for job in jobs],
         }
     )
-
-
-def _public(job: Job) -> dict[str, Any]:
-    return job.to_dict()
 
 
 routes = [

@@ -3,18 +3,44 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from docutrain_cli.jobs import Job
 from docutrain_cli.queues.line import place_in_line
 from docutrain_cli.serve.errors import ApiError
 
+MAX_JOB_ID = 2**63 - 1  # SQLite INTEGER and Postgres bigint: a larger id names no job
+
+
+def job_id_of(request: Request) -> int:
+    """The `{job_id:int}` path parameter; 404 for one no queue could hold
+    (the database would raise OverflowError, not answer)."""
+    job_id = request.path_params["job_id"]
+    if job_id > MAX_JOB_ID:
+        raise ApiError(404, "no such job: job ids are below 2^63")
+    return job_id
+
+
+def without_local_hash(job: Job) -> Job:
+    """The job as shown over HTTP: a local file's hash is never sent (with
+    `--allow-local-paths` it would tell whether a file holds given bytes)."""
+    from docutrain_cli.supabase.storage import REMOTE_PREFIX
+
+    return job if job.source.startswith(REMOTE_PREFIX) else dataclasses.replace(job, sha256=None)
+
+
+def public_job(job: Job) -> dict[str, Any]:
+    return without_local_hash(job).to_dict()
+
 
 async def show_job(request: Request) -> JSONResponse:
-    job_id = request.path_params["job_id"]
+    job_id = job_id_of(request)
     settings = request.app.state.settings
 
     def work(queue):
@@ -24,11 +50,11 @@ async def show_job(request: Request) -> JSONResponse:
     job, place = await request.app.state.handles.call(work)
     if job is None:
         raise ApiError(404, f"job {job_id}: no such job")
-    return JSONResponse({**job.to_dict(), **place})
+    return JSONResponse({**public_job(job), **place})
 
 
 async def retry_job(request: Request) -> JSONResponse:
-    job_id = request.path_params["job_id"]
+    job_id = job_id_of(request)
 
     def work(queue):
         revived = queue.revive([job_id])

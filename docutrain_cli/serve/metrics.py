@@ -10,21 +10,25 @@ queue and the files next to the store at scrape time, the same sources as
 
 - `docutrain_jobs{state}` and `docutrain_oldest_queued_age_seconds`: queue.stats();
 - `docutrain_jobs_finished_total{outcome}`, `docutrain_job_duration_seconds`
-  and `docutrain_embedding_tokens_total{model}`: the queue's records of
-  finished jobs (done records keep the result; the newest 100,000 are kept).
-  `outcome="dead"` counts jobs dead now, so a retry makes it go down, which
-  Prometheus reads as a counter reset;
+  and `docutrain_embedding_tokens_total{model}`: `queue.totals()`, the
+  queue's finished records plus the tally of those that left it (pruned,
+  retried; queues/tally.py), so these counters only ever go up: a retried
+  dead job still counts the death it was. A backend with no records to
+  count (Cloudflare) has no sample; its dead jobs are `docutrain_jobs{state="dead"}`;
 - `docutrain_outbox_backlog`: `<store>.outbox`;
 - `docutrain_runner_up`: a runner holds the local queue (pgmq: this machine
   has live workers); `docutrain_workers`: live worker processes on this machine;
 - `docutrain_embedding_*{model,endpoint}` (limits, tokens in the last minute,
   time waited for the budget, 429s, an account problem): the rate budget's
   rows (ratelimit/budget.py), shared by every runner of the queue, as
-  `status --json`'s `embedding_budget`. Budgets of two keys on one model and
-  endpoint (a key was changed) show the newest.
+  `status --json`'s `embedding_budget`. Gauges show the newest budget of a
+  model and endpoint (a key was changed: the old one's is stale); counters
+  sum every key's, so a new key never makes them fall.
 
-Names follow celery-exporter and rq-exporter: a `docutrain_` prefix, gauges
-for what is, `_total` counters for what happened, seconds as the unit.
+Prometheus' conventions (checked by tests/test_metrics_conventions.py): a
+`docutrain_` prefix; counters end in `_total` and nothing else does; base
+units in the name (`_seconds`; the API's per-minute limits are shown per
+second); states are gauges, events are counters.
 """
 
 from __future__ import annotations
@@ -39,9 +43,6 @@ from docutrain_cli.run.activity import WorkerBoard
 from docutrain_cli.config import Settings
 from docutrain_cli.jobs import STATES
 from docutrain_cli.queues import JobQueue, open_queue
-
-# Seconds from lease to finish: small documents take a second, big ones minutes.
-DURATION_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 
 
 class DocutrainCollector:
@@ -58,7 +59,7 @@ class DocutrainCollector:
         queue = self._open_queue(self.settings)
         try:
             stats = queue.stats(time.time())
-            finished = queue.finished()
+            totals = queue.totals()
             exclusive = queue.exclusive
             depth = queue.depth_by_priority()
         finally:
@@ -94,35 +95,8 @@ class DocutrainCollector:
             value=stats.oldest_queued_age or 0.0,
         )
 
-        # A backend that keeps no done records (Cloudflare) reports no done outcome.
-        outcomes = {"done": 0, "dead": 0} if stats.counts["done"] is not None else {"dead": 0}
-        tokens: dict[str, int] = {}
-        durations = []
-        for record in finished:
-            outcomes[record.outcome] = outcomes.get(record.outcome, 0) + 1
-            if record.outcome == "done":
-                if record.model:
-                    tokens[record.model] = tokens.get(record.model, 0) + record.tokens
-                if record.seconds is not None:
-                    durations.append(max(record.seconds, 0.0))
-        total = CounterMetricFamily(
-            "docutrain_jobs_finished", "Jobs finished, by outcome (from the queue's records).", labels=["outcome"]
-        )
-        for outcome, n in sorted(outcomes.items()):
-            total.add_metric([outcome], n)
-        yield total
-
-        if "done" in outcomes:  # both read from done records
-            yield _histogram(
-                "docutrain_job_duration_seconds", "Seconds from lease to finish of done jobs.", durations
-            )
-            embedded = CounterMetricFamily(
-                "docutrain_embedding_tokens", "Embedding tokens sent, by model (cached text costs none).",
-                labels=["model"],
-            )
-            for model, n in sorted(tokens.items()):
-                embedded.add_metric([model], n)
-            yield embedded
+        if totals is not None:
+            yield from _finish_metrics(totals)
 
         yield GaugeMetricFamily(
             "docutrain_outbox_backlog",
@@ -141,52 +115,74 @@ class DocutrainCollector:
         yield from _budget_metrics(budgets)
 
 
+def _finish_metrics(totals) -> Iterator[Metric]:
+    finished = CounterMetricFamily(
+        "docutrain_jobs_finished", "Jobs finished, by outcome (events: a retried dead job still counts).",
+        labels=["outcome"],
+    )
+    for outcome in ("done", "dead"):
+        finished.add_metric([outcome], totals.finished.get(outcome, 0))
+    yield finished
+    yield HistogramMetricFamily(
+        "docutrain_job_duration_seconds", "Seconds from lease to finish of done jobs.",
+        buckets=[("+Inf" if bound == float("inf") else repr(float(bound)), n) for bound, n in totals.histogram()],
+        sum_value=totals.duration_sum,
+    )
+    embedded = CounterMetricFamily(
+        "docutrain_embedding_tokens", "Embedding tokens sent, by model (cached text costs none).", labels=["model"],
+    )
+    for model, n in sorted(totals.tokens.items()):
+        embedded.add_metric([model], n)
+    yield embedded
+
+
 def _budget_metrics(budgets: list[dict]) -> Iterator[Metric]:
-    newest: dict[tuple[str, str], dict] = {}
-    for view in sorted(budgets, key=lambda v: v["updated_at"] or 0):
-        newest[(view["model"], view["endpoint"])] = view
     labels = ["model", "endpoint"]
-    families = [
-        (GaugeMetricFamily, "docutrain_embedding_tokens_per_minute_limit",
-         "The account's tokens-per-minute limit (set or learned from the API); no sample until known.",
+    newest: dict[tuple[str, str], dict] = {}
+    summed: dict[tuple[str, str], dict[str, float]] = {}
+    for view in sorted(budgets, key=lambda v: v["updated_at"] or 0):
+        where = (view["model"], view["endpoint"])
+        newest[where] = view
+        sums = summed.setdefault(where, {"waited_seconds_total": 0.0, "rate_limited_total": 0})
+        for field in sums:
+            sums[field] += view[field] or 0
+    per_second = [  # the API's limits are per minute; Prometheus' base unit is the second
+        ("docutrain_embedding_tokens_per_second_limit",
+         "The account's tokens-per-minute limit / 60 (set or learned from the API); no sample until known.",
          "tokens_per_minute_limit"),
-        (GaugeMetricFamily, "docutrain_embedding_requests_per_minute_limit",
-         "The account's requests-per-minute limit; no sample until known.", "requests_per_minute_limit"),
-        (GaugeMetricFamily, "docutrain_embedding_tokens_last_minute",
-         "Embedding tokens the server counted in the last minute.", "tokens_last_minute"),
-        (CounterMetricFamily, "docutrain_embedding_rate_wait_seconds",
-         "Worker seconds spent waiting for the rate budget or after a 429.", "waited_seconds_total"),
-        (CounterMetricFamily, "docutrain_embedding_rate_limited",
-         "429 rate-limit answers from the embedding API.", "rate_limited_total"),
+        ("docutrain_embedding_requests_per_second_limit",
+         "The account's requests-per-minute limit / 60; no sample until known.", "requests_per_minute_limit"),
     ]
-    for kind, name, documentation, field in families:
-        family = kind(name, documentation, labels=labels)
-        for (model, endpoint), view in sorted(newest.items()):
+    for name, documentation, field in per_second:
+        family = GaugeMetricFamily(name, documentation, labels=labels)
+        for where, view in sorted(newest.items()):
             if view[field] is not None:
-                family.add_metric([model, endpoint], view[field])
+                family.add_metric(list(where), view[field] / 60)
+        yield family
+    recent = GaugeMetricFamily(
+        "docutrain_embedding_tokens_last_minute", "Embedding tokens the server counted in the last 60 seconds.",
+        labels=labels,
+    )
+    for where, view in sorted(newest.items()):
+        recent.add_metric(list(where), view["tokens_last_minute"])
+    yield recent
+    counters = [
+        ("docutrain_embedding_rate_wait_seconds", "Worker seconds spent waiting for the rate budget or after a 429.",
+         "waited_seconds_total"),
+        ("docutrain_embedding_rate_limited", "429 rate-limit answers from the embedding API.", "rate_limited_total"),
+    ]
+    for name, documentation, field in counters:
+        family = CounterMetricFamily(name, documentation, labels=labels)
+        for where, sums in sorted(summed.items()):
+            family.add_metric(list(where), sums[field])
         yield family
     problem = GaugeMetricFamily(
         "docutrain_embedding_account_problem",
         "1 while quota or key trouble stops the runs (see `docutrain status`).", labels=labels,
     )
-    for (model, endpoint), view in sorted(newest.items()):
-        problem.add_metric([model, endpoint], int(bool(view["problem"])))
+    for where, view in sorted(newest.items()):
+        problem.add_metric(list(where), int(bool(view["problem"])))
     yield problem
-
-
-def _histogram(name: str, documentation: str, values: list[float]) -> HistogramMetricFamily:
-    buckets, values = [], sorted(values)
-    i = 0
-    for bound in DURATION_BUCKETS:
-        while i < len(values) and values[i] <= bound:
-            i += 1
-        buckets.append((_le(bound), i))
-    buckets.append(("+Inf", len(values)))
-    return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=sum(values))
-
-
-def _le(bound: float) -> str:
-    return repr(float(bound))
 
 
 def registry_for(settings: Settings, queue_factory: Callable[[Settings], JobQueue] = open_queue) -> CollectorRegistry:

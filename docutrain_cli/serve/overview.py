@@ -24,8 +24,12 @@ from typing import Any
 from docutrain_cli.run.activity import WorkerBoard, WorkerInfo
 from docutrain_cli.jobs import Job, JobState
 from docutrain_cli.queues.base import Finished, JobQueue, QueueStats
+from docutrain_cli.queues.line import users_in_line
 
-WINDOW_MINUTES = 60
+WINDOW_MINUTES = 60  # the longest chart window, and how far back finished jobs are read
+# A chart shows the shortest of these that holds the last hour's data, so a
+# short run is not one thin bar at the edge of an hour.
+CHART_WINDOWS = (5, 15, WINDOW_MINUTES)
 RECENT_LIMIT = 50
 SEARCH_SCAN = 2000  # a search looks through this many newest jobs per state
 DEAD_LIMIT = 100
@@ -60,6 +64,11 @@ class Chart:
     bars: list[Bar]
     limit_y: float | None = None  # a dashed line at the rate limit, when known
     limit_label: str | None = None
+    window: int = WINDOW_MINUTES  # minutes shown, one bar each
+
+    @property
+    def window_label(self) -> str:
+        return "last hour" if self.window == 60 else f"last {self.window} minutes"
 
     WIDTH = 600
     HEIGHT = 120
@@ -81,11 +90,22 @@ class Overview:
     recent: list[Job]
     state_filter: str | None
     search: str
+    # Who waits (queues/line.py users_in_line): priorities, users, shares.
+    line: dict[str, Any] | None = None
 
     @property
     def on_worker(self) -> dict[int, int]:
         """job id -> pid of the worker processing it (this machine's workers)."""
         return {w.job_id: w.pid for w in self.workers if w.job_id is not None}
+
+    @property
+    def waiting_for_worker(self) -> set[int]:
+        """Leased jobs no worker is on yet (next in the pool's line). Known
+        only for a queue one runner holds, whose workers all write here."""
+        if not self.exclusive:
+            return set()
+        busy = self.on_worker
+        return {job.id for job in self.running if job.id not in busy}
 
     @property
     def stuck(self) -> list[str]:
@@ -125,6 +145,15 @@ def throughput(finished: list[Finished], now: float, minutes: int = WINDOW_MINUT
     return [Minute(first + 60 * i, *b) for i, b in enumerate(buckets)]
 
 
+def chart_window(finished: list[Finished], now: float) -> int:
+    """The shortest of CHART_WINDOWS (minutes) that holds every job finished in the last hour."""
+    recent = [r.finished_at for r in finished if r.finished_at >= now - WINDOW_MINUTES * 60]
+    if not recent:
+        return CHART_WINDOWS[0]
+    needed = math.floor(now / 60) - math.floor(min(recent) / 60) + 1  # minutes, the current one included
+    return next((w for w in CHART_WINDOWS if w >= needed), WINDOW_MINUTES)
+
+
 def bar_chart(title: str, unit: str, minutes: list[Minute], value, limit: float | None = None) -> Chart:
     values = [value(m) for m in minutes]
     peak = max([*values, limit or 0, 1])
@@ -138,7 +167,7 @@ def bar_chart(title: str, unit: str, minutes: list[Minute], value, limit: float 
     limit_y = None if not limit else Chart.HEIGHT * (1 - limit / peak)
     return Chart(
         title, unit, sum(values), peak, bars, limit_y,
-        None if not limit else f"limit {limit:,.0f} {unit}",
+        None if not limit else f"limit {limit:,.0f} {unit}", len(minutes),
     )
 
 
@@ -174,7 +203,8 @@ def gather(
 ) -> Overview:
     now = time.time() if now is None else now
     stats = queue.stats(now)
-    minutes = throughput(queue.finished(since=now - WINDOW_MINUTES * 60), now)
+    finished = queue.finished(since=now - WINDOW_MINUTES * 60)
+    minutes = throughput(finished, now, chart_window(finished, now))
     state_enum = JobState(state) if state else None
     if search.strip():
         candidates = queue.jobs(state_enum, limit=SEARCH_SCAN)
@@ -202,4 +232,5 @@ def gather(
         recent=recent,
         state_filter=state,
         search=search,
+        line=users_in_line(queue, now),
     )

@@ -16,9 +16,10 @@ from starlette.routing import Route
 
 from docutrain_cli.errors import PermanentError
 from docutrain_cli.jobs import Job
-from docutrain_cli.serve.body import read_json
-from docutrain_cli.serve.documents import queue_job
+from docutrain_cli.serve.body import document_id_field, read_json, text_field
+from docutrain_cli.serve.documents import check_intake, queue_job
 from docutrain_cli.serve.errors import ApiError
+from docutrain_cli.serve.sources import check_storage_configured
 
 EVENTS = ("INSERT", "UPDATE", "DELETE")
 
@@ -41,14 +42,21 @@ async def supabase_webhook(request: Request) -> JSONResponse:
         return ignored("a deleted row has nothing to process")
     if not isinstance(record, dict) or record.get("id") in (None, ""):
         raise ApiError(422, f"{event} payload without a record id")
+    record = {
+        **record,
+        "id": document_id_field(record, "id", label="record id"),
+        "user_id": text_field(record, "user_id", required=False, max_length=200, label="record user_id"),
+    }
     if record.get("status") != "pending":
-        return ignored(f"status is {record.get('status')!r}, not 'pending'")
+        return ignored(f"status is {str(record.get('status'))[:40]!r}, not 'pending'")
     try:
         fields = job_fields(record, settings)
     except PermanentError as exc:
         raise ApiError(422, f"storage_path: {exc}") from None
     if fields is None:
         return ignored("the row has no storage_path yet")
+    check_storage_configured(settings, record["storage_path"])
+    check_intake(request, fields["user_id"])
     return await queue_job(request, Job(id=0, **fields, priority="high"))  # an upload someone waits for
 
 

@@ -5,6 +5,7 @@ batches hold, as plain dicts (the same object for the CLI's --json and HTTP)."""
 from __future__ import annotations
 
 from docutrain_cli.config import Settings
+from docutrain_cli.jobs import iso_time
 from docutrain_cli.paths import outbox_path, webhook_outbox_path
 from docutrain_cli.queues.base import QueueStats
 from docutrain_cli.status.outbox import FlushResult, Outbox
@@ -22,7 +23,7 @@ def sync(settings: Settings, *, deadline_seconds: float = 60.0) -> dict:
             done = recorder.last_webhook_result or FlushResult()
             webhooks = {**done.outcome(), "backlog": recorder.webhook_outbox.backlog()}
         if not settings.supabase_enabled:
-            return {"enabled": False, "status_webhooks": webhooks, **recorder.info()}
+            return {"enabled": False, "status_webhooks": webhooks, **iso_times(recorder.info())}
         recorder.flush_supabase(deadline_seconds, True)
         result = recorder.last_result or FlushResult()
         return {
@@ -30,7 +31,7 @@ def sync(settings: Settings, *, deadline_seconds: float = 60.0) -> dict:
             "enabled": True,
             **result.outcome(),
             "skipped": result.skipped,
-            **recorder.info(),
+            **iso_times(recorder.info()),
         }
     finally:
         recorder.close()
@@ -46,15 +47,26 @@ def status_report(settings: Settings, stats: QueueStats, line: dict | None = Non
         **stats.counts,
         "unfinished": stats.pending if stats.known else stats.unfinished,
         "oldest_queued_age_seconds": stats.oldest_queued_age,
-        "next_retry_at": stats.next_retry_at,
+        "next_retry_at": iso_time(stats.next_retry_at),
         "runner": stats.runner,
         "queue_details": stats.details,
-        "supabase_outbox": outbox_status(settings),
-        "status_webhook_outbox": webhook_outbox_status(settings),
-        "embedding_budget": budget_status(settings),
+        "supabase_outbox": iso_times(outbox_status(settings)),
+        "status_webhook_outbox": iso_times(webhook_outbox_status(settings)),
+        "embedding_budget": [iso_times(budget) for budget in budget_status(settings)],
         "batches": batch_status(settings.store),
         **(line or NO_LINE),
     }
+
+
+# Epoch seconds in the outbox and budget records, ISO 8601 in the reports' JSON.
+REPORTED_TIMES = ("last_error_at", "last_success_at", "retry_after", "problem_at", "updated_at")
+
+
+def iso_times(record: dict | None) -> dict | None:
+    """A record with its times (REPORTED_TIMES) as JSON shows them (jobs.iso_time)."""
+    if record is None:
+        return None
+    return {key: iso_time(value) if key in REPORTED_TIMES else value for key, value in record.items()}
 
 
 def budget_status(settings: Settings) -> list[dict]:

@@ -72,7 +72,9 @@ def verify_signature(secret: str, body: bytes, header: str, *, tolerance: float 
     if abs((time.time() if now is None else now) - timestamp) > tolerance:
         return False
     expected = sign(secret, body, timestamp).split("v1=", 1)[1]
-    return hmac.compare_digest(expected, fields.get("v1", ""))
+    # Bytes: compare_digest raises TypeError on a non-ASCII str, and the
+    # header is whatever the sender put there.
+    return hmac.compare_digest(expected.encode(), fields.get("v1", "").encode("utf-8", "replace"))
 
 
 def describe_url(url: str) -> str:

@@ -38,12 +38,11 @@ Schema (users query this file directly)::
       UNIQUE (document_id, chunk_index)
 
     embedding_cache                             -- re-running unchanged text costs no tokens
-      model        TEXT NOT NULL
-      dimensions   INTEGER NOT NULL              -- 0 = the model's default size
+      model        TEXT NOT NULL                 -- (a view over embedding_keys and
+      dimensions   INTEGER NOT NULL              --  embedding_blocks: store/embedding_cache.py)
       text_sha256  TEXT NOT NULL                 -- sha256 of the UTF-8 chunk text
       embedding    BLOB NOT NULL                 -- little-endian float32 values
       created_at   TEXT NOT NULL
-      PRIMARY KEY (model, dimensions, text_sha256)
 
 Read a vector in Python with ``array.array('f', blob)`` (or
 ``numpy.frombuffer(blob, dtype='<f4')``).
@@ -52,7 +51,6 @@ Read a vector in Python with ``array.array('f', blob)`` (or
 from __future__ import annotations
 
 import dataclasses
-import heapq
 import math
 import os
 import sqlite3
@@ -62,6 +60,8 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from docutrain_cli import sqlite
+from docutrain_cli.store import embedding_cache, vector_index
+from docutrain_cli.store.vector_index import VectorIndex
 
 STATUSES = ("pending", "processing", "embedding", "ready", "error")
 
@@ -97,14 +97,6 @@ CREATE TABLE IF NOT EXISTS chunks (
     UNIQUE (document_id, chunk_index)
 );
 CREATE INDEX IF NOT EXISTS chunks_embedding_model ON chunks (embedding_model);
-CREATE TABLE IF NOT EXISTS embedding_cache (
-    model TEXT NOT NULL,
-    dimensions INTEGER NOT NULL,
-    text_sha256 TEXT NOT NULL,
-    embedding BLOB NOT NULL,
-    created_at TEXT NOT NULL,
-    PRIMARY KEY (model, dimensions, text_sha256)
-) WITHOUT ROWID;
 """
 
 NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
@@ -199,6 +191,8 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite.connect(path, synchronous="NORMAL", foreign_keys=True, schema=SCHEMA)
     _add_missing_columns(conn)
     _allow_embedding_status(conn)
+    embedding_cache.ensure_layout(conn)
+    vector_index.ensure_counter(conn)
     return conn
 
 
@@ -359,18 +353,12 @@ class LocalStore(sqlite.SharedFile):
     def cached_embeddings(
         self, model: str, dimensions: int, text_hashes: Sequence[str]
     ) -> dict[str, array]:
-        found: dict[str, array] = {}
-        unique = list(dict.fromkeys(text_hashes))
-        for start in range(0, len(unique), 500):  # stay under SQLite's variable limit
-            part = unique[start : start + 500]
-            marks = ",".join("?" * len(part))
-            for text_hash, blob in self.conn.execute(
-                f"""SELECT text_sha256, embedding FROM embedding_cache
-                    WHERE model = ? AND dimensions = ? AND text_sha256 IN ({marks})""",
-                (model, dimensions, *part),
-            ):
-                found[text_hash] = unpack_vector(blob)
-        return found
+        found = embedding_cache.cached(self.conn, model, dimensions, text_hashes)
+        return {text_hash: unpack_vector(blob) for text_hash, blob in found.items()}
+
+    def cached_hashes(self, model: str, dimensions: int, text_hashes: Sequence[str]) -> set[str]:
+        """Which of these texts the cache holds."""
+        return set(embedding_cache.cached(self.conn, model, dimensions, text_hashes))
 
     def put_cached_embeddings(
         self, model: str, dimensions: int, vectors: Mapping[str, Sequence[float]]
@@ -378,11 +366,7 @@ class LocalStore(sqlite.SharedFile):
         if not vectors:
             return
         with sqlite.transaction(self.conn) as conn:
-            conn.executemany(
-                f"""INSERT OR REPLACE INTO embedding_cache (model, dimensions, text_sha256, embedding, created_at)
-                    VALUES (?, ?, ?, ?, {NOW})""",
-                [(model, dimensions, h, pack_vector(v)) for h, v in vectors.items()],
-            )
+            embedding_cache.put(conn, model, dimensions, {h: pack_vector(v) for h, v in vectors.items()})
 
     # -- search -------------------------------------------------------------
 
@@ -393,44 +377,28 @@ class LocalStore(sqlite.SharedFile):
         *,
         embedding_model: str | None = None,
     ) -> list[Hit]:
-        """Chunks ranked by cosine similarity to the query (in Python: fine for
-        a local store). Only vectors of the query's length, and of
-        `embedding_model` when given, are compared."""
+        """Chunks ranked by cosine similarity to the query (numpy over a copy
+        of the vectors beside the store: store/vector_index.py). Only vectors
+        of the query's length, and of `embedding_model` when given, are compared."""
         query = [float(x) for x in query_embedding]
-        query_norm = math.sqrt(sum(x * x for x in query))
-        if query_norm == 0 or top < 1:
+        if top < 1 or math.sqrt(sum(x * x for x in query)) == 0:
             return []
-        sql = """SELECT d.source, d.document_key, c.chunk_index, c.page_start, c.page_end,
-                        c.content, c.embedding, c.heading
-                 FROM chunks c JOIN documents d ON d.id = c.document_id
-                 WHERE length(c.embedding) = ?"""
-        params: list = [4 * len(query)]
-        if embedding_model is not None:
-            sql += " AND c.embedding_model = ?"
-            params.append(embedding_model)
-        best: list[tuple[float, int, tuple]] = []
-        for n, row in enumerate(self.conn.execute(sql, params)):
-            vector = unpack_vector(row[6])
-            norm = math.sqrt(sum(x * x for x in vector))
-            if norm == 0:
-                continue
-            score = sum(map(float.__mul__, query, vector)) / (query_norm * norm)
-            item = (score, -n, row[:6] + row[7:])  # -n: ties keep store order
-            if len(best) < top:
-                heapq.heappush(best, item)
-            elif item > best[0]:
-                heapq.heapreplace(best, item)
-        best.sort(reverse=True)
-        return [
-            Hit(
-                source=row[0],
-                document_key=row[1],
-                chunk_index=row[2],
-                page_start=row[3],
-                page_end=row[4],
-                score=round(score, 6),
-                content=row[5],
-                heading=row[6],
+        best = VectorIndex.open(self.conn, self.path, embedding_model, len(query)).best(query, top)
+        if not best:
+            return []
+        rows = {
+            row[0]: row[1:]
+            for row in self.conn.execute(
+                f"""SELECT c.id, d.source, d.document_key, c.chunk_index, c.page_start, c.page_end,
+                           c.content, c.heading
+                    FROM chunks c JOIN documents d ON d.id = c.document_id
+                    WHERE c.id IN ({",".join("?" * len(best))})""",
+                [chunk_id for _, chunk_id in best],
             )
-            for score, _, row in best
+        }
+        return [
+            Hit(source=row[0], document_key=row[1], chunk_index=row[2], page_start=row[3], page_end=row[4],
+                score=round(score, 6), content=row[5], heading=row[6])
+            for score, chunk_id in best
+            if (row := rows.get(chunk_id)) is not None  # gone since the index was read
         ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from docutrain_cli.errors import DocutrainError
+from docutrain_cli.errors import DocutrainError, ExitCode
 from docutrain_cli.pipeline.embed import make_embedder
 from docutrain_cli.pipeline.models import DEFAULT_DIMENSIONS, OFFLINE_MODEL
 from docutrain_cli.store.local import Hit, LocalStore
@@ -14,7 +14,10 @@ __all__ = ["Hit", "SearchError", "search"]
 
 
 class SearchError(DocutrainError):
-    """The store cannot answer: missing, empty, or embedded another way."""
+    """The store cannot answer: missing, empty, or embedded another way; or
+    the question has nothing to search for. The caller's to fix: a usage error."""
+
+    exit_code = ExitCode.USAGE
 
 
 def search(settings, query: str, top: int = 5) -> list[Hit]:

@@ -28,7 +28,9 @@
       .then(function (html) {
         if (html === null) return;
         live.innerHTML = html;
-        say("updated " + new Date().toLocaleTimeString(), false);
+        // The server's time, in the format and zone of every time on the page.
+        var asOf = live.querySelector("[data-as-of]");
+        say(asOf ? "updated " + asOf.getAttribute("data-as-of") : "updated", false);
       })
       .catch(function () { say("cannot reach the server; retrying", true); })
       .then(later);
