@@ -13,6 +13,7 @@ mode) and reports medians; ratios are medians of the per-repetition ratios.
     .venv/bin/python scripts/bench.py --rate-limit     # embedding at the account's limit (10, 11; about 16 minutes)
     .venv/bin/python scripts/bench.py --batch --quick  # just the Batch API mode (12a-12c)
     .venv/bin/python scripts/bench.py --only 13        # just search at 100,000 and 1,000,000 chunks and the cache (13a-13c)
+    .venv/bin/python scripts/bench.py --fair --quick   # who is served first: a newcomer's wait, lease cost (14a-14c)
 
 Writes a table to stdout, JSON to --json-out (default bench-results/bench.json)
 and a PNG chart of throughput against worker count next to it (if matplotlib
@@ -942,6 +943,13 @@ def bench_search(mode: Mode, root: Path, ncpu: int, reps: int) -> tuple[list[Row
     return measure(mode, root, ncpu, reps, h=sys.modules[__name__])
 
 
+def bench_fair(mode: Mode, root: Path, ncpu: int, reps: int) -> tuple[list[Row], dict]:
+    """14: who is served first (scripts/bench_fair.py)."""
+    from bench_fair import bench_fair as measure
+
+    return measure(mode, root, ncpu, reps, h=sys.modules[__name__])
+
+
 BENCHES: dict[str, Callable] = {
     "1": bench_pipeline,  # also 4
     "2": bench_dispatcher,
@@ -955,8 +963,10 @@ BENCHES: dict[str, Callable] = {
     "11": bench_acceptance,
     "12": bench_batch,  # Batch API mode: scripts/bench_batch.py
     "13": bench_search,  # search and the embedding cache: scripts/bench_search.py
+    "14": bench_fair,  # who is served first: scripts/bench_fair.py; minutes (14a)
 }
 RATE_LIMIT_BENCHES = ("10", "11")
+FULL_MODE_ONLY = (*RATE_LIMIT_BENCHES, "14")  # minutes each
 
 
 def main() -> int:
@@ -972,6 +982,9 @@ def main() -> int:
                         help="only the embedding rate-limit rows (10a-10e) and issue 13's acceptance run (11): "
                              "about 16 minutes")
     parser.add_argument("--batch", action="store_true", help="only measurement 12: Batch API mode (same as --only 12)")
+    parser.add_argument("--fair", action="store_true",
+                        help="only measurement 14: a newcomer's wait behind an import, and the fair lease's cost "
+                             "(same as --only 14; a few minutes)")
     parser.add_argument("--json-out", default=str(REPO / "bench-results" / "bench.json"))
     parser.add_argument("--chart", help="PNG path (default: next to --json-out)")
     parser.add_argument("--work-dir", help="where the corpus and runs go (default: a temporary folder)")
@@ -991,10 +1004,12 @@ def main() -> int:
         only = ["8"]
     elif args.batch:
         only = ["12"]
+    elif args.fair:
+        only = ["14"]
     elif args.only:
         only = [x.strip() for x in args.only.split(",")]
-    else:  # OCR (9) takes minutes at seconds a page: only when asked for; rate limits (10, 11) in full mode
-        only = [k for k in BENCHES if k not in ("9", "13") and not (args.quick and k in RATE_LIMIT_BENCHES)]
+    else:  # OCR (9) and search (13) only when asked for; rate limits (10, 11) and 14 in full mode
+        only = [k for k in BENCHES if k not in ("9", "13") and not (args.quick and k in FULL_MODE_ONLY)]
     only = ["1" if x == "4" else x for x in only]
     rate_rows = {x for x in only if x[:2] == "10" and len(x) > 2}  # e.g. --only 10c,10e
     if rate_rows:

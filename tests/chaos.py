@@ -6,16 +6,22 @@ For `seconds`: start `docutrain run` (three at once on pgmq); after a random
 1-5 s do one of: kill -9 of its whole process group, kill -9 of the runner
 alone, kill -9 of one random worker, kill -9 of the forkserver, kill -9 of
 multiprocessing's resource tracker, kill -9 of any one of its descendants
-(whichever it is: worker, forkserver, tracker), SIGTERM, two SIGINTs in a row. Meanwhile `enqueue`s run beside it; some are killed with
-kill -9 halfway and then repeated, as a user would. With Supabase outages
-the stand-in refuses connections for random stretches.
+(whichever it is: worker, forkserver, tracker), SIGTERM, two SIGINTs in a
+row. Meanwhile `enqueue`s run beside it, for a few users (and none) at mixed
+priorities (`--priority`, or the default); some are killed with kill -9
+halfway and then repeated, as a user would. With Supabase outages the
+stand-in refuses connections for random stretches. Then (on files) six more
+enqueues, queued together, so the drain has a backlog to order.
 
 Invariants, checked at the end (tests/chaos_invariants.py): every document whose enqueue printed a job
 id (or said it was already queued) ends ready exactly once, with one
 complete chunk set (indexes 0..n-1, no gaps, no duplicates, every page's
 text present); nothing dead; nothing left queued; no process outlives its
 runner; no traceback in any output; with Supabase, no status lost and none
-regressed from ready/error to processing.
+regressed from ready/error to processing; and the final drain leases in
+the lease order (queues/order.py): every job due when it starts is leased
+after every job of a higher priority, and within a priority in order of
+virtual start (fair share).
 
 Real parts only: real PDFs (tests/pdfs.py), the real pipeline with the
 offline embedder, real subprocesses and signals. Every random choice comes
@@ -57,6 +63,9 @@ EXPECTED_EXIT = {"kill-group": {-9}, "kill-runner": {-9}, "sigterm": {0}, "doubl
 GRACE = 5.0  # the runners' grace period on a stop
 VISIBILITY = 4.0  # pgmq: a dead runner's jobs come back after this long
 ORPHAN_WAIT = 20.0  # how long a runner's processes may take to follow it
+USERS = ("alice", "bob", "carol", None)  # None: enqueued without --user-id
+PRIORITIES = ("high", "normal", "low", None)  # None: the command's default
+FINAL_BACKLOG = 6  # enqueues made just before the final drain, all of them queued together
 
 
 @dataclasses.dataclass
@@ -90,6 +99,8 @@ class Report:
     pools_replaced: int = 0  # broken pools the runners replaced
     jobs_returned: int = 0  # jobs a stop or a broken pool gave back uncharged
     worker_crashes: int = 0  # attempts charged to a killed worker
+    by_priority: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # enqueue calls
+    drain_leases_checked: int = 0  # jobs whose place in the final drain's lease order was checked
     violations: list[str] = dataclasses.field(default_factory=list)
 
     @property
@@ -104,6 +115,8 @@ class Report:
             f"  actions: {acts}",
             f"  enqueues: {self.enqueues} ({self.enqueues_killed} killed halfway and repeated); "
             f"documents {self.documents}, pages {self.pages}, chunks {self.chunks}",
+            "  priorities asked: " + ", ".join(f"{p or 'default'} {self.by_priority[p or 'default']}" for p in PRIORITIES)
+            + f"; drain's lease order checked over {self.drain_leases_checked} jobs",
         ]
         if self.supabase:
             out.append(f"  supabase outages: {self.outages}, {self.outage_seconds:.0f} s in all")
@@ -172,6 +185,9 @@ class Chaos(Invariants):
         self.docs: dict[str, Doc] = {}  # key (source path or document id) -> doc
         self.expected: set[str] = set()  # keys an enqueue printed
         self.by_storage_path: dict[str, str] = {}  # Supabase: storage path -> document id
+        self.owners = [str(uuid.UUID(int=self.rng.getrandbits(128))) for _ in range(3)]  # Supabase users
+        self.drain_started = 0.0  # epoch seconds
+        self.drain_log = ""  # the final drain's stderr: its "start job" lines are its leases, in order
         self.procs: list[Proc] = []
         self.standin = None
         self.transitions: list[tuple[str, str, str]] = []  # (document id, old, new)
@@ -401,36 +417,48 @@ class Chaos(Invariants):
     def _enqueue_loop(self, rng: random.Random) -> None:
         killed_one = False
         while not self._stop.wait(rng.uniform(0.3, 2.5)):
-            batch = self._new_docs(rng)
-            if self.standin is not None:
-                args = ["enqueue", "--from-supabase", "--json"]
-                for doc in batch:
-                    storage_path = f"{uuid.uuid4()}/{doc.name}"
-                    self.standin.project.put_object("documents", storage_path, doc.path.read_bytes())
-                    doc.document_id = self.standin.project.add_document("pending", storage_path=storage_path)
-                    self.docs[doc.document_id] = doc
-                    self.by_storage_path[storage_path] = doc.document_id
-            else:
-                args = ["enqueue", str(batch[0].path.parent), "--json"]
-                for doc in batch:
-                    self.docs[str(doc.path)] = doc
-            self.report.enqueues += 1
-            kill = not killed_one or rng.random() < 0.15
-            proc = self._start("enqueue", args)
-            if kill:
-                time.sleep(rng.uniform(0.05, 0.8))
-                if proc.popen.poll() is None:
-                    _kill(proc.pid)
-                    self.report.enqueues_killed += 1
-                    killed_one = True
-                proc.wait(30)
-                if proc.popen.returncode != 0:  # as a user would: run it again
-                    proc = self._start("enqueue", args)
-            code = proc.wait(120)
-            if code == 0:
-                self._note_enqueued(proc.output())
-            elif code != 5 or self.standin is None:  # 5: Supabase is down; the next pull takes them
-                self.report.violations.append(f"enqueue {proc.err_path.name} exited {code}")
+            killed_one |= self._enqueue(rng, kill=not killed_one or rng.random() < 0.15)
+
+    def _enqueue(self, rng: random.Random, kill: bool) -> bool:
+        """One `enqueue` of new documents, by a random user at a random
+        priority; with `kill`, kill -9 it halfway and repeat it. True if killed."""
+        killed = False
+        batch = self._new_docs(rng)
+        if self.standin is not None:
+            args = ["enqueue", "--from-supabase", "--json"]
+            for doc in batch:
+                # Storage keeps each user's files under their id: the row's owner
+                storage_path = f"{rng.choice(self.owners)}/{uuid.uuid4()}/{doc.name}"
+                self.standin.project.put_object("documents", storage_path, doc.path.read_bytes())
+                doc.document_id = self.standin.project.add_document("pending", storage_path=storage_path)
+                self.docs[doc.document_id] = doc
+                self.by_storage_path[storage_path] = doc.document_id
+        else:
+            args = ["enqueue", str(batch[0].path.parent), "--json"]
+            user = rng.choice(USERS)
+            args += ["--user-id", user] if user else []
+            for doc in batch:
+                self.docs[str(doc.path)] = doc
+        priority = rng.choice(PRIORITIES)
+        args += ["--priority", priority] if priority else []
+        self.report.by_priority[priority or "default"] += 1
+        self.report.enqueues += 1
+        proc = self._start("enqueue", args)
+        if kill:
+            time.sleep(rng.uniform(0.05, 0.8))
+            if proc.popen.poll() is None:
+                _kill(proc.pid)
+                self.report.enqueues_killed += 1
+                killed = True
+            proc.wait(30)
+            if proc.popen.returncode != 0:  # as a user would: run it again
+                proc = self._start("enqueue", args)
+        code = proc.wait(120)
+        if code == 0:
+            self._note_enqueued(proc.output())
+        elif code != 5 or self.standin is None:  # 5: Supabase is down; the next pull takes them
+            self.report.violations.append(f"enqueue {proc.err_path.name} exited {code}")
+        return killed
 
     def _note_enqueued(self, output: str) -> None:
         report = json.loads(output)
@@ -465,10 +493,17 @@ class Chaos(Invariants):
             code = self._call("enqueue", ["enqueue", "--from-supabase", "--json"], timeout=120)
             if code != 0:
                 self.report.violations.append(f"the final enqueue --from-supabase exited {code}")
+        else:  # a backlog of several users and priorities, for the drain's lease order
+            for _ in range(FINAL_BACKLOG):
+                self._enqueue(self.rng, kill=False)
+        if self.o.backend == "pgmq":  # leases of killed runners lapse: all due before the drain
+            time.sleep(VISIBILITY + 1)
         started = time.monotonic()
+        self.drain_started = time.time()
         drain = self._start("drain", ["run", "--drain", "--workers", str(self.o.workers)])
         code = drain.wait(self.o.drain_timeout)
         self.report.drain_seconds = time.monotonic() - started
+        self.drain_log = drain.err_path.read_text(errors="replace")
         if code != 0:
             self.report.violations.append(f"run --drain exited {code} ({drain.err_path.name})")
             if code is None:

@@ -1,13 +1,16 @@
 """The promises a chaos run checks at the end (see tests/chaos.py): every
 document an enqueue printed ends ready exactly once with a complete chunk
-set, nothing dead or left over, no traceback, and with Supabase no status
-lost or regressed. A mixin of `Chaos`: it reads the run's state."""
+set, nothing dead or left over, no traceback, with Supabase no status
+lost or regressed, and the final drain leased in the lease order. A mixin
+of `Chaos`: it reads the run's state."""
 
 from __future__ import annotations
 
 import collections
 import json
+import re
 import sqlite3
+import time
 
 
 class Invariants:
@@ -25,6 +28,7 @@ class Invariants:
         if self.standin is not None and outbox and outbox["backlog"]:
             v.append(f"{outbox['backlog']} status change(s) still in the outbox after the drain, Supabase up")
         self.report.documents = len(self.expected)
+        self._check_drain_order()
         if self.standin is not None:
             self._check_supabase()
         else:
@@ -96,3 +100,39 @@ class Invariants:
         regressed = [t for t in self.transitions if t[1] in ("ready", "error") and t[2] == "processing"]
         for doc_id, old, new in regressed[:5]:
             v.append(f"{self.docs[doc_id].name if doc_id in self.docs else doc_id}: status went {old} -> {new}")
+
+    def _check_drain_order(self) -> None:
+        """The final drain, alone on a queue where nothing new arrives, must
+        lease in the lease order (queues/order.py): of the jobs due when it
+        started, none after one of a lower priority, nor after one of the
+        same priority with a later virtual start (fair share). The order of
+        leases is the order of its "start job" lines (logged as each leased
+        job is handed to the pool; the records' started_at is when a worker
+        took it). A job that failed in the drain (due later) is left out; so
+        is the whole check when a job could have aged past priority_max_wait
+        (then the levels' turns change)."""
+        from docutrain_cli.config import load_settings
+        from docutrain_cli.jobs import JobState
+        from docutrain_cli.queues import open_queue
+        from docutrain_cli.queues.order import level_of
+
+        settings = load_settings(environ=self.env)
+        queue = open_queue(settings)
+        try:
+            done = {job.id: job for job in queue.jobs(JobState.DONE, limit=1_000_000)}
+        finally:
+            queue.close()
+        start = self.drain_started
+        order = [int(n) for n in re.findall(r"^\S+ \S+ start job (\d+) ", self.drain_log, re.M)]
+        leased = [done[n] for n in dict.fromkeys(order) if n in done and done[n].not_before <= start]
+        if not leased or time.time() - min(j.queued_at or j.enqueued_at for j in leased) > settings.priority_max_wait:
+            return
+        place = lambda job: (level_of(job), job.vstart or 0.0, job.id)  # noqa: E731 - the lease's ORDER BY
+        self.report.drain_leases_checked = len(leased)
+        late = [(before, after) for before, after in zip(leased, leased[1:]) if place(after) < place(before)]
+        for before, after in late[:5]:
+            self.report.violations.append(
+                f"the drain leased job {after.id} ({after.priority}, user {after.user_id}, vstart {after.vstart})"
+                f" after job {before.id} ({before.priority}, user {before.user_id}, vstart {before.vstart}),"
+                " both due when it started"
+            )
