@@ -150,6 +150,7 @@ class LocalQueue(JobQueue):
             raise DocutrainError(f"{self.path}: not a docutrain queue file: {exc}") from None
         self._lock = RunnerLock(runner_lock_path(self.path))
         self._poker = Poker(wake_path(self.path))
+        self._batched = False  # inside batch(): the runner's writes share its transaction
 
     # -- producers -------------------------------------------------------
     def enqueue(self, jobs: Sequence[Job]) -> list[int]:
@@ -211,6 +212,25 @@ class LocalQueue(JobQueue):
     def waiter(self) -> SocketWaiter:
         return SocketWaiter(wake_path(self.path))
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        # One BEGIN IMMEDIATE ... COMMIT for everything the runner writes in
+        # one pass of its loop (completions, retries, the next lease), not one
+        # per job: a commit costs more than the statements it holds.
+        if self._batched:
+            yield
+            return
+        with sqlite.transaction(self._db):
+            self._batched = True
+            try:
+                yield
+            finally:
+                self._batched = False
+
+    def _write(self) -> contextlib.AbstractContextManager:
+        """The transaction a runner's write goes in: its own, or the batch's."""
+        return contextlib.nullcontext() if self._batched else sqlite.transaction(self._db)
+
     def recover(self) -> int:
         (count,) = self._db.execute(f"SELECT count(*) FROM {TABLE} WHERE status = ?", (RUNNING,)).fetchone()
         if count:
@@ -221,7 +241,7 @@ class LocalQueue(JobQueue):
         if limit <= 0:
             return []
         leased: list[Job] = []
-        with sqlite.transaction(self._db):
+        with self._write():
             for level in self._turns(now):
                 rows = self._db.execute(
                     f"SELECT _id, data FROM {TABLE} INDEXED BY docutrain_lease_order"
@@ -259,7 +279,7 @@ class LocalQueue(JobQueue):
     def complete(self, job: Job) -> None:
         job.completed(time.time())
         # The record, the ack and what the lease order learns: one transaction.
-        with sqlite.transaction(self._db):
+        with self._write():
             self._db.execute(
                 f"INSERT OR REPLACE INTO {DONE_TABLE} (id, data, finished_at) VALUES (?, ?, ?)",
                 (job.id, json.dumps(job.payload()), job.finished_at),
@@ -269,13 +289,20 @@ class LocalQueue(JobQueue):
 
     def retry_later(self, job: Job, error: str, not_before: float) -> None:
         job.failed(error, not_before)
-        self._q.update(job.payload(), id=job.id)
-        self._q.nack(id=job.id)
+        self._store_row(job, int(AckStatus.ready))
 
     def bury(self, job: Job, error: str) -> None:
         job.buried(error, time.time())
-        self._q.update(job.payload(), id=job.id)
-        self._q.ack_failed(id=job.id)
+        self._store_row(job, DEAD)
+
+    def _store_row(self, job: Job, status: int) -> None:
+        """The row as persist-queue's update() and then nack() or ack_failed()
+        leave it, in one statement (and in the runner's batch)."""
+        with self._write():
+            self._db.execute(
+                f"UPDATE {TABLE} SET data = ?, status = ? WHERE _id = ?",
+                (json_serializer.dumps(job.payload()), status, job.id),
+            )
 
     def bury_done(self, job: Job, error: str) -> None:
         with sqlite.transaction(self._db):
@@ -298,8 +325,7 @@ class LocalQueue(JobQueue):
 
     def release(self, job: Job, not_before: float | None = None) -> None:
         job.released(not_before)
-        self._q.update(job.payload(), id=job.id)
-        self._q.nack(id=job.id)
+        self._store_row(job, int(AckStatus.ready))
 
     def housekeep(self) -> None:
         self._q.clear_acked_data(max_delete=None, keep_latest=None)

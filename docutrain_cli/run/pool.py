@@ -32,7 +32,7 @@ from docutrain_cli.config import Settings
 from docutrain_cli.errors import DocutrainError
 from docutrain_cli.jobs import Job
 from docutrain_cli.run.tracker import restore as restore_tracker
-from docutrain_cli.run.worker import WorkerContext, init_worker, load_processor, run_job, run_with, worker_modules
+from docutrain_cli.run.worker import WorkerContext, init_worker, load_processor, run_jobs, run_with, worker_modules
 
 
 class PoolStartError(Exception):
@@ -80,9 +80,16 @@ class WorkerPool:
             raise PoolStartError("the pool stopped as it started")
         self._pool, self._forkserver, self.started_at = pool, _forkserver_pid(), time.monotonic()
 
-    def schedule(self, job: Job) -> concurrent.futures.Future:
+    @property
+    def started(self) -> bool:
+        return self._pool is not None
+
+    def schedule(self, jobs: list[Job], timeout: float | None = None) -> concurrent.futures.Future:
+        """A task: the jobs run one after another by one worker, within
+        `timeout` seconds (default: the job timeout); its result is
+        worker.run_jobs's."""
         try:
-            return self._pool.schedule(run_job, args=(job,), timeout=self.settings.job_timeout)
+            return self._pool.schedule(run_jobs, args=(jobs,), timeout=timeout or self.settings.job_timeout)
         except RuntimeError as exc:  # pebble: "Unexpected error within the Pool"
             raise PoolBroken(str(exc)) from None
 
@@ -120,13 +127,21 @@ class InProcessPool:
     def start(self) -> None:
         self._context = WorkerContext(self.settings, self.progress_address)
 
-    def schedule(self, job: Job) -> concurrent.futures.Future:
+    @property
+    def started(self) -> bool:
+        return self._context is not None
+
+    def schedule(self, jobs: list[Job], timeout: float | None = None) -> concurrent.futures.Future:
         future: concurrent.futures.Future = concurrent.futures.Future()
         future.set_running_or_notify_cancel()
-        try:
-            future.set_result(run_with(self._processor, job, self._context))
-        except Exception as exc:  # noqa: BLE001 - settled like a worker's failure
-            future.set_exception(exc)
+        outcomes: list = []
+        started = time.perf_counter()
+        for job in jobs:
+            try:
+                outcomes.append(run_with(self._processor, job, self._context))
+            except Exception as exc:  # noqa: BLE001 - settled like a worker's failure
+                outcomes.append(exc)
+        future.set_result((outcomes, time.perf_counter() - started))
         return future
 
     def broken(self) -> str | None:
