@@ -19,8 +19,10 @@ persist-queue is used in one way only (see docs/design notes in README):
 - retry state (attempts, not_before, errors) lives in the JSON payload,
   written with update(); dead jobs are persist-queue's ack_failed rows;
 - counts come from SQL, never qsize() (an in-process counter);
-- acked rows are deleted (clear_acked_data) so get() stays fast; a small
-  `docutrain_done` table in the same file keeps the record of finished jobs;
+- a done job's row is deleted as its record goes into a small
+  `docutrain_done` table in the same file (one transaction), so the queue
+  table holds only live and dead jobs; housekeeping still clears acked rows
+  (clear_acked_data) that older versions left;
 - `enqueue_unique` (one job per active document id) checks and inserts in
   one such transaction;
 - producers wake the lock holder through `<file>.wake` (queues/wake.py).
@@ -61,7 +63,6 @@ KEEP_DONE_RECORDS = 100_000
 READY = (int(AckStatus.inited), int(AckStatus.ready))
 RUNNING = int(AckStatus.unack)
 DEAD = int(AckStatus.ack_failed)
-ACKED = int(AckStatus.acked)
 _WAITING = f"status IN ({READY[0]}, {READY[1]})"
 
 
@@ -249,14 +250,19 @@ class LocalQueue(JobQueue):
                     f" ORDER BY {_VSTART}, _id LIMIT :limit",
                     {"level": level, "now": now, "limit": limit - len(leased)},
                 ).fetchall()
-                for job_id, data in rows:
-                    job = Job.from_payload(job_id, JobState.RUNNING, json_serializer.loads(data))
+                jobs = [Job.from_payload(job_id, JobState.RUNNING, json.loads(data)) for job_id, data in rows]
+                for job in jobs:
                     job.leased(now)
-                    self._db.execute(
-                        f"UPDATE {TABLE} SET status = ?, data = ? WHERE _id = ?",
-                        (RUNNING, json_serializer.dumps(job.payload()), job_id),
-                    )
-                    leased.append(job)
+                # What Job.leased wrote (attempts, started_at; the state is the
+                # status column), set in the stored JSON by SQLite: the whole
+                # record rewritten in Python cost more than the rest of a lease.
+                # The time goes in as Python writes it (SQLite's own rounds it).
+                self._db.executemany(
+                    f"UPDATE {TABLE} SET status = {RUNNING}, data = CAST(json_set(CAST(data AS TEXT),"
+                    " '$.attempts', ?, '$.started_at', json(?)) AS BLOB) WHERE _id = ?",
+                    [(job.attempts, json.dumps(job.started_at), job.id) for job in jobs],
+                )
+                leased += jobs
                 if len(leased) >= limit:
                     break
             if leased and self.order.uses_book:
@@ -278,13 +284,13 @@ class LocalQueue(JobQueue):
 
     def complete(self, job: Job) -> None:
         job.completed(time.time())
-        # The record, the ack and what the lease order learns: one transaction.
+        # The record, the end of the live row and what the lease order learns: one transaction.
         with self._write():
             self._db.execute(
                 f"INSERT OR REPLACE INTO {DONE_TABLE} (id, data, finished_at) VALUES (?, ?, ?)",
                 (job.id, json.dumps(job.payload()), job.finished_at),
             )
-            self._db.execute(f"UPDATE {TABLE} SET status = ? WHERE _id = ?", (ACKED, job.id))
+            self._db.execute(f"DELETE FROM {TABLE} WHERE _id = ?", (job.id,))
             self.order.finished(job, self._book())
 
     def retry_later(self, job: Job, error: str, not_before: float) -> None:

@@ -35,6 +35,9 @@ from docutrain_cli.run.tracker import restore as restore_tracker
 from docutrain_cli.run.worker import WorkerContext, init_worker, load_processor, run_jobs, run_with, worker_modules
 
 
+PEBBLE_POLL = 0.02  # seconds
+
+
 class PoolStartError(Exception):
     """A fresh pool could not start its workers."""
 
@@ -61,7 +64,12 @@ class WorkerPool:
         from concurrent.futures.process import BrokenProcessPool
 
         from pebble import ProcessPool
+        from pebble.common import CONSTS
 
+        # pebble's own threads poll every `sleep_unit` (0.1 s by default): a
+        # pool's stop waited up to that long for one of them, a drain's end
+        # with it. 0.02 s: a few dozen cheap wake-ups a second.
+        CONSTS.sleep_unit = PEBBLE_POLL
         restore_tracker(())  # the pool's channel registers its semaphores with it now
         pool = ProcessPool(
             max_workers=self.settings.workers,

@@ -114,7 +114,6 @@ class Runner:
     def run(self, drain: bool = False, max_time: float | None = None) -> RunSummary:
         from docutrain_cli.run.progress_channel import ProgressInbox
 
-        load_processor(self.settings.processor)  # fail fast, before the pool starts
         self._drain = drain
         started = self._started = time.monotonic()
         with self.queue.runner_lock():
@@ -219,6 +218,7 @@ class Runner:
     def _start_pool(self) -> None:
         """A fresh pool; gives up (WorkerPoolError) when POOL_STARTS fresh
         pools in a row fail to start or break before they prove themselves."""
+        load_processor(self.settings.processor)  # a wrong setting is a ConfigError, not a pool failure
         while True:
             try:
                 self._pool.start()

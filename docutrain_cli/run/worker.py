@@ -156,11 +156,14 @@ def load_processor(spec: str) -> Processor:
 def worker_modules(spec: str) -> list[str]:
     """Modules for the forkserver to import once: forkserver_child (its
     children die with it), then what a worker for this processor needs: this
-    module, the processor's, and whatever heavy modules that one imports
-    lazily and names in `WORKER_PRELOAD` (so the runner stays light)."""
+    module, pebble's worker loop (else each worker imported pebble, asyncio
+    with it, before its first task), the processor's, and whatever heavy
+    modules that one imports lazily and names in `WORKER_PRELOAD` (so the
+    runner stays light)."""
     module_name = spec.partition(":")[0]
     declared = getattr(importlib.import_module(module_name), "WORKER_PRELOAD", ())
-    return list(dict.fromkeys(["docutrain_cli.run.forkserver_child", __name__, module_name, *declared]))
+    modules = ["docutrain_cli.run.forkserver_child", __name__, "pebble.pool.process", module_name, *declared]
+    return list(dict.fromkeys(modules))
 
 
 def _die_with_runner(runner_pid: int) -> None:
