@@ -161,6 +161,22 @@ class InProcessPool:
             self._context = None
 
 
+def not_the_jobs_fault(exc: BaseException, pool: WorkerPool | InProcessPool, *, stopping: bool) -> bool:
+    """A task failed because we stopped or the pool broke under it.
+    pebble fails every task of a broken pool (and, on a forced stop, those
+    of the workers we killed) with BrokenProcessPool; a worker that died
+    with the forkserver expires like a crashed one."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from pebble import ProcessExpired
+
+    if isinstance(exc, BrokenProcessPool):
+        return True
+    if isinstance(exc, ProcessExpired):
+        return stopping or pool.broken() is not None
+    return False
+
+
 def forkserver_context(processor: str):
     """multiprocessing's forkserver, set up for workers of this processor.
 

@@ -27,7 +27,10 @@ from docutrain_cli.errors import AccountError, RateLimitedError
 from docutrain_cli.jobs import Job, JobResult, RetryPolicy
 from docutrain_cli.queues.base import JobQueue, QueueStats
 from docutrain_cli.run.backlog import Backlog, Task
-from docutrain_cli.run.pool import InProcessPool, PoolBroken, PoolStartError, WorkerPool, WorkerPoolError
+from docutrain_cli.run.budget_view import BudgetView
+from docutrain_cli.run.pool import (
+    InProcessPool, PoolBroken, PoolStartError, WorkerPool, WorkerPoolError, not_the_jobs_fault,
+)
 from docutrain_cli.run.periodic import Periodic
 from docutrain_cli.run.events import RunObserver, StatusListener
 from docutrain_cli.run.summary import RunSummary, describe_failure
@@ -85,10 +88,10 @@ class Runner:
         self._housekept_at = 0  # finished-job count at the last housekeeping
         self.progress: dict[int, str] = {}  # job id -> what its worker last reported
         self._inbox = None
-        self._batch = None  # the Batch API step (batch/step.py), in embedding_mode 'batch'
+        self._batch = None  # the Batch API step (run/batch_mode.py), in embedding_mode 'batch'
         self._drain = False
         self._paused_until = 0.0  # a service waits out account trouble until then (monotonic)
-        self._budget = None  # the embedding rate budget, read for the display
+        self._budget = BudgetView(settings)  # the embedding rate budget's figures, for the display
         self._started = time.monotonic()
         self._waiter = None  # set while running: wakes the idle loop on new jobs
         self.reconciler = None  # set while running as a service with Supabase
@@ -140,7 +143,8 @@ class Runner:
                 self._settle_done()  # anything that finished while stopping
                 self._release_all()
                 self._writes.commit()
-                self._end_batches()
+                if self._batch is not None:  # send what the workers parked, unless told to stop now
+                    self._batch.finish(send=self._stop_reason not in ("interrupted", "account") and not self._force)
                 # The last flush ignores the outage backoff: Supabase may be
                 # back, and nothing else would push these until the next run.
                 self.status.flush(force=True)
@@ -149,8 +153,7 @@ class Runner:
             self.summary.elapsed = time.monotonic() - started
             self.summary.remaining = self.queue.stats(time.time()).counts
             self.summary.budget = self._budget_view()
-            if self._budget is not None:
-                self._budget.store.close()
+            self._budget.close()
         if self._owns_status:
             self.status.close()
         self.observer.finished(self.summary)
@@ -178,11 +181,6 @@ class Runner:
         if self.settings.embedding_mode == "batch":
             tasks.append(Periodic("batch step", self.settings.batch_poll_interval, self._batch_tick))
         return tasks
-
-    def _batch_tick(self) -> None:
-        # An idle queue sends what is parked; a busy one only full files.
-        if self._batch is not None and time.monotonic() >= self._paused_until:
-            self._batch_pass(flush=not len(self._backlog))
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -319,23 +317,7 @@ class Runner:
                     self.observer.job_started(job)
 
     def _budget_view(self) -> dict | None:
-        """The rate budget's figures (tokens/min against the limit, waits),
-        or None with the offline embedder or before any request was made."""
-        if self.settings.embedder_kind != "openai":
-            return None
-        try:
-            if self._budget is None:
-                from docutrain_cli.ratelimit.budget import open_budget
-
-                self._budget = open_budget(self.settings)
-            view = self._budget.snapshot()
-        except Exception:  # noqa: BLE001 - the display must never stop the run
-            return None
-        elapsed = time.monotonic() - self._started
-        view["run_tokens_per_minute"] = round(self.summary.totals["tokens_embedded"] * 60.0 / max(elapsed, 1e-9))
-        view["run_wait_seconds"] = round(self.summary.rate_wait_seconds, 1)
-        view["run_rate_limited"] = self.summary.totals["rate_limited"]
-        return view
+        return self._budget.read(self.summary, time.monotonic() - self._started)
 
     def _work_left(self, deadline: float | None, stats: QueueStats | None = None) -> bool:
         """In drain mode: is there anything we should still wait for?"""
@@ -403,7 +385,7 @@ class Runner:
         except concurrent.futures.CancelledError:
             return self._release_task(task)
         except BaseException as exc:  # noqa: BLE001 - every failure is classified
-            if self._not_the_jobs_fault(exc):
+            if not_the_jobs_fault(exc, self._pool, stopping=self._stop_reason is not None):
                 return self._release_task(task)
             if len(task) > 1:  # which job crashed or hung? Each runs again alone, uncharged.
                 return self._schedule(task, alone=True)
@@ -417,25 +399,10 @@ class Runner:
             elif isinstance(outcome, RateLimitedError):
                 self._give_back(job, outcome)
             elif isinstance(outcome, AccountError):
-                self._release(job)
+                self._release_task([job])
                 self._account_problem(outcome)
             else:
                 self._fail(job, outcome)
-
-    def _not_the_jobs_fault(self, exc: BaseException) -> bool:
-        """A worker killed by our stop, or by the pool breaking under it.
-        pebble fails every task of a broken pool (and, on a forced stop,
-        those of the workers we killed) with BrokenProcessPool; a worker that
-        died with the forkserver expires like a crashed one."""
-        from concurrent.futures.process import BrokenProcessPool
-
-        from pebble import ProcessExpired
-
-        if isinstance(exc, BrokenProcessPool):
-            return True
-        if isinstance(exc, ProcessExpired):
-            return self._stop_reason is not None or self._pool.broken() is not None
-        return False
 
     def _succeed(self, job: Job, result: JobResult) -> None:
         self.progress.pop(job.id, None)
@@ -503,51 +470,28 @@ class Runner:
     def _release_task(self, task: Task, *, quiet: bool = False) -> None:
         """Give the jobs back uncharged (`quiet`: never started, nothing to tell)."""
         for job in task:
-            if quiet:
-                self._writes.release(job)
-                self.summary.released += 1
-            else:
-                self._release(job)
-
-    def _release(self, job: Job) -> None:
-        self.progress.pop(job.id, None)
-        self._writes.release(job)
-        self.summary.released += 1
-        self.observer.job_finished(job, "released", None)
+            self.progress.pop(job.id, None)
+            self._writes.release(job)
+            self.summary.released += 1
+            if not quiet:
+                self.observer.job_finished(job, "released", None)
 
     def _flush_status(self) -> None:
         self.status.flush()
+
     # -- Batch API mode ------------------------------------------------------
     def _start_batches(self) -> None:
         """Resume and poll the batches of earlier runs before taking jobs."""
-        if self.settings.embedding_mode != "batch":
-            return
-        from docutrain_cli.batch.step import BatchStep, StepReport
+        if self.settings.embedding_mode == "batch":
+            from docutrain_cli.run.batch_mode import BatchMode
 
-        self._batch = BatchStep(self.settings, self.status, queue=self.queue)
-        self._batch_report = StepReport()
-        self._batch_pass(flush=True)
+            self._batch = BatchMode(
+                self.settings, self.status, self.queue, self.summary,
+                account_problem=self._account_problem, flush_status=self._flush_status, drain=self._drain,
+            )
+            self._batch.run_step(flush=True)
 
-    def _end_batches(self) -> None:
-        """Send what the workers parked, apply what is back, finish documents."""
-        if self._batch is None:
-            return
-        if self._stop_reason not in ("interrupted", "account") and not self._force:
-            self._batch_pass(flush=True)
-        self._batch.close()
-        self.summary.batch = self._batch_report.to_dict()
-        if self.summary.cost_usd is not None:
-            cost = self._batch_report.cost_usd
-            self.summary.cost_usd = None if cost is None else self.summary.cost_usd + cost
-
-    def _batch_pass(self, *, flush: bool) -> None:
-        try:
-            report = self._batch.step(flush=flush)
-            self._batch_report.add(report)
-            if report.documents_ready or report.documents_dead:
-                self._flush_status()  # an idle service would otherwise sit on these statuses
-        except AccountError as exc:  # nothing can be sent: every job and parked chunk stays
-            self._account_problem(exc)
-            if self._drain:
-                self.summary.stop_reason = "account"  # also when met after the loop (the last pass)
-
+    def _batch_tick(self) -> None:
+        # An idle queue sends what is parked; a busy one only full files.
+        if self._batch is not None and time.monotonic() >= self._paused_until:
+            self._batch.run_step(flush=not len(self._backlog))
