@@ -3,8 +3,9 @@
 A *task* is what the pool hands one worker: one job or, when jobs are short
 (a worker finishes one in a few milliseconds), several run one after another.
 The pool's round trip (a pipe message each way, pickling, a thread hand-off,
-the runner's pass) then costs once a task, not once a job: no-op jobs cost
-the runner half as much that way, and the workers a sixth.
+the runner's pass) then costs once a task, not once a job: measured with
+no-op jobs, a pool of 2 workers ran 10,000 a second one to a task and
+27,000-36,000 at 16-64 to a task.
 
 How much to hold is measured in time, not counted: the workers' tasks plus a
 few waiting (`slots`: workers + workers/2, so a worker that finishes one
