@@ -21,8 +21,6 @@ from conftest import make_files
 from docutrain_cli.config import Settings
 from docutrain_cli.jobs import Job, JobResult, JobState
 from docutrain_cli.queues.local import LocalQueue
-from docutrain_cli.run import backlog
-from docutrain_cli.run.runner import Runner
 from docutrain_cli.run.writes import WriteGroup
 from docutrain_cli.status.recorder import StatusRecorder
 
@@ -30,34 +28,40 @@ BY_NAME = {"DOCUTRAIN_PROCESSOR": "tests.processors:by_name"}
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_a_crash_in_a_task_of_several_jobs_costs_only_the_job_that_crashed(tmp_path, monkeypatch):
-    # Every job counts as short: after the first results, tasks take all
-    # that is left, so the crashing job shares its task with others.
-    monkeypatch.setattr(backlog, "TASK_SECONDS", 60.0)
-    monkeypatch.setenv("DOCUTRAIN_TEST_OUTPUT", str(tmp_path / "output.db"))
+def test_a_crash_in_a_task_of_several_jobs_costs_only_the_job_that_crashed(docutrain, tmp_path):
     names = [f"ok{i:02}.txt" for i in range(40)]
     names.insert(20, "crash-kill.txt")
     files = make_files(tmp_path / "in", names)
-    settings = Settings(
-        queue=str(tmp_path / "queue.db"), store=str(tmp_path / "docutrain.db"), workers=2,
-        processor="tests.processors:by_name", max_attempts=2, retry_base_delay=0.05, retry_max_delay=0.2,
-        poll_interval=0.1,
-    )
-    with LocalQueue(settings.queue) as queue:
+    with LocalQueue(docutrain.queue) as queue:
         queue.enqueue([Job(id=0, source=str(f)) for f in files])
-        summary = Runner(settings, queue).run(drain=True)
+    # A runner of its own (its workers fork from a forkserver that has this
+    # test's environment), where every job counts as short: after the first
+    # results, tasks take all that is left, so the crashing job shares one.
+    code = (
+        "import sys\n"
+        "from docutrain_cli.run import backlog\n"
+        "backlog.TASK_SECONDS = 60.0\n"
+        "from docutrain_cli.cli import main\n"
+        "sys.argv = ['docutrain', 'run', '--drain', '--workers', '2', '--json']\n"
+        "main()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env={**docutrain.env, **BY_NAME, "DOCUTRAIN_MAX_ATTEMPTS": "2"},
+        capture_output=True, text=True, timeout=120,
+    )
+    summary = json.loads(result.stdout)
+    assert summary["done"] == 40 and summary["dead"] == 1, result.stderr
+    with LocalQueue(docutrain.queue) as queue:
         jobs = {Path(j.source).name: j for j in queue.jobs(limit=100)}
-    assert summary.done == 40 and summary.dead == 1
     crash = jobs["crash-kill.txt"]
     assert crash.state == JobState.DEAD and crash.attempts == 2 and len(crash.errors) == 2
     assert "killed by signal 9" in crash.errors[-1]
     assert all(jobs[n].state == JobState.DONE and jobs[n].attempts == 1 for n in names if n.startswith("ok"))
-    with sqlite3.connect(tmp_path / "output.db") as out:
-        crash_runs = [a for (a,) in out.execute("SELECT attempt FROM runs WHERE job = ? ORDER BY at", (crash.id,))]
-        documents = out.execute("SELECT count(DISTINCT document), count(*) FROM output").fetchone()
+    crash_runs = [a for (a,) in docutrain.recorded(f"SELECT attempt FROM runs WHERE job = {crash.id} ORDER BY at")]
     # In its task (uncharged), then alone: charged, retried, charged again.
     assert crash_runs == [1, 1, 2]
-    assert documents == (40, 40)  # jobs of the crashed task that ran twice left one output each
+    # Jobs of the crashed task that had run ran again: still one output each.
+    assert docutrain.recorded("SELECT count(DISTINCT document), count(*) FROM output") == [(40, 40)]
 
 
 def test_a_leased_job_is_processing_only_once_a_worker_takes_it(docutrain, tmp_path):
