@@ -152,6 +152,8 @@ class Runner:
         tasks = [
             Periodic("pool check", TICK, self._check_pool),
             Periodic("status flush", FLUSH_EVERY, self._flush_status),
+            # Every tick: a document that ended reaches Supabase now, not at the next flush.
+            Periodic("finished statuses", 0.0, self.status.flush_finished),
             Periodic(
                 "housekeeping", HOUSEKEEP_EVERY, self._housekeep,
                 due_early=lambda: self._finished() - self._housekept_at >= HOUSEKEEP_AFTER,
