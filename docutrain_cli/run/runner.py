@@ -112,6 +112,7 @@ class Runner:
         with self.queue.runner_lock():
             self._inbox = ProgressInbox()
             self._pool.progress_address = self._inbox.address  # workers report progress here
+            self._pool.preload_clients = not drain  # a service's first uploads wait for no import
             self.summary.recovered = self.queue.recover()
             self.observer.started(self, self.queue.stats(time.time()))
             self._waiter = self.queue.waiter()
