@@ -25,6 +25,7 @@ it. With an inexact (estimating) counter each chunk is also capped at
 from __future__ import annotations
 
 import dataclasses
+import operator
 import re
 from typing import Callable, Iterable, Iterator, NamedTuple
 
@@ -75,6 +76,9 @@ class _Unit(NamedTuple):  # a tuple: made once per sentence or word, so cheap to
     strength: int  # how good a break the end of this unit is
     heading: str | None = None  # the heading path in effect here
     is_heading: bool = False
+
+
+_TEXT, _TOKENS, _BYTES = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(2)  # of a _Unit
 
 
 def normalize_text(text: str) -> str:
@@ -237,9 +241,9 @@ class Chunker:
                     budget -= unit.tokens
             buf = tail + buf[k:]
             fresh = len(tail)
-            tokens = sum(u.tokens for u in buf)
-            nbytes = sum(u.nbytes for u in buf)
-            content = "".join(u.text for u in body).strip()
+            tokens = sum(map(_TOKENS, buf))
+            nbytes = sum(map(_BYTES, buf))
+            content = "".join(map(_TEXT, body)).strip()
             if not content:
                 return None
             chunk = Chunk(index, body[0].page, body[-1].page, self._count_joined(body, content), content, heading)
@@ -277,7 +281,7 @@ class Chunker:
         # its parts, so that sum is a safe count that costs no second pass.
         if self.counter.exact:
             return self.counter.count(content)
-        return sum(u.tokens for u in body)
+        return sum(map(_TOKENS, body))
 
     def _cut(self, buf: list[_Unit], fresh: int) -> int:
         """How many units the next chunk takes: the strongest break that keeps
