@@ -58,8 +58,9 @@ def _piece_cost(piece: str) -> int:
     return math.ceil(len(piece.encode("utf-8")) / 2)
 
 
-# Whitespace that a space must not touch, and other whitespace than
-# spaces and newlines, for EstimatingCounter.count_each.
+# What count_each's quick way cannot have: a space next to other
+# whitespace, and whitespace other than spaces and newlines (U+3000 is the
+# last whitespace character; tests/test_chunk_split.py checks them all).
 _NOT_SINGLE_SPACED = ("  ", " \n", "\n ") + tuple(
     c for c in map(chr, range(0x3001)) if c.isspace() and c not in " \n"
 )
@@ -113,11 +114,12 @@ class EstimatingCounter:
         return sum(map(self._cost, _PIECE.findall(text)))
 
     def count_each(self, texts: list[str]) -> list[int]:
-        """count() of each text, in one check for all of them: the pieces of
-        a page, say. When no space touches other whitespace and the only
-        other whitespace is newlines, a space is a free piece of its own and
-        every other piece lies between two spaces: a text's cost is that of
-        the parts split(" ") makes, each remembered like a word."""
+        """count() of each text (the pieces of a page, say), checking the
+        whitespace once for all of them. When no space touches other
+        whitespace and the only other whitespace is newlines, every space is
+        a free piece of its own and every other piece lies between two
+        spaces: a text costs what the parts split(" ") makes of it cost,
+        each remembered like a word."""
         whole = "".join(texts)
         if any(map(whole.__contains__, _NOT_SINGLE_SPACED)):
             return list(map(self.count, texts))
