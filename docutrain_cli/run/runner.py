@@ -6,10 +6,9 @@ Signal handlers only set flags (see `request_stop`); the loop notices them
 within a fraction of a second.
 
 The loop works in passes: settle the tasks that finished, note the ones a
-worker took (`processing`), write all of it and lease the next jobs with one
+worker took (`processing`), write it all and lease the next jobs with one
 transaction per file (run/writes.py), hand the new tasks to the pool
-(run/backlog.py), then wait for the next task to finish. Under load a pass
-settles many jobs at once; an idle one answers the first result at once.
+(run/backlog.py), wait for the next task to finish.
 
 Periodic work (status flushes, housekeeping, lease extension, the pool's
 health check) is a list of `Periodic` timers that every wait of the runner
@@ -122,6 +121,7 @@ class Runner:
         with self.queue.runner_lock():
             self._inbox = ProgressInbox()
             self._pool.progress_address = self._inbox.address  # workers report progress here
+            self._pool.preload_clients = not drain  # a service's first uploads wait for no import
             self.summary.recovered = self.queue.recover()
             stats = self.queue.stats(time.time())
             self.observer.started(self, stats)
@@ -164,6 +164,8 @@ class Runner:
         tasks = [
             Periodic("pool check", TICK, self._check_pool),
             Periodic("status flush", FLUSH_EVERY, self._flush_status),
+            # Every tick: a document that ended reaches Supabase now, not at the next flush.
+            Periodic("finished statuses", 0.0, self.status.flush_finished),
             Periodic(
                 "housekeeping", HOUSEKEEP_EVERY, self._housekeep,
                 due_early=lambda: self._finished() - self._housekept_at >= HOUSEKEEP_AFTER,
