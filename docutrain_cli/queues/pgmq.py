@@ -106,8 +106,9 @@ class PgmqQueue(JobQueue):
     def _check_installed(self) -> None:
         row = self._conn.execute(
             "SELECT to_regnamespace('pgmq') IS NOT NULL, to_regclass(%s), to_regclass(%s),"
-            " to_regclass(%s), to_regclass('public.docutrain_fair_user'), to_regclass(%s)",
-            (self._q, self._dq, pgmq_order.TABLE, self._tally),
+            " to_regclass(%s), to_regclass('public.docutrain_fair_user'), to_regclass(%s),"
+            " obj_description(to_regproc(%s), 'pg_proc')",
+            (self._q, self._dq, pgmq_order.TABLE, self._tally, pgmq_order.function_name(self.name)),
         ).fetchone()
         if not row[0]:
             raise ConfigError(
@@ -118,7 +119,8 @@ class PgmqQueue(JobQueue):
                 f"queue {self.name!r} does not exist in {redact_url(self.url)}: "
                 "run `docutrain queue init`"
             )
-        if row[3] is None or row[4] is None or pgmq_order.needs_rows(self._conn, self._q, self.name):
+        if (row[3] is None or row[4] is None or row[6] != pgmq_order.function_version(self._q, self.name)
+                or pgmq_order.needs_rows(self._conn, self._q, self.name)):
             pgmq_order.ensure_tables(self._conn, self._q, self.name)  # a queue an older docutrain made
         if row[5] is None:  # a queue made before the tally existed
             with contextlib.suppress(psycopg_module().errors.UniqueViolation):  # made by another handle now
@@ -288,9 +290,8 @@ class PgmqQueue(JobQueue):
             return []
         vt = max(1, math.ceil(self.visibility_timeout))
 
-        rows = self._db(lambda conn: conn.execute(
-            pgmq_order.lease(self._q, self.order), {"queue": self.name, "limit": limit, "vt": vt}
-        ).fetchall())
+        params = {"limit": limit, "vt": vt, "max_wait": self.order.max_wait, "advance": self.order.uses_book}
+        rows = self._db(lambda conn: conn.execute(pgmq_order.lease(self.name), params).fetchall())
         leased = []
         for msg_id, read_ct, message in rows:
             job = Job.from_payload(int(message.get("job_id") or msg_id), JobState.RUNNING, message)
