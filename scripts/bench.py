@@ -9,6 +9,7 @@ mode) and reports medians; ratios are medians of the per-repetition ratios.
     .venv/bin/python scripts/bench.py                  # full mode
     .venv/bin/python scripts/bench.py --only 1,4 --reps 5
     .venv/bin/python scripts/bench.py --http --quick   # just HTTP intake (8a, 8b)
+    .venv/bin/python scripts/bench.py --only 8c,8d     # just upload -> ready, local and through Supabase
     .venv/bin/python scripts/bench.py --ocr --quick    # just OCR against the tesseract command (9)
     .venv/bin/python scripts/bench.py --rate-limit     # embedding at the account's limit (10, 11; about 16 minutes)
     .venv/bin/python scripts/bench.py --batch --quick  # just the Batch API mode (12a-12c)
@@ -958,6 +959,8 @@ BENCHES: dict[str, Callable] = {
     "6": bench_embedding,
     "7": bench_startup,
     "8": lambda *args: __import__("bench_http").bench_http(*args),  # HTTP intake: scripts/bench_http.py
+    "8c": lambda *args: __import__("bench_ready").bench_ready_local(*args),  # upload -> ready: scripts/bench_ready.py
+    "8d": lambda *args: __import__("bench_ready").bench_ready_supabase(*args),  # the same through Supabase
     "9": bench_ocr,
     "10": bench_rate_limits,  # scripts/bench_ratelimit.py; minutes per row
     "11": bench_acceptance,

@@ -33,10 +33,10 @@ POLL_INTERVAL = "30s"
 NOOP = {"DOCUTRAIN_PROCESSOR": "docutrain_cli.run.worker:noop"}
 
 
-def start_serve(bench, d: Path, extra_env: dict | None = None) -> tuple[subprocess.Popen, int]:
+def start_serve(bench, d: Path, extra_env: dict | None = None, args: list[str] = ()) -> tuple[subprocess.Popen, int]:
     env = bench.base_env(d / "queue.db", d / "store.db", DOCUTRAIN_SERVE_TOKEN=TOKEN, **(extra_env or {}))
     proc = subprocess.Popen(
-        bench.docutrain_cmd() + ["serve", "--port", "0"], env=env, cwd=d,
+        bench.docutrain_cmd() + ["serve", "--port", "0", *args], env=env, cwd=d,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     line = proc.stderr.readline()

@@ -13,6 +13,7 @@ import ctypes
 import os
 import signal
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -45,6 +46,15 @@ def record(job, context) -> JobResult:
     """Succeeds after an optional pause (DOCUTRAIN_TEST_SLEEP seconds)."""
     _note_run(job)
     time.sleep(float(os.environ.get("DOCUTRAIN_TEST_SLEEP", "0")))
+    return _record(job)
+
+
+def client_modules(job, context) -> JobResult:
+    """Notes which client libraries the worker had imported when the job
+    began: one line a job in DOCUTRAIN_TEST_OUTPUT + '.modules'."""
+    loaded = [name for name in ("openai", "supabase") if name in sys.modules]
+    with open(os.environ["DOCUTRAIN_TEST_OUTPUT"] + ".modules", "a") as notes:
+        notes.write(" ".join(loaded) + "\n")
     return _record(job)
 
 

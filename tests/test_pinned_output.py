@@ -88,3 +88,15 @@ def test_the_offline_vectors_of_a_fixed_document_do_not_change():
     embedder = OfflineEmbedder()
     assert vectors_digest([embedder.vector(t) for t in texts[::-1]][::-1]) == VECTORS_SHA256
     assert vectors_digest(embedder.embed(texts)) == VECTORS_SHA256
+
+
+def test_batches_hand_over_the_same_vectors_in_float32():
+    from array import array
+
+    texts = offline_texts()
+    expected = [array("f", vector) for vector in OfflineEmbedder().embed(texts)]
+    embedder = OfflineEmbedder()
+    got = [vector for _, vectors in embedder.embed_batches(texts, [1] * len(texts)) for vector in vectors]
+    assert all(isinstance(vector, array) and vector.typecode == "f" for vector in got)
+    assert [vector.tobytes() for vector in got] == [vector.tobytes() for vector in expected]
+    assert embedder.tokens_used == len(texts)

@@ -99,17 +99,19 @@ def test_a_run_delivers_in_order_and_retries_5xx(docutrain, receiver):
                DOCUTRAIN_PROCESSOR="tests.processors:by_name", DOCUTRAIN_WORKERS="2")
     for i, path in enumerate(files):
         assert docutrain("enqueue", str(path), "--document-id", f"d{i}", **env).returncode == 0
-    receiver.answer(503, times=2)  # the first two calls fail: retried, not lost
+    receiver.answer(503, times=3)  # the first three calls fail: retried, not lost
     assert docutrain("run", "--drain", **env).returncode == 0
-    # The run's last flush found the outbox backing off; sync ignores the
-    # backoff, meets the second 503 (exit 5), and the next sync delivers.
+    # The run pushes the first document that ends at once and meets a 503;
+    # the outbox backs off, so the next pushes wait. The run's last flush
+    # ignores the backoff and meets the second; sync ignores it too, meets
+    # the third (exit 5), and the next sync delivers.
     first = docutrain("sync", **env)
     assert first.returncode == 5 and "status webhook: " in first.stderr and "answered 503" in first.stderr
     assert docutrain("sync", **env).returncode == 0
     seen = statuses_by_document(receiver.delivered())
     assert {doc: statuses[-1] for doc, statuses in seen.items()} == {f"d{i}": "ready" for i in range(4)}
     assert never_regressed(seen)
-    assert [c.answered for c in receiver.calls[:2]] == [503, 503]
+    assert [c.answered for c in receiver.calls[:3]] == [503, 503, 503]
     assert all(signed_correctly(call) for call in receiver.calls)
 
 

@@ -25,6 +25,7 @@ it. With an inexact (estimating) counter each chunk is also capped at
 from __future__ import annotations
 
 import dataclasses
+import operator
 import re
 from typing import Callable, Iterable, Iterator, NamedTuple
 
@@ -34,16 +35,22 @@ HEADING, PARAGRAPH, SENTENCE, WORD, ANYWHERE = 4, 3, 2, 1, 0
 
 
 
-def _pieces_ending_in(separator: str) -> re.Pattern:
-    """findall() of this splits text after each separator, keeping it: the
-    shortest text up to and including the next separator, or else the rest.
-    One C-level call instead of a Python loop over matches."""
-    return re.compile(rf"(?s:.*?(?:{separator})|.+)")
-
-
-_PARAGRAPHS = _pieces_ending_in(r"\n[ \t]*\n\s*")
-_LINES = _pieces_ending_in(r"\n\s*")
-_SENTENCES = _pieces_ending_in(r"[.!?][\"'”’)\]]*\s+|[。！？]\s*")
+# A page is cut into pieces in one regex pass (issue 24): a piece ends at
+# the first sentence end (. ! or ? with any closing quotes or brackets, then
+# whitespace; or 。！？) or line end, whichever comes first, and takes the
+# whitespace after it. A piece whose whitespace holds a newline ends its
+# line, one holding a blank line (spaces or tabs at most) its paragraph.
+# These are the pieces that cutting the text into paragraphs, then lines,
+# then sentences would give (tests/test_chunk_split.py), found by a pattern
+# spelt out so that the regex engine walks ordinary characters in a tight
+# loop: several times faster than a lazy `.*?` per paragraph, line and
+# sentence.
+_CLOSERS = r"[\"'”’)\]]"
+_PIECES = re.compile(
+    rf"[^.!?。！？\n]*(?:[.!?](?!{_CLOSERS}*\s)[^.!?。！？\n]*)*"
+    rf"(?:[.!?]{_CLOSERS}*\s+|[。！？]\s*|\n\s*)|(?s:.+)"
+)
+_PARAGRAPH_END = re.compile(r"\n[ \t]*\n")
 _HEADING_LINE = re.compile(r"(#{1,6})[ \t]+(\S.*?)[ \t#]*\s*\Z")
 _TABLE_ROW = re.compile(r"\|.*\|\s*\Z")
 _WORD = re.compile(r"\S+\s*")
@@ -69,6 +76,9 @@ class _Unit(NamedTuple):  # a tuple: made once per sentence or word, so cheap to
     strength: int  # how good a break the end of this unit is
     heading: str | None = None  # the heading path in effect here
     is_heading: bool = False
+
+
+_TEXT, _TOKENS, _BYTES = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(2)  # of a _Unit
 
 
 def normalize_text(text: str) -> str:
@@ -136,38 +146,54 @@ class Chunker:
         if not text:
             return
         text += "\n\n"  # a page ends a paragraph
-        for paragraph in _PARAGRAPHS.findall(text):
-            lines = _LINES.findall(paragraph)
-            for li, line in enumerate(lines):
-                last_line = li == len(lines) - 1
-                heading = _HEADING_LINE.match(line)
-                if heading:
-                    self._enter_heading(len(heading.group(1)), heading.group(2))
-                if heading or _TABLE_ROW.match(line):
-                    # Whole when it fits half a chunk: a heading or a row cut
-                    # in two means nothing in either half. After a heading is
-                    # the worst place to break; after a row, a line end.
-                    strength = WORD if heading else (PARAGRAPH if last_line else SENTENCE)
-                    unit = self._unit(line, page, strength)
-                    if unit.tokens <= self.budget // 2 and unit.nbytes <= self.byte_cap:
-                        yield unit._replace(is_heading=bool(heading))
-                    else:
-                        yield from self._words(line, page, strength)
+        pieces = _PIECES.findall(text)
+        counts = self.counter.count_each(pieces)  # all at once is cheaper
+        byte_cap, make = self.byte_cap, _Unit._make  # _make: half the cost of a call
+        half, sentence_max = self.budget // 2, self.sentence_max
+        path = self._heading_path(page)
+        line_start = True
+        i = 0
+        while i < len(pieces):
+            piece = pieces[i]
+            i += 1
+            if line_start and piece[0] in "#|":  # perhaps a heading or a table row
+                end = i - 1
+                while "\n" not in pieces[end]:
+                    end += 1
+                line = self._structured_line("".join(pieces[i - 1 : end + 1]), page)
+                if line is not None:
+                    yield from line
+                    i = end + 1
+                    path = self._heading_path(page)
                     continue
-                sentences = _SENTENCES.findall(line)
-                # A line that is one sentence (a CSV row, a list item) stays
-                # whole up to half a chunk; longer prose goes word by word.
-                limit = self.budget // 2 if len(sentences) == 1 else self.sentence_max
-                for i, sentence in enumerate(sentences):
-                    if i < len(sentences) - 1:
-                        strength = SENTENCE
-                    else:  # a line end is a sentence end (as in a PDF's wrapped lines)
-                        strength = PARAGRAPH if last_line else SENTENCE
-                    unit = self._unit(sentence, page, strength)
-                    if unit.tokens <= limit and unit.nbytes <= self.byte_cap:
-                        yield unit
-                    else:
-                        yield from self._words(sentence, page, strength)
+            newlines = piece.count("\n")
+            strength = PARAGRAPH if newlines > 1 and _PARAGRAPH_END.search(piece) else SENTENCE
+            # A line that is one sentence (a CSV row, a list item) stays
+            # whole up to half a chunk; longer prose goes word by word.
+            limit = half if line_start and newlines else sentence_max
+            line_start = newlines > 0
+            tokens = counts[i - 1]
+            nbytes = len(piece) if piece.isascii() else utf8_len(piece)
+            if tokens <= limit and nbytes <= byte_cap:
+                yield make((piece, tokens, nbytes, page, strength, path, False))
+            else:
+                yield from self._words(piece, page, strength)
+
+    def _structured_line(self, line: str, page: int) -> list[_Unit] | None:
+        """A heading or a table row is whole when it fits half a chunk: one
+        cut in two means nothing in either half. After a heading is the
+        worst place to break; after a row, a line end. None for other lines."""
+        heading = _HEADING_LINE.match(line)
+        if heading:
+            self._enter_heading(len(heading.group(1)), heading.group(2))
+        elif not _TABLE_ROW.match(line):
+            return None
+        last_line = line.count("\n") > 1 and _PARAGRAPH_END.search(line) is not None
+        strength = WORD if heading else (PARAGRAPH if last_line else SENTENCE)
+        unit = self._unit(line, page, strength)
+        if unit.tokens <= self.budget // 2 and unit.nbytes <= self.byte_cap:
+            return [unit._replace(is_heading=bool(heading))]
+        return list(self._words(line, page, strength))
 
     def _enter_heading(self, level: int, title: str) -> None:
         self._heading_changes += 1
@@ -215,21 +241,23 @@ class Chunker:
                     budget -= unit.tokens
             buf = tail + buf[k:]
             fresh = len(tail)
-            tokens = sum(u.tokens for u in buf)
-            nbytes = sum(u.nbytes for u in buf)
-            content = "".join(u.text for u in body).strip()
+            tokens = sum(map(_TOKENS, buf))
+            nbytes = sum(map(_BYTES, buf))
+            content = "".join(map(_TEXT, body)).strip()
             if not content:
                 return None
             chunk = Chunk(index, body[0].page, body[-1].page, self._count_joined(body, content), content, heading)
             index += 1
             return chunk
 
+        budget, byte_cap = self.budget, self.byte_cap
         for page, text in pages:
             for unit in self.units(page, text):
-                if unit.is_heading and len(buf) > fresh and not buf[-1].is_heading:
+                _, unit_tokens, unit_bytes, _, _, _, is_heading = unit
+                if is_heading and len(buf) > fresh and not buf[-1].is_heading:
                     # Just before a heading (or a run of them) is the best place to end a chunk.
                     buf[-1] = buf[-1]._replace(strength=HEADING)
-                while buf and not self._fits(tokens + unit.tokens, nbytes + unit.nbytes):
+                while buf and (tokens + unit_tokens > budget or nbytes + unit_bytes > byte_cap):
                     if fresh == len(buf):  # only overlap left: give some up
                         dropped = buf.pop(0)
                         fresh -= 1
@@ -240,8 +268,8 @@ class Chunker:
                     if chunk is not None:
                         yield from self._within_limit(chunk)
                 buf.append(unit)
-                tokens += unit.tokens
-                nbytes += unit.nbytes
+                tokens += unit_tokens
+                nbytes += unit_bytes
         if fresh < len(buf):
             chunk = emit(final=True)
             if chunk is not None:
@@ -253,7 +281,7 @@ class Chunker:
         # its parts, so that sum is a safe count that costs no second pass.
         if self.counter.exact:
             return self.counter.count(content)
-        return sum(u.tokens for u in body)
+        return sum(map(_TOKENS, body))
 
     def _cut(self, buf: list[_Unit], fresh: int) -> int:
         """How many units the next chunk takes: the strongest break that keeps

@@ -141,7 +141,10 @@ class Extraction:
         for index in range(self.page_count):
             try:
                 page = doc.load_page(index)
-                text = page.get_text("text")
+                # page.get_text("text") without its wrapper, which also works
+                # out a crop box that plain text does not use: 3 % of the
+                # extraction, same flags, same text.
+                text = page.get_textpage(flags=pymupdf.TEXTFLAGS_TEXT).extractText()
                 if self.ocr is not None and self.ocr.wanted(doc, index, page, text):
                     text = self.ocr.read(page)
             except (RuntimeError, ValueError) as exc:

@@ -138,9 +138,13 @@ def orientation_check(settings) -> tuple[bool, str, str | None]:
 
 def needs_ocr(page, text: str) -> bool:
     """No usable text layer, and images cover most of the page."""
-    visible = "".join(text.split())
-    if visible and visible.count("\ufffd") < MIN_REPLACEMENT_SHARE * len(visible):
-        return False
+    if "\ufffd" not in text:  # most pages: settled without copying the text
+        if text and not text.isspace():
+            return False
+    else:
+        visible = "".join(text.split())
+        if visible.count("\ufffd") < MIN_REPLACEMENT_SHARE * len(visible):
+            return False
     return image_cover(page) >= MIN_IMAGE_COVER
 
 

@@ -54,6 +54,9 @@ class WorkerPool:
         self._forkserver: int | None = None  # the process our workers were forked from
         self.started_at = 0.0
         self.progress_address: str | None = None  # the runner's progress inbox
+        # A service's forkserver imports the client libraries (worker.client_modules)
+        # once, so no first upload waits for them; a drain does not pay that at start.
+        self.preload_clients = False
 
     def start(self) -> None:
         """Start a fresh pebble pool and its workers now (not at the first
@@ -67,7 +70,7 @@ class WorkerPool:
             max_workers=self.settings.workers,
             initializer=init_worker,
             initargs=(self.settings, os.getpid(), self.progress_address),
-            context=forkserver_context(self.settings.processor),
+            context=forkserver_context(self.settings.processor, self.settings if self.preload_clients else None),
         )
         try:
             _start_forkserver()
@@ -110,6 +113,7 @@ class InProcessPool:
     dispatch loop settles them on its next wait. It never breaks."""
 
     started_at = 0.0
+    preload_clients = False  # nothing to preload: jobs run here
 
     def __init__(self, settings: Settings):
         self._processor = load_processor(settings.processor)
@@ -138,16 +142,17 @@ class InProcessPool:
             self._context = None
 
 
-def forkserver_context(processor: str):
+def forkserver_context(processor: str, settings: Settings | None = None):
     """multiprocessing's forkserver, set up for workers of this processor.
 
     forkserver: workers never inherit our clients, threads or locks. The
     server imports the worker code once, so each worker (and each
     replacement of a crashed one) starts with it loaded instead of importing
-    PyMuPDF on its own. It holds no clients: none are made at import. Its
-    children die with it (forkserver_child)."""
+    PyMuPDF on its own; with `settings`, also the client libraries they use
+    (worker.client_modules). It holds no clients: none are made at import.
+    Its children die with it (forkserver_child)."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(worker_modules(processor))
+    context.set_forkserver_preload(worker_modules(processor, settings))
     return context
 
 

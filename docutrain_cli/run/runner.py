@@ -112,6 +112,7 @@ class Runner:
         with self.queue.runner_lock():
             self._inbox = ProgressInbox()
             self._pool.progress_address = self._inbox.address  # workers report progress here
+            self._pool.preload_clients = not drain  # a service's first uploads wait for no import
             self.summary.recovered = self.queue.recover()
             self.observer.started(self, self.queue.stats(time.time()))
             self._waiter = self.queue.waiter()
@@ -152,6 +153,8 @@ class Runner:
         tasks = [
             Periodic("pool check", TICK, self._check_pool),
             Periodic("status flush", FLUSH_EVERY, self._flush_status),
+            # Every tick: a document that ended reaches Supabase now, not at the next flush.
+            Periodic("finished statuses", 0.0, self.status.flush_finished),
             Periodic(
                 "housekeeping", HOUSEKEEP_EVERY, self._housekeep,
                 due_early=lambda: self._finished() - self._housekept_at >= HOUSEKEEP_AFTER,

@@ -145,18 +145,21 @@ class Outbox(sqlite.SharedFile):
     # -- reading -------------------------------------------------------------
 
     def due(
-        self, limit: int = DEFAULT_BATCH, now: float | None = None, *, skip: set[str] = frozenset()
+        self, limit: int = DEFAULT_BATCH, now: float | None = None, *, skip: set[str] = frozenset(),
+        statuses: tuple[str, ...] | None = None,
     ) -> list[tuple[int, StatusChange]]:
-        """(seq, StatusChange) for the newest change of each document, oldest first."""
+        """(seq, StatusChange) for the newest change of each document, oldest
+        first; only documents whose newest change is one of `statuses`, if given."""
         now = time.time() if now is None else now
+        only = f"AND o.status IN ({', '.join('?' * len(statuses))})" if statuses else ""
         rows = self.conn.execute(
-            """SELECT o.seq, o.document_id, o.status, o.at, o.error_message, o.page_count, o.chunk_count
+            f"""SELECT o.seq, o.document_id, o.status, o.at, o.error_message, o.page_count, o.chunk_count
                FROM status_outbox o
                JOIN (SELECT document_id, max(seq) AS seq FROM status_outbox GROUP BY document_id) newest
                  ON newest.seq = o.seq
-               WHERE o.not_before <= ?
+               WHERE o.not_before <= ? {only}
                ORDER BY o.seq""",
-            (now,),
+            (now, *(statuses or ())),
         )
         out = []
         for seq, doc, status, at, message, pages, chunks in rows:
@@ -209,11 +212,13 @@ class Outbox(sqlite.SharedFile):
         deadline_seconds: float = 5.0,
         batch_size: int = DEFAULT_BATCH,
         force: bool = False,
+        statuses: tuple[str, ...] | None = None,
     ) -> FlushResult:
         """Hand due changes to `delivery` until done, out of time, or the
         destination fails transiently. Never raises for the destination's
         trouble; the result (and `info()`) says what happened.
-        `force` ignores the backoff (e.g. `docutrain sync`)."""
+        `force` ignores the backoff (e.g. `docutrain sync`); `statuses` sends
+        only documents whose newest change is one of them (see `due`)."""
         now = time.time()
         retry_after = _float(self._state().get("retry_after")) or 0.0
         if not force and now < retry_after:
@@ -224,16 +229,17 @@ class Outbox(sqlite.SharedFile):
         if lock is None:
             return FlushResult(skipped="another process is syncing this outbox")
         try:
-            return self._flush_locked(delivery, time.monotonic() + deadline_seconds, batch_size, force)
+            return self._flush_locked(delivery, time.monotonic() + deadline_seconds, batch_size, force, statuses)
         finally:
             os.close(lock)
 
-    def _flush_locked(self, delivery: Delivery, deadline: float, batch_size: int, force: bool) -> FlushResult:
+    def _flush_locked(self, delivery: Delivery, deadline: float, batch_size: int, force: bool,
+                      statuses: tuple[str, ...] | None) -> FlushResult:
         delivered = dropped = refused = 0
         refused_docs: set[str] = set()
         error: str | None = None
         while time.monotonic() < deadline:
-            batch = self.due(batch_size, float("inf") if force else None, skip=refused_docs)
+            batch = self.due(batch_size, float("inf") if force else None, skip=refused_docs, statuses=statuses)
             if not batch:
                 break
             for seq, change in batch:
