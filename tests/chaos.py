@@ -207,6 +207,15 @@ class Chaos(Workload, Invariants):
             env["DOCUTRAIN_QUEUE"] = str(self.workdir / "queue.db")
         return env
 
+    def _guarded(self, loop, rng: random.Random) -> None:
+        """Run one of the harness's own loops; its crash is a violation, not a
+        thread warning (a run whose enqueues died would check nothing)."""
+        try:
+            loop(rng)
+        except Exception as exc:  # noqa: BLE001 - any crash of the harness fails the run
+            with self._lock:
+                self.report.violations.append(f"the harness's {loop.__name__} crashed: {exc!r}")
+
     def run(self) -> Report:
         self.log(f"chaos: seed {self.seed} (replay with --seed {self.seed}); backend {self.o.backend}"
                  f"{', supabase outages' if self.o.supabase_outages else ''}; logs in {self.logs}")
@@ -217,9 +226,9 @@ class Chaos(Workload, Invariants):
             if init != 0:
                 self.report.violations.append(f"queue init exited {init}")
                 return self.report
-        threads = [threading.Thread(target=self._enqueue_loop, args=(random.Random(self.rng.random()),), daemon=True)]
-        if self.standin is not None:
-            threads.append(threading.Thread(target=self._outage_loop, args=(random.Random(self.rng.random()),), daemon=True))
+        loops = [self._enqueue_loop] + ([self._outage_loop] if self.standin is not None else [])
+        threads = [threading.Thread(target=self._guarded, args=(loop, random.Random(self.rng.random())), daemon=True)
+                   for loop in loops]
         try:
             for t in threads:
                 t.start()
@@ -229,6 +238,8 @@ class Chaos(Workload, Invariants):
             self._stop.set()
             for t in threads:
                 t.join(120)
+            if self.report.enqueues == 0:
+                self.report.violations.append("no enqueue ran while the runners were being killed")
             self._stop_runners()
             self._final_drain()
             self._check()
