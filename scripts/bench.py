@@ -979,7 +979,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller corpus, 3 repetitions (about a minute)")
     parser.add_argument("--reps", type=int, help="repetitions (default 3 quick, 5 full)")
-    parser.add_argument("--only", help="comma-separated measurements, e.g. 1,2 (4 comes with 1; 10c,10e: those rows of 10)")
+    parser.add_argument("--only", help="comma-separated measurements, e.g. 1,2 (4 comes with 1; 10c,10e or 14c: those rows of 10 or 14)")
     parser.add_argument("--http", action="store_true", help="only measurement 8: HTTP intake (same as --only 8)")
     parser.add_argument("--rate-limit", action="store_true",
                         help="only the embedding rate-limit rows (10a-10e) and issue 13's acceptance run (11): "
@@ -1020,6 +1020,12 @@ def main() -> int:
 
         bench_ratelimit.ROWS = rate_rows
         only = [x for x in only if x not in rate_rows] + ["10"]
+    fair_rows = {x for x in only if x[:2] == "14" and len(x) > 2}  # e.g. --only 14c
+    if fair_rows:
+        import bench_fair
+
+        bench_fair.ROWS = fair_rows
+        only = [x for x in only if x not in fair_rows] + ["14"]
     root = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="docutrain-bench-"))
     root.mkdir(parents=True, exist_ok=True)
     json_out = Path(args.json_out)

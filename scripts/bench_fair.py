@@ -20,7 +20,7 @@ worker frees up; each takes one job. Every repetition leases from a fresh
 copy of the same queue (a file copy; a database made from a template), the
 variants alternating which goes first.
 
-Run just these with `--fair` (or `--only 14`).
+Run just these with `--fair` (or `--only 14`; `--only 14c` for one row).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ USERS = 1_000
 LEASES = 2_000  # per variant and repetition (14b)
 PG_LEASES = 1_000  # (14c): a round trip each
 SEED = 21
+ROWS = {"14a", "14b", "14c"}  # bench.py --only 14b,14c narrows this
 
 
 # -- the backlog -------------------------------------------------------------------------------
@@ -382,12 +383,15 @@ def bench_newcomer(mode, root: Path, reps: int, h) -> tuple[object, dict]:
 def bench_fair(mode, root: Path, ncpu: int, reps: int, *, h) -> tuple[list, dict]:
     """`h` is scripts/bench.py (its helpers and Row), passed in to avoid a circular import."""
     rows, samples = [], {}
-    row, samples["14a"] = bench_newcomer(mode, root, reps, h)
-    rows.append(row)
-    calls = backlog()
-    row, samples["14b"] = bench_local_leases(root, calls, reps, h)
-    rows.append(row)
-    row, samples["14c"] = bench_pgmq_leases(root, calls, reps, h)
-    if row is not None:
+    if "14a" in ROWS:
+        row, samples["14a"] = bench_newcomer(mode, root, reps, h)
         rows.append(row)
+    calls = backlog()
+    if "14b" in ROWS:
+        row, samples["14b"] = bench_local_leases(root, calls, reps, h)
+        rows.append(row)
+    if "14c" in ROWS:
+        row, samples["14c"] = bench_pgmq_leases(root, calls, reps, h)
+        if row is not None:
+            rows.append(row)
     return rows, samples

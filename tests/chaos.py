@@ -10,8 +10,9 @@ multiprocessing's resource tracker, kill -9 of any one of its descendants
 row. Meanwhile `enqueue`s run beside it, for a few users (and none) at mixed
 priorities (`--priority`, or the default); some are killed with kill -9
 halfway and then repeated, as a user would. With Supabase outages the
-stand-in refuses connections for random stretches. Then (on files) six more
-enqueues, queued together, so the drain has a backlog to order.
+stand-in refuses connections for random stretches (the users' side:
+tests/chaos_workload.py). Then (on files) six more enqueues, queued
+together, so the drain has a backlog to order.
 
 Invariants, checked at the end (tests/chaos_invariants.py): every document whose enqueue printed a job
 id (or said it was already queued) ends ready exactly once, with one
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import os
 import random
 import signal
@@ -49,10 +49,10 @@ TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-import pdfs  # noqa: E402
 from chaos_invariants import Invariants  # noqa: E402
+from chaos_workload import PRIORITIES, Doc, Workload  # noqa: E402
 from harness import child_env  # noqa: E402
-from proctree import alive, descendants, forkserver_of, tracker_of, workers_of  # noqa: E402
+from proctree import alive, descendants, forkserver_of, sigkill, tracker_of, workers_of  # noqa: E402
 
 ACTIONS = (
     "kill-group", "kill-runner", "kill-worker", "kill-forkserver", "kill-tracker", "kill-descendant",
@@ -63,8 +63,6 @@ EXPECTED_EXIT = {"kill-group": {-9}, "kill-runner": {-9}, "sigterm": {0}, "doubl
 GRACE = 5.0  # the runners' grace period on a stop
 VISIBILITY = 4.0  # pgmq: a dead runner's jobs come back after this long
 ORPHAN_WAIT = 20.0  # how long a runner's processes may take to follow it
-USERS = ("alice", "bob", "carol", None)  # None: enqueued without --user-id
-PRIORITIES = ("high", "normal", "low", None)  # None: the command's default
 FINAL_BACKLOG = 6  # enqueues made just before the final drain, all of them queued together
 
 
@@ -130,18 +128,6 @@ class Report:
         return out
 
 
-@dataclasses.dataclass
-class Doc:
-    name: str
-    pages: int  # pages with text; page p holds the marker "Page p heading."
-    path: Path
-    document_id: str | None = None  # Supabase row
-
-    @property
-    def markers(self) -> list[str]:
-        return [f"Page {p} heading." for p in range(1, self.pages + 1)]
-
-
 class Proc:
     """A docutrain subprocess in its own process group, output in files."""
 
@@ -171,7 +157,7 @@ class Proc:
         return self.out_path.read_text(errors="replace")
 
 
-class Chaos(Invariants):
+class Chaos(Workload, Invariants):
     def __init__(self, options: Options, workdir: Path, log: Callable[[str], None] = print):
         self.o = options
         self.seed = options.seed if options.seed is not None else random.SystemRandom().randrange(1, 10**9)
@@ -221,23 +207,14 @@ class Chaos(Invariants):
             env["DOCUTRAIN_QUEUE"] = str(self.workdir / "queue.db")
         return env
 
-    def _start_supabase(self) -> None:
-        from supabase_standin import StandIn
-
-        self.standin = StandIn()
-        project = self.standin.project
-        update = project.update
-
-        def recording_update(table, params, body):
-            before = {r["id"]: r["status"] for r in project.tables[table].rows} if table == "user_documents" else {}
-            rows = update(table, params, body)
-            for row in rows:
-                if row.get("id") in before and "status" in body:
-                    self.transitions.append((row["id"], before[row["id"]], row["status"]))
-            return rows
-
-        project.update = recording_update
-        self.env.update(SUPABASE_URL=self.standin.url, SUPABASE_SERVICE_ROLE_KEY=self.standin.key)
+    def _guarded(self, loop, rng: random.Random) -> None:
+        """Run one of the harness's own loops; its crash is a violation, not a
+        thread warning (a run whose enqueues died would check nothing)."""
+        try:
+            loop(rng)
+        except Exception as exc:  # noqa: BLE001 - any crash of the harness fails the run
+            with self._lock:
+                self.report.violations.append(f"the harness's {loop.__name__} crashed: {exc!r}")
 
     def run(self) -> Report:
         self.log(f"chaos: seed {self.seed} (replay with --seed {self.seed}); backend {self.o.backend}"
@@ -249,9 +226,9 @@ class Chaos(Invariants):
             if init != 0:
                 self.report.violations.append(f"queue init exited {init}")
                 return self.report
-        threads = [threading.Thread(target=self._enqueue_loop, args=(random.Random(self.rng.random()),), daemon=True)]
-        if self.standin is not None:
-            threads.append(threading.Thread(target=self._outage_loop, args=(random.Random(self.rng.random()),), daemon=True))
+        loops = [self._enqueue_loop] + ([self._outage_loop] if self.standin is not None else [])
+        threads = [threading.Thread(target=self._guarded, args=(loop, random.Random(self.rng.random())), daemon=True)
+                   for loop in loops]
         try:
             for t in threads:
                 t.start()
@@ -261,6 +238,8 @@ class Chaos(Invariants):
             self._stop.set()
             for t in threads:
                 t.join(120)
+            if self.report.enqueues == 0:
+                self.report.violations.append("no enqueue ran while the runners were being killed")
             self._stop_runners()
             self._final_drain()
             self._check()
@@ -331,19 +310,19 @@ class Chaos(Invariants):
         elif action == "kill-worker":
             workers = workers_of(proc.pid)
             if workers:
-                _kill(self.rng.choice(sorted(workers)))
+                sigkill(self.rng.choice(sorted(workers)))
         elif action == "kill-forkserver":
             server = forkserver_of(proc.pid)
             if server:
-                _kill(server)
+                sigkill(server)
         elif action == "kill-tracker":
             tracker = tracker_of(proc.pid)
             if tracker:
-                _kill(tracker)
+                sigkill(tracker)
         elif action == "kill-descendant":
             below = descendants(proc.pid)
             if below:
-                _kill(self.rng.choice(sorted(below)))
+                sigkill(self.rng.choice(sorted(below)))
         elif action == "sigterm":
             os.kill(proc.pid, signal.SIGTERM)  # systemd's KillMode=mixed
         elif action == "double-sigint":
@@ -377,7 +356,7 @@ class Chaos(Invariants):
         if left:
             self.report.violations.append(f"processes {left} outlived their runner {proc.err_path.name}")
             for pid in left:
-                _kill(pid)
+                sigkill(pid)
 
     def _stop_runners(self) -> None:
         for proc in getattr(self, "_runners_left", []):
@@ -385,103 +364,6 @@ class Chaos(Invariants):
             os.kill(proc.pid, signal.SIGTERM)
             self.report.actions["sigterm"] += 1
             self._after_exit(proc, "sigterm")
-
-    # -- beside the runners: enqueues and outages ------------------------------------
-
-    def _new_docs(self, rng: random.Random) -> list[Doc]:
-        folder = self.workdir / "uploads" / f"batch{self.report.enqueues:04}"
-        folder.mkdir(parents=True)
-        made = []
-        for _ in range(rng.randint(1, 4)):
-            n = len(self.docs) + len(made)
-            kind = rng.random()
-            if kind < 0.15:  # a .txt upload: pages split by form feeds, NULs inside
-                path = folder / f"notes{n}.txt"
-                pages = rng.randint(1, 4)
-                path.write_text("\f".join(
-                    f"Page {p} heading.\n\n{pdfs.sentence(n * 1000 + p)}\x00 {pdfs.sentence(n * 1000 + p + 500)}"
-                    for p in range(1, pages + 1)
-                ))
-            else:
-                path = folder / f"doc{n}.pdf"
-                pages = rng.choice([1, 2, 3, 5, 8, 12, 40, 150])  # long ones: kills land mid-job
-                texts = [
-                    f"Page {p} heading.\n\n" + ("\x00 " if kind < 0.25 else "")
-                    + " ".join(pdfs.sentence(n * 100_000 + p * 100 + s) for s in range(12))
-                    for p in range(1, pages + 1)
-                ]
-                pdfs.write_pdf(path, texts)
-            made.append(Doc(path.name, pages, path))
-        return made
-
-    def _enqueue_loop(self, rng: random.Random) -> None:
-        killed_one = False
-        while not self._stop.wait(rng.uniform(0.3, 2.5)):
-            killed_one |= self._enqueue(rng, kill=not killed_one or rng.random() < 0.15)
-
-    def _enqueue(self, rng: random.Random, kill: bool) -> bool:
-        """One `enqueue` of new documents, by a random user at a random
-        priority; with `kill`, kill -9 it halfway and repeat it. True if killed."""
-        killed = False
-        batch = self._new_docs(rng)
-        if self.standin is not None:
-            args = ["enqueue", "--from-supabase", "--json"]
-            for doc in batch:
-                # Storage keeps each user's files under their id: the row's owner
-                storage_path = f"{rng.choice(self.owners)}/{uuid.uuid4()}/{doc.name}"
-                self.standin.project.put_object("documents", storage_path, doc.path.read_bytes())
-                doc.document_id = self.standin.project.add_document("pending", storage_path=storage_path)
-                self.docs[doc.document_id] = doc
-                self.by_storage_path[storage_path] = doc.document_id
-        else:
-            args = ["enqueue", str(batch[0].path.parent), "--json"]
-            user = rng.choice(USERS)
-            args += ["--user-id", user] if user else []
-            for doc in batch:
-                self.docs[str(doc.path)] = doc
-        priority = rng.choice(PRIORITIES)
-        args += ["--priority", priority] if priority else []
-        self.report.by_priority[priority or "default"] += 1
-        self.report.enqueues += 1
-        proc = self._start("enqueue", args)
-        if kill:
-            time.sleep(rng.uniform(0.05, 0.8))
-            if proc.popen.poll() is None:
-                _kill(proc.pid)
-                self.report.enqueues_killed += 1
-                killed = True
-            proc.wait(30)
-            if proc.popen.returncode != 0:  # as a user would: run it again
-                proc = self._start("enqueue", args)
-        code = proc.wait(120)
-        if code == 0:
-            self._note_enqueued(proc.output())
-        elif code != 5 or self.standin is None:  # 5: Supabase is down; the next pull takes them
-            self.report.violations.append(f"enqueue {proc.err_path.name} exited {code}")
-        return killed
-
-    def _note_enqueued(self, output: str) -> None:
-        report = json.loads(output)
-        for job in report["queued"] + report["duplicates"]:
-            source = job["source"]
-            if source.startswith("supabase://"):  # supabase://<bucket>/<storage path>
-                key = self.by_storage_path.get(source.split("://", 1)[1].split("/", 1)[1])
-            else:
-                key = source
-            if key is None or key not in self.docs:
-                self.report.violations.append(f"enqueue printed a source the harness never made: {source}")
-                continue
-            self.expected.add(key)
-
-    def _outage_loop(self, rng: random.Random) -> None:
-        while not self._stop.wait(rng.uniform(1, 8)):
-            self.standin.down()
-            self.report.outages += 1
-            length = rng.uniform(0.5, 6)
-            self._stop.wait(length)
-            self.report.outage_seconds += length
-            self.standin.up()
-        self.standin.up()
 
     # -- the end ---------------------------------------------------------------------
 
@@ -509,10 +391,3 @@ class Chaos(Invariants):
             if code is None:
                 os.killpg(drain.pid, signal.SIGKILL)
                 drain.wait(10)
-
-
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

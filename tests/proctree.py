@@ -5,6 +5,7 @@ resource tracker."""
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 
@@ -77,3 +78,11 @@ def ignores(pid: int, signum: int) -> bool:
         if line.startswith("SigIgn:"):
             return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
     return False
+
+
+def sigkill(pid: int) -> None:
+    """kill -9, when the process is still there."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

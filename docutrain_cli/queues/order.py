@@ -103,14 +103,15 @@ class LeaseOrder:
         level, then first come, first served (no users told apart)."""
         return Place(level=level_of(job))
 
-    def turn_order(self, level: str, oldest: str, now: str) -> str:
+    def turn_order(self, level: str, oldest: str, now: str, max_wait: str | None = None) -> str:
         """The SQL ORDER BY that puts the levels with due jobs in the order
         they are served, over a level, when its oldest due job entered the
         queue and now (epoch seconds): highest first; but a level whose
         oldest job has waited longer than `max_wait` goes before any level
         whose oldest job is younger, so a job is never overtaken for longer
-        than that by higher-priority work that arrived after it."""
-        aged = f"({now} - {oldest} > {float(self.max_wait)!r})"
+        than that by higher-priority work that arrived after it. `max_wait`
+        may be given as SQL (a parameter); by default it is this order's."""
+        aged = f"({now} - {oldest} > {max_wait or repr(float(self.max_wait))})"
         return f"CASE WHEN {aged} THEN 0 ELSE 1 END, CASE WHEN {aged} THEN {oldest} END, {level}"
 
 

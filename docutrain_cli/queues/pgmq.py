@@ -34,6 +34,10 @@ runners LISTEN (NotifyWaiter), so a new job starts without a poll delay.
 pgmq has no "update message" function, so those fields are written with an
 UPDATE on pgmq's own table, in the same transaction as the move they go with.
 Only SQL functions that pgmq has had since 1.4 (what Supabase ships) are used.
+
+This module writes (producers, the runner, operators); what the queue
+answers readers with (states, records, totals, the line) is the mixin
+`PgmqReads` in queues/pgmq_read.py.
 """
 
 from __future__ import annotations
@@ -46,14 +50,12 @@ from typing import Any, Callable, Sequence, TypeVar
 from docutrain_cli.config import redact_url
 from docutrain_cli.errors import ConfigError, ServiceUnavailableError
 from docutrain_cli.jobs import Job, JobState
-from docutrain_cli.queues.base import (
-    Ahead, Finished, JobQueue, QueueDescription, QueueStats, UserBacklog, Waiter, finished_record,
-)
+from docutrain_cli.queues.base import Finished, JobQueue, QueueDescription, Waiter, finished_record
 from docutrain_cli.queues import pgmq_order, pgmq_read
-from docutrain_cli.queues.pgmq_read import ATTEMPTS, DOCUMENT_ID, HELD, JOB_ID, STATE
+from docutrain_cli.queues.pgmq_read import ATTEMPTS, DOCUMENT_ID, HELD, JOB_ID, PgmqReads
 from docutrain_cli.queues.fair import order_for
 from docutrain_cli.queues.fair_book import SqlBook
-from docutrain_cli.queues.order import FIFO, LeaseOrder, level_of, levels_before, priority_counts
+from docutrain_cli.queues.order import FIFO, LeaseOrder
 from docutrain_cli.queues.tally import Tally, create_sql, fold_sql
 from docutrain_cli.queues.pgmq_setup import (
     DEAD_SUFFIX,
@@ -69,7 +71,7 @@ KEEP_DONE_RECORDS = 100_000
 SEND_BATCH = 1_000  # messages per pgmq.send_batch call
 T = TypeVar("T")
 
-class PgmqQueue(JobQueue):
+class PgmqQueue(PgmqReads, JobQueue):
     kind = "pgmq"
     exclusive = False  # many runners lease at once; pgmq keeps them apart
 
@@ -106,8 +108,9 @@ class PgmqQueue(JobQueue):
     def _check_installed(self) -> None:
         row = self._conn.execute(
             "SELECT to_regnamespace('pgmq') IS NOT NULL, to_regclass(%s), to_regclass(%s),"
-            " to_regclass(%s), to_regclass('public.docutrain_fair_user'), to_regclass(%s)",
-            (self._q, self._dq, pgmq_order.TABLE, self._tally),
+            " to_regclass(%s), to_regclass('public.docutrain_fair_user'), to_regclass(%s),"
+            " obj_description(to_regproc(%s), 'pg_proc')",
+            (self._q, self._dq, pgmq_order.TABLE, self._tally, pgmq_order.function_name(self.name)),
         ).fetchone()
         if not row[0]:
             raise ConfigError(
@@ -118,7 +121,8 @@ class PgmqQueue(JobQueue):
                 f"queue {self.name!r} does not exist in {redact_url(self.url)}: "
                 "run `docutrain queue init`"
             )
-        if row[3] is None or row[4] is None or pgmq_order.needs_rows(self._conn, self._q, self.name):
+        if (row[3] is None or row[4] is None or row[6] != pgmq_order.function_version(self._q, self.name)
+                or pgmq_order.needs_rows(self._conn, self._q, self.name)):
             pgmq_order.ensure_tables(self._conn, self._q, self.name)  # a queue an older docutrain made
         if row[5] is None:  # a queue made before the tally existed
             with contextlib.suppress(psycopg_module().errors.UniqueViolation):  # made by another handle now
@@ -288,9 +292,8 @@ class PgmqQueue(JobQueue):
             return []
         vt = max(1, math.ceil(self.visibility_timeout))
 
-        rows = self._db(lambda conn: conn.execute(
-            pgmq_order.lease(self._q, self.order), {"queue": self.name, "limit": limit, "vt": vt}
-        ).fetchall())
+        params = {"limit": limit, "vt": vt, "max_wait": self.order.max_wait, "advance": self.order.uses_book}
+        rows = self._db(lambda conn: conn.execute(pgmq_order.lease(self.name), params).fetchall())
         leased = []
         for msg_id, read_ct, message in rows:
             job = Job.from_payload(int(message.get("job_id") or msg_id), JobState.RUNNING, message)
@@ -443,89 +446,7 @@ class PgmqQueue(JobQueue):
         """Count records that are about to leave (in the caller's transaction)."""
         cur.executemany(fold_sql(self._tally, "%s"), list(Tally.of(records).rows()))
 
-    # -- readers and operators -------------------------------------------
-    def stats(self, now: float) -> QueueStats:
-        return self._db(lambda conn: pgmq_read.stats(conn, self.name, self.dead_name, now))
-
-    def jobs(self, state: JobState | None = None, limit: int = 100) -> list[Job]:
-        def work(conn) -> list[Job]:
-            found: list[Job] = []
-            with conn.transaction(), conn.cursor() as cur:
-                if state in (None, JobState.DONE):
-                    found += pgmq_read.archived_jobs(cur, self._a, JobState.DONE, "true", (), limit)
-                if state in (None, JobState.DEAD):
-                    found += pgmq_read.archived_jobs(cur, self._dq, JobState.DEAD, "true", (), limit)
-                if state not in (JobState.DONE, JobState.DEAD):
-                    where, params = (f"{STATE} = %s", (state.value,)) if state else ("true", ())
-                    found += pgmq_read.main_jobs(cur, self._q, where, params, limit)
-            return found
-
-        return sorted(self._db(work), key=lambda j: j.id, reverse=True)[:limit]
-
-    def job(self, job_id: int) -> Job | None:
-        def work(conn) -> Job | None:
-            with conn.transaction(), conn.cursor() as cur:
-                where, params = f"{JOB_ID} = %s", (job_id,)
-                found = (
-                    pgmq_read.main_jobs(cur, self._q, where, params)
-                    or pgmq_read.archived_jobs(cur, self._dq, JobState.DEAD, where, params)
-                    or pgmq_read.archived_jobs(cur, self._a, JobState.DONE, where, params)
-                )
-            return found[0] if found else None
-
-        return self._db(work)
-
-    def finished(self, since: float = 0.0) -> list[Finished]:
-        # In SQL: /metrics reads every kept record at each scrape.
-        rows = self._db(lambda conn: conn.execute(pgmq_read.finished(self._a, self._dq), (since, since)).fetchall())
-        return [Finished(*row) for row in rows]
-
-    def totals(self) -> Tally:
-        def work(conn) -> Tally:
-            with conn.transaction(), conn.cursor() as cur:
-                # One snapshot: a fold between two reads would count twice.
-                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                folded = Tally.from_rows(cur.execute(f"SELECT name, label, value FROM {self._tally}").fetchall())
-                kept = cur.execute(
-                    f"{pgmq_read.finished_done(self._a, 'true')} UNION ALL {pgmq_read.finished_dead(self._dq, 'true')}"
-                ).fetchall()
-            return folded.plus(Tally.of(Finished(*row) for row in kept))
-
-        return self._db(work)
-
-    # -- the line (queues/pgmq_order.py) ---------------------------------------
-    def ahead_of(self, job: Job, now: float) -> Ahead | None:
-        if job.state not in (JobState.QUEUED, JobState.RETRYING):
-            return None
-
-        def work(conn) -> Ahead | None:
-            turns = conn.execute(f"SELECT level FROM ({pgmq_order.turns(self.order)}) t ORDER BY turn",
-                                 {"queue": self.name}).fetchall()
-            before = levels_before([level for (level,) in turns], level_of(job))
-            row = conn.execute(pgmq_order.ahead(self._q), {"queue": self.name, "job_id": job.id, "before": before}).fetchone()
-            return None if row is None else Ahead(*row)
-
-        return self._db(work)
-
-    def waiting_by_user(self) -> list[UserBacklog]:
-        rows = self._db(lambda conn: conn.execute(pgmq_order.BY_USER, {"queue": self.name}).fetchall())
-        return [UserBacklog(user or None, jobs, int(tokens)) for user, jobs, tokens in rows]
-
-    def depth_by_priority(self) -> dict[str, int]:
-        return priority_counts(self._db(lambda conn: conn.execute(pgmq_order.BY_LEVEL, {"queue": self.name}).fetchall()))
-
-    def document_jobs(self, document_id: str, limit: int = 20) -> list[Job]:
-        def work(conn) -> list[Job]:
-            with conn.transaction(), conn.cursor() as cur:
-                where, params = f"{DOCUMENT_ID} = %s", (document_id,)
-                return (
-                    pgmq_read.main_jobs(cur, self._q, where, params, limit)
-                    + pgmq_read.archived_jobs(cur, self._dq, JobState.DEAD, where, params, limit)
-                    + pgmq_read.archived_jobs(cur, self._a, JobState.DONE, where, params, limit)
-                )
-
-        return sorted(self._db(work), key=lambda j: j.id, reverse=True)[:limit]
-
+    # -- operators ---------------------------------------------------------
     def revive(self, job_ids: Sequence[int] | None = None) -> list[int]:
         def work(conn) -> list[int]:
             with conn.transaction(), conn.cursor() as cur:

@@ -1,7 +1,7 @@
 """Connecting to the pgmq queue database, and `docutrain queue init`, which
 makes a database ready for PgmqQueue (pgmq installed or enabled, the queue
 and its dead-letter queue created, the job_id indexes made, the lease
-order's tables made: queues/pgmq_order.py).
+order's tables and the queue's lease function made: queues/pgmq_order.py).
 
 Apart from the queue itself (queues/pgmq.py) because it runs once per
 database, by hand, while the queue runs all the time.
