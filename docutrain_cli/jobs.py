@@ -99,8 +99,7 @@ class Job:
 
     @classmethod
     def from_payload(cls, job_id: int, state: JobState, data: dict[str, Any]) -> "Job":
-        known = {f.name for f in dataclasses.fields(cls)} - {"id", "state"}
-        fields = {k: v for k, v in data.items() if k in known}
+        fields = {k: v for k, v in data.items() if k in _PAYLOAD_NAMES}
         if fields.get("result") is not None:
             fields["result"] = JobResult.from_dict(fields["result"])
         return cls(id=job_id, state=state, **fields)
@@ -195,7 +194,7 @@ class JobResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able, for the queue record and `--json` output."""
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data = {name: getattr(self, name) for name in _RESULT_FIELDS}  # per job: no dataclasses.fields()
         data["unreadable_pages"] = list(self.unreadable_pages)
         return data
 
@@ -207,13 +206,15 @@ class JobResult:
         for old, new in _OLD_RESULT_KEYS.items():
             if old in data and new not in data:
                 data[new] = data.pop(old)
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known and v is not None})
+        return cls(**{k: v for k, v in data.items() if k in _RESULT_NAMES and v is not None})
 
 
 _OLD_RESULT_KEYS = {"embedding_model": "model", "embedding_dimensions": "dimensions"}
 
 _PAYLOAD_FIELDS = [f.name for f in dataclasses.fields(Job) if f.name not in ("id", "state")]
+_PAYLOAD_NAMES = frozenset(_PAYLOAD_FIELDS)
+_RESULT_FIELDS = [f.name for f in dataclasses.fields(JobResult)]
+_RESULT_NAMES = frozenset(_RESULT_FIELDS)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -86,3 +86,14 @@ def by_name(job, context) -> JobResult:
     if "sleep-" in name:  # sleep-S, or a-sleep-S to choose the queue order
         time.sleep(float(name.split("sleep-")[1].split("-")[0]))
     return _record(job)
+
+
+def modules(job, context) -> JobResult:
+    """Records which modules of the command line the worker has imported
+    (`imports` table): a worker needs none of them."""
+    loaded = sorted(m for m in ("typer", "rich", "docutrain_cli.cli") if m in sys.modules)
+    conn = _db()
+    conn.execute("CREATE TABLE IF NOT EXISTS imports (pid INTEGER, modules TEXT)")
+    conn.execute("INSERT INTO imports VALUES (?, ?)", (os.getpid(), " ".join(loaded)))
+    conn.close()
+    return _record(job)

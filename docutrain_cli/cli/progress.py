@@ -27,10 +27,14 @@ class LogObserver(RunObserver):
         self.stream = stream or sys.stderr
         self._budget_logged = 0.0
         self._progress_logged: dict[int, float] = {}
+        self._stamp = (-1, "")  # (second, its text): two lines a job, thousands a second
 
     def log(self, message: str) -> None:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        print(f"{stamp} {message}", file=self.stream, flush=True)
+        second = int(time.time())
+        if second != self._stamp[0]:
+            self._stamp = (second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second)))
+        self.stream.write(f"{self._stamp[1]} {message}\n")
+        self.stream.flush()
 
     def started(self, runner: RunView, stats: QueueStats) -> None:
         c = stats.counts

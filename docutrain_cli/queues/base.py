@@ -185,6 +185,13 @@ class JobQueue(abc.ABC):
         announces new jobs (see queues/wake.py). Called under runner_lock."""
         return Waiter()
 
+    def batch(self) -> contextlib.AbstractContextManager:
+        """Writes of the runner made inside (`complete`, `retry_later`,
+        `bury`, `release`, `lease`) may be stored together, all or none: one
+        pass of its loop. A backend that cannot group them writes each as it
+        comes, as outside."""
+        return contextlib.nullcontext()
+
     @abc.abstractmethod
     def complete(self, job: Job) -> None:
         """The job finished: it is done (job.result holds the summary)."""

@@ -89,10 +89,13 @@ def order_for(settings) -> LeaseOrder:
 def token_estimator(settings) -> Callable[[Job], int]:
     """job -> its estimated embedding tokens: measured from the file when it
     is on this machine, else the remote_job_tokens setting."""
-    from docutrain_cli.pipeline.cost import estimate_tokens
-    from docutrain_cli.pipeline.load import REMOTE_PREFIX
 
     def estimate(job: Job) -> int:
+        # Imported here: every process that opens a queue makes this estimator,
+        # only producers use it (a runner's start-up would pay for the tokenizer).
+        from docutrain_cli.pipeline.cost import estimate_tokens
+        from docutrain_cli.pipeline.load import REMOTE_PREFIX
+
         if job.source.startswith(REMOTE_PREFIX):
             return settings.remote_job_tokens
         measured = estimate_tokens(job.source, model=settings.embedding_model,

@@ -19,8 +19,10 @@ persist-queue is used in one way only (see docs/design notes in README):
 - retry state (attempts, not_before, errors) lives in the JSON payload,
   written with update(); dead jobs are persist-queue's ack_failed rows;
 - counts come from SQL, never qsize() (an in-process counter);
-- acked rows are deleted (clear_acked_data) so get() stays fast; a small
-  `docutrain_done` table in the same file keeps the record of finished jobs;
+- a done job's row is deleted as its record goes into a small
+  `docutrain_done` table in the same file (one transaction), so the queue
+  table holds only live and dead jobs; housekeeping still clears acked rows
+  (clear_acked_data) that older versions left;
 - `enqueue_unique` (one job per active document id) checks and inserts in
   one such transaction;
 - producers wake the lock holder through `<file>.wake` (queues/wake.py).
@@ -61,7 +63,6 @@ KEEP_DONE_RECORDS = 100_000
 READY = (int(AckStatus.inited), int(AckStatus.ready))
 RUNNING = int(AckStatus.unack)
 DEAD = int(AckStatus.ack_failed)
-ACKED = int(AckStatus.acked)
 _WAITING = f"status IN ({READY[0]}, {READY[1]})"
 
 
@@ -150,6 +151,7 @@ class LocalQueue(JobQueue):
             raise DocutrainError(f"{self.path}: not a docutrain queue file: {exc}") from None
         self._lock = RunnerLock(runner_lock_path(self.path))
         self._poker = Poker(wake_path(self.path))
+        self._batched = False  # inside batch(): the runner's writes share its transaction
 
     # -- producers -------------------------------------------------------
     def enqueue(self, jobs: Sequence[Job]) -> list[int]:
@@ -211,6 +213,25 @@ class LocalQueue(JobQueue):
     def waiter(self) -> SocketWaiter:
         return SocketWaiter(wake_path(self.path))
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        # One BEGIN IMMEDIATE ... COMMIT for everything the runner writes in
+        # one pass of its loop (completions, retries, the next lease), not one
+        # per job: a commit costs more than the statements it holds.
+        if self._batched:
+            yield
+            return
+        with sqlite.transaction(self._db):
+            self._batched = True
+            try:
+                yield
+            finally:
+                self._batched = False
+
+    def _write(self) -> contextlib.AbstractContextManager:
+        """The transaction a runner's write goes in: its own, or the batch's."""
+        return contextlib.nullcontext() if self._batched else sqlite.transaction(self._db)
+
     def recover(self) -> int:
         (count,) = self._db.execute(f"SELECT count(*) FROM {TABLE} WHERE status = ?", (RUNNING,)).fetchone()
         if count:
@@ -221,7 +242,7 @@ class LocalQueue(JobQueue):
         if limit <= 0:
             return []
         leased: list[Job] = []
-        with sqlite.transaction(self._db):
+        with self._write():
             for level in self._turns(now):
                 rows = self._db.execute(
                     f"SELECT _id, data FROM {TABLE} INDEXED BY docutrain_lease_order"
@@ -229,14 +250,19 @@ class LocalQueue(JobQueue):
                     f" ORDER BY {_VSTART}, _id LIMIT :limit",
                     {"level": level, "now": now, "limit": limit - len(leased)},
                 ).fetchall()
-                for job_id, data in rows:
-                    job = Job.from_payload(job_id, JobState.RUNNING, json_serializer.loads(data))
+                jobs = [Job.from_payload(job_id, JobState.RUNNING, json.loads(data)) for job_id, data in rows]
+                for job in jobs:
                     job.leased(now)
-                    self._db.execute(
-                        f"UPDATE {TABLE} SET status = ?, data = ? WHERE _id = ?",
-                        (RUNNING, json_serializer.dumps(job.payload()), job_id),
-                    )
-                    leased.append(job)
+                # What Job.leased wrote (attempts, started_at; the state is the
+                # status column), set in the stored JSON by SQLite: the whole
+                # record rewritten in Python cost more than the rest of a lease.
+                # The time goes in as Python writes it (SQLite's own rounds it).
+                self._db.executemany(
+                    f"UPDATE {TABLE} SET status = {RUNNING}, data = CAST(json_set(CAST(data AS TEXT),"
+                    " '$.attempts', ?, '$.started_at', json(?)) AS BLOB) WHERE _id = ?",
+                    [(job.attempts, json.dumps(job.started_at), job.id) for job in jobs],
+                )
+                leased += jobs
                 if len(leased) >= limit:
                     break
             if leased and self.order.uses_book:
@@ -258,24 +284,31 @@ class LocalQueue(JobQueue):
 
     def complete(self, job: Job) -> None:
         job.completed(time.time())
-        # The record, the ack and what the lease order learns: one transaction.
-        with sqlite.transaction(self._db):
+        # The record, the end of the live row and what the lease order learns: one transaction.
+        with self._write():
             self._db.execute(
                 f"INSERT OR REPLACE INTO {DONE_TABLE} (id, data, finished_at) VALUES (?, ?, ?)",
                 (job.id, json.dumps(job.payload()), job.finished_at),
             )
-            self._db.execute(f"UPDATE {TABLE} SET status = ? WHERE _id = ?", (ACKED, job.id))
+            self._db.execute(f"DELETE FROM {TABLE} WHERE _id = ?", (job.id,))
             self.order.finished(job, self._book())
 
     def retry_later(self, job: Job, error: str, not_before: float) -> None:
         job.failed(error, not_before)
-        self._q.update(job.payload(), id=job.id)
-        self._q.nack(id=job.id)
+        self._store_row(job, int(AckStatus.ready))
 
     def bury(self, job: Job, error: str) -> None:
         job.buried(error, time.time())
-        self._q.update(job.payload(), id=job.id)
-        self._q.ack_failed(id=job.id)
+        self._store_row(job, DEAD)
+
+    def _store_row(self, job: Job, status: int) -> None:
+        """The row as persist-queue's update() and then nack() or ack_failed()
+        leave it, in one statement (and in the runner's batch)."""
+        with self._write():
+            self._db.execute(
+                f"UPDATE {TABLE} SET data = ?, status = ? WHERE _id = ?",
+                (json_serializer.dumps(job.payload()), status, job.id),
+            )
 
     def bury_done(self, job: Job, error: str) -> None:
         with sqlite.transaction(self._db):
@@ -298,8 +331,7 @@ class LocalQueue(JobQueue):
 
     def release(self, job: Job, not_before: float | None = None) -> None:
         job.released(not_before)
-        self._q.update(job.payload(), id=job.id)
-        self._q.nack(id=job.id)
+        self._store_row(job, int(AckStatus.ready))
 
     def housekeep(self) -> None:
         self._q.clear_acked_data(max_delete=None, keep_latest=None)

@@ -116,10 +116,13 @@ class WorkerBoard(sqlite_files.SharedFile):
             (self._host, pid, _proc_start(pid), now, now),
         )
 
-    def job_started(self, job) -> None:
+    def job_started(self, job, finished: int = 0) -> None:
+        """On `job` now; `finished`: jobs it finished since the last write
+        (the one before, in a task of several: one write per job, not two)."""
         self._write(
-            "UPDATE workers SET job_id = ?, source = ?, document_id = ?, job_since = ? WHERE host = ? AND pid = ?",
-            (job.id, job.source, job.document_id, time.time(), self._host, os.getpid()),
+            "UPDATE workers SET job_id = ?, source = ?, document_id = ?, job_since = ?, jobs_done = jobs_done + ?"
+            " WHERE host = ? AND pid = ?",
+            (job.id, job.source, job.document_id, time.time(), finished, self._host, os.getpid()),
         )
 
     def job_progress(self, job_id: int, message: str) -> None:

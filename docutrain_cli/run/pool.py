@@ -32,7 +32,10 @@ from docutrain_cli.config import Settings
 from docutrain_cli.errors import DocutrainError
 from docutrain_cli.jobs import Job
 from docutrain_cli.run.tracker import restore as restore_tracker
-from docutrain_cli.run.worker import WorkerContext, init_worker, load_processor, run_job, run_with, worker_modules
+from docutrain_cli.run.worker import WorkerContext, init_worker, load_processor, run_jobs, run_with, worker_modules
+
+
+PEBBLE_POLL = 0.02  # seconds
 
 
 class PoolStartError(Exception):
@@ -64,7 +67,12 @@ class WorkerPool:
         from concurrent.futures.process import BrokenProcessPool
 
         from pebble import ProcessPool
+        from pebble.common import CONSTS
 
+        # pebble's own threads poll every `sleep_unit` (0.1 s by default): a
+        # pool's stop waited up to that long for one of them, a drain's end
+        # with it. 0.02 s: a few dozen cheap wake-ups a second.
+        CONSTS.sleep_unit = PEBBLE_POLL
         restore_tracker(())  # the pool's channel registers its semaphores with it now
         pool = ProcessPool(
             max_workers=self.settings.workers,
@@ -83,9 +91,16 @@ class WorkerPool:
             raise PoolStartError("the pool stopped as it started")
         self._pool, self._forkserver, self.started_at = pool, _forkserver_pid(), time.monotonic()
 
-    def schedule(self, job: Job) -> concurrent.futures.Future:
+    @property
+    def started(self) -> bool:
+        return self._pool is not None
+
+    def schedule(self, jobs: list[Job], timeout: float | None = None) -> concurrent.futures.Future:
+        """A task: the jobs run one after another by one worker, within
+        `timeout` seconds (default: the job timeout); its result is
+        worker.run_jobs's."""
         try:
-            return self._pool.schedule(run_job, args=(job,), timeout=self.settings.job_timeout)
+            return self._pool.schedule(run_jobs, args=(jobs,), timeout=timeout or self.settings.job_timeout)
         except RuntimeError as exc:  # pebble: "Unexpected error within the Pool"
             raise PoolBroken(str(exc)) from None
 
@@ -124,13 +139,21 @@ class InProcessPool:
     def start(self) -> None:
         self._context = WorkerContext(self.settings, self.progress_address)
 
-    def schedule(self, job: Job) -> concurrent.futures.Future:
+    @property
+    def started(self) -> bool:
+        return self._context is not None
+
+    def schedule(self, jobs: list[Job], timeout: float | None = None) -> concurrent.futures.Future:
         future: concurrent.futures.Future = concurrent.futures.Future()
         future.set_running_or_notify_cancel()
-        try:
-            future.set_result(run_with(self._processor, job, self._context))
-        except Exception as exc:  # noqa: BLE001 - settled like a worker's failure
-            future.set_exception(exc)
+        outcomes: list = []
+        started = time.perf_counter()
+        for job in jobs:
+            try:
+                outcomes.append(run_with(self._processor, job, self._context))
+            except Exception as exc:  # noqa: BLE001 - settled like a worker's failure
+                outcomes.append(exc)
+        future.set_result((outcomes, time.perf_counter() - started))
         return future
 
     def broken(self) -> str | None:
@@ -140,6 +163,22 @@ class InProcessPool:
         if self._context is not None:
             self._context.close()
             self._context = None
+
+
+def not_the_jobs_fault(exc: BaseException, pool: WorkerPool | InProcessPool, *, stopping: bool) -> bool:
+    """A task failed because we stopped or the pool broke under it.
+    pebble fails every task of a broken pool (and, on a forced stop, those
+    of the workers we killed) with BrokenProcessPool; a worker that died
+    with the forkserver expires like a crashed one."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from pebble import ProcessExpired
+
+    if isinstance(exc, BrokenProcessPool):
+        return True
+    if isinstance(exc, ProcessExpired):
+        return stopping or pool.broken() is not None
+    return False
 
 
 def forkserver_context(processor: str, settings: Settings | None = None):

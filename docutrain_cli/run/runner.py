@@ -5,6 +5,11 @@ process; workers only compute (and write their own document's chunks).
 Signal handlers only set flags (see `request_stop`); the loop notices them
 within a fraction of a second.
 
+The loop works in passes: settle the tasks that finished, note the ones a
+worker took (`processing`), write it all and lease the next jobs with one
+transaction per file (run/writes.py), hand the new tasks to the pool
+(run/backlog.py), wait for the next task to finish.
+
 Periodic work (status flushes, housekeeping, lease extension, the pool's
 health check) is a list of `Periodic` timers that every wait of the runner
 ticks: idle, busy or winding down. An idle service that flushed only while
@@ -19,12 +24,17 @@ import time
 from docutrain_cli.config import Settings
 from docutrain_cli.errors import AccountError, RateLimitedError
 from docutrain_cli.jobs import Job, JobResult, RetryPolicy
-from docutrain_cli.queues.base import JobQueue
-from docutrain_cli.run.pool import InProcessPool, PoolBroken, PoolStartError, WorkerPool, WorkerPoolError
+from docutrain_cli.queues.base import JobQueue, QueueStats
+from docutrain_cli.run.backlog import Backlog, Task
+from docutrain_cli.run.budget_view import BudgetView
+from docutrain_cli.run.pool import (
+    InProcessPool, PoolBroken, PoolStartError, WorkerPool, WorkerPoolError, not_the_jobs_fault,
+)
 from docutrain_cli.run.periodic import Periodic
 from docutrain_cli.run.events import RunObserver, StatusListener
 from docutrain_cli.run.summary import RunSummary, describe_failure
 from docutrain_cli.run.worker import load_processor
+from docutrain_cli.run.writes import WriteGroup
 
 __all__ = ["Runner"]
 
@@ -68,7 +78,8 @@ class Runner:
         self.summary = RunSummary()
         self._stop_reason: str | None = None
         self._force = False
-        self._in_flight: dict[concurrent.futures.Future, Job] = {}
+        self._backlog = Backlog(settings.workers)  # the leased jobs, as the pool's tasks
+        self._writes = WriteGroup(queue, status)  # what the current pass writes
         # in_process: each job runs here, one at a time (tests, debugging).
         self._pool = InProcessPool(settings) if in_process else WorkerPool(settings)
         self._pool_failures = 0  # fresh pools that failed in a row
@@ -76,11 +87,10 @@ class Runner:
         self._housekept_at = 0  # finished-job count at the last housekeeping
         self.progress: dict[int, str] = {}  # job id -> what its worker last reported
         self._inbox = None
-        self._seen_running: set[concurrent.futures.Future] = set()
-        self._batch = None  # the Batch API step (batch/step.py), in embedding_mode 'batch'
+        self._batch = None  # the Batch API step (run/batch_mode.py), in embedding_mode 'batch'
         self._drain = False
         self._paused_until = 0.0  # a service waits out account trouble until then (monotonic)
-        self._budget = None  # the embedding rate budget, read for the display
+        self._budget = BudgetView(settings)  # the embedding rate budget's figures, for the display
         self._started = time.monotonic()
         self._waiter = None  # set while running: wakes the idle loop on new jobs
         self.reconciler = None  # set while running as a service with Supabase
@@ -96,17 +106,16 @@ class Runner:
     @property
     def in_flight(self) -> list[Job]:
         """Leased jobs: running on a worker or waiting in the pool's backlog."""
-        return list(self._in_flight.values())
+        return self._backlog.jobs
 
     @property
     def running(self) -> list[Job]:
-        """Jobs a worker is busy with (as of the last tick, which set their started_at)."""
-        return [job for future, job in list(self._in_flight.items()) if future in self._seen_running]
+        """Jobs a worker took (as of the last pass, which set their started_at)."""
+        return self._backlog.running
 
     def run(self, drain: bool = False, max_time: float | None = None) -> RunSummary:
         from docutrain_cli.run.progress_channel import ProgressInbox
 
-        load_processor(self.settings.processor)  # fail fast, before the pool starts
         self._drain = drain
         started = self._started = time.monotonic()
         with self.queue.runner_lock():
@@ -114,13 +123,15 @@ class Runner:
             self._pool.progress_address = self._inbox.address  # workers report progress here
             self._pool.preload_clients = not drain  # a service's first uploads wait for no import
             self.summary.recovered = self.queue.recover()
-            self.observer.started(self, self.queue.stats(time.time()))
+            stats = self.queue.stats(time.time())
+            self.observer.started(self, stats)
             self._waiter = self.queue.waiter()
             if not drain and self.settings.supabase_enabled:
                 self.reconciler = self._make_reconciler()
             try:
                 self._start_batches()
-                self._start_pool()
+                if not drain or self._work_left(None, stats):  # an empty drain starts no pool
+                    self._start_pool()
                 # --max-time counts from here: the pool starts before the
                 # first job (seconds on a loaded machine), as it used to.
                 deadline = time.monotonic() + max_time if max_time else None
@@ -130,9 +141,10 @@ class Runner:
                 self._waiter.close()
                 self._pool.stop()
                 self._settle_done()  # anything that finished while stopping
-                for future, job in list(self._in_flight.items()):
-                    self._release(future, job)
-                self._end_batches()
+                self._release_all()
+                self._writes.commit()
+                if self._batch is not None:  # send what the workers parked, unless told to stop now
+                    self._batch.finish(send=self._stop_reason not in ("interrupted", "account") and not self._force)
                 # The last flush ignores the outage backoff: Supabase may be
                 # back, and nothing else would push these until the next run.
                 self.status.flush(force=True)
@@ -141,8 +153,7 @@ class Runner:
             self.summary.elapsed = time.monotonic() - started
             self.summary.remaining = self.queue.stats(time.time()).counts
             self.summary.budget = self._budget_view()
-            if self._budget is not None:
-                self._budget.store.close()
+            self._budget.close()
         if self._owns_status:
             self.status.close()
         self.observer.finished(self.summary)
@@ -173,11 +184,6 @@ class Runner:
             tasks.append(Periodic("batch step", self.settings.batch_poll_interval, self._batch_tick))
         return tasks
 
-    def _batch_tick(self) -> None:
-        # An idle queue sends what is parked; a busy one only full files.
-        if self._batch is not None and time.monotonic() >= self._paused_until:
-            self._batch_pass(flush=not self._in_flight)
-
     def _tick(self) -> None:
         now = time.monotonic()
         for task in self._timers:
@@ -205,13 +211,14 @@ class Runner:
             self.observer.budget(view)
 
     def _extend_leases(self) -> None:
-        if self._in_flight:
+        if len(self._backlog):
             self.queue.extend_lease(self.in_flight, self.settings.visibility_timeout)
 
     # -- the pool ------------------------------------------------------------
     def _start_pool(self) -> None:
         """A fresh pool; gives up (WorkerPoolError) when POOL_STARTS fresh
         pools in a row fail to start or break before they prove themselves."""
+        load_processor(self.settings.processor)  # a wrong setting is a ConfigError, not a pool failure
         while True:
             try:
                 self._pool.start()
@@ -242,8 +249,8 @@ class Runner:
         self.summary.pools_replaced += 1
         self._settle_done()  # results that did arrive still count
         self._pool.stop()
-        for future, job in list(self._in_flight.items()):
-            self._release(future, job)
+        self._release_all()
+        self._writes.commit()
         if self._stop_reason is not None:
             return  # stopping: no new pool needed
         if self._pool_proven:
@@ -254,66 +261,69 @@ class Runner:
 
     # -- the loop ----------------------------------------------------------
     def _loop(self, drain: bool, deadline: float | None) -> None:
-        # A small backlog per worker hides the round trip to the dispatcher.
-        capacity = self.settings.workers + max(1, self.settings.workers // 2)
         while self._stop_reason is None:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 self._stop_reason = "max-time"
                 break
-            if now >= self._paused_until:  # a service paused by account trouble takes nothing
-                self._fill(capacity)
-            if not self._in_flight:
+            # A service paused by account trouble takes nothing.
+            self._pass(lease=now >= self._paused_until and self._pool.started)
+            if not len(self._backlog):
                 if drain and not self._work_left(deadline):
                     break
+                if not self._pool.started:  # jobs came after an empty drain began
+                    self._start_pool()
+                    continue
                 self.observer.idle(self.queue.stats(time.time()))
                 self._sleep(self.settings.poll_interval)
                 continue
-            self._wait(TICK)
+            self._backlog.wait(TICK)
+            self._note_started()  # so the periodic work sees who is running
             self._tick()
         if self._stop_reason:
             self.summary.stop_reason = self._stop_reason
             self.observer.stopping(self._stop_reason)
 
-    def _fill(self, capacity: int) -> None:
-        free = capacity - len(self._in_flight)
-        if free <= 0 or self._pool.broken():  # the pool check replaces it first
-            return
-        jobs = self.queue.lease(free, time.time())
-        for index, job in enumerate(jobs):
+    def _pass(self, lease: bool) -> None:
+        """Settle what finished, note what a worker took, write it all, and
+        lease what the free task slots hold (run/writes.py, run/backlog.py)."""
+        self._read_progress()  # before settling: a job's last message still finds it
+        for future, task in self._backlog.finished():
+            self._settle(future, task)
+        self._note_started()
+        self._schedule(self._writes.commit(lease=self._backlog.wanted() if lease else 0))
+
+    def _note_started(self) -> None:
+        """`processing`, when a worker takes a job (a leased one may wait
+        in the pool first): its start time too, so displays and records
+        show how long it really ran."""
+        now = time.time()
+        for task in self._backlog.started():
+            for job in task:
+                job.started_at = now
+                self._writes.processing(job)
+
+    def _schedule(self, jobs: list[Job], *, alone: bool = False) -> None:
+        """Hand leased jobs to the pool as tasks (`alone`: one job a task)."""
+        tasks = [[job] for job in jobs] if alone else self._backlog.tasks_for(jobs)
+        for index, task in enumerate(tasks):
             try:
-                future = self._pool.schedule(job)
+                future = self._pool.schedule(task, Backlog.timeout(task, self.settings.job_timeout))
             except PoolBroken:  # the next pool check replaces it
-                for unscheduled in jobs[index:]:
-                    self.queue.release(unscheduled)
-                    self.summary.released += 1
+                for unscheduled in tasks[index:]:
+                    self._release_task(unscheduled, quiet=True)
                 return
-            self._in_flight[future] = job
-            self.status.processing(job)
-            self.observer.job_started(job)
+            self._backlog.add(future, task)
+            if not alone:  # jobs run again alone were announced the first time
+                for job in task:
+                    self.observer.job_started(job)
 
     def _budget_view(self) -> dict | None:
-        """The rate budget's figures (tokens/min against the limit, waits),
-        or None with the offline embedder or before any request was made."""
-        if self.settings.embedder_kind != "openai":
-            return None
-        try:
-            if self._budget is None:
-                from docutrain_cli.ratelimit.budget import open_budget
+        return self._budget.read(self.summary, time.monotonic() - self._started)
 
-                self._budget = open_budget(self.settings)
-            view = self._budget.snapshot()
-        except Exception:  # noqa: BLE001 - the display must never stop the run
-            return None
-        elapsed = time.monotonic() - self._started
-        view["run_tokens_per_minute"] = round(self.summary.totals["tokens_embedded"] * 60.0 / max(elapsed, 1e-9))
-        view["run_wait_seconds"] = round(self.summary.rate_wait_seconds, 1)
-        view["run_rate_limited"] = self.summary.totals["rate_limited"]
-        return view
-
-    def _work_left(self, deadline: float | None) -> bool:
+    def _work_left(self, deadline: float | None, stats: QueueStats | None = None) -> bool:
         """In drain mode: is there anything we should still wait for?"""
-        stats = self.queue.stats(time.time())
+        stats = stats or self.queue.stats(time.time())
         if not stats.known:
             # Only the unfinished total is known (Cloudflare's backlog: queued,
             # leased elsewhere and waiting retries alike): wait while it lasts.
@@ -329,30 +339,12 @@ class Runner:
             return stats.next_retry_at < wall_deadline
         return False
 
-    def _wait(self, timeout: float) -> None:
-        done, _ = concurrent.futures.wait(
-            list(self._in_flight), timeout=timeout, return_when=concurrent.futures.FIRST_COMPLETED
-        )
-        self._read_progress()  # before settling: a job's last message still finds it
-        for future in done:
-            self._settle(future, self._in_flight.pop(future))
-        self._note_started()
-
-    def _note_started(self) -> None:
-        """A leased job may wait in the pool's backlog before a worker takes
-        it: its start time is when we first see it running (within a TICK),
-        so displays and records show how long it really ran."""
-        for future, job in list(self._in_flight.items()):
-            if future not in self._seen_running and future.running():
-                self._seen_running.add(future)
-                job.started_at = time.time()
-        self._seen_running.intersection_update(self._in_flight)
-
     def _read_progress(self) -> None:
-        if self._inbox is None:
+        messages = self._inbox.drain() if self._inbox is not None else []
+        if not messages:
             return
-        by_id = {job.id: job for job in self._in_flight.values()}
-        for job_id, message in self._inbox.drain():
+        by_id = {job.id: job for job in self._backlog.jobs}
+        for job_id, message in messages:
             job = by_id.get(job_id)
             if job is not None:  # a late message from a finished job is dropped
                 self.progress[job_id] = message
@@ -378,55 +370,48 @@ class Runner:
         """Stop taking jobs; let running ones finish within the grace period."""
         self._return_unstarted()
         end = time.monotonic() + self.settings.grace_period
-        while self._in_flight and not self._force and time.monotonic() < end:
-            self._wait(TICK)
+        while len(self._backlog) and not self._force and time.monotonic() < end:
+            self._backlog.wait(TICK)
+            self._pass(lease=False)
             self._tick()
+        self._pass(lease=False)
 
     # -- outcomes ----------------------------------------------------------
     def _settle_done(self) -> None:
-        for future in [f for f in self._in_flight if f.done() and not f.cancelled()]:
-            self._settle(future, self._in_flight.pop(future))
+        for future, task in self._backlog.done_now():
+            self._settle(future, task)
 
-    def _settle(self, future: concurrent.futures.Future, job: Job) -> None:
-        if self._force and not future.done():
-            return self._release(future, job)
+    def _settle(self, future: concurrent.futures.Future, task: Task) -> None:
         try:
-            result = future.result()
+            outcomes, seconds = future.result()
         except concurrent.futures.CancelledError:
-            return self._release(future, job)
+            return self._release_task(task)
         except BaseException as exc:  # noqa: BLE001 - every failure is classified
-            if self._not_the_jobs_fault(exc):
-                return self._release(future, job)
-            self._pool_proven = True
-            if isinstance(exc, RateLimitedError):
-                return self._give_back(job, exc)
-            if isinstance(exc, AccountError):
-                return self._account_trouble(future, job, exc)
-            return self._fail(job, exc)
+            if not_the_jobs_fault(exc, self._pool, stopping=self._stop_reason is not None):
+                return self._release_task(task)
+            if len(task) > 1:  # which job crashed or hung? Each runs again alone, uncharged.
+                return self._schedule(task, alone=True)
+            outcomes = [exc]
+        else:
+            self._backlog.measured(len(task), seconds)
         self._pool_proven = True
-        self._succeed(job, result)
-
-    def _not_the_jobs_fault(self, exc: BaseException) -> bool:
-        """A worker killed by our stop, or by the pool breaking under it.
-        pebble fails every task of a broken pool (and, on a forced stop,
-        those of the workers we killed) with BrokenProcessPool; a worker that
-        died with the forkserver expires like a crashed one."""
-        from concurrent.futures.process import BrokenProcessPool
-
-        from pebble import ProcessExpired
-
-        if isinstance(exc, BrokenProcessPool):
-            return True
-        if isinstance(exc, ProcessExpired):
-            return self._stop_reason is not None or self._pool.broken() is not None
-        return False
+        for job, outcome in zip(task, outcomes):
+            if isinstance(outcome, JobResult):
+                self._succeed(job, outcome)
+            elif isinstance(outcome, RateLimitedError):
+                self._give_back(job, outcome)
+            elif isinstance(outcome, AccountError):
+                self._release_task([job])
+                self._account_problem(outcome)
+            else:
+                self._fail(job, outcome)
 
     def _succeed(self, job: Job, result: JobResult) -> None:
         self.progress.pop(job.id, None)
         job.result = result
         job.finished_at = time.time()
-        self.status.ready(job, result)  # chunks are stored: the worker did it
-        self.queue.complete(job)
+        self._writes.ready(job, result)  # chunks are stored: the worker did it
+        self._writes.complete(job)
         self.summary.add(result)
         self.observer.job_finished(job, "done", None)
 
@@ -436,33 +421,28 @@ class Runner:
         if permanent or self.policy.gives_up(job.attempts):
             if not permanent:
                 message += f" (gave up after {job.attempts} attempts)"
-            self.queue.bury(job, message)
-            self.status.error(job, message)
+            self._writes.error(job, message)
+            self._writes.bury(job, message)
             self.summary.dead += 1
             self.observer.job_finished(job, "dead", message)
         else:
             delay = self.policy.delay(job.attempts)
-            self.queue.retry_later(job, message, time.time() + delay)
+            self._writes.retry_later(job, message, time.time() + delay)
             self.summary.retried += 1
             self.observer.job_finished(job, "retry", f"{message} (retry in {delay:.0f} s)")
 
     def _give_back(self, job: Job, exc: RateLimitedError) -> None:
         """The rate limit left no room for this job for too long: back to the
         queue, no attempt charged, due again when the server suggested."""
-        self.queue.release(job, not_before=time.time() + exc.retry_after)
+        self._writes.release(job, not_before=time.time() + exc.retry_after)
         self.summary.given_back += 1
         self.observer.job_finished(job, "released", str(exc))
 
-    def _account_trouble(self, future: concurrent.futures.Future, job: Job, exc: AccountError) -> None:
-        """Quota or key trouble is nobody's document's fault: return the job
-        (and every job not yet started) unharmed and stop leasing. `--drain`
-        ends the run (exit 5); a service pauses and tries again later."""
-        self._release(future, job)
-        self._account_problem(exc)
-
     def _account_problem(self, exc: AccountError) -> None:
-        """Stop (`--drain`) or pause (a service) for quota or key trouble,
-        whether a worker or the batch step met it."""
+        """Quota or key trouble is nobody's document's fault: jobs not yet
+        started go back unharmed (the one that met it already did) and
+        leasing stops: `--drain` ends the run (exit 5), a service pauses and
+        tries again later. Whether a worker or the batch step met it."""
         first = self.summary.account_problem is None
         self.summary.account_problem = str(exc)
         if self._drain:
@@ -477,53 +457,43 @@ class Runner:
             self.observer.paused(str(exc), self._paused_until - time.monotonic())
 
     def _return_unstarted(self) -> None:
-        for future in list(self._in_flight):
+        for future, task in self._backlog.items():
             # pebble's cancel() also kills a running task: only cancel the
             # ones no worker has picked up yet.
             if not future.running() and not future.done() and future.cancel():
-                self.queue.release(self._in_flight.pop(future))
-                self.summary.released += 1
+                self._backlog.pop(future)
+                self._release_task(task, quiet=True)
 
-    def _release(self, future: concurrent.futures.Future, job: Job) -> None:
-        self._in_flight.pop(future, None)
-        self.progress.pop(job.id, None)
-        self.queue.release(job)
-        self.summary.released += 1
-        self.observer.job_finished(job, "released", None)
+    def _release_all(self) -> None:
+        for future, task in self._backlog.items():
+            self._backlog.pop(future)
+            self._release_task(task)
+
+    def _release_task(self, task: Task, *, quiet: bool = False) -> None:
+        """Give the jobs back uncharged (`quiet`: never started, nothing to tell)."""
+        for job in task:
+            self.progress.pop(job.id, None)
+            self._writes.release(job)
+            self.summary.released += 1
+            if not quiet:
+                self.observer.job_finished(job, "released", None)
 
     def _flush_status(self) -> None:
         self.status.flush()
+
     # -- Batch API mode ------------------------------------------------------
     def _start_batches(self) -> None:
         """Resume and poll the batches of earlier runs before taking jobs."""
-        if self.settings.embedding_mode != "batch":
-            return
-        from docutrain_cli.batch.step import BatchStep, StepReport
+        if self.settings.embedding_mode == "batch":
+            from docutrain_cli.run.batch_mode import BatchMode
 
-        self._batch = BatchStep(self.settings, self.status, queue=self.queue)
-        self._batch_report = StepReport()
-        self._batch_pass(flush=True)
+            self._batch = BatchMode(
+                self.settings, self.status, self.queue, self.summary,
+                account_problem=self._account_problem, flush_status=self._flush_status, drain=self._drain,
+            )
+            self._batch.run_step(flush=True)
 
-    def _end_batches(self) -> None:
-        """Send what the workers parked, apply what is back, finish documents."""
-        if self._batch is None:
-            return
-        if self._stop_reason not in ("interrupted", "account") and not self._force:
-            self._batch_pass(flush=True)
-        self._batch.close()
-        self.summary.batch = self._batch_report.to_dict()
-        if self.summary.cost_usd is not None:
-            cost = self._batch_report.cost_usd
-            self.summary.cost_usd = None if cost is None else self.summary.cost_usd + cost
-
-    def _batch_pass(self, *, flush: bool) -> None:
-        try:
-            report = self._batch.step(flush=flush)
-            self._batch_report.add(report)
-            if report.documents_ready or report.documents_dead:
-                self._flush_status()  # an idle service would otherwise sit on these statuses
-        except AccountError as exc:  # nothing can be sent: every job and parked chunk stays
-            self._account_problem(exc)
-            if self._drain:
-                self.summary.stop_reason = "account"  # also when met after the loop (the last pass)
-
+    def _batch_tick(self) -> None:
+        # An idle queue sends what is parked; a busy one only full files.
+        if self._batch is not None and time.monotonic() >= self._paused_until:
+            self._batch.run_step(flush=not len(self._backlog))

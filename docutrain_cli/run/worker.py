@@ -138,7 +138,7 @@ class WorkerContext:
 
 Processor = Callable[[Job, WorkerContext], Optional[JobResult]]
 
-# The pool calls run_job(job) with nothing else, so the worker's processor
+# The pool calls run_jobs(jobs) with nothing else, so the worker's processor
 # and context live here, set once by init_worker: truly per process.
 _processor: Processor | None = None
 _context: WorkerContext | None = None
@@ -225,16 +225,27 @@ def init_worker(settings: Settings, runner_pid: int | None = None, progress_addr
     activity.start_worker(settings.store)  # the dashboard shows this worker
 
 
-def run_job(job: Job) -> JobResult:
+def run_jobs(jobs: list[Job]) -> tuple[list[JobResult | Exception], float]:
+    """The pool's task: `jobs` one after another (one job, or several short
+    ones, see run/backlog.py). A job's exception is its own outcome, so one
+    failing job costs the others nothing. Returns the outcomes, in order, and
+    the seconds they took (which size the tasks that follow)."""
     assert _processor is not None and _context is not None, "init_worker not called"
     board = activity.current()
-    if board is not None:
-        board.job_started(job)
+    outcomes: list[JobResult | Exception] = []
+    started = time.perf_counter()
     try:
-        return run_with(_processor, job, _context)
+        for job in jobs:
+            if board is not None:
+                board.job_started(job, finished=1 if outcomes else 0)
+            try:
+                outcomes.append(run_with(_processor, job, _context))
+            except Exception as exc:  # noqa: BLE001 - the runner classifies it
+                outcomes.append(exc)
     finally:
         if board is not None:
             board.job_finished()
+    return outcomes, time.perf_counter() - started
 
 
 def run_with(processor: Processor, job: Job, context: WorkerContext) -> JobResult:

@@ -11,10 +11,12 @@ processing and the backlog waits.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
+from docutrain_cli import sqlite
 from docutrain_cli.config import Settings
 from docutrain_cli.jobs import Job, JobResult
 from docutrain_cli.paths import webhook_outbox_path
@@ -97,6 +99,8 @@ class StatusRecorder:
             else None
         )
         self.webhook_outbox = self.webhooks.outbox if self.webhooks else None
+        self._batch: contextlib.ExitStack | None = None  # the open transactions of batch()
+        self._begun: set[int] = set()
         self._finished_waiting = False  # a ready or error went into an outbox since flush_finished
         self._finished_pushed_at = float("-inf")  # monotonic
 
@@ -113,16 +117,35 @@ class StatusRecorder:
 
     # -- transitions ---------------------------------------------------------
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Transitions recorded inside are written with one transaction per
+        file (the store, each outbox), committed at the end: the runner's
+        pass. A file nothing was written to is not touched."""
+        with contextlib.ExitStack() as transactions:
+            self._batch, self._begun = transactions, set()
+            try:
+                yield
+            finally:
+                self._batch = None
+
+    def _in_batch(self, file):
+        """`file` (the store or an outbox), its transaction begun if in a batch."""
+        if self._batch is not None and id(file) not in self._begun:
+            self._batch.enter_context(sqlite.transaction(file.conn))
+            self._begun.add(id(file))
+        return file
+
     def _to_webhooks(self, job: Job, status: str, **fields: Any) -> None:
         if self.webhook_outbox is not None and job.document_id:
-            self.webhook_outbox.record(job.document_id, status, **fields)
+            self._in_batch(self.webhook_outbox).record(job.document_id, status, **fields)
             self._finished_waiting |= status in FINAL_STATUSES
 
     def processing(self, job: Job) -> None:
         self._to_webhooks(job, "processing")
         if self._remote(job):
-            self.outbox.record(job.document_id, "processing")
-        self.store.set_status(
+            self._in_batch(self.outbox).record(job.document_id, "processing")
+        self._in_batch(self.store).set_status(
             job.document_key, "processing", source=job.source, sha256=job.sha256, user_id=job.user_id
         )
 
@@ -134,16 +157,16 @@ class StatusRecorder:
             # The job is done but its vectors come from a batch: locally the
             # document shows 'embedding'; Supabase keeps 'processing' (its
             # schema knows no other state) until the batch step says ready.
-            self.store.set_status(
+            self._in_batch(self.store).set_status(
                 job.document_key, "embedding", source=job.source, sha256=result.sha256 or job.sha256,
                 user_id=job.user_id, page_count=pages,
             )
             return
         self._to_webhooks(job, "ready", page_count=pages, chunk_count=chunks)
         if self._remote(job):
-            self.outbox.record(job.document_id, "ready", page_count=pages, chunk_count=chunks)
+            self._in_batch(self.outbox).record(job.document_id, "ready", page_count=pages, chunk_count=chunks)
             self._finished_waiting = True
-        self.store.set_status(
+        self._in_batch(self.store).set_status(
             job.document_key,
             "ready",
             source=job.source,
@@ -156,9 +179,9 @@ class StatusRecorder:
     def error(self, job: Job, message: str) -> None:
         self._to_webhooks(job, "error", error_message=message)
         if self._remote(job):
-            self.outbox.record(job.document_id, "error", error_message=message)
+            self._in_batch(self.outbox).record(job.document_id, "error", error_message=message)
             self._finished_waiting = True
-        self.store.set_status(
+        self._in_batch(self.store).set_status(
             job.document_key, "error", source=job.source, sha256=job.sha256, user_id=job.user_id, error=message
         )
 

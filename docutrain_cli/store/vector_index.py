@@ -22,11 +22,12 @@ import math
 import os
 import sqlite3
 from pathlib import Path
-from typing import Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Sequence
 
 from docutrain_cli import sqlite
+
+if TYPE_CHECKING:  # numpy is imported where it is used: the runner opens the store but never searches
+    import numpy as np
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS chunk_changes (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)",
@@ -76,6 +77,8 @@ class VectorIndex:
     def best(self, query: Sequence[float], top: int) -> list[tuple[float, int]]:
         """(score, chunk id) of the `top` best chunks, best first, scored as
         the old scan did: float64 dot product over the stored float32 values."""
+        import numpy as np
+
         usable = self.norms > 0  # the old scan skipped zero vectors
         if not usable.any():
             return []
@@ -100,6 +103,8 @@ class VectorIndex:
 
 def _read(path: Path, version: int | None) -> VectorIndex | None:
     """The file's index if it was made at `version` (None: at any)."""
+    import numpy as np
+
     try:
         with open(path, "rb") as f:
             if f.read(len(_MAGIC)) != _MAGIC:
@@ -138,6 +143,8 @@ def _build(conn: sqlite3.Connection, path: Path, model: str | None, dimensions: 
 
 def _write(conn: sqlite3.Connection, tmp: Path, where: str, params: list, dimensions: int, model: str | None) -> int:
     """Write the file from one read snapshot of the store; returns the change count it is at."""
+    import numpy as np
+
     with sqlite.transaction(conn, "DEFERRED") as tx, open(tmp, "wb") as f:  # one snapshot throughout
         version = tx.execute("SELECT version FROM chunk_changes").fetchone()[0]
         count = tx.execute(f"SELECT count(*) FROM chunks {where}", params).fetchone()[0]
