@@ -23,7 +23,17 @@ def open_budget(spec: tuple[str, str], key: str, **options) -> RateBudget:
         from docutrain_cli.ratelimit.postgres import PostgresBudgetStore
 
         store = PostgresBudgetStore(where)
-    return RateBudget(store, key, tpm=RATE * 60, margin=0.0, **options)
+    return answered(RateBudget(store, key, tpm=RATE * 60, margin=0.0, **options))
+
+
+def answered(budget: RateBudget) -> RateBudget:
+    """The budget after the server's first answer (until then its first
+    request goes alone, even with a configured limit), one that said nothing
+    of the account's level: the tests start from a full bucket."""
+    first = budget.reserve(0)
+    if not first.again:
+        budget.settle(first, 0, None, waited=0.0)
+    return budget
 
 
 # The other process: it opens the same budget, asks for `tokens` for a job

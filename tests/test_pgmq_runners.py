@@ -93,7 +93,8 @@ def test_runners_drain_one_queue_and_finish_a_killed_runners_jobs(fleet, tmp_pat
     # than this test lasts. With 3 s leases for all, a survivor starved of
     # CPU on a loaded machine missed its lease extension and another
     # survivor rightly read its job again (correct, but not what is tested).
-    victim = f.start("run", "--workers", "2", "--drain", "--json")
+    victim_name = f"victim-{f.queue_name}"  # its connections, as PostgreSQL names them (libpq's PGAPPNAME)
+    victim = f.start("run", "--workers", "2", "--drain", "--json", PGAPPNAME=victim_name)
     survivors = [
         f.start("run", "--workers", "2", "--drain", "--json", DOCUTRAIN_VISIBILITY_TIMEOUT=f"{SURVIVOR_VISIBILITY:g}s")
         for _ in range(2)
@@ -101,6 +102,10 @@ def test_runners_drain_one_queue_and_finish_a_killed_runners_jobs(fleet, tmp_pat
     # Kill when the victim is surely holding jobs and most work is still ahead.
     wait_for(lambda: len(f.archived()) >= 20, timeout=120, what="some documents done")
     f.kill_machine(victim)
+    # A statement the victim had sent still runs (and commits) in its server
+    # process after the kill: what it leased is held only once those are gone.
+    wait_for(lambda: not f.sql("SELECT 1 FROM pg_stat_activity WHERE application_name = %s", victim_name),
+             timeout=30, what="the killed runner's connections closed")
     held_at_kill = f.held()
     archived_at_kill = f.archived()
     done_at_kill = len(archived_at_kill)

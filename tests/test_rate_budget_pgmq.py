@@ -12,6 +12,7 @@ import time
 import pytest
 
 import pdfs
+from budget_line import answered
 from test_pgmq_runners import Fleet
 
 from docutrain_cli.ratelimit.budget import RateBudget
@@ -24,7 +25,7 @@ KEY = "sk-proj-shared-budget-0123456789abcdef"
 
 def test_two_processes_queue_their_reservations_in_one_row(pg_url, tmp_path):
     key = f"test-{tmp_path.name}"
-    budget = RateBudget(PostgresBudgetStore(pg_url), key, tpm=6000, margin=0.0)  # 100 tokens a second
+    budget = answered(RateBudget(PostgresBudgetStore(pg_url), key, tpm=6000, margin=0.0))  # 100 tokens a second
     assert budget.reserve(6000).wait == 0  # the first minute's burst
     assert budget.reserve(100).wait == pytest.approx(1, abs=0.1)
     # Another process, its own connection: it queues behind the first one's turn.

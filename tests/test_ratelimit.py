@@ -18,6 +18,7 @@ from docutrain_cli.ratelimit.budget import (
     parse_reset,
     refusal_wait,
 )
+from budget_line import answered
 from openai_standin import go_duration
 
 KEY = "sk-test-ratelimit-0123456789abcdef"
@@ -131,7 +132,7 @@ def test_the_budget_key_names_the_account_without_the_key():
 
 def test_reservations_take_turns_at_the_refill_rate(tmp_path):
     store = SQLiteBudgetStore(tmp_path / "queue.db.budget")
-    budget = RateBudget(store, "k", tpm=6000, margin=0.0)  # 100 tokens a second
+    budget = answered(RateBudget(store, "k", tpm=6000, margin=0.0))  # 100 tokens a second
     first = budget.reserve(6000)  # a full bucket covers the first minute's burst
     assert first.wait == 0
     # Then each reservation waits for its own share, in order: no herd.
@@ -147,7 +148,7 @@ def test_reservations_take_turns_at_the_refill_rate(tmp_path):
 
 
 def test_a_refusal_holds_everyone_off_and_the_remaining_header_corrects_the_level(tmp_path):
-    budget = RateBudget(SQLiteBudgetStore(tmp_path / "b"), "k", tpm=60_000, margin=0.0)
+    budget = answered(RateBudget(SQLiteBudgetStore(tmp_path / "b"), "k", tpm=60_000, margin=0.0))
     budget.refused(2.0, None, waited=0.0)
     assert budget.reserve(10).wait == pytest.approx(2.0, abs=0.05)
     # Someone else used the key: the server has 600 left where we thought 60,000.
@@ -174,6 +175,24 @@ def test_the_first_request_goes_alone_until_its_answer_tells_the_limit(tmp_path)
     assert [open_server.reserve(10**6).wait for _ in range(3)] == [0, 0, 0]
     # A first request that failed lets the next one try at once.
     failing = RateBudget(SQLiteBudgetStore(tmp_path / "d"), "k")
+    failing.cancel(failing.reserve(10))
+    assert not failing.reserve(10).again
+
+
+def test_the_first_request_goes_alone_with_a_configured_limit_too(tmp_path):
+    # A configured limit says nothing of what another client on the key has
+    # used: a fresh run's workers firing at once could all be refused.
+    budget = RateBudget(SQLiteBudgetStore(tmp_path / "b"), "k", tpm=60_000, margin=0.0)
+    first = budget.reserve(1000)
+    assert (first.wait, first.again) == (0, False)
+    held = budget.reserve(1000)
+    assert held.again and 0 < held.wait <= 0.1
+    # Its answer: the account had 1,000 tokens left, not the 60,000 we assumed.
+    budget.settle(first, 1000, {"x-ratelimit-remaining-tokens": "0"}, 0.0)
+    after = budget.reserve(1000)
+    assert not after.again and after.wait == pytest.approx(1.0, abs=0.05)  # 1,000 at 1,000 a second
+    # A first request that failed lets the next one try at once.
+    failing = RateBudget(SQLiteBudgetStore(tmp_path / "c"), "k", tpm=60_000, margin=0.0)
     failing.cancel(failing.reserve(10))
     assert not failing.reserve(10).again
 

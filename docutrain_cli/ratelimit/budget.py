@@ -163,13 +163,15 @@ class RateBudget:
 
         def work(row: BudgetRow, now: float) -> Reservation:
             tokens = math.ceil(estimate * (row.density or 1.0))
+            # Nothing heard from the server yet: the first request goes alone
+            # and its answer's headers tell the limit and what the account has
+            # left (a configured limit says nothing of another client's use).
+            # Without this, a fresh run's workers all fire at once and may be refused.
+            probing = not row.answered
+            if probing and row.probe_until > now:
+                return Reservation(tokens, min(RECHECK, row.probe_until - now), True, estimate)
             if not (row.tpm or row.rpm or any(self.configured)):
-                if not row.answered:
-                    # Nothing known yet: the first request goes alone and its
-                    # answer's headers tell the limit. Without this, a fresh
-                    # run's workers all fire at once and may be refused.
-                    if row.probe_until > now:
-                        return Reservation(tokens, min(RECHECK, row.probe_until - now), True, estimate)
+                if probing:
                     row.probe_until = now + PROBE_TIMEOUT
                     return Reservation(tokens, 0.0, False, estimate)
                 return Reservation(tokens, max(0.0, row.blocked_until - now), False, estimate)  # a read
@@ -187,6 +189,8 @@ class RateBudget:
             line.leave(entry.ticket)
             line.count(place, tokens)
             row.line = line.dump()
+            if probing:
+                row.probe_until = now + PROBE_TIMEOUT
             if row.tpm:
                 row.token_level -= tokens
             if row.rpm:
