@@ -268,6 +268,7 @@ class Runner:
                 break
             # A service paused by account trouble takes nothing.
             self._pass(lease=now >= self._paused_until and self._pool.started)
+            self._tick()  # right after the pass's writes: a finished document's status leaves now
             if not len(self._backlog):
                 if drain and not self._work_left(deadline):
                     break
@@ -278,8 +279,6 @@ class Runner:
                 self._sleep(self.settings.poll_interval)
                 continue
             self._backlog.wait(TICK)
-            self._note_started()  # so the periodic work sees who is running
-            self._tick()
         if self._stop_reason:
             self.summary.stop_reason = self._stop_reason
             self.observer.stopping(self._stop_reason)
