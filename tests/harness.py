@@ -4,6 +4,8 @@ child starts with, and `wait_for`, the one way a test waits."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -35,3 +37,19 @@ def wait_for(predicate, timeout: float = 60.0, what: str = "condition", interval
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def cli_in_process(argv: list[str], report: str, *, env: dict[str, str], cwd: Path,
+                   before: str = "") -> subprocess.CompletedProcess:
+    """Run `docutrain argv` in a fresh interpreter, then `report` (Python that
+    prints to stderr) in that same process: what the command left behind
+    there (modules imported, a forkserver started). `before` runs first."""
+    code = (
+        "import sys\n" + before
+        + "from docutrain_cli.cli import main\n"
+        + f"sys.argv = ['docutrain', *{argv!r}]\n"
+        + "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        + report + "\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=120)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 from conftest import make_files
-from harness import ROOT
+from harness import ROOT, cli_in_process
 from docutrain_cli.jobs import STATES
 
 def command_paths() -> list[list[str]]:
@@ -252,15 +252,10 @@ def test_the_runner_process_leaves_pymupdf_and_openai_to_the_workers(docutrain, 
     # heavy imports happen in the forkserver and the workers only.
     make_files(tmp_path, ["a.txt"])
     docutrain("enqueue", "a.txt")
-    code = (
-        "import sys\n"
-        "from docutrain_cli.cli import main\n"
-        "sys.argv = ['docutrain', 'run', '--drain', '--workers', '1', '--json']\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in ('pymupdf', 'fitz', 'openai', 'supabase') if m in sys.modules), file=sys.stderr)\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=docutrain.env, capture_output=True, text=True, timeout=120
+    result = cli_in_process(
+        ["run", "--drain", "--workers", "1", "--json"],
+        "print(sorted(m for m in ('pymupdf', 'fitz', 'openai', 'supabase') if m in sys.modules), file=sys.stderr)",
+        env=docutrain.env, cwd=tmp_path,
     )
     assert json.loads(result.stdout)["done"] == 1, result.stderr
     assert result.stderr.strip().splitlines()[-1] == "[]"

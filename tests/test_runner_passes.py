@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_files
+from harness import cli_in_process
 from docutrain_cli.config import Settings
 from docutrain_cli.jobs import Job, JobResult, JobState
 from docutrain_cli.queues.local import LocalQueue
@@ -150,16 +151,10 @@ def test_the_status_writes_of_a_pass_are_all_or_nothing(tmp_path):
 
 
 def test_an_empty_drain_starts_no_pool(docutrain, tmp_path):
-    code = (
-        "import sys\n"
-        "from multiprocessing import forkserver\n"
-        "from docutrain_cli.cli import main\n"
-        "sys.argv = ['docutrain', 'run', '--drain', '--json']\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "print(forkserver._forkserver._forkserver_pid, 'pebble' in sys.modules, file=sys.stderr)\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=docutrain.env, capture_output=True, text=True, timeout=120
+    result = cli_in_process(
+        ["run", "--drain", "--json"],
+        "print(forkserver._forkserver._forkserver_pid, 'pebble' in sys.modules, file=sys.stderr)",
+        before="from multiprocessing import forkserver\n", env=docutrain.env, cwd=tmp_path,
     )
     assert json.loads(result.stdout)["stop_reason"] == "drained", result.stderr
     assert result.stderr.strip().splitlines()[-1] == "None False"
