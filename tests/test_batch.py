@@ -451,3 +451,31 @@ def test_an_exhausted_quota_stops_the_run_with_exit_5_and_keeps_the_parked_chunk
     batch_api.quota_exhausted = False
     result, summary = run_batch(docutrain, batch_api)
     assert result.returncode == 0 and summary["batch"]["files"] == 1
+
+
+def test_a_job_taken_and_done_within_one_pass_shows_processing_while_its_batch_is_out(
+    tmp_path, batch_api, supabase_standin, supabase_settings
+):
+    # In process, a job is taken and done before the runner looks again, so
+    # its `processing` is never written when a worker takes it (as with a
+    # fast job in the pool). A job whose batch is still out must not leave
+    # the app's row `pending` (CI saw it once with the pool).
+    import dataclasses
+    import uuid
+
+    from docutrain_cli.queues.local import LocalQueue
+    from docutrain_cli.run.runner import Runner
+    from docutrain_cli.supabase.pull import pending_jobs
+
+    project = supabase_standin.project
+    storage_path = f"{uuid.uuid4()}/doc.pdf"
+    project.put_object("documents", storage_path, multi_page(tmp_path / "doc.pdf", pages=2, seed=7).read_bytes())
+    doc = project.add_document("pending", storage_path=storage_path)
+    settings = dataclasses.replace(supabase_settings, embedder="openai", openai_api_key=KEY,
+                                   openai_base_url=batch_api.base_url, embedding_mode="batch")
+    jobs, _ = pending_jobs(settings)
+    with LocalQueue(settings.queue) as queue:
+        queue.enqueue(jobs)
+        Runner(settings, queue, in_process=True).run(drain=True)
+    assert project.document(doc)["status"] == "processing"
+    assert project.rows("document_chunks") == []

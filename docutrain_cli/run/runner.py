@@ -79,6 +79,7 @@ class Runner:
         self._stop_reason: str | None = None
         self._force = False
         self._backlog = Backlog(settings.workers)  # the leased jobs, as the pool's tasks
+        self._taken: set[int] = set()  # jobs whose `processing` is written
         self._writes = WriteGroup(queue, status)  # what the current pass writes
         # in_process: each job runs here, one at a time (tests, debugging).
         self._pool = InProcessPool(settings) if in_process else WorkerPool(settings)
@@ -301,6 +302,7 @@ class Runner:
             for job in task:
                 job.started_at = now
                 self._writes.processing(job)
+                self._taken.add(job.id)
 
     def _schedule(self, jobs: list[Job], *, alone: bool = False) -> None:
         """Hand leased jobs to the pool as tasks (`alone`: one job a task)."""
@@ -407,6 +409,9 @@ class Runner:
 
     def _succeed(self, job: Job, result: JobResult) -> None:
         self.progress.pop(job.id, None)
+        if job.id not in self._taken and result.batch_texts:  # taken and done within one pass, but
+            self._writes.processing(job)  # its batch is still out: the app must see it taken
+        self._taken.discard(job.id)
         job.result = result
         job.finished_at = time.time()
         self._writes.ready(job, result)  # chunks are stored: the worker did it
@@ -416,6 +421,7 @@ class Runner:
 
     def _fail(self, job: Job, exc: BaseException) -> None:
         self.progress.pop(job.id, None)
+        self._taken.discard(job.id)
         message, permanent = describe_failure(job, exc, self.settings)
         if permanent or self.policy.gives_up(job.attempts):
             if not permanent:
@@ -433,6 +439,7 @@ class Runner:
     def _give_back(self, job: Job, exc: RateLimitedError) -> None:
         """The rate limit left no room for this job for too long: back to the
         queue, no attempt charged, due again when the server suggested."""
+        self._taken.discard(job.id)
         self._writes.release(job, not_before=time.time() + exc.retry_after)
         self.summary.given_back += 1
         self.observer.job_finished(job, "released", str(exc))
@@ -472,6 +479,7 @@ class Runner:
         """Give the jobs back uncharged (`quiet`: never started, nothing to tell)."""
         for job in task:
             self.progress.pop(job.id, None)
+            self._taken.discard(job.id)
             self._writes.release(job)
             self.summary.released += 1
             if not quiet:
