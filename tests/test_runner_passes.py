@@ -73,8 +73,12 @@ def test_a_leased_job_is_processing_only_once_a_worker_takes_it(docutrain, tmp_p
     def statuses() -> dict[str, str]:
         if not docutrain.store.exists():
             return {}
-        with sqlite3.connect(docutrain.store) as conn:
-            return {Path(key).name: status for key, status in conn.execute("SELECT document_key, status FROM documents")}
+        try:
+            with sqlite3.connect(docutrain.store) as conn:
+                rows = conn.execute("SELECT document_key, status FROM documents").fetchall()
+        except sqlite3.OperationalError:  # the runner is creating the store's tables right now
+            return {}
+        return {Path(key).name: status for key, status in rows}
 
     try:
         docutrain.wait_for(lambda: statuses().get("wait-a.txt") == "processing", what="a to be processing")
