@@ -115,10 +115,11 @@ class IntakeLimit:
 
     def check(self, scope: Scope, user_id: str | None) -> None:
         keys = {f"user {user_id[:80]}": "user " + user_id} if user_id is not None else {}
-        keys["your address"] = "address " + client_key(scope)  # named second: the user when both are over
+        keys["your address"] = "address " + client_key(scope)
         waits = {who: self.window.retry_after(key) for who, key in keys.items()}
-        who, wait = max(waits.items(), key=lambda item: item[1])
+        wait = max(waits.values())  # the longer wait; the address's hits came microseconds after the user's
         if wait:
+            who = next(who for who, w in waits.items() if w)  # the user when both are over
             seconds = retry_after(wait)
             raise ApiError(429, f"intake limit ({self.rate}) reached for {who}: try again in {seconds} s",
                            headers={"Retry-After": str(seconds)})
