@@ -258,7 +258,10 @@ def test_file_names_stay_whole_and_a_leased_job_waiting_for_a_worker_looks_its_o
             assert sorted(t.rsplit("/", 1)[1] for t in texts) == sorted(names + ["permanent-broken-scan.pdf"])
 
             # One time format, with the zone, in the header and the tables.
-            page.wait_for_function("document.getElementById('refresh-status').textContent.startsWith('updated ')")
+            # A locator assertion, not wait_for_function: the page's CSP forbids eval,
+            # which wait_for_function needs once it has to poll.
+            from playwright.sync_api import expect
+            expect(page.locator("#refresh-status")).to_have_text(re.compile(r"^updated "), timeout=20_000)
             assert re.fullmatch("updated " + ZONED_TIME, page.inner_text("#refresh-status"))
             for cell in page.locator("section.recent td[data-label=when]").all_inner_texts():
                 assert re.fullmatch(ZONED_TIME, cell.strip()), cell
