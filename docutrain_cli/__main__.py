@@ -1,3 +1,3 @@
-from docutrain_cli.cli import main
+from docutrain_cli.console import main
 
 main()

@@ -93,10 +93,13 @@ def test_workers_that_cannot_start_end_the_run_after_three_fresh_pools(docutrain
     status = docutrain.status()
     assert (status["queued"], status["running"], status["dead"]) == (2, 0, 0)
     assert set(attempts(docutrain).values()) == {0}  # nothing was charged
-    assert len((tmp_path / "output.db.forkservers").read_text().split()) == 3
+    # A forkserver for each fresh pool; `docutrain run` starts one before the
+    # CLI loads (console.start_workers_early), which is the first pool's when
+    # it is still importing then, or one more when it died before.
+    assert len((tmp_path / "output.db.forkservers").read_text().split()) in (3, 4)
 
 
-def test_a_pool_that_starts_on_the_third_try_carries_on(docutrain, tmp_path):
+def test_a_run_whose_first_two_forkservers_die_carries_on(docutrain, tmp_path):
     make_files(tmp_path / "in", ["a.txt", "b.txt"])
     assert docutrain("enqueue", "in").returncode == 0
     result = docutrain("run", "--workers", "2", "--drain", "--json", DOCUTRAIN_TEST_FORKSERVER_DEATHS="2", **DIES)
@@ -128,14 +131,15 @@ def test_ctrl_c_reaches_the_runner_only(docutrain, tmp_path):
 KILL_FORKSERVER_DURING_WORKER_START = textwrap.dedent("""
     import json, os, signal, time
     from pebble import ProcessPool
-    from docutrain_cli.run.pool import _forkserver_pid, _stop, forkserver_context
+    from docutrain_cli.run.forkserver import forkserver_context, forkserver_pid
+    from docutrain_cli.run.pool import _stop
     from proctree import children
     from forkserver_pools import SlowToUnpickle
 
     pool = ProcessPool(max_workers=1, initializer=bool, initargs=(SlowToUnpickle(5),),
                        context=forkserver_context("tests.processors:record"))
     assert pool.active
-    server = _forkserver_pid()
+    server = forkserver_pid()
     workers = children(server)
     os.kill(server, signal.SIGKILL)
     deadline = time.monotonic() + 60
@@ -154,7 +158,8 @@ KILL_FORKSERVER_DURING_WORKER_START = textwrap.dedent("""
 STOP_WHILE_A_REPLACEMENT_STARTS = textwrap.dedent("""
     import json, os, signal, time
     from pebble import ProcessPool
-    from docutrain_cli.run.pool import _forkserver_pid, _stop, forkserver_context
+    from docutrain_cli.run.forkserver import forkserver_context, forkserver_pid
+    from docutrain_cli.run.pool import _stop
     from proctree import children, ignores
     from forkserver_pools import SlowToUnpickle, deaf_to_sigterm
     from harness import wait_for
@@ -162,7 +167,7 @@ STOP_WHILE_A_REPLACEMENT_STARTS = textwrap.dedent("""
     pool = ProcessPool(max_workers=2, initializer=deaf_to_sigterm, initargs=(SlowToUnpickle(0, 0, 1, deaf=2),),
                        context=forkserver_context("tests.processors:record"))
     assert pool.active
-    server = _forkserver_pid()
+    server = forkserver_pid()
     first = wait_for(lambda: len(w := [w for w in children(server) if ignores(w, signal.SIGTERM)]) == 2 and w, what="two workers up")
     tasks = [pool.schedule(time.sleep, args=(60,)) for _ in first]  # pebble replaces only a busy worker
     wait_for(lambda: all(t.running() for t in tasks), what="both workers busy")
@@ -200,7 +205,8 @@ def test_a_pool_stopped_while_a_worker_starts_keeps_its_locks_until_the_workers_
 # forkserver died and kill itself.
 FORK_IN_A_WORKER = textwrap.dedent("""
     from pebble import ProcessPool
-    from docutrain_cli.run.pool import _stop, forkserver_context
+    from docutrain_cli.run.forkserver import forkserver_context
+    from docutrain_cli.run.pool import _stop
     from forkserver_pools import exit_code_of_a_fork
 
     pool = ProcessPool(max_workers=1, context=forkserver_context("tests.processors:record"))

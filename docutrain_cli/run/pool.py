@@ -22,17 +22,15 @@ attempt and carry on with a fresh pool.
 from __future__ import annotations
 
 import concurrent.futures
-import multiprocessing
 import os
-import signal
-import threading
 import time
 
 from docutrain_cli.config import Settings
 from docutrain_cli.errors import DocutrainError
 from docutrain_cli.jobs import Job
+from docutrain_cli.run.forkserver import ensure_running as ensure_forkserver, forkserver_context, forkserver_pid
 from docutrain_cli.run.tracker import restore as restore_tracker
-from docutrain_cli.run.worker import WorkerContext, init_worker, load_processor, run_jobs, run_with, worker_modules
+from docutrain_cli.run.worker import WorkerContext, init_worker, load_processor, run_jobs, run_with
 
 
 PEBBLE_POLL = 0.02  # seconds
@@ -81,7 +79,7 @@ class WorkerPool:
             context=forkserver_context(self.settings.processor, self.settings if self.preload_clients else None),
         )
         try:
-            _start_forkserver()
+            ensure_forkserver()
             started = pool.active  # pebble starts the pool and its workers here
         except (BrokenProcessPool, OSError, EOFError) as exc:
             _stop(pool)
@@ -89,7 +87,7 @@ class WorkerPool:
         if not started:
             _stop(pool)
             raise PoolStartError("the pool stopped as it started")
-        self._pool, self._forkserver, self.started_at = pool, _forkserver_pid(), time.monotonic()
+        self._pool, self._forkserver, self.started_at = pool, forkserver_pid(), time.monotonic()
 
     @property
     def started(self) -> bool:
@@ -111,7 +109,7 @@ class WorkerPool:
         if not self._pool.active:
             return "every worker of the pool died at once"
         if self._forkserver is not None and (
-            _forkserver_pid() != self._forkserver or not _alive(self._forkserver)
+            forkserver_pid() != self._forkserver or not _alive(self._forkserver)
         ):
             return f"the workers' forkserver (pid {self._forkserver}) died"
         return None
@@ -181,40 +179,6 @@ def not_the_jobs_fault(exc: BaseException, pool: WorkerPool | InProcessPool, *, 
     return False
 
 
-def forkserver_context(processor: str, settings: Settings | None = None):
-    """multiprocessing's forkserver, set up for workers of this processor.
-
-    forkserver: workers never inherit our clients, threads or locks. The
-    server imports the worker code once, so each worker (and each
-    replacement of a crashed one) starts with it loaded instead of importing
-    PyMuPDF on its own; with `settings`, also the client libraries they use
-    (worker.client_modules). It holds no clients: none are made at import.
-    Its children die with it (forkserver_child)."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(worker_modules(processor, settings))
-    return context
-
-
-def _start_forkserver() -> None:
-    """Start multiprocessing's forkserver (if not running) deaf to Ctrl-C.
-    Ctrl-C goes to the whole process group; a forkserver that gets it while
-    it imports PyMuPDF dies with a traceback. exec resets handlers but keeps
-    an ignored signal ignored, so ignore SIGINT just while it is spawned,
-    with SIGINT blocked here so a Ctrl-C meanwhile waits for the runner."""
-    from multiprocessing import forkserver
-
-    if threading.current_thread() is not threading.main_thread():
-        forkserver.ensure_running()  # only the main thread may set handlers
-        return
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        forkserver.ensure_running()
-    finally:
-        signal.signal(signal.SIGINT, handler)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-
-
 def _stop(pool) -> None:
     # pebble removes its channel's named locks first and then stops the
     # workers one by one (up to 3 s each). A worker still starting opens
@@ -240,14 +204,6 @@ def _semaphore_names(locks: tuple) -> list[str]:
     """The names multiprocessing gave the locks' semaphores (None-safe)."""
     names = (getattr(getattr(lock, "_semlock", None), "name", None) for lock in locks)
     return [name for name in names if name]
-
-
-def _forkserver_pid() -> int | None:
-    # multiprocessing keeps one forkserver per process and starts a new one
-    # when it finds the old one dead; its pid is only kept privately.
-    from multiprocessing import forkserver
-
-    return getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
 
 
 def _alive(pid: int) -> bool:

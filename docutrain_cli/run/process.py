@@ -24,9 +24,10 @@ from docutrain_cli.store.local import ChunkRow
 if TYPE_CHECKING:  # the worker runs us; we only read its context
     from docutrain_cli.run.worker import WorkerContext
 
-# Imported lazily (PyMuPDF; numpy for the offline embedder); the runner's
+# Imported lazily (PyMuPDF; numpy for the offline embedder; the embedders and
+# their rate budget, which a worker makes at its first job); the runner's
 # forkserver imports them once for all workers.
-WORKER_PRELOAD = ("docutrain_cli.pipeline.extract", "docutrain_cli.pipeline.offline")
+WORKER_PRELOAD = ("docutrain_cli.pipeline.extract", "docutrain_cli.pipeline.offline", "docutrain_cli.pipeline.embed")
 
 # Pages are extracted a few at a time, then chunked, rather than one by one:
 # MuPDF and the chunker take turns less often (and, presumably, find more of
