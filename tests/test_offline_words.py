@@ -1,7 +1,8 @@
 """The offline embedder against the plain Python loop of its model, on
 random texts made to hit what the fast paths treat specially (issue 24):
-words of 8, 9, 16 and 17 bytes (the word table's two key halves), ASCII and
-non-ASCII texts in one pass, new words on every call, more words than the
+words of 8, 9, 16 and 17 bytes (the word table's two key halves), ASCII
+texts, texts whose only non-ASCII characters separate words (’ “ ” – ² ½),
+texts with non-ASCII words, all in one pass, new words on every call, more words than the
 vocabulary keeps, empty texts and texts without a word."""
 
 from __future__ import annotations
@@ -42,15 +43,16 @@ def reference_vector(text: str) -> list[float]:
     return [x / norm for x in vector]
 
 
-def random_texts(rng: random.Random, count: int) -> list[str]:
+def random_texts(rng: random.Random, count: int, non_ascii_words: bool = True) -> list[str]:
     common = ["rent", "deposit", "the", "and", "of", "Invoice", "LEASE", "tenant_1", "x", "a", "is", "it"]
     edges = ["abcdefgh", "abcdefghi", "abcdefghijklmnop", "abcdefghijklmnopq", "abcdefghijklmnopqrstuvwxyz" * 3,
              "ABCDEFGH", "abcdefgh_", "0123456789012345", "01234567890123456", "_", "__init__"]
     odd = ["café", "Zoë", "東京", "\u212a", "straße", "İstanbul", "naïve"]  # \u212a lower-cases to ASCII k
     separators = [" ", "  ", ", ", ".\n", "\t", " - ", "!?", "\r\n", "/", "'"]
+    curly = ["\u2019", " \u201c", "\u201d ", " \u2013 ", "\u2022", "\u2026", "\u00a0", "\u00b2", "\u00bd", "\u0307"]
     texts = []
     for _ in range(count):
-        ascii_only = rng.random() < 0.8
+        ascii_only = rng.random() < 0.8 or not non_ascii_words
         words = []
         for _ in range(rng.choice([0, 1, 2, 5, 40, 300])):
             pick = rng.random()
@@ -63,7 +65,8 @@ def random_texts(rng: random.Random, count: int) -> list[str]:
             else:  # new words all the time, some long
                 letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"
                 words.append("".join(rng.choice(letters) for _ in range(rng.choice([1, 3, 7, 8, 9, 15, 16, 17, 30]))))
-        text = rng.choice(["", " ", "..."]) + "".join(word + rng.choice(separators) for word in words)
+        between = separators + curly if rng.random() < 0.5 else separators  # ’ “ ” – are no word characters
+        text = rng.choice(["", " ", "..."]) + "".join(word + rng.choice(between) for word in words)
         texts.append(text if rng.random() < 0.5 else text.rstrip(" ,.\n\t-!?\r/'"))  # ending in a word
     return texts
 
@@ -75,6 +78,14 @@ def test_the_embedder_matches_the_plain_loop_on_random_texts(seed):
     for _ in range(3):  # again with what earlier calls taught the vocabulary
         texts = random_texts(rng, 120)
         assert embedder.embed(texts, [0] * len(texts)) == [reference_vector(t) for t in texts]
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_the_embedder_matches_the_plain_loop_on_english_with_curly_quotes(seed):
+    rng = random.Random(seed)
+    texts = random_texts(rng, 300, non_ascii_words=False)
+    assert sum(not t.isascii() for t in texts) > 50
+    assert OfflineEmbedder().embed(texts, [0] * len(texts)) == [reference_vector(t) for t in texts]
 
 
 def test_a_word_counts_the_same_wherever_it_stands():

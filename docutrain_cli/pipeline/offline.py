@@ -12,9 +12,10 @@ bit for bit those of the plain Python loop this replaced
 Speed (issue 24): words get small integer ids through a dictionary that
 remembers each word's slot and sign, so crc32 runs once per distinct word
 and bigram seen by the process, not per occurrence; counting, ordering and
-summing run in numpy over a whole batch of texts at once. In ASCII texts
-numpy also finds the words and their ids (offline_words.py): only a new
-word becomes a bytes object. numpy is used
+summing run in numpy over a whole batch of texts at once. When every word
+of a pass is ASCII (other characters may separate words: ’ “ ” –), numpy
+also finds the words and their ids (offline_words.py): only a new word
+becomes a bytes object. numpy is used
 because the per-word Python work was the cost (0.25 ms a page, half of
 PyMuPDF's own extraction time). Finding each feature's count and first
 appearance sorts values, not indices: a feature's id and its position share
@@ -25,6 +26,7 @@ Which id a word gets does not matter, only that one word has one id.
 
 from __future__ import annotations
 
+import codecs
 import functools
 import itertools
 import math
@@ -62,6 +64,34 @@ _PASS_CHARS = 1 << 17  # ...and usually this many characters or fewer (some 16,0
 # words: its arrays stay small); a text is never split between passes
 _MAX_VOCABULARY = 5_000  # words remembered (under 1 MB) before starting afresh,
 # so ids stay below _MAX_VOCABULARY + _MAX_TEXT_WORDS < 1 << _ID_BITS
+
+
+class _WordCharacter(Exception):
+    """A text has a non-ASCII letter or digit: it has no ASCII form."""
+
+
+def _space_for_non_word(error: UnicodeError) -> tuple[str, int]:
+    """Encoding error handler: a non-ASCII character that is no part of a
+    `\\w` word (’ “ ” – • …) becomes a space, as it separates words."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    if any(map(str.isalnum, error.object[error.start : error.end])):  # what `\w` matches, but `_`
+        raise _WordCharacter
+    return " " * (error.end - error.start), error.end
+
+
+codecs.register_error("docutrain-offline-space", _space_for_non_word)
+
+
+def ascii_form(text: str) -> bytes | None:
+    """The text as ASCII bytes with the same `\\w+` words, but for case, or
+    None when a word of it has a non-ASCII character."""
+    if text.isascii():
+        return text.encode("ascii")
+    try:  # lower() first: it makes some characters ASCII (the Kelvin sign a k)
+        return text.lower().encode("ascii", errors="docutrain-offline-space")
+    except _WordCharacter:
+        return None
 
 
 def words_of(text: str) -> list[bytes]:
@@ -271,8 +301,9 @@ class OfflineEmbedder:
         vocabulary = self._vocabulary
         if len(vocabulary) > _MAX_VOCABULARY:
             vocabulary = self._vocabulary = _Vocabulary(dims)  # bounded memory; ids fit _ID_BITS
-        if all(map(str.isascii, texts)):
-            ids, lengths = ascii_word_ids(texts, vocabulary.table, vocabulary.__getitem__, _ASCII_LOWER_WORD)
+        ascii_texts = list(map(ascii_form, texts))
+        if None not in ascii_texts:  # English text with curly quotes or dashes too
+            ids, lengths = ascii_word_ids(ascii_texts, vocabulary.table, vocabulary.__getitem__, _ASCII_LOWER_WORD)
         else:
             words = list(map(words_of, texts))
             lengths = np.fromiter(map(len, words), np.int64, len(words))

@@ -89,12 +89,12 @@ def _looked_up(data: bytes, starts: np.ndarray, ends: np.ndarray, lookup: Callab
 
 
 def ascii_word_ids(
-    texts: Sequence[str], table: WordTable, lookup: Callable[[bytes], int], translation: bytes
+    texts: Sequence[bytes], table: WordTable, lookup: Callable[[bytes], int], translation: bytes
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ids of the words of ASCII texts, all texts end to end, and each
     text's word count. `translation` lower-cases word bytes and makes every
     other byte a space; `lookup` gives a word its id (the vocabulary)."""
-    data = b" ".join(text.encode("ascii") for text in texts).translate(translation)
+    data = b" ".join(texts).translate(translation)
     is_word = np.zeros(len(data) + 2, bool)  # a space before and after
     np.not_equal(np.frombuffer(data, np.uint8), _SPACE, out=is_word[1:-1])
     edges = np.flatnonzero(is_word[1:] != is_word[:-1])
