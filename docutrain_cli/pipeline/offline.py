@@ -12,16 +12,21 @@ bit for bit those of the plain Python loop this replaced
 Speed (issue 24): words get small integer ids through a dictionary that
 remembers each word's slot and sign, so crc32 runs once per distinct word
 and bigram seen by the process, not per occurrence; counting, ordering and
-summing run in numpy over a whole batch of texts at once. numpy is used
+summing run in numpy over a whole batch of texts at once. When every word
+of a pass is ASCII (other characters may separate words: ’ “ ” –), numpy
+also finds the words and their ids (offline_words.py): only a new word
+becomes a bytes object. numpy is used
 because the per-word Python work was the cost (0.25 ms a page, half of
 PyMuPDF's own extraction time). Finding each feature's count and first
 appearance sorts values, not indices: a feature's id and its position share
 one int64, and numpy sorts plain integers several times faster than it
 argsorts them (np.unique with counts and first indices cost 4x as much).
+Which id a word gets does not matter, only that one word has one id.
 """
 
 from __future__ import annotations
 
+import codecs
 import functools
 import itertools
 import math
@@ -33,9 +38,10 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from docutrain_cli.pipeline.models import MAX_INPUT_TOKENS, OFFLINE_DIMENSIONS, OFFLINE_MODEL
+from docutrain_cli.pipeline.offline_words import WordTable, ascii_word_ids
 from docutrain_cli.pipeline.tokens import EstimatingCounter
 
-BATCH = 128
+BATCH = 512
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 STOPWORDS = frozenset(
@@ -47,19 +53,52 @@ _STOP_BYTES = frozenset(word.encode("ascii") for word in STOPWORDS)
 # ASCII text: `\w` is [A-Za-z0-9_], so mapping every other byte to a space
 # and splitting finds the same words as the regex, several times faster.
 _ASCII_NON_WORD = bytes(b if chr(b).isalnum() or b == ord("_") else ord(" ") for b in range(128)) + b" " * 128
+# The same, lower-casing too: in ASCII text str.lower() changes only A-Z.
+_ASCII_LOWER_WORD = bytes(_ASCII_NON_WORD[b] + (32 if 65 <= b <= 90 else 0) for b in range(256))
 
 # Two word ids and a word's position in its pass share one int64 (62 bits).
 _POSITION_BITS = 20
 _ID_BITS = 21
 _MAX_TEXT_WORDS = 1 << _POSITION_BITS  # a pass holds at most this many words...
-_PASS_WORDS = 1 << 14  # ...and usually this many or fewer: its arrays stay small
+_PASS_CHARS = 1 << 17  # ...and usually this many characters or fewer (some 16,000
+# words: its arrays stay small); a text is never split between passes
 _MAX_VOCABULARY = 5_000  # words remembered (under 1 MB) before starting afresh,
 # so ids stay below _MAX_VOCABULARY + _MAX_TEXT_WORDS < 1 << _ID_BITS
 
 
+class _WordCharacter(Exception):
+    """A text has a non-ASCII letter or digit: it has no ASCII form."""
+
+
+def _space_for_non_word(error: UnicodeError) -> tuple[str, int]:
+    """Encoding error handler: a non-ASCII character that is no part of a
+    `\\w` word (’ “ ” – • …) becomes a space, as it separates words."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    if any(map(str.isalnum, error.object[error.start : error.end])):  # what `\w` matches, but `_`
+        raise _WordCharacter
+    return " " * (error.end - error.start), error.end
+
+
+codecs.register_error("docutrain-offline-space", _space_for_non_word)
+
+
+def ascii_form(text: str) -> bytes | None:
+    """The text as ASCII bytes with the same `\\w+` words, but for case, or
+    None when a word of it has a non-ASCII character."""
+    if text.isascii():
+        return text.encode("ascii")
+    try:  # lower() first: it makes some characters ASCII (the Kelvin sign a k)
+        return text.lower().encode("ascii", errors="docutrain-offline-space")
+    except _WordCharacter:
+        return None
+
+
 def words_of(text: str) -> list[bytes]:
     """The text's lower-cased `\\w+` words as UTF-8 (what crc32 hashes)."""
-    lower = text.lower()
+    if text.isascii():  # one pass over the bytes instead of lower() first
+        return text.encode("ascii").translate(_ASCII_LOWER_WORD).split()
+    lower = text.lower()  # may still be ASCII (the Kelvin sign lower-cases to k)
     if lower.isascii():
         return lower.encode("ascii").translate(_ASCII_NON_WORD).split()
     return [word.encode("utf-8") for word in _WORD.findall(lower)]
@@ -124,6 +163,7 @@ class _Vocabulary(dict):
             "crc": np.zeros(0, np.uint32), "crc_space": np.zeros(0, np.uint32), "table": np.zeros(0, np.int64),
         }
         self.tables = np.zeros(0, np.uint32)  # shift tables, 1,024 values for each length seen
+        self.table = WordTable()  # the same ids, found without a bytes object (offline_words.py)
         self._table_of_length: dict[int, int] = {}
 
     def __missing__(self, word: bytes) -> int:
@@ -178,10 +218,20 @@ def _in_first_order(
     starts[:1] = True
     starts[1:] = (feature[1:] != feature[:-1]) | (text[1:] != text[:-1])
     starts = np.flatnonzero(starts)
-    counts = np.diff(starts, append=len(ordered))
-    # Each distinct pair's first position is unique: sort by it, index alongside.
-    order = np.sort((position[starts] << _POSITION_BITS) | np.arange(len(starts))) & mask
-    return feature[starts][order], counts[order], text[starts][order]
+    ends = np.empty_like(starts)  # np.diff(starts, append=...) costs three times this
+    ends[:-1] = starts[1:]
+    ends[-1:] = len(ordered)
+    counts = ends - starts
+    # Each distinct pair's first position is unique and below len(text_of):
+    # scattered there, they come out in order without a second sort.
+    first = position[starts]
+    group_at = np.empty(len(text_of), np.int64)
+    group_at[first] = np.arange(len(starts))
+    seen = np.zeros(len(text_of), bool)
+    seen[first] = True
+    order = group_at[np.flatnonzero(seen)]
+    chosen = starts[order]
+    return feature[chosen], counts[order], text[chosen]
 
 
 class OfflineEmbedder:
@@ -213,8 +263,11 @@ class OfflineEmbedder:
     def embed_batches(
         self, texts: list[str], token_counts: Sequence[int] | None = None
     ) -> Iterator[tuple[range, list[array]]]:
-        # No request limits offline, but small batches keep a 2,000-page
-        # document from holding all its vectors at once. They come as the
+        # No request limits offline, but batches keep a 2,000-page document
+        # from holding all its float64 matrices at once. 512 texts, not 128:
+        # the caller caches each batch in one transaction, and a 200-page
+        # document's vectors in one write instead of two touch the cache's
+        # key pages once (1.7 ms a document instead of 3.0). They come as the
         # float32 arrays the store keeps: a twentieth of the cost of making
         # Python floats first (the same values: both round to nearest).
         for start in range(0, len(texts), BATCH):
@@ -225,19 +278,16 @@ class OfflineEmbedder:
 
     def _matrices(self, texts: list[str], token_counts: Sequence[int] | None) -> Iterator[np.ndarray]:
         """The texts' vectors, float64 rows of a few matrices: one numpy pass
-        per _PASS_WORDS words or so."""
+        per _PASS_CHARS characters or so."""
         counts = token_counts if token_counts is not None else [self.counter.count(t) for t in texts]
-        group: list[list[bytes]] = []
+        group: list[str] = []
         size = 0
         for text in texts:
-            words = words_of(text)
-            if len(words) > _MAX_TEXT_WORDS:
-                raise ValueError(f"a text of {len(words):,} words is too long to embed (at most {_MAX_TEXT_WORDS:,})")
-            if group and size + len(words) > _PASS_WORDS:
+            if group and size + len(text) > _PASS_CHARS:
                 yield self._vectors(group)
                 group, size = [], 0
-            group.append(words)
-            size += len(words)
+            group.append(text)
+            size += len(text)
         if group:
             yield self._vectors(group)
         self.tokens_used += sum(counts)
@@ -245,16 +295,23 @@ class OfflineEmbedder:
     def vector(self, text: str) -> list[float]:
         return self.embed([text], [0])[0]
 
-    def _vectors(self, texts: list[list[bytes]]) -> np.ndarray:
-        """The vectors of a few texts' words, in one numpy pass."""
+    def _vectors(self, texts: list[str]) -> np.ndarray:
+        """The vectors of a few texts, in one numpy pass."""
         dims = self.dimensions
         vocabulary = self._vocabulary
         if len(vocabulary) > _MAX_VOCABULARY:
             vocabulary = self._vocabulary = _Vocabulary(dims)  # bounded memory; ids fit _ID_BITS
-        total = sum(map(len, texts))
-        ids = np.fromiter(map(vocabulary.__getitem__, itertools.chain.from_iterable(texts)), np.int64, total)
+        ascii_texts = list(map(ascii_form, texts))
+        if None not in ascii_texts:  # English text with curly quotes or dashes too
+            ids, lengths = ascii_word_ids(ascii_texts, vocabulary.table, vocabulary.__getitem__, _ASCII_LOWER_WORD)
+        else:
+            words = list(map(words_of, texts))
+            lengths = np.fromiter(map(len, words), np.int64, len(words))
+            ids = np.fromiter(map(vocabulary.__getitem__, itertools.chain.from_iterable(words)), np.int64,
+                              int(lengths.sum()))
+        for length in lengths[lengths > _MAX_TEXT_WORDS][:1].tolist():
+            raise ValueError(f"a text of {length:,} words is too long to embed (at most {_MAX_TEXT_WORDS:,})")
         vocabulary.add_new()
-        lengths = np.fromiter(map(len, texts), np.int64, len(texts))
         text_of = np.repeat(np.arange(len(texts), dtype=np.int64), lengths)  # by word position
         column = vocabulary.columns
         stop = column["stop"]

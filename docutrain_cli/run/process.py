@@ -53,6 +53,10 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _float32(vector) -> array:
+    return vector if isinstance(vector, array) and vector.typecode == "f" else array("f", vector)
+
+
 def _waiting_deadline(job: Job, settings) -> float | None:
     """Monotonic time by which waiting for the rate budget must give up, so
     the job goes back to the queue unharmed instead of being killed by its
@@ -125,8 +129,9 @@ def process_job(job: Job, context: "WorkerContext") -> JobResult:
     texts = [text for text, _ in to_send.values()]
     counts = [count for _, count in to_send.values()]
     for batch, embedded in embedder.embed_batches(texts, counts):
-        # array('f'): 4 bytes a value instead of a Python float object each.
-        fresh = {text_hash: array("f", vector) for text_hash, vector in zip(pending[batch.start : batch.stop], embedded)}
+        # array('f'): 4 bytes a value instead of a Python float object each
+        # (the offline embedder's vectors already are: no copy).
+        fresh = {text_hash: _float32(vector) for text_hash, vector in zip(pending[batch.start : batch.stop], embedded)}
         # Stored per request, so a retry after a later failure resumes here.
         store.put_cached_embeddings(embedder.model, cache_dims, fresh)
         vectors.update(fresh)

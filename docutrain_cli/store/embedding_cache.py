@@ -117,25 +117,33 @@ def _copy_old_table(conn: sqlite3.Connection) -> None:
 def _append(conn: sqlite3.Connection, rows: Iterable[tuple[str, int, str, bytes, str]]) -> None:
     """Append (model, dimensions, text hash, vector bytes, created_at) rows:
     the trigger's rule (fill the newest block up to BLOCK_BYTES, then start
-    another), with one write per block instead of one per vector."""
+    another), with one write per block instead of one per vector. A new
+    block is inserted with its vectors, not empty and then appended to:
+    that would write its 32 KB twice."""
     newest = conn.execute("SELECT id, length(vectors) FROM embedding_blocks ORDER BY id DESC LIMIT 1").fetchone()
     block_id, size = newest if newest else (None, BLOCK_BYTES)
+    block_is_new = False  # then block_id is None until write() inserts it
     parts: list[bytes] = []
-    keys: list[tuple] = []
+    keys: list[tuple] = []  # (model, dimensions, text hash, start, length, created_at)
 
     def write() -> None:
-        if block_id is not None and parts:
+        nonlocal block_id
+        if block_is_new:
+            block_id = conn.execute("INSERT INTO embedding_blocks (vectors) VALUES (?)", (b"".join(parts),)).lastrowid
+        elif block_id is not None and parts:
             conn.execute("UPDATE embedding_blocks SET vectors = CAST(vectors || ? AS BLOB) WHERE id = ?",
                          (b"".join(parts), block_id))
-        conn.executemany("INSERT INTO embedding_keys VALUES (?, ?, ?, ?, ?, ?, ?)", keys)
+        conn.executemany("INSERT INTO embedding_keys VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         [(model, dims, text_hash, block_id, start, length, created)
+                          for model, dims, text_hash, start, length, created in keys])
         parts.clear()
         keys.clear()
 
     for model, dimensions, text_hash, blob, created_at in rows:
         if size and size + len(blob) > BLOCK_BYTES:
             write()
-            block_id, size = conn.execute("INSERT INTO embedding_blocks (vectors) VALUES (x'')").lastrowid, 0
-        keys.append((model, dimensions, text_hash, block_id, size, len(blob), created_at))
+            block_id, block_is_new, size = None, True, 0
+        keys.append((model, dimensions, text_hash, size, len(blob), created_at))
         parts.append(blob)
         size += len(blob)
     write()

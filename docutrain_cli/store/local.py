@@ -57,7 +57,7 @@ import sqlite3
 import sys
 from array import array
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 from docutrain_cli import sqlite
 from docutrain_cli.store import embedding_cache, vector_index
@@ -299,29 +299,26 @@ class LocalStore(sqlite.SharedFile):
             )
             conn.execute("DELETE FROM chunks WHERE document_id = ?", (doc_id,))
             count = 0
-            for chunk in chunks:
-                if len(chunk.embedding) != embedding_dimensions:
-                    raise ValueError(
-                        f"chunk {chunk.chunk_index} has {len(chunk.embedding)} dimensions, "
-                        f"expected {embedding_dimensions}"
-                    )
-                conn.execute(
-                    """INSERT INTO chunks (document_id, chunk_index, page_start, page_end,
-                                           token_count, content, embedding, embedding_model, heading)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                    (
-                        doc_id,
-                        chunk.chunk_index,
-                        chunk.page_start,
-                        chunk.page_end,
-                        chunk.token_count,
-                        chunk.content,
-                        pack_vector(chunk.embedding),
-                        embedding_model,
-                        chunk.heading,
-                    ),
-                )
-                count += 1
+
+            def values() -> Iterator[tuple]:
+                nonlocal count
+                for chunk in chunks:
+                    if len(chunk.embedding) != embedding_dimensions:
+                        raise ValueError(
+                            f"chunk {chunk.chunk_index} has {len(chunk.embedding)} dimensions, "
+                            f"expected {embedding_dimensions}"
+                        )
+                    count += 1
+                    yield (doc_id, chunk.chunk_index, chunk.page_start, chunk.page_end, chunk.token_count,
+                           chunk.content, pack_vector(chunk.embedding), embedding_model, chunk.heading)
+
+            # One statement for all rows (a raise in values() rolls the whole set back).
+            conn.executemany(
+                """INSERT INTO chunks (document_id, chunk_index, page_start, page_end,
+                                       token_count, content, embedding, embedding_model, heading)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                values(),
+            )
             conn.execute(
                 f"""UPDATE documents SET page_count = ?, chunk_count = ?, embedding_model = ?,
                            embedding_dimensions = ?, processing_seconds = ?, updated_at = {NOW}
