@@ -59,11 +59,10 @@ class Units:
         self.headings.append(heading)
         self.heads.append(head)
 
-    def extend(self, other: "Units", start: int = 0, stop: int | None = None) -> None:
-        """Adds other's units [start, stop), of which none is a heading line."""
-        whole = start == 0 and stop is None
+    def extend(self, other: "Units", start: int, stop: int) -> None:
+        """Adds other's units [start, stop), none of them a heading line."""
         for mine, theirs in zip(self.columns(), other.columns()):
-            mine += theirs if whole else theirs[start:stop]
+            mine += theirs[start:stop]
 
     def columns(self) -> tuple[list, ...]:
         return self.texts, self.tokens, self.nbytes, self.strengths, self.headings, self.heads

@@ -64,6 +64,8 @@ def _piece_cost(piece: str) -> int:
 _NOT_SINGLE_SPACED = ("  ", " \n", "\n ") + tuple(
     c for c in map(chr, range(0x3001)) if c.isspace() and c not in " \n"
 )
+# Those an ASCII text can hold: fewer tests for most pages.
+_NOT_SINGLE_SPACED_ASCII = tuple(c for c in _NOT_SINGLE_SPACED if c.isascii())
 
 
 class _Costs(dict):
@@ -121,7 +123,7 @@ class EstimatingCounter:
         spaces: a text costs what the parts split(" ") makes of it cost,
         each remembered like a word."""
         whole = "".join(texts)
-        if any(map(whole.__contains__, _NOT_SINGLE_SPACED)):
+        if any(map(whole.__contains__, _NOT_SINGLE_SPACED_ASCII if whole.isascii() else _NOT_SINGLE_SPACED)):
             return list(map(self.count, texts))
         cost = self._cost
         return [sum(map(cost, text.split(" "))) for text in texts]
