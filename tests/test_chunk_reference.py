@@ -19,7 +19,7 @@ import pytest
 
 import reference_chunker
 from docutrain_cli.pipeline.chunk import chunk_pages
-from docutrain_cli.pipeline.tokens import EstimatingCounter
+from docutrain_cli.pipeline.tokens import _PIECE, EstimatingCounter, _piece_cost
 
 WORDS = (
     "the a of lease rent tenant landlord deposit payment invoice clause notice period renewal "
@@ -55,8 +55,8 @@ def sentence(rng: random.Random) -> str:
 def line(rng: random.Random) -> str:
     kind = rng.random()
     if kind < 0.08:
-        level = rng.randint(1, 7)
-        return "#" * level + rng.choice([" ", "\t", ""]) + " ".join(rng.choice(WORDS) for _ in range(rng.choice([1, 3, 300]))) + rng.choice(["", " ##"])
+        title = " ".join(rng.choice(WORDS) for _ in range(rng.choice([1, 3, 300])))
+        return "#" * rng.randint(1, 7) + rng.choice([" ", "\t", ""]) + title + rng.choice(["", " ##"])
     if kind < 0.15:
         cells = [" ".join(rng.choice(WORDS) for _ in range(rng.choice([1, 2, 150]))) for _ in range(rng.randint(1, 5))]
         return "| " + " | ".join(cells) + rng.choice([" |", "", " | "])
@@ -108,11 +108,20 @@ def outcome(chunker, pages, counter, options) -> list:
         return [str(error)]
 
 
-@pytest.mark.parametrize("exact", [False, True])
-def test_random_documents_chunk_as_they_did(exact):
-    for seed in range(150):
+def counter_of(kind: str):
+    if kind == "exact":
+        return ExactStandIn()
+    counter = EstimatingCounter()
+    if kind == "estimate in numpy":  # as for big batches of pages, whatever the size
+        counter.numpy_from_chars = 0
+    return counter
+
+
+@pytest.mark.parametrize("kind", ["estimate", "estimate in numpy", "exact"])
+def test_random_documents_chunk_as_they_did(kind):
+    for seed in range(100):
         pages, options = document(seed)
-        counter = ExactStandIn() if exact else EstimatingCounter()
+        counter = counter_of(kind)
         expected = outcome(reference_chunker.chunk_pages, pages, counter, options)
         assert outcome(chunk_pages, pages, counter, options) == expected, (seed, options)
 
@@ -132,3 +141,18 @@ def test_the_bench_corpus_chunks_as_it_did():
         assert outcome(chunk_pages, pages, counter, options) == outcome(
             reference_chunker.chunk_pages, pages, counter, options
         )
+
+
+def test_counting_many_texts_at_once_gives_what_counting_each_gives():
+    """count_each's numpy pass (tokens.py) against the estimate's definition,
+    on texts made of every kind of character it tells apart."""
+    whitespace = [chr(c) for c in range(0x3001) if chr(c).isspace()]
+    alphabet = list("abcXYZ0129.,;!é大😀") + [" "] * 20 + ["\n"] * 4 + whitespace
+    rng = random.Random(3)
+    counter = EstimatingCounter()
+    counter.numpy_from_chars = 0
+    for _ in range(3000):
+        letters = alphabet if rng.random() < 0.3 else [c for c in alphabet if c.isascii() or not c.isspace()]
+        texts = ["".join(rng.choice(letters) for _ in range(rng.randrange(14))) for _ in range(rng.randrange(1, 9))]
+        expected = [sum(_piece_cost(piece) for piece in _PIECE.findall(text)) for text in texts]
+        assert counter.count_each(texts) == expected, texts

@@ -6,10 +6,13 @@ huge, such as a base64 blob), each tagged with how good a place its end is to
 break: paragraph > sentence > word > anywhere. Units are packed until the next
 one would overflow the budget; the chunk then ends at the best break that
 keeps it at least half full, and the last few units (up to `overlap` tokens)
-start the next chunk as well. Only the units of the chunk being built and of
-the page being read are held (and up to a few hundred packed ones, let go of
-in bulk), never the whole document. A page's units are parallel lists, packed
-by bisecting running sums (pipeline/packing.py): no object per unit.
+start the next chunk as well. Pages are read in batches of up to 16 (growing
+from one, so the first chunks come after the first page), whose pieces are
+counted together; only the text of a batch and the units of the chunk being
+built and of the page being packed are held (and up to a few hundred packed
+ones, let go of in bulk), never the whole document. A page's units are
+parallel lists, packed by bisecting running sums (pipeline/packing.py): no
+object per unit.
 
 Structure, where the text has it (Markdown, which the Word, HTML and
 PowerPoint readers write): a heading (`## Terms`), a table row (`| a | b |`)
@@ -124,14 +127,8 @@ class Chunker:
             self._path_key = key
         return self._path
 
-    def units(self, page: int, text: str) -> Units | None:
-        """The page's units, or None when it has no text."""
-        text = normalize_text(text).strip()
-        if not text:
-            return None
-        text += "\n\n"  # a page ends a paragraph
-        pieces = _PIECES.findall(text)
-        counts = self.counter.count_each(pieces)  # all at once is cheaper
+    def units(self, page: int, text: str, pieces: list[str], counts: list[int]) -> Units:
+        """The units of a page's text (normalized, ending a paragraph), cut into pieces and counted."""
         nbytes = list(map(len, pieces)) if text.isascii() else list(map(utf8_len, pieces))
         if "#" in text or "|" in text:  # perhaps headings or table rows
             return self._structured_units(page, pieces, counts, nbytes)
@@ -246,11 +243,42 @@ class Chunker:
             # its parts, so that sum is a safe count that costs no second pass.
             self.counter.count if self.counter.exact else None,
         )
-        for page, text in pages:
-            units = self.units(page, text)
-            if units:
-                yield from packer.add(page, units)
+        for batch in _batches(pages):
+            counts = self.counter.count_each([piece for _, _, pieces in batch for piece in pieces])
+            done = 0
+            for page, text, pieces in batch:
+                units = self.units(page, text, pieces, counts[done : done + len(pieces)])
+                done += len(pieces)
+                if units:
+                    yield from packer.add(page, units)
         yield from packer.finish()
+
+
+# Pages are counted a batch at a time, the estimator's count costing less
+# per word over many pages (tokens.py); the batches grow from one page, so
+# the first chunks still come after the first page, and stay small enough
+# that memory does not grow with the document.
+_BATCH_PAGES = 16
+_BATCH_CHARS = 1 << 16
+
+
+def _batches(pages: Iterable[tuple[int, str]]) -> Iterator[list[tuple[int, str, list[str]]]]:
+    """Each page with text as (number, text, pieces), a batch at a time."""
+    batch: list[tuple[int, str, list[str]]] = []
+    size = 1
+    chars = 0
+    for page, text in pages:
+        text = normalize_text(text).strip()
+        if text:
+            text += "\n\n"  # a page ends a paragraph
+            batch.append((page, text, _PIECES.findall(text)))
+            chars += len(text)
+        if len(batch) >= size or chars >= _BATCH_CHARS:
+            yield batch
+            batch, chars = [], 0
+            size = min(2 * size, _BATCH_PAGES)
+    if batch:
+        yield batch
 
 
 def chunk_pages(
