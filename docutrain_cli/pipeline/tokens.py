@@ -93,8 +93,10 @@ def _counts_at_once(texts: list[str], whole: str) -> list[int] | None:
     text starts), each costs ceil(length / its kind's divisor), a lone
     space nothing. None when the texts hold whitespace outside ASCII, which
     this pass would take for other characters."""
-    if not whole.isascii() and any(map(whole.__contains__, _NON_ASCII_WHITESPACE)):
+    if _has_non_ascii_whitespace(whole):
         return None
+    if not whole:
+        return [0] * len(texts)
     import numpy as np
 
     global _BYTE_CLASSES
@@ -127,7 +129,14 @@ def _counts_at_once(texts: list[str], whole: str) -> list[int] | None:
 
 
 _BYTE_CLASSES = None
-# Its arrays take a few dozen bytes a character: a huge page is counted the other way.
+
+
+def _has_non_ascii_whitespace(text: str) -> bool:
+    return not text.isascii() and any(map(text.__contains__, _NON_ASCII_WHITESPACE))
+
+
+# The numpy pass's arrays take a few dozen bytes a character: more text than
+# this (a huge page) is counted the other way.
 _NUMPY_MOST_CHARS = 1 << 20
 
 
@@ -191,10 +200,17 @@ class EstimatingCounter:
         piece lies between two spaces, so a text costs what the parts
         split(" ") makes of it cost, each remembered like a word."""
         whole = "".join(texts)
-        if self.numpy_from_chars <= len(whole) <= _NUMPY_MOST_CHARS and whole:
+        if self.numpy_from_chars <= len(whole) <= _NUMPY_MOST_CHARS:
             counts = _counts_at_once(texts, whole)
-            if counts is not None:
-                return counts
+            if counts is None:  # whitespace outside ASCII: count the texts holding it one by one
+                odd = [i for i, text in enumerate(texts) if _has_non_ascii_whitespace(text)]
+                plain = list(texts)
+                for i in odd:
+                    plain[i] = ""
+                counts = _counts_at_once(plain, "".join(plain))
+                for i in odd:
+                    counts[i] = self.count(texts[i])
+            return counts
         if any(map(whole.__contains__, _NOT_SINGLE_SPACED_ASCII if whole.isascii() else _NOT_SINGLE_SPACED)):
             return list(map(self.count, texts))
         cost = self._cost
