@@ -6,8 +6,13 @@ huge, such as a base64 blob), each tagged with how good a place its end is to
 break: paragraph > sentence > word > anywhere. Units are packed until the next
 one would overflow the budget; the chunk then ends at the best break that
 keeps it at least half full, and the last few units (up to `overlap` tokens)
-start the next chunk as well. Only the units of the chunk being built are
-held, never the whole document.
+start the next chunk as well. Pages are read in batches of up to 16 (growing
+from one, so the first chunks come after the first page), whose pieces are
+counted together; only the text of a batch and the units of the chunk being
+built and of the page being packed are held (and up to a few hundred packed
+ones, let go of in bulk), never the whole document. A page's units are
+parallel lists, packed by bisecting running sums (pipeline/packing.py): no
+object per unit.
 
 Structure, where the text has it (Markdown, which the Word, HTML and
 PowerPoint readers write): a heading (`## Terms`), a table row (`| a | b |`)
@@ -24,15 +29,15 @@ it. With an inexact (estimating) counter each chunk is also capped at
 
 from __future__ import annotations
 
-import dataclasses
-import operator
 import re
-from typing import Callable, Iterable, Iterator, NamedTuple
+from itertools import compress, repeat
+from operator import contains
+from typing import Callable, Iterable, Iterator
 
+from docutrain_cli.pipeline.packing import ANYWHERE, PARAGRAPH, SENTENCE, WORD, Chunk, Packer, Units
 from docutrain_cli.pipeline.tokens import TokenCounter, utf8_len
 
-HEADING, PARAGRAPH, SENTENCE, WORD, ANYWHERE = 4, 3, 2, 1, 0
-
+__all__ = ["Chunk", "Chunker", "chunk_pages", "normalize_text"]
 
 
 # A page is cut into pieces in one regex pass (issue 24): a piece ends at
@@ -58,36 +63,17 @@ _TRAILING_SPACES = re.compile(r"[ \t\u00a0]+\n")
 _MANY_NEWLINES = re.compile(r"\n{3,}")
 
 
-@dataclasses.dataclass(frozen=True)
-class Chunk:
-    index: int
-    page_start: int
-    page_end: int
-    token_count: int
-    content: str
-    heading: str | None = None  # the heading path it falls under: "Lease > Rent"
-
-
-class _Unit(NamedTuple):  # a tuple: made once per sentence or word, so cheap to make
-    text: str
-    tokens: int
-    nbytes: int
-    page: int
-    strength: int  # how good a break the end of this unit is
-    heading: str | None = None  # the heading path in effect here
-    is_heading: bool = False
-
-
-_TEXT, _TOKENS, _BYTES = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(2)  # of a _Unit
-
-
 def normalize_text(text: str) -> str:
     """Tidy extracted text without changing its words. The one place NUL
     characters go: PDFs and .txt uploads both carry them, and Postgres text
     (Supabase) refuses a request holding one. Every page passes here."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
-    # Each regex only where it can match: a substring test costs far less.
-    if " \n" in text or "\t\n" in text or "\u00a0\n" in text:
+    # Each replacement and regex only where it can match: a substring test
+    # costs far less, and one of a single character (a memchr) least of all.
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    if " \n" in text or ("\t" in text and "\t\n" in text) or ("\u00a0" in text and "\u00a0\n" in text):
         text = _TRAILING_SPACES.sub("\n", text)
     return _MANY_NEWLINES.sub("\n\n", text) if "\n\n\n" in text else text
 
@@ -127,8 +113,8 @@ class Chunker:
     def _fits(self, tokens: int, nbytes: int) -> bool:
         return tokens <= self.budget and nbytes <= self.byte_cap
 
-    def _unit(self, text: str, page: int, strength: int) -> _Unit:
-        return _Unit(text, self.counter.count(text), utf8_len(text), page, strength, self._heading_path(page))
+    def _add(self, units: Units, text: str, page: int, strength: int, head: bool = False) -> None:
+        units.add(text, self.counter.count(text), utf8_len(text), strength, self._heading_path(page), head)
 
     def _heading_path(self, page: int) -> str | None:
         # Asked for every unit: made again only when the headings or the page change.
@@ -141,16 +127,50 @@ class Chunker:
             self._path_key = key
         return self._path
 
-    def units(self, page: int, text: str) -> Iterator[_Unit]:
-        text = normalize_text(text).strip()
-        if not text:
-            return
-        text += "\n\n"  # a page ends a paragraph
-        pieces = _PIECES.findall(text)
-        counts = self.counter.count_each(pieces)  # all at once is cheaper
-        byte_cap, make = self.byte_cap, _Unit._make  # _make: half the cost of a call
-        half, sentence_max = self.budget // 2, self.sentence_max
+    def units(self, page: int, text: str, pieces: list[str], counts: list[int]) -> Units:
+        """The units of a page's text (normalized, ending a paragraph), cut into pieces and counted."""
+        nbytes = list(map(len, pieces)) if text.isascii() else list(map(utf8_len, pieces))
+        if "#" in text or "|" in text:  # perhaps headings or table rows
+            return self._structured_units(page, pieces, counts, nbytes)
+        return self._prose_units(page, pieces, counts, nbytes)
+
+    def _prose_units(self, page: int, pieces: list[str], counts: list[int], nbytes: list[int]) -> Units:
+        """Every piece is a sentence unit unless it is too long. After
+        normalize_text no space or tab ends a line, so a piece ends its
+        paragraph exactly when it holds a blank line, "\n\n"."""
+        n = len(pieces)
+        strengths = [SENTENCE] * n
+        for i in compress(range(n), map(contains, pieces, repeat("\n\n"))):
+            strengths[i] = PARAGRAPH
         path = self._heading_path(page)
+        units = Units(pieces, counts, nbytes, strengths, [path] * n, [False] * n)
+        # Below both limits no piece is too long (the common case); above
+        # them, each piece is weighed as _structured_units weighs it.
+        shortest_limit = min(self.budget // 2, self.sentence_max)
+        if max(counts) <= shortest_limit and max(nbytes) <= self.byte_cap:
+            return units
+        suspects = set(compress(range(n), map(shortest_limit.__lt__, counts)))
+        if self.byte_cap != float("inf"):
+            suspects.update(compress(range(n), map(self.byte_cap.__lt__, nbytes)))
+        kept, done = Units(), 0
+        for i in sorted(suspects):
+            line_start = i == 0 or "\n" in pieces[i - 1]
+            if counts[i] <= self._sentence_limit(line_start, pieces[i]) and nbytes[i] <= self.byte_cap:
+                continue
+            kept.extend(units, done, i)
+            self._words(kept, pieces[i], page, strengths[i])
+            done = i + 1
+        kept.extend(units, done, n)
+        return kept
+
+    def _sentence_limit(self, line_start: bool, piece: str) -> int:
+        # A line that is one sentence (a CSV row, a list item) stays
+        # whole up to half a chunk; longer prose goes word by word.
+        return self.budget // 2 if line_start and "\n" in piece else self.sentence_max
+
+    def _structured_units(self, page: int, pieces: list[str], counts: list[int], nbytes: list[int]) -> Units:
+        units = Units()
+        byte_cap = self.byte_cap
         line_start = True
         i = 0
         while i < len(pieces):
@@ -160,40 +180,36 @@ class Chunker:
                 end = i - 1
                 while "\n" not in pieces[end]:
                     end += 1
-                line = self._structured_line("".join(pieces[i - 1 : end + 1]), page)
-                if line is not None:
-                    yield from line
+                if self._structured_line(units, "".join(pieces[i - 1 : end + 1]), page):
                     i = end + 1
-                    path = self._heading_path(page)
                     continue
             newlines = piece.count("\n")
             strength = PARAGRAPH if newlines > 1 and _PARAGRAPH_END.search(piece) else SENTENCE
-            # A line that is one sentence (a CSV row, a list item) stays
-            # whole up to half a chunk; longer prose goes word by word.
-            limit = half if line_start and newlines else sentence_max
+            limit = self._sentence_limit(line_start, piece)
             line_start = newlines > 0
-            tokens = counts[i - 1]
-            nbytes = len(piece) if piece.isascii() else utf8_len(piece)
-            if tokens <= limit and nbytes <= byte_cap:
-                yield make((piece, tokens, nbytes, page, strength, path, False))
+            if counts[i - 1] <= limit and nbytes[i - 1] <= byte_cap:
+                units.add(piece, counts[i - 1], nbytes[i - 1], strength, self._heading_path(page))
             else:
-                yield from self._words(piece, page, strength)
+                self._words(units, piece, page, strength)
+        return units
 
-    def _structured_line(self, line: str, page: int) -> list[_Unit] | None:
+    def _structured_line(self, units: Units, line: str, page: int) -> bool:
         """A heading or a table row is whole when it fits half a chunk: one
         cut in two means nothing in either half. After a heading is the
-        worst place to break; after a row, a line end. None for other lines."""
+        worst place to break; after a row, a line end. False for other lines."""
         heading = _HEADING_LINE.match(line)
         if heading:
             self._enter_heading(len(heading.group(1)), heading.group(2))
         elif not _TABLE_ROW.match(line):
-            return None
+            return False
         last_line = line.count("\n") > 1 and _PARAGRAPH_END.search(line) is not None
         strength = WORD if heading else (PARAGRAPH if last_line else SENTENCE)
-        unit = self._unit(line, page, strength)
-        if unit.tokens <= self.budget // 2 and unit.nbytes <= self.byte_cap:
-            return [unit._replace(is_heading=bool(heading))]
-        return list(self._words(line, page, strength))
+        tokens, nbytes = self.counter.count(line), utf8_len(line)
+        if tokens <= self.budget // 2 and nbytes <= self.byte_cap:
+            units.add(line, tokens, nbytes, strength, self._heading_path(page), head=bool(heading))
+        else:
+            self._words(units, line, page, strength)
+        return True
 
     def _enter_heading(self, level: int, title: str) -> None:
         self._heading_changes += 1
@@ -201,113 +217,68 @@ class Chunker:
             self._headings.pop()
         self._headings.append((level, title))
 
-    def _words(self, sentence: str, page: int, strength: int) -> Iterator[_Unit]:
+    def _words(self, units: Units, sentence: str, page: int, strength: int) -> None:
         words = _WORD.findall(sentence)
         for i, word in enumerate(words):
             word_strength = strength if i == len(words) - 1 else WORD
-            unit = self._unit(word, page, word_strength)
-            if self._fits(unit.tokens, unit.nbytes):
-                yield unit
+            tokens, nbytes = self.counter.count(word), utf8_len(word)
+            if self._fits(tokens, nbytes):
+                units.add(word, tokens, nbytes, word_strength, self._heading_path(page))
                 continue
             step = self.slice_chars
             for start in range(0, len(word), step):
-                piece = word[start : start + step]
                 last = start + step >= len(word)
-                yield self._unit(piece, page, word_strength if last else ANYWHERE)
+                self._add(units, word[start : start + step], page, word_strength if last else ANYWHERE)
 
     # -- packing --------------------------------------------------------------
 
     def chunks(self, pages: Iterable[tuple[int, str]]) -> Iterator[Chunk]:
-        buf: list[_Unit] = []
-        fresh = 0  # buf[:fresh] repeats the previous chunk's tail (overlap)
-        tokens = nbytes = 0
-        index = 0
-
-        def emit(final: bool) -> Chunk | None:
-            nonlocal buf, fresh, tokens, nbytes, index
-            k = len(buf) if final else self._cut(buf, fresh)
-            body = buf[:k]
-            # The heading path of the chunk's own first text (not of the overlap
-            # it repeats, nor only of the headings it starts with).
-            own = body[min(fresh, k - 1) :]
-            heading = next((u.heading for u in own if not u.is_heading), own[0].heading)
-            tail: list[_Unit] = []
-            if not final:
-                budget = self.overlap
-                for unit in reversed(body):
-                    if unit.tokens > budget:
-                        break
-                    tail.insert(0, unit)
-                    budget -= unit.tokens
-            buf = tail + buf[k:]
-            fresh = len(tail)
-            tokens = sum(map(_TOKENS, buf))
-            nbytes = sum(map(_BYTES, buf))
-            content = "".join(map(_TEXT, body)).strip()
-            if not content:
-                return None
-            chunk = Chunk(index, body[0].page, body[-1].page, self._count_joined(body, content), content, heading)
-            index += 1
-            return chunk
-
-        budget, byte_cap = self.budget, self.byte_cap
-        for page, text in pages:
-            for unit in self.units(page, text):
-                _, unit_tokens, unit_bytes, _, _, _, is_heading = unit
-                if is_heading and len(buf) > fresh and not buf[-1].is_heading:
-                    # Just before a heading (or a run of them) is the best place to end a chunk.
-                    buf[-1] = buf[-1]._replace(strength=HEADING)
-                while buf and (tokens + unit_tokens > budget or nbytes + unit_bytes > byte_cap):
-                    if fresh == len(buf):  # only overlap left: give some up
-                        dropped = buf.pop(0)
-                        fresh -= 1
-                        tokens -= dropped.tokens
-                        nbytes -= dropped.nbytes
-                        continue
-                    chunk = emit(final=False)
-                    if chunk is not None:
-                        yield from self._within_limit(chunk)
-                buf.append(unit)
-                tokens += unit_tokens
-                nbytes += unit_bytes
-        if fresh < len(buf):
-            chunk = emit(final=True)
-            if chunk is not None:
-                yield from self._within_limit(chunk)
-
-    def _count_joined(self, body: list[_Unit], content: str) -> int:
-        # An exact tokenizer may merge across unit edges, so count the text
-        # again. The estimator's count of joined text never exceeds the sum of
-        # its parts, so that sum is a safe count that costs no second pass.
-        if self.counter.exact:
-            return self.counter.count(content)
-        return sum(map(_TOKENS, body))
-
-    def _cut(self, buf: list[_Unit], fresh: int) -> int:
-        """How many units the next chunk takes: the strongest break that keeps
-        it at least half full (the latest one among equals); if no break gets
-        there, all fresh units."""
-        half = self.budget / 2
-        best_k, best_strength = len(buf), -1
-        running = 0
-        for k, unit in enumerate(buf, start=1):
-            running += unit.tokens
-            if k <= fresh or running < half:
-                continue
-            if unit.strength >= best_strength:
-                best_k, best_strength = k, unit.strength
-        return best_k
-
-    def _within_limit(self, chunk: Chunk) -> Iterator[Chunk]:
-        # An exact tokenizer may merge across unit edges; this never fires with
-        # the estimator, whose counts only shrink when units are joined.
-        if chunk.token_count <= self.max_input_tokens:
-            yield chunk
-            return
-        raise ValueError(
-            f"chunk {chunk.index} has {chunk.token_count} tokens, over the "
-            f"{self.max_input_tokens}-token limit; lower chunk_tokens"
+        packer = Packer(
+            self.budget,
+            self.byte_cap,
+            self.overlap,
+            self.max_input_tokens,
+            # An exact tokenizer may merge across unit edges, so count the text
+            # again. The estimator's count of joined text never exceeds the sum of
+            # its parts, so that sum is a safe count that costs no second pass.
+            self.counter.count if self.counter.exact else None,
         )
+        for batch in _batches(pages):
+            counts = self.counter.count_each([piece for _, _, pieces in batch for piece in pieces])
+            done = 0
+            for page, text, pieces in batch:
+                units = self.units(page, text, pieces, counts[done : done + len(pieces)])
+                done += len(pieces)
+                if units:
+                    yield from packer.add(page, units)
+        yield from packer.finish()
+
+
+# Pages are counted a batch at a time, the estimator's count costing less
+# per word over many pages (tokens.py); the batches grow from one page, so
+# the first chunks still come after the first page, and stay small enough
+# that memory does not grow with the document.
+_BATCH_PAGES = 16
+_BATCH_CHARS = 1 << 16
+
+
+def _batches(pages: Iterable[tuple[int, str]]) -> Iterator[list[tuple[int, str, list[str]]]]:
+    """Each page with text as (number, text, pieces), a batch at a time."""
+    batch: list[tuple[int, str, list[str]]] = []
+    size = 1
+    chars = 0
+    for page, text in pages:
+        text = normalize_text(text).strip()
+        if text:
+            text += "\n\n"  # a page ends a paragraph
+            batch.append((page, text, _PIECES.findall(text)))
+            chars += len(text)
+        if len(batch) >= size or chars >= _BATCH_CHARS:
+            yield batch
+            batch, chars = [], 0
+            size = min(2 * size, _BATCH_PAGES)
+    if batch:
+        yield batch
 
 
 def chunk_pages(

@@ -19,6 +19,7 @@ import math
 import os
 import re
 import tempfile
+from itertools import accumulate
 from typing import Protocol
 
 # OpenAI's embedding models all use cl100k_base.
@@ -64,6 +65,79 @@ def _piece_cost(piece: str) -> int:
 _NOT_SINGLE_SPACED = ("  ", " \n", "\n ") + tuple(
     c for c in map(chr, range(0x3001)) if c.isspace() and c not in " \n"
 )
+# Those an ASCII text can hold: fewer tests for most pages.
+_NOT_SINGLE_SPACED_ASCII = tuple(c for c in _NOT_SINGLE_SPACED if c.isascii())
+_NON_ASCII_WHITESPACE = tuple(c for c in _NOT_SINGLE_SPACED if len(c) == 1 and not c.isascii())
+
+
+def _byte_classes():
+    """For each UTF-8 byte, the kind of piece it is part of (0 letters, 1
+    digits, 2 other, 3 whitespace) and what a token of each kind holds."""
+    import numpy as np
+
+    classes = np.full(256, 2, np.uint8)  # other, and every byte of a non-ASCII character
+    for byte in range(128):
+        char = chr(byte)
+        if char.isalpha():
+            classes[byte] = 0
+        elif char.isdigit():
+            classes[byte] = 1
+        elif char.isspace():
+            classes[byte] = 3
+    return classes, np.array([4, 3, 2, 4], np.int64)
+
+
+def _counts_at_once(texts: list[str], whole: str) -> list[int] | None:
+    """count() of each text, for many texts in one numpy pass over their
+    UTF-8 bytes: the pieces are the runs of one class of byte (cut where a
+    text starts), each costs ceil(length / its kind's divisor), a lone
+    space nothing. None when the texts hold whitespace outside ASCII, which
+    this pass would take for other characters."""
+    if _has_non_ascii_whitespace(whole):
+        return None
+    if not whole:
+        return [0] * len(texts)
+    import numpy as np
+
+    global _BYTE_CLASSES
+    if _BYTE_CLASSES is None:
+        _BYTE_CLASSES = _byte_classes()
+    classes, divisors = _BYTE_CLASSES
+    data = np.frombuffer(whole.encode("utf-8"), np.uint8)
+    size = len(data)
+    starts = np.fromiter(accumulate(map(len, texts), initial=0), np.int64, len(texts) + 1)
+    if size != len(whole):  # character offsets to byte offsets: a character starts at a byte not 10xxxxxx
+        starts = np.append(np.flatnonzero((data & 0xC0) != 0x80), size)[starts]
+    kind = classes.take(data)
+    cut = np.empty(size, bool)
+    cut[0] = True
+    np.not_equal(kind[1:], kind[:-1], out=cut[1:])
+    cut[starts[starts < size]] = True
+    runs = np.flatnonzero(cut)
+    lengths = np.empty_like(runs)
+    np.subtract(runs[1:], runs[:-1], out=lengths[:-1])
+    lengths[-1] = size - runs[-1]
+    divisor = divisors.take(kind.take(runs))
+    cost = lengths + divisor
+    cost -= 1
+    cost //= divisor
+    cost[(lengths == 1) & (data.take(runs) == 32)] = 0
+    total = np.zeros(len(runs) + 1, np.int64)
+    np.cumsum(cost, out=total[1:])
+    at = total.take(np.searchsorted(runs, starts))
+    return (at[1:] - at[:-1]).tolist()
+
+
+_BYTE_CLASSES = None
+
+
+def _has_non_ascii_whitespace(text: str) -> bool:
+    return not text.isascii() and any(map(text.__contains__, _NON_ASCII_WHITESPACE))
+
+
+# The numpy pass's arrays take a few dozen bytes a character: more text than
+# this (a huge page) is counted the other way.
+_NUMPY_MOST_CHARS = 1 << 20
 
 
 class _Costs(dict):
@@ -95,6 +169,10 @@ class EstimatingCounter:
 
     name = "estimate"
     exact = False
+    # From this many characters count_each counts in numpy: a few dozen
+    # array operations cost less than a dictionary lookup per word only
+    # over a batch of pages (the chunker's), not over one.
+    numpy_from_chars = 8192
 
     def __init__(self) -> None:
         self._cost = _Costs().__getitem__  # of a piece, a word or any text
@@ -114,14 +192,26 @@ class EstimatingCounter:
         return sum(map(self._cost, _PIECE.findall(text)))
 
     def count_each(self, texts: list[str]) -> list[int]:
-        """count() of each text (the pieces of a page, say), checking the
-        whitespace once for all of them. When no space touches other
-        whitespace and the only other whitespace is newlines, every space is
-        a free piece of its own and every other piece lies between two
-        spaces: a text costs what the parts split(" ") makes of it cost,
-        each remembered like a word."""
+        """count() of each text (the pieces of a few pages, say). Many
+        texts together are counted in one numpy pass (_counts_at_once).
+        Fewer, the whitespace is checked once for all of them: when no
+        space touches other whitespace and the only other whitespace is
+        newlines, every space is a free piece of its own and every other
+        piece lies between two spaces, so a text costs what the parts
+        split(" ") makes of it cost, each remembered like a word."""
         whole = "".join(texts)
-        if any(map(whole.__contains__, _NOT_SINGLE_SPACED)):
+        if self.numpy_from_chars <= len(whole) <= _NUMPY_MOST_CHARS:
+            counts = _counts_at_once(texts, whole)
+            if counts is None:  # whitespace outside ASCII: count the texts holding it one by one
+                odd = [i for i, text in enumerate(texts) if _has_non_ascii_whitespace(text)]
+                plain = list(texts)
+                for i in odd:
+                    plain[i] = ""
+                counts = _counts_at_once(plain, "".join(plain))
+                for i in odd:
+                    counts[i] = self.count(texts[i])
+            return counts
+        if any(map(whole.__contains__, _NOT_SINGLE_SPACED_ASCII if whole.isascii() else _NOT_SINGLE_SPACED)):
             return list(map(self.count, texts))
         cost = self._cost
         return [sum(map(cost, text.split(" "))) for text in texts]
