@@ -18,7 +18,7 @@ console.start_workers_early(sys.argv[1:])
 from multiprocessing import forkserver
 server = forkserver._forkserver
 print(json.dumps({"pid": server._forkserver_pid, "preload": list(server._preload_modules),
-                  "cli_loaded": "typer" in sys.modules}))
+                  "cli_loaded": "typer" in sys.modules, "processor_loaded": "tests.processors" in sys.modules}))
 """
 
 
@@ -47,6 +47,7 @@ def test_a_drain_starts_the_forkserver_of_its_settings_before_the_cli(docutrain,
     (tmp_path / "docutrain.toml").write_text('processor = "tests.processors:record"\n')
     seen = early_start(["--config", str(tmp_path / "docutrain.toml"), "run", "--drain"], docutrain.env, tmp_path)
     assert seen["pid"] is not None and not seen["cli_loaded"]
+    assert not seen["processor_loaded"]  # the forkserver reads its WORKER_PRELOAD (run/worker_preload.py)
     assert "tests.processors" in seen["preload"]  # the configured processor, not the default
     assert "openai" not in seen["preload"]  # a drain preloads no client
 
@@ -54,7 +55,7 @@ def test_a_drain_starts_the_forkserver_of_its_settings_before_the_cli(docutrain,
 def test_a_service_forkserver_preloads_its_clients(docutrain, tmp_path):
     env = {**docutrain.env, "DOCUTRAIN_EMBEDDER": "openai", "OPENAI_API_KEY": "sk-test-not-real"}
     seen = early_start(["run"], env, tmp_path)
-    assert "openai" in seen["preload"] and "docutrain_cli.pipeline.extract" in seen["preload"]
+    assert "openai" in seen["preload"] and "docutrain_cli.run.worker_preload" in seen["preload"]
 
 
 @pytest.mark.parametrize("args", [["status"], ["run", "--help"], ["--config", "missing.toml", "run"], []])

@@ -43,3 +43,15 @@ def test_a_drain_imports_them_only_when_a_job_needs_them(docutrain):
     result = docutrain("run", "--drain", **CLIENTS)
     assert result.returncode == 0, result.stderr
     assert modules_seen(docutrain) == [""]
+
+
+def test_a_worker_begins_with_what_its_processor_names_in_worker_preload(docutrain):
+    # The forkserver imports them (run/worker_preload.py), not each worker, and
+    # not the runner before it starts the forkserver (console.py).
+    enqueue_one(docutrain, "first.txt")
+    result = docutrain("run", "--drain", DOCUTRAIN_PROCESSOR="tests.declared_preload:where_imported",
+                       DOCUTRAIN_WORKERS="1")
+    assert result.returncode == 0, result.stderr
+    (line,) = Path(str(docutrain.output) + ".preload").read_text().splitlines()
+    imported_by, worker = line.split()
+    assert imported_by != "None" and imported_by != worker  # before the fork: in the forkserver

@@ -1,7 +1,7 @@
 """Every process the workers' forkserver forks dies with it.
 
 Imported only inside the forkserver (the first module it preloads, see
-worker.worker_modules): the runner and the tests never import it, so no
+forkserver.worker_modules): the runner and the tests never import it, so no
 other fork is touched.
 
 Why: a worker is forked first and only then reads its arguments, among them

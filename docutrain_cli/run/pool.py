@@ -55,7 +55,7 @@ class WorkerPool:
         self._forkserver: int | None = None  # the process our workers were forked from
         self.started_at = 0.0
         self.progress_address: str | None = None  # the runner's progress inbox
-        # A service's forkserver imports the client libraries (worker.client_modules)
+        # A service's forkserver imports the client libraries (forkserver.client_modules)
         # once, so no first upload waits for them; a drain does not pay that at start.
         self.preload_clients = False
 

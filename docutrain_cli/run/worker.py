@@ -153,31 +153,6 @@ def load_processor(spec: str) -> Processor:
         raise ConfigError(f"processor: cannot load {spec!r}: {exc}") from None
 
 
-def worker_modules(spec: str, settings: Settings | None = None) -> list[str]:
-    """Modules for the forkserver to import once: forkserver_child (its
-    children die with it), then what a worker for this processor needs: this
-    module, the processor's, whatever heavy modules that one imports lazily
-    and names in `WORKER_PRELOAD` (so the runner stays light), and the
-    client libraries these settings use (`client_modules`)."""
-    module_name = spec.partition(":")[0]
-    declared = getattr(importlib.import_module(module_name), "WORKER_PRELOAD", ())
-    clients = client_modules(settings) if settings is not None else []
-    return list(dict.fromkeys(["docutrain_cli.run.forkserver_child", __name__, module_name, *declared, *clients]))
-
-
-def client_modules(settings: Settings) -> list[str]:
-    """The client libraries a worker imports on its first job with these
-    settings. Imported in the forkserver instead, no worker's first upload
-    waits for them (measured here: openai 0.35 s, supabase 0.15 s more, of a
-    0.34 s upload). Importing makes no client: each worker still makes its own."""
-    modules = []
-    if settings.embedder_kind == "openai":
-        modules.append("openai")
-    if settings.supabase_enabled:
-        modules.append("supabase")
-    return modules
-
-
 def _die_with_runner(runner_pid: int) -> None:
     """If the runner is killed (even kill -9) its workers must not linger and
     keep writing. A worker's parent is the forkserver, not the runner, and
