@@ -25,7 +25,8 @@ from docutrain_cli.config import Settings
 
 def worker_modules(spec: str, settings: Settings | None = None) -> list[str]:
     """Modules for the forkserver to import once: forkserver_child (its
-    children die with it), then what a worker for this processor needs: the
+    children die with it), worker_threads (one BLAS thread each, before
+    numpy loads), then what a worker for this processor needs: the
     worker module, the processor's, the heavy modules that one imports
     lazily and names in `WORKER_PRELOAD` (worker_preload, in the forkserver:
     this process need not import the processor first), and the client
@@ -33,7 +34,7 @@ def worker_modules(spec: str, settings: Settings | None = None) -> list[str]:
     module_name = spec.partition(":")[0]
     clients = client_modules(settings) if settings is not None else []
     return list(dict.fromkeys([
-        "docutrain_cli.run.forkserver_child", "docutrain_cli.run.worker", module_name,
+        "docutrain_cli.run.forkserver_child", "docutrain_cli.run.worker_threads", "docutrain_cli.run.worker", module_name,
         "docutrain_cli.run.worker_preload", *clients,
     ]))
 
