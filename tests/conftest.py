@@ -112,6 +112,21 @@ class Docutrain:
                 return []  # a worker is creating the tables right now
 
 
+@pytest.fixture(autouse=True)
+def _no_forkserver_outlives_its_test():
+    """A test that starts multiprocessing's forkserver in this (pytest's)
+    process leaves it running, with the environment of that moment; a later
+    test's workers in the same process were forked from it, without the
+    DOCUTRAIN_TEST_* variables that test set (test_periodic's job ended at
+    once after test_store's forkserver). Stopped after each test that made one."""
+    yield
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    if server is not None and getattr(server, "_forkserver_pid", None) is not None:
+        server._stop()  # private, but the only way short of killing it by pid
+
+
 @pytest.fixture
 def docutrain(tmp_path: Path):
     made = Docutrain(tmp_path)
