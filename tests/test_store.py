@@ -286,3 +286,32 @@ def test_chunks_keep_their_heading_and_an_older_store_gains_the_column(tmp_path)
         hits = store.search([1.0, 0.1, 0.0, 0.0], top=2, embedding_model="m")
     assert [(h.content, h.heading) for h in hits] == [("rent is due monthly", "Lease > Rent"), ("no heading here", None)]
     assert hits[0].to_dict()["heading"] == "Lease > Rent"
+
+
+
+def test_a_workers_store_leaves_checkpoints_to_the_runner(tmp_path):
+    # A commit past 1,000 WAL pages checkpoints by default: the worker that
+    # made it would wait for the copy and the syncs. Workers' stores defer;
+    # the runner's recorder calls checkpoint() every tick. Where the rows
+    # are tells: in the WAL only, or copied into the database file.
+    from docutrain_cli.config import Settings
+    from docutrain_cli.status.recorder import StatusRecorder
+
+    path = tmp_path / "store.db"
+    big = [ChunkRow(i, 1, 1, 10, "x" * 8000, [0.0] * 4) for i in range(600)]  # ~5 MB, ~1,200 WAL pages
+    worker = LocalStore(path, checkpoints=False)
+    assert worker.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] > 1000
+    replace(worker, "a", big)
+    assert path.stat().st_size < 1_000_000  # still in the WAL: the commit did not checkpoint
+
+    recorder = StatusRecorder(Settings(store=str(path), queue=str(tmp_path / "queue.db")))
+    recorder.checkpoint()
+    assert path.stat().st_size > 4_000_000
+    recorder.close()
+
+    default = LocalStore(tmp_path / "other.db")
+    replace(default, "a", big)
+    assert (tmp_path / "other.db").stat().st_size > 4_000_000  # SQLite's own rule: that commit checkpointed
+    assert worker.chunk_count("a") == default.chunk_count("a") == 600
+    worker.close()
+    default.close()

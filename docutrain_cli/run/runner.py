@@ -167,6 +167,7 @@ class Runner:
             Periodic("status flush", FLUSH_EVERY, self._flush_status),
             # Every tick: a document that ended reaches Supabase now, not at the next flush.
             Periodic("finished statuses", 0.0, self.status.flush_finished),
+            Periodic("store checkpoint", TICK, self.status.checkpoint),  # so no worker's commit does it
             Periodic(
                 "housekeeping", HOUSEKEEP_EVERY, self._housekeep,
                 due_early=lambda: self._finished() - self._housekept_at >= HOUSEKEEP_AFTER,

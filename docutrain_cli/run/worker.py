@@ -52,7 +52,8 @@ class WorkerContext:
         if self._store is None:
             from docutrain_cli.store.local import LocalStore
 
-            self._store = LocalStore(self.settings.store)
+            # The runner checkpoints the store's WAL between our writes (LocalStore).
+            self._store = LocalStore(self.settings.store, checkpoints=False)
         return self._store
 
     @property

@@ -206,6 +206,12 @@ class StatusRecorder:
             sent += self.webhooks.flush(FLUSH_DEADLINE, False, FINAL_STATUSES)
         return sent
 
+    def checkpoint(self) -> None:
+        """Checkpoint the local store for the workers, whose connections
+        leave it to us (LocalStore's `checkpoints=False`). Cheap when the WAL
+        holds nothing new."""
+        self.store.checkpoint()
+
     def flush_webhooks(self, deadline_seconds: float = FLUSH_DEADLINE, *, force: bool = False) -> int:
         return self.webhooks.flush(deadline_seconds, force) if self.webhooks else 0
 
