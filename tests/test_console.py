@@ -62,3 +62,20 @@ def test_a_service_forkserver_preloads_its_clients(docutrain, tmp_path):
 def test_other_command_lines_start_nothing_and_raise_nothing(docutrain, tmp_path, args):
     # A missing settings file is the CLI's to report (one line); here only speed is at stake.
     assert early_start(args, docutrain.env, tmp_path)["pid"] is None
+
+
+def test_an_empty_drain_stops_the_forkserver_it_started(docutrain, tmp_path):
+    # Until its imports are done the forkserver holds the command's stdout and
+    # stderr: cron, reading them, waited for it at the end of every empty run.
+    from harness import cli_in_process
+
+    result = cli_in_process(
+        ["run", "--drain", "--json"],
+        "import os\ntry:\n    os.kill(early, 0)\n    print('alive', file=sys.stderr)\n"
+        "except ProcessLookupError:\n    print('gone', file=sys.stderr)\n",
+        before="from docutrain_cli import console\nconsole.start_workers_early(['run', '--drain'])\n"
+        "from multiprocessing import forkserver\nearly = forkserver._forkserver._forkserver_pid\n",
+        env=docutrain.env, cwd=tmp_path,
+    )
+    assert json.loads(result.stdout)["stop_reason"] == "drained", result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "gone"

@@ -17,6 +17,7 @@ imports typer and opens the queue; the pool then finds it ready
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import threading
 
@@ -94,3 +95,24 @@ def forkserver_pid() -> int | None:
     from multiprocessing import forkserver
 
     return getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
+
+
+def stop_unused_forkserver() -> None:
+    """Stop the forkserver `docutrain run` started early, when the run needs
+    no workers after all (an empty drain). Killed rather than told: it
+    notices its runner has gone only once its imports are done, and until
+    then it holds the command's stdout and stderr, so cron (or a script
+    reading them) waited those 0.2 s for the end of an empty run."""
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    pid = forkserver_pid()
+    if pid is None or server is None:
+        return
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    stop = getattr(server, "_stop", None)  # closes our end, reaps it, forgets it (CPython's own)
+    if stop is not None:
+        stop()

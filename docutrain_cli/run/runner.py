@@ -30,6 +30,7 @@ from docutrain_cli.run.budget_view import BudgetView
 from docutrain_cli.run.pool import (
     InProcessPool, PoolBroken, PoolStartError, WorkerPool, WorkerPoolError, not_the_jobs_fault,
 )
+from docutrain_cli.run.forkserver import stop_unused_forkserver
 from docutrain_cli.run.periodic import Periodic
 from docutrain_cli.run.events import RunObserver, StatusListener
 from docutrain_cli.run.summary import RunSummary, describe_failure
@@ -131,8 +132,10 @@ class Runner:
                 self.reconciler = self._make_reconciler()
             try:
                 self._start_batches()
-                if not drain or self._work_left(None, stats):  # an empty drain starts no pool
+                if not drain or self._work_left(None, stats):
                     self._start_pool()
+                else:  # an empty drain starts no pool, and needs no forkserver
+                    stop_unused_forkserver()
                 # --max-time counts from here: the pool starts before the
                 # first job (seconds on a loaded machine), as it used to.
                 deadline = time.monotonic() + max_time if max_time else None
