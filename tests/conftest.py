@@ -120,11 +120,9 @@ def _no_forkserver_outlives_its_test():
     DOCUTRAIN_TEST_* variables that test set (test_periodic's job ended at
     once after test_store's forkserver). Stopped after each test that made one."""
     yield
-    from multiprocessing import forkserver
+    from docutrain_cli.run.forkserver import stop_unused_forkserver
 
-    server = getattr(forkserver, "_forkserver", None)
-    if server is not None and getattr(server, "_forkserver_pid", None) is not None:
-        server._stop()  # private, but the only way short of killing it by pid
+    stop_unused_forkserver()  # nothing to do when the test started none
 
 
 @pytest.fixture

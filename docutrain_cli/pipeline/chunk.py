@@ -255,7 +255,9 @@ class Chunker:
 
 
 # Pages are counted a batch at a time, the estimator's count costing less
-# per word over many pages (tokens.py); the batches grow from one page, so
+# per word over many pages (tokens.py). Taking the pages a batch at a time
+# also lets MuPDF and the chunker take turns less often (process_job used to
+# read ahead 64 pages for that alone). The batches grow from one page, so
 # the first chunks still come after the first page, and stay small enough
 # that memory does not grow with the document.
 _BATCH_PAGES = 16

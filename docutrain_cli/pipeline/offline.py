@@ -309,8 +309,9 @@ class OfflineEmbedder:
             lengths = np.fromiter(map(len, words), np.int64, len(words))
             ids = np.fromiter(map(vocabulary.__getitem__, itertools.chain.from_iterable(words)), np.int64,
                               int(lengths.sum()))
-        for length in lengths[lengths > _MAX_TEXT_WORDS][:1].tolist():
-            raise ValueError(f"a text of {length:,} words is too long to embed (at most {_MAX_TEXT_WORDS:,})")
+        too_long = lengths[lengths > _MAX_TEXT_WORDS]
+        if len(too_long):
+            raise ValueError(f"a text of {int(too_long[0]):,} words is too long to embed (at most {_MAX_TEXT_WORDS:,})")
         vocabulary.add_new()
         text_of = np.repeat(np.arange(len(texts), dtype=np.int64), lengths)  # by word position
         column = vocabulary.columns

@@ -70,6 +70,7 @@ _NOT_SINGLE_SPACED_ASCII = tuple(c for c in _NOT_SINGLE_SPACED if c.isascii())
 _NON_ASCII_WHITESPACE = tuple(c for c in _NOT_SINGLE_SPACED if len(c) == 1 and not c.isascii())
 
 
+@functools.lru_cache(maxsize=1)  # numpy is imported on first use, not with this module
 def _byte_classes():
     """For each UTF-8 byte, the kind of piece it is part of (0 letters, 1
     digits, 2 other, 3 whitespace) and what a token of each kind holds."""
@@ -99,10 +100,7 @@ def _counts_at_once(texts: list[str], whole: str) -> list[int] | None:
         return [0] * len(texts)
     import numpy as np
 
-    global _BYTE_CLASSES
-    if _BYTE_CLASSES is None:
-        _BYTE_CLASSES = _byte_classes()
-    classes, divisors = _BYTE_CLASSES
+    classes, divisors = _byte_classes()
     data = np.frombuffer(whole.encode("utf-8"), np.uint8)
     size = len(data)
     starts = np.fromiter(accumulate(map(len, texts), initial=0), np.int64, len(texts) + 1)
@@ -127,8 +125,6 @@ def _counts_at_once(texts: list[str], whole: str) -> list[int] | None:
     at = total.take(np.searchsorted(runs, starts))
     return (at[1:] - at[:-1]).tolist()
 
-
-_BYTE_CLASSES = None
 
 
 def _has_non_ascii_whitespace(text: str) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 from array import array
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from docutrain_cli.errors import PermanentError
 from docutrain_cli.jobs import Job, JobResult
@@ -28,26 +28,6 @@ if TYPE_CHECKING:  # the worker runs us; we only read its context
 # their rate budget, which a worker makes at its first job); the runner's
 # forkserver imports them once for all workers.
 WORKER_PRELOAD = ("docutrain_cli.pipeline.extract", "docutrain_cli.pipeline.offline", "docutrain_cli.pipeline.embed")
-
-# Pages are extracted a few at a time, then chunked, rather than one by one:
-# MuPDF and the chunker take turns less often (and, presumably, find more of
-# their data still in the CPU's caches): 6 % of a job on the bench's PDFs.
-# A few pages only, so memory still does not grow with the document.
-READ_AHEAD_PAGES = 64
-READ_AHEAD_CHARS = 1 << 18
-
-
-def read_ahead(pages: Iterable[tuple[int, str]]) -> Iterator[tuple[int, str]]:
-    batch: list[tuple[int, str]] = []
-    chars = 0
-    for page in pages:
-        batch.append(page)
-        chars += len(page[1])
-        if len(batch) >= READ_AHEAD_PAGES or chars >= READ_AHEAD_CHARS:
-            yield from batch
-            batch, chars = [], 0
-    yield from batch
-
 
 def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -77,7 +57,7 @@ def chunk_document(path, settings, counter, max_input_tokens: int, ocr) -> tuple
     with Extraction(path, password=settings.pdf_password, max_pages=settings.max_pages, ocr=ocr) as doc:
         chunks = list(
             chunk_pages(
-                read_ahead(doc.pages()),
+                doc.pages(),  # taken a batch of pages at a time: see chunk._batches
                 counter,
                 chunk_tokens=settings.chunk_tokens,
                 overlap=settings.chunk_overlap,
