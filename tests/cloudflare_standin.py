@@ -5,7 +5,9 @@ Faithful to the documented behaviour (developers.cloudflare.com/queues:
 "Pull consumers", "Limits", "Error codes"; the API reference for
 messages/pull, /ack, /messages, /messages/batch):
 - the envelope {"success", "errors": [{"code", "message"}], "messages", "result"};
-  auth by `Authorization: Bearer <token>` (403, code 10000 otherwise);
+  auth by `Authorization: Bearer <token>` (403, code 10000 otherwise); an
+  account can have several tokens (`add_token`), and the stand-in notes
+  which one took each lease, so a test can tell its machines' leases apart;
 - pull: `batch_size` 1-100 (default 5), `visibility_timeout_ms` up to 12 h
   (default 30 s; the older name `visibility_timeout` is accepted too); each
   delivery increments `attempts`; a lease that lapses makes the message
@@ -56,6 +58,7 @@ class Message:
     visible_at: float = 0.0
     lease_id: str | None = None
     lease_expires: float = 0.0
+    leased_by: str | None = None  # the API token of the pull that holds the lease
 
     @property
     def size(self) -> int:
@@ -96,6 +99,7 @@ class CloudflareStandin:
     def __init__(self, account_id: str = "acc0123456789abcdef0123456789abc", token: str = "test-token"):
         self.account_id = account_id
         self.token = token
+        self.tokens = {token}
         self.queues: dict[str, Queue] = {}
         self.lock = threading.RLock()
         self.leases: dict[str, tuple[str, str]] = {}  # every lease id ever given -> (queue, message id)
@@ -148,13 +152,21 @@ class CloudflareStandin:
             self._expire(self.queues[queue_id], time.time())
             return len(self.queues[queue_id].messages)
 
-    def leased(self, queue_id: str) -> list[Any]:
-        """Decoded bodies of the messages someone holds a live lease on."""
+    def add_token(self, token: str) -> None:
+        """Another API token of the account (one per machine, say)."""
+        with self.lock:
+            self.tokens.add(token)
+
+    def leased(self, queue_id: str, by: str | None = None) -> list[Any]:
+        """Decoded bodies of the messages someone (the holder of token `by`) holds a live lease on."""
         now = time.time()
         with self.lock:
             queue = self.queues[queue_id]
             self._expire(queue, now)
-            return [_decode(m) for m in queue.messages if m.lease_id and m.lease_expires > now]
+            return [
+                _decode(m) for m in queue.messages
+                if m.lease_id and m.lease_expires > now and (by is None or m.leased_by == by)
+            ]
 
     # -- the behaviour -----------------------------------------------------
     def _queue(self, account: str, queue_id: str) -> Queue:
@@ -191,7 +203,7 @@ class CloudflareStandin:
             "oldest_message_timestamp_ms": oldest,
         }
 
-    def pull(self, queue: Queue, request: dict) -> dict:
+    def pull(self, queue: Queue, request: dict, token: str | None = None) -> dict:
         batch_size = request.get("batch_size", 5)
         visibility = request.get("visibility_timeout_ms", request.get("visibility_timeout", 30_000))
         if not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_PULL_BATCH:
@@ -208,6 +220,7 @@ class CloudflareStandin:
                 message.attempts += 1
                 message.lease_id = secrets.token_urlsafe(24)
                 message.lease_expires = now + visibility / 1000
+                message.leased_by = token
                 self.leases[message.lease_id] = (queue.id, message.id)
                 taken.append(message.wire())
         return {
@@ -294,7 +307,8 @@ class CloudflareStandin:
             raise ApiError(404, 7003, "No route for the URI")
         if method != ("GET" if parts[6] == "metrics" else "POST"):
             raise ApiError(405, 7001, "Method not allowed for this route")
-        if headers.get("Authorization") != f"Bearer {self.token}":
+        scheme, _, token = (headers.get("Authorization") or "").partition(" ")
+        if scheme != "Bearer" or token not in self.tokens:
             raise ApiError(403, 10000, "Authentication error")
         if parts[6] == "metrics":
             with self.lock:
@@ -311,7 +325,7 @@ class CloudflareStandin:
         with self.lock:
             queue = self._queue(parts[3], parts[5])
             if action == "pull":
-                return 200, {}, self.pull(queue, request)
+                return 200, {}, self.pull(queue, request, token)
             if action == "ack":
                 return 200, {}, self.ack(queue, request)
             if action == "batch":

@@ -77,26 +77,33 @@ def test_a_newcomer_and_a_high_priority_upload_go_before_a_big_backlog(docutrain
         [bob] = queued_ids(docutrain("enqueue", "bob", "--user-id", "bob", **env))
         [urgent] = queued_ids(docutrain("enqueue", "alice-urgent", "--user-id", "alice", "--priority", "high", **env))
         waiting_ids = [job_id for job_id in backlog if queue.job(job_id).state == JobState.QUEUED]
-        assert len(waiting_ids) >= 8  # most of the 24 (the commands start slowly on a busy machine)
+        assert len(waiting_ids) >= 6  # most of the 24 (the commands start slowly on a busy machine)
+        # Jobs are done, so what estimates really cost is known: the ETA of the
+        # last in line, asked first, while the line is longest. Its place is
+        # every queued job ahead of it: alice's, and bob's and the urgent one
+        # while they wait (each command takes seconds on a busy machine, so
+        # the line is counted on both sides of the question).
+        asked = time.monotonic()
+        last = shown(docutrain, backlog[-1], env)
+        assert alice_queued() - 1 <= last["position"] <= len(waiting_ids) - 1 + 2, last
         for job_id in (bob, urgent):  # next in line, and when it should be ready
             place = shown(docutrain, job_id, env)
             assert place["state"] != "queued" or place["position"] <= 1, place
             assert place["state"] != "queued" or place["eta_seconds"] is not None
-        # Jobs are done, so what estimates really cost is known: the ETA of the last in line.
-        asked = time.monotonic()
-        last = shown(docutrain, backlog[-1], env)
-        assert last["position"] >= len(waiting_ids) // 2, last
 
         for job_id in (urgent, bob):
             wait_for(lambda: queue.job(job_id).state == JobState.DONE, timeout=60, what=f"job {job_id} done")
-            # done while most of what alice had waiting still waits (first in, first out: none would)
-            assert alice_queued() >= len(waiting_ids) // 2, "most of alice's backlog should still be waiting"
-        # leased next: of alice's jobs that waited when they came, at most one (leased by
-        # another runner at the same moment) started before them
+        # Done while most of what alice had waiting still waited (first in,
+        # first out: none would), and leased next: of alice's jobs that waited
+        # when they came, at most one (leased by another runner at the same
+        # moment) started before them. Read from the jobs' own times, so a
+        # slow check cannot blur it.
         started = {job_id: queue.job(job_id).started_at for job_id in waiting_ids}
         for job_id in (urgent, bob):
-            mine = queue.job(job_id).started_at
-            assert sum(1 for at in started.values() if at and at < mine) <= 1 + (job_id == bob), job_id
+            mine = queue.job(job_id)
+            before_done = sum(1 for at in started.values() if at and at < mine.finished_at)
+            assert before_done <= len(waiting_ids) - len(waiting_ids) // 2, "most of alice's backlog should still wait"
+            assert sum(1 for at in started.values() if at and at < mine.started_at) <= 1 + (job_id == bob), job_id
         wait_for(lambda: queue.job(backlog[-1]).state == JobState.DONE, timeout=120, what="alice's last document")
         took = time.monotonic() - asked
         assert 0.6 * took <= last["eta_seconds"] <= 1.6 * took, (last["eta_seconds"], took)
