@@ -27,11 +27,50 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from docutrain_cli.errors import DocutrainError, ExitCode
 
+_PLAIN = {t: plain for plain in (int, float, str) for t in (plain, Optional[plain])}
 # Click's names for values whose option declares no metavar.
 _TYPE_NAMES = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "Path": "PATH"}
 
 
+class _NoValueFirst:
+    """Typer 0.29 coerces every parameter's value through a pydantic
+    TypeAdapter, made the first time the parameter is processed, even when
+    it has no value (an option not given), which typer's coercion answers
+    with None (or () when it takes many) without the adapter. Making one
+    imports pydantic: about 0.1 s of a cron `run --drain` that gives no
+    option a value. So no value is answered here, as typer's coercion
+    would, and so are the values it would return unchanged or plainly
+    converted: for an int, float or str parameter with no bounds, a value
+    of that type (a default) or a whole number given as digits
+    (`--workers 24`). Anything else goes to typer's own coercion, adapter,
+    checks and messages."""
+
+    def __init__(self, typers) -> None:
+        self._typers = typers  # typer's own get_runtime_param, bound to the parameter
+
+    def coerce(self, value, param, ctx):
+        if value is None:
+            return () if param.multiple or param.nargs == -1 else None
+        plain = _plain_type(param)
+        if plain is not None and type(value) is plain:
+            return value
+        if plain is int and type(value) is str and value.isascii() and value.isdigit():
+            return int(value)
+        return self._typers().coerce(value, param=param, ctx=ctx)  # made once, kept by typer
+
+
+def _plain_type(param) -> type | None:
+    """int, float or str when that (or Optional of it) is the parameter's type and it has no bounds."""
+    info = param.type_descriptor.parameter_info
+    if info.min is not None or info.max is not None:
+        return None
+    return _PLAIN.get(param.type_descriptor.annotation)
+
+
 class _Option(TyperOption):
+    def get_runtime_param(self):
+        return _NoValueFirst(super().get_runtime_param)
+
     def display_type_rich(self, ctx):
         if self.is_flag or self.count:
             return None  # a flag takes no value: show none
@@ -39,6 +78,9 @@ class _Option(TyperOption):
 
 
 class _Argument(TyperArgument):
+    def get_runtime_param(self):
+        return _NoValueFirst(super().get_runtime_param)
+
     @property
     def display_name_raw(self) -> str:
         name = self.metavar or self.name.upper()
