@@ -181,7 +181,8 @@ def test_scanned_pages_are_counted_not_read(docutrain, tmp_path, tesseract):
 
 
 def test_the_table_fits_eighty_columns():
-    from docutrain_cli.cli.render import estimate_note, estimate_table
+    from docutrain_cli.cli.render import estimate_table
+    from docutrain_cli.cli.words import estimate_note
 
     data = {
         "files": 1200, "pages": 36_000, "chunks": 40_100, "tokens": 31_000_000, "cached_tokens": 1_000,

@@ -13,7 +13,8 @@ from docutrain_cli.config import Settings
 from docutrain_cli.jobs import Job, JobResult, JobState
 from docutrain_cli.cli.progress import RATE_WINDOW, LiveCounts, RichObserver, summary_line, summary_text
 from docutrain_cli.queues.base import QueueStats
-from docutrain_cli.cli.render import FileName, job_detail, jobs_table, plural, search_hits
+from docutrain_cli.cli.render import FileName, job_detail, jobs_table, search_hits
+from docutrain_cli.cli.words import plural
 from docutrain_cli.run.summary import RunSummary
 from docutrain_cli.store.local import Hit
 

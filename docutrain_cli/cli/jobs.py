@@ -28,7 +28,7 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     from docutrain_cli.queues import QueueStats
     from docutrain_cli.queues.line import users_in_line
     from docutrain_cli.status.reports import status_report
-    from docutrain_cli.cli.render import status_lines
+    from docutrain_cli.cli.words import status_lines
 
     settings = settings_from(ctx)
     missing = missing_queue(settings)

@@ -1,5 +1,7 @@
 """How a run looks: a live rich display in a terminal, plain log lines
-under cron or systemd. Both are RunObservers fed by the runner."""
+under cron or systemd. Both are RunObservers fed by the runner. rich (and
+cli/render.py, built on it) is imported by the live display only: a cron
+or `--json` run spends no CPU on it while its workers' forkserver imports."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import time
 from typing import TextIO
 
 from docutrain_cli.jobs import Job
-from docutrain_cli.cli.render import GAP, FileName, FitToWidth, age, budget_line, count, file_column_width, plural
+from docutrain_cli.cli.words import age, budget_line, count, plural
 from docutrain_cli.queues.base import QueueStats
 from docutrain_cli.run.events import RunObserver, RunView
 from docutrain_cli.run.summary import RunSummary
@@ -178,6 +180,8 @@ class RichObserver(RunObserver):
     def render(self):
         from rich.console import Group
 
+        from docutrain_cli.cli.render import FitToWidth
+
         return Group(self._bar(), *self._budget_lines(), FitToWidth(self._workers))
 
     def _bar(self):
@@ -202,6 +206,8 @@ class RichObserver(RunObserver):
 
     def _workers(self, width: int):
         from rich.table import Table
+
+        from docutrain_cli.cli.render import GAP, FileName, file_column_width
 
         now = time.time()
         progress = self.runner.progress if self.runner else {}

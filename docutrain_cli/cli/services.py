@@ -19,7 +19,7 @@ def queue_init(ctx: typer.Context) -> None:
 
     Example: DOCUTRAIN_QUEUE=postgresql://... docutrain queue init
     """
-    from docutrain_cli.cli.render import cloudflare_ready_line
+    from docutrain_cli.cli.words import cloudflare_ready_line
 
     settings = settings_from(ctx)
     if settings.queue_is_cloudflare:
@@ -55,7 +55,7 @@ def sync(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
     Example: docutrain sync
     """
-    from docutrain_cli.cli.render import sync_lines
+    from docutrain_cli.cli.words import sync_lines
     from docutrain_cli.status.reports import sync as sync_outbox
 
     result = sync_outbox(settings_from(ctx))
@@ -78,7 +78,7 @@ def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
     Example: docutrain doctor
     """
     from docutrain_cli.cli.doctor import run_checks
-    from docutrain_cli.cli.render import doctor_lines
+    from docutrain_cli.cli.words import doctor_lines
 
     checks = run_checks(settings_from(ctx))
     emit([c.to_dict() for c in checks], as_json, lambda: doctor_lines(checks))

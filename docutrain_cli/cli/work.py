@@ -41,7 +41,7 @@ def enqueue(
     """
     from docutrain_cli.queues.enqueue import EnqueueReport, enqueue_jobs, enqueue_paths
     from docutrain_cli.cli.messages import new_queue_folder
-    from docutrain_cli.cli.render import enqueue_lines
+    from docutrain_cli.cli.words import enqueue_lines
 
     if priority is not None and priority not in PRIORITIES:
         raise UsageError(f"--priority: expected {', '.join(PRIORITIES)}, got {priority!r}")
@@ -87,7 +87,8 @@ def estimate(
     Example: docutrain estimate ./uploads --json
     """
     from docutrain_cli.cli.messages import missing_queue
-    from docutrain_cli.cli.render import estimate_note, estimate_table
+    from docutrain_cli.cli.render import estimate_table
+    from docutrain_cli.cli.words import estimate_note
     from docutrain_cli.run.estimate import estimate as estimate_paths
 
     settings = settings_from(ctx)
