@@ -12,6 +12,8 @@ class hook, but commands and groups take a `cls`: `HelpCommand` and
 a value option with its metavar (`--workers N`) and an argument by its
 metavar (`PATH...`, `JOB_ID...`, `QUESTION`). tests/test_cli.py walks every
 help screen for placeholders, so a typer upgrade that changes this is caught.
+The same classes skip typer's pydantic coercion where it would change
+nothing (`_NoValueFirst`; tests/test_cli_imports.py).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class _NoValueFirst:
     TypeAdapter, made the first time the parameter is processed, even when
     it has no value (an option not given), which typer's coercion answers
     with None (or () when it takes many) without the adapter. Making one
-    imports pydantic: about 0.1 s of a cron `run --drain` that gives no
+    imports pydantic: 0.1-0.2 s of a cron `run --drain` that gives no
     option a value. So no value is answered here, as typer's coercion
     would, and so are the values it would return unchanged or plainly
     converted: for an int, float or str parameter with no bounds, a value
