@@ -63,10 +63,12 @@ def kill_while_holding(fleet: Fleet, victim, cloudflare) -> set[int]:
     for _ in range(100):
         os.killpg(victim.pid, signal.SIGSTOP)
         time.sleep(0.3)
-        held = {body["job_id"] for body in cloudflare.leased(MAIN, by=VICTIM_TOKEN)}
-        if held:
+        if cloudflare.leased(MAIN, by=VICTIM_TOKEN):
             fleet.kill_machine(victim)
-            return held
+            # Read once it is dead: a pull it sent just before the freeze may
+            # have been answered since (its leases last 16 s, long after this).
+            time.sleep(0.5)
+            return {body["job_id"] for body in cloudflare.leased(MAIN, by=VICTIM_TOKEN)}
         os.killpg(victim.pid, signal.SIGCONT)
         time.sleep(0.05)
     raise AssertionError("the victim never held a lease")

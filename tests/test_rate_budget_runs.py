@@ -125,7 +125,8 @@ def test_a_service_pauses_on_quota_trouble_and_resumes_by_itself(docutrain, tmp_
         assert {state for state, _ in job_states(docutrain)} <= {"queued", "running"}
         assert all(attempts <= 1 for _, attempts in job_states(docutrain))
         openai_standin.quota_exhausted = False
-        docutrain.wait_for(lambda: docutrain.status()["done"] == 3, timeout=30, what="all done after the pause")
+        # each status check is a command of its own: seconds apiece on a loaded machine
+        docutrain.wait_for(lambda: docutrain.status()["done"] == 3, timeout=60, what="all done after the pause")
     finally:
         service.send_signal(signal.SIGTERM)
         _, stderr = service.communicate(timeout=30)
