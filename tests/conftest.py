@@ -112,6 +112,35 @@ class Docutrain:
                 return []  # a worker is creating the tables right now
 
 
+# The files that take longest (minutes of real runs, kill -9 and waits,
+# measured with --durations), longest first. scripts/test hands whole files
+# to its parallel workers in collection order (--no-loadscope-reorder:
+# xdist would otherwise start the files with the most tests first, which
+# are quick unit tests, and leave these to the end, one worker running
+# them long after the others finish). Starting them first is the usual
+# longest-first schedule; a file missing here just runs in its place.
+LONGEST_FIRST = (  # seconds on 2 busy cores, 2026-12-03
+    "test_batch.py",  # 239
+    "test_fair_share_runs.py",  # 170
+    "test_chaos.py",  # 128
+    "test_cli.py",  # 94
+    "test_rate_budget_runs.py",  # 78
+    "test_cli_newcomer.py",  # 77
+    "test_runner.py",  # 76
+    "test_ocr.py",  # 73
+    "test_queue_contract.py",  # 60
+    "test_pool.py",  # 57
+    "test_periodic.py",  # 57
+    "test_end_to_end.py",  # 57
+    "test_dashboard_browser.py",  # 54
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 @pytest.fixture(autouse=True)
 def _no_forkserver_outlives_its_test():
     """A test that starts multiprocessing's forkserver in this (pytest's)
