@@ -188,3 +188,46 @@ def test_drain_pushes_waiting_statuses_at_exit_whatever_the_backoff(docutrain, s
     assert result.returncode == 0, result.stderr
     assert {project.document(d)["status"] for d in first + [second]} == {"ready"}
     assert docutrain.status()["supabase_outbox"]["backlog"] == 0
+
+
+def test_a_runs_last_flush_outlasts_a_periodic_flushs_deadline(supabase_standin, tmp_path):
+    """A slow but healthy Supabase: a periodic flush stops at FLUSH_DEADLINE
+    and leaves the rest for the next one; a run's last flush (at_exit) has
+    EXIT_FLUSH_DEADLINE, so a cron drain does not leave statuses for its next run."""
+    from docutrain_cli.jobs import JobResult
+    from docutrain_cli.status import recorder as recorder_module
+
+    project = supabase_standin.project
+    settings = Settings(
+        supabase_url=supabase_standin.url, supabase_service_role_key=supabase_standin.key,
+        store=str(tmp_path / "docutrain.db"), queue=str(tmp_path / "queue.db"), embedder="offline",
+    )
+    per_request = 1.0
+    count = int(recorder_module.FLUSH_DEADLINE / per_request) + 3  # more than a periodic flush has time for
+    assert count * per_request < recorder_module.EXIT_FLUSH_DEADLINE - 5  # room for a loaded machine
+
+    def finish(docs: list[str]) -> None:
+        for i, doc in enumerate(docs):
+            status.ready(Job(id=i + 1, source=f"u/{doc}.pdf", document_id=doc), JobResult(pages=1, chunks=1))
+
+    def ready(docs: list[str]) -> int:
+        return sum(project.document(d)["status"] == "ready" for d in docs)
+
+    status = StatusRecorder(settings)
+    try:
+        supabase_standin.slow(per_request)
+        periodic = [project.add_document("pending") for _ in range(count)]
+        finish(periodic)
+        status.flush(force=True)
+        assert 0 < ready(periodic) < count  # stopped at its deadline; the rest waits in the outbox
+
+        status.flush(force=True, at_exit=True)
+        assert ready(periodic) == count
+        last = [project.add_document("pending") for _ in range(count)]
+        finish(last)
+        status.flush(force=True, at_exit=True)
+        assert ready(last) == count
+        assert status.backlog() == 0
+    finally:
+        supabase_standin.heal()
+        status.close()

@@ -151,7 +151,8 @@ class Runner:
                     self._batch.finish(send=self._stop_reason not in ("interrupted", "account") and not self._force)
                 # The last flush ignores the outage backoff: Supabase may be
                 # back, and nothing else would push these until the next run.
-                self.status.flush(force=True)
+                # A second Ctrl-C means now: no longer than a periodic flush.
+                self.status.flush(force=True, at_exit=not self._force)
                 self.queue.housekeep()
                 self._inbox.close()
             self.summary.elapsed = time.monotonic() - started

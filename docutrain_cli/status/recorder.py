@@ -30,6 +30,11 @@ log = logging.getLogger("docutrain.status")
 # flush and each request must be short: a slow Supabase delays statuses, not jobs.
 FLUSH_DEADLINE = 3.0
 REQUEST_TIMEOUT = 5.0
+# A run's last flush has nothing else to wait for, and what it leaves waits
+# for the next run: more time, within a service's stop budget (README's unit:
+# TimeoutStopSec=60 after grace_period's 30 s). 3 s was not always enough for
+# a fresh process that first imports the Supabase client on a loaded machine.
+EXIT_FLUSH_DEADLINE = 15.0
 # A document that ends is pushed at once (`flush_finished`), not at the next
 # periodic flush: the app is waiting for `ready` (bench row 8d: the 2 s flush
 # was 0.8 s of a 1.3 s upload). At most this often, so a busy runner still
@@ -187,9 +192,12 @@ class StatusRecorder:
 
     # -- delivery ------------------------------------------------------------
 
-    def flush(self, deadline_seconds: float = FLUSH_DEADLINE, *, force: bool = False) -> int:
+    def flush(self, deadline_seconds: float = FLUSH_DEADLINE, *, force: bool = False, at_exit: bool = False) -> int:
         """Push what the outboxes hold; returns how many changes were sent.
+        `at_exit`: a run's last flush, given EXIT_FLUSH_DEADLINE.
         Never raises for Supabase or webhook trouble (see `last_error()` / `backlog()`)."""
+        if at_exit:
+            deadline_seconds = EXIT_FLUSH_DEADLINE
         return self.flush_supabase(deadline_seconds, force) + self.flush_webhooks(deadline_seconds, force=force)
 
     def flush_finished(self) -> int:
