@@ -280,6 +280,10 @@ def log(message: str) -> None:
 # -- 1 and 4: pipeline vs raw PyMuPDF, scaling ----------------------------------------------
 
 
+# Row 1's target: issue 24 asks for 0.7 of a raw PyMuPDF pool (an earlier aim was 0.85).
+PIPELINE_TARGET = 0.7
+
+
 def worker_counts(ncpu: int) -> list[int]:
     counts = {1, 2}
     n = 4
@@ -349,8 +353,8 @@ def bench_pipeline(mode: Mode, root: Path, ncpu: int, reps: int) -> tuple[list[R
     wall_ratios = [p / r for p, r in zip(samples[main_w]["pipeline_wall"], samples[main_w]["raw_wall"])]
     row1 = Row(
         "1", f"pipeline pages/s, {main_w} workers", med(samples[main_w]["pipeline"]), "pages/s",
-        med(samples[main_w]["raw"]), "raw PyMuPDF Pool", med(ratios), ">= 0.85 ratio",
-        med(ratios) >= 0.85,
+        med(samples[main_w]["raw"]), "raw PyMuPDF Pool", med(ratios), f">= {PIPELINE_TARGET} ratio",
+        med(ratios) >= PIPELINE_TARGET,
         {
             "corpus": f"{mode.pipeline_docs} PDFs x {mode.pipeline_pages} pages",
             "timing": "run --json elapsed vs pool time (pool start-up included, interpreter start-up excluded)",
