@@ -13,7 +13,7 @@ import pytest
 
 import pg
 from conftest import wait_for
-from docutrain_cli.config import Settings
+from docutrain_cli.config import Settings, redact_url
 from docutrain_cli.errors import ConfigError, DocutrainError, ServiceUnavailableError
 from docutrain_cli.jobs import Job, JobResult, JobState
 from docutrain_cli.queues import open_queue
@@ -55,6 +55,17 @@ def test_unreachable_database_is_one_line_without_the_password():
     with pytest.raises(ServiceUnavailableError) as err:
         init_queue(url)
     assert "hunter2secret" not in str(err.value)
+
+
+def test_a_password_in_the_urls_query_is_never_shown():
+    # libpq takes ?password= (and ?sslpassword=) as well as user:password@
+    url = "postgresql://alice@127.0.0.1:1/docs?sslmode=disable&password=qs-hunter2&sslpassword=qs-key"
+    with pytest.raises(ServiceUnavailableError) as err:
+        PgmqQueue(url)
+    message = str(err.value)
+    assert "qs-hunter2" not in message and "qs-key" not in message
+    assert "postgresql://alice@127.0.0.1:1/docs?sslmode=disable&password=…&sslpassword=…" in message
+    assert redact_url("postgresql://a:b@h/d?PassWord=c#x") == "postgresql://a:…@h/d?PassWord=…#x"
 
 
 @pytest.mark.parametrize("name", ["", "Docs", "has-dash", "x" * 43, "a;drop"])

@@ -54,11 +54,37 @@ def test_hostile_json_is_400(api, settings):
         json.dumps(doc(metadata={"x": float("nan")})).encode(): "NaN is not JSON",
         b'{"user_document_id": Infinity, "user_id": "u"}': "Infinity is not JSON",
         b'{"user_document_id": "d1", "user_id": "u", "metadata": {"x": -Infinity}}': "-Infinity is not JSON",
+        # lone surrogates: no UTF-8 holds them (SQLite, a file name, our own reply)
+        b'{"user_document_id": "d1", "user_id": "u", "metadata": {"t": "\\udc80"}}': "lone surrogate",
+        b'{"user_document_id": "\\ud800", "user_id": "u"}': "lone surrogate",
+        b'{"table": "\\ud800", "record": {}}': "lone surrogate",
+        b'{"\\udfff": 1}': "lone surrogate",
+        # deep enough to break every later read of the job, small enough to pass json
+        json.dumps(doc(metadata=nested(40))).encode(): "nested deeper than 32 levels",
     }
     for body, reason in bodies.items():
         for route in ("/v1/documents", "/v1/webhooks/supabase"):
             json_error(api.post(route, content=body, headers=JSON), 400, reason)
     nothing_queued(settings)
+
+
+def nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def test_what_is_accepted_can_be_read_back(api):
+    """A pair of surrogates is one character, and metadata nested as deep
+    as allowed can be shown again: nothing taken with 202 fails later."""
+    body = doc(user_document_id="deep", metadata={"emoji": "\ud83d\ude00", "n": nested(30)})
+    raw = json.dumps(body).encode()  # ASCII, the emoji as an escaped pair
+    answer = api.post("/v1/documents", content=raw, headers=JSON)
+    assert answer.status_code == 202, answer.text
+    job = api.get(f"/v1/jobs/{answer.json()['job_id']}")
+    assert job.status_code == 200 and job.json()["metadata"]["emoji"] == "😀"
+    assert api.get("/v1/documents/deep").status_code == 200
 
 
 def test_hostile_fields_are_422(api, settings):
@@ -98,7 +124,8 @@ def test_an_addressable_id_can_be_looked_up_again(api):
 
 
 def test_job_ids_beyond_what_a_queue_holds_are_404(api, server, settings):
-    for job_id in (BIG, BIG * 2, 10**40):
+    # "9" * 5000: Python's int() refuses over 4,300 digits (a ValueError, once a 500)
+    for job_id in (BIG, BIG * 2, 10**40, "9" * 5000):
         json_error(api.get(f"/v1/jobs/{job_id}"), 404, "no such job")
         json_error(api.post(f"/v1/jobs/{job_id}/retry"), 404, "no such job")
         assert api.get(f"/jobs/{job_id}").status_code == 404  # the dashboard's page
@@ -141,3 +168,20 @@ def test_verify_signature_says_false_to_anything_odd():
     for odd in ("t=1700000000,v1=ü", "t=1700000000,v1=" + "é" * 64, "t=1700000000,v1=\x00",
                 "t=" + "9" * 5000 + ",v1=ab", "t=١٧,v1=ab", "v1", "", ",,,", "t=1700000000"):
         assert verify_signature(secret, body, odd, now=1_700_000_000) is False, odd
+
+
+def test_stacked_tokens_are_refused_and_each_counts_as_a_guess(server):
+    """Many Authorization headers in one request were many guesses for the
+    price of one failure; now they are a 400, and every one of them counts."""
+    with server.client(token=None) as client:
+        client.headers["x-forwarded-for"] = "198.51.100.77"
+        stacked = [("authorization", f"Bearer wrong-{n}") for n in range(11)] + [("authorization", f"Bearer {TOKEN}")]
+        json_error(client.get("/v1/status", headers=stacked), 400, "send one token")
+        # 11 wrong guesses: over the limit of 10, so even the right token waits
+        answer = client.get("/v1/status", headers={"authorization": f"Bearer {TOKEN}"})
+        assert answer.status_code == 429 and "Retry-After" in answer.headers
+    with server.client(token=None) as client:  # another address: one token, one header, as before
+        client.headers["x-forwarded-for"] = "198.51.100.78"
+        assert client.get("/v1/status", headers={"authorization": f"Bearer {TOKEN}"}).status_code == 200
+        assert client.get("/v1/status", headers=[("authorization", "Basic eDp5"),
+                                                  ("authorization", f"Bearer {TOKEN}")]).status_code == 400

@@ -72,6 +72,7 @@ def test_pages_need_the_token_and_the_cookie_is_httponly_strict_and_holds_no_sec
         page = client.get("/")
         assert page.status_code == 200 and "Dead jobs" in page.text
         assert TOKEN not in page.text
+        assert client.get("/metrics").status_code == 200  # the browser's session opens /metrics too
         assert "script-src 'self'" in page.headers["content-security-policy"]
 
         # logging out needs the CSRF token too, then the cookie is gone

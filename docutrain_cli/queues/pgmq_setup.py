@@ -14,7 +14,7 @@ import importlib.util
 import re
 from pathlib import Path
 
-from docutrain_cli.config import redact_url
+from docutrain_cli.config import redact_url, url_passwords
 from docutrain_cli.errors import ConfigError, DocutrainError, ServiceUnavailableError
 from docutrain_cli.queues import pgmq_order
 from docutrain_cli.queues.tally import create_sql
@@ -76,8 +76,9 @@ def connect(url: str):
 
 def scrub(text: str, url: str) -> str:
     """libpq does not echo passwords, but make sure of it."""
-    match = re.search(r"://[^:/@]+:([^@]*)@", url)
-    return text.replace(match.group(1), "…") if match and match.group(1) else text
+    for secret in url_passwords(url):
+        text = text.replace(secret, "…")
+    return text
 
 
 def looks_like_supabase(url: str) -> bool:

@@ -93,10 +93,16 @@ class TokenAuth:
         if expected is None or self.own_auth(scope["path"]):
             return await self.app(scope, receive, send)
         offered = self._offered(scope)
+        if _repeated_credential(scope):  # many guesses in one request: each one counts
+            for _ in offered:
+                self.failures.add(client)
+            return await error_response(
+                400, "send one token: one Authorization header (and on the webhook route one X-Docutrain-Secret)"
+            )(scope, receive, send)
         if self._matches(offered, expected):
             return await self.app(scope, receive, send)
-        if offered:
-            self.failures.add(client)  # a guess; a request with no token at all is not
+        for _ in offered:  # each wrong offer is a guess; a request with no token at all is not
+            self.failures.add(client)
         name = "webhook_secret" if expected is self.webhook_secret else "serve_token"
         response = error_response(
             401, f"missing or wrong token: send Authorization: Bearer <{name}>",
@@ -110,10 +116,13 @@ class TokenAuth:
         return self.token
 
     def _offered(self, scope: Scope) -> list[bytes]:
+        """The tokens the request offers. Any Authorization header counts (a
+        bearer token or not), so stacking many in one request to try many
+        guesses at once is refused, not taken as one failure."""
         offered: list[bytes] = []
         for name, value in scope["headers"]:
-            if name == b"authorization" and value[:7].lower() == b"bearer ":
-                offered.append(value[7:].strip())
+            if name == b"authorization":
+                offered.append(value[7:].strip() if value[:7].lower() == b"bearer " else b"")
             elif name == SECRET_HEADER and scope["path"] in SECRET_HEADER_PATHS:
                 offered.append(value.strip())
         return offered
@@ -123,3 +132,9 @@ class TokenAuth:
         # Compare every offer, so timing says nothing about which one matched.
         results = [hmac.compare_digest(candidate, expected) for candidate in offered]
         return any(results)
+
+
+def _repeated_credential(scope: Scope) -> bool:
+    """Does the request carry Authorization, or X-Docutrain-Secret, twice?"""
+    names = [name for name, _ in scope["headers"] if name in (b"authorization", SECRET_HEADER)]
+    return len(names) != len(set(names))

@@ -5,7 +5,8 @@ the body streams in (a chunked request has no length), so a large body is
 refused without being held in memory. What Python's json would take but
 nothing downstream should see is a 400 too: NaN and Infinity (not JSON, and
 they break the JSON we write), numbers of more than MAX_DIGITS digits or
-that overflow a float, and nesting deep enough to exhaust the stack.
+that overflow a float, nesting deeper than MAX_DEPTH, and lone surrogates
+(`\\udc80`, which no UTF-8 holds).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from docutrain_cli.serve.errors import ApiError
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_DIGITS = 100  # in one JSON number
+MAX_DEPTH = 32  # objects and arrays within each other
 
 
 def _int(text: str) -> int:
@@ -44,11 +46,38 @@ def _constant(name: str) -> None:
 def parse_json(body: bytes) -> Any:
     """json.loads with the refusals above; ApiError(400) with the reason."""
     try:
-        return json.loads(body, parse_int=_int, parse_float=_float, parse_constant=_constant)
+        data = json.loads(body, parse_int=_int, parse_float=_float, parse_constant=_constant)
     except RecursionError:
         raise ApiError(400, "the body is not valid JSON: nested too deeply") from None
     except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+    _check_values(data)
+    return data
+
+
+def _check_values(data: Any) -> None:
+    """What json.loads takes but nothing after it can hold: nesting deeper
+    than MAX_DEPTH (a job's metadata is copied recursively, and deep enough
+    it would fail every later read of the job), and a lone surrogate such
+    as "\\udc80" (no UTF-8 for SQLite, a file name or our own reply)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ApiError(400, "the body is not valid JSON: a string holds a lone surrogate (\\ud800-\\udfff)") from None
+            continue
+        if not isinstance(value, (dict, list)):
+            continue
+        if depth > MAX_DEPTH:
+            raise ApiError(400, f"the body is not valid JSON: nested deeper than {MAX_DEPTH} levels")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            stack.append((key, depth))  # an object's keys are strings too
+            stack.append((item, depth + 1))
 
 
 async def read_json(request: Request) -> dict[str, Any]:

@@ -145,8 +145,8 @@ class Dashboard:
     def routes(self) -> list:
         return [
             Route("/", self.index, methods=["GET"]),
-            Route("/jobs/{job_id:int}", self.job_page, methods=["GET"]),
-            Route("/jobs/{job_id:int}/retry", self.retry_one, methods=["POST"]),
+            Route("/jobs/{job_id:job_id}", self.job_page, methods=["GET"]),
+            Route("/jobs/{job_id:job_id}/retry", self.retry_one, methods=["POST"]),
             Route("/jobs/retry-dead", self.retry_dead, methods=["POST"]),
             Route("/login", self.login_form, methods=["GET"]),
             Route("/login", self.login, methods=["POST"]),
@@ -372,5 +372,5 @@ def _notice(params) -> str | None:
 
 def handles_own_auth(path: str) -> bool:
     """Paths the dashboard authenticates itself (bearer or cookie; a browser
-    without either is sent to the log-in form)."""
-    return path in ("/", "/login", "/logout") or path.startswith(("/jobs/", "/static/"))
+    without either is sent to the log-in form, and /metrics answers 401)."""
+    return path in ("/", "/login", "/logout", "/metrics") or path.startswith(("/jobs/", "/static/"))

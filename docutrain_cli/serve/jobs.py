@@ -9,6 +9,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.convertors import IntegerConvertor, register_url_convertor
 from starlette.routing import Route
 
 from docutrain_cli.jobs import Job
@@ -18,8 +19,21 @@ from docutrain_cli.serve.errors import ApiError
 MAX_JOB_ID = 2**63 - 1  # SQLite INTEGER and Postgres bigint: a larger id names no job
 
 
+class JobIdConvertor(IntegerConvertor):
+    """`{job_id:job_id}`: digits, as `int`; but an id of more digits than
+    any job id has is read as MAX_JOB_ID + 1 (so: no such job), never
+    handed to int(), which refuses over 4,300 digits with a ValueError
+    (a 500 and a traceback in the log)."""
+
+    def convert(self, value: str) -> int:
+        return MAX_JOB_ID + 1 if len(value.lstrip("0")) > len(str(MAX_JOB_ID)) else int(value)
+
+
+register_url_convertor("job_id", JobIdConvertor())
+
+
 def job_id_of(request: Request) -> int:
-    """The `{job_id:int}` path parameter; 404 for one no queue could hold
+    """The `{job_id:job_id}` path parameter; 404 for one no queue could hold
     (the database would raise OverflowError, not answer)."""
     job_id = request.path_params["job_id"]
     if job_id > MAX_JOB_ID:
@@ -82,7 +96,7 @@ async def queue_status(request: Request) -> JSONResponse:
 
 
 routes = [
-    Route("/v1/jobs/{job_id:int}", show_job, methods=["GET"]),
-    Route("/v1/jobs/{job_id:int}/retry", retry_job, methods=["POST"]),
+    Route("/v1/jobs/{job_id:job_id}", show_job, methods=["GET"]),
+    Route("/v1/jobs/{job_id:job_id}/retry", retry_job, methods=["POST"]),
     Route("/v1/status", queue_status, methods=["GET"]),
 ]
