@@ -612,6 +612,31 @@ def test_a_newcomers_one_job_is_leased_next_despite_another_users_backlog(backen
     assert [j.user_id for j in lease_one_by_one(queue, 6)] == ["alice", "bob"] * 3
 
 
+def test_a_retry_not_due_yet_is_ahead_of_nobody(backend):
+    """`position` counts what starts before a job: a retry waiting an hour
+    for its time does not, while a due job does (and a running one only
+    adds its tokens). Its own ETA waits for its retry time."""
+    ordered_backend(backend)
+    from docutrain_cli.config import Settings
+    from docutrain_cli.queues.line import ServedRate, place_in_line
+
+    queue = backend.open(order=fair())
+    queue.enqueue(user_jobs("alice", 3))
+    first, second, third = lease_one_by_one(queue, 3)
+    retry_at = time.time() + 3600
+    queue.retry_later(first, "rate limited", retry_at)
+    queue.retry_later(second, "rate limited", retry_at)
+    [due] = queue.enqueue(user_jobs("carol", 1))
+    [bob] = queue.enqueue(user_jobs("bob", 1))
+    ahead = queue.ahead_of(queue.job(bob), time.time())
+    assert (ahead.jobs, ahead.tokens, ahead.running_tokens) == (1, 1000, 1000)  # carol's; alice's third runs
+    settings, rate = Settings(), ServedRate(per_second=100.0)
+    place = place_in_line(queue, queue.job(bob), settings, time.time(), rate)
+    assert place["position"] == 1 and place["eta_seconds"] == 25  # (1000 + 1000 + 1000 / 2) / 100
+    waiting = place_in_line(queue, queue.job(first.id), settings, time.time(), rate)
+    assert 3600 <= waiting["eta_seconds"] <= 3611  # its hour, then its own 10 s
+
+
 def test_first_in_first_out_keeps_a_backlog_ahead_of_a_newcomer(backend):
     """What fair share changes (lease_order = fifo is the old order)."""
     ordered_backend(backend)

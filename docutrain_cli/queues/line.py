@@ -8,9 +8,10 @@
   it (plus its own, plus half of what is running now) over the rate the
   account is served at: the rate budget's known limit (setting embedding_tpm,
   or learned from the API's headers), or the throughput of the last ten
-  minutes when that is lower and measured over enough jobs to trust (the
-  workers, not the limit, may be what holds the line back); null when
-  neither is known. Estimates are scaled by what recent jobs really cost
+  minutes' working time (idle gaps left out) when that is lower and measured
+  over enough jobs to trust (the workers, not the limit, may be what holds
+  the line back); null when neither is known. A retry not due yet counts
+  for nobody's position, and its own ETA is at least its retry time. Estimates are scaled by what recent jobs really cost
   against their estimate (the token counters of a run and of the API differ).
 """
 
@@ -42,9 +43,9 @@ class ServedRate:
         measured, trusted = None, False
         tokens = sum(f.tokens for f in done)
         if tokens:
-            began = min(f.finished_at - (f.seconds or 0.0) for f in done)
-            measured = tokens / max(now - began, 1.0)
-            trusted = len(done) >= TRUSTED_JOBS and now - began >= TRUSTED_SECONDS
+            working = busy_seconds([(f.finished_at - (f.seconds or 0.0), f.finished_at) for f in done])
+            measured = tokens / max(working, 1.0)
+            trusted = len(done) >= TRUSTED_JOBS and working >= TRUSTED_SECONDS
         limit = _limit_per_second(settings)
         if limit and measured and trusted:
             rate = min(limit, measured)
@@ -56,6 +57,18 @@ class ServedRate:
 
     def seconds_for(self, tokens: float) -> float | None:
         return None if not self.per_second else tokens * self.density / self.per_second
+
+
+def busy_seconds(spans: list[tuple[float, float]]) -> float:
+    """How long at least one of these (start, end) spans was under way: the
+    time the line was being served. Idle time between jobs is not, or an
+    hour's pause would read as a tenth of the speed."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 
 def _limit_per_second(settings) -> float | None:
@@ -73,6 +86,8 @@ def place_in_line(queue: JobQueue, job: Job, settings, now: float, rate: ServedR
         return {"position": None, "tokens_ahead": None, "eta_seconds": None}
     rate = rate or ServedRate.measure(queue, settings, now)
     seconds = rate.seconds_for(ahead.tokens + (job.cost or settings.remote_job_tokens) + ahead.running_tokens / 2)
+    if seconds is not None and job.not_before and job.not_before > now:  # a retry waits for its time first
+        seconds = max(seconds, job.not_before - now + rate.seconds_for(job.cost or settings.remote_job_tokens))
     return {
         "position": ahead.jobs,
         "tokens_ahead": ahead.tokens,

@@ -417,10 +417,11 @@ class LocalQueue(JobQueue):
         level = level_of(job)
         before = levels_before(self._turns(now), level)
         jobs, tokens = self._db.execute(
-            f"SELECT count(*), coalesce(sum({_COST}), 0) FROM {TABLE} WHERE {_WAITING} AND ({_LEVEL} IN"
-            f" ({', '.join(str(lv) for lv in before) or 'NULL'}) OR ({_LEVEL} = :level AND"
+            # a retry not due yet starts before nobody (until it is due)
+            f"SELECT count(*), coalesce(sum({_COST}), 0) FROM {TABLE} WHERE {_WAITING} AND {_NOT_BEFORE} <= :now"
+            f" AND ({_LEVEL} IN ({', '.join(str(lv) for lv in before) or 'NULL'}) OR ({_LEVEL} = :level AND"
             f" ({_VSTART} < :vstart OR ({_VSTART} = :vstart AND _id < :id))))",
-            {"level": level, "vstart": job.vstart or 0.0, "id": job.id},
+            {"level": level, "vstart": job.vstart or 0.0, "id": job.id, "now": now},
         ).fetchone()
         (running,) = self._db.execute(
             f"SELECT coalesce(sum({_COST}), 0) FROM {TABLE} WHERE status = {RUNNING}"

@@ -271,14 +271,16 @@ def forget_if_present(conn, queue: str) -> None:
 
 
 def ahead(qtable: str) -> str:
-    """(jobs, tokens) waiting before job %(job_id)s under the levels that go
-    before its own (%(before)s), and the tokens of the jobs held now."""
+    """(jobs, tokens) waiting and due before job %(job_id)s under the levels
+    that go before its own (%(before)s), and the tokens of the jobs held now
+    (a retry not due yet starts before nobody until it is due)."""
     return f"""
 WITH mine AS (
     SELECT o.level, o.vstart, o.msg_id FROM {TABLE} o JOIN {qtable} m USING (msg_id)
     WHERE o.queue = %(queue)s AND (m.message->>'job_id')::bigint = %(job_id)s AND NOT o.held
 )
-SELECT count(*) FILTER (WHERE NOT o.held), coalesce(sum(o.cost) FILTER (WHERE NOT o.held), 0)::bigint,
+SELECT count(*) FILTER (WHERE NOT o.held AND {_DUE}),
+       coalesce(sum(o.cost) FILTER (WHERE NOT o.held AND {_DUE}), 0)::bigint,
        coalesce(sum(o.cost) FILTER (WHERE o.held), 0)::bigint
 FROM mine, {TABLE} o
 WHERE o.queue = %(queue)s AND (o.held OR o.level = ANY(%(before)s::int[])
