@@ -308,9 +308,15 @@ def _coerce(name: str, value: Any, label: str) -> Any:
     return str(value)
 
 
+# A typo (--workers 2000) would start that many processes, each importing
+# PyMuPDF, long before a Ctrl-C could be heard; several machines share a
+# queue for more.
+MAX_WORKERS = 256
+
+
 def _validate(s: Settings) -> None:
-    if s.workers < 1:
-        raise ConfigError(f"workers: must be at least 1, got {s.workers}")
+    if not 1 <= s.workers <= MAX_WORKERS:
+        raise ConfigError(f"workers: must be 1 to {MAX_WORKERS}, got {s.workers}")
     if s.max_attempts < 1:
         raise ConfigError(f"max_attempts: must be at least 1, got {s.max_attempts}")
     if s.embedder not in ("auto", "openai", "offline"):

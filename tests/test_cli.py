@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 
+import pdfs
 from conftest import make_files
 from harness import ROOT, cli_in_process
 from docutrain_cli.jobs import STATES
@@ -57,6 +58,16 @@ def test_version_and_help_with_an_example_on_every_command(docutrain):
     assert "docutrain search [OPTIONS] QUESTION" in usage["search"]
     assert "docutrain jobs show [OPTIONS] JOB_ID" in usage["jobs show"]
     assert re.search(r"--workers\s+-w\s+N\s", usage["run"]) and re.search(r"--max-time\s+DURATION", usage["run"])
+
+
+def test_enqueue_json_stays_json_for_a_damaged_pdf(docutrain, tmp_path):
+    """Estimating a damaged PDF's tokens opens it with MuPDF, whose
+    "format error" once landed on stdout ahead of the JSON."""
+    pdfs.truncated(tmp_path / "cut.pdf")
+    result = docutrain("enqueue", "cut.pdf", "--json")
+    assert result.returncode == 0, result.stderr
+    assert [Path(j["source"]).name for j in json.loads(result.stdout)["queued"]] == ["cut.pdf"]
+    assert "MuPDF" not in result.stdout + result.stderr
 
 
 def test_enqueue_files_folders_and_globs(docutrain, tmp_path):
@@ -136,11 +147,17 @@ def test_jobs_filters_by_state_and_show_reports_unknown_ids(docutrain, tmp_path)
 def test_retry_refuses_jobs_that_are_not_dead(docutrain, tmp_path):
     make_files(tmp_path, ["a.pdf"])
     docutrain("enqueue", "a.pdf")
+    result = docutrain("retry", "1")
+    assert result.returncode == 3  # partly done: an id that is not dead
+    assert result.stderr.strip() == "docutrain: error: job 1: is queued, not dead"
     result = docutrain("retry", "1", "7")
-    assert result.returncode == 3
+    assert result.returncode == 2  # an unknown id is a usage error, as for `jobs show 7`
     assert "job 1: is queued, not dead" in result.stderr
     assert "job 7: no such job" in result.stderr
+    assert docutrain("retry", "7").returncode == 2
     assert docutrain("retry").returncode == 2
+    limit = docutrain("jobs", "--limit", "-1")
+    assert limit.returncode == 2 and "--limit" in limit.stderr
 
 
 def test_bad_settings_are_one_line_errors_naming_the_key(docutrain, tmp_path):

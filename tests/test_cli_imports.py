@@ -74,8 +74,9 @@ def test_values_are_what_typer_makes_of_them(tmp_path):
     ("args", "message"),
     [
         (["run", "--drain", "--workers", "abc"], "--workers: expected a whole number, got 'abc'"),
-        (["run", "--drain", "--workers", "0"], "--workers: must be at least 1, got 0"),
-        (["run", "--drain", "--workers", "-3"], "--workers: must be at least 1, got -3"),
+        (["run", "--drain", "--workers", "0"], "--workers: must be 1 to 256, got 0"),
+        (["run", "--drain", "--workers", "-3"], "--workers: must be 1 to 256, got -3"),
+        (["run", "--drain", "--workers", "2000"], "--workers: must be 1 to 256, got 2000"),
         (["jobs", "show", "x"], "JOB_ID: expected a whole number, got 'x'"),
     ],
 )

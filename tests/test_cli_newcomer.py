@@ -44,7 +44,7 @@ def one_error_line(result) -> str:
         (("search", ""), "docutrain: error: QUESTION: expected a question or a few words, e.g. `docutrain search \"refund policy\"` (see `docutrain search --help`)"),
         (("search", "  ", "--json"), "docutrain: error: QUESTION: expected a question"),
         (("search", "refunds", "--top", "0"), "docutrain: error: --top: must be at least 1, got 0 (see `docutrain search --help`)"),
-        (("run", "--workers", "0"), "docutrain: error: --workers: must be at least 1, got 0 (see `docutrain run --help`)"),
+        (("run", "--workers", "0"), "docutrain: error: --workers: must be 1 to 256, got 0 (see `docutrain run --help`)"),
         (("run", "--job-timeout", "soon"), "docutrain: error: --job-timeout: expected a duration such as 30s, 4m or 1h, got 'soon' (see `docutrain run --help`)"),
         (("run", "--max-time", "soon"), "docutrain: error: --max-time: expected a duration such as 30s, 4m or 1h, got 'soon' (see `docutrain run --help`)"),
         (("--workers", "2", "run"), "docutrain: error: no such option: --workers (it belongs after the command: `docutrain run --workers N`)"),

@@ -93,7 +93,7 @@ def settings_from(ctx: typer.Context, **flags) -> Settings:
 
 def flag_problem(ctx: typer.Context, message: str, flags: list[str]) -> str:
     """A settings error about a value given as a flag, worded as the other
-    flags' errors are: `--workers: must be at least 1, got 0 (see `docutrain
+    flags' errors are: `--workers: must be 1 to 256, got 0 (see `docutrain
     run --help`)`. Other errors (a file, the environment) are kept as they are."""
     name, colon, problem = message.partition(": ")
     if colon and name in flags:

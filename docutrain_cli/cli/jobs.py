@@ -61,6 +61,8 @@ def jobs(
     from docutrain_cli.jobs import STATES
     from docutrain_cli.cli.render import jobs_table
 
+    if limit < 1:
+        raise UsageError(f"--limit: must be at least 1, got {limit}")
     if state is not None and state not in STATES:
         raise UsageError(f"--state: expected one of {', '.join(STATES)}, got {state!r}")
     settings = settings_from(ctx)
@@ -130,8 +132,10 @@ def retry(
         raise UsageError("give the ids of dead jobs, or --all-dead (see them with `docutrain jobs --state dead`)")
     settings = settings_from(ctx)
     revived, not_dead = [], list(job_ids or [])
+    unknown = False  # an id no job has: a usage error (exit 2), as for `jobs show`
     missing = missing_queue(settings)
     if missing:  # nothing to retry, and nothing to create
+        unknown = bool(not_dead)
         for job_id in not_dead:
             error_line(f"job {job_id}: no such job ({missing})")
     else:
@@ -139,10 +143,13 @@ def retry(
             revived = queue.revive(None if all_dead else job_ids)
             not_dead = [i for i in not_dead if i not in revived]
             for job_id in not_dead:
-                error_line(not_retried(queue, job_id, queue.job(job_id)))
+                job = queue.job(job_id)
+                # None on Cloudflare may be a job that is not dead: refused (3), not unknown
+                unknown = unknown or (job is None and len(queue.listable_states) == len(JobState))
+                error_line(not_retried(queue, job_id, job))
     emit(
         {"retried": revived, "refused": not_dead}, as_json,
         lambda: f"{len(revived)} job(s) back in the queue" + (f": {', '.join(map(str, revived))}" if revived else ""),
     )
     if not_dead:
-        raise typer.Exit(ExitCode.PARTIAL)
+        raise typer.Exit(ExitCode.USAGE if unknown else ExitCode.PARTIAL)

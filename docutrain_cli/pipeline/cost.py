@@ -57,6 +57,9 @@ def estimate_tokens(path: str | os.PathLike[str], *, model: str, chunk_tokens: i
 def _sampled_pages(path: Path, counter) -> float | None:
     import pymupdf
 
+    from docutrain_cli.pipeline.extract import quiet_mupdf
+
+    quiet_mupdf()  # a damaged file's "format error" would land in `enqueue --json`'s output
     with pymupdf.open(path) as doc:
         if doc.needs_pass:
             return None

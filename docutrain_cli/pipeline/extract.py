@@ -33,7 +33,7 @@ SHRINK_EVERY = 100
 _quiet = False  # MuPDF's message settings are global to the process, so is this flag
 
 
-def _quiet_mupdf() -> None:
+def quiet_mupdf() -> None:
     """Keep MuPDF's stderr chatter ("format error: ...") out of the logs."""
     global _quiet
     if not _quiet:
@@ -200,7 +200,7 @@ def _load_reader(spec: str):
 
 
 def _open_with_pymupdf(path: Path, suffix: str, kind: str, password: str | None):
-    _quiet_mupdf()
+    quiet_mupdf()
     try:
         doc = pymupdf.open(path, filetype=suffix.lstrip("."))
     except pymupdf.EmptyFileError:
