@@ -184,19 +184,19 @@ def redact_url(url: str) -> str:
     """postgresql://user:secret@host/db -> postgresql://user:…@host/db; a
     password in the query (?password=…, ?sslpassword=…, which libpq takes
     too) goes the same way."""
-    url = re.sub(r"(://[^:/@]+):[^@]*@", r"\1:…@", url)
+    url = re.sub(_USER_PASSWORD, r"\1…@", url)
     return re.sub(_QUERY_PASSWORD, r"\1…", url)
 
 
+_USER_PASSWORD = r"(://[^:/@]+:)([^@]*)@"  # user:password@
 _QUERY_PASSWORD = r"(?i)([?&](?:ssl)?password=)([^&#]*)"
 
 
 def url_passwords(url: str) -> list[str]:
     """The passwords a Postgres URL holds (after `user:`, or in its query):
     what must never appear in a message about it."""
-    secrets = [m.group(1) for m in re.finditer(r"://[^:/@]+:([^@]*)@", url)]
-    secrets += [m.group(2) for m in re.finditer(_QUERY_PASSWORD, url)]
-    return [secret for secret in secrets if secret]
+    found = (m.group(2) for pattern in (_USER_PASSWORD, _QUERY_PASSWORD) for m in re.finditer(pattern, url))
+    return [secret for secret in found if secret]
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")

@@ -11,8 +11,9 @@
   minutes' working time (idle gaps left out) when that is lower and measured
   over enough jobs to trust (the workers, not the limit, may be what holds
   the line back); null when neither is known. A retry not due yet counts
-  for nobody's position, and its own ETA is at least its retry time. Estimates are scaled by what recent jobs really cost
-  against their estimate (the token counters of a run and of the API differ).
+  for nobody's position, and its own ETA is at least its retry time.
+  Estimates are scaled by what recent jobs really cost against their
+  estimate (the token counters of a run and of the API differ).
 """
 
 from __future__ import annotations
@@ -85,9 +86,10 @@ def place_in_line(queue: JobQueue, job: Job, settings, now: float, rate: ServedR
     if ahead is None:
         return {"position": None, "tokens_ahead": None, "eta_seconds": None}
     rate = rate or ServedRate.measure(queue, settings, now)
-    seconds = rate.seconds_for(ahead.tokens + (job.cost or settings.remote_job_tokens) + ahead.running_tokens / 2)
-    if seconds is not None and job.not_before and job.not_before > now:  # a retry waits for its time first
-        seconds = max(seconds, job.not_before - now + rate.seconds_for(job.cost or settings.remote_job_tokens))
+    own = job.cost or settings.remote_job_tokens
+    seconds = rate.seconds_for(ahead.tokens + own + ahead.running_tokens / 2)
+    if seconds is not None and job.not_before > now:  # a retry waits for its time first
+        seconds = max(seconds, job.not_before - now + rate.seconds_for(own))
     return {
         "position": ahead.jobs,
         "tokens_ahead": ahead.tokens,
